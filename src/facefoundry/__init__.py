@@ -1,0 +1,3 @@
+"""FaceFoundry: synthetic face datasets in, verified face-recognition accuracy out."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from facefoundry.cli import main
+
+main()

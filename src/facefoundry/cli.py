@@ -1,0 +1,115 @@
+"""``facefoundry`` command line: one sub-command per pipeline stage.
+
+Global options pick the config: ``--params`` (default ``params.yaml``), any number of
+``--experiment`` files deep-merged on top, then ``--set key.path=value`` overrides.
+A user error prints one line and exits 2; nothing half-written is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import typer
+
+from facefoundry.config import Config, load_config
+from facefoundry.errors import FaceFoundryError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Synthetic face datasets in, verified face-recognition accuracy out.")
+_state: dict = {}
+
+
+@app.callback()
+def _global(
+    params: str = typer.Option("params.yaml", "--params", "-p", help="Base parameter file."),
+    experiment: list[str] = typer.Option([], "--experiment", "-e", help="Experiment YAML deep-merged on top (repeatable)."),
+    set_: list[str] = typer.Option([], "--set", "-s", help="Override, e.g. --set train.lr=0.05 (repeatable)."),
+) -> None:
+    _state.update(params=params, experiment=experiment, sets=set_)
+
+
+def _cfg(extra: list[str] | None = None) -> Config:
+    return load_config(_state.get("params", "params.yaml"), _state.get("experiment"), [*_state.get("sets", []), *(extra or [])])
+
+
+@app.command()
+def generate(generator: Optional[str] = typer.Option(None, help="Generator name (default: generate.generator).")) -> None:
+    """Generate a synthetic face dataset (manifest folder)."""
+    from facefoundry.stages.generate import run_generate
+
+    run_generate(_cfg([f"generate.generator={generator}"] if generator else None))
+
+
+@app.command()
+def benchmark() -> None:
+    """Render the synthetic twin verification benchmark (.bin)."""
+    from facefoundry.stages.generate import run_benchmark
+
+    run_benchmark(_cfg())
+
+
+@app.command()
+def validate(dataset: Optional[str] = typer.Option(None, help="Dataset folder (default: train.dataset)."),
+             out: str = typer.Option("outputs/validate/metrics.json", help="Where to write data metrics.")) -> None:
+    """Check a dataset: manifest, labels, identity counts, every image's size and hash."""
+    from facefoundry.stages.validate import run_validate
+
+    run_validate(_cfg(), dataset, out)
+
+
+@app.command()
+def realism() -> None:
+    """Make rendered faces more realistic by unpaired translation to a target photo folder."""
+    from facefoundry.stages.realism import run_realism
+
+    run_realism(_cfg())
+
+
+@app.command()
+def train() -> None:
+    """Train an FR model (IResNet + margin head) on train.dataset; resumes from its checkpoint."""
+    from facefoundry.stages.train import run_train
+
+    run_train(_cfg())
+
+
+@app.command()
+def evaluate() -> None:
+    """10-fold verification accuracy, TAR@FAR and ROC on every configured benchmark."""
+    from facefoundry.stages.evaluate import run_evaluate
+
+    run_evaluate(_cfg())
+
+
+@app.command()
+def report() -> None:
+    """Leaderboard of all training runs in the experiment."""
+    from facefoundry.stages.report import run_report
+
+    run_report(_cfg())
+
+
+@app.command("config")
+def show_config() -> None:
+    """Print the resolved configuration (after experiments and overrides)."""
+    import yaml
+
+    typer.echo(yaml.safe_dump(_cfg().model_dump(mode="json"), sort_keys=False))
+
+
+def main() -> None:
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    try:
+        app()
+    except FaceFoundryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

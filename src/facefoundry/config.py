@@ -1,0 +1,291 @@
+"""Typed configuration: ``params.yaml`` + deep-merged experiment files + ``--set`` overrides.
+
+One pydantic schema, one section per pipeline stage plus a shared ``base``; unknown
+keys and wrong types are rejected with a single line naming the key, so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from facefoundry.errors import FaceFoundryError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Prob = Annotated[float, Field(ge=0, le=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class Range(Strict):
+    """A closed interval a per-image variation is drawn from uniformly."""
+
+    min: float
+    max: float
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            if len(v) != 2:
+                raise ValueError(f"a range is [min, max], got {list(v)}")
+            return {"min": v[0], "max": v[1]}
+        return v
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if self.min > self.max:
+            raise ValueError(f"range min {self.min} is greater than max {self.max}")
+        return self
+
+
+class BaseCfg(Strict):
+    seed: int = 1234
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    image_size: Annotated[int, Field(ge=16, le=512)] = 112
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "facefoundry"
+
+
+class RenderCfg(Strict):
+    """Per-image variation ranges of the 3D renderer (angles in degrees)."""
+
+    mesh_lat: Annotated[int, Field(ge=8)] = 40
+    mesh_lon: Annotated[int, Field(ge=8)] = 56
+    supersample: Annotated[int, Field(ge=1, le=4)] = 2
+    yaw: Range = Range(min=-30, max=30)
+    pitch: Range = Range(min=-12, max=12)
+    roll: Range = Range(min=-8, max=8)
+    smile: Range = Range(min=0, max=1)
+    mouth_open: Range = Range(min=0, max=0.5)
+    brows: Range = Range(min=-1, max=1)
+    eye_closure: Range = Range(min=0, max=0.5)
+    age: Range = Range(min=0, max=1)
+    light_azimuth: Range = Range(min=-60, max=60)
+    light_elevation: Range = Range(min=-10, max=50)
+    light_intensity: Range = Range(min=0.6, max=1.1)
+    ambient: Range = Range(min=0.25, max=0.5)
+    color_temperature: Range = Range(min=3500, max=7500)
+    camera_distance: Range = Range(min=4.0, max=7.0)
+    glasses_prob: Prob = 0.15
+    hat_prob: Prob = 0.1
+    blur_sigma: Range = Range(min=0, max=0.8)
+    noise_std: Range = Range(min=0, max=0.03)
+    jpeg_prob: Prob = 0.5
+    jpeg_quality: Range = Range(min=40, max=95)
+
+    @model_validator(mode="after")
+    def _jpeg(self) -> "RenderCfg":
+        if not (1 <= self.jpeg_quality.min and self.jpeg_quality.max <= 100):
+            raise ValueError("jpeg_quality must lie within [1, 100]")
+        return self
+
+
+class GenerateCfg(Strict):
+    generator: str = "render"
+    out: str = "outputs/datasets/render"
+    identities: PositiveInt = 100
+    images_per_identity: Annotated[int, Field(ge=2)] = 16
+    min_identity_distance: NonNegFloat = 0.5
+    image_format: Literal["png", "jpg"] = "png"
+    batch_size: PositiveInt = 64
+    render: RenderCfg = RenderCfg()
+
+
+class BenchmarkCfg(Strict):
+    """The synthetic twin verification benchmark (identities disjoint from training)."""
+
+    out: str = "outputs/benchmarks/twins.bin"
+    pairs: Annotated[int, Field(ge=20)] = 600
+    twin_fraction: Prob = 0.5
+    twin_distance: NonNegFloat = 0.35
+    seed_offset: int = 1_000_003
+    render: dict[str, Any] = {}  # overrides of generate.render for the benchmark (e.g. wider yaw, age gap)
+
+
+class RealismCfg(Strict):
+    method: Literal["cyclegan", "ddim", "none"] = "cyclegan"
+    source: str = "outputs/datasets/render"
+    target_dir: str = "outputs/realism_target"
+    make_target: bool = True  # synthesise a photographic-style target when target_dir is absent
+    target_images: PositiveInt = 400
+    out: str = "outputs/datasets/render_realism"
+    model_out: str = "outputs/realism_model"
+    strength: Prob = 0.5  # DDIM: inversion depth; CycleGAN: blend of translated and source
+    train_steps: PositiveInt = 400
+    batch_size: PositiveInt = 8
+    lr: Annotated[float, Field(gt=0)] = 2e-4
+    lambda_cycle: NonNegFloat = 10.0
+    lambda_identity: NonNegFloat = 5.0
+    gen_width: PositiveInt = 32
+    gen_blocks: PositiveInt = 3
+    ddim_steps: PositiveInt = 20
+    unet_width: PositiveInt = 32
+
+
+class BackboneCfg(Strict):
+    name: str = "r18"
+    embedding_size: PositiveInt = 512
+    width: PositiveInt = 64
+    layers: list[PositiveInt] | None = None  # only for name: iresnet (custom depth)
+    se: bool = False
+    dropout: Prob = 0.0
+
+
+class HeadCfg(Strict):
+    """Margin head. For ``combined``: cos(m1*theta + m2) - m3, scaled by s."""
+
+    name: Literal["arcface", "cosface", "sphereface", "combined", "adaface", "softmax"] = "arcface"
+    s: Annotated[float, Field(gt=0)] = 64.0
+    m1: float | None = None
+    m2: float | None = None
+    m3: float | None = None
+    m: float = 0.4  # AdaFace margin
+    h: float = 0.333  # AdaFace norm concentration
+    t_alpha: Prob = 0.01  # AdaFace EMA momentum of norm statistics
+
+
+class TrainCfg(Strict):
+    dataset: str = "outputs/datasets/render"
+    out: str = "outputs/train"
+    backbone: BackboneCfg = BackboneCfg()
+    head: HeadCfg = HeadCfg()
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 128
+    lr: Annotated[float, Field(gt=0)] = 0.1
+    momentum: Prob = 0.9
+    weight_decay: NonNegFloat = 5e-4
+    schedule: Literal["cosine", "step"] = "cosine"
+    milestones: list[PositiveInt] = [10, 16]  # epochs, for the step schedule
+    gamma: Prob = 0.1
+    warmup_epochs: NonNegFloat = 1.0
+    grad_clip: NonNegFloat = 5.0  # 0 disables
+    amp: bool = True  # mixed precision, used only on CUDA
+    num_workers: Annotated[int, Field(ge=0)] = 0
+    preload_max_mb: Annotated[int, Field(ge=0)] = 2048  # decode the dataset once into RAM below this size
+    flip_prob: Prob = 0.5
+    min_images_per_identity: PositiveInt = 2
+    log_every: PositiveInt = 20
+    export_onnx: bool = True
+    threads: Annotated[int, Field(ge=0)] = 0  # torch CPU threads; 0 = torch default
+
+
+class EvaluateCfg(Strict):
+    model: str = "outputs/train/model"
+    benchmarks: dict[str, str] = {"twins": "outputs/benchmarks/twins.bin"}
+    out: str = "outputs/eval"
+    batch_size: PositiveInt = 256
+    nfolds: Annotated[int, Field(ge=2)] = 10
+    distance: Literal["euclidean", "cosine"] = "euclidean"
+    flip: bool = True
+    far_targets: list[Annotated[float, Field(gt=0, lt=1)]] = [1e-1, 1e-2, 1e-3, 1e-4]
+
+
+class ReportCfg(Strict):
+    out: str = "outputs/report"
+    top: PositiveInt = 20
+
+
+class Config(Strict):
+    base: BaseCfg = BaseCfg()
+    generate: GenerateCfg = GenerateCfg()
+    benchmark: BenchmarkCfg = BenchmarkCfg()
+    realism: RealismCfg = RealismCfg()
+    train: TrainCfg = TrainCfg()
+    evaluate: EvaluateCfg = EvaluateCfg()
+    report: ReportCfg = ReportCfg()
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """Recursively merge ``override`` into a copy of ``base`` (override wins, dicts merge)."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_set(expr: str) -> dict:
+    """Turn ``train.lr=0.05`` into ``{"train": {"lr": 0.05}}`` (value parsed as YAML)."""
+    if "=" not in expr:
+        raise FaceFoundryError(f"--set {expr!r}: expected KEY=VALUE, e.g. train.lr=0.05")
+    key, raw = expr.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise FaceFoundryError(f"--set {expr!r}: empty key")
+    value: Any = yaml.safe_load(raw) if raw.strip() else ""
+    for part in reversed(parts):
+        value = {part: value}
+    return value
+
+
+def _read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise FaceFoundryError(f"{path}: config file does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise FaceFoundryError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise FaceFoundryError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def format_validation_error(source: str, err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-"))
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        got = e.get("input")
+        if e["type"] not in ("extra_forbidden", "missing") and not isinstance(got, (dict, list)):
+            msg += f" (got {got!r})"
+        parts.append(f"{loc}: {msg}")
+    return f"{source}: " + "; ".join(parts)
+
+
+def load_config(
+    params: str | Path = "params.yaml",
+    experiments: list[str | Path] | None = None,
+    sets: list[str] | None = None,
+) -> Config:
+    """Load ``params`` then deep-merge each experiment file and each ``--set`` in order."""
+    params = Path(params)
+    raw = _read_yaml(params) if params.exists() else {}
+    sources = [str(params)]
+    for exp in experiments or []:
+        raw = deep_merge(raw, _read_yaml(Path(exp)))
+        sources.append(str(exp))
+    for expr in sets or []:
+        raw = deep_merge(raw, parse_set(expr))
+    if sets:
+        sources.append("--set")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise FaceFoundryError(format_validation_error(" + ".join(sources), err)) from None
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}``: the shape MLflow params and DVC ``-S`` use."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,1 @@
+"""Face dataset formats: manifest folders, identity-per-subfolder folders, RecordIO."""

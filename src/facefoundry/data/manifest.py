@@ -1,0 +1,142 @@
+"""The face dataset format: a folder of aligned images + ``manifest.parquet``.
+
+One row per image (path relative to the folder, integer label, identity name,
+source/generator, generation parameters as JSON, width, height, sha256). Dataset
+facts (class count, image size, generator) live in the parquet schema metadata, so
+the trainer reads counts from the data instead of having them typed into a config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from facefoundry.errors import FaceFoundryError
+from facefoundry.io import atomic_write_bytes
+
+MANIFEST = "manifest.parquet"
+COLUMNS = ("path", "label", "identity", "source", "params", "width", "height", "sha256")
+SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("label", pa.int64()),
+        ("identity", pa.string()),
+        ("source", pa.string()),
+        ("params", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("sha256", pa.string()),
+    ]
+)
+
+
+@dataclass
+class Manifest:
+    """In-memory manifest: column lists plus dataset-level metadata."""
+
+    path: list[str] = field(default_factory=list)
+    label: list[int] = field(default_factory=list)
+    identity: list[str] = field(default_factory=list)
+    source: list[str] = field(default_factory=list)
+    params: list[str] = field(default_factory=list)
+    width: list[int] = field(default_factory=list)
+    height: list[int] = field(default_factory=list)
+    sha256: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.path)
+
+    def add(self, path: str, label: int, identity: str, source: str, params: dict, data: bytes,
+            width: int, height: int) -> None:
+        self.path.append(path)
+        self.label.append(int(label))
+        self.identity.append(identity)
+        self.source.append(source)
+        self.params.append(json.dumps(params, sort_keys=True, default=_json_default))
+        self.width.append(int(width))
+        self.height.append(int(height))
+        self.sha256.append(hashlib.sha256(data).hexdigest())
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.meta.get("num_classes", (max(self.label) + 1) if self.label else 0))
+
+    def row_params(self, i: int) -> dict:
+        return json.loads(self.params[i])
+
+    def to_bytes(self) -> bytes:
+        table = pa.table({c: getattr(self, c) for c in COLUMNS}, schema=SCHEMA)
+        meta = dict(self.meta)
+        meta.setdefault("num_classes", self.num_classes)
+        meta["num_images"] = len(self)
+        table = table.replace_schema_metadata({"facefoundry": json.dumps(meta, sort_keys=True)})
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        return buf.getvalue()
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_manifest(folder: str | Path, manifest: Manifest) -> Path:
+    out = Path(folder) / MANIFEST
+    atomic_write_bytes(out, manifest.to_bytes())
+    return out
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """Read and check a manifest: every label within [0, num_classes), no empty dataset."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.exists():
+        raise FaceFoundryError(f"{folder}: dataset folder does not exist")
+    if not path.is_file():
+        raise FaceFoundryError(f"{path}: no manifest (expected a FaceFoundry dataset folder)")
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FaceFoundryError(f"{path}: unreadable parquet ({exc})") from None
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise FaceFoundryError(f"{path}: missing columns {missing}")
+    raw_meta = (table.schema.metadata or {}).get(b"facefoundry", b"{}")
+    m = Manifest(**{c: table.column(c).to_pylist() for c in COLUMNS}, meta=json.loads(raw_meta))
+    if len(m) == 0:
+        raise FaceFoundryError(f"{path}: dataset is empty (manifest has no rows)")
+    labels = np.asarray(m.label)
+    n_cls = m.num_classes
+    bad = np.flatnonzero((labels < 0) | (labels >= n_cls))
+    if bad.size:
+        i = int(bad[0])
+        raise FaceFoundryError(
+            f"{path}: row {i} ({m.path[i]}) has label {m.label[i]} outside [0, {n_cls}) "
+            f"({bad.size} such rows)"
+        )
+    return m
+
+
+def check_identity_counts(m: Manifest, minimum: int, where: str) -> None:
+    """Verification needs positives: every identity must have at least ``minimum`` images."""
+    counts = np.bincount(np.asarray(m.label), minlength=m.num_classes)
+    few = np.flatnonzero(counts < minimum)
+    if few.size:
+        c = int(few[0])
+        name = next((m.identity[i] for i, lab in enumerate(m.label) if lab == c), f"label {c}")
+        raise FaceFoundryError(
+            f"{where}: identity {name!r} (label {c}) has {int(counts[c])} image(s); at least "
+            f"{minimum} are needed ({few.size} such identities)"
+        )

@@ -1,0 +1,1 @@
+"""Dataset generators. Each writes a manifest dataset through ``facefoundry.data.writer``."""

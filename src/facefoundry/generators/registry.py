@@ -1,0 +1,17 @@
+"""Generator registry: ``facefoundry generate --generator NAME`` looks names up here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from facefoundry.config import Config
+from facefoundry.registry import Registry
+
+GeneratorFn = Callable[[Config, Callable[[str], None]], Path]
+GENERATORS: Registry[Path] = Registry("generator")
+
+
+def load_builtin() -> None:
+    """Import the modules that register built-in generators."""
+    import facefoundry.generators.render.generate  # noqa: F401

@@ -1,0 +1,1 @@
+"""Weight-bearing modules: backbones and margin heads."""

@@ -1,0 +1,48 @@
+"""``validate`` stage: every image decodes, has the right size and hash; data metrics."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from facefoundry.config import Config
+from facefoundry.data.images import decode_image
+from facefoundry.data.manifest import check_identity_counts, read_manifest
+from facefoundry.errors import FaceFoundryError
+from facefoundry.io import atomic_write_json
+from facefoundry.stages.common import log
+from facefoundry.tracking import log_dataset_version, log_metrics, stage_run
+
+
+def validate_dataset(folder: str | Path, image_size: int, min_per_identity: int) -> dict:
+    """Check a manifest dataset end to end and return its data metrics."""
+    folder = Path(folder)
+    m = read_manifest(folder)
+    check_identity_counts(m, min_per_identity, str(folder / "manifest.parquet"))
+    dupes = len(m.sha256) - len(set(m.sha256))
+    for i, rel in enumerate(m.path):
+        p = folder / rel
+        try:
+            data = p.read_bytes()
+        except OSError:
+            raise FaceFoundryError(f"{p}: listed in the manifest but missing") from None
+        if hashlib.sha256(data).hexdigest() != m.sha256[i]:
+            raise FaceFoundryError(f"{p}: sha256 differs from the manifest (file changed or corrupt)")
+        decode_image(data, str(p), image_size)
+    counts = np.bincount(np.asarray(m.label), minlength=m.num_classes)
+    return {"images": len(m), "identities": int(m.num_classes), "images_per_identity_min": int(counts.min()),
+            "images_per_identity_mean": float(counts.mean()), "images_per_identity_max": int(counts.max()),
+            "duplicate_images": int(dupes)}
+
+
+def run_validate(cfg: Config, dataset: str | None = None, out: str | None = None) -> dict:
+    folder = dataset or cfg.train.dataset
+    with stage_run(cfg, "validate", [], {"facefoundry.dataset": str(folder)}):
+        metrics = validate_dataset(folder, cfg.base.image_size, cfg.train.min_images_per_identity)
+        log_metrics({f"data/{k}": v for k, v in metrics.items()})
+        log_dataset_version(folder)
+        atomic_write_json(out or "outputs/validate/metrics.json", metrics)
+        log(f"{folder}: valid ({metrics['images']} images, {metrics['identities']} identities)")
+        return metrics

@@ -1,0 +1,1 @@
+"""Face-recognition training: schedule, data feeding, the loop, the saved model."""

@@ -1,0 +1,220 @@
+"""The FR training loop: one CPU process by default, CUDA + AMP and DDP when available.
+
+Randomness (shuffle order, flips, dropout) is re-seeded from ``base.seed`` at the
+start of every epoch, and every epoch ends in an atomic checkpoint, so a resumed run
+continues exactly as the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+from facefoundry.config import Config
+from facefoundry.data.sources import FaceSource, open_source
+from facefoundry.data.transforms import Preprocess, random_hflip
+from facefoundry.device import dist_info, resolve_device, seed_everything
+from facefoundry.errors import FaceFoundryError
+from facefoundry.io import atomic_write_bytes
+from facefoundry.models.bundle import FRModel, export_onnx
+from facefoundry.models.heads import MarginHead
+from facefoundry.models.iresnet import build_backbone
+from facefoundry.train.feed import Feeder, image_size_of
+from facefoundry.train.schedule import lr_at
+
+CHECKPOINT = "checkpoint.pt"
+# Settings that do not change what is learned; a checkpoint made under other values resumes.
+_NOT_FINGERPRINTED = {"out", "log_every", "num_workers", "export_onnx", "threads", "preload_max_mb"}
+
+
+class BatchMixer(Protocol):
+    """Turns a batch into soft targets, e.g. identity mixup: ``(x, labels) -> (x, [B,K], [B,K])``."""
+
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+class _Net(nn.Module):
+    """Backbone + head as one module so DDP synchronises both."""
+
+    def __init__(self, backbone: nn.Module, head: MarginHead):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, amp: bool):
+        with torch.autocast(x.device.type, dtype=torch.float16, enabled=amp):
+            emb, norm = self.backbone(x)
+        loss = self.head(emb.float(), norm.float(), labels, weights)
+        return loss, emb.detach()
+
+
+@dataclass
+class EpochStats:
+    epoch: int
+    loss: float
+    accuracy: float
+    lr: float
+    images_per_second: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    history: list[EpochStats] = field(default_factory=list)
+    resumed_from: int = 0
+
+
+def fingerprint(cfg: Config, dataset_digest: str) -> str:
+    t = {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
+    blob = json.dumps({"train": t, "seed": cfg.base.seed, "size": cfg.base.image_size, "data": dataset_digest},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class Trainer:
+    def __init__(self, cfg: Config, source: FaceSource | None = None, mixer: BatchMixer | None = None,
+                 log: Callable[[str], None] = print):
+        self.cfg, self.t, self.log, self.mixer = cfg, cfg.train, log, mixer
+        self.rank, self.world = dist_info()
+        self.device = resolve_device(cfg.base.device)
+        if self.t.threads:
+            torch.set_num_threads(self.t.threads)
+        self.source = source or open_source(self.t.dataset)
+        counts = torch.bincount(torch.from_numpy(self.source.labels), minlength=self.source.num_classes)
+        few = (counts < self.t.min_images_per_identity).nonzero().flatten()
+        if len(few):
+            c = int(few[0])
+            raise FaceFoundryError(
+                f"{self.source.root}: identity {self.source.identities[c]!r} has {int(counts[c])} image(s); "
+                f"train.min_images_per_identity is {self.t.min_images_per_identity} ({len(few)} such identities)")
+        self.size = cfg.base.image_size
+        actual = image_size_of(self.source)
+        if actual != self.size:
+            raise FaceFoundryError(f"{self.source.root}: images are {actual}x{actual} but base.image_size is {self.size}")
+        if len(self.source) < self.t.batch_size * self.world:
+            raise FaceFoundryError(f"{self.source.root}: {len(self.source)} images are fewer than one batch "
+                                   f"(train.batch_size={self.t.batch_size})")
+        self.preprocess = Preprocess(image_size=self.size)
+        b = self.t.backbone
+        seed_everything(cfg.base.seed)
+        self.backbone = build_backbone(b.name, self.size, b.embedding_size, b.width, b.layers, b.se, b.dropout)
+        h = self.t.head
+        self.head = MarginHead(self.source.num_classes, b.embedding_size, h.name, h.s, h.m1, h.m2, h.m3,
+                               h.m, h.h, h.t_alpha)
+        self.net = _Net(self.backbone, self.head).to(self.device)
+        self.ddp = self.net
+        if self.world > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.amp = self.t.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=self.t.lr, momentum=self.t.momentum,
+                                   weight_decay=self.t.weight_decay)
+        self.out = Path(self.t.out)
+        self.feeder = Feeder(self.source, self.size, self.t.batch_size, self.t.preload_max_mb,
+                             self.t.num_workers, self.rank, self.world, progress=log)
+        from facefoundry.tracking import dvc_dir_hash
+
+        self.dataset_digest = dvc_dir_hash(self.source.root)
+        self.fingerprint = fingerprint(cfg, self.dataset_digest)
+
+    # -- checkpoints -----------------------------------------------------------------
+    def _save_checkpoint(self, epoch: int, history: list[EpochStats]) -> None:
+        if self.rank != 0:
+            return
+        state = {"epoch": epoch, "fingerprint": self.fingerprint, "net": self.net.state_dict(),
+                 "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
+                 "history": [s.__dict__ for s in history]}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(self.out / CHECKPOINT, buf.getvalue())
+
+    def _load_checkpoint(self) -> tuple[int, list[EpochStats]]:
+        path = self.out / CHECKPOINT
+        if not path.is_file():
+            return 0, []
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - a damaged checkpoint must not stop a fresh start
+            self.log(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); starting afresh")
+            return 0, []
+        if state.get("fingerprint") != self.fingerprint:
+            self.log(f"{path}: made with other settings or data; starting afresh")
+            return 0, []
+        self.net.load_state_dict(state["net"])
+        self.opt.load_state_dict(state["opt"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.log(f"resuming from {path} after epoch {state['epoch']}")
+        return int(state["epoch"]), [EpochStats(**s) for s in state["history"]]
+
+    # -- loop ------------------------------------------------------------------------
+    def fit(self, on_epoch: Callable[[EpochStats], None] | None = None, stop_after: int | None = None) -> TrainResult:
+        """Train to ``train.epochs`` (or stop after epoch ``stop_after``, for tests and preemption)."""
+        start, history = self._load_checkpoint()
+        steps = self.feeder.steps_per_epoch()
+        total, warm = steps * self.t.epochs, int(round(self.t.warmup_epochs * steps))
+        milestones = [m * steps for m in self.t.milestones]
+        last = min(self.t.epochs, stop_after or self.t.epochs)
+        for epoch in range(start, last):
+            seed_everything(self.cfg.base.seed + 1000 * (epoch + 1))
+            self.net.train()
+            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            lr = self.t.lr
+            for i, (images, labels) in enumerate(self.feeder.epoch(self.cfg.base.seed + epoch)):
+                step = epoch * steps + i
+                lr = lr_at(step, total, self.t.lr, warm, self.t.schedule, milestones, self.t.gamma)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                x = random_hflip(self.preprocess(images), self.t.flip_prob).to(self.device, non_blocking=True)
+                labels = labels.to(self.device)
+                targets, weights = labels, None
+                if self.mixer is not None:
+                    x, targets, weights = self.mixer(x, labels)
+                loss, emb = self.ddp(x, targets, weights, self.amp)
+                self.opt.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if self.t.grad_clip > 0:
+                    self.scaler.unscale_(self.opt)
+                    nn.utils.clip_grad_norm_(self.backbone.parameters(), self.t.grad_clip)
+                self.scaler.step(self.opt)
+                self.scaler.update()
+                with torch.no_grad():
+                    correct += int((self.head.cosines(emb).argmax(1) == labels).sum())
+                seen += len(labels)
+                loss_sum += float(loss) * len(labels)
+                if self.rank == 0 and (i + 1) % self.t.log_every == 0:
+                    rate = seen / (time.perf_counter() - t0)
+                    self.log(f"epoch {epoch + 1}/{self.t.epochs} step {i + 1}/{steps} loss {loss_sum / seen:.3f} "
+                             f"lr {lr:.4f} {rate:.0f} img/s")
+            secs = time.perf_counter() - t0
+            stats = EpochStats(epoch + 1, loss_sum / max(1, seen), correct / max(1, seen), lr,
+                               seen / max(secs, 1e-9), secs)
+            history.append(stats)
+            self._save_checkpoint(epoch + 1, history)
+            if self.rank == 0:
+                self.log(f"epoch {stats.epoch}/{self.t.epochs}: loss {stats.loss:.3f} train-acc {stats.accuracy:.3f} "
+                         f"{stats.images_per_second:.0f} img/s ({secs:.1f}s)")
+            if on_epoch:
+                on_epoch(stats)
+        return TrainResult(model_dir=self.out / "model", history=history, resumed_from=start)
+
+    def export(self, info: dict) -> FRModel:
+        """Write the model folder (+ ONNX) from the current weights."""
+        self.net.eval()
+        model = FRModel(self.backbone.cpu(), self.preprocess,
+                        {"num_classes": self.source.num_classes, "dataset": str(self.source.root),
+                         "dataset_dvc_md5": self.dataset_digest, "fingerprint": self.fingerprint, **info},
+                        self.head.cpu())
+        model.save(self.out / "model")
+        if self.t.export_onnx:
+            export_onnx(self.backbone, self.out / "model" / "backbone.onnx", self.size)
+        self.net.to(self.device)
+        return model

@@ -1,0 +1,1 @@
+"""Verification benchmarks: insightface ``.bin`` pairs and the 10-fold protocol."""

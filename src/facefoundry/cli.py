@@ -59,6 +59,14 @@ def validate(dataset: Optional[str] = typer.Option(None, help="Dataset folder (d
     run_validate(_cfg(), dataset, out)
 
 
+@app.command("realism-target")
+def realism_target(out: str = typer.Option("outputs/realism_target", help="Folder to write.")) -> None:
+    """Render the synthetic photographic target domain the embedded default uses."""
+    from facefoundry.stages.realism import run_realism_target
+
+    run_realism_target(_cfg(), out)
+
+
 @app.command()
 def realism() -> None:
     """Make rendered faces more realistic by unpaired translation to a target photo folder."""

@@ -115,8 +115,9 @@ class RealismCfg(Strict):
     method: Literal["cyclegan", "ddim", "none"] = "cyclegan"
     source: str = "outputs/datasets/render"
     target_dir: str = "outputs/realism_target"
-    make_target: bool = True  # synthesise a photographic-style target when target_dir is absent
-    target_images: PositiveInt = 400
+    target_crop: Annotated[float, Field(gt=0, le=1)] = 1.0  # centre-crop fraction of target photos
+    target_limit: Annotated[int, Field(ge=0)] = 0  # use at most this many target photos (0 = all)
+    target_images: PositiveInt = 400  # size of the synthetic photographic target (embedded default)
     out: str = "outputs/datasets/render_realism"
     model_out: str = "outputs/realism_model"
     strength: Prob = 0.5  # DDIM: inversion depth; CycleGAN: blend of translated and source
@@ -270,7 +271,8 @@ def load_config(
         raw = deep_merge(raw, _read_yaml(Path(exp)))
         sources.append(str(exp))
     for expr in sets or []:
-        raw = deep_merge(raw, parse_set(expr))
+        if expr.strip():  # MLproject passes an empty --set when no override is given
+            raw = deep_merge(raw, parse_set(expr))
     if sets:
         sources.append("--set")
     try:

@@ -15,7 +15,7 @@ def decode_image(data: bytes, name: str, size: int | None = None) -> np.ndarray:
     """Decode encoded image bytes to RGB uint8; ``size`` checks a square side."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            arr = np.asarray(im.convert("RGB"))
+            arr = np.array(im.convert("RGB"))  # writable copy: torch.from_numpy needs one
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise FaceFoundryError(f"{name}: cannot decode image ({exc.__class__.__name__}: {exc})") from None
     if size is not None and arr.shape[:2] != (size, size):

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create .venv and install FaceFoundry into it. Idempotent: a second call with an
+# unchanged pyproject.toml returns at once. TORCH_SPEC picks the torch build
+# (default: the CPU wheel; on a CUDA machine install your CUDA torch first).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+stamp=.venv/.facefoundry-installed
+want=$(cat pyproject.toml infra/install.sh | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  echo "installing FaceFoundry into .venv (first time: a few minutes)..." >&2
+  .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "${TORCH_SPEC:-torch==2.13.0}"
+  .venv/bin/pip install -q -e ".[test]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+  .venv/bin/python -c "import facefoundry.cli, mlflow, dvc, diffusers" # fail here, not mid-pipeline
+  echo "$want" > "$stamp"
+fi
+# data/ holds the user's own inputs (tracked by data.dvc); start from the documented skeleton.
+[ -d data ] || cp -r infra/data-skeleton data

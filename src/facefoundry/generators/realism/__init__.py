@@ -1,0 +1,1 @@
+"""Unpaired realism transfer: rendered faces → the look of an unlabelled photo folder."""

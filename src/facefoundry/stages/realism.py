@@ -1,0 +1,72 @@
+"""``realism-target`` and ``realism`` stages."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from facefoundry.config import Config
+from facefoundry.data.sources import open_source
+from facefoundry.device import resolve_device
+from facefoundry.generators.realism.images import load_folder, to_signed
+from facefoundry.generators.realism.target import make_photographic_target
+from facefoundry.generators.realism.transform import Passthrough, Translator, translate_dataset
+from facefoundry.plots import image_grid
+from facefoundry.stages.common import log
+from facefoundry.tracking import log_dataset_version, log_image, log_metrics, stage_run
+
+
+def run_realism_target(cfg: Config, out: str = "outputs/realism_target") -> Path:
+    with stage_run(cfg, "realism-target", ["realism"]):
+        path = make_photographic_target(cfg, out, log)
+        imgs = load_folder(path, cfg.base.image_size, limit=32)
+        log_image(image_grid([list(imgs[i:i + 8]) for i in range(0, 32, 8)]), "samples/target.png")
+        return path
+
+
+def fit_translator(cfg: Config, source_images: np.ndarray, target_images: np.ndarray) -> Translator:
+    r, device = cfg.realism, resolve_device(cfg.base.device)
+    a, b = to_signed(source_images), to_signed(target_images)
+    if r.method == "cyclegan":
+        from facefoundry.generators.realism.cyclegan import CycleGANTranslator, train_cyclegan
+
+        nets = train_cyclegan(a, b, r.train_steps, r.batch_size, r.lr, r.lambda_cycle, r.lambda_identity,
+                              r.gen_width, r.gen_blocks, cfg.base.seed, device, Path(r.model_out), log)
+        return CycleGANTranslator(nets["generator_ab"], r.strength)
+    if r.method == "ddim":
+        from facefoundry.generators.realism.ddim import DDIMTranslator, train_ddim
+
+        unet, sched = train_ddim(b, r.train_steps, r.batch_size, r.lr, r.unet_width, cfg.base.seed, device,
+                                 Path(r.model_out), log)
+        return DDIMTranslator(unet, sched.config, r.ddim_steps, r.strength)
+    Path(r.model_out).mkdir(parents=True, exist_ok=True)
+    return Passthrough()
+
+
+def run_realism(cfg: Config) -> Path:
+    r = cfg.realism
+    with stage_run(cfg, "realism", ["realism"], {"facefoundry.realism_method": r.method}):
+        src = open_source(r.source)
+        size = cfg.base.image_size
+        target = load_folder(r.target_dir, size, r.target_crop, r.target_limit) if r.method != "none" else None
+        source_imgs = np.stack([src.load(i, size) for i in range(len(src))])
+        t0 = time.perf_counter()
+        translator = fit_translator(cfg, source_imgs, target) if target is not None else fit_translator(cfg, source_imgs, source_imgs)
+        fit_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        out = translate_dataset(r.source, r.out, translator, r.strength, batch=32,
+                                device=resolve_device(cfg.base.device), log=log)
+        apply_s = time.perf_counter() - t1
+        dst = open_source(out)
+        log_metrics({"fit_seconds": fit_s, "translate_seconds": apply_s,
+                     "translate_seconds_per_image": apply_s / len(dst), "images": len(dst)})
+        picks = np.linspace(0, len(src) - 1, 8).astype(int)
+        rows = [[src.load(i) for i in picks], [dst.load(i) for i in picks]]
+        if target is not None:
+            rows.append(list(target[:8]))
+        log_image(image_grid(rows), "samples/realism.png")  # rows: rendered, translated, target
+        log_dataset_version(out)
+        log(f"{r.method}: {len(dst)} images → {out} (fit {fit_s:.0f}s, {apply_s / len(dst) * 1000:.1f} ms/image)")
+        return out

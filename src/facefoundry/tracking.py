@@ -109,12 +109,16 @@ def log_text(text: str, name: str) -> None:
     _mlflow().log_text(text, name)
 
 
-def log_torch_model(module, name: str = "model") -> None:  # noqa: ANN001
-    """``mlflow.pytorch.log_model`` with explicit requirements (no slow environment inference)."""
+def log_torch_model(module, input_size: int, name: str = "model") -> None:  # noqa: ANN001
+    """``mlflow.pytorch.log_model`` in MLflow 3's default ``pt2`` (torch.export) format.
+
+    An example batch is required for tracing; the batch axis is left dynamic.
+    """
     import torch
 
-    mlflow = _mlflow()
-    mlflow.pytorch.log_model(module, name=name, pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    example = np.zeros((2, 3, input_size, input_size), np.float32)
+    _mlflow().pytorch.log_model(module.eval(), name=name, input_example=example,
+                                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
 
 
 def temp_dir() -> tempfile.TemporaryDirectory:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from facefoundry.config import Config
 from facefoundry.io import atomic_write_json
+from facefoundry.models.bundle import RawEmbedding
 from facefoundry.plots import curve_figure
 from facefoundry.stages.common import dataset_grid, log
 from facefoundry.tracking import log_dataset_version, log_figure, log_image, log_metrics, log_torch_model, stage_run
@@ -30,7 +31,7 @@ def run_train(cfg: Config) -> dict:
             log_figure(curve_figure("training", {"loss": [h.loss for h in hist],
                                                  "train accuracy": [h.accuracy for h in hist]}), "plots/training.png")
         model = trainer.export({"mlflow_run_id": run.info.run_id, "dataset_dvc_md5": digest})
-        log_torch_model(model.backbone, "model")
+        log_torch_model(RawEmbedding(model.backbone), cfg.base.image_size, "model")
         final = {"epochs": len(hist), "loss": hist[-1].loss if hist else None,
                  "train_accuracy": hist[-1].accuracy if hist else None,
                  "images_per_second": sum(h.images_per_second for h in hist) / max(1, len(hist)),

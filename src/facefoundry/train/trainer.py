@@ -189,7 +189,7 @@ class Trainer:
                 with torch.no_grad():
                     correct += int((self.head.cosines(emb).argmax(1) == labels).sum())
                 seen += len(labels)
-                loss_sum += float(loss) * len(labels)
+                loss_sum += float(loss.detach()) * len(labels)
                 if self.rank == 0 and (i + 1) % self.t.log_every == 0:
                     rate = seen / (time.perf_counter() - t0)
                     self.log(f"epoch {epoch + 1}/{self.t.epochs} step {i + 1}/{steps} loss {loss_sum / seen:.3f} "

@@ -54,12 +54,12 @@ class Layout:
     def __init__(self, ident: dict[str, torch.Tensor], expr: dict[str, torch.Tensor]):
         p = ident
         self.eye_t = PI * (0.455 + 0.015 * p["eye_height"])
-        self.eye_p = 0.36 + 0.04 * p["eye_spacing"]
+        self.eye_p = 0.39 + 0.04 * p["eye_spacing"]
         self.eye_w = 0.085 * (1 + 0.15 * p["eye_size"])
         self.brow_t = self.eye_t - 0.085 - 0.015 * p["brow_height"] - 0.025 * expr["brows"]
-        self.nose_t = PI * (0.555 + 0.02 * p["nose_tip_height"]) + 0.02 * p["nose_length"]
+        self.nose_t = PI * (0.536 + 0.02 * p["nose_tip_height"]) + 0.02 * p["nose_length"]
         self.mouth_t = PI * (0.655 + 0.015 * p["mouth_height"])
-        self.mouth_w = 0.20 * (1 + 0.15 * p["mouth_width"]) + 0.03 * expr["smile"]
+        self.mouth_w = 0.30 * (1 + 0.12 * p["mouth_width"]) + 0.03 * expr["smile"]
         self.smile = expr["smile"]
         self.chin_t = PI * (0.76 + 0.02 * p["chin_length"])
 
@@ -105,8 +105,8 @@ def surface(phi: torch.Tensor, theta: torch.Tensor, ident: dict[str, torch.Tenso
     d = d + 0.17 * (1 + 0.3 * p["nose_protrusion"]) * _g(phi, theta, 0, nt, 0.08 * (1 + 0.3 * p["nose_width"]), 0.06)
     d = d - 0.015 * (1 + p["philtrum_depth"]) * _g(phi, theta, 0, mt - 0.05, 0.03, 0.025)
     lips = 0.035 * (1 + 0.5 * p["lip_thickness"])
-    d = d + lips * _g(phi, theta, 0, mt - 0.022, 0.16 * (1 + 0.15 * p["mouth_width"]), 0.022)
-    d = d + 1.15 * lips * _g(phi, theta, 0, mt + 0.028, 0.15 * (1 + 0.15 * p["mouth_width"]), 0.025)
+    d = d + lips * _g(phi, theta, 0, mt - 0.022, 0.2 * (1 + 0.12 * p["mouth_width"]), 0.022)
+    d = d + 1.15 * lips * _g(phi, theta, 0, mt + 0.028, 0.19 * (1 + 0.12 * p["mouth_width"]), 0.025)
     d = d + 0.07 * (1 + 0.5 * p["chin_protrusion"]) * _g(phi, theta, 0, ct, 0.16, 0.07)
     front = torch.sigmoid((torch.cos(phi) - 0.1) / 0.1)
     d = d * front + torch.where(phi.abs() > 1.2, d, torch.zeros_like(d)) * (1 - front)  # ears live at the sides

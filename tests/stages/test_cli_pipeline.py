@@ -1,0 +1,99 @@
+"""The CLI end to end on a tiny config: real subprocesses, a real MLflow SQLite store, real DVC."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from facefoundry.tracking import dvc_dir_hash
+from tests.conftest import make_dataset, tiny_config
+
+ENV = {**os.environ, "MLFLOW_TRACKING_URI": "", "GIT_PYTHON_REFRESH": "quiet"}
+ENV.pop("MLFLOW_TRACKING_URI")
+
+
+def ff(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "facefoundry", "--params", str(tmp / "params.yaml"), *args],
+                          cwd=tmp, capture_output=True, text=True, env=ENV, timeout=600)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, proc.stderr
+    for frag in fragments:
+        assert frag in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pipe")
+    tiny_config(tmp, generate={"identities": 12, "images_per_identity": 6},
+                train={"epochs": 4, "batch_size": 16, "export_onnx": True}, benchmark={"pairs": 60})
+    for stage in ("generate", "benchmark", "validate", "train", "evaluate", "report"):
+        proc = ff(tmp, stage)
+        assert proc.returncode == 0, f"{stage}: {proc.stderr[-2000:]}"
+    return tmp
+
+
+def test_pipeline_tracks_every_stage(pipeline):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{pipeline}/mlflow.db")
+    exp = client.get_experiment_by_name("tests")
+    runs = client.search_runs([exp.experiment_id])
+    stages = {r.data.tags["facefoundry.stage"] for r in runs}
+    assert stages == {"generate", "benchmark", "validate", "train", "evaluate", "report"}
+    train = next(r for r in runs if r.data.tags["facefoundry.stage"] == "train")
+    m = train.data.metrics
+    assert 0.0 <= m["twins/accuracy"] <= 1.0 and "twins/auc" in m and "train/loss" in m
+    assert train.data.params["train.backbone.name"] == "iresnet"
+    assert train.data.tags["dataset.dvc_md5"] == dvc_dir_hash(pipeline / "render")
+    arts = {a.path for a in client.list_artifacts(train.info.run_id, "samples")}
+    assert "samples/train_grid.png" in arts
+    assert mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+    evaluate = next(r for r in runs if r.data.tags["facefoundry.stage"] == "evaluate")
+    assert {a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")} >= {"plots/roc.png",
+                                                                                    "plots/hist_twins.png"}
+    metrics = json.loads((pipeline / "eval" / "metrics.json").read_text())
+    assert metrics["twins_accuracy"] == pytest.approx(m["twins/accuracy"])
+    assert (pipeline / "report" / "leaderboard.md").read_text().count("| 1 |") == 1
+    assert (pipeline / "train" / "model" / "backbone.onnx").is_file()
+
+
+def test_missing_benchmark_path(pipeline):
+    proc = ff(pipeline, "--set", "evaluate.benchmarks.lfw=/nonexistent/lfw.bin", "evaluate")
+    assert_one_line_error(proc, "evaluate.benchmarks.lfw: /nonexistent/lfw.bin", "does not exist")
+
+
+def test_unknown_backbone_and_bad_config(tmp_path):
+    tiny_config(tmp_path, train={"dataset": str(make_dataset(tmp_path / "ds", 4, 4))})
+    assert_one_line_error(ff(tmp_path, "--set", "train.backbone.name=r999", "train"), "unknown backbone 'r999'", "r50")
+    assert_one_line_error(ff(tmp_path, "--set", "train.epochs=-1", "train"), "train.epochs")
+    assert_one_line_error(ff(tmp_path, "--set", "generate.render.yaw=[10, -10]", "generate"),
+                          "generate.render.yaw: range min 10.0 is greater than max -10.0")
+
+
+def test_corrupt_image_stops_training_with_its_name(tmp_path):
+    ds = make_dataset(tmp_path / "ds", 4, 4)
+    victim = sorted((ds / "images").rglob("*.png"))[3]
+    victim.write_bytes(b"\x89PNG broken")
+    tiny_config(tmp_path, train={"dataset": str(ds)})
+    assert_one_line_error(ff(tmp_path, "train"), victim.name, "cannot decode image")
+    assert not (tmp_path / "train" / "model").exists()
+
+
+def test_dvc_dir_hash_equals_dvc(tmp_path):
+    ds = make_dataset(tmp_path / "ds", 2, 2)
+    dvc = Path(sys.executable).parent / "dvc"
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([str(dvc), "init", "-q"], cwd=tmp_path, check=True, env=ENV)
+    subprocess.run([str(dvc), "add", "-q", "ds"], cwd=tmp_path, check=True, env=ENV)
+    import yaml
+
+    recorded = yaml.safe_load((tmp_path / "ds.dvc").read_text())["outs"][0]["md5"]
+    assert dvc_dir_hash(ds) == recorded

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from facefoundry.config import deep_merge, flatten, load_config, parse_set
+from facefoundry.errors import FaceFoundryError
+
+
+def write(tmp: Path, name: str, text: str) -> Path:
+    p = tmp / name
+    p.write_text(text)
+    return p
+
+
+def test_defaults_load_from_repo_params():
+    cfg = load_config(Path(__file__).parents[1] / "params.yaml")
+    assert cfg.base.image_size == 56
+    assert cfg.generate.render.yaw.min == -30
+
+
+def test_experiment_deep_merges_and_set_wins(tmp_path):
+    base = write(tmp_path, "p.yaml", "train:\n  lr: 0.1\n  backbone: {name: r18, width: 64}\n")
+    exp = write(tmp_path, "e.yaml", "train:\n  backbone: {width: 32}\n")
+    cfg = load_config(base, [exp], ["train.lr=0.05", "train.head.name=cosface"])
+    assert cfg.train.backbone.name == "r18"  # kept from base
+    assert cfg.train.backbone.width == 32  # from the experiment
+    assert cfg.train.lr == 0.05 and cfg.train.head.name == "cosface"
+
+
+def test_unknown_key_is_one_line_naming_it(tmp_path):
+    p = write(tmp_path, "p.yaml", "train:\n  lrr: 0.1\n")
+    with pytest.raises(FaceFoundryError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert "train.lrr: unknown key" in msg and "\n" not in msg and str(p) in msg
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    p = write(tmp_path, "p.yaml", "train:\n  epochs: many\n")
+    with pytest.raises(FaceFoundryError, match=r"train.epochs: .*'many'"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("expr,match", [
+    ("generate.render.yaw=[30, -30]", "generate.render.yaw: range min 30.0 is greater than max -30.0"),
+    ("generate.identities=-5", "generate.identities: Input should be greater than 0"),
+    ("generate.images_per_identity=0", "generate.images_per_identity"),
+    ("generate.render.glasses_prob=1.5", "generate.render.glasses_prob"),
+])
+def test_bad_ranges_and_counts_fail_clearly(tmp_path, expr, match):
+    with pytest.raises(FaceFoundryError, match=match.replace("[", r"\[")):
+        load_config(write(tmp_path, "p.yaml", "{}"), sets=[expr])
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    with pytest.raises(FaceFoundryError, match=r"invalid YAML \(line 2\)"):
+        load_config(write(tmp_path, "p.yaml", "a: 1\nb: : c\n"))
+
+
+def test_helpers():
+    assert parse_set("a.b.c=[1, 2]") == {"a": {"b": {"c": [1, 2]}}}
+    with pytest.raises(FaceFoundryError):
+        parse_set("novalue")
+    assert deep_merge({"a": {"x": 1, "y": 2}}, {"a": {"y": 3}}) == {"a": {"x": 1, "y": 3}}
+    assert flatten({"a": {"b": 1}, "c": 2}) == {"a.b": 1, "c": 2}

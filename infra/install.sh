@@ -15,5 +15,9 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   .venv/bin/python -c "import facefoundry.cli, mlflow, dvc, diffusers" # fail here, not mid-pipeline
   echo "$want" > "$stamp"
 fi
-# data/ holds the user's own inputs (tracked by data.dvc); start from the documented skeleton.
-[ -d data ] || cp -r infra/data-skeleton data
+# data/ holds the user's own inputs (tracked by data.dvc); start from the documented skeleton,
+# whose hash data.dvc records, and put it in the local DVC cache so `dvc status` is clean.
+if [ ! -d data ]; then
+  cp -r infra/data-skeleton data
+  .venv/bin/dvc commit -q -f data.dvc >/dev/null 2>&1 || true
+fi

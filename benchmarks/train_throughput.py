@@ -1,0 +1,93 @@
+"""Trainer images/s vs a bare torch loop on in-memory tensors (same model), plus loader-only rates.
+
+    python benchmarks/train_throughput.py            # tiny default @56 and IResNet-18 @112
+The ratio trainer ÷ bare shows what the platform costs on top of the raw model step.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._common import save  # noqa: E402
+from facefoundry.config import load_config  # noqa: E402
+from facefoundry.data.sources import open_source  # noqa: E402
+from facefoundry.data.transforms import Preprocess, random_hflip  # noqa: E402
+from facefoundry.models.iresnet import build_backbone  # noqa: E402
+from facefoundry.train.feed import Feeder  # noqa: E402
+from facefoundry.train.trainer import Trainer  # noqa: E402
+from tests.conftest import make_dataset  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {
+    "tiny@56 (default)": {"base": 56, "backbone": {"name": "iresnet", "layers": [1, 1, 1, 1], "width": 16,
+                                                   "embedding_size": 128}, "steps": 40},
+    "r18@112": {"base": 112, "backbone": {"name": "r18", "embedding_size": 512, "width": 64}, "steps": 6},
+}
+BATCH = 64
+
+
+def bare_loop(bb_cfg: dict, size: int, classes: int, steps: int) -> float:
+    torch.manual_seed(0)
+    m = build_backbone(bb_cfg["name"], size, bb_cfg["embedding_size"], bb_cfg["width"], bb_cfg.get("layers"))
+    w = torch.nn.Parameter(torch.randn(classes, bb_cfg["embedding_size"]) * 0.01)
+    opt = torch.optim.SGD([*m.parameters(), w], lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x, y = torch.randn(BATCH, 3, size, size), torch.randint(0, classes, (BATCH,))
+
+    def step() -> None:
+        emb, _ = m(x)
+        loss = F.cross_entropy(32 * F.linear(emb, F.normalize(w, dim=1)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * BATCH / (time.perf_counter() - t0)
+
+
+def loader_rate(ds: Path, size: int, preload: bool) -> float:
+    src = open_source(ds)
+    feeder = Feeder(src, size, BATCH, preload_max_mb=4096 if preload else 0)
+    pre = Preprocess(image_size=size)
+    t0, n = time.perf_counter(), 0
+    for _ in range(3):
+        for images, labels in feeder.epoch(0):
+            random_hflip(pre(images), 0.5)
+            n += len(labels)
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, case in CASES.items():
+            size, steps = case["base"], case["steps"]
+            classes = 32
+            ds = make_dataset(Path(tmp) / f"ds{size}", identities=classes, per_identity=BATCH * steps // classes, size=size)
+            bare = bare_loop(case["backbone"], size, classes, steps)
+            cfg = load_config(ROOT / "params.yaml", sets=[
+                f"base.image_size={size}", f"train.dataset={ds}", f"train.out={tmp}/t{size}", "train.epochs=2",
+                f"train.batch_size={BATCH}", "train.export_onnx=false", "train.log_every=100000",
+                *(f"train.backbone.{k}={v}" for k, v in case["backbone"].items())])
+            trainer = Trainer(cfg, log=lambda _m: None)
+            hist = trainer.fit().history
+            platform_rate = hist[-1].images_per_second  # epoch 2: warm
+            results[name] = {"bare_images_per_s": round(bare, 1), "trainer_images_per_s": round(platform_rate, 1),
+                             "trainer_over_bare": round(platform_rate / bare, 3),
+                             "loader_preloaded_images_per_s": round(loader_rate(ds, size, True)),
+                             "loader_streaming_images_per_s": round(loader_rate(ds, size, False))}
+            print(name, results[name], flush=True)
+    save("train_throughput", results)
+
+
+if __name__ == "__main__":
+    main()

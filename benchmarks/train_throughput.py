@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,12 +34,15 @@ CASES = {
 BATCH = 64
 
 
-def bare_loop(bb_cfg: dict, size: int, classes: int, steps: int) -> float:
+def bare_loop(bb_cfg: dict, ds: Path, size: int, classes: int, steps: int) -> float:
+    """SGD steps on one batch of the dataset's own images, decoded and normalised in memory."""
     torch.manual_seed(0)
     m = build_backbone(bb_cfg["name"], size, bb_cfg["embedding_size"], bb_cfg["width"], bb_cfg.get("layers"))
     w = torch.nn.Parameter(torch.randn(classes, bb_cfg["embedding_size"]) * 0.01)
     opt = torch.optim.SGD([*m.parameters(), w], lr=0.1, momentum=0.9, weight_decay=5e-4)
-    x, y = torch.randn(BATCH, 3, size, size), torch.randint(0, classes, (BATCH,))
+    src = open_source(ds)
+    x = Preprocess(image_size=size)(torch.from_numpy(np.stack([src.load(i) for i in range(BATCH)])))
+    y = torch.from_numpy(src.labels[:BATCH])
 
     def step() -> None:
         emb, _ = m(x)
@@ -47,7 +51,8 @@ def bare_loop(bb_cfg: dict, size: int, classes: int, steps: int) -> float:
         loss.backward()
         opt.step()
 
-    step()  # warm-up
+    for _ in range(steps):  # warm up exactly as long as the trainer's first (unmeasured) epoch
+        step()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
@@ -73,7 +78,7 @@ def main() -> None:
             size, steps = case["base"], case["steps"]
             classes = 32
             ds = make_dataset(Path(tmp) / f"ds{size}", identities=classes, per_identity=BATCH * steps // classes, size=size)
-            bare = bare_loop(case["backbone"], size, classes, steps)
+            bare = bare_loop(case["backbone"], ds, size, classes, steps)
             cfg = load_config(ROOT / "params.yaml", sets=[
                 f"base.image_size={size}", f"train.dataset={ds}", f"train.out={tmp}/t{size}", "train.epochs=2",
                 f"train.batch_size={BATCH}", "train.export_onnx=false", "train.log_every=100000",

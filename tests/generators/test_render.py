@@ -104,3 +104,32 @@ def test_identities_are_separated_and_twins_at_distance():
     assert np.all(np.linalg.norm(tw - pts[:5], axis=1) / np.sqrt(46) <= 0.2 + 1e-9)
     with pytest.raises(FaceFoundryError, match="could not place identity"):
         sample_separated(10, 2, 1.5, rng)
+
+
+def test_interrupted_generation_resumes_to_identical_dataset(tmp_path, tiny, monkeypatch):
+    from facefoundry.config import load_config
+
+    cfg = load_config(tmp_path / "params.yaml", sets=["generate.batch_size=8"])
+    reference = read_manifest(generate_render(cfg, quiet)).sha256
+    import shutil
+
+    shutil.rmtree(cfg.generate.out)
+    calls = {"n": 0}
+    real = FaceRenderer.render
+
+    def crash_on_third(self, ids, var):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(self, ids, var)
+
+    monkeypatch.setattr(FaceRenderer, "render", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        generate_render(cfg, quiet)
+    assert not (tmp_path / "render").exists()  # nothing half-written at the output path
+    monkeypatch.setattr(FaceRenderer, "render", real)
+    logs = []
+    out = generate_render(cfg, logs.append)
+    assert any("resuming after 16 finished images" in m for m in logs)
+    assert read_manifest(out).sha256 == reference
+    assert not (tmp_path / ".render.partial").exists()

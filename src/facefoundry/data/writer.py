@@ -1,7 +1,16 @@
-"""Write a manifest dataset atomically: images under ``images/<label>/``, then the manifest."""
+"""Write a manifest dataset atomically: images under ``images/<label>/``, then the manifest.
+
+With a ``resume_key`` the work goes to a stable ``.<name>.partial`` folder beside the
+output and every finished image is journalled, so a crashed or interrupted generation
+continues where it stopped (when the key — the generation settings — is unchanged).
+Either way the dataset appears at ``out`` only once it is complete.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -9,23 +18,55 @@ from typing import Any
 import numpy as np
 
 from facefoundry.data.images import encode_image
-from facefoundry.data.manifest import Manifest, write_manifest
-from facefoundry.io import atomic_dir
+from facefoundry.data.manifest import COLUMNS, Manifest, write_manifest
+from facefoundry.io import atomic_dir, atomic_write_json
+
+JOURNAL, RESUME = "rows.jsonl", "resume.json"
 
 
 class DatasetWriter:
-    """Context manager; the dataset appears at ``out`` only when the block succeeds."""
+    """Context manager; ``done`` tells a resumable generator how many images already exist."""
 
-    def __init__(self, out: str | Path, meta: dict[str, Any], image_format: str = "png"):
+    def __init__(self, out: str | Path, meta: dict[str, Any], image_format: str = "png", resume_key: str | None = None):
         self.out = Path(out)
         self.manifest = Manifest(meta=dict(meta))
         self.fmt = image_format
+        self.resume_key = resume_key
         self._stack = ExitStack()
         self._tmp: Path | None = None
+        self._journal = None
+
+    @property
+    def done(self) -> int:
+        return len(self.manifest)
 
     def __enter__(self) -> "DatasetWriter":
-        self._tmp = self._stack.enter_context(atomic_dir(self.out))
+        if self.resume_key is None:
+            self._tmp = self._stack.enter_context(atomic_dir(self.out))
+            return self
+        self._tmp = self.out.parent / f".{self.out.name}.partial"
+        state = self._tmp / RESUME
+        if state.is_file() and json.loads(state.read_text()).get("key") == self.resume_key:
+            for line in (self._tmp / JOURNAL).read_text().splitlines():
+                row = json.loads(line)
+                for c in COLUMNS:
+                    getattr(self.manifest, c).append(row[c])
+        else:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp.mkdir(parents=True)
+            atomic_write_json(state, {"key": self.resume_key})
+        self._journal = open(self._tmp / JOURNAL, "a", buffering=1)  # noqa: SIM115 - closed in __exit__
         return self
+
+    def truncate(self, n: int) -> None:
+        """Forget rows after the first ``n`` (a resumed generator restarts at a batch boundary)."""
+        for c in COLUMNS:
+            del getattr(self.manifest, c)[n:]
+        if self._journal is not None:
+            self._journal.close()
+            rows = (self._tmp / JOURNAL).read_text().splitlines()[:n]
+            (self._tmp / JOURNAL).write_text("".join(r + "\n" for r in rows))
+            self._journal = open(self._tmp / JOURNAL, "a", buffering=1)  # noqa: SIM115
 
     def add(self, image: np.ndarray, label: int, identity: str, source: str, params: dict) -> str:
         assert self._tmp is not None, "use DatasetWriter as a context manager"
@@ -35,9 +76,25 @@ class DatasetWriter:
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(data)
         self.manifest.add(rel, label, identity, source, params, data, image.shape[1], image.shape[0])
+        if self._journal is not None:
+            self._journal.write(json.dumps({c: getattr(self.manifest, c)[-1] for c in COLUMNS}) + "\n")
         return rel
 
     def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
-            write_manifest(self._tmp, self.manifest)
-        return self._stack.__exit__(exc_type, exc, tb)
+        if self._journal is None:
+            if exc_type is None:
+                write_manifest(self._tmp, self.manifest)
+            return self._stack.__exit__(exc_type, exc, tb)
+        self._journal.close()
+        if exc_type is not None:
+            return False  # keep the partial folder: the next run resumes from it
+        write_manifest(self._tmp, self.manifest)
+        (self._tmp / JOURNAL).unlink()
+        (self._tmp / RESUME).unlink()
+        old = self.out.with_name(f".{self.out.name}.old")
+        if self.out.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.out, old)
+        os.replace(self._tmp, self.out)
+        shutil.rmtree(old, ignore_errors=True)
+        return False

@@ -122,9 +122,11 @@ def train_cyclegan(a: torch.Tensor, b: torch.Tensor, steps: int, batch: int, lr:
         loss_d.backward()
         opt_d.step()
         if step % 50 == 0 or step == steps:
+            loss_g, loss_gan, loss_cyc, loss_id, loss_d = (float(v.detach()) for v in (loss_g, loss_gan, loss_cyc,
+                                                                                       loss_id, loss_d))
             rate = step / (time.perf_counter() - t0)
-            log(f"cyclegan step {step}/{steps}: G {float(loss_g):.3f} (gan {float(loss_gan):.3f} cycle "
-                f"{float(loss_cyc):.3f} id {float(loss_id):.3f}) D {float(loss_d):.3f}, {rate:.1f} steps/s")
+            log(f"cyclegan step {step}/{steps}: G {loss_g:.3f} (gan {loss_gan:.3f} cycle {loss_cyc:.3f} "
+                f"id {loss_id:.3f}) D {loss_d:.3f}, {rate:.1f} steps/s")
     for n in nets.values():
         n.eval()
     if out is not None:

@@ -50,7 +50,7 @@ def train_ddim(b: torch.Tensor, steps: int, batch: int, lr: float, width: int, s
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == steps:
-            log(f"ddim unet step {step}/{steps}: loss {float(loss):.4f}, {step / (time.perf_counter() - t0):.1f} steps/s")
+            log(f"ddim unet step {step}/{steps}: loss {float(loss.detach()):.4f}, {step / (time.perf_counter() - t0):.1f} steps/s")
     unet.eval()
     if out is not None:
         unet.save_pretrained(str(Path(out) / "unet"))

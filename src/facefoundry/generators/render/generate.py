@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -18,6 +20,8 @@ from facefoundry.generators.render.renderer import FaceRenderer, Identity
 from facefoundry.generators.sampling import perturb, sample_separated
 from facefoundry.verification.binfile import write_bin
 
+FORMAT_VERSION = 1  # bump when rendering changes, so an old partial run is not resumed
+
 
 def sample_identities(n: int, min_distance: float, seed: int, existing: np.ndarray | None = None) -> list[Identity]:
     rng = np.random.default_rng(seed)
@@ -26,12 +30,14 @@ def sample_identities(n: int, min_distance: float, seed: int, existing: np.ndarr
 
 
 def _render_batches(renderer: FaceRenderer, idents: list[Identity], variations: list[dict], batch: int,
-                    log: Callable[[str], None], what: str):
+                    log: Callable[[str], None], what: str, start: int = 0):
     t0 = time.perf_counter()
-    for s in range(0, len(idents), batch):
+    if start:
+        log(f"{what}: resuming after {start} finished images")
+    for s in range(start, len(idents), batch):
         imgs, lms = renderer.render(idents[s:s + batch], variations[s:s + batch])
         done = min(s + batch, len(idents))
-        rate = done / (time.perf_counter() - t0)
+        rate = (done - start) / (time.perf_counter() - t0)
         log(f"{what}: {done}/{len(idents)} images, {rate:.1f} img/s, ETA {(len(idents) - done) / rate:.0f}s")
         yield s, imgs, lms
 
@@ -46,9 +52,12 @@ def generate_render(cfg: Config, log: Callable[[str], None] = print) -> Path:
     variations = renderer.sample_variations(len(jobs), rng)
     meta = {"generator": "render", "num_classes": g.identities, "image_size": cfg.base.image_size,
             "seed": cfg.base.seed, "render": g.render.model_dump(mode="json"), "triangles": renderer.num_triangles}
-    with DatasetWriter(g.out, meta, g.image_format) as w:
+    key = hashlib.sha256(json.dumps([meta, g.model_dump(mode="json"), FORMAT_VERSION], sort_keys=True).encode())
+    with DatasetWriter(g.out, meta, g.image_format, resume_key=key.hexdigest()) as w:
+        start = w.done - w.done % g.batch_size  # restart at a batch boundary: same batches, same pixels
+        w.truncate(start)
         for s, imgs, lms in _render_batches(renderer, [idents[j] for j in jobs], variations, g.batch_size, log,
-                                            "render"):
+                                            "render", start):
             for k, (img, lm) in enumerate(zip(imgs, lms)):
                 label = jobs[s + k]
                 params = {**idents[label].as_params(), "variation": variations[s + k],

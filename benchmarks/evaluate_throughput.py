@@ -40,18 +40,26 @@ def main(pairs: int, models: list[str]) -> None:
             model = FRModel(bb, Preprocess(image_size=112), {})
             cfg = load_config(ROOT / "params.yaml", sets=["base.image_size=112"])
             bs = cfg.evaluate.batch_size
-            # baseline: the same images, already decoded and normalised in memory, forward only
-            x = Preprocess(image_size=112)(torch.from_numpy(images))
+            pre = Preprocess(image_size=112)
+
+            def pure_forward() -> float:
+                """Only the network's forward passes (image + mirror) on the same pixels."""
+                spent = 0.0
+                for s in range(0, len(images), bs):
+                    x = pre(torch.from_numpy(images[s:s + bs]))
+                    t0 = time.perf_counter()
+                    bb.embed_raw(x)
+                    bb.embed_raw(x.flip(-1))
+                    spent += time.perf_counter() - t0
+                return spent
+
             with torch.inference_mode():
-                bb.embed_raw(x[:8])
-                t0 = time.perf_counter()
-                for s in range(0, len(x), bs):
-                    bb.embed_raw(x[s:s + bs])
-                    bb.embed_raw(x[s:s + bs])  # as many passes as the flipped copies need
-                forward = time.perf_counter() - t0
+                bb.embed_raw(pre(torch.from_numpy(images[:8])))
+                before = pure_forward()
                 t0 = time.perf_counter()
                 res = evaluate_model(model, {"pairs": str(path)}, cfg)
                 total = time.perf_counter() - t0
+                forward = min(before, pure_forward())  # best of two: the machine is shared and noisy
             results[name] = {"pairs": pairs, "evaluate_seconds": round(total, 2), "pure_forward_seconds": round(forward, 2),
                              "evaluate_over_forward": round(total / forward, 3), "accuracy": round(res[0].accuracy, 4)}
             print(name, results[name], flush=True)

@@ -35,27 +35,34 @@ BATCH = 64
 
 
 def bare_loop(bb_cfg: dict, ds: Path, size: int, classes: int, steps: int) -> float:
-    """SGD steps on one batch of the dataset's own images, decoded and normalised in memory."""
+    """SGD steps over the dataset's own images, decoded and normalised in memory beforehand.
+
+    Different batches each step, as training sees: speed depends on image content, and a
+    single memorised batch runs measurably slower than real training.
+    """
     torch.manual_seed(0)
     m = build_backbone(bb_cfg["name"], size, bb_cfg["embedding_size"], bb_cfg["width"], bb_cfg.get("layers"))
     w = torch.nn.Parameter(torch.randn(classes, bb_cfg["embedding_size"]) * 0.01)
     opt = torch.optim.SGD([*m.parameters(), w], lr=0.1, momentum=0.9, weight_decay=5e-4)
     src = open_source(ds)
-    x = Preprocess(image_size=size)(torch.from_numpy(np.stack([src.load(i) for i in range(BATCH)])))
-    y = torch.from_numpy(src.labels[:BATCH])
+    order = torch.randperm(len(src), generator=torch.Generator().manual_seed(0))[: steps * BATCH].view(steps, BATCH)
+    pre = Preprocess(image_size=size)
+    xs = [pre(torch.from_numpy(np.stack([src.load(int(i)) for i in idx]))) for idx in order]
+    ys = [torch.from_numpy(src.labels[idx.numpy()]) for idx in order]
 
-    def step() -> None:
+    def step(k: int) -> None:
+        x, y = xs[k], ys[k]
         emb, _ = m(x)
         loss = F.cross_entropy(32 * F.linear(emb, F.normalize(w, dim=1)), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
-    for _ in range(steps):  # warm up exactly as long as the trainer's first (unmeasured) epoch
-        step()
+    for k in range(steps):  # warm up exactly as long as the trainer's first (unmeasured) epoch
+        step(k)
     t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
+    for k in range(steps):
+        step(k)
     return steps * BATCH / (time.perf_counter() - t0)
 
 

@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -83,10 +82,6 @@ def log_image(image: np.ndarray, name: str) -> None:
     _mlflow().log_image(image, name)
 
 
-def log_dict(obj: dict, name: str) -> None:
-    _mlflow().log_dict(obj, name)
-
-
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     clean = {k.replace("@", "_at_"): float(v) for k, v in metrics.items() if np.isfinite(v)}
     _mlflow().log_metrics(clean, step=step)
@@ -99,10 +94,6 @@ def log_dataset_version(path: str | Path, prefix: str = "dataset") -> str:
     mlflow.set_tag(f"{prefix}.dvc_md5", digest)
     mlflow.set_tag(f"{prefix}.path", str(path))
     return digest
-
-
-def log_folder(path: str | Path, artifact_path: str) -> None:
-    _mlflow().log_artifacts(str(path), artifact_path)
 
 
 def log_text(text: str, name: str) -> None:
@@ -121,5 +112,8 @@ def log_torch_model(module, input_size: int, name: str = "model") -> None:  # no
                                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
 
 
-def temp_dir() -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix="facefoundry-")
+def log_metrics_to_run(run_id: str, metrics: dict[str, float]) -> None:
+    """Add metrics to another (finished) run, e.g. benchmark accuracies to the training run."""
+    client = _mlflow().MlflowClient()
+    for k, v in metrics.items():
+        client.log_metric(run_id, k, float(v))

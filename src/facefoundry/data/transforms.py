@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 
 
@@ -31,10 +30,6 @@ class Preprocess:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def to_uint8_tensor(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(np.stack(images) if isinstance(images, list) else images))
 
 
 def random_hflip(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -14,7 +14,7 @@ from facefoundry.io import atomic_write_json
 from facefoundry.models.bundle import FRModel
 from facefoundry.plots import roc_figure, score_histogram
 from facefoundry.stages.common import log
-from facefoundry.tracking import log_figure, log_metrics, stage_run
+from facefoundry.tracking import log_figure, log_metrics, log_metrics_to_run, stage_run
 from facefoundry.verification.binfile import read_bin
 from facefoundry.verification.protocol import VerificationResult, run_benchmark
 
@@ -58,12 +58,8 @@ def run_evaluate(cfg: Config) -> dict:
                                                       for r in results for f, t in _thin(r.fpr, r.tpr)]})
         atomic_write_json(out / "folds.json", {r.name: r.fold_accuracies for r in results})
     if train_run:  # the training run carries its accuracies too, so leaderboards sort training runs
-        from facefoundry.tracking import _mlflow
-
-        client = _mlflow().MlflowClient()
         try:
-            for k, v in metrics.items():
-                client.log_metric(train_run, k, v)
+            log_metrics_to_run(train_run, metrics)
         except Exception as exc:  # noqa: BLE001 - the training run may live in another store
             log(f"could not add metrics to training run {train_run}: {exc.__class__.__name__}")
     return metrics

@@ -8,6 +8,7 @@ from facefoundry.config import Config
 from facefoundry.data.sources import open_source
 from facefoundry.generators.registry import GENERATORS, load_builtin
 from facefoundry.generators.render.generate import generate_twin_benchmark
+from facefoundry.plots import image_grid
 from facefoundry.stages.common import dataset_grid, log
 from facefoundry.tracking import log_dataset_version, log_image, log_metrics, stage_run
 from facefoundry.verification.binfile import read_bin
@@ -35,8 +36,6 @@ def run_benchmark(cfg: Config) -> None:
         pairs = read_bin(out)
         log_metrics({"pairs": len(pairs.issame), "positives": int(pairs.issame.sum()),
                      "seconds": time.perf_counter() - t0})
-        from facefoundry.plots import image_grid
-
         rows = [[pairs.images[2 * i], pairs.images[2 * i + 1]] for i in range(min(12, len(pairs.issame)))]
         log_image(image_grid(rows), "samples/pairs.png")
         log(f"wrote {len(pairs.issame)} pairs to {out}")

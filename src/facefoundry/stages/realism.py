@@ -26,8 +26,12 @@ def run_realism_target(cfg: Config, out: str = "outputs/realism_target") -> Path
         return path
 
 
-def fit_translator(cfg: Config, source_images: np.ndarray, target_images: np.ndarray) -> Translator:
+def fit_translator(cfg: Config, source_images: np.ndarray, target_images: np.ndarray | None) -> Translator:
+    """Train the configured translator (``none``: identity, no target needed)."""
     r, device = cfg.realism, resolve_device(cfg.base.device)
+    if r.method == "none" or target_images is None:
+        Path(r.model_out).mkdir(parents=True, exist_ok=True)
+        return Passthrough()
     a, b = to_signed(source_images), to_signed(target_images)
     if r.method == "cyclegan":
         from facefoundry.generators.realism.cyclegan import CycleGANTranslator, train_cyclegan
@@ -35,14 +39,11 @@ def fit_translator(cfg: Config, source_images: np.ndarray, target_images: np.nda
         nets = train_cyclegan(a, b, r.train_steps, r.batch_size, r.lr, r.lambda_cycle, r.lambda_identity,
                               r.gen_width, r.gen_blocks, cfg.base.seed, device, Path(r.model_out), log)
         return CycleGANTranslator(nets["generator_ab"], r.strength)
-    if r.method == "ddim":
-        from facefoundry.generators.realism.ddim import DDIMTranslator, train_ddim
+    from facefoundry.generators.realism.ddim import DDIMTranslator, train_ddim
 
-        unet, sched = train_ddim(b, r.train_steps, r.batch_size, r.lr, r.unet_width, cfg.base.seed, device,
-                                 Path(r.model_out), log)
-        return DDIMTranslator(unet, sched.config, r.ddim_steps, r.strength)
-    Path(r.model_out).mkdir(parents=True, exist_ok=True)
-    return Passthrough()
+    unet, sched = train_ddim(b, r.train_steps, r.batch_size, r.lr, r.unet_width, cfg.base.seed, device,
+                             Path(r.model_out), log)
+    return DDIMTranslator(unet, sched.config, r.ddim_steps, r.strength)
 
 
 def run_realism(cfg: Config) -> Path:
@@ -53,7 +54,7 @@ def run_realism(cfg: Config) -> Path:
         target = load_folder(r.target_dir, size, r.target_crop, r.target_limit) if r.method != "none" else None
         source_imgs = np.stack([src.load(i, size) for i in range(len(src))])
         t0 = time.perf_counter()
-        translator = fit_translator(cfg, source_imgs, target) if target is not None else fit_translator(cfg, source_imgs, source_imgs)
+        translator = fit_translator(cfg, source_imgs, target)
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         out = translate_dataset(r.source, r.out, translator, r.strength, batch=32,

@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from facefoundry.data.sources import FaceSource
+from facefoundry.errors import FaceFoundryError
 
 
 class _Images(Dataset):
@@ -70,8 +71,6 @@ class Feeder:
 def image_size_of(source: FaceSource) -> int:
     first = source.load(0)
     if first.shape[0] != first.shape[1]:
-        from facefoundry.errors import FaceFoundryError
-
         raise FaceFoundryError(f"{source.root}: images are {first.shape[1]}x{first.shape[0]}, aligned faces are square")
     return int(first.shape[0])
 

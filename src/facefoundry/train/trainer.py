@@ -27,6 +27,7 @@ from facefoundry.io import atomic_write_bytes
 from facefoundry.models.bundle import FRModel, export_onnx
 from facefoundry.models.heads import MarginHead
 from facefoundry.models.iresnet import build_backbone
+from facefoundry.tracking import dvc_dir_hash
 from facefoundry.train.feed import Feeder, image_size_of
 from facefoundry.train.schedule import lr_at
 
@@ -121,8 +122,6 @@ class Trainer:
         self.out = Path(self.t.out)
         self.feeder = Feeder(self.source, self.size, self.t.batch_size, self.t.preload_max_mb,
                              self.t.num_workers, self.rank, self.world, progress=log)
-        from facefoundry.tracking import dvc_dir_hash
-
         self.dataset_digest = dvc_dir_hash(self.source.root)
         self.fingerprint = fingerprint(cfg, self.dataset_digest)
 

@@ -141,7 +141,7 @@ def albedo(phi: torch.Tensor, theta: torch.Tensor, ident: dict[str, torch.Tensor
     p = {k: v.view(B, 1, 1) for k, v in ident.items()}
     e = {k: v.view(B, 1, 1) for k, v in expr.items()}
     L = Layout(ident, expr)
-    et, ep, mt = L.eye_t.view(B, 1, 1), L.eye_p.view(B, 1, 1), L.mouth_t.view(B, 1, 1)
+    et, ep = L.eye_t.view(B, 1, 1), L.eye_p.view(B, 1, 1)
     grid = torch.stack([phi / PI, theta / PI * 2 - 1], -1)
     n = torch.nn.functional.grid_sample(noise, grid, align_corners=False, padding_mode="border")
     fine, coarse = n[:, 0][..., None], n[:, 1][..., None]

@@ -1,6 +1,6 @@
 """CycleGAN-style unpaired translation (Zhu et al., 2017), sized for small aligned faces.
 
-ResNet generator (c7s1-w, two stride-2 downs, R residual blocks, two ups, c7s1-3 + tanh),
+ResNet generator (c7s1-w, two stride-2 downs, R residual blocks, two upsample+conv ups, c7s1-3 + tanh),
 70×70-style PatchGAN discriminator, least-squares GAN loss, cycle-consistency
 ``λ_cycle·|G_BA(G_AB(a)) − a|₁`` and identity ``λ_identity·|G_AB(b) − b|₁`` terms. No
 identity labels or pretrained FR model are involved.
@@ -45,9 +45,9 @@ class ResnetGenerator(ConfigModule):
         for m in (1, 2):
             layers += [nn.Conv2d(w * m, w * m * 2, 3, 2, 1), nn.InstanceNorm2d(w * m * 2), nn.ReLU(True)]
         layers += [_Res(w * 4) for _ in range(blocks)]
-        for m in (4, 2):
-            layers += [nn.ConvTranspose2d(w * m, w * m // 2, 3, 2, 1, output_padding=1), nn.InstanceNorm2d(w * m // 2),
-                       nn.ReLU(True)]
+        for m in (4, 2):  # resize-then-convolve: no checkerboard artefacts of transposed convolutions
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w * m, w * m // 2, 3, 1, 1),
+                       nn.InstanceNorm2d(w * m // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(w, 3, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 

@@ -5,13 +5,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+
+quiet_pip() {  # pip install without this machine's noisy index warnings; keeps pip's exit status
+  .venv/bin/pip install -q "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" >&2 || true; }
+}
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.facefoundry-installed
 want=$(cat pyproject.toml infra/install.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "installing FaceFoundry into .venv (first time: a few minutes)..." >&2
-  .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/pip install -q "${TORCH_SPEC:-torch==2.13.0}"
-  .venv/bin/pip install -q -e ".[test]" 2>&1 | grep -v "is ignored: it is neither a file nor a directory" >&2 || true
+  .venv/bin/python -c "import torch" 2>/dev/null || quiet_pip "${TORCH_SPEC:-torch==2.13.0}"
+  quiet_pip -e ".[test]"
   .venv/bin/python -c "import facefoundry.cli, mlflow, dvc, diffusers" # fail here, not mid-pipeline
   echo "$want" > "$stamp"
 fi

@@ -87,9 +87,9 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     _mlflow().log_metrics(clean, step=step)
 
 
-def log_dataset_version(path: str | Path, prefix: str = "dataset") -> str:
-    """Log the dataset's DVC hash as a tag and param so a run names its exact data."""
-    digest = dvc_dir_hash(path)
+def log_dataset_version(path: str | Path, prefix: str = "dataset", digest: str | None = None) -> str:
+    """Tag the run with the dataset's DVC hash (computed unless given) so it names its exact data."""
+    digest = digest or dvc_dir_hash(path)
     mlflow = _mlflow()
     mlflow.set_tag(f"{prefix}.dvc_md5", digest)
     mlflow.set_tag(f"{prefix}.path", str(path))

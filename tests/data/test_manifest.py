@@ -42,8 +42,11 @@ def test_identity_with_one_image(tmp_path):
     keep = [i for i in range(len(m)) if not (m.label[i] == 1 and i % 2)]
     m2 = Manifest(**{c: [getattr(m, c)[i] for i in keep] for c in
                      ("path", "label", "identity", "source", "params", "width", "height", "sha256")}, meta=m.meta)
+    write_manifest(ds, m2)
     with pytest.raises(FaceFoundryError, match=r"identity 'id_001' \(label 1\) has 1 image\(s\); at least 2"):
-        check_identity_counts(m2, 2, "x")
+        validate_dataset(ds, 32, 2)
+    with pytest.raises(FaceFoundryError, match=r"has 1 image\(s\); at least 2 are needed"):
+        check_identity_counts(np.array(m2.label), ["id_000", "id_001", "id_002"], 2, "x")
 
 
 def test_corrupt_image_is_named(dataset):

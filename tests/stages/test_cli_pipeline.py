@@ -55,7 +55,8 @@ def test_pipeline_tracks_every_stage(pipeline):
     assert train.data.tags["dataset.dvc_md5"] == dvc_dir_hash(pipeline / "render")
     arts = {a.path for a in client.list_artifacts(train.info.run_id, "samples")}
     assert "samples/train_grid.png" in arts
-    assert mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+    models = client.search_logged_models(experiment_ids=[exp.experiment_id])
+    assert [m for m in models if m.source_run_id == train.info.run_id]  # the trained model, in this store
     evaluate = next(r for r in runs if r.data.tags["facefoundry.stage"] == "evaluate")
     assert {a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")} >= {"plots/roc.png",
                                                                                     "plots/hist_twins.png"}

@@ -97,7 +97,7 @@ def test_bad_inputs(tmp_path):
         Trainer(tiny_config(tmp_path, train={"dataset": str(ds), "backbone": {"name": "nope"}}), log=quiet)
     with pytest.raises(FaceFoundryError, match="images are 32x32 but base.image_size is 48"):
         Trainer(tiny_config(tmp_path, base={"image_size": 48}, train={"dataset": str(ds)}), log=quiet)
-    with pytest.raises(FaceFoundryError, match="has 4 image\\(s\\); train.min_images_per_identity is 5"):
+    with pytest.raises(FaceFoundryError, match=r"has 4 image\(s\); at least 5 are needed \(train.min_images_per_identity"):
         Trainer(tiny_config(tmp_path, train={"dataset": str(ds), "min_images_per_identity": 5}), log=quiet)
     with pytest.raises(FaceFoundryError, match="fewer than one batch"):
         Trainer(tiny_config(tmp_path, train={"dataset": str(ds), "batch_size": 64}), log=quiet)

@@ -129,14 +129,14 @@ def read_manifest(folder: str | Path) -> Manifest:
     return m
 
 
-def check_identity_counts(m: Manifest, minimum: int, where: str) -> None:
+def check_identity_counts(labels: np.ndarray, identities: list[str], minimum: int, where: str,
+                          setting: str = "train.min_images_per_identity") -> None:
     """Verification needs positives: every identity must have at least ``minimum`` images."""
-    counts = np.bincount(np.asarray(m.label), minlength=m.num_classes)
+    counts = np.bincount(np.asarray(labels), minlength=len(identities))
     few = np.flatnonzero(counts < minimum)
     if few.size:
         c = int(few[0])
-        name = next((m.identity[i] for i, lab in enumerate(m.label) if lab == c), f"label {c}")
         raise FaceFoundryError(
-            f"{where}: identity {name!r} (label {c}) has {int(counts[c])} image(s); at least "
-            f"{minimum} are needed ({few.size} such identities)"
+            f"{where}: identity {identities[c]!r} (label {c}) has {int(counts[c])} image(s); at least "
+            f"{minimum} are needed ({setting}; {few.size} such identities)"
         )

@@ -17,7 +17,7 @@ def run_train(cfg: Config) -> dict:
         f"{'preloaded in RAM' if trainer.feeder.preloaded else 'streaming'}; "
         f"{sum(p.numel() for p in trainer.backbone.parameters()) / 1e6:.2f}M backbone parameters")
     with stage_run(cfg, "train", ["train"], {"facefoundry.dataset": str(trainer.source.root)}) as run:
-        digest = log_dataset_version(trainer.source.root)
+        digest = log_dataset_version(trainer.source.root, digest=trainer.dataset_digest)
         log_metrics({"data/images": len(trainer.source), "data/identities": trainer.source.num_classes})
         log_image(dataset_grid(trainer.source, seed=cfg.base.seed), "samples/train_grid.png")
 

@@ -9,7 +9,8 @@ import numpy as np
 
 from facefoundry.config import Config
 from facefoundry.data.images import decode_image
-from facefoundry.data.manifest import check_identity_counts, read_manifest
+from facefoundry.data.manifest import check_identity_counts
+from facefoundry.data.sources import ManifestSource
 from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json
 from facefoundry.stages.common import log
@@ -19,8 +20,9 @@ from facefoundry.tracking import log_dataset_version, log_metrics, stage_run
 def validate_dataset(folder: str | Path, image_size: int, min_per_identity: int) -> dict:
     """Check a manifest dataset end to end and return its data metrics."""
     folder = Path(folder)
-    m = read_manifest(folder)
-    check_identity_counts(m, min_per_identity, str(folder / "manifest.parquet"))
+    src = ManifestSource(folder)
+    m = src.manifest
+    check_identity_counts(src.labels, src.identities, min_per_identity, str(folder / "manifest.parquet"))
     dupes = len(m.sha256) - len(set(m.sha256))
     for i, rel in enumerate(m.path):
         p = folder / rel

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from facefoundry.config import Config
+from facefoundry.data.manifest import check_identity_counts
 from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.data.transforms import Preprocess, random_hflip
 from facefoundry.device import dist_info, resolve_device, seed_everything
@@ -89,13 +90,8 @@ class Trainer:
         if self.t.threads:
             torch.set_num_threads(self.t.threads)
         self.source = source or open_source(self.t.dataset)
-        counts = torch.bincount(torch.from_numpy(self.source.labels), minlength=self.source.num_classes)
-        few = (counts < self.t.min_images_per_identity).nonzero().flatten()
-        if len(few):
-            c = int(few[0])
-            raise FaceFoundryError(
-                f"{self.source.root}: identity {self.source.identities[c]!r} has {int(counts[c])} image(s); "
-                f"train.min_images_per_identity is {self.t.min_images_per_identity} ({len(few)} such identities)")
+        check_identity_counts(self.source.labels, self.source.identities, self.t.min_images_per_identity,
+                              str(self.source.root))
         self.size = cfg.base.image_size
         actual = image_size_of(self.source)
         if actual != self.size:

@@ -17,7 +17,7 @@ import torch
 from facefoundry.config import Config, RenderCfg, deep_merge
 from facefoundry.data.images import encode_image
 from facefoundry.device import resolve_device
-from facefoundry.generators.render.generate import sample_identities
+from facefoundry.generators.render.generate import render_batches, sample_identities
 from facefoundry.generators.render.renderer import FaceRenderer
 from facefoundry.io import atomic_dir
 
@@ -47,10 +47,9 @@ def make_photographic_target(cfg: Config, out: str | Path, log: Callable[[str], 
     rng = np.random.default_rng([cfg.base.seed, 7])
     variations = renderer.sample_variations(len(idents), rng)
     with atomic_dir(out) as tmp:
-        for s in range(0, len(idents), cfg.generate.batch_size):
-            imgs, _ = renderer.render(idents[s:s + cfg.generate.batch_size], variations[s:s + cfg.generate.batch_size])
+        for s, imgs, _ in render_batches(renderer, idents, variations, cfg.generate.batch_size, log,
+                                         "photographic target"):
             looked = photographic_look(torch.from_numpy(imgs).float() / 255, rng)
             for k, im in enumerate((looked * 255 + 0.5).to(torch.uint8).numpy()):
                 (tmp / f"{s + k:06d}.jpg").write_bytes(encode_image(im, "jpg", 90))
-            log(f"photographic target: {min(s + cfg.generate.batch_size, len(idents))}/{len(idents)} images")
     return Path(out)

@@ -29,8 +29,9 @@ def sample_identities(n: int, min_distance: float, seed: int, existing: np.ndarr
     return [Identity(v, int(rng.integers(2**31))) for v in vecs]
 
 
-def _render_batches(renderer: FaceRenderer, idents: list[Identity], variations: list[dict], batch: int,
-                    log: Callable[[str], None], what: str, start: int = 0):
+def render_batches(renderer: FaceRenderer, idents: list[Identity], variations: list[dict], batch: int,
+                   log: Callable[[str], None], what: str, start: int = 0):
+    """Yield ``(offset, images, landmarks)`` per batch, logging progress and ETA."""
     t0 = time.perf_counter()
     if start:
         log(f"{what}: resuming after {start} finished images")
@@ -56,7 +57,7 @@ def generate_render(cfg: Config, log: Callable[[str], None] = print) -> Path:
     with DatasetWriter(g.out, meta, g.image_format, resume_key=key.hexdigest()) as w:
         start = w.done - w.done % g.batch_size  # restart at a batch boundary: same batches, same pixels
         w.truncate(start)
-        for s, imgs, lms in _render_batches(renderer, [idents[j] for j in jobs], variations, g.batch_size, log,
+        for s, imgs, lms in render_batches(renderer, [idents[j] for j in jobs], variations, g.batch_size, log,
                                             "render", start):
             for k, (img, lm) in enumerate(zip(imgs, lms)):
                 label = jobs[s + k]
@@ -98,7 +99,7 @@ def generate_twin_benchmark(cfg: Config, log: Callable[[str], None] = print) -> 
     flat = [ident for a, c, _ in pairs for ident in (a, c)]
     variations = renderer.sample_variations(len(flat), rng)
     images = np.empty((len(flat), cfg.base.image_size, cfg.base.image_size, 3), np.uint8)
-    for s, imgs, _ in _render_batches(renderer, flat, variations, g.batch_size, log, "twin benchmark"):
+    for s, imgs, _ in render_batches(renderer, flat, variations, g.batch_size, log, "twin benchmark"):
         images[s:s + len(imgs)] = imgs
     write_bin(b.out, images, [same for _, _, same in pairs])
     return Path(b.out)

@@ -98,3 +98,10 @@ def test_dvc_dir_hash_equals_dvc(tmp_path):
 
     recorded = yaml.safe_load((tmp_path / "ds.dvc").read_text())["outs"][0]["md5"]
     assert dvc_dir_hash(ds) == recorded
+
+
+def test_unknown_generator_lists_choices(tmp_path):
+    tiny_config(tmp_path)
+    assert_one_line_error(ff(tmp_path, "generate", "--generator", "stylegan9"), "unknown generator 'stylegan9'",
+                          "render")
+    assert not (tmp_path / "render").exists()

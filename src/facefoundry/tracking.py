@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -82,9 +83,13 @@ def log_image(image: np.ndarray, name: str) -> None:
     _mlflow().log_image(image, name)
 
 
+def _clean(metrics: dict[str, float]) -> dict[str, float]:
+    """MLflow-safe metric names, non-finite values dropped."""
+    return {k.replace("@", "_at_"): float(v) for k, v in metrics.items() if np.isfinite(v)}
+
+
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
-    clean = {k.replace("@", "_at_"): float(v) for k, v in metrics.items() if np.isfinite(v)}
-    _mlflow().log_metrics(clean, step=step)
+    _mlflow().log_metrics(_clean(metrics), step=step)
 
 
 def log_dataset_version(path: str | Path, prefix: str = "dataset", digest: str | None = None) -> str:
@@ -114,6 +119,7 @@ def log_torch_model(module, input_size: int, name: str = "model") -> None:  # no
 
 def log_metrics_to_run(run_id: str, metrics: dict[str, float]) -> None:
     """Add metrics to another (finished) run, e.g. benchmark accuracies to the training run."""
-    client = _mlflow().MlflowClient()
-    for k, v in metrics.items():
-        client.log_metric(run_id, k, float(v))
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    _mlflow().MlflowClient().log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in _clean(metrics).items()])

@@ -9,7 +9,6 @@ Either way the dataset appears at ``out`` only once it is complete.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 
 from facefoundry.data.images import encode_image
 from facefoundry.data.manifest import COLUMNS, Manifest, write_manifest
-from facefoundry.io import atomic_dir, atomic_write_json
+from facefoundry.io import atomic_dir, atomic_write_json, swap_into_place
 
 JOURNAL, RESUME = "rows.jsonl", "resume.json"
 
@@ -91,10 +90,5 @@ class DatasetWriter:
         write_manifest(self._tmp, self.manifest)
         (self._tmp / JOURNAL).unlink()
         (self._tmp / RESUME).unlink()
-        old = self.out.with_name(f".{self.out.name}.old")
-        if self.out.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.out, old)
-        os.replace(self._tmp, self.out)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_into_place(self._tmp, self.out)
         return False

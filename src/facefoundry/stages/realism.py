@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from facefoundry.config import Config
-from facefoundry.data.sources import open_source
+from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.device import resolve_device
 from facefoundry.generators.realism.images import load_folder, to_signed
 from facefoundry.generators.realism.target import make_photographic_target
@@ -26,13 +26,15 @@ def run_realism_target(cfg: Config, out: str = "outputs/realism_target") -> Path
         return path
 
 
-def fit_translator(cfg: Config, source_images: np.ndarray, target_images: np.ndarray | None) -> Translator:
-    """Train the configured translator (``none``: identity, no target needed)."""
+def fit_translator(cfg: Config, source: FaceSource, target_images: np.ndarray | None) -> Translator:
+    """Train the configured translator (``none``: identity, nothing to train or decode)."""
     r, device = cfg.realism, resolve_device(cfg.base.device)
     if r.method == "none" or target_images is None:
         Path(r.model_out).mkdir(parents=True, exist_ok=True)
         return Passthrough()
-    a, b = to_signed(source_images), to_signed(target_images)
+    size = cfg.base.image_size
+    a = to_signed(np.stack([source.load(i, size) for i in range(len(source))]))
+    b = to_signed(target_images)
     if r.method == "cyclegan":
         from facefoundry.generators.realism.cyclegan import CycleGANTranslator, train_cyclegan
 
@@ -52,9 +54,8 @@ def run_realism(cfg: Config) -> Path:
         src = open_source(r.source)
         size = cfg.base.image_size
         target = load_folder(r.target_dir, size, r.target_crop, r.target_limit) if r.method != "none" else None
-        source_imgs = np.stack([src.load(i, size) for i in range(len(src))])
         t0 = time.perf_counter()
-        translator = fit_translator(cfg, source_imgs, target)
+        translator = fit_translator(cfg, src, target)
         fit_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         out = translate_dataset(r.source, r.out, translator, r.strength, batch=32,

@@ -84,11 +84,15 @@ def train() -> None:
 
 
 @app.command()
-def evaluate() -> None:
+def evaluate(
+    encoder: list[str] = typer.Option([], "--encoder", help="Score a pretrained identity encoder instead of the "
+                                      "trained model: a name (dlib) or a path (.dat, .onnx, .pth, model folder). Repeatable."),
+    benchmark: list[str] = typer.Option([], "--benchmark", help="NAME=PATH.bin, replacing evaluate.benchmarks. Repeatable."),
+) -> None:
     """10-fold verification accuracy, TAR@FAR and ROC on every configured benchmark."""
     from facefoundry.stages.evaluate import run_evaluate
 
-    run_evaluate(_cfg())
+    run_evaluate(_cfg(), encoder, benchmark)
 
 
 @app.command()

@@ -190,6 +190,15 @@ class EvaluateCfg(Strict):
     far_targets: list[Annotated[float, Field(gt=0, lt=1)]] = [1e-1, 1e-2, 1e-3, 1e-4]
 
 
+class IdentityCfg(Strict):
+    """Identity encoders (``facefoundry.identity``): a registered name (dlib) or a local path."""
+
+    encoder: str = "dlib"  # the identity space generators sample from and train against
+    judges: list[str] = ["dlib"]  # encoders that score every validated dataset ([] = none)
+    judge_max_images: PositiveInt = 2000  # images per dataset a judge embeds (identity-balanced sample)
+    batch_size: PositiveInt = 64
+
+
 class ReportCfg(Strict):
     out: str = "outputs/report"
     top: PositiveInt = 20
@@ -203,6 +212,7 @@ class Config(Strict):
     train: TrainCfg = TrainCfg()
     evaluate: EvaluateCfg = EvaluateCfg()
     report: ReportCfg = ReportCfg()
+    identity: IdentityCfg = IdentityCfg()
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -36,13 +36,15 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]]):  # noqa
     return fig
 
 
-def score_histogram(name: str, pos: np.ndarray, neg: np.ndarray, threshold: float):  # noqa: ANN201
+def score_histogram(name: str, pos: np.ndarray, neg: np.ndarray, threshold: float | None = None,  # noqa: ANN201
+                    xlabel: str = "squared distance of unit embeddings (lower = more similar)"):
     fig, ax = plt.subplots(figsize=(5, 3.5))
     bins = np.linspace(min(pos.min(), neg.min()), max(pos.max(), neg.max()), 50)
-    ax.hist(pos, bins, alpha=0.6, label="same identity", color="tab:green")
-    ax.hist(neg, bins, alpha=0.6, label="different identity", color="tab:red")
-    ax.axvline(threshold, color="k", ls="--", lw=1, label="10-fold threshold")
-    ax.set_xlabel("squared distance of unit embeddings (lower = more similar)")
+    ax.hist(pos, bins, alpha=0.6, label="same identity", color="tab:green", density=True)
+    ax.hist(neg, bins, alpha=0.6, label="different identity", color="tab:red", density=True)
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1, label="10-fold threshold")
+    ax.set_xlabel(xlabel)
     ax.set_title(name)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -31,3 +31,28 @@ def similarity_fit(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, 
     A = torch.stack([torch.stack([c, -k], -1), torch.stack([k, c], -1)], -2)
     t = mu_d.squeeze(1) - torch.einsum("bij,bj->bi", A, mu_s.squeeze(1))
     return A, t
+
+
+def warp_similarity(images: torch.Tensor, A: torch.Tensor, t: torch.Tensor, out_size: int | tuple[int, int],
+                    mode: str = "bilinear") -> torch.Tensor:
+    """Differentiable warp: output pixel ``p`` samples the input at ``A⁻¹(p − t)``.
+
+    ``images`` is float ``[B,C,H,W]``; ``A`` ``[B,2,2]`` (or ``[2,2]``) and ``t`` ``[B,2]`` map *input*
+    pixel coordinates (pixel centres at integers, as OpenCV and dlib use) to output coordinates, as
+    :func:`similarity_fit` returns them. Pixels outside the input are zero.
+    """
+    if isinstance(out_size, int):
+        out_size = (out_size, out_size)
+    oh, ow = out_size
+    B, _, H, W = images.shape
+    A = A.to(images).expand(B, 2, 2)
+    t = t.to(images).expand(B, 2)
+    Ainv = torch.linalg.inv(A)
+    # normalised output coords (align_corners=False) -> output pixels -> input pixels -> normalised input
+    ys, xs = torch.meshgrid(torch.arange(oh, dtype=images.dtype, device=images.device),
+                            torch.arange(ow, dtype=images.dtype, device=images.device), indexing="ij")
+    out_px = torch.stack([xs, ys], -1).reshape(1, -1, 2)  # [1, oh*ow, 2]
+    in_px = torch.einsum("bij,bnj->bni", Ainv, out_px - t[:, None, :])
+    scale = torch.tensor([2.0 / W, 2.0 / H], dtype=images.dtype, device=images.device)
+    grid = ((in_px + 0.5) * scale - 1).reshape(B, oh, ow, 2)
+    return torch.nn.functional.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=False)

@@ -1,8 +1,14 @@
-"""``evaluate`` stage: every configured benchmark, 10-fold accuracy, TAR@FAR, ROC, histograms."""
+"""``evaluate`` stage: every configured benchmark, 10-fold accuracy, TAR@FAR, ROC, histograms.
+
+What is scored is either the trained FR model (``evaluate.model``) or, with ``--encoder``, one or
+more pretrained identity encoders (``facefoundry.identity``) through the same protocol.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -14,54 +20,147 @@ from facefoundry.io import atomic_write_json
 from facefoundry.models.bundle import FRModel
 from facefoundry.plots import roc_figure, score_histogram
 from facefoundry.stages.common import log
-from facefoundry.tracking import log_figure, log_metrics, log_metrics_to_run, stage_run
+from facefoundry.tracking import log_figure, log_metrics, log_metrics_to_run, log_text, stage_run
 from facefoundry.verification.binfile import read_bin
-from facefoundry.verification.protocol import VerificationResult, run_benchmark
+from facefoundry.verification.protocol import VerificationResult, embed, evaluate_pairs
+
+Embedder = Callable[[np.ndarray], np.ndarray]  # uint8 [N,H,W,3] → unit vectors [N,D]
 
 
-def evaluate_model(model: FRModel, benchmarks: dict[str, str], cfg: Config) -> list[VerificationResult]:
-    """Pure evaluation (no tracking): load → embed with flip → k-fold, per benchmark."""
+def parse_benchmarks(items: list[str]) -> dict[str, str]:
+    """``["real=path.bin", "lfw.bin"]`` → ``{"real": "path.bin", "lfw": "lfw.bin"}`` (name defaults to the stem)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        name = name or Path(path).stem
+        if not path:
+            raise FaceFoundryError(f"--benchmark {item!r}: expected NAME=PATH.bin or PATH.bin")
+        out[name] = path
+    return out
+
+
+def evaluate_embedder(embedder: Embedder, benchmarks: dict[str, str], cfg: Config, image_size: int | None = None,
+                      label: str = "model", where: str = "evaluate.benchmarks.") -> list[VerificationResult]:
+    """Pure evaluation (no tracking): read each ``.bin`` → embed → k-fold, TAR@FAR, ROC.
+
+    ``where`` names where the benchmark list came from, for error messages.
+    """
+    import time
+
     e = cfg.evaluate
-    missing = [f"evaluate.benchmarks.{k}: {p}" for k, p in benchmarks.items() if not Path(p).is_file()]
+    missing = [f"{where}{k}: {p}" for k, p in benchmarks.items() if not Path(p).is_file()]
     if missing:
         raise FaceFoundryError(f"benchmark file does not exist ({'; '.join(missing)})")
-    device = resolve_device(cfg.base.device)
-    backbone = model.backbone.to(device).eval()
     results = []
     for name, path in benchmarks.items():
-        pairs = read_bin(path, model.preprocess.image_size)
-        pairs.name = name
-        res = run_benchmark(backbone.embed_raw, pairs, model.preprocess, e.batch_size, e.flip, device,
-                            e.nfolds, e.distance, e.far_targets)
-        log(f"{name}: accuracy {res.accuracy:.4f} ± {res.accuracy_std:.4f} over {res.pairs} pairs, "
+        pairs = read_bin(path, image_size)
+        t0 = time.perf_counter()
+        emb = embedder(pairs.images)
+        res = evaluate_pairs(name, emb, pairs.issame, e.nfolds, e.distance, e.far_targets)
+        res.embed_seconds = time.perf_counter() - t0
+        log(f"{label} on {name}: accuracy {res.accuracy:.4f} ± {res.accuracy_std:.4f} over {res.pairs} pairs, "
             f"AUC {res.auc:.4f}, " + ", ".join(f"TAR@FAR={f:g} {t:.3f}" for f, t in res.tar_at_far.items()))
         results.append(res)
     return results
 
 
-def run_evaluate(cfg: Config) -> dict:
+def model_embedder(model: FRModel, cfg: Config) -> Embedder:
+    device = resolve_device(cfg.base.device)
+    backbone = model.backbone.to(device).eval()
+    e = cfg.evaluate
+    return lambda images: embed(backbone.embed_raw, images, model.preprocess, e.batch_size, e.flip, device)
+
+
+def encoder_embedder(encoder, cfg: Config) -> Embedder:  # noqa: ANN001
+    encoder.to(resolve_device(cfg.base.device))
+    return lambda images: encoder.embed(images, cfg.evaluate.batch_size, cfg.evaluate.flip)
+
+
+def evaluate_model(model: FRModel, benchmarks: dict[str, str], cfg: Config,
+                   where: str = "evaluate.benchmarks.") -> list[VerificationResult]:
+    """The trained FR model on every benchmark (crops must be the model's input size)."""
+    return evaluate_embedder(model_embedder(model, cfg), benchmarks, cfg, model.preprocess.image_size, where=where)
+
+
+def results_table(rows: list[tuple[str, VerificationResult]]) -> str:
+    """A markdown table: one row per (scored model, benchmark)."""
+    fars = sorted({f for _, r in rows for f in r.tar_at_far}, reverse=True)
+    head = ["model", "benchmark", "pairs", "accuracy", "AUC", *[f"TAR@FAR={f:g}" for f in fars]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for who, r in rows:
+        cells = [who, r.name, str(r.pairs), f"{100 * r.accuracy:.2f} ± {100 * r.accuracy_std:.2f} %", f"{r.auc:.4f}",
+                 *[f"{r.tar_at_far[f]:.3f}" if f in r.tar_at_far else "–" for f in fars]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _log_results(results: list[VerificationResult], prefix: str = "") -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for r in results:
+        metrics.update({prefix + k: v for k, v in r.metrics().items()})
+        log_figure(score_histogram(prefix + r.name, r.pos_scores, r.neg_scores, r.threshold),
+                   f"plots/hist_{prefix.replace('/', '_')}{r.name}.png")
+    metrics[prefix + "mean_accuracy"] = float(np.mean([r.accuracy for r in results]))
+    return metrics
+
+
+def _write_outputs(out: Path, metrics: dict[str, float], labelled: list[tuple[str, VerificationResult]]) -> None:
+    atomic_write_json(out / "metrics.json", {k.replace("/", "_"): v for k, v in metrics.items()})
+    atomic_write_json(out / "roc.json", {"roc": [{"benchmark": f"{who}/{r.name}" if who else r.name,
+                                                  "fpr": float(f), "tpr": float(t)}
+                                                 for who, r in labelled for f, t in _thin(r.fpr, r.tpr)]})
+    atomic_write_json(out / "folds.json", {(f"{who}/{r.name}" if who else r.name): r.fold_accuracies
+                                           for who, r in labelled})
+
+
+def run_evaluate(cfg: Config, encoders: list[str] | None = None, benchmarks: list[str] | None = None) -> dict:
+    """Score the trained model, or each ``--encoder``, on the configured (or ``--benchmark``) files."""
+    benches = parse_benchmarks(benchmarks) if benchmarks else dict(cfg.evaluate.benchmarks)
+    where = "--benchmark " if benchmarks else "evaluate.benchmarks."
+    if encoders:
+        return _run_encoders(cfg, encoders, benches, where)
     model = FRModel.load(cfg.evaluate.model)
     train_run = model.info.get("mlflow_run_id")
     with stage_run(cfg, "evaluate", ["evaluate"], {"facefoundry.train_run_id": str(train_run)}):
         with torch.inference_mode():
-            results = evaluate_model(model, cfg.evaluate.benchmarks, cfg)
-        metrics: dict[str, float] = {}
-        for r in results:
-            metrics.update(r.metrics())
-            log_figure(score_histogram(r.name, r.pos_scores, r.neg_scores, r.threshold), f"plots/hist_{r.name}.png")
-        metrics["mean_accuracy"] = float(np.mean([r.accuracy for r in results]))
+            results = evaluate_model(model, benches, cfg, where)
+        metrics = _log_results(results)
         log_metrics(metrics)
         log_figure(roc_figure({r.name: (r.fpr, r.tpr, r.auc) for r in results}), "plots/roc.png")
-        out = Path(cfg.evaluate.out)
-        atomic_write_json(out / "metrics.json", {k.replace("/", "_"): v for k, v in metrics.items()})
-        atomic_write_json(out / "roc.json", {"roc": [{"benchmark": r.name, "fpr": float(f), "tpr": float(t)}
-                                                      for r in results for f, t in _thin(r.fpr, r.tpr)]})
-        atomic_write_json(out / "folds.json", {r.name: r.fold_accuracies for r in results})
+        table = results_table([("model", r) for r in results])
+        log_text(table, "results.md")
+        print(table, end="")
+        _write_outputs(Path(cfg.evaluate.out), metrics, [("", r) for r in results])
     if train_run:  # the training run carries its accuracies too, so leaderboards sort training runs
         try:
             log_metrics_to_run(train_run, metrics)
         except Exception as exc:  # noqa: BLE001 - the training run may live in another store
             log(f"could not add metrics to training run {train_run}: {exc.__class__.__name__}")
+    return metrics
+
+
+def _run_encoders(cfg: Config, encoders: list[str], benches: dict[str, str], where: str) -> dict:
+    """Pretrained encoders as judges: one metric set per encoder (prefixed when there are several)."""
+    from facefoundry.identity import load_encoder
+
+    several = len(encoders) > 1
+    metrics: dict[str, float] = {}
+    labelled: list[tuple[str, VerificationResult]] = []
+    with stage_run(cfg, "evaluate", ["evaluate"], {"facefoundry.encoders": ",".join(encoders)}):
+        for spec in encoders:
+            enc = load_encoder(spec)
+            who = enc.name if enc.name != "onnx" else Path(spec).stem
+            log_text(json.dumps(enc.spec(), indent=2), f"encoders/{who}.json")
+            with torch.inference_mode():
+                results = evaluate_embedder(encoder_embedder(enc, cfg), benches, cfg, None, who, where)
+            metrics.update(_log_results(results, f"{who}/" if several else ""))
+            labelled += [(who, r) for r in results]
+        log_metrics(metrics)
+        log_figure(roc_figure({f"{who}/{r.name}": (r.fpr, r.tpr, r.auc) for who, r in labelled}), "plots/roc.png")
+        table = results_table(labelled)
+        log_text(table, "results.md")
+        print(table, end="")
+        _write_outputs(Path(cfg.evaluate.out), metrics, [(who if several else "", r) for who, r in labelled])
     return metrics
 
 

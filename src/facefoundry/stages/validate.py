@@ -13,8 +13,9 @@ from facefoundry.data.manifest import check_identity_counts
 from facefoundry.data.sources import ManifestSource
 from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json
+from facefoundry.plots import score_histogram
 from facefoundry.stages.common import log
-from facefoundry.tracking import log_dataset_version, log_metrics, stage_run
+from facefoundry.tracking import log_dataset_version, log_figure, log_metrics, stage_run
 
 
 def validate_dataset(folder: str | Path, image_size: int, min_per_identity: int) -> dict:
@@ -39,10 +40,42 @@ def validate_dataset(folder: str | Path, image_size: int, min_per_identity: int)
             "duplicate_images": int(dupes)}
 
 
+def judge_dataset(folder: str | Path, judges: list[str], max_images: int, batch_size: int,
+                  seed: int = 0) -> dict[str, dict]:
+    """Each judge encoder's intra/inter-identity cosine similarities on an identity-balanced sample.
+
+    Returns ``{judge: {"metrics": {...}, "intra": array, "inter": array}}``; pure (no tracking).
+    """
+    from facefoundry.identity import load_encoder
+    from facefoundry.identity.judge import consistency_metrics, identity_similarities, sample_balanced
+
+    src = ManifestSource(Path(folder))
+    rng = np.random.default_rng(seed)
+    idx = sample_balanced(src.labels, max_images, rng)
+    images = np.stack([src.load(int(i)) for i in idx])
+    out: dict[str, dict] = {}
+    for spec in judges:
+        enc = load_encoder(spec)
+        name = enc.name if enc.name not in out else spec
+        emb = enc.embed(images, batch_size)
+        intra, inter = identity_similarities(emb, src.labels[idx], rng=rng)
+        out[name] = {"metrics": consistency_metrics(intra, inter), "intra": intra, "inter": inter}
+    return out
+
+
 def run_validate(cfg: Config, dataset: str | None = None, out: str | None = None) -> dict:
     folder = dataset or cfg.train.dataset
-    with stage_run(cfg, "validate", [], {"facefoundry.dataset": str(folder)}):
+    with stage_run(cfg, "validate", ["identity"], {"facefoundry.dataset": str(folder)}):
         metrics = validate_dataset(folder, cfg.base.image_size, cfg.train.min_images_per_identity)
+        ident = cfg.identity
+        for name, res in judge_dataset(folder, ident.judges, ident.judge_max_images, ident.batch_size,
+                                       cfg.base.seed).items():
+            metrics.update({f"judge_{name}_{k}": v for k, v in res["metrics"].items()})
+            log_figure(score_histogram(f"{Path(folder).name}: judge {name}", res["intra"], res["inter"],
+                                       xlabel="cosine similarity of identity vectors (higher = more alike)"),
+                       f"plots/identity_similarity_{name}.png")
+            log(f"judge {name}: intra-identity cosine {res['metrics']['intra_mean']:.3f}, "
+                f"inter-identity {res['metrics']['inter_mean']:.3f}")
         log_metrics({f"data/{k}": v for k, v in metrics.items()})
         log_dataset_version(folder)
         atomic_write_json(out or "outputs/validate/metrics.json", metrics)

@@ -8,7 +8,6 @@ measured on the held-out one. TAR@FAR and ROC are computed on all pairs.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -134,15 +133,3 @@ def evaluate_pairs(name: str, emb: np.ndarray, issame: np.ndarray, nfolds: int =
         auc=float(np.trapezoid(tpr, fpr)), tar_at_far=tar_at_far(scores, issame, fars or []),
         fpr=fpr, tpr=tpr, pos_scores=scores[issame], neg_scores=scores[~issame],
     )
-
-
-def run_benchmark(forward: Callable[[torch.Tensor], torch.Tensor], pairs, preprocess: Preprocess,
-                  batch_size: int, flip: bool, device, nfolds: int, distance: str,
-                  fars: list[float]) -> VerificationResult:
-    """Load → embed with flip → k-fold, timing the embedding part."""
-    t0 = time.perf_counter()
-    emb = embed(forward, pairs.images, preprocess, batch_size, flip, device)
-    seconds = time.perf_counter() - t0
-    res = evaluate_pairs(pairs.name, emb, pairs.issame, nfolds, distance, fars)
-    res.embed_seconds = seconds
-    return res

@@ -1,0 +1,184 @@
+"""Identity encoder back-ends behind the one interface of :mod:`facefoundry.identity.base`.
+
+- ``DlibEncoder``: dlib's ResNet ported to torch (the default; differentiable). The fixed
+  template→chip similarity is applied inside with ``grid_sample``.
+- ``TorchFREncoder``: an IResNet — an arcface_torch ``backbone.pth`` or a model this platform
+  trained (``facefoundry_model.json`` folder); differentiable.
+- ``OnnxEncoder``: an insightface-format ONNX model from a local path, run by onnxruntime; not
+  differentiable (evaluation and filtering only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from facefoundry.errors import FaceFoundryError
+from facefoundry.generators.align import warp_similarity
+from facefoundry.identity.base import EncoderInput, IdentityEncoder
+from facefoundry.identity.dlib_resnet import DLIB_SAME_THRESHOLD, DlibResNet, default_model_path
+from facefoundry.identity.geometry import template_to_chip
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear resize of NCHW images to ``size``² (anti-aliased when shrinking), differentiable."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=images.shape[-1] > size)
+
+
+class DlibEncoder(IdentityEncoder):
+    """dlib's face-recognition ResNet on template-aligned crops (128-d)."""
+
+    name = "dlib"
+
+    def __init__(self, net: DlibResNet, padding: float = 0.25, source: str = ""):
+        super().__init__()
+        self.net = net.eval().requires_grad_(False)
+        self.padding = padding
+        self.source = source
+        self.dim = net.config["embedding_size"]
+        mean = tuple(float(v) for v in net.config["mean_rgb"])
+        scale = float(net.config["scale"])
+        self.input = EncoderInput("RGB", net.input_size, mean, (scale, scale, scale), "dlib_chip",
+                                  DLIB_SAME_THRESHOLD)
+        self._warps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "DlibEncoder":
+        path = Path(path) if path else default_model_path()
+        return cls(DlibResNet.from_dat(path), source=str(path))
+
+    def to_chip(self, images: torch.Tensor) -> torch.Tensor:
+        """Template-aligned ``[0,1]`` crops → dlib 150-px chips in 0..255, through the fixed similarity."""
+        side = images.shape[-1]
+        if side not in self._warps:
+            A, t = template_to_chip(side, self.net.input_size, self.padding)
+            self._warps[side] = (A.float(), t.float())
+        A, t = self._warps[side]
+        return warp_similarity(images, A, t, self.net.input_size) * 255.0
+
+    def descriptor(self, chips: torch.Tensor) -> torch.Tensor:
+        """Raw (unnormalised) dlib descriptors of 0..255 RGB chips ``[B,3,150,150]``."""
+        return self.net(chips)
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Intermediate feature maps of template-aligned crops (a perceptual-loss feature space)."""
+        return self.net.feature_maps(self.to_chip(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.net(self.to_chip(images)), dim=1)
+
+    def spec(self) -> dict:
+        return {**super().spec(), "weights": Path(self.source).name, "chip_padding": self.padding}
+
+
+class TorchFREncoder(IdentityEncoder):
+    """An IResNet (insightface layout) on template-aligned crops, resized to its input side."""
+
+    def __init__(self, backbone, color_order: str = "RGB", mean: float = 0.5, std: float = 0.5,  # noqa: ANN001
+                 input_size: int = 112, name: str = "iresnet", source: str = ""):
+        super().__init__()
+        self.backbone = backbone.eval().requires_grad_(False)
+        self.name, self.source = name, source
+        self.dim = backbone.config["embedding_size"]
+        self.mean, self.std, self.color_order = mean, std, color_order
+        m, s = 255 * mean, 255 * std
+        self.input = EncoderInput(color_order, input_size, (m, m, m), (s, s, s), "arcface_template")
+
+    @classmethod
+    def from_bundle(cls, folder: str | Path) -> "TorchFREncoder":
+        """A model folder this platform trained (``facefoundry_model.json``)."""
+        from facefoundry.models.bundle import FRModel
+
+        model = FRModel.load(folder)
+        p = model.preprocess
+        return cls(model.backbone, p.color_order, p.mean, p.std, p.image_size, "facefoundry", str(folder))
+
+    @classmethod
+    def from_arcface_torch(cls, path: str | Path) -> "TorchFREncoder":
+        """An insightface ``arcface_torch`` ``backbone.pth`` (112 px, RGB, (x/255 − 0.5)/0.5)."""
+        from facefoundry.models.iresnet import IResNet
+
+        path = Path(path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - corrupt, truncated, or a pickle with code in it
+            raise FaceFoundryError(f"{path}: not a loadable PyTorch state dict ({exc.__class__.__name__})") from None
+        if not isinstance(state, dict) or "conv1.weight" not in state or "fc.weight" not in state:
+            raise FaceFoundryError(f"{path}: not an arcface_torch IResNet state dict (no conv1/fc weights)")
+        layers = [len({k.split(".")[1] for k in state if k.startswith(f"layer{i}.")}) for i in range(1, 5)]
+        width = state["conv1.weight"].shape[0]
+        emb, flat = state["fc.weight"].shape
+        side = int(round((flat / (width * 8)) ** 0.5))
+        input_size = 112 if side == 7 else side * 16  # arcface_torch models are 112 px
+        se = any(".se." in k for k in state)
+        net = IResNet(layers, width, emb, input_size, se)
+        try:
+            net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise FaceFoundryError(f"{path}: state dict does not fit IResNet{layers} ({first})") from None
+        return cls(net, "RGB", 0.5, 0.5, input_size, "arcface_torch", str(path))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = resize(images, self.input.size)
+        if self.color_order == "BGR":
+            x = x.flip(1)
+        return F.normalize(self.backbone.embed_raw((x - self.mean) / self.std), dim=1)
+
+    def spec(self) -> dict:
+        return {**super().spec(), "weights": self.source}
+
+
+class OnnxEncoder(IdentityEncoder):
+    """An insightface-format ONNX recognition model (e.g. ``w600k_r50.onnx``), not differentiable.
+
+    As insightface's ``ArcFaceONNX``: RGB input, ``(x − 127.5) / 127.5`` unless the graph starts
+    with its own ``Sub``/``Mul`` normalisation (then raw 0..255), input side from the graph.
+    """
+
+    differentiable = False
+    name = "onnx"
+
+    def __init__(self, path: str | Path, threads: int = 0):
+        super().__init__()
+        import onnx
+        import onnxruntime as ort
+
+        self.source = str(path)
+        path = Path(path)
+        if not path.is_file():
+            raise FaceFoundryError(f"{path}: ONNX encoder file does not exist")
+        try:
+            graph = onnx.load(str(path)).graph
+        except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+            raise FaceFoundryError(f"{path}: not a readable ONNX model ({exc.__class__.__name__})") from None
+        normalised_inside = any(n.op_type in ("Sub", "Mul") for n in graph.node[:8])
+        mean, std = (0.0, 1.0) if normalised_inside else (127.5, 127.5)
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        shape = inp.shape
+        if len(shape) != 4 or not isinstance(shape[2], int):
+            raise FaceFoundryError(f"{path}: expected an NCHW image input with a fixed side, got {shape}")
+        self.input_name = inp.name
+        self.dim = int(self.session.get_outputs()[0].shape[1])
+        self.input = EncoderInput("RGB", int(shape[2]), (mean,) * 3, (std,) * 3, "arcface_template")
+        self._mean, self._std = mean, std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            x = resize(images.detach().float().cpu(), self.input.size) * 255.0
+            x = ((x - self._mean) / self._std).numpy().astype(np.float32)
+        out = self.session.run(None, {self.input_name: x})[0]
+        return F.normalize(torch.from_numpy(out).float(), dim=1).to(images.device)
+
+    def spec(self) -> dict:
+        return {**super().spec(), "weights": Path(self.source).name}

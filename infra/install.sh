@@ -17,7 +17,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "installing FaceFoundry into .venv (first time: a few minutes)..." >&2
   .venv/bin/python -c "import torch" 2>/dev/null || quiet_pip "${TORCH_SPEC:-torch==2.13.0}"
   quiet_pip -e ".[test]"
-  .venv/bin/python -c "import facefoundry.cli, mlflow, dvc, diffusers" # fail here, not mid-pipeline
+  .venv/bin/python -c "import facefoundry.cli, mlflow, dvc, diffusers, dlib, face_recognition_models" # fail here, not mid-pipeline
   echo "$want" > "$stamp"
 fi
 # data/ holds the user's own inputs (tracked by data.dvc); start from the documented skeleton,

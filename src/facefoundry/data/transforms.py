@@ -41,3 +41,19 @@ def random_hflip(x: torch.Tensor, p: float, generator: torch.Generator | None = 
         x = x.clone()
         x[mask] = x[mask].flip(-1)
     return x
+
+
+def resize_uint8(images, size: int):  # noqa: ANN001, ANN201 - numpy in, numpy out
+    """Resize uint8 ``[N,H,W,3]`` crops to ``size``² (bilinear, anti-aliased when shrinking).
+
+    Aligned crops keep their geometry under scaling (the alignment template scales with the
+    side), so a 112-px benchmark can score a model trained at 56 px.
+    """
+    import numpy as np
+
+    if images.shape[1:3] == (size, size):
+        return images
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                                        antialias=images.shape[1] > size)
+    return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()

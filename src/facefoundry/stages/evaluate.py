@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from facefoundry.config import Config
+from facefoundry.data.transforms import resize_uint8
 from facefoundry.device import resolve_device
 from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json
@@ -65,10 +66,17 @@ def evaluate_embedder(embedder: Embedder, benchmarks: dict[str, str], cfg: Confi
 
 
 def model_embedder(model: FRModel, cfg: Config) -> Embedder:
+    """The model's embedding of benchmark crops, resized to its input side when they differ."""
     device = resolve_device(cfg.base.device)
     backbone = model.backbone.to(device).eval()
-    e = cfg.evaluate
-    return lambda images: embed(backbone.embed_raw, images, model.preprocess, e.batch_size, e.flip, device)
+    e, size = cfg.evaluate, model.preprocess.image_size
+
+    def run(images: np.ndarray) -> np.ndarray:
+        if images.shape[1] != size:
+            log(f"resizing {images.shape[1]}-px benchmark crops to the model's {size} px")
+        return embed(backbone.embed_raw, resize_uint8(images, size), model.preprocess, e.batch_size, e.flip, device)
+
+    return run
 
 
 def encoder_embedder(encoder, cfg: Config) -> Embedder:  # noqa: ANN001
@@ -78,8 +86,8 @@ def encoder_embedder(encoder, cfg: Config) -> Embedder:  # noqa: ANN001
 
 def evaluate_model(model: FRModel, benchmarks: dict[str, str], cfg: Config,
                    where: str = "evaluate.benchmarks.") -> list[VerificationResult]:
-    """The trained FR model on every benchmark (crops must be the model's input size)."""
-    return evaluate_embedder(model_embedder(model, cfg), benchmarks, cfg, model.preprocess.image_size, where=where)
+    """The trained FR model on every benchmark (crops of another side are resized to the model's)."""
+    return evaluate_embedder(model_embedder(model, cfg), benchmarks, cfg, None, where=where)
 
 
 def results_table(rows: list[tuple[str, VerificationResult]]) -> str:

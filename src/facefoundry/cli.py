@@ -59,6 +59,29 @@ def validate(dataset: Optional[str] = typer.Option(None, help="Dataset folder (d
     run_validate(_cfg(), dataset, out)
 
 
+@app.command()
+def align(src: str = typer.Argument(..., help="Folder of real photos (identity subfolders are kept as labels)."),
+          out: str = typer.Option(..., "--out", help="Dataset folder to write (manifest + aligned crops)."),
+          size: Optional[int] = typer.Option(None, "--size", help="Crop side (default: base.image_size)."),
+          limit: Optional[int] = typer.Option(None, "--limit", help="Align only the first N photos (sorted)."),
+          labels: Optional[str] = typer.Option(None, "--labels", help="auto | folders | none (default: align.labels).")
+          ) -> None:
+    """Detect and align real photos (dlib HOG + 68 landmarks → 5-point template); misses go to DST/misses.json."""
+    from facefoundry.stages.align import run_align
+
+    extra = [f"base.image_size={size}"] if size is not None else []
+    run_align(_cfg(extra + ([f"align.labels={labels}"] if labels else [])), src, out, limit)
+
+
+@app.command("train-vec2face")
+def train_vec2face(stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after this epoch "
+                                                              "(resume later by running again).")) -> None:
+    """Train the Vec2Face generator on vec2face.dataset (identity vectors and loss from vec2face.encoder)."""
+    from facefoundry.stages.vec2face import run_train_vec2face
+
+    run_train_vec2face(_cfg(), stop_after)
+
+
 @app.command("realism-target")
 def realism_target(out: str = typer.Option("outputs/realism_target", help="Folder to write.")) -> None:
     """Render the synthetic photographic target domain the embedded default uses."""

@@ -41,7 +41,7 @@ class Range(Strict):
         return v
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Range":
+    def _ordered(self) -> Range:
         if self.min > self.max:
             raise ValueError(f"range min {self.min} is greater than max {self.max}")
         return self
@@ -83,9 +83,49 @@ class RenderCfg(Strict):
     jpeg_quality: Range = Range(min=40, max=95)
 
     @model_validator(mode="after")
-    def _jpeg(self) -> "RenderCfg":
+    def _jpeg(self) -> RenderCfg:
         if not (1 <= self.jpeg_quality.min and self.jpeg_quality.max <= 100):
             raise ValueError("jpeg_quality must lie within [1, 100]")
+        return self
+
+
+class AttrOPCfg(Strict):
+    """AttrOP (Vec2Face): optimise each identity centre's vector for pose, quality and identity."""
+
+    enabled: bool = False
+    yaw_targets: list[Annotated[float, Field(ge=0, le=90)]] = [0.0, 15.0, 30.0]  # |yaw| °; one drawn per identity
+    yaw_tolerance: NonNegFloat = 5.0
+    min_identity: Annotated[float, Field(ge=-1, le=1)] = 0.7  # official: stop once 1 − cos ≤ 0.3
+    quality: float | None = None  # sharpness target (pose.sharpness_quality); None: no quality term
+    identity_weight: NonNegFloat = 100.0  # official 100·(1 − cos)
+    lr: Annotated[float, Field(gt=0)] = 0.1  # official Adam lr
+    max_iters: Annotated[int, Field(ge=0)] = 20  # the official loop is unbounded; here a hard budget
+    pose_model: str | None = None  # PoseRegressor folder; None: train one on renders (≈ 20 s, cached)
+    batch_size: PositiveInt = 32
+
+
+class Vec2FaceGenCfg(Strict):
+    """``facefoundry generate --generator vec2face``: τ-filtered PCA identities, σ-mixture variations."""
+
+    model: str = "outputs/vec2face/model"  # folder written by train-vec2face
+    tau: Annotated[float, Field(ge=-1, le=1)] = 0.3  # paper 0.3: max cosine between any two identities
+    centred: bool = True  # τ and σ act on vectors minus the training mean (dlib's space has a large common part)
+    avoid_training: bool = True  # also keep every identity ≤ τ from each training photo's vector
+    sigmas: list[NonNegFloat] = [0.3, 0.5, 0.7]  # paper
+    sigma_weights: list[NonNegFloat] = [0.4, 0.4, 0.2]  # paper
+    reference_norm: Annotated[float, Field(gt=0)] = 25.0  # σ acts on vectors of this norm at 512-d (ArcFace's)
+    min_similarity: Annotated[float, Field(ge=-1, lt=1)] | None = 0.5  # floor on cos(variation, centre)
+    mask_ratio: Prob | None = None  # fixed generation mask ratio; None: the paper's truncated normal
+    pca_components: PositiveInt | None = None
+    grid_identities: PositiveInt = 8  # σ grid: rows = identities, columns = σ (logged to MLflow)
+    judge_images: Annotated[int, Field(ge=0)] = 400  # images the judges score per σ study (0: skip)
+    attrop: AttrOPCfg = AttrOPCfg()
+
+    @model_validator(mode="after")
+    def _mixture(self) -> Vec2FaceGenCfg:
+        if len(self.sigmas) != len(self.sigma_weights) or not self.sigmas or sum(self.sigma_weights) <= 0:
+            raise ValueError(f"sigmas {self.sigmas} and sigma_weights {self.sigma_weights} need one weight per σ, "
+                             "not all zero")
         return self
 
 
@@ -98,6 +138,7 @@ class GenerateCfg(Strict):
     image_format: Literal["png", "jpg"] = "png"
     batch_size: PositiveInt = 64
     render: RenderCfg = RenderCfg()
+    vec2face: Vec2FaceGenCfg = Vec2FaceGenCfg()
 
 
 class BenchmarkCfg(Strict):
@@ -199,6 +240,89 @@ class IdentityCfg(Strict):
     batch_size: PositiveInt = 64
 
 
+class Vec2FaceCfg(Strict):
+    """Vec2Face generator training (``facefoundry.generators.vec2face``).
+
+    Defaults are a CPU toy (one step at batch 16, 56 px, well under a second on 2 cores); the
+    paper's values are in the comments (112 px, ViT-B fMAE, VQGAN decoder, 100 epochs on 8 GPUs).
+    """
+
+    dataset: str = "outputs/datasets/render_realism"  # aligned real (or rendered) photos; each is its own target
+    encoder: str = "dlib"  # identity encoder: the input vectors and the identity loss (paper: ArcFace-R100)
+    out: str = "outputs/vec2face"  # checkpoint, identity-vector cache and model/ folder
+    image_size: Annotated[int, Field(ge=16, le=512)] = 56  # paper 112
+    # -- model ---------------------------------------------------------------------------------
+    patch: PositiveInt = 8  # tokens = (image_size/patch)²; paper 16 (7×7 = 49 tokens)
+    width: PositiveInt = 64  # fMAE width; paper 768
+    depth: PositiveInt = 2  # fMAE encoder depth; paper 12
+    heads: PositiveInt = 4  # paper 12
+    decoder_depth: PositiveInt = 2  # paper 8
+    decoder_heads: PositiveInt = 4  # paper 16
+    mlp_ratio: Annotated[float, Field(gt=0)] = 4.0  # paper 4
+    dropout: Prob = 0.1  # paper 0.1
+    decoder_channels: PositiveInt = 16  # image decoder base channels; paper 128
+    decoder_multipliers: list[PositiveInt] = [1, 1, 2, 2]  # one level per doubling (2^(levels-1) = patch); paper [1,1,2,2,4]
+    z_channels: PositiveInt = 32  # token → decoder input channels; paper 256
+    decoder_res_blocks: PositiveInt = 1  # per level; paper 2
+    disc_dims: list[PositiveInt] = [16, 32, 64]  # patch discriminator widths; paper [64, 128, 256, 512]
+    # -- fMAE mask ratio: normal truncated to [min, 1] ----------------------------------------------
+    train_mask_min: Prob = 0.5  # paper 0.5
+    train_mask_mean: float = 0.75  # paper 0.75
+    train_mask_std: Annotated[float, Field(gt=0)] = 0.25  # paper 0.25
+    gen_mask_min: Prob = 0.1  # paper 0.1
+    gen_mask_mean: float = 0.15  # paper 0.15
+    gen_mask_std: Annotated[float, Field(gt=0)] = 0.25  # paper 0.25
+    # -- loss weights ----------------------------------------------------------------------------
+    mse_weight: NonNegFloat = 1.0
+    perceptual_weight: NonNegFloat = 0.2  # paper: 0.1 × 2·LPIPS; here an LPIPS-style feature distance
+    perceptual_net: Literal["auto", "encoder", "random"] = "auto"  # auto: encoder.features() if any, else random conv
+    ssim_weight: NonNegFloat = 0.1  # × (1 − SSIM)
+    token_weight: NonNegFloat = 1.0  # feature-token MSE
+    identity_weight: NonNegFloat = 1.0  # 1 − cos(encoder(generated), identity vector)
+    gan_weight: NonNegFloat = 0.8  # official disc_weight (LSGAN generator term)
+    adaptive_gan_weight: bool = True  # × VQGAN's ‖∇nll‖/‖∇gan‖ at the decoder's last layer (official)
+    disc_start_epoch: Annotated[int, Field(ge=0)] = 16  # discriminator on from this epoch (0-based); paper 80 of 100
+    # -- optimiser (AdamW, linear warm-up then cosine, per step) -----------------------------------
+    base_lr: Annotated[float, Field(gt=0)] = 4e-5  # lr = base_lr · batch_size / 112 (paper)
+    batch_size: PositiveInt = 16  # paper 64 per GPU
+    epochs: PositiveInt = 20  # paper 100
+    warmup_epochs: NonNegFloat = 5.0  # paper 5
+    grad_clip: NonNegFloat = 2.0  # paper 2.0; 0 disables
+    betas: tuple[Prob, Prob] = (0.9, 0.99)  # paper (0.9, 0.99)
+    weight_decay: NonNegFloat = 0.01  # torch's AdamW default (the official code sets none)
+    amp: bool = True  # fp16 mixed precision, used only on CUDA
+    # -- data --------------------------------------------------------------------------------------
+    flip_prob: Prob = 0.5
+    random_erasing: Prob = 0.1  # probability of erasing one random rectangle of the target image
+    num_workers: Annotated[int, Field(ge=0)] = 0
+    preload_max_mb: Annotated[int, Field(ge=0)] = 2048  # decode the dataset once into RAM below this size
+    id_batch_size: PositiveInt = 64  # batch of the one-off identity-vector pass
+    log_every: PositiveInt = 50  # steps between log lines
+    threads: Annotated[int, Field(ge=0)] = 0  # torch CPU threads; 0 = torch default
+
+    @model_validator(mode="after")
+    def _geometry(self) -> Vec2FaceCfg:
+        if self.image_size % self.patch:
+            raise ValueError(f"patch {self.patch} does not divide image_size {self.image_size}")
+        if 2 ** (len(self.decoder_multipliers) - 1) != self.patch:
+            raise ValueError(f"decoder_multipliers needs one level per doubling: patch {self.patch} "
+                             f"= 2^(levels-1), got {len(self.decoder_multipliers)} levels")
+        for key in ("heads", "decoder_heads"):
+            if self.width % getattr(self, key):
+                raise ValueError(f"{key} {getattr(self, key)} does not divide width {self.width}")
+        return self
+
+
+class AlignCfg(Strict):
+    """``facefoundry align``: real photos → template-aligned crops (dlib HOG + 68 landmarks)."""
+
+    upsample: Annotated[int, Field(ge=0)] = 1  # detector upsampling; 1 finds the ~45 px faces of small photos
+    retry_upsample: bool = True  # nothing found: search once more at upsample + 1
+    min_score: float = 0.0  # detections scoring at or below this are misses (dlib adjust_threshold)
+    image_format: Literal["png", "jpg"] = "png"
+    labels: Literal["auto", "folders", "none"] = "auto"  # folders: one identity per subfolder; none: one per photo
+
+
 class ReportCfg(Strict):
     out: str = "outputs/report"
     top: PositiveInt = 20
@@ -212,7 +336,9 @@ class Config(Strict):
     train: TrainCfg = TrainCfg()
     evaluate: EvaluateCfg = EvaluateCfg()
     report: ReportCfg = ReportCfg()
+    align: AlignCfg = AlignCfg()
     identity: IdentityCfg = IdentityCfg()
+    vec2face: Vec2FaceCfg = Vec2FaceCfg()
 
 
 def deep_merge(base: dict, override: dict) -> dict:

@@ -54,3 +54,19 @@ def consistency_metrics(intra: np.ndarray, inter: np.ndarray) -> dict[str, float
         thr = np.quantile(inter, 0.99)  # fraction of same-identity pairs above the 1 % false-match similarity
         out["intra_above_inter_p99"] = float((intra > thr).mean())
     return out
+
+
+def intra_by_group(emb: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> dict[float, float]:
+    """Mean same-identity cosine among images that share a group value (e.g. Vec2Face's σ).
+
+    For each group ``g``: the mean cosine over pairs of images with the same label, both in ``g``
+    — how alike one identity's images stay as the perturbation grows.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    out: dict[float, float] = {}
+    for g in np.unique(groups):
+        sel = np.flatnonzero(groups == g)
+        intra, _ = identity_similarities(emb[sel], labels[sel], max_pairs=1)
+        if intra.size:
+            out[float(g)] = float(intra.mean())
+    return out

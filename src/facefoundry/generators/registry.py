@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from facefoundry.config import Config
 from facefoundry.registry import Registry
@@ -14,4 +14,5 @@ GENERATORS: Registry[Path] = Registry("generator")
 
 def load_builtin() -> None:
     """Import the modules that register built-in generators."""
-    import facefoundry.generators.render.generate  # noqa: F401
+    import facefoundry.generators.render.generate
+    import facefoundry.generators.vec2face.generate  # noqa: F401

@@ -1,0 +1,383 @@
+"""Training Vec2Face on aligned photos: each image is its own target, its identity vector the input.
+
+``train_vec2face`` (one process; CUDA + fp16 AMP when present, fp32 on CPU):
+
+1. embeds every image once with the frozen identity encoder (batched, tqdm) and caches the vectors
+   in ``out/id_vectors/<key>.npy``, keyed by the dataset's DVC hash, the encoder spec and the size;
+2. trains generator and patch discriminator with AdamW (β 0.9/0.99), lr ``base_lr·batch/112``
+   with linear warm-up then cosine (per step), gradient clipping, horizontal flips and random
+   erasing of the targets; the discriminator and the GAN term start at ``disc_start_epoch``;
+3. ends every epoch in an atomic checkpoint (``out/checkpoint.pt``) and re-seeds all randomness per
+   epoch, so a killed run resumes to exactly the weights of an uninterrupted one;
+4. writes ``out/model/``: ``vec2face_model.json`` (with the encoder spec) + ``generator/`` +
+   ``discriminator/`` + the training photos' identity vectors and labels (``id_vectors.npy``,
+   ``id_labels.npy``), from which generation samples new identities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from facefoundry.config import Config, Vec2FaceCfg
+from facefoundry.data.sources import FaceSource, open_source
+from facefoundry.data.transforms import random_hflip, resize_uint8
+from facefoundry.device import resolve_device, seed_everything
+from facefoundry.errors import FaceFoundryError
+from facefoundry.generators.vec2face.discriminator import PatchDiscriminator
+from facefoundry.generators.vec2face.losses import LossWeights, Vec2FaceLoss
+from facefoundry.generators.vec2face.model import Vec2Face, save_model_folder
+from facefoundry.identity.base import IdentityEncoder
+from facefoundry.io import atomic_dir, atomic_write_bytes, atomic_write_json
+from facefoundry.tracking import dvc_dir_hash
+from facefoundry.train.schedule import lr_at
+
+CHECKPOINT = "checkpoint.pt"
+ID_VECTORS, ID_LABELS = "id_vectors.npy", "id_labels.npy"  # in the model folder: the training identity space
+# Settings that do not change what is learned; a checkpoint made under other values resumes.
+_NOT_FINGERPRINTED = {"dataset", "out", "num_workers", "preload_max_mb", "id_batch_size", "log_every", "threads"}
+
+
+# -- building blocks from the config -------------------------------------------------------------
+
+def build_generator(v: Vec2FaceCfg, id_dim: int) -> Vec2Face:
+    return Vec2Face(id_dim=id_dim, image_size=v.image_size, patch=v.patch, width=v.width, depth=v.depth,
+                    heads=v.heads, decoder_depth=v.decoder_depth, decoder_heads=v.decoder_heads,
+                    mlp_ratio=v.mlp_ratio, dropout=v.dropout, decoder_channels=v.decoder_channels,
+                    decoder_multipliers=list(v.decoder_multipliers), z_channels=v.z_channels,
+                    decoder_res_blocks=v.decoder_res_blocks,
+                    train_mask=[v.train_mask_min, v.train_mask_mean, v.train_mask_std],
+                    generate_mask=[v.gen_mask_min, v.gen_mask_mean, v.gen_mask_std])
+
+
+def build_discriminator(v: Vec2FaceCfg) -> PatchDiscriminator:
+    return PatchDiscriminator(dims=list(v.disc_dims))
+
+
+def loss_weights(v: Vec2FaceCfg) -> LossWeights:
+    return LossWeights(v.mse_weight, v.perceptual_weight, v.ssim_weight, v.token_weight, v.identity_weight,
+                       v.gan_weight, v.adaptive_gan_weight)
+
+
+def learning_rate(v: Vec2FaceCfg) -> float:
+    """The paper's scaling: ``base_lr · batch_size / 112``."""
+    return v.base_lr * v.batch_size / 112
+
+
+# -- augmentation --------------------------------------------------------------------------------
+
+def random_erasing(x: torch.Tensor, p: float, generator: torch.Generator | None = None,
+                   scale: tuple[float, float] = (0.02, 0.33), ratio: tuple[float, float] = (0.3, 3.3),
+                   value: float = 0.0) -> torch.Tensor:
+    """Erase one random rectangle (area ``scale`` of the image, aspect ``ratio``, log-uniform) per
+    NCHW image with probability ``p``, filled with ``value`` (0 = mid-grey in ``[-1,1]``)."""
+    if p <= 0:
+        return x
+    b, _, h, w = x.shape
+    u = torch.rand(b, 5, generator=generator)
+    area = h * w * (scale[0] + u[:, 0] * (scale[1] - scale[0]))
+    logr = math.log(ratio[0]) + u[:, 1] * (math.log(ratio[1]) - math.log(ratio[0]))
+    eh = (area * logr.exp()).sqrt().round().clamp(1, h).long()
+    ew = (area / logr.exp()).sqrt().round().clamp(1, w).long()
+    top = (u[:, 2] * (h - eh + 1)).long()
+    left = (u[:, 3] * (w - ew + 1)).long()
+    on = u[:, 4] < p
+    ys, xs = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
+    box = ((ys >= top.view(-1, 1, 1)) & (ys < (top + eh).view(-1, 1, 1)) & (xs >= left.view(-1, 1, 1))
+           & (xs < (left + ew).view(-1, 1, 1)) & on.view(-1, 1, 1))
+    return torch.where(box.unsqueeze(1).to(x.device), torch.full_like(x, value), x)
+
+
+def to_signed(images: torch.Tensor) -> torch.Tensor:
+    """uint8 NHWC → float NCHW in ``[-1, 1]``."""
+    return images.permute(0, 3, 1, 2).float().div(127.5).sub(1)
+
+
+# -- data ----------------------------------------------------------------------------------------
+
+def load_resized(source: FaceSource, i: int, size: int) -> np.ndarray:
+    """Image ``i`` as uint8 ``size×size×3`` (aligned crops scale with their template, so resizing is safe)."""
+    img = source.load(i)
+    if img.shape[0] != img.shape[1]:
+        raise FaceFoundryError(f"{source.root}: image {i} is {img.shape[1]}x{img.shape[0]}, aligned faces are square")
+    return resize_uint8(img[None], size)[0]
+
+
+class _Images(Dataset):
+    def __init__(self, source: FaceSource, size: int):
+        self.source, self.size = source, size
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(load_resized(self.source, i, self.size)), i
+
+
+class ImageFeed:
+    """uint8 NHWC batches with their dataset indices: decoded once into RAM when small, else streamed."""
+
+    def __init__(self, source: FaceSource, size: int, batch_size: int, preload_max_mb: int = 2048,
+                 num_workers: int = 0):
+        self.source, self.size, self.batch_size, self.num_workers = source, size, batch_size, num_workers
+        self.images: torch.Tensor | None = None
+        if len(source) * size * size * 3 / 2**20 <= preload_max_mb:
+            self.images = torch.stack([torch.from_numpy(load_resized(source, i, size)) for i in range(len(source))])
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def steps_per_epoch(self) -> int:
+        return len(self.source) // self.batch_size
+
+    def _batches(self, order: torch.Tensor, batch: int, drop_last: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.images is not None:
+            stop = len(order) - len(order) % batch if drop_last else len(order)
+            for s in range(0, stop, batch):
+                idx = order[s:s + batch]
+                yield self.images[idx], idx
+            return
+        loader = DataLoader(torch.utils.data.Subset(_Images(self.source, self.size), order.tolist()),
+                            batch_size=batch, num_workers=self.num_workers, drop_last=drop_last,
+                            pin_memory=torch.cuda.is_available())
+        for imgs, idx in loader:
+            yield imgs, idx.long()
+
+    def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled full batches in an order fixed by ``seed``."""
+        order = torch.randperm(len(self.source), generator=torch.Generator().manual_seed(seed))
+        return self._batches(order, self.batch_size, drop_last=True)
+
+    def ordered(self, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self._batches(torch.arange(len(self.source)), batch, drop_last=False)
+
+
+# -- identity vectors ----------------------------------------------------------------------------
+
+def identity_vectors(feed: ImageFeed, encoder: IdentityEncoder, cache_dir: Path, dataset_digest: str,
+                     batch_size: int = 64, log: Callable[[str], None] = print, progress: bool = True) -> torch.Tensor:
+    """Every image's unit identity vector ``[N, dim]`` (CPU), cached on disk beside the model output."""
+    spec = encoder.spec()
+    key_src = json.dumps({"data": dataset_digest, "encoder": spec, "size": feed.size, "n": len(feed)},
+                         sort_keys=True)
+    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"{key}.npy"
+    if path.is_file():
+        try:
+            vec = np.load(path)
+            if vec.shape == (len(feed), encoder.dim):
+                log(f"identity vectors: cached {path}")
+                return torch.from_numpy(vec)
+        except (OSError, ValueError):
+            pass
+        log(f"{path}: unreadable or wrong shape; recomputing")
+    out = np.zeros((len(feed), encoder.dim), np.float32)
+    steps = math.ceil(len(feed) / batch_size)
+    for imgs, idx in tqdm(feed.ordered(batch_size), total=steps, desc="identity vectors", unit="batch",
+                          disable=not progress, leave=False):
+        out[idx.numpy()] = encoder.embed(imgs.numpy(), batch_size=batch_size)
+    buf = io.BytesIO()
+    np.save(buf, out)
+    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_json(path.with_suffix(".json"), {"dataset_dvc_md5": dataset_digest, "encoder": spec,
+                                                  "image_size": feed.size, "images": len(feed)})
+    log(f"identity vectors: {len(feed)} × {encoder.dim} → {path}")
+    return torch.from_numpy(out)
+
+
+# -- one step ------------------------------------------------------------------------------------
+
+def train_step(model: Vec2Face, disc: nn.Module, loss_fn: Vec2FaceLoss, images: torch.Tensor,
+               id_vectors: torch.Tensor, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
+               scaler: torch.amp.GradScaler, use_disc: bool = False, amp: bool = False,
+               grad_clip: float = 0.0) -> dict[str, float]:
+    """One generator (+ discriminator, when ``use_disc``) update; returns every loss term as a float."""
+    dev = images.device.type
+    disc.requires_grad_(False)
+    with torch.autocast(dev, dtype=torch.float16, enabled=amp):
+        out = model(id_vectors, images)
+        terms = loss_fn(out.images, images, id_vectors, out.logits, out.tokens,
+                        disc if use_disc else None, model.last_layer if use_disc else None)
+    opt_g.zero_grad(set_to_none=True)
+    scaler.scale(terms["total"]).backward()
+    if grad_clip > 0:
+        scaler.unscale_(opt_g)
+        terms["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt_g)
+    if use_disc and opt_d is not None:
+        disc.requires_grad_(True)
+        with torch.autocast(dev, dtype=torch.float16, enabled=amp):
+            d_loss = loss_fn.discriminator_loss(disc, images, out.images)
+        opt_d.zero_grad(set_to_none=True)
+        scaler.scale(d_loss).backward()
+        if grad_clip > 0:
+            scaler.unscale_(opt_d)
+            nn.utils.clip_grad_norm_(disc.parameters(), grad_clip)
+        scaler.step(opt_d)
+        terms["disc"] = d_loss
+    scaler.update()
+    return {k: float(v.detach()) for k, v in terms.items()}
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+@dataclass
+class Vec2FaceResult:
+    model_dir: Path
+    history: list[dict[str, float]] = field(default_factory=list)  # per epoch: mean loss terms, lr, img/s
+    resumed_from: int = 0
+
+
+def fingerprint(cfg: Config, dataset_digest: str, encoder_spec: dict) -> str:
+    v = {k: val for k, val in cfg.vec2face.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
+    blob = json.dumps({"vec2face": v, "seed": cfg.base.seed, "data": dataset_digest, "encoder": encoder_spec},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _load_checkpoint(path: Path, fp: str, nets: dict[str, nn.Module | torch.optim.Optimizer | torch.amp.GradScaler],
+                     device: torch.device, log: Callable[[str], None]) -> tuple[int, list[dict]]:
+    if not path.is_file():
+        return 0, []
+    try:
+        state = torch.load(path, map_location=device, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint must not stop a fresh start
+        log(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); starting afresh")
+        return 0, []
+    if state.get("fingerprint") != fp:
+        log(f"{path}: made with other settings, data or encoder; starting afresh")
+        return 0, []
+    for name, obj in nets.items():
+        obj.load_state_dict(state[name])
+    log(f"resuming from {path} after epoch {state['epoch']}")
+    return int(state["epoch"]), list(state["history"])
+
+
+def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
+                   encoder: IdentityEncoder | None = None, out: str | Path | None = None,
+                   log: Callable[[str], None] = print, stop_after: int | None = None,
+                   progress: bool = True) -> Vec2FaceResult:
+    """Train (or resume) to ``vec2face.epochs`` — or stop after epoch ``stop_after`` (tests, preemption)."""
+    v = cfg.vec2face
+    device = resolve_device(cfg.base.device)
+    if v.threads:
+        torch.set_num_threads(v.threads)
+    source = dataset if isinstance(dataset, FaceSource) else open_source(dataset or v.dataset)
+    if len(source) < v.batch_size:
+        raise FaceFoundryError(f"{source.root}: {len(source)} images are fewer than one batch "
+                               f"(vec2face.batch_size={v.batch_size})")
+    if encoder is None:
+        from facefoundry.identity import load_encoder
+
+        encoder = load_encoder(v.encoder)
+    if not encoder.differentiable and v.identity_weight > 0:
+        raise FaceFoundryError(f"vec2face.encoder={v.encoder!r} is not differentiable; the identity loss needs "
+                               "one (or set vec2face.identity_weight=0)")
+    encoder = encoder.to(device).eval()
+    out = Path(out or v.out)
+    feed = ImageFeed(source, v.image_size, v.batch_size, v.preload_max_mb, v.num_workers)
+    digest = dvc_dir_hash(source.root)
+    vectors = identity_vectors(feed, encoder, out / "id_vectors", digest, v.id_batch_size, log, progress)
+
+    seed_everything(cfg.base.seed)
+    model, disc = build_generator(v, encoder.dim).to(device), build_discriminator(v).to(device)
+    loss_fn = Vec2FaceLoss(encoder, loss_weights(v), v.perceptual_net)
+    lr = learning_rate(v)
+    betas = (float(v.betas[0]), float(v.betas[1]))
+    opt_g = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=v.weight_decay)
+    opt_d = torch.optim.AdamW(disc.parameters(), lr=lr, betas=betas, weight_decay=v.weight_decay)
+    amp = v.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    fp = fingerprint(cfg, digest, encoder.spec())
+    stateful = {"generator": model, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d, "scaler": scaler}
+    start, history = _load_checkpoint(out / CHECKPOINT, fp, stateful, device, log)
+
+    steps = feed.steps_per_epoch()
+    total, warm = steps * v.epochs, round(v.warmup_epochs * steps)
+    last = min(v.epochs, stop_after or v.epochs)
+    for epoch in range(start, last):
+        seed_everything(cfg.base.seed + 1000 * (epoch + 1))
+        aug = torch.Generator().manual_seed(cfg.base.seed + 7919 * (epoch + 1))
+        use_disc = epoch >= v.disc_start_epoch
+        model.train()
+        disc.train()
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        t0, seen, lr_now = time.perf_counter(), 0, lr
+        bar = tqdm(feed.epoch(cfg.base.seed + epoch), total=steps, desc=f"vec2face {epoch + 1}/{v.epochs}",
+                   unit="step", disable=not progress, leave=False)
+        for i, (imgs, idx) in enumerate(bar):
+            lr_now = lr_at(epoch * steps + i, total, lr, warm, "cosine")
+            for opt in (opt_g, opt_d):
+                for g in opt.param_groups:
+                    g["lr"] = lr_now
+            x = random_erasing(random_hflip(to_signed(imgs), v.flip_prob, aug), v.random_erasing, aug)
+            terms = train_step(model, disc, loss_fn, x.to(device, non_blocking=True), vectors[idx].to(device),
+                               opt_g, opt_d, scaler, use_disc, amp, v.grad_clip)
+            for k, val in terms.items():
+                if math.isfinite(val):  # an fp16 step the scaler skips has an infinite gradient norm
+                    sums[k] += val * len(idx)
+                    counts[k] += len(idx)
+            seen += len(idx)
+            bar.set_postfix(loss=f"{terms['total']:.3f}", id=f"{terms['identity']:.3f}")
+            if (i + 1) % v.log_every == 0:
+                log(f"vec2face epoch {epoch + 1}/{v.epochs} step {i + 1}/{steps} "
+                    + " ".join(f"{k} {s / counts[k]:.4f}" for k, s in sums.items()))
+        secs = time.perf_counter() - t0
+        stats = {"epoch": epoch + 1, **{k: s / counts[k] for k, s in sums.items()}, "lr": lr_now,
+                 "disc_on": float(use_disc), "images_per_second": seen / max(secs, 1e-9), "seconds": secs}
+        history.append(stats)
+        state = {"epoch": epoch + 1, "fingerprint": fp, "history": history,
+                 **{k: obj.state_dict() for k, obj in stateful.items()}}
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write_bytes(out / CHECKPOINT, buf.getvalue())
+        log(f"vec2face epoch {epoch + 1}/{v.epochs}: total {stats.get('total', 0):.4f} mse {stats.get('mse', 0):.4f} "
+            f"identity {stats.get('identity', 0):.4f} token {stats.get('token', 0):.4f}"
+            + (f" disc {stats['disc']:.4f}" if "disc" in stats else "")
+            + f" ({stats['images_per_second']:.0f} img/s, {secs:.1f}s)")
+
+    model.eval()
+    disc.eval()
+    info = {"encoder": encoder.spec(), "encoder_name": v.encoder, "id_dim": encoder.dim, "image_size": v.image_size,
+            "dataset": str(source.root), "dataset_dvc_md5": digest, "fingerprint": fp,
+            "epochs_trained": len(history), "epochs": v.epochs, "perceptual": loss_fn.perceptual_source}
+    with atomic_dir(out / "model") as tmp:
+        save_model_folder(tmp, model, disc, info)
+        # the training identity space: generation fits its PCA here and keeps new identities away from these
+        np.save(tmp / ID_VECTORS, vectors.numpy().astype(np.float32))
+        np.save(tmp / ID_LABELS, np.asarray(source.labels, dtype=np.int64))
+    return Vec2FaceResult(model_dir=out / "model", history=history, resumed_from=start)
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """Generator output ``[B,3,S,S]`` in ``[-1,1]`` → ``[B,S,S,3]`` uint8."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def reconstruction_grid(model_dir: str | Path, source: FaceSource, n: int = 8, variations: int = 3,
+                        seed: int = 0) -> list[list[np.ndarray]]:
+    """Rows of [training photo, ``variations`` images generated from that photo's identity vector]."""
+    from facefoundry.generators.vec2face.model import load_model_folder
+
+    model, _ = load_model_folder(model_dir)
+    vectors = torch.from_numpy(np.load(Path(model_dir) / ID_VECTORS))
+    pick = np.random.default_rng(seed).choice(len(source), size=min(n, len(source)), replace=False)
+    g = torch.Generator().manual_seed(seed)
+    gen = [to_uint8(model.generate(vectors[pick], generator=g)) for _ in range(variations)]
+    return [[load_resized(source, int(i), model.image_size)] + [gen[k][r] for k in range(variations)]
+            for r, i in enumerate(pick)]

@@ -1,0 +1,47 @@
+"""``train-vec2face`` stage: train (or resume) the Vec2Face generator and log it to MLflow."""
+
+from __future__ import annotations
+
+from facefoundry.config import Config
+from facefoundry.io import atomic_write_json
+from facefoundry.plots import curve_figure, image_grid
+from facefoundry.stages.common import log
+from facefoundry.tracking import (
+    log_dataset_version,
+    log_figure,
+    log_image,
+    log_metrics,
+    stage_run,
+)
+
+_NOT_METRICS = {"epoch", "seconds", "images_per_second", "disc_on", "lr"}
+
+
+def run_train_vec2face(cfg: Config, stop_after: int | None = None) -> dict:
+    from facefoundry.data.sources import open_source
+    from facefoundry.generators.vec2face.training import (
+        reconstruction_grid,
+        train_vec2face,
+    )
+
+    v = cfg.vec2face
+    source = open_source(v.dataset)
+    log(f"vec2face: {source.describe()}; encoder {v.encoder}; {v.image_size}px, width {v.width}, depth {v.depth}")
+    with stage_run(cfg, "train-vec2face", ["vec2face"], {"facefoundry.dataset": str(source.root),
+                                                          "facefoundry.generator": "vec2face"}):
+        log_dataset_version(source.root)
+        result = train_vec2face(cfg, source, log=log, stop_after=stop_after)
+        for h in result.history:
+            log_metrics({f"vec2face/{k}": val for k, val in h.items() if k != "epoch"}, step=int(h["epoch"]))
+        if result.history:
+            keys = [k for k in result.history[0] if k not in ("epoch", "lr", "disc_on", "images_per_second", "seconds")]
+            log_figure(curve_figure("vec2face losses", {k: [h.get(k, float("nan")) for h in result.history]
+                                                       for k in keys}), "plots/vec2face_losses.png")
+        rows = reconstruction_grid(result.model_dir, source, seed=cfg.base.seed)
+        log_image(image_grid(rows), "samples/vec2face_reconstruction.png")
+        # DVC metrics: reproducible numbers only (no run ids, digests or timings)
+        final = {"epochs": len(result.history), **({k: val for k, val in result.history[-1].items()
+                                                    if k not in _NOT_METRICS} if result.history else {})}
+        atomic_write_json(f"{v.out}/metrics.json", final)
+        log(f"vec2face model saved to {result.model_dir}")
+        return final

@@ -35,11 +35,23 @@ def _cfg(extra: list[str] | None = None) -> Config:
 
 
 @app.command()
-def generate(generator: Optional[str] = typer.Option(None, help="Generator name (default: generate.generator).")) -> None:
+def generate(generator: Optional[str] = typer.Option(None, help="Generator name (default: generate.generator)."),
+             out: Optional[str] = typer.Option(None, "--out", help="Dataset folder (default: generate.out; with "
+                                               "another --generator, a sibling folder named after it).")) -> None:
     """Generate a synthetic face dataset (manifest folder)."""
+    from pathlib import Path
+
     from facefoundry.stages.generate import run_generate
 
-    run_generate(_cfg([f"generate.generator={generator}"] if generator else None))
+    cfg = _cfg()
+    extra = []
+    if generator and generator != cfg.generate.generator:
+        extra.append(f"generate.generator={generator}")
+        if out is None:  # never overwrite another generator's dataset
+            out = str(Path(cfg.generate.out).parent / generator)
+    if out is not None:
+        extra.append(f"generate.out={out}")
+    run_generate(_cfg(extra) if extra else cfg)
 
 
 @app.command()

@@ -104,7 +104,7 @@ def new_identities(space: IdentitySpace, n: int, g: Vec2FaceGenCfg, rng: np.rand
     """``n`` unit identity vectors, pairwise (and to every training photo) ≤ τ in the chosen space."""
     centres = space.to_space(space.centres)
     avoid = space.to_space(space.photos) if g.avoid_training else None
-    new = sample_identities(centres, n, g.tau, rng, avoid=avoid, norm="raw", n_components=g.pca_components)
+    new = sample_identities(centres, n, g.tau, rng, avoid=avoid, norm="mean", n_components=g.pca_components)
     return space.to_unit(new)
 
 

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The Vec2Face real-photo recipe, end to end (≈ 75 min on 2 CPU cores; every step resumes when re-run).
+# Needs ../shared beside the repository. Run from the repository root: bash experiments/vec2face_real.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FF=(.venv/bin/facefoundry -e experiments/vec2face_real.yaml)
+SHARED=${SHARED:-../shared/data}
+[ -f outputs/real_aligned/manifest.parquet ] ||
+  "${FF[@]}" align "$SHARED/real_faces_unlabelled" --out outputs/real_aligned --size 56   # 1. real photos → crops
+"${FF[@]}" train-vec2face                                   # 2. Vec2Face on the crops (dlib vectors + identity loss)
+"${FF[@]}" generate                                         # 3. τ-separated new identities, σ-mixture images
+"${FF[@]}" validate --dataset outputs/datasets/vec2face_real --out outputs/validate_vec2face_real/metrics.json
+[ -f outputs/benchmarks/twins.bin ] || "${FF[@]}" benchmark # the synthetic twins benchmark of the default
+"${FF[@]}" train                                            # 4. FR model on generated faces only
+"${FF[@]}" evaluate                                         # 5. real benchmark (evaluation only) + twins

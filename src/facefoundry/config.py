@@ -195,6 +195,22 @@ class HeadCfg(Strict):
     t_alpha: Prob = 0.01  # AdaFace EMA momentum of norm statistics
 
 
+class AugmentCfg(Strict):
+    """FR training augmentation beyond flips (``data.transforms.FaceAugment``); all off by default."""
+
+    affine_prob: Prob = 0.0
+    rotate: NonNegFloat = 10.0
+    scale: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (0.9, 1.1)
+    translate: Annotated[float, Field(ge=0, le=0.5)] = 0.06
+    color_prob: Prob = 0.0
+    brightness: Prob = 0.3
+    contrast: Prob = 0.3
+    saturation: Prob = 0.3
+    grey_prob: Prob = 0.0
+    blur_prob: Prob = 0.0
+    blur_sigma: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (0.5, 1.5)
+
+
 class TrainCfg(Strict):
     dataset: str = "outputs/datasets/render"
     out: str = "outputs/train"
@@ -214,6 +230,7 @@ class TrainCfg(Strict):
     num_workers: Annotated[int, Field(ge=0)] = 0
     preload_max_mb: Annotated[int, Field(ge=0)] = 2048  # decode the dataset once into RAM below this size
     flip_prob: Prob = 0.5
+    augment: AugmentCfg = AugmentCfg()
     min_images_per_identity: PositiveInt = 2
     log_every: PositiveInt = 20
     export_onnx: bool = True

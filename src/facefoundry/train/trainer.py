@@ -21,7 +21,7 @@ from torch import nn
 from facefoundry.config import Config
 from facefoundry.data.manifest import check_identity_counts
 from facefoundry.data.sources import FaceSource, open_source
-from facefoundry.data.transforms import Preprocess, random_hflip
+from facefoundry.data.transforms import FaceAugment, Preprocess, random_hflip
 from facefoundry.device import dist_info, resolve_device, seed_everything
 from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_bytes
@@ -100,6 +100,7 @@ class Trainer:
             raise FaceFoundryError(f"{self.source.root}: {len(self.source)} images are fewer than one batch "
                                    f"(train.batch_size={self.t.batch_size})")
         self.preprocess = Preprocess(image_size=self.size)
+        self.augment = FaceAugment(**self.t.augment.model_dump())
         b = self.t.backbone
         seed_everything(cfg.base.seed)
         self.backbone = build_backbone(b.name, self.size, b.embedding_size, b.width, b.layers, b.se, b.dropout)
@@ -168,7 +169,8 @@ class Trainer:
                 lr = lr_at(step, total, self.t.lr, warm, self.t.schedule, milestones, self.t.gamma)
                 for g in self.opt.param_groups:
                     g["lr"] = lr
-                x = random_hflip(self.preprocess(images), self.t.flip_prob).to(self.device, non_blocking=True)
+                x = self.augment(random_hflip(self.preprocess(images), self.t.flip_prob)).to(self.device,
+                                                                                             non_blocking=True)
                 labels = labels.to(self.device)
                 targets, weights = labels, None
                 if self.mixer is not None:

@@ -282,6 +282,7 @@ class Vec2FaceCfg(Strict):
     z_channels: PositiveInt = 32  # token → decoder input channels; paper 256
     decoder_res_blocks: PositiveInt = 1  # per level; paper 2
     disc_dims: list[PositiveInt] = [16, 32, 64]  # patch discriminator widths; paper [64, 128, 256, 512]
+    standardise_inputs: bool = False  # (v − training mean)·scale before the projection; paper: raw ArcFace features
     # -- fMAE mask ratio: normal truncated to [min, 1] ----------------------------------------------
     train_mask_min: Prob = 0.5  # paper 0.5
     train_mask_mean: float = 0.75  # paper 0.75

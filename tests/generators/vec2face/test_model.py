@@ -154,3 +154,20 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path) -> None:
     assert torch.equal(a, b)
     with pytest.raises(FaceFoundryError, match="vec2face_model.json"):
         load_model_folder(tmp_path)
+
+
+def test_standardised_inputs_use_the_training_statistics_and_are_saved(tmp_path) -> None:
+    torch.manual_seed(0)
+    common = torch.nn.functional.normalize(torch.randn(1, 512), dim=1)
+    vectors = torch.nn.functional.normalize(3 * common + 0.3 * torch.randn(40, 512), dim=1)  # dlib-like
+    model = Vec2Face(**{**tiny_model(56, 512).config, "standardise_inputs": True})
+    model.set_input_stats(vectors)
+    x = (vectors - model.id_mean) * model.id_scale
+    assert torch.allclose(x.mean(0), torch.zeros(512), atol=1e-6)
+    assert abs(float(x.norm(dim=1).mean()) - 1.0) < 1e-5
+    save_model_folder(tmp_path / "m", model.eval(), None, {})
+    loaded, _ = load_model_folder(tmp_path / "m")
+    assert torch.equal(loaded.id_mean, model.id_mean) and loaded.standardise_inputs
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(model.generate(vectors[:2], generator=g),
+                       loaded.generate(vectors[:2], generator=torch.Generator().manual_seed(1)))

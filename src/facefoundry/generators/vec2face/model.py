@@ -145,7 +145,7 @@ class Vec2Face(ConfigModule):
                  dropout: float = 0.1, decoder_channels: int = 16,
                  decoder_multipliers: Sequence[int] = (1, 1, 2, 2), z_channels: int = 32,
                  decoder_res_blocks: int = 1, train_mask: Sequence[float] = (0.5, 0.75, 0.25),
-                 generate_mask: Sequence[float] = (0.1, 0.15, 0.25)):
+                 generate_mask: Sequence[float] = (0.1, 0.15, 0.25), standardise_inputs: bool = False):
         super().__init__()
         check_geometry(image_size, patch, decoder_multipliers, width, heads, decoder_heads)
         self.image_size, self.patch, self.width = image_size, patch, width
@@ -155,6 +155,10 @@ class Vec2Face(ConfigModule):
         self.generate_sampler = MaskRatioSampler(*generate_mask)
         # feature expansion
         self.id_proj = nn.Linear(id_dim, width)  # the paper's latent_prior_proj_f
+        # (v − mean)·scale before the projection, from the training vectors (set_input_stats); off = the paper
+        self.standardise_inputs = standardise_inputs
+        self.register_buffer("id_mean", torch.zeros(id_dim))
+        self.register_buffer("id_scale", torch.ones(()))
         self.feature_token = nn.Linear(1, self.rows)  # per-dimension 1 → N
         self.pos_embed = nn.Parameter(torch.zeros(1, self.rows + 1, width))
         self.embed_norm = nn.LayerNorm(width, eps=1e-6)
@@ -192,12 +196,26 @@ class Vec2Face(ConfigModule):
         """The image decoder's output weight (for the adaptive GAN weight)."""
         return self.im_decoder.conv_out.weight
 
+    @torch.no_grad()
+    def set_input_stats(self, vectors: torch.Tensor) -> None:
+        """Centre inputs on the training vectors' mean and scale them to unit mean norm.
+
+        dlib's unit vectors share a large common direction (different faces: cosine ≈ 0.84), so
+        the identity-specific part is a small offset on a big constant; standardising gives the
+        projection the input scale ArcFace's roughly centred features have. Used only when
+        ``standardise_inputs``; the statistics are buffers saved with the weights."""
+        v = vectors.float().to(self.id_mean.device)
+        self.id_mean.copy_(v.mean(0))
+        self.id_scale.copy_(1.0 / (v - self.id_mean).norm(dim=1).mean().clamp_min(1e-8))
+
     # -- pieces ----------------------------------------------------------------------------------
     def expand(self, id_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Feature expansion: ``[B,id_dim]`` → (projected vector ``[B,W]``, feature map ``[B,N,W]``)."""
         if id_vectors.ndim != 2 or id_vectors.shape[1] != self.id_dim:
             raise FaceFoundryError(f"Vec2Face: identity vectors must be [B, {self.id_dim}], "
                                    f"got {list(id_vectors.shape)}")
+        if self.standardise_inputs:
+            id_vectors = (id_vectors - self.id_mean) * self.id_scale
         v = self.id_proj(id_vectors)
         return v, self.feature_token(v.unsqueeze(-1)).transpose(1, 2)
 

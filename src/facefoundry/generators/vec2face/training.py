@@ -60,7 +60,8 @@ def build_generator(v: Vec2FaceCfg, id_dim: int) -> Vec2Face:
                     decoder_multipliers=list(v.decoder_multipliers), z_channels=v.z_channels,
                     decoder_res_blocks=v.decoder_res_blocks,
                     train_mask=[v.train_mask_min, v.train_mask_mean, v.train_mask_std],
-                    generate_mask=[v.gen_mask_min, v.gen_mask_mean, v.gen_mask_std])
+                    generate_mask=[v.gen_mask_min, v.gen_mask_mean, v.gen_mask_std],
+                    standardise_inputs=v.standardise_inputs)
 
 
 def build_discriminator(v: Vec2FaceCfg) -> PatchDiscriminator:
@@ -294,6 +295,8 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
 
     seed_everything(cfg.base.seed)
     model, disc = build_generator(v, encoder.dim).to(device), build_discriminator(v).to(device)
+    if v.standardise_inputs:
+        model.set_input_stats(vectors)
     loss_fn = Vec2FaceLoss(encoder, loss_weights(v), v.perceptual_net)
     lr = learning_rate(v)
     betas = (float(v.betas[0]), float(v.betas[1]))

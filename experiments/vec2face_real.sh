@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Vec2Face real-photo recipe, end to end (≈ 75 min on 2 CPU cores; every step resumes when re-run).
+# The Vec2Face real-photo recipe, end to end (≈ 50 min on 2 CPU cores; every step resumes when re-run).
 # Needs ../shared beside the repository. Run from the repository root: bash experiments/vec2face_real.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

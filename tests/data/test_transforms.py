@@ -13,7 +13,7 @@ def batch(n: int = 16, size: int = 24) -> torch.Tensor:
 
 def test_default_config_changes_nothing() -> None:
     x = batch()
-    aug = FaceAugment(**AugmentCfg().model_dump())
+    aug = FaceAugment(AugmentCfg())
     assert not aug.active and aug(x) is x
 
 

@@ -59,7 +59,6 @@ def resize_uint8(images, size: int):  # noqa: ANN001, ANN201 - numpy in, numpy o
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-@dataclass(frozen=True)
 class FaceAugment:
     """Photometric and small geometric augmentation of normalised NCHW batches (train only).
 
@@ -69,23 +68,17 @@ class FaceAugment:
     scale, shift; border replicated) with ``affine_prob``; brightness, contrast and saturation
     jitter with ``color_prob``; greyscale with ``grey_prob``; Gaussian blur with ``blur_prob``.
     Draws come from torch's global RNG, which the trainer re-seeds every epoch (resume-exact).
+    Settings: ``config.AugmentCfg`` (``train.augment``), with keyword overrides.
     """
 
-    affine_prob: float = 0.0
-    rotate: float = 10.0  # degrees, uniform ±
-    scale: tuple[float, float] = (0.9, 1.1)
-    translate: float = 0.06  # fraction of the side, uniform ±
-    color_prob: float = 0.0
-    brightness: float = 0.3
-    contrast: float = 0.3
-    saturation: float = 0.3
-    grey_prob: float = 0.0
-    blur_prob: float = 0.0
-    blur_sigma: tuple[float, float] = (0.5, 1.5)
+    def __init__(self, cfg=None, **overrides) -> None:  # noqa: ANN001 - AugmentCfg (imported lazily)
+        from facefoundry.config import AugmentCfg
+
+        self.cfg = (cfg or AugmentCfg()).model_copy(update=overrides)
 
     @property
     def active(self) -> bool:
-        return max(self.affine_prob, self.color_prob, self.grey_prob, self.blur_prob) > 0
+        return max(self.cfg.affine_prob, self.cfg.color_prob, self.cfg.grey_prob, self.cfg.blur_prob) > 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:
@@ -100,35 +93,35 @@ class FaceAugment:
         def pick(p: float) -> torch.Tensor:
             return torch.rand(n) < p
 
-        sel = pick(self.affine_prob)
+        sel = pick(self.cfg.affine_prob)
         if sel.any():
             k = int(sel.sum())
-            ang = (torch.rand(k) * 2 - 1) * math.radians(self.rotate)
-            sc = self.scale[0] + torch.rand(k) * (self.scale[1] - self.scale[0])
-            sh = (torch.rand(k, 2) * 2 - 1) * self.translate * 2  # grid units span 2
+            ang = (torch.rand(k) * 2 - 1) * math.radians(self.cfg.rotate)
+            sc = self.cfg.scale[0] + torch.rand(k) * (self.cfg.scale[1] - self.cfg.scale[0])
+            sh = (torch.rand(k, 2) * 2 - 1) * self.cfg.translate * 2  # grid units span 2
             cos, sin = torch.cos(ang) / sc, torch.sin(ang) / sc
             theta = torch.stack([torch.stack([cos, -sin, sh[:, 0]], 1), torch.stack([sin, cos, sh[:, 1]], 1)], 1)
             grid = F.affine_grid(theta.to(x), list(x[sel].shape), align_corners=False)
             x[sel] = F.grid_sample(x[sel], grid, mode="bilinear", padding_mode="border", align_corners=False)
-        sel = pick(self.color_prob)
+        sel = pick(self.cfg.color_prob)
         if sel.any():
             k = int(sel.sum())
             v = x[sel]
-            b = 1 + (torch.rand(k, 1, 1, 1) * 2 - 1) * self.brightness
-            c = 1 + (torch.rand(k, 1, 1, 1) * 2 - 1) * self.contrast
-            s = 1 + (torch.rand(k, 1, 1, 1) * 2 - 1) * self.saturation
+            b = 1 + (torch.rand(k, 1, 1, 1) * 2 - 1) * self.cfg.brightness
+            c = 1 + (torch.rand(k, 1, 1, 1) * 2 - 1) * self.cfg.contrast
+            s = 1 + (torch.rand(k, 1, 1, 1) * 2 - 1) * self.cfg.saturation
             grey = v.mean(1, keepdim=True)
             v = grey + (v - grey) * s.to(v)  # saturation
             m = v.mean((1, 2, 3), keepdim=True)
             v = m + (v - m) * c.to(v)  # contrast
             v = (v + 1) * b.to(v) - 1  # brightness (images are in [-1, 1])
             x[sel] = v.clamp(-1, 1)
-        sel = pick(self.grey_prob)
+        sel = pick(self.cfg.grey_prob)
         if sel.any():
             x[sel] = x[sel].mean(1, keepdim=True).expand(-1, x.shape[1], -1, -1)
-        sel = pick(self.blur_prob)
+        sel = pick(self.cfg.blur_prob)
         if sel.any():
-            sigma = self.blur_sigma[0] + float(torch.rand(1)) * (self.blur_sigma[1] - self.blur_sigma[0])
+            sigma = self.cfg.blur_sigma[0] + float(torch.rand(1)) * (self.cfg.blur_sigma[1] - self.cfg.blur_sigma[0])
             r = max(1, int(math.ceil(2 * sigma)))
             t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
             g = torch.exp(-(t**2) / (2 * sigma**2))

@@ -100,7 +100,7 @@ class Trainer:
             raise FaceFoundryError(f"{self.source.root}: {len(self.source)} images are fewer than one batch "
                                    f"(train.batch_size={self.t.batch_size})")
         self.preprocess = Preprocess(image_size=self.size)
-        self.augment = FaceAugment(**self.t.augment.model_dump())
+        self.augment = FaceAugment(self.t.augment)
         b = self.t.backbone
         seed_everything(cfg.base.seed)
         self.backbone = build_backbone(b.name, self.size, b.embedding_size, b.width, b.layers, b.se, b.dropout)

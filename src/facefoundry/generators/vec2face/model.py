@@ -157,8 +157,9 @@ class Vec2Face(ConfigModule):
         self.id_proj = nn.Linear(id_dim, width)  # the paper's latent_prior_proj_f
         # (v − mean)·scale before the projection, from the training vectors (set_input_stats); off = the paper
         self.standardise_inputs = standardise_inputs
-        self.register_buffer("id_mean", torch.zeros(id_dim))
-        self.register_buffer("id_scale", torch.ones(()))
+        if standardise_inputs:  # buffers only when used: models saved without them keep loading
+            self.register_buffer("id_mean", torch.zeros(id_dim))
+            self.register_buffer("id_scale", torch.ones(()))
         self.feature_token = nn.Linear(1, self.rows)  # per-dimension 1 → N
         self.pos_embed = nn.Parameter(torch.zeros(1, self.rows + 1, width))
         self.embed_norm = nn.LayerNorm(width, eps=1e-6)
@@ -204,6 +205,8 @@ class Vec2Face(ConfigModule):
         the identity-specific part is a small offset on a big constant; standardising gives the
         projection the input scale ArcFace's roughly centred features have. Used only when
         ``standardise_inputs``; the statistics are buffers saved with the weights."""
+        if not self.standardise_inputs:
+            raise FaceFoundryError("Vec2Face.set_input_stats needs standardise_inputs=True")
         v = vectors.float().to(self.id_mean.device)
         self.id_mean.copy_(v.mean(0))
         self.id_scale.copy_(1.0 / (v - self.id_mean).norm(dim=1).mean().clamp_min(1e-8))

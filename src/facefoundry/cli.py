@@ -111,11 +111,12 @@ def realism() -> None:
 
 
 @app.command()
-def train() -> None:
+def train(stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after this epoch "
+                                                   "(preemption, tests); the next call resumes.")) -> None:
     """Train an FR model (IResNet + margin head) on train.dataset; resumes from its checkpoint."""
     from facefoundry.stages.train import run_train
 
-    run_train(_cfg())
+    run_train(_cfg(), stop_after)
 
 
 @app.command()
@@ -138,6 +139,36 @@ def report() -> None:
     run_report(_cfg())
 
 
+@app.command()
+def pipeline(
+    overrides: list[str] = typer.Argument(None, help="params.yaml overrides, e.g. train.lr=0.05 (several, or one "
+                                           "space-separated string as `mlflow run -P set=...` passes them)."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Run only this stage and what it needs."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="DVC experiment name (with overrides)."),
+) -> None:
+    """Run the DVC pipeline: `dvc repro`, or `dvc exp run -S ...` when overrides are given.
+
+    DVC owns every output; the MLproject entry points call this, so `mlflow run . -e main`
+    and `dvc repro` produce the same outputs and dvc.lock.
+    """
+    import subprocess
+
+    from facefoundry.config import parse_set
+
+    sets = [tok for arg in overrides or [] for tok in arg.split() if tok]
+    for expr in sets:
+        parse_set(expr)  # a malformed override is a one-line error before DVC starts
+    _cfg(sets)  # and so is an unknown key or a wrong type
+    cmd = [sys.executable, "-m", "dvc", "exp" if sets else "repro"]
+    if sets:
+        cmd += ["run", *[a for expr in sets for a in ("-S", expr)], *(["-n", name] if name else [])]
+    cmd += [stage] if stage else []
+    print("$ " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
+    rc = subprocess.call(cmd)
+    if rc:
+        raise typer.Exit(rc)
+
+
 @app.command("config")
 def show_config() -> None:
     """Print the resolved configuration (after experiments and overrides)."""
@@ -149,14 +180,32 @@ def show_config() -> None:
 def main() -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     try:
-        app()
+        rc = app(standalone_mode=False)  # Ctrl-C / SIGTERM reach us, not the CLI library's "Aborted!"
     except FaceFoundryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
+    except Exception as exc:  # the CLI library's own exceptions (typer vendors click): duck-typed
+        kind = type(exc).__name__
+        if kind == "Abort":
+            _interrupted()
+        if kind == "Exit":  # typer turns Ctrl-C into Exit(130)
+            if getattr(exc, "exit_code", 0) == 130:
+                _interrupted()
+            sys.exit(getattr(exc, "exit_code", 0))
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # usage errors: one message, exit 2
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+    if rc == 130:  # typer returns Ctrl-C as exit code 130 when not standalone
+        _interrupted()
+    sys.exit(rc if isinstance(rc, int) else 0)
 
+
+def _interrupted() -> None:
+    print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+    sys.exit(130)
 
 if __name__ == "__main__":
     main()

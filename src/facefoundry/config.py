@@ -235,6 +235,9 @@ class TrainCfg(Strict):
     log_every: PositiveInt = 20
     export_onnx: bool = True
     threads: Annotated[int, Field(ge=0)] = 0  # torch CPU threads; 0 = torch default
+    metrics: str | None = None  # DVC metrics file (reproducible numbers only); None: <out>/metrics.json
+    recipe: str | None = None  # recipe name (registry alias, leaderboard); None: the dataset folder's name
+    registered_model: str | None = "facefoundry-fr"  # MLflow Model Registry name; None: do not register
 
 
 class EvaluateCfg(Strict):
@@ -267,6 +270,7 @@ class Vec2FaceCfg(Strict):
     dataset: str = "outputs/datasets/render_realism"  # aligned real (or rendered) photos; each is its own target
     encoder: str = "dlib"  # identity encoder: the input vectors and the identity loss (paper: ArcFace-R100)
     out: str = "outputs/vec2face"  # checkpoint, identity-vector cache and model/ folder
+    metrics: str | None = None  # DVC metrics file (final losses); None: <out>/metrics.json
     image_size: Annotated[int, Field(ge=16, le=512)] = 56  # paper 112
     # -- model ---------------------------------------------------------------------------------
     patch: PositiveInt = 8  # tokens = (image_size/patch)²; paper 16 (7×7 = 49 tokens)
@@ -344,10 +348,14 @@ class AlignCfg(Strict):
 class ReportCfg(Strict):
     out: str = "outputs/report"
     top: PositiveInt = 20
+    benchmark: str | None = None  # rank on this benchmark; None: the mean over benchmarks every row has
+    include_adhoc: bool = False  # also rank runs started outside a pipeline (plain CLI calls)
 
 
 class Config(Strict):
     base: BaseCfg = BaseCfg()
+    # recipe name → dataset folder: dvc.yaml validates, trains and evaluates one FR model per entry
+    datasets: dict[str, str] = {"render": "outputs/datasets/render"}
     generate: GenerateCfg = GenerateCfg()
     benchmark: BenchmarkCfg = BenchmarkCfg()
     realism: RealismCfg = RealismCfg()

@@ -51,15 +51,29 @@ def score_histogram(name: str, pos: np.ndarray, neg: np.ndarray, threshold: floa
     return fig
 
 
-def table_figure(title: str, header: list[str], rows: list[list[str]]):  # noqa: ANN201
-    fig, ax = plt.subplots(figsize=(min(16, 1.6 + 1.5 * len(header)), 0.8 + 0.32 * (len(rows) + 1)))
+def table_figure(title: str, header: list[str], rows: list[list[str]], caption: str = ""):  # noqa: ANN201
+    """A table sized to its text (no blank margins): column widths follow the longest cell."""
+    body = rows or [["—"] * len(header)]
+    chars = [max(len(str(c)) for c in col) + 2 for col in zip(header, *body)]
+    width = max(4.0, min(18.0, 0.2 + 0.068 * sum(chars)))
+    top, cap, table_h = (0.35 if title else 0.05), (0.3 if caption else 0.05), 0.22 * (len(body) + 1)
+    height = top + table_h + cap
+    fig = plt.figure(figsize=(width, height))
+    ax = fig.add_axes((0.01, cap / height, 0.98, table_h / height))
     ax.axis("off")
-    tab = ax.table(cellText=rows or [["—"] * len(header)], colLabels=header, loc="center", cellLoc="left")
+    tab = ax.table(cellText=body, colLabels=header, cellLoc="left", bbox=(0, 0, 1, 1),
+                   colWidths=[c / sum(chars) for c in chars])
     tab.auto_set_font_size(False)
     tab.set_fontsize(8)
-    tab.auto_set_column_width(list(range(len(header))))
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
+    for (r, _), cell in tab.get_celld().items():
+        cell.set_linewidth(0.3)
+        if r == 0:
+            cell.set_facecolor("#e8e8e8")
+            cell.set_text_props(weight="bold")
+    if title:
+        fig.text(0.5, 1 - 0.08 / height, title, fontsize=10, ha="center", va="top")
+    if caption:
+        fig.text(0.01, 0.06 / height, caption, fontsize=7, va="bottom")
     return fig
 
 
@@ -73,3 +87,59 @@ def curve_figure(title: str, series: dict[str, list[float]], xlabel: str = "epoc
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def training_figure(loss: list[float], accuracy: list[float], title: str = "training"):  # noqa: ANN201
+    """Loss (left axis) and train accuracy (right axis, 0–1) per epoch: two scales, two axes."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    x = range(1, len(loss) + 1)
+    ax.plot(x, loss, color="tab:blue", label="loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss", color="tab:blue")
+    ax.tick_params(axis="y", labelcolor="tab:blue")
+    ax.grid(alpha=0.3)
+    ax2 = ax.twinx()
+    ax2.plot(x, accuracy, color="tab:orange", label="train accuracy")
+    ax2.set_ylim(0, 1)
+    ax2.set_ylabel("train accuracy", color="tab:orange")
+    ax2.tick_params(axis="y", labelcolor="tab:orange")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def labelled_grid(rows: list[list[np.ndarray]], row_labels: list[str], title: str = "",  # noqa: ANN201
+                  col_labels: list[str] | None = None, cell: float = 0.9):
+    """An image grid with a label per row (and optionally per column): what each row *is*."""
+    nrow, ncol = len(rows), max(len(r) for r in rows)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(1.6 + cell * ncol, 0.4 + cell * nrow), squeeze=False)
+    for i, row in enumerate(rows):
+        for j in range(ncol):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for side in ax.spines.values():
+                side.set_visible(False)
+            if j < len(row):
+                ax.imshow(row[j])
+            if j == 0:
+                ax.set_ylabel(row_labels[i], rotation=0, ha="right", va="center", fontsize=8)
+            if col_labels and i == 0 and j < len(col_labels):
+                ax.set_title(col_labels[j], fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def save_figure(fig, path, dpi: int = 100) -> None:  # noqa: ANN001
+    """PNG with no timestamp or version metadata: the same figure gives the same bytes (git, DVC)."""
+    import io
+    from pathlib import Path
+
+    from facefoundry.io import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -52,24 +53,188 @@ def _mlflow():  # noqa: ANN202 - imported lazily: mlflow takes seconds to import
     return mlflow
 
 
+PIPELINE_ENV = "FACEFOUNDRY_PIPELINE_ID"  # set by `facefoundry pipeline`, sweeps, or a user to group stage runs
+PIPELINE_NAME_ENV = "FACEFOUNDRY_PIPELINE_NAME"
+
+
+def _proc_stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, start time in clock ticks) of a live process, from /proc (Linux)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2:].split()
+    return int(fields[1]), fields[19]
+
+
+def _dvc_ancestor() -> str | None:
+    """``pid:starttime`` of the ``dvc`` process this stage runs under, if any (one per ``dvc repro``)."""
+    pid = os.getppid()
+    for _ in range(12):
+        if pid <= 1:
+            return None
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return None
+        stat = _proc_stat(pid)
+        if stat is None:
+            return None
+        names = [Path(a.decode(errors="replace")).name for a in argv[:3]]
+        if "dvc" in names or (len(argv) > 2 and argv[1] == b"-m" and argv[2] == b"dvc"):
+            return f"{pid}:{stat[1]}"
+        pid = stat[0]
+    return None
+
+
+def pipeline_context() -> dict[str, str] | None:
+    """Which pipeline execution this process belongs to, or None for an ad-hoc CLI call.
+
+    Every stage of one ``dvc repro`` / ``dvc exp run`` finds the same ``dvc`` ancestor process,
+    so they share an id without any file; ``FACEFOUNDRY_PIPELINE_ID`` (sweeps, ``facefoundry
+    pipeline``, ``mlflow run``) takes precedence.
+    """
+    explicit = os.environ.get(PIPELINE_ENV)
+    exp = os.environ.get("DVC_EXP_NAME", "")
+    if explicit:
+        key, source = explicit, "env"
+    elif os.environ.get("DVC_STAGE") or os.environ.get("DVC_ROOT"):
+        anc = _dvc_ancestor()
+        if anc is None:
+            return None
+        key, source = f"{socket.gethostname()}:{anc}", "dvc"
+    else:
+        return None
+    pid = hashlib.sha1(key.encode()).hexdigest()[:12]
+    return {"id": pid, "source": source, "dvc_exp": exp, "name": os.environ.get(PIPELINE_NAME_ENV, "")}
+
+
+def _alive(host: str | None, pid: str | None) -> bool:
+    if host != socket.gethostname() or not pid or not pid.isdigit():
+        return True  # another machine: cannot tell, leave it alone
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_stale_runs(client, experiment_id: str) -> list[str]:  # noqa: ANN001
+    """Mark RUNNING runs whose recorded process (same host) is gone as FAILED; returns their ids."""
+    stale = []
+    for r in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=500):
+        t = r.data.tags
+        if "facefoundry.pid" in t and not _alive(t.get("facefoundry.host"), t.get("facefoundry.pid")):
+            client.set_tag(r.info.run_id, "facefoundry.failure", "process ended without closing the run")
+            client.set_terminated(r.info.run_id, "FAILED")
+            stale.append(r.info.run_id)
+    return stale
+
+
+def _pipeline_parent(client, experiment_id: str, ctx: dict[str, str], outer: str | None) -> str:  # noqa: ANN001
+    """The parent run grouping one pipeline execution (created, and closed, by its first stage)."""
+    if outer is not None:  # `mlflow run` opened a run for us: group under it when it is in our experiment
+        try:
+            if client.get_run(outer).info.experiment_id == experiment_id:
+                return outer
+        except Exception:  # noqa: BLE001 - it lives in another store
+            pass
+    found = client.search_runs([experiment_id], f"tags.`facefoundry.pipeline_id` = '{ctx['id']}' and "
+                               "tags.`facefoundry.role` = 'pipeline'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    commit = git_commit()
+    label = ctx["name"] or ctx["dvc_exp"] or ("dvc repro" if ctx["source"] == "dvc" else "pipeline")
+    tags = {"facefoundry.role": "pipeline", "facefoundry.pipeline_id": ctx["id"],
+            "facefoundry.pipeline_source": ctx["source"]}
+    if ctx["dvc_exp"]:
+        tags["facefoundry.dvc_exp"] = ctx["dvc_exp"]
+    if os.environ.get("DVC_EXP_BASELINE_REV"):
+        tags["facefoundry.dvc_baseline"] = os.environ["DVC_EXP_BASELINE_REV"]
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    if outer:
+        tags["facefoundry.mlflow_project_run"] = outer
+    run = client.create_run(experiment_id, run_name=f"{label} · {(commit or 'no-git')[:7]} · {ctx['id'][:6]}",
+                            tags=tags)
+    client.set_terminated(run.info.run_id, "FINISHED")  # a group header: never left RUNNING
+    return run.info.run_id
+
+
+def run_name(stage: str, *parts: object) -> str:
+    """``stage · part · part`` with empty parts dropped: descriptive names for the runs table."""
+    return " · ".join([stage, *[str(p) for p in parts if p not in (None, "")]])
+
+
 @contextlib.contextmanager
 def stage_run(cfg: Config, stage: str, sections: list[str], tags: dict[str, str] | None = None,
-              run_id: str | None = None) -> Iterator[Any]:
-    """Start (or reopen) the MLflow run of a pipeline stage and log its config sections."""
+              run_id: str | None = None, name: str | None = None) -> Iterator[Any]:
+    """Start (or reopen, with ``run_id``) the MLflow run of a pipeline stage and log its config.
+
+    Runs of one pipeline execution hang under one parent run (the MLflow UI groups them);
+    runs outside a pipeline are tagged ad hoc. The run records its pid and host, so a later
+    stage marks it FAILED if the process was killed before it could close the run.
+    """
     mlflow = _mlflow()
+    outer = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` sets it: never merge stages into it
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     uri = os.environ.get("MLFLOW_TRACKING_URI", cfg.base.tracking_uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", cfg.base.experiment))
-    all_tags = {"facefoundry.stage": stage, **(tags or {})}
+    experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", cfg.base.experiment))
+    client = mlflow.MlflowClient()
+    stale = fail_stale_runs(client, experiment.experiment_id)
+    all_tags = {"facefoundry.stage": stage, "facefoundry.pid": str(os.getpid()),
+                "facefoundry.host": socket.gethostname(), **(tags or {})}
+    ctx = pipeline_context()
+    if ctx is None and outer is not None:
+        ctx = {"id": outer[:12], "source": "mlflow", "dvc_exp": "", "name": "mlflow run"}
+    if ctx is not None:
+        all_tags["mlflow.parentRunId"] = _pipeline_parent(client, experiment.experiment_id, ctx, outer)
+        all_tags["facefoundry.pipeline_id"] = ctx["id"]
+        if ctx["dvc_exp"]:
+            all_tags["facefoundry.dvc_exp"] = ctx["dvc_exp"]
+    else:
+        all_tags["facefoundry.adhoc"] = "true"
     commit = git_commit()
     if commit:
         all_tags["mlflow.source.git.commit"] = commit
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, tags=all_tags) as run:
+    if run_id is not None:  # reopen a run (a resumed job): only if it still exists
+        try:
+            if "facefoundry.failure" in client.get_run(run_id).data.tags:
+                client.delete_tag(run_id, "facefoundry.failure")
+        except Exception:  # noqa: BLE001 - deleted or in another store: start a new run
+            run_id = None
+    with _close_on_signal(), mlflow.start_run(run_id=run_id, run_name=None if run_id else (name or stage),
+                                              tags=all_tags) as run:
+        if stale:
+            mlflow.set_tag("facefoundry.marked_stale", ",".join(stale))
         if run_id is None:
             dump = cfg.model_dump(mode="json")
             params = flatten({s: dump[s] for s in ["base", *sections]})
             mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
         yield run
+
+
+@contextlib.contextmanager
+def _close_on_signal() -> Iterator[None]:
+    """SIGTERM (``kill``, a scheduler's preemption) unwinds like Ctrl-C, so the run is closed as KILLED."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):  # noqa: ANN001, ARG001
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def log_figure(fig, name: str) -> None:  # noqa: ANN001
@@ -92,29 +257,94 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     _mlflow().log_metrics(_clean(metrics), step=step)
 
 
-def log_dataset_version(path: str | Path, prefix: str = "dataset", digest: str | None = None) -> str:
-    """Tag the run with the dataset's DVC hash (computed unless given) so it names its exact data."""
+def log_dataset_version(path: str | Path, prefix: str = "dataset", digest: str | None = None,
+                        context: str = "training") -> str:
+    """Name the run's exact data: DVC-hash tags, and an MLflow dataset input (the UI's Dataset column).
+
+    A manifest dataset is logged as its table (path, label, identity, …) with the DVC hash as
+    digest and the folder as source; other layouts as a (path, label) table.
+    """
     digest = digest or dvc_dir_hash(path)
     mlflow = _mlflow()
     mlflow.set_tag(f"{prefix}.dvc_md5", digest)
     mlflow.set_tag(f"{prefix}.path", str(path))
+    try:
+        df = _dataset_frame(Path(path))
+        ds = mlflow.data.from_pandas(df, source=str(Path(path).resolve()), name=Path(path).name,
+                                     digest=digest.removesuffix(".dir")[:36])
+        mlflow.log_input(ds, context=context)
+    except Exception as exc:  # noqa: BLE001 - the data tags above already name the version
+        print(f"note: dataset input not logged for {path}: {exc.__class__.__name__}: {exc}")
     return digest
+
+
+def _dataset_frame(root: Path):  # noqa: ANN202
+    import pandas as pd
+
+    if (root / "manifest.parquet").is_file():
+        cols = ["path", "label", "identity", "source", "width", "height", "sha256"]
+        return pd.read_parquet(root / "manifest.parquet", columns=cols)
+    from facefoundry.data.sources import open_source
+
+    src = open_source(root)
+    return pd.DataFrame({"label": src.labels, "identity": [src.identities[i] for i in src.labels]})
+
+
+def recipe_params(meta: dict) -> dict[str, Any]:
+    """A dataset's generation recipe from its manifest metadata, flattened as ``data.*`` params."""
+    gen = meta.get("generator")
+    keep: dict[str, Any] = {"generator": gen, "num_classes": meta.get("num_classes"),
+                            "num_images": meta.get("num_images")}
+    if isinstance(meta.get(gen), dict):
+        keep[gen] = meta[gen]
+    flat = flatten(keep, "data.")
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flat.items() if v is not None}
 
 
 def log_text(text: str, name: str) -> None:
     _mlflow().log_text(text, name)
 
 
-def log_torch_model(module, input_size: int, name: str = "model") -> None:  # noqa: ANN001
-    """``mlflow.pytorch.log_model`` in MLflow 3's default ``pt2`` (torch.export) format.
+def log_torch_model(module, input_size: int, name: str = "model", registered_name: str | None = None,
+                    onnx_path: str | Path | None = None, tags: dict[str, str] | None = None,
+                    alias: str | None = None) -> dict[str, str]:
+    """``mlflow.pytorch.log_model`` in MLflow 3's default ``pt2`` (torch.export) format, the ONNX
+    export beside it, and a Model Registry version (``registered_name``) tagged and aliased.
 
-    An example batch is required for tracing; the batch axis is left dynamic.
+    An example batch is required for tracing; the batch axis is left dynamic. Returns the
+    logged model id and, when registered, the registry name and version.
     """
     import torch
 
+    mlflow = _mlflow()
     example = np.zeros((2, 3, input_size, input_size), np.float32)
-    _mlflow().pytorch.log_model(module.eval(), name=name, input_example=example,
-                                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    info = mlflow.pytorch.log_model(module.eval(), name=name, input_example=example,
+                                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+    out = {"model_id": info.model_id, "model_uri": info.model_uri}
+    if onnx_path is not None and Path(onnx_path).is_file():
+        import onnx
+
+        mlflow.onnx.log_model(onnx.load(str(onnx_path)), name=f"{name}_onnx",
+                              pip_requirements=["onnxruntime"])
+    if registered_name:
+        mv = mlflow.register_model(info.model_uri, registered_name, tags=tags)
+        client = mlflow.MlflowClient()
+        if alias:
+            client.set_registered_model_alias(registered_name, alias, mv.version)
+        out.update(registered_name=registered_name, version=str(mv.version))
+    return out
+
+
+def attach_model_metrics(info: dict[str, str], metrics: dict[str, float]) -> None:
+    """Accuracies onto the logged model (MLflow 3) and its registry version (as tags, sortable in the UI)."""
+    mlflow = _mlflow()
+    clean = _clean(metrics)
+    if info.get("model_id"):
+        mlflow.log_metrics(clean, model_id=info["model_id"])
+    if info.get("registered_name") and info.get("version"):
+        client = mlflow.MlflowClient()
+        for k, v in clean.items():
+            client.set_model_version_tag(info["registered_name"], info["version"], k, f"{v:.6g}")
 
 
 def log_metrics_to_run(run_id: str, metrics: dict[str, float]) -> None:

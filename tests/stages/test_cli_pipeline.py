@@ -33,7 +33,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 def pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipe")
     tiny_config(tmp, generate={"identities": 12, "images_per_identity": 6},
-                train={"epochs": 4, "batch_size": 16, "export_onnx": True}, benchmark={"pairs": 60})
+                train={"epochs": 4, "batch_size": 16, "export_onnx": True}, benchmark={"pairs": 60},
+                report={"include_adhoc": True})  # plain CLI calls are ad hoc: ranked only when asked
     for stage in ("generate", "benchmark", "validate", "train", "evaluate", "report"):
         proc = ff(tmp, stage)
         assert proc.returncode == 0, f"{stage}: {proc.stderr[-2000:]}"
@@ -62,7 +63,8 @@ def test_pipeline_tracks_every_stage(pipeline):
                                                                                     "plots/hist_twins.png"}
     metrics = json.loads((pipeline / "eval" / "metrics.json").read_text())
     assert metrics["twins_accuracy"] == pytest.approx(m["twins/accuracy"])
-    assert (pipeline / "report" / "leaderboard.md").read_text().count("| 1 |") == 1
+    board = (pipeline / "report" / "leaderboard.md").read_text()
+    assert board.startswith("Ranked on twins accuracy") and board.count("\n| 1 | render | 1 |") == 1
     assert (pipeline / "train" / "model" / "backbone.onnx").is_file()
 
 

@@ -24,7 +24,13 @@ JOURNAL, RESUME = "rows.jsonl", "resume.json"
 
 
 class DatasetWriter:
-    """Context manager; ``done`` tells a resumable generator how many images already exist."""
+    """Context manager; ``done`` tells a resumable generator how many images already exist.
+
+    ``DatasetWriter.last`` holds what the latest writer of this process resumed and wrote, so a
+    stage reports the throughput of this invocation's work only.
+    """
+
+    last: dict[str, int] = {}
 
     def __init__(self, out: str | Path, meta: dict[str, Any], image_format: str = "png", resume_key: str | None = None):
         self.out = Path(out)
@@ -55,6 +61,7 @@ class DatasetWriter:
             self._tmp.mkdir(parents=True)
             atomic_write_json(state, {"key": self.resume_key})
         self._journal = open(self._tmp / JOURNAL, "a", buffering=1)  # noqa: SIM115 - closed in __exit__
+        self._resumed = len(self.manifest)
         return self
 
     def truncate(self, n: int) -> None:
@@ -80,6 +87,8 @@ class DatasetWriter:
         return rel
 
     def __exit__(self, exc_type, exc, tb) -> bool:
+        resumed = getattr(self, "_resumed", 0)
+        DatasetWriter.last = {"resumed": resumed, "written": len(self.manifest) - resumed}
         if self._journal is None:
             if exc_type is None:
                 write_manifest(self._tmp, self.manifest)

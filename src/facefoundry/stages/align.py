@@ -146,6 +146,7 @@ def run_align(cfg: Config, src: str | Path, out: str | Path, limit: int | None =
         log_dataset_version,
         log_image,
         log_metrics,
+        run_name,
         stage_run,
     )
 
@@ -169,7 +170,8 @@ def run_align(cfg: Config, src: str | Path, out: str | Path, limit: int | None =
     misses: list[dict] = []
     partial = out.parent / f".{out.name}.partial"  # DatasetWriter's resume folder
 
-    with stage_run(cfg, "align", ["align"], {"facefoundry.align.source": str(photos.root)}):
+    with stage_run(cfg, "align", ["align"], {"facefoundry.align.source": str(photos.root)},
+                   name=run_name("align", photos.root.name)):
         t0 = time.perf_counter()
         try:
             with DatasetWriter(out, meta, a.image_format, resume_key=_resume_key(cfg, photos)) as w:

@@ -19,9 +19,18 @@ from facefoundry.device import resolve_device
 from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json
 from facefoundry.models.bundle import FRModel
-from facefoundry.plots import roc_figure, score_histogram
+from facefoundry.plots import roc_figure, save_figure, score_histogram
 from facefoundry.stages.common import log
-from facefoundry.tracking import log_figure, log_metrics, log_metrics_to_run, log_text, stage_run
+from facefoundry.stages.train import run_record
+from facefoundry.tracking import (
+    attach_model_metrics,
+    log_figure,
+    log_metrics,
+    log_metrics_to_run,
+    log_text,
+    run_name,
+    stage_run,
+)
 from facefoundry.verification.binfile import read_bin
 from facefoundry.verification.protocol import VerificationResult, embed, evaluate_pairs
 
@@ -113,12 +122,17 @@ def _log_results(results: list[VerificationResult], prefix: str = "") -> dict[st
 
 
 def _write_outputs(out: Path, metrics: dict[str, float], labelled: list[tuple[str, VerificationResult]]) -> None:
+    """DVC metrics and plots: ``metrics.json``, one ``roc_<benchmark>.json`` per benchmark (FAR
+    floored at 1e-4 for the log axis), ``roc.png`` (viewable offline) and the fold accuracies."""
     atomic_write_json(out / "metrics.json", {k.replace("/", "_"): v for k, v in metrics.items()})
-    atomic_write_json(out / "roc.json", {"roc": [{"benchmark": f"{who}/{r.name}" if who else r.name,
-                                                  "fpr": float(f), "tpr": float(t)}
-                                                 for who, r in labelled for f, t in _thin(r.fpr, r.tpr)]})
+    for who, r in labelled:
+        key = f"{who}_{r.name}" if who else r.name
+        atomic_write_json(out / f"roc_{key}.json", {"roc": [{"fpr": max(float(f), 1e-4), "tpr": float(t)}
+                                                            for f, t in _thin(r.fpr, r.tpr)]})
     atomic_write_json(out / "folds.json", {(f"{who}/{r.name}" if who else r.name): r.fold_accuracies
                                            for who, r in labelled})
+    fig = roc_figure({(f"{who}/{r.name}" if who else r.name): (r.fpr, r.tpr, r.auc) for who, r in labelled})
+    save_figure(fig, out / "roc.png")
 
 
 def run_evaluate(cfg: Config, encoders: list[str] | None = None, benchmarks: list[str] | None = None) -> dict:
@@ -128,8 +142,10 @@ def run_evaluate(cfg: Config, encoders: list[str] | None = None, benchmarks: lis
     if encoders:
         return _run_encoders(cfg, encoders, benches, where)
     model = FRModel.load(cfg.evaluate.model)
-    train_run = model.info.get("mlflow_run_id")
-    with stage_run(cfg, "evaluate", ["evaluate"], {"facefoundry.train_run_id": str(train_run)}):
+    record = run_record(cfg.evaluate.model)  # the training run's side file (never a DVC output)
+    train_run, recipe = record.get("run_id"), record.get("recipe") or model.info.get("recipe")
+    tags = {"facefoundry.train_run_id": str(train_run), "facefoundry.recipe": str(recipe)}
+    with stage_run(cfg, "evaluate", ["evaluate"], tags, name=run_name("evaluate", recipe, *benches)):
         with torch.inference_mode():
             results = evaluate_model(model, benches, cfg, where)
         metrics = _log_results(results)
@@ -139,8 +155,10 @@ def run_evaluate(cfg: Config, encoders: list[str] | None = None, benchmarks: lis
         log_text(table, "results.md")
         print(table, end="")
         _write_outputs(Path(cfg.evaluate.out), metrics, [("", r) for r in results])
-    if train_run:  # the training run carries its accuracies too, so leaderboards sort training runs
-        try:
+        if record.get("fingerprint") == model.info.get("fingerprint"):
+            attach_model_metrics(record, metrics)  # the logged model and its registry version
+    if train_run and record.get("fingerprint") == model.info.get("fingerprint"):
+        try:  # the training run carries its accuracies too, so leaderboards sort training runs
             log_metrics_to_run(train_run, metrics)
         except Exception as exc:  # noqa: BLE001 - the training run may live in another store
             log(f"could not add metrics to training run {train_run}: {exc.__class__.__name__}")
@@ -154,7 +172,8 @@ def _run_encoders(cfg: Config, encoders: list[str], benches: dict[str, str], whe
     several = len(encoders) > 1
     metrics: dict[str, float] = {}
     labelled: list[tuple[str, VerificationResult]] = []
-    with stage_run(cfg, "evaluate", ["evaluate"], {"facefoundry.encoders": ",".join(encoders)}):
+    with stage_run(cfg, "evaluate", ["evaluate"], {"facefoundry.encoders": ",".join(encoders)},
+                   name=run_name("evaluate", "encoders " + ",".join(encoders), *benches)):
         for spec in encoders:
             enc = load_encoder(spec)
             who = enc.name if enc.name != "onnx" else Path(spec).stem

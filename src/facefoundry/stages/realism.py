@@ -13,13 +13,13 @@ from facefoundry.device import resolve_device
 from facefoundry.generators.realism.images import load_folder, to_signed
 from facefoundry.generators.realism.target import make_photographic_target
 from facefoundry.generators.realism.transform import Passthrough, Translator, translate_dataset
-from facefoundry.plots import image_grid
+from facefoundry.plots import image_grid, labelled_grid
 from facefoundry.stages.common import log
-from facefoundry.tracking import log_dataset_version, log_image, log_metrics, stage_run
+from facefoundry.tracking import log_dataset_version, log_figure, log_image, log_metrics, run_name, stage_run
 
 
 def run_realism_target(cfg: Config, out: str = "outputs/realism_target") -> Path:
-    with stage_run(cfg, "realism-target", ["realism"]):
+    with stage_run(cfg, "realism-target", ["realism"], name=run_name("realism-target", "photographic")):
         path = make_photographic_target(cfg, out, log)
         imgs = load_folder(path, cfg.base.image_size, limit=32)
         log_image(image_grid([list(imgs[i:i + 8]) for i in range(0, 32, 8)]), "samples/target.png")
@@ -50,7 +50,8 @@ def fit_translator(cfg: Config, source: FaceSource, target_images: np.ndarray | 
 
 def run_realism(cfg: Config) -> Path:
     r = cfg.realism
-    with stage_run(cfg, "realism", ["realism"], {"facefoundry.realism_method": r.method}):
+    with stage_run(cfg, "realism", ["realism"], {"facefoundry.realism_method": r.method},
+                   name=run_name("realism", r.method, Path(r.source).name)):
         src = open_source(r.source)
         size = cfg.base.image_size
         target = load_folder(r.target_dir, size, r.target_crop, r.target_limit) if r.method != "none" else None
@@ -68,7 +69,8 @@ def run_realism(cfg: Config) -> Path:
         rows = [[src.load(i) for i in picks], [dst.load(i) for i in picks]]
         if target is not None:
             rows.append(list(target[:8]))
-        log_image(image_grid(rows), "samples/realism.png")  # rows: rendered, translated, target
+        names = ["source (render)", f"translated ({r.method})", "target (unpaired)"][:len(rows)]
+        log_figure(labelled_grid(rows, names, "realism transfer: columns are the same image"), "samples/realism.png")
         log_dataset_version(out)
         log(f"{r.method}: {len(dst)} images → {out} (fit {fit_s:.0f}s, {apply_s / len(dst) * 1000:.1f} ms/image)")
         return out

@@ -1,41 +1,123 @@
-"""``train`` stage: fit, export (model folder + ONNX), log everything to MLflow."""
+"""``train`` stage: fit, export (model folder + ONNX), log everything to MLflow.
+
+DVC sees only reproducible files: the model folder and a metrics file of final numbers. The
+MLflow run id and the registry version go to a side file (``mlflow_run.json`` in
+``train.out``, not a DVC output), which a resumed run reopens and ``evaluate`` reads.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 from facefoundry.config import Config
 from facefoundry.io import atomic_write_json
-from facefoundry.models.bundle import RawEmbedding
-from facefoundry.plots import curve_figure
+from facefoundry.models.bundle import INDEX, RawEmbedding
+from facefoundry.plots import training_figure
 from facefoundry.stages.common import dataset_grid, log
-from facefoundry.tracking import log_dataset_version, log_figure, log_image, log_metrics, log_torch_model, stage_run
-from facefoundry.train.trainer import Trainer
+from facefoundry.tracking import (
+    _mlflow,
+    log_dataset_version,
+    log_figure,
+    log_image,
+    log_metrics,
+    log_torch_model,
+    recipe_params,
+    run_name,
+    stage_run,
+)
+from facefoundry.train.trainer import CHECKPOINT, Trainer
+
+RUN_FILE = "mlflow_run.json"
 
 
-def run_train(cfg: Config) -> dict:
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def run_record(model_dir: str | Path) -> dict:
+    """What the training stage recorded about its MLflow run, for the model in ``model_dir``."""
+    return read_json(Path(model_dir).parent / RUN_FILE)
+
+
+def recipe_name(cfg: Config, dataset_root: str | Path) -> str:
+    return cfg.train.recipe or Path(dataset_root).name
+
+
+def _alias(name: str) -> str:
+    """A registry alias from a recipe name (letters, digits, ``_`` and ``-``; not ``v<digits>``)."""
+    a = re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "recipe"
+    return f"recipe-{a}" if re.fullmatch(r"[vV]\d+|latest", a) else a
+
+
+def backbone_label(cfg: Config) -> str:
+    b = cfg.train.backbone
+    return f"{b.name}{list(b.layers) if b.layers else ''}w{b.width}"
+
+
+def run_train(cfg: Config, stop_after: int | None = None) -> dict:
+    t = cfg.train
     trainer = Trainer(cfg, log=log)
+    out = Path(t.out)
+    metrics_path = Path(t.metrics or out / "metrics.json")
+    recipe = recipe_name(cfg, trainer.source.root)
+    record = read_json(out / RUN_FILE)
+    index = read_json(out / "model" / INDEX)
+    if index.get("fingerprint") == trainer.fingerprint and metrics_path.is_file():
+        log(f"{out / 'model'} is up to date for these settings and data: nothing to do (no new MLflow run)")
+        return read_json(metrics_path)
     log(f"{trainer.source.describe()} on {trainer.device}; "
         f"{'preloaded in RAM' if trainer.feeder.preloaded else 'streaming'}; "
         f"{sum(p.numel() for p in trainer.backbone.parameters()) / 1e6:.2f}M backbone parameters")
-    with stage_run(cfg, "train", ["train"], {"facefoundry.dataset": str(trainer.source.root)}) as run:
-        digest = log_dataset_version(trainer.source.root, digest=trainer.dataset_digest)
-        log_metrics({"data/images": len(trainer.source), "data/identities": trainer.source.num_classes})
-        log_image(dataset_grid(trainer.source, seed=cfg.base.seed), "samples/train_grid.png")
+    reopen = (record.get("run_id") if record.get("fingerprint") == trainer.fingerprint
+              and (out / CHECKPOINT).is_file() else None)
+    name = run_name("train", recipe, backbone_label(cfg), t.head.name, f"lr {t.lr:g}", f"{t.epochs} ep",
+                    f"seed {cfg.base.seed}")
+    tags = {"facefoundry.dataset": str(trainer.source.root), "facefoundry.recipe": recipe}
+    with stage_run(cfg, "train", ["train"], tags, run_id=reopen, name=name) as run:
+        atomic_write_json(out / RUN_FILE, {"run_id": run.info.run_id, "fingerprint": trainer.fingerprint,
+                                           "recipe": recipe})
+        resumed = reopen is not None and run.info.run_id == reopen
+        if not resumed:
+            digest = log_dataset_version(trainer.source.root, digest=trainer.dataset_digest)
+            meta = getattr(getattr(trainer.source, "manifest", None), "meta", None)
+            if meta:
+                _mlflow().log_params(recipe_params(meta))
+            log_metrics({"data/images": len(trainer.source), "data/identities": trainer.source.num_classes})
+            log_image(dataset_grid(trainer.source, seed=cfg.base.seed), "samples/train_grid.png")
+        else:
+            digest = trainer.dataset_digest
 
         def on_epoch(s) -> None:  # noqa: ANN001
             log_metrics({"train/loss": s.loss, "train/accuracy": s.accuracy, "train/lr": s.lr,
                          "train/images_per_second": s.images_per_second}, step=s.epoch)
 
-        result = trainer.fit(on_epoch)
+        result = trainer.fit(on_epoch, stop_after=stop_after)
+        if result.resumed_from:
+            _mlflow().set_tag("resumed_from_epoch", str(result.resumed_from))
         hist = result.history
+        if stop_after is not None and len(hist) < t.epochs:
+            log(f"stopped after epoch {len(hist)} of {t.epochs}; run again to resume (run {run.info.run_id})")
+            return {"epochs": len(hist)}
         if hist:
-            log_figure(curve_figure("training", {"loss": [h.loss for h in hist],
-                                                 "train accuracy": [h.accuracy for h in hist]}), "plots/training.png")
-        model = trainer.export({"mlflow_run_id": run.info.run_id, "dataset_dvc_md5": digest})
-        log_torch_model(RawEmbedding(model.backbone), cfg.base.image_size, "model")
+            log_figure(training_figure([h.loss for h in hist], [h.accuracy for h in hist],
+                                       f"training · {recipe}"), "plots/training.png")
+        model = trainer.export({"recipe": recipe})
+        onnx = out / "model" / "backbone.onnx"
+        reg = log_torch_model(RawEmbedding(model.backbone), cfg.base.image_size, "model",
+                              registered_name=t.registered_model, onnx_path=onnx, alias=_alias(recipe),
+                              tags={"recipe": recipe, "dataset_dvc_md5": digest, "train_run_id": run.info.run_id,
+                                    "backbone": backbone_label(cfg), "head": t.head.name})
+        atomic_write_json(out / RUN_FILE, {"run_id": run.info.run_id, "fingerprint": trainer.fingerprint,
+                                           "recipe": recipe, **reg})
+        # DVC metrics: reproducible numbers only (no run ids, digests or timings)
         final = {"epochs": len(hist), "loss": hist[-1].loss if hist else None,
-                 "train_accuracy": hist[-1].accuracy if hist else None,
-                 "images_per_second": sum(h.images_per_second for h in hist) / max(1, len(hist)),
-                 "mlflow_run_id": run.info.run_id, "dataset_dvc_md5": digest}
-        atomic_write_json(f"{cfg.train.out}/metrics.json", final)
-        log(f"model saved to {result.model_dir} (run {run.info.run_id})")
+                 "train_accuracy": hist[-1].accuracy if hist else None}
+        atomic_write_json(metrics_path, final)
+        where = f", registered as {reg['registered_name']} v{reg['version']}" if "version" in reg else ""
+        log(f"model saved to {result.model_dir} (run {run.info.run_id}{where})")
         return final

@@ -15,7 +15,7 @@ from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json
 from facefoundry.plots import score_histogram
 from facefoundry.stages.common import log
-from facefoundry.tracking import log_dataset_version, log_figure, log_metrics, stage_run
+from facefoundry.tracking import log_dataset_version, log_figure, log_metrics, run_name, stage_run
 
 
 def validate_dataset(folder: str | Path, image_size: int, min_per_identity: int) -> dict:
@@ -65,7 +65,8 @@ def judge_dataset(folder: str | Path, judges: list[str], max_images: int, batch_
 
 def run_validate(cfg: Config, dataset: str | None = None, out: str | None = None) -> dict:
     folder = dataset or cfg.train.dataset
-    with stage_run(cfg, "validate", ["identity"], {"facefoundry.dataset": str(folder)}):
+    with stage_run(cfg, "validate", ["identity"], {"facefoundry.dataset": str(folder)},
+                   name=run_name("validate", Path(folder).name)):
         metrics = validate_dataset(folder, cfg.base.image_size, cfg.train.min_images_per_identity)
         ident = cfg.identity
         for name, res in judge_dataset(folder, ident.judges, ident.judge_max_images, ident.batch_size,
@@ -77,7 +78,7 @@ def run_validate(cfg: Config, dataset: str | None = None, out: str | None = None
             log(f"judge {name}: intra-identity cosine {res['metrics']['intra_mean']:.3f}, "
                 f"inter-identity {res['metrics']['inter_mean']:.3f}")
         log_metrics({f"data/{k}": v for k, v in metrics.items()})
-        log_dataset_version(folder)
+        log_dataset_version(folder, context="validation")
         atomic_write_json(out or "outputs/validate/metrics.json", metrics)
         log(f"{folder}: valid ({metrics['images']} images, {metrics['identities']} identities)")
         return metrics

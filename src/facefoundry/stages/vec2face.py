@@ -11,6 +11,7 @@ from facefoundry.tracking import (
     log_figure,
     log_image,
     log_metrics,
+    run_name,
     stage_run,
 )
 
@@ -27,8 +28,10 @@ def run_train_vec2face(cfg: Config, stop_after: int | None = None) -> dict:
     v = cfg.vec2face
     source = open_source(v.dataset)
     log(f"vec2face: {source.describe()}; encoder {v.encoder}; {v.image_size}px, width {v.width}, depth {v.depth}")
+    name = run_name("train-vec2face", source.root.name, f"w{v.width} d{v.depth}", f"{v.image_size}px",
+                    f"{v.epochs} ep")
     with stage_run(cfg, "train-vec2face", ["vec2face"], {"facefoundry.dataset": str(source.root),
-                                                          "facefoundry.generator": "vec2face"}):
+                                                          "facefoundry.generator": "vec2face"}, name=name):
         log_dataset_version(source.root)
         result = train_vec2face(cfg, source, log=log, stop_after=stop_after)
         for h in result.history:
@@ -42,6 +45,6 @@ def run_train_vec2face(cfg: Config, stop_after: int | None = None) -> dict:
         # DVC metrics: reproducible numbers only (no run ids, digests or timings)
         final = {"epochs": len(result.history), **({k: val for k, val in result.history[-1].items()
                                                     if k not in _NOT_METRICS} if result.history else {})}
-        atomic_write_json(f"{v.out}/metrics.json", final)
+        atomic_write_json(v.metrics or f"{v.out}/metrics.json", final)
         log(f"vec2face model saved to {result.model_dir}")
         return final

@@ -34,7 +34,8 @@ from facefoundry.train.schedule import lr_at
 
 CHECKPOINT = "checkpoint.pt"
 # Settings that do not change what is learned; a checkpoint made under other values resumes.
-_NOT_FINGERPRINTED = {"out", "log_every", "num_workers", "export_onnx", "threads", "preload_max_mb"}
+_NOT_FINGERPRINTED = {"out", "log_every", "num_workers", "export_onnx", "threads", "preload_max_mb", "metrics",
+                      "recipe", "registered_model"}
 
 
 class BatchMixer(Protocol):

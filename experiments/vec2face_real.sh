@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FF=(.venv/bin/facefoundry -e experiments/vec2face_real.yaml)
+export FACEFOUNDRY_PIPELINE_ID=${FACEFOUNDRY_PIPELINE_ID:-vec2face-real-$(date +%s)}  # one MLflow group
+export FACEFOUNDRY_PIPELINE_NAME="experiments/vec2face_real.sh"
 SHARED=${SHARED:-../shared/data}
 [ -f outputs/real_aligned/manifest.parquet ] ||
   "${FF[@]}" align "$SHARED/real_faces_unlabelled" --out outputs/real_aligned --size 56   # 1. real photos → crops

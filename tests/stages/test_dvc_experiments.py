@@ -144,3 +144,23 @@ def test_mlflow_groups_each_pipeline_execution(repo):
     arts = {a.path for a in client.list_artifacts(train.info.run_id)}
     logged = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
     assert any(m.name == "model_onnx" for m in logged), (arts, [m.name for m in logged])
+
+
+def test_mlflow_project_main_is_dvc_repro(repo, tmp_path):
+    other = make_repo(tmp_path / "mlproject")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{other}/mlflow.db", "MLFLOW_EXPERIMENT_NAME": "dvc-tests"}
+    proc = subprocess.run([str(BIN / "mlflow"), "run", ".", "-e", "main", "--env-manager", "local"], cwd=other,
+                          capture_output=True, text=True, env={**ENV, **env}, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (other / "dvc.lock").read_text() == (repo / "dvc.lock").read_text()
+    for f in ("render/eval/metrics.json", "vec2face/train.json"):
+        assert (other / "metrics" / f).read_text() == (repo / "metrics" / f).read_text()
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("dvc-tests")
+    runs = client.search_runs([exp.experiment_id], max_results=500)
+    outer = [r for r in runs if "facefoundry.stage" not in r.data.tags]
+    assert len(outer) == 1  # the `mlflow run` run: every stage run hangs under it, none merged into it
+    stages = [r for r in runs if "facefoundry.stage" in r.data.tags]
+    assert len(stages) >= 9 and all(r.data.tags["mlflow.parentRunId"] == outer[0].info.run_id for r in stages)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Install, then reproduce the embedded default pipeline (generate → benchmark → realism →
-# validate → train → evaluate → report) with local MLflow (SQLite) and the local DVC cache.
+# Install, then reproduce the embedded default pipeline (generate → benchmark → train-vec2face →
+# generate-vec2face → validate/train/evaluate per recipe → report) with local MLflow (SQLite),
+# the local DVC cache and the local default remote (.dvc/storage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/install.sh

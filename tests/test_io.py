@@ -27,3 +27,17 @@ def test_atomic_write_text(tmp_path):
     atomic_write_text(tmp_path / "x" / "y.txt", "hello")
     assert (tmp_path / "x" / "y.txt").read_text() == "hello"
     assert len(list((tmp_path / "x").iterdir())) == 1
+
+
+def test_atomic_write_gives_the_mode_of_a_normal_file(tmp_path):
+    import os
+    import stat
+
+    from facefoundry.io import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644

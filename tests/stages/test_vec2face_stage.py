@@ -15,7 +15,8 @@ V2F = {"image_size": 32, "patch": 8, "width": 32, "depth": 1, "heads": 2, "decod
 
 def test_train_then_generate_logs_sigma_grid_and_judges(tmp_path: Path) -> None:
     make_dataset(tmp_path / "photos", identities=8, per_identity=2, size=32)
-    tiny_config(tmp_path, vec2face={**V2F, "dataset": str(tmp_path / "photos"), "out": str(tmp_path / "v2f")},
+    tiny_config(tmp_path, vec2face={**V2F, "epochs": 2, "dataset": str(tmp_path / "photos"),
+                                    "out": str(tmp_path / "v2f")},
                 generate={"out": str(tmp_path / "datasets" / "render"), "identities": 4, "images_per_identity": 3,
                           "batch_size": 8,
                           "vec2face": {"model": str(tmp_path / "v2f" / "model"), "tau": 0.9, "judge_images": 40,
@@ -25,7 +26,9 @@ def test_train_then_generate_logs_sigma_grid_and_judges(tmp_path: Path) -> None:
     missing = ff(tmp_path, "generate", "--generator", "vec2face")
     assert_one_line_error(missing, "vec2face_model.json", "missing")
 
-    proc = ff(tmp_path, "train-vec2face")
+    proc = ff(tmp_path, "train-vec2face", "--stop-after", "1")  # preempted after epoch 1 …
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = ff(tmp_path, "train-vec2face")  # … resumes into the same MLflow run
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "v2f" / "model" / "id_vectors.npy").is_file()
     assert (tmp_path / "v2f" / "metrics.json").is_file()
@@ -45,5 +48,7 @@ def test_train_then_generate_logs_sigma_grid_and_judges(tmp_path: Path) -> None:
               "judge_dlib_intra_sigma_0.7", "attrop_converged", "generation_images_per_second"):
         assert k in metrics, k
     train = by_stage["train-vec2face"]
+    assert len([r for r in runs if r.data.tags["facefoundry.stage"] == "train-vec2face"]) == 1
+    assert train.data.tags["resumed_from_epoch"] == "1"
     assert "vec2face/identity" in train.data.metrics
     assert "samples/vec2face_reconstruction.png" in {a.path for a in client.list_artifacts(train.info.run_id, "samples")}

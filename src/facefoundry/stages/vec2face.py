@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 from facefoundry.config import Config
+from facefoundry.generators.vec2face.training import CHECKPOINT
 from facefoundry.io import atomic_write_json
 from facefoundry.plots import curve_figure, image_grid
 from facefoundry.stages.common import log
+from facefoundry.stages.train import read_json
 from facefoundry.tracking import (
+    _mlflow,
+    dvc_dir_hash,
     log_dataset_version,
     log_figure,
     log_image,
@@ -16,6 +24,15 @@ from facefoundry.tracking import (
 )
 
 _NOT_METRICS = {"epoch", "seconds", "images_per_second", "disc_on", "lr"}
+RUN_FILE = "mlflow_run.json"
+
+
+def _run_key(cfg: Config, dataset: Path) -> str:
+    """Same settings and data: a killed run's MLflow run is reopened when training resumes."""
+    keep = {k: val for k, val in cfg.vec2face.model_dump(mode="json").items()
+            if k not in ("metrics", "threads", "num_workers", "log_every")}
+    blob = json.dumps({"vec2face": keep, "seed": cfg.base.seed, "data": dvc_dir_hash(dataset)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def run_train_vec2face(cfg: Config, stop_after: int | None = None) -> dict:
@@ -30,10 +47,19 @@ def run_train_vec2face(cfg: Config, stop_after: int | None = None) -> dict:
     log(f"vec2face: {source.describe()}; encoder {v.encoder}; {v.image_size}px, width {v.width}, depth {v.depth}")
     name = run_name("train-vec2face", source.root.name, f"w{v.width} d{v.depth}", f"{v.image_size}px",
                     f"{v.epochs} ep")
+    out = Path(v.out)
+    key = _run_key(cfg, source.root)
+    record = read_json(out / RUN_FILE)
+    reopen = record.get("run_id") if record.get("key") == key and (out / CHECKPOINT).is_file() else None
     with stage_run(cfg, "train-vec2face", ["vec2face"], {"facefoundry.dataset": str(source.root),
-                                                          "facefoundry.generator": "vec2face"}, name=name):
-        log_dataset_version(source.root)
+                                                          "facefoundry.generator": "vec2face"},
+                   run_id=reopen, name=name) as run:
+        atomic_write_json(out / RUN_FILE, {"run_id": run.info.run_id, "key": key})  # not a DVC output
+        if run.info.run_id != reopen:
+            log_dataset_version(source.root)
         result = train_vec2face(cfg, source, log=log, stop_after=stop_after)
+        if result.resumed_from:
+            _mlflow().set_tag("resumed_from_epoch", str(result.resumed_from))
         for h in result.history:
             log_metrics({f"vec2face/{k}": val for k, val in h.items() if k != "epoch"}, step=int(h["epoch"]))
         if result.history:

@@ -63,3 +63,15 @@ def test_helpers():
         parse_set("novalue")
     assert deep_merge({"a": {"x": 1, "y": 2}}, {"a": {"y": 3}}) == {"a": {"x": 1, "y": 3}}
     assert flatten({"a": {"b": 1}, "c": 2}) == {"a.b": 1, "c": 2}
+
+
+def test_a_named_params_file_must_exist(tmp_path):
+    from facefoundry.config import config_sources
+    from facefoundry.errors import FaceFoundryError
+
+    with pytest.raises(FaceFoundryError, match="does not exist"):
+        load_config(tmp_path / "typo.yaml")  # never silently the built-in defaults
+    cfg = load_config(tmp_path / "params.yaml", required=False)  # nothing asked for: built-in defaults
+    assert config_sources(cfg) == "built-in defaults" and cfg.train.epochs == 20
+    p = write(tmp_path, "p.yaml", "train: {epochs: 3}\n")
+    assert config_sources(load_config(p, sets=["train.lr=0.5"])) == f"{p} + --set"

@@ -23,7 +23,8 @@ _state: dict = {}
 
 @app.callback()
 def _global(
-    params: str = typer.Option("params.yaml", "--params", "-p", help="Base parameter file."),
+    params: Optional[str] = typer.Option(None, "--params", "-p", help="Base parameter file (default: params.yaml, "
+                                         "or the built-in defaults when there is none; a named file must exist)."),
     experiment: list[str] = typer.Option([], "--experiment", "-e", help="Experiment YAML deep-merged on top (repeatable)."),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override, e.g. --set train.lr=0.05 (repeatable)."),
 ) -> None:
@@ -31,7 +32,9 @@ def _global(
 
 
 def _cfg(extra: list[str] | None = None) -> Config:
-    return load_config(_state.get("params", "params.yaml"), _state.get("experiment"), [*_state.get("sets", []), *(extra or [])])
+    named = _state.get("params")
+    return load_config(named or "params.yaml", _state.get("experiment"), [*_state.get("sets", []), *(extra or [])],
+                       required=named is not None)
 
 
 @app.command()

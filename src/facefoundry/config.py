@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from facefoundry.errors import FaceFoundryError
 
@@ -353,6 +353,7 @@ class ReportCfg(Strict):
 
 
 class Config(Strict):
+    _sources: str = PrivateAttr(default="in-memory config")  # what load_config read (recorded by every run)
     base: BaseCfg = BaseCfg()
     # recipe name → dataset folder: dvc.yaml validates, trains and evaluates one FR model per entry
     datasets: dict[str, str] = {"render": "outputs/datasets/render"}
@@ -424,11 +425,20 @@ def load_config(
     params: str | Path = "params.yaml",
     experiments: list[str | Path] | None = None,
     sets: list[str] | None = None,
+    required: bool = True,
 ) -> Config:
-    """Load ``params`` then deep-merge each experiment file and each ``--set`` in order."""
+    """Load ``params`` then deep-merge each experiment file and each ``--set`` in order.
+
+    A named file that does not exist is an error; only with ``required=False`` (no file was asked
+    for) does a missing ``params`` fall back to the built-in defaults. ``config_sources(cfg)``
+    says what was read.
+    """
     params = Path(params)
-    raw = _read_yaml(params) if params.exists() else {}
-    sources = [str(params)]
+    if params.exists() or required:
+        raw = _read_yaml(params)
+        sources = [str(params)]
+    else:
+        raw, sources = {}, ["built-in defaults"]
     for exp in experiments or []:
         raw = deep_merge(raw, _read_yaml(Path(exp)))
         sources.append(str(exp))
@@ -438,9 +448,16 @@ def load_config(
     if sets:
         sources.append("--set")
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise FaceFoundryError(format_validation_error(" + ".join(sources), err)) from None
+    cfg._sources = " + ".join(sources)
+    return cfg
+
+
+def config_sources(cfg: Config) -> str:
+    """What ``cfg`` was read from, e.g. ``params.yaml + experiments/x.yaml + --set``."""
+    return cfg._sources
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from facefoundry.config import Config, flatten
+from facefoundry.config import Config, config_sources, flatten
 
 
 def dvc_dir_hash(path: str | Path) -> str:
@@ -185,7 +185,7 @@ def stage_run(cfg: Config, stage: str, sections: list[str], tags: dict[str, str]
     experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", cfg.base.experiment))
     client = mlflow.MlflowClient()
     stale = fail_stale_runs(client, experiment.experiment_id)
-    all_tags = {"facefoundry.stage": stage, "facefoundry.pid": str(os.getpid()),
+    all_tags = {"facefoundry.stage": stage, "facefoundry.config": config_sources(cfg), "facefoundry.pid": str(os.getpid()),
                 "facefoundry.host": socket.gethostname(), **(tags or {})}
     ctx = pipeline_context()
     if ctx is None and outer is not None:

@@ -268,11 +268,15 @@ def log_dataset_version(path: str | Path, prefix: str = "dataset", digest: str |
     mlflow = _mlflow()
     mlflow.set_tag(f"{prefix}.dvc_md5", digest)
     mlflow.set_tag(f"{prefix}.path", str(path))
+    import warnings
+
     try:
         df = _dataset_frame(Path(path))
-        ds = mlflow.data.from_pandas(df, source=str(Path(path).resolve()), name=Path(path).name,
-                                     digest=digest.removesuffix(".dir")[:36])
-        mlflow.log_input(ds, context=context)
+        with warnings.catch_warnings():  # schema hints about integer columns and source kinds: noise here
+            warnings.simplefilter("ignore", UserWarning)
+            ds = mlflow.data.from_pandas(df, source=str(Path(path).resolve()), name=Path(path).name,
+                                         digest=digest.removesuffix(".dir")[:36])
+            mlflow.log_input(ds, context=context)
     except Exception as exc:  # noqa: BLE001 - the data tags above already name the version
         print(f"note: dataset input not logged for {path}: {exc.__class__.__name__}: {exc}")
     return digest

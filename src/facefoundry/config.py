@@ -249,6 +249,7 @@ class EvaluateCfg(Strict):
     distance: Literal["euclidean", "cosine"] = "euclidean"
     flip: bool = True
     far_targets: list[Annotated[float, Field(gt=0, lt=1)]] = [1e-1, 1e-2, 1e-3, 1e-4]
+    resize: bool = True  # benchmark crops of another side are resized to the model's (warned); false: refuse
 
 
 class IdentityCfg(Strict):

@@ -79,3 +79,20 @@ def test_failed_generation_leaves_previous_dataset(tmp_path):
             w.add(np.zeros((32, 32, 3), np.uint8), 0, "a", "t", {})
             raise RuntimeError("generator crashed")
     assert read_manifest(ds).sha256 == before
+
+
+def test_validate_lists_every_bad_image_with_a_count(tmp_path):
+    from facefoundry.stages import validate as v
+
+    ds = make_dataset(tmp_path / "d", identities=4, per_identity=4)
+    m = read_manifest(ds)
+    for i in range(0, 14):  # 14 bad images: 12 corrupt, 2 missing
+        if i < 12:
+            (ds / m.path[i]).write_bytes(b"bad")
+        else:
+            (ds / m.path[i]).unlink()
+    with pytest.raises(FaceFoundryError) as err:
+        validate_dataset(ds, 32, 2)
+    msg = str(err.value)
+    assert "14 of 16 images are bad" in msg and "… and 4 more" in msg and "\n" not in msg
+    assert msg.count("sha256 differs") == v.SHOW_BAD and m.path[12] not in msg

@@ -107,3 +107,28 @@ def test_unknown_generator_lists_choices(tmp_path):
     assert_one_line_error(ff(tmp_path, "generate", "--generator", "stylegan9"), "unknown generator 'stylegan9'",
                           "render")
     assert not (tmp_path / "render").exists()
+
+
+def test_every_benchmark_is_checked_before_any_is_scored(pipeline):
+    bad = pipeline / "bad.bin"
+    bad.write_bytes(b"not a pickle")
+    proc = ff(pipeline, "--set", f"evaluate.benchmarks.second={bad}", "evaluate")
+    assert_one_line_error(proc, str(bad), "not an insightface .bin")
+    assert "model on twins" not in proc.stderr  # no embedding was spent on the first benchmark
+
+
+def test_benchmark_of_another_size_is_resized_or_refused(pipeline):
+    from facefoundry.data.transforms import resize_uint8
+    from facefoundry.verification.binfile import read_bin, write_bin
+
+    pairs = read_bin(pipeline / "twins.bin")
+    big = pipeline / "twins64.bin"
+    write_bin(big, resize_uint8(pairs.images, 64), pairs.issame)
+    out = pipeline / "eval64"
+    proc = ff(pipeline, "--set", f"evaluate.benchmarks={{big: {big}}}", "--set", f"evaluate.out={out}", "evaluate")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "warning: resizing 64-px benchmark crops to the model's 32 px" in proc.stderr
+    assert 0 <= json.loads((out / "metrics.json").read_text())["big_accuracy"] <= 1
+    refused = ff(pipeline, "--set", f"evaluate.benchmarks={{big: {big}}}", "--set", "evaluate.resize=false",
+                 "evaluate")
+    assert_one_line_error(refused, str(big), "images are 64x64, the model expects 32x32")

@@ -61,9 +61,9 @@ def evaluate_embedder(embedder: Embedder, benchmarks: dict[str, str], cfg: Confi
     missing = [f"{where}{k}: {p}" for k, p in benchmarks.items() if not Path(p).is_file()]
     if missing:
         raise FaceFoundryError(f"benchmark file does not exist ({'; '.join(missing)})")
-    results = []
-    for name, path in benchmarks.items():
-        pairs = read_bin(path, image_size)
+    loaded = {name: read_bin(path, image_size) for name, path in benchmarks.items()}  # every file is checked
+    results = []                                                                      # before any is scored
+    for name, pairs in loaded.items():
         t0 = time.perf_counter()
         emb = embedder(pairs.images)
         res = evaluate_pairs(name, emb, pairs.issame, e.nfolds, e.distance, e.far_targets)
@@ -82,7 +82,8 @@ def model_embedder(model: FRModel, cfg: Config) -> Embedder:
 
     def run(images: np.ndarray) -> np.ndarray:
         if images.shape[1] != size:
-            log(f"resizing {images.shape[1]}-px benchmark crops to the model's {size} px")
+            log(f"warning: resizing {images.shape[1]}-px benchmark crops to the model's {size} px "
+                "(as insightface does for non-native sizes; evaluate.resize: false to refuse)")
         return embed(backbone.embed_raw, resize_uint8(images, size), model.preprocess, e.batch_size, e.flip, device)
 
     return run
@@ -96,7 +97,8 @@ def encoder_embedder(encoder, cfg: Config) -> Embedder:  # noqa: ANN001
 def evaluate_model(model: FRModel, benchmarks: dict[str, str], cfg: Config,
                    where: str = "evaluate.benchmarks.") -> list[VerificationResult]:
     """The trained FR model on every benchmark (crops of another side are resized to the model's)."""
-    return evaluate_embedder(model_embedder(model, cfg), benchmarks, cfg, None, where=where)
+    native = None if cfg.evaluate.resize else model.preprocess.image_size  # refuse other sizes when loading
+    return evaluate_embedder(model_embedder(model, cfg), benchmarks, cfg, native, where=where)
 
 
 def results_table(rows: list[tuple[str, VerificationResult]]) -> str:

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from facefoundry.config import Config
 from facefoundry.data.images import decode_image
@@ -18,6 +19,9 @@ from facefoundry.stages.common import log
 from facefoundry.tracking import log_dataset_version, log_figure, log_metrics, run_name, stage_run
 
 
+SHOW_BAD = 10
+
+
 def validate_dataset(folder: str | Path, image_size: int, min_per_identity: int) -> dict:
     """Check a manifest dataset end to end and return its data metrics."""
     folder = Path(folder)
@@ -25,15 +29,26 @@ def validate_dataset(folder: str | Path, image_size: int, min_per_identity: int)
     m = src.manifest
     check_identity_counts(src.labels, src.identities, min_per_identity, str(folder / "manifest.parquet"))
     dupes = len(m.sha256) - len(set(m.sha256))
-    for i, rel in enumerate(m.path):
+    problems: list[str] = []  # every bad image is found; the error lists the first SHOW_BAD and the count
+    for i, rel in enumerate(tqdm(m.path, desc=f"validate {folder.name}", unit="img", leave=False,
+                                 disable=len(m.path) < 2000)):
         p = folder / rel
         try:
             data = p.read_bytes()
         except OSError:
-            raise FaceFoundryError(f"{p}: listed in the manifest but missing") from None
+            problems.append(f"{rel}: listed in the manifest but missing")
+            continue
         if hashlib.sha256(data).hexdigest() != m.sha256[i]:
-            raise FaceFoundryError(f"{p}: sha256 differs from the manifest (file changed or corrupt)")
-        decode_image(data, str(p), image_size)
+            problems.append(f"{rel}: sha256 differs from the manifest (file changed or corrupt)")
+            continue
+        try:
+            decode_image(data, rel, image_size)
+        except FaceFoundryError as exc:
+            problems.append(str(exc))
+    if problems:
+        shown = "; ".join(problems[:SHOW_BAD])
+        more = f"; … and {len(problems) - SHOW_BAD} more" if len(problems) > SHOW_BAD else ""
+        raise FaceFoundryError(f"{folder}: {len(problems)} of {len(m)} images are bad: {shown}{more}")
     counts = np.bincount(np.asarray(m.label), minlength=m.num_classes)
     return {"images": len(m), "identities": int(m.num_classes), "images_per_identity_min": int(counts.min()),
             "images_per_identity_mean": float(counts.mean()), "images_per_identity_max": int(counts.max()),

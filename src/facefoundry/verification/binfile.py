@@ -61,7 +61,8 @@ def read_bin(path: str | Path, image_size: int | None = None) -> PairSet:
     arr = np.stack(images)
     if image_size is not None and arr.shape[1:3] != (image_size, image_size):
         raise FaceFoundryError(
-            f"{path}: images are {arr.shape[2]}x{arr.shape[1]}, the model expects {image_size}x{image_size}"
+            f"{path}: images are {arr.shape[2]}x{arr.shape[1]}, the model expects {image_size}x{image_size} "
+            "(evaluate.resize: true resizes them)"
         )
     return PairSet(name=path.stem, images=arr, issame=issame)
 

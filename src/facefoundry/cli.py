@@ -193,15 +193,11 @@ def main() -> None:
         kind = type(exc).__name__
         if kind == "Abort":
             _interrupted()
-        if kind == "Exit":  # typer turns Ctrl-C into Exit(130)
-            if getattr(exc, "exit_code", 0) == 130:
-                _interrupted()
-            sys.exit(getattr(exc, "exit_code", 0))
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):  # usage errors: one message, exit 2
             exc.show()
             sys.exit(exc.exit_code)
         raise
-    if rc == 130:  # typer returns Ctrl-C as exit code 130 when not standalone
+    if rc == 130:  # not standalone, typer returns Exit codes (Ctrl-C becomes 130) instead of raising them
         _interrupted()
     sys.exit(rc if isinstance(rc, int) else 0)
 

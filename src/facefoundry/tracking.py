@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -15,6 +16,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from facefoundry.config import Config, config_sources, flatten
+from facefoundry.io import atomic_write_json, read_json
 
 
 def dvc_dir_hash(path: str | Path, ignore: tuple[str, ...] = ()) -> str:
@@ -29,7 +31,7 @@ def dvc_dir_hash(path: str | Path, ignore: tuple[str, ...] = ()) -> str:
         return hashlib.md5(root.read_bytes()).hexdigest()
     entries = []
     for p in sorted(root.rglob("*")):
-        if p.is_file() and not (ignore and (set(p.relative_to(root).parts) & set(ignore) or p.suffix == ".pyc")):
+        if p.is_file() and not set(p.relative_to(root).parts) & set(ignore):
             h = hashlib.md5()
             with open(p, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -134,7 +136,8 @@ def fail_stale_runs(client, experiment_id: str) -> list[str]:  # noqa: ANN001
     return stale
 
 
-def _pipeline_parent(client, experiment_id: str, ctx: dict[str, str], outer: str | None) -> str:  # noqa: ANN001
+def _pipeline_parent(client, experiment_id: str, ctx: dict[str, str], outer: str | None,  # noqa: ANN001
+                     commit: str | None) -> str:
     """The parent run grouping one pipeline execution (created, and closed, by its first stage)."""
     if outer is not None:  # `mlflow run` opened a run for us: group under it when it is in our experiment
         try:
@@ -146,7 +149,6 @@ def _pipeline_parent(client, experiment_id: str, ctx: dict[str, str], outer: str
                                "tags.`facefoundry.role` = 'pipeline'", max_results=1)
     if found:
         return found[0].info.run_id
-    commit = git_commit()
     label = ctx["name"] or ctx["dvc_exp"] or ("dvc repro" if ctx["source"] == "dvc" else "pipeline")
     tags = {"facefoundry.role": "pipeline", "facefoundry.pipeline_id": ctx["id"],
             "facefoundry.pipeline_source": ctx["source"]}
@@ -162,6 +164,18 @@ def _pipeline_parent(client, experiment_id: str, ctx: dict[str, str], outer: str
                             tags=tags)
     client.set_terminated(run.info.run_id, "FINISHED")  # a group header: never left RUNNING
     return run.info.run_id
+
+
+RUN_FILE = "mlflow_run.json"  # beside a stage's outputs, never a DVC output: run ids stay out of dvc.lock
+
+
+def read_run_record(folder: str | Path) -> dict:
+    """What a stage recorded about its MLflow run in ``folder`` (empty when nothing was)."""
+    return read_json(Path(folder) / RUN_FILE)
+
+
+def write_run_record(folder: str | Path, record: dict) -> None:
+    atomic_write_json(Path(folder) / RUN_FILE, record)
 
 
 def run_name(stage: str, *parts: object) -> str:
@@ -188,17 +202,17 @@ def stage_run(cfg: Config, stage: str, sections: list[str], tags: dict[str, str]
     stale = fail_stale_runs(client, experiment.experiment_id)
     all_tags = {"facefoundry.stage": stage, "facefoundry.config": config_sources(cfg), "facefoundry.pid": str(os.getpid()),
                 "facefoundry.host": socket.gethostname(), **(tags or {})}
+    commit = git_commit()
     ctx = pipeline_context()
     if ctx is None and outer is not None:
         ctx = {"id": outer[:12], "source": "mlflow", "dvc_exp": "", "name": "mlflow run"}
     if ctx is not None:
-        all_tags["mlflow.parentRunId"] = _pipeline_parent(client, experiment.experiment_id, ctx, outer)
+        all_tags["mlflow.parentRunId"] = _pipeline_parent(client, experiment.experiment_id, ctx, outer, commit)
         all_tags["facefoundry.pipeline_id"] = ctx["id"]
         if ctx["dvc_exp"]:
             all_tags["facefoundry.dvc_exp"] = ctx["dvc_exp"]
     else:
         all_tags["facefoundry.adhoc"] = "true"
-    commit = git_commit()
     if commit:
         all_tags["mlflow.source.git.commit"] = commit
     if run_id is not None:  # reopen a run (a resumed job): only if it still exists
@@ -279,7 +293,7 @@ def log_dataset_version(path: str | Path, prefix: str = "dataset", digest: str |
                                          digest=digest.removesuffix(".dir")[:36])
             mlflow.log_input(ds, context=context)
     except Exception as exc:  # noqa: BLE001 - the data tags above already name the version
-        print(f"note: dataset input not logged for {path}: {exc.__class__.__name__}: {exc}")
+        print(f"note: dataset input not logged for {path}: {exc.__class__.__name__}: {exc}", file=sys.stderr)
     return digest
 
 

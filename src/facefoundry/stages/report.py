@@ -13,7 +13,7 @@ from facefoundry.io import atomic_write_json, atomic_write_text
 from facefoundry.leaderboard import Leaderboard, build
 from facefoundry.plots import save_figure, table_figure
 from facefoundry.stages.common import log
-from facefoundry.tracking import _mlflow, log_figure, log_text, run_name, stage_run
+from facefoundry.tracking import _mlflow, log_text, run_name, stage_run
 
 
 def training_runs(experiment: str) -> list[dict]:
@@ -40,7 +40,7 @@ def run_report(cfg: Config) -> Path:
         atomic_write_json(out / "leaderboard.json", board.to_json())
         title = f"FaceFoundry leaderboard · {cfg.base.experiment}"
         save_figure(leaderboard_figure(board, title, rep.top), out / "leaderboard.png", dpi=130)
-        log_figure(leaderboard_figure(board, title, rep.top), "leaderboard.png")
+        _mlflow().log_artifact(str(out / "leaderboard.png"))  # the same picture, rendered once
         log_text(md, "leaderboard.md")
         log(f"leaderboard of {len(board.rows)} recipes written to {out}/leaderboard.md\n{md}")
         return out

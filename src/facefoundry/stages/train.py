@@ -1,18 +1,17 @@
 """``train`` stage: fit, export (model folder + ONNX), log everything to MLflow.
 
 DVC sees only reproducible files: the model folder and a metrics file of final numbers. The
-MLflow run id and the registry version go to a side file (``mlflow_run.json`` in
+MLflow run id and the registry version go to a side file (``tracking.RUN_FILE`` in
 ``train.out``, not a DVC output), which a resumed run reopens and ``evaluate`` reads.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from facefoundry.config import Config
-from facefoundry.io import atomic_write_json
+from facefoundry.io import atomic_write_json, read_json
 from facefoundry.models.bundle import INDEX, RawEmbedding
 from facefoundry.plots import training_figure
 from facefoundry.stages.common import dataset_grid, log
@@ -23,25 +22,18 @@ from facefoundry.tracking import (
     log_image,
     log_metrics,
     log_torch_model,
+    read_run_record,
     recipe_params,
     run_name,
     stage_run,
+    write_run_record,
 )
 from facefoundry.train.trainer import CHECKPOINT, Trainer
-
-RUN_FILE = "mlflow_run.json"
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def run_record(model_dir: str | Path) -> dict:
     """What the training stage recorded about its MLflow run, for the model in ``model_dir``."""
-    return read_json(Path(model_dir).parent / RUN_FILE)
+    return read_run_record(Path(model_dir).parent)
 
 
 def recipe_name(cfg: Config, dataset_root: str | Path) -> str:
@@ -65,7 +57,7 @@ def run_train(cfg: Config, stop_after: int | None = None) -> dict:
     out = Path(t.out)
     metrics_path = Path(t.metrics or out / "metrics.json")
     recipe = recipe_name(cfg, trainer.source.root)
-    record = read_json(out / RUN_FILE)
+    record = read_run_record(out)
     index = read_json(out / "model" / INDEX)
     if index.get("fingerprint") == trainer.fingerprint and metrics_path.is_file():
         log(f"{out / 'model'} is up to date for these settings and data: nothing to do (no new MLflow run)")
@@ -79,8 +71,7 @@ def run_train(cfg: Config, stop_after: int | None = None) -> dict:
                     f"seed {cfg.base.seed}")
     tags = {"facefoundry.dataset": str(trainer.source.root), "facefoundry.recipe": recipe}
     with stage_run(cfg, "train", ["train"], tags, run_id=reopen, name=name) as run:
-        atomic_write_json(out / RUN_FILE, {"run_id": run.info.run_id, "fingerprint": trainer.fingerprint,
-                                           "recipe": recipe})
+        write_run_record(out, {"run_id": run.info.run_id, "fingerprint": trainer.fingerprint, "recipe": recipe})
         resumed = reopen is not None and run.info.run_id == reopen
         if not resumed:
             digest = log_dataset_version(trainer.source.root, digest=trainer.dataset_digest)
@@ -112,8 +103,8 @@ def run_train(cfg: Config, stop_after: int | None = None) -> dict:
                               registered_name=t.registered_model, onnx_path=onnx, alias=_alias(recipe),
                               tags={"recipe": recipe, "dataset_dvc_md5": digest, "train_run_id": run.info.run_id,
                                     "backbone": backbone_label(cfg), "head": t.head.name})
-        atomic_write_json(out / RUN_FILE, {"run_id": run.info.run_id, "fingerprint": trainer.fingerprint,
-                                           "recipe": recipe, **reg})
+        write_run_record(out, {"run_id": run.info.run_id, "fingerprint": trainer.fingerprint, "recipe": recipe,
+                               **reg})
         # DVC metrics: reproducible numbers only (no run ids, digests or timings)
         final = {"epochs": len(hist), "loss": hist[-1].loss if hist else None,
                  "train_accuracy": hist[-1].accuracy if hist else None}

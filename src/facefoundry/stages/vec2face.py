@@ -11,7 +11,6 @@ from facefoundry.generators.vec2face.training import CHECKPOINT
 from facefoundry.io import atomic_write_json
 from facefoundry.plots import curve_figure, image_grid
 from facefoundry.stages.common import log
-from facefoundry.stages.train import read_json
 from facefoundry.tracking import (
     _mlflow,
     dvc_dir_hash,
@@ -19,19 +18,20 @@ from facefoundry.tracking import (
     log_figure,
     log_image,
     log_metrics,
+    read_run_record,
     run_name,
     stage_run,
+    write_run_record,
 )
 
 _NOT_METRICS = {"epoch", "seconds", "images_per_second", "disc_on", "lr"}
-RUN_FILE = "mlflow_run.json"
 
 
-def _run_key(cfg: Config, dataset: Path) -> str:
-    """Same settings and data: a killed run's MLflow run is reopened when training resumes."""
+def _run_key(cfg: Config, digest: str) -> str:
+    """Same settings and data (its DVC hash): a killed run's MLflow run is reopened when training resumes."""
     keep = {k: val for k, val in cfg.vec2face.model_dump(mode="json").items()
             if k not in ("metrics", "threads", "num_workers", "log_every")}
-    blob = json.dumps({"vec2face": keep, "seed": cfg.base.seed, "data": dvc_dir_hash(dataset)}, sort_keys=True)
+    blob = json.dumps({"vec2face": keep, "seed": cfg.base.seed, "data": digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -48,15 +48,16 @@ def run_train_vec2face(cfg: Config, stop_after: int | None = None) -> dict:
     name = run_name("train-vec2face", source.root.name, f"w{v.width} d{v.depth}", f"{v.image_size}px",
                     f"{v.epochs} ep")
     out = Path(v.out)
-    key = _run_key(cfg, source.root)
-    record = read_json(out / RUN_FILE)
+    digest = dvc_dir_hash(source.root)  # once: the run key and the dataset input both name it
+    key = _run_key(cfg, digest)
+    record = read_run_record(out)
     reopen = record.get("run_id") if record.get("key") == key and (out / CHECKPOINT).is_file() else None
     with stage_run(cfg, "train-vec2face", ["vec2face"], {"facefoundry.dataset": str(source.root),
                                                           "facefoundry.generator": "vec2face"},
                    run_id=reopen, name=name) as run:
-        atomic_write_json(out / RUN_FILE, {"run_id": run.info.run_id, "key": key})  # not a DVC output
+        write_run_record(out, {"run_id": run.info.run_id, "key": key})
         if run.info.run_id != reopen:
-            log_dataset_version(source.root)
+            log_dataset_version(source.root, digest=digest)
         result = train_vec2face(cfg, source, log=log, stop_after=stop_after)
         if result.resumed_from:
             _mlflow().set_tag("resumed_from_epoch", str(result.resumed_from))

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from facefoundry.progress import track
+
 
 @dataclass(frozen=True)
 class EncoderInput:
@@ -56,21 +58,24 @@ class IdentityEncoder(nn.Module):
         return p.device if p is not None else torch.device("cpu")
 
     @torch.no_grad()
-    def embed(self, images: np.ndarray | torch.Tensor, batch_size: int = 64, flip: bool = False) -> np.ndarray:
+    def embed(self, images: np.ndarray | torch.Tensor, batch_size: int = 64, flip: bool = False,
+              desc: str = "") -> np.ndarray:
         """Unit vectors of uint8 ``[N,H,W,3]`` RGB arrays (or float ``[N,3,H,W]`` in ``[0,1]``), batched.
 
         ``flip`` sums the vectors of each image and its mirror before normalising, as the
-        verification protocol does.
+        verification protocol does. A ``desc`` shows progress under that name.
         """
         was_training = self.training
         self.eval()
         out = []
-        for s in range(0, len(images), batch_size):
-            x = to_unit_float(images[s:s + batch_size]).to(self.device)
-            e = self(x)
-            if flip:
-                e = e + self(x.flip(-1))
-            out.append(torch.nn.functional.normalize(e.float(), dim=1).cpu())
+        with track(total=len(images), desc=desc, unit="img", disable=not desc) as bar:
+            for s in range(0, len(images), batch_size):
+                x = to_unit_float(images[s:s + batch_size]).to(self.device)
+                e = self(x)
+                if flip:
+                    e = e + self(x.flip(-1))
+                out.append(torch.nn.functional.normalize(e.float(), dim=1).cpu())
+                bar.update(len(x))
         self.train(was_training)
         return torch.cat(out).numpy() if out else np.zeros((0, self.dim), np.float32)
 

@@ -23,6 +23,7 @@ from torch import nn
 
 from facefoundry.config import Range, RenderCfg
 from facefoundry.models.base import ConfigModule, register_to_config
+from facefoundry.progress import track
 
 ANGLES = ("yaw", "pitch", "roll")
 
@@ -110,7 +111,7 @@ def train_pose_regressor(render: RenderCfg | None = None, image_size: int = 32, 
     g = torch.Generator().manual_seed(seed)
     sign = torch.tensor([-1.0, 1.0, -1.0])
     model.train()
-    for step in range(steps):
+    for step in track(range(steps), desc="pose regressor", unit="step"):
         idx = torch.randint(len(images), (batch_size,), generator=g)
         x, y = images[idx], angles[idx]
         flip = torch.rand(batch_size, generator=g) < 0.5

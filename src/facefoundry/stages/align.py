@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from facefoundry.data.writer import DatasetWriter
 from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json
 from facefoundry.plots import image_grid
+from facefoundry.progress import track
 from facefoundry.stages.common import log
 
 if TYPE_CHECKING:  # dlib and torch load only when a run starts
@@ -139,8 +139,6 @@ def _sample_grid(out: Path, n: int = 64, cols: int = 8) -> np.ndarray:
 
 def run_align(cfg: Config, src: str | Path, out: str | Path, limit: int | None = None) -> dict:
     """Detect, align and write every photo of ``src`` to the dataset ``out``; returns the misses summary."""
-    from tqdm.auto import tqdm
-
     from facefoundry.identity.detect import FaceAligner
     from facefoundry.tracking import (
         log_dataset_version,
@@ -186,7 +184,7 @@ def run_align(cfg: Config, src: str | Path, out: str | Path, limit: int | None =
                             img, why = _miss_reason(aligner, photos, i)
                             misses.append({"path": _rel(photos.files[i]),
                                            "reason": why if img is None else "not aligned in the interrupted run"})
-                bar = tqdm(total=n, initial=start, desc="align", unit="photo", file=sys.stderr, dynamic_ncols=True)
+                bar = track(total=n, initial=start, desc="align", unit="photo", leave=True)
                 for c0 in range(start, n, CHUNK):
                     found: list[tuple[int, np.ndarray, Detection]] = []
                     for i in range(c0, min(c0 + CHUNK, n)):

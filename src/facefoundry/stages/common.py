@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
 
 from facefoundry.data.sources import FaceSource
 from facefoundry.plots import image_grid
+from facefoundry.progress import write_line
 from facefoundry.train.feed import sample_indices
 
 
 def log(msg: str) -> None:
-    """Progress to stderr with a timestamp (stdout stays clean for piping)."""
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+    """Progress to stderr with a timestamp (stdout stays clean for piping), above any progress bar."""
+    write_line(f"[{time.strftime('%H:%M:%S')}] {msg}")
 
 
 def dataset_grid(source: FaceSource, rows: int = 8, cols: int = 8, seed: int = 0) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from facefoundry.data.transforms import Preprocess
+from facefoundry.progress import track
 
 EUCLIDEAN_GRID = np.arange(0, 4, 0.01)
 COSINE_GRID = np.arange(-1, 1, 0.005)
@@ -22,15 +23,20 @@ COSINE_GRID = np.arange(-1, 1, 0.005)
 
 @torch.no_grad()
 def embed(forward: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, preprocess: Preprocess,
-          batch_size: int = 256, flip: bool = True, device: str | torch.device = "cpu") -> np.ndarray:
-    """Unnormalised embeddings of images (+ mirrored images), summed and ℓ2-normalised."""
+          batch_size: int = 256, flip: bool = True, device: str | torch.device = "cpu", desc: str = "") -> np.ndarray:
+    """Unnormalised embeddings of images (+ mirrored images), summed and ℓ2-normalised.
+
+    A ``desc`` shows progress under that name (output only; the result is the same).
+    """
     out = []
-    for start in range(0, len(images), batch_size):
-        x = preprocess(torch.from_numpy(images[start:start + batch_size])).to(device)
-        e = forward(x)
-        if flip:
-            e = e + forward(x.flip(-1))
-        out.append(torch.nn.functional.normalize(e.float(), dim=1).cpu())
+    with track(total=len(images), desc=desc, unit="img", disable=not desc) as bar:
+        for start in range(0, len(images), batch_size):
+            x = preprocess(torch.from_numpy(images[start:start + batch_size])).to(device)
+            e = forward(x)
+            if flip:
+                e = e + forward(x.flip(-1))
+            out.append(torch.nn.functional.normalize(e.float(), dim=1).cpu())
+            bar.update(len(x))
     return torch.cat(out).numpy()
 
 

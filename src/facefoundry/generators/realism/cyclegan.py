@@ -20,6 +20,7 @@ from torch import nn
 
 from facefoundry.io import atomic_write_json
 from facefoundry.models.base import ConfigModule, register_to_config
+from facefoundry.progress import track
 
 INDEX = "facefoundry_realism.json"
 
@@ -102,7 +103,7 @@ def train_cyclegan(a: torch.Tensor, b: torch.Tensor, steps: int, batch: int, lr:
     rng = np.random.default_rng(seed)
     mse = nn.MSELoss()
     t0 = time.perf_counter()
-    for step in range(1, steps + 1):
+    for step in track(range(1, steps + 1), desc="cyclegan", unit="step"):
         ra = a[rng.integers(len(a), size=batch)].to(device)
         rb = b[rng.integers(len(b), size=batch)].to(device)
         fake_b, fake_a = g_ab(ra), g_ba(rb)

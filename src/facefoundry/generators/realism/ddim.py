@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from facefoundry.io import atomic_write_json
 from facefoundry.generators.realism.cyclegan import INDEX
+from facefoundry.progress import track
 
 
 def build_unet(size: int, width: int):  # noqa: ANN201
@@ -40,7 +41,7 @@ def train_ddim(b: torch.Tensor, steps: int, batch: int, lr: float, width: int, s
     opt = torch.optim.AdamW(unet.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    for step in range(1, steps + 1):
+    for step in track(range(1, steps + 1), desc="ddim unet", unit="step"):
         x0 = b[rng.integers(len(b), size=batch)].to(device)
         x0 = torch.where(torch.rand(batch, 1, 1, 1, device=device) < 0.5, x0, x0.flip(-1))
         noise = torch.randn_like(x0)

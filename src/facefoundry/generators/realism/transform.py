@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -15,6 +14,7 @@ from facefoundry.data.writer import DatasetWriter
 from facefoundry.errors import FaceFoundryError
 from facefoundry.generators.realism.cyclegan import INDEX, CycleGANTranslator, ResnetGenerator
 from facefoundry.generators.realism.images import to_signed, to_uint8
+from facefoundry.progress import track
 
 
 class Translator(Protocol):
@@ -54,8 +54,7 @@ def translate_dataset(source: str | Path, out: str | Path, translator: Translato
     params = src.manifest if isinstance(src, ManifestSource) else None
     meta = {"generator": "realism", "method": translator.method, "strength": strength, "source": str(source),
             "num_classes": src.num_classes}
-    t0 = time.perf_counter()
-    with DatasetWriter(out, meta) as w:
+    with DatasetWriter(out, meta) as w, track(total=len(src), desc=f"realism {translator.method}", unit="img") as bar:
         for s in range(0, len(src), batch):
             idx = range(s, min(s + batch, len(src)))
             x = to_signed(np.stack([src.load(i) for i in idx])).to(device)
@@ -65,6 +64,6 @@ def translate_dataset(source: str | Path, out: str | Path, translator: Translato
                 extra = {"source_image": origin, "method": translator.method, "strength": strength,
                          "source_params": params.row_params(i) if params else {}}
                 w.add(y[k], int(src.labels[i]), src.identities[int(src.labels[i])], f"realism:{translator.method}", extra)
-            done = idx.stop
-            log(f"realism {translator.method}: {done}/{len(src)} images, {done / (time.perf_counter() - t0):.1f} img/s")
+            bar.update(len(idx))
+    log(f"realism {translator.method}: {len(src)} images → {out}")
     return Path(out)

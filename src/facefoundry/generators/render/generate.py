@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +17,7 @@ from facefoundry.generators.registry import GENERATORS
 from facefoundry.generators.render.head import IDENTITY
 from facefoundry.generators.render.renderer import FaceRenderer, Identity
 from facefoundry.generators.sampling import perturb, sample_separated
+from facefoundry.progress import track
 from facefoundry.verification.binfile import write_bin
 
 FORMAT_VERSION = 1  # bump when rendering changes, so an old partial run is not resumed
@@ -31,16 +31,14 @@ def sample_identities(n: int, min_distance: float, seed: int, existing: np.ndarr
 
 def render_batches(renderer: FaceRenderer, idents: list[Identity], variations: list[dict], batch: int,
                    log: Callable[[str], None], what: str, start: int = 0):
-    """Yield ``(offset, images, landmarks)`` per batch, logging progress and ETA."""
-    t0 = time.perf_counter()
+    """Yield ``(offset, images, landmarks)`` per batch, showing progress and ETA under ``what``."""
     if start:
         log(f"{what}: resuming after {start} finished images")
-    for s in range(start, len(idents), batch):
-        imgs, lms = renderer.render(idents[s:s + batch], variations[s:s + batch])
-        done = min(s + batch, len(idents))
-        rate = (done - start) / (time.perf_counter() - t0)
-        log(f"{what}: {done}/{len(idents)} images, {rate:.1f} img/s, ETA {(len(idents) - done) / rate:.0f}s")
-        yield s, imgs, lms
+    with track(total=len(idents), initial=start, desc=what, unit="img") as bar:
+        for s in range(start, len(idents), batch):
+            imgs, lms = renderer.render(idents[s:s + batch], variations[s:s + batch])
+            bar.update(len(imgs))
+            yield s, imgs, lms
 
 
 @GENERATORS.register("render")

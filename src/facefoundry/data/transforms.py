@@ -34,13 +34,19 @@ class Preprocess:
 
 def random_hflip(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each NCHW image left-right with probability ``p`` (a face stays the same identity)."""
+    return random_hflip_mask(x, p, generator)[0]
+
+
+def random_hflip_mask(x: torch.Tensor, p: float,
+                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``random_hflip`` that also returns which images were flipped (bool ``[N]``)."""
     if p <= 0:
-        return x
+        return x, torch.zeros(x.shape[0], dtype=torch.bool)
     mask = torch.rand(x.shape[0], generator=generator) < p
     if mask.any():
         x = x.clone()
         x[mask] = x[mask].flip(-1)
-    return x
+    return x, mask
 
 
 def resize_uint8(images, size: int):  # noqa: ANN001, ANN201 - numpy in, numpy out

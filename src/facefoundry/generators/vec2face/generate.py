@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from facefoundry.config import AttrOPCfg, Config, Vec2FaceGenCfg
 from facefoundry.data.writer import DatasetWriter
@@ -45,6 +44,7 @@ from facefoundry.errors import FaceFoundryError
 from facefoundry.generators.registry import GENERATORS
 from facefoundry.generators.vec2face.model import Vec2Face, load_model_folder
 from facefoundry.generators.vec2face.training import ID_LABELS, ID_VECTORS, to_uint8
+from facefoundry.progress import track
 from facefoundry.sampling import perturb, sample_identities
 
 FORMAT_VERSION = 1  # bump when generation changes, so an old partial run is not resumed
@@ -147,7 +147,7 @@ def run_attrop(model: Vec2Face, encoder, centres: np.ndarray, a: AttrOPCfg, rng:
     yaw_targets = (np.asarray(a.yaw_targets, np.float64)[rng.integers(len(a.yaw_targets), size=len(centres))]
                    if a.yaw_targets else None)
     out, records = centres.copy(), []
-    for s in tqdm(range(0, len(centres), a.batch_size), desc="AttrOP", unit="batch", leave=False):
+    for s in track(range(0, len(centres), a.batch_size), desc="AttrOP", unit="batch"):
         sl = slice(s, s + a.batch_size)
         gen = torch.Generator(device="cpu").manual_seed(seed + s)
 
@@ -275,6 +275,12 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
                                       pose.to(device) if pose is not None else None, device, mask, seed, log)
     vecs, sigma, sim = variations(space, centres, g.images_per_identity, gv, np.random.default_rng([seed, 23]))
     labels = np.repeat(np.arange(g.identities), g.images_per_identity)
+    geometry = None
+    if model.attr_dim:  # each image its own pose and expression, drawn from the training geometry
+        from facefoundry.identity.attributes import sample_codes
+
+        geometry = sample_codes(len(vecs), model.attr_dim, np.random.default_rng([seed, 24]), gv.geometry_scale)
+        log(f"vec2face: {model.attr_dim} geometry codes per image, spread {gv.geometry_scale:g}")
 
     judges = {}
     if gv.judge_images and cfg.identity.judges:
@@ -297,16 +303,19 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
         w.truncate(start)
         if start:
             log(f"vec2face: resuming after {start} finished images")
-        bar = tqdm(range(start, len(vecs), g.batch_size), desc="vec2face generate", unit="batch", leave=False)
-        for s in bar:
+        for s in track(range(start, len(vecs), g.batch_size), desc="vec2face generate", unit="batch"):
             gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + s)
             batch = torch.from_numpy(vecs[s:s + g.batch_size]).to(device)
-            imgs = to_uint8(model.generate(batch, mask_ratio=gv.mask_ratio, generator=gen, batch_size=g.batch_size))
+            attrs = None if geometry is None else torch.from_numpy(geometry[s:s + g.batch_size]).to(device)
+            imgs = to_uint8(model.generate(batch, mask_ratio=gv.mask_ratio, generator=gen, batch_size=g.batch_size,
+                                           attributes=attrs))
             for k, img in enumerate(imgs):
                 j = s + k
                 label = int(labels[j])
                 params = {"sigma": float(sigma[j]), "similarity_to_centre": round(float(sim[j]), 5), "tau": gv.tau,
                           "attrop": records[label]}
+                if geometry is not None:
+                    params["geometry"] = [round(float(c), 3) for c in geometry[j]]
                 w.add(img, label, f"vec2face_{label:06d}", "vec2face", params)
     secs = time.perf_counter() - t0
     log(f"vec2face: {len(vecs) - start} images in {secs:.0f}s ({(len(vecs) - start) / max(secs, 1e-9):.1f} img/s)")

@@ -20,7 +20,6 @@ Training and generation run the same path; only the mask-ratio distribution diff
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from facefoundry.generators.vec2face.masking import (
     RowMasks,
     row_masks,
 )
+from facefoundry.io import load_json_file
 from facefoundry.models.base import ConfigModule, register_to_config
 
 MODEL_INDEX = "vec2face_model.json"
@@ -145,7 +145,8 @@ class Vec2Face(ConfigModule):
                  dropout: float = 0.1, decoder_channels: int = 16,
                  decoder_multipliers: Sequence[int] = (1, 1, 2, 2), z_channels: int = 32,
                  decoder_res_blocks: int = 1, train_mask: Sequence[float] = (0.5, 0.75, 0.25),
-                 generate_mask: Sequence[float] = (0.1, 0.15, 0.25), standardise_inputs: bool = False):
+                 generate_mask: Sequence[float] = (0.1, 0.15, 0.25), standardise_inputs: bool = False,
+                 attr_dim: int = 0):
         super().__init__()
         check_geometry(image_size, patch, decoder_multipliers, width, heads, decoder_heads)
         self.image_size, self.patch, self.width = image_size, patch, width
@@ -160,6 +161,9 @@ class Vec2Face(ConfigModule):
         if standardise_inputs:  # buffers only when used: models saved without them keep loading
             self.register_buffer("id_mean", torch.zeros(id_dim))
             self.register_buffer("id_scale", torch.ones(()))
+        # optional geometry code (facefoundry.identity.attributes), added to the projection; 0 = the paper
+        self.attr_dim = attr_dim
+        self.attr_proj = nn.Linear(attr_dim, width, bias=False) if attr_dim > 0 else None
         self.feature_token = nn.Linear(1, self.rows)  # per-dimension 1 → N
         self.pos_embed = nn.Parameter(torch.zeros(1, self.rows + 1, width))
         self.embed_norm = nn.LayerNorm(width, eps=1e-6)
@@ -181,7 +185,8 @@ class Vec2Face(ConfigModule):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
@@ -212,14 +217,23 @@ class Vec2Face(ConfigModule):
         self.id_scale.copy_(1.0 / (v - self.id_mean).norm(dim=1).mean().clamp_min(1e-8))
 
     # -- pieces ----------------------------------------------------------------------------------
-    def expand(self, id_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feature expansion: ``[B,id_dim]`` → (projected vector ``[B,W]``, feature map ``[B,N,W]``)."""
+    def expand(self, id_vectors: torch.Tensor,
+               attributes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feature expansion: ``[B,id_dim]`` (+ geometry codes ``[B,attr_dim]``; none: the mean, zeros)
+        → (projected vector ``[B,W]``, feature map ``[B,N,W]``)."""
         if id_vectors.ndim != 2 or id_vectors.shape[1] != self.id_dim:
             raise FaceFoundryError(f"Vec2Face: identity vectors must be [B, {self.id_dim}], "
                                    f"got {list(id_vectors.shape)}")
         if self.standardise_inputs:
             id_vectors = (id_vectors - self.id_mean) * self.id_scale
         v = self.id_proj(id_vectors)
+        if attributes is not None and self.attr_proj is None:
+            raise FaceFoundryError("Vec2Face: this model takes no geometry codes (attr_dim=0)")
+        if self.attr_proj is not None and attributes is not None:
+            if tuple(attributes.shape) != (id_vectors.shape[0], self.attr_dim):
+                raise FaceFoundryError(f"Vec2Face: geometry codes must be [{id_vectors.shape[0]}, {self.attr_dim}], "
+                                       f"got {list(attributes.shape)}")
+            v = v + self.attr_proj(attributes.to(v.dtype))
         return v, self.feature_token(v.unsqueeze(-1)).transpose(1, 2)
 
     def _masks(self, batch: int, mask_ratio: float | MaskRatioSampler | None,
@@ -265,26 +279,28 @@ class Vec2Face(ConfigModule):
     # -- entry points ----------------------------------------------------------------------------
     def forward(self, id_vectors: torch.Tensor, images: torch.Tensor | None = None,
                 mask_ratio: float | MaskRatioSampler | None = None,
-                generator: torch.Generator | None = None) -> Vec2FaceOutput:
+                generator: torch.Generator | None = None, attributes: torch.Tensor | None = None) -> Vec2FaceOutput:
         """Identity vectors → images. ``mask_ratio``: a fixed ratio, a sampler, or ``None`` for the
         model's own training (``.train()``) or generation (``.eval()``) distribution. ``images``, when
         given, are the targets the caller will compare against; only their shape is checked."""
         if images is not None and tuple(images.shape[1:]) != (3, self.image_size, self.image_size):
             raise FaceFoundryError(f"Vec2Face: target images are {list(images.shape[1:])}, this model "
                                    f"makes [3, {self.image_size}, {self.image_size}]")
-        v, tokens = self.expand(id_vectors)
+        v, tokens = self.expand(id_vectors, attributes)
         masks = self._masks(v.shape[0], mask_ratio, generator).to(v.device)
         logits = self.decode_tokens(self.encode(v, tokens, masks), masks)[:, 1:]
         return Vec2FaceOutput(self.render(logits), logits, tokens.detach(), masks)
 
     @torch.no_grad()
     def generate(self, id_vectors: torch.Tensor, mask_ratio: float | MaskRatioSampler | None = None,
-                 generator: torch.Generator | None = None, batch_size: int = 64) -> torch.Tensor:
+                 generator: torch.Generator | None = None, batch_size: int = 64,
+                 attributes: torch.Tensor | None = None) -> torch.Tensor:
         """Images in ``[-1,1]`` (clamped), eval mode, generation mask-ratio distribution by default."""
         was = self.training
         self.eval()
         try:
-            out = [self(id_vectors[s:s + batch_size], mask_ratio=mask_ratio, generator=generator).images
+            out = [self(id_vectors[s:s + batch_size], mask_ratio=mask_ratio, generator=generator,
+                        attributes=None if attributes is None else attributes[s:s + batch_size]).images
                    for s in range(0, len(id_vectors), batch_size)]
         finally:
             self.train(was)
@@ -327,6 +343,6 @@ def load_model_folder(folder: str | Path, map_location: str | torch.device = "cp
     index_path = folder / MODEL_INDEX
     if not index_path.is_file():
         raise FaceFoundryError(f"{index_path}: missing (not a Vec2Face model folder)")
-    index = json.loads(index_path.read_text())
+    index = load_json_file(index_path, "Vec2Face model index")
     model = Vec2Face.from_pretrained(folder / index.get("generator", "generator"), map_location=map_location)
     return model.eval(), index

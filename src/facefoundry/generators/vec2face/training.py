@@ -2,7 +2,7 @@
 
 ``train_vec2face`` (one process; CUDA + fp16 AMP when present, fp32 on CPU):
 
-1. embeds every image once with the frozen identity encoder (batched, tqdm) and caches the vectors
+1. embeds every image once with the frozen identity encoder (batched, with progress) and caches the vectors
    in ``out/id_vectors/<key>.npy``, keyed by the dataset's DVC hash, the encoder spec and the size;
 2. trains generator and patch discriminator with AdamW (β 0.9/0.99), lr ``base_lr·batch/112``
    with linear warm-up then cosine (per step), gradient clipping, horizontal flips and random
@@ -30,23 +30,25 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from facefoundry.config import Config, Vec2FaceCfg
 from facefoundry.data.sources import FaceSource, open_source
-from facefoundry.data.transforms import random_hflip, resize_uint8
+from facefoundry.data.transforms import random_hflip_mask, resize_uint8
 from facefoundry.device import resolve_device, seed_everything
-from facefoundry.errors import FaceFoundryError
+from facefoundry.errors import FaceFoundryError, note_saved
 from facefoundry.generators.vec2face.discriminator import PatchDiscriminator
 from facefoundry.generators.vec2face.losses import LossWeights, Vec2FaceLoss
 from facefoundry.generators.vec2face.model import Vec2Face, save_model_folder
 from facefoundry.identity.base import IdentityEncoder
 from facefoundry.io import atomic_dir, atomic_write_bytes, atomic_write_json
+from facefoundry.progress import track
 from facefoundry.tracking import dvc_dir_hash
+from facefoundry.train.checkpoint import read_checkpoint
 from facefoundry.train.schedule import lr_at
 
 CHECKPOINT = "checkpoint.pt"
 ID_VECTORS, ID_LABELS = "id_vectors.npy", "id_labels.npy"  # in the model folder: the training identity space
+GEOMETRY_PCA = "geometry_pca.npz"  # in the model folder when vec2face.geometry_codes > 0
 # Settings that do not change what is learned; a checkpoint made under other values resumes.
 _NOT_FINGERPRINTED = {"dataset", "out", "num_workers", "preload_max_mb", "id_batch_size", "log_every", "threads"}
 
@@ -58,7 +60,7 @@ def build_generator(v: Vec2FaceCfg, id_dim: int) -> Vec2Face:
                     heads=v.heads, decoder_depth=v.decoder_depth, decoder_heads=v.decoder_heads,
                     mlp_ratio=v.mlp_ratio, dropout=v.dropout, decoder_channels=v.decoder_channels,
                     decoder_multipliers=list(v.decoder_multipliers), z_channels=v.z_channels,
-                    decoder_res_blocks=v.decoder_res_blocks,
+                    decoder_res_blocks=v.decoder_res_blocks, attr_dim=v.geometry_codes,
                     train_mask=[v.train_mask_min, v.train_mask_mean, v.train_mask_std],
                     generate_mask=[v.gen_mask_min, v.gen_mask_mean, v.gen_mask_std],
                     standardise_inputs=v.standardise_inputs)
@@ -187,8 +189,8 @@ def identity_vectors(feed: ImageFeed, encoder: IdentityEncoder, cache_dir: Path,
         log(f"{path}: unreadable or wrong shape; recomputing")
     out = np.zeros((len(feed), encoder.dim), np.float32)
     steps = math.ceil(len(feed) / batch_size)
-    for imgs, idx in tqdm(feed.ordered(batch_size), total=steps, desc="identity vectors", unit="batch",
-                          disable=not progress, leave=False):
+    for imgs, idx in track(feed.ordered(batch_size), total=steps, desc="identity vectors", unit="batch",
+                           disable=not progress):
         out[idx.numpy()] = encoder.embed(imgs.numpy(), batch_size=batch_size)
     buf = io.BytesIO()
     np.save(buf, out)
@@ -199,17 +201,47 @@ def identity_vectors(feed: ImageFeed, encoder: IdentityEncoder, cache_dir: Path,
     return torch.from_numpy(out)
 
 
+def _cache_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def geometry_landmarks(feed: ImageFeed, cache_dir: Path, dataset_digest: str, batch_size: int = 256,
+                       log: Callable[[str], None] = print, progress: bool = True) -> np.ndarray:
+    """Every training image's 68 landmarks ``[N, 68, 2]`` on its crop, cached like the identity vectors."""
+    from facefoundry.identity.attributes import LandmarkEstimator
+
+    path = Path(cache_dir) / f"landmarks_{_cache_key({'data': dataset_digest, 'size': feed.size, 'n': len(feed)})}.npy"
+    if path.is_file():
+        try:
+            lm = np.load(path)
+            if lm.shape == (len(feed), 68, 2):
+                log(f"landmarks: cached {path}")
+                return lm
+        except (OSError, ValueError):
+            pass
+    est = LandmarkEstimator()
+    out = np.zeros((len(feed), 68, 2), np.float32)
+    for imgs, idx in track(feed.ordered(batch_size), total=math.ceil(len(feed) / batch_size), desc="landmarks",
+                           unit="batch", disable=not progress):
+        out[idx.numpy()] = est(imgs.numpy())  # uint8 [B,S,S,3]
+    buf = io.BytesIO()
+    np.save(buf, out)
+    atomic_write_bytes(path, buf.getvalue())
+    log(f"landmarks: {len(feed)} faces → {path}")
+    return out
+
+
 # -- one step ------------------------------------------------------------------------------------
 
 def train_step(model: Vec2Face, disc: nn.Module, loss_fn: Vec2FaceLoss, images: torch.Tensor,
                id_vectors: torch.Tensor, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
                scaler: torch.amp.GradScaler, use_disc: bool = False, amp: bool = False,
-               grad_clip: float = 0.0) -> dict[str, float]:
+               grad_clip: float = 0.0, attributes: torch.Tensor | None = None) -> dict[str, float]:
     """One generator (+ discriminator, when ``use_disc``) update; returns every loss term as a float."""
     dev = images.device.type
     disc.requires_grad_(False)
     with torch.autocast(dev, dtype=torch.float16, enabled=amp):
-        out = model(id_vectors, images)
+        out = model(id_vectors, images, attributes=attributes)
         terms = loss_fn(out.images, images, id_vectors, out.logits, out.tokens,
                         disc if use_disc else None, model.last_layer if use_disc else None)
     opt_g.zero_grad(set_to_none=True)
@@ -244,6 +276,8 @@ class Vec2FaceResult:
 
 def fingerprint(cfg: Config, dataset_digest: str, encoder_spec: dict) -> str:
     v = {k: val for k, val in cfg.vec2face.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
+    if not v.get("geometry_codes"):  # off (the paper): fingerprints stay those of models made before the option
+        v.pop("geometry_codes", None)
     blob = json.dumps({"vec2face": v, "seed": cfg.base.seed, "data": dataset_digest, "encoder": encoder_spec},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -251,12 +285,8 @@ def fingerprint(cfg: Config, dataset_digest: str, encoder_spec: dict) -> str:
 
 def _load_checkpoint(path: Path, fp: str, nets: dict[str, nn.Module | torch.optim.Optimizer | torch.amp.GradScaler],
                      device: torch.device, log: Callable[[str], None]) -> tuple[int, list[dict]]:
-    if not path.is_file():
-        return 0, []
-    try:
-        state = torch.load(path, map_location=device, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint must not stop a fresh start
-        log(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); starting afresh")
+    state = read_checkpoint(path, device, log)
+    if state is None:
         return 0, []
     if state.get("fingerprint") != fp:
         log(f"{path}: made with other settings, data or encoder; starting afresh")
@@ -297,6 +327,13 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
     model, disc = build_generator(v, encoder.dim).to(device), build_discriminator(v).to(device)
     if v.standardise_inputs:
         model.set_input_stats(vectors)
+    geometry = codes = None
+    if v.geometry_codes:  # (codes of each crop, codes of its mirror image): flips keep their geometry
+        from facefoundry.identity.attributes import GeometryPCA, mirror
+
+        lm = geometry_landmarks(feed, out / "id_vectors", digest, log=log, progress=progress)
+        geometry = GeometryPCA.fit(np.concatenate([lm, mirror(lm)]), v.geometry_codes)
+        codes = (torch.from_numpy(geometry.encode(lm)), torch.from_numpy(geometry.encode(mirror(lm))))
     loss_fn = Vec2FaceLoss(encoder, loss_weights(v), v.perceptual_net)
     lr = learning_rate(v)
     betas = (float(v.betas[0]), float(v.betas[1]))
@@ -320,16 +357,18 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
         t0, seen, lr_now = time.perf_counter(), 0, lr
-        bar = tqdm(feed.epoch(cfg.base.seed + epoch), total=steps, desc=f"vec2face {epoch + 1}/{v.epochs}",
-                   unit="step", disable=not progress, leave=False)
+        bar = track(feed.epoch(cfg.base.seed + epoch), total=steps, desc=f"vec2face {epoch + 1}/{v.epochs}",
+                    unit="step", disable=not progress)
         for i, (imgs, idx) in enumerate(bar):
             lr_now = lr_at(epoch * steps + i, total, lr, warm, "cosine")
             for opt in (opt_g, opt_d):
                 for g in opt.param_groups:
                     g["lr"] = lr_now
-            x = random_erasing(random_hflip(to_signed(imgs), v.flip_prob, aug), v.random_erasing, aug)
+            x, flipped = random_hflip_mask(to_signed(imgs), v.flip_prob, aug)
+            x = random_erasing(x, v.random_erasing, aug)
+            attrs = None if codes is None else torch.where(flipped.unsqueeze(1), codes[1][idx], codes[0][idx]).to(device)
             terms = train_step(model, disc, loss_fn, x.to(device, non_blocking=True), vectors[idx].to(device),
-                               opt_g, opt_d, scaler, use_disc, amp, v.grad_clip)
+                               opt_g, opt_d, scaler, use_disc, amp, v.grad_clip, attrs)
             for k, val in terms.items():
                 if math.isfinite(val):  # an fp16 step the scaler skips has an infinite gradient norm
                     sums[k] += val * len(idx)
@@ -348,6 +387,7 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(out / CHECKPOINT, buf.getvalue())
+        note_saved("vec2face", f"epoch {epoch + 1} checkpoint in {out / CHECKPOINT}")
         log(f"vec2face epoch {epoch + 1}/{v.epochs}: total {stats.get('total', 0):.4f} mse {stats.get('mse', 0):.4f} "
             f"identity {stats.get('identity', 0):.4f} token {stats.get('token', 0):.4f}"
             + (f" disc {stats['disc']:.4f}" if "disc" in stats else "")
@@ -357,12 +397,15 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
     disc.eval()
     info = {"encoder": encoder.spec(), "encoder_name": v.encoder, "id_dim": encoder.dim, "image_size": v.image_size,
             "dataset": str(source.root), "dataset_dvc_md5": digest, "fingerprint": fp,
-            "epochs_trained": len(history), "epochs": v.epochs, "perceptual": loss_fn.perceptual_source}
+            "epochs_trained": len(history), "epochs": v.epochs, "perceptual": loss_fn.perceptual_source,
+            "geometry_codes": v.geometry_codes}
     with atomic_dir(out / "model") as tmp:
         save_model_folder(tmp, model, disc, info)
         # the training identity space: generation fits its PCA here and keeps new identities away from these
         np.save(tmp / ID_VECTORS, vectors.numpy().astype(np.float32))
         np.save(tmp / ID_LABELS, np.asarray(source.labels, dtype=np.int64))
+        if geometry is not None:
+            geometry.save(tmp / GEOMETRY_PCA)
     return Vec2FaceResult(model_dir=out / "model", history=history, resumed_from=start)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,9 @@ import pytest
 
 from facefoundry.config import Config, load_config
 from facefoundry.data.writer import DatasetWriter
+
+# the once-per-dataset verification cache: per test session, never the user's ~/.cache
+os.environ.setdefault("FACEFOUNDRY_CACHE", tempfile.mkdtemp(prefix="facefoundry-test-cache-"))
 
 TINY = {
     "base": {"image_size": 32, "seed": 7},

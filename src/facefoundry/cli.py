@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from facefoundry.config import Config, load_config
-from facefoundry.errors import FaceFoundryError
+from facefoundry.errors import FaceFoundryError, write_error_message
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Synthetic face datasets in, verified face-recognition accuracy out.")
@@ -37,6 +37,17 @@ def _cfg(extra: list[str] | None = None) -> Config:
                        required=named is not None)
 
 
+def _writable(*folders: object) -> None:
+    """Fail in one line, before any long work, when an output folder cannot be written."""
+    from pathlib import Path
+
+    from facefoundry.io import ensure_writable
+
+    for folder in folders:
+        if folder:
+            ensure_writable(Path(str(folder)))
+
+
 @app.command()
 def generate(generator: Optional[str] = typer.Option(None, help="Generator name (default: generate.generator)."),
              out: Optional[str] = typer.Option(None, "--out", help="Dataset folder (default: generate.out; with "
@@ -54,7 +65,9 @@ def generate(generator: Optional[str] = typer.Option(None, help="Generator name 
             out = str(Path(cfg.generate.out).parent / generator)
     if out is not None:
         extra.append(f"generate.out={out}")
-    run_generate(_cfg(extra) if extra else cfg)
+    cfg = _cfg(extra) if extra else cfg
+    _writable(Path(cfg.generate.out).parent)
+    run_generate(cfg)
 
 
 @app.command()
@@ -62,7 +75,9 @@ def benchmark() -> None:
     """Render the synthetic twin verification benchmark (.bin)."""
     from facefoundry.stages.generate import run_benchmark
 
-    run_benchmark(_cfg())
+    cfg = _cfg()
+    _writable(os.path.dirname(os.path.abspath(cfg.benchmark.out)))
+    run_benchmark(cfg)
 
 
 @app.command()
@@ -71,6 +86,7 @@ def validate(dataset: Optional[str] = typer.Option(None, help="Dataset folder (d
     """Check a dataset: manifest, labels, identity counts, every image's size and hash."""
     from facefoundry.stages.validate import run_validate
 
+    _writable(os.path.dirname(os.path.abspath(out)))
     run_validate(_cfg(), dataset, out)
 
 
@@ -85,7 +101,20 @@ def align(src: str = typer.Argument(..., help="Folder of real photos (identity s
     from facefoundry.stages.align import run_align
 
     extra = [f"base.image_size={size}"] if size is not None else []
+    _writable(os.path.dirname(os.path.abspath(out)))
     run_align(_cfg(extra + ([f"align.labels={labels}"] if labels else [])), src, out, limit)
+
+
+@app.command()
+def convert(src: str = typer.Argument(..., help="Dataset to convert: identity subfolders of images, or a folder "
+                                      "with insightface train.rec/train.idx."),
+            out: str = typer.Option(..., "--out", help="Manifest dataset folder to write."),
+            fmt: str = typer.Option("png", "--format", help="Image format of the copy: png (lossless) or jpg.")) -> None:
+    """Convert an image-folder or RecordIO dataset to the manifest format (hashes, names, provenance)."""
+    from facefoundry.stages.convert import run_convert
+
+    _writable(os.path.dirname(os.path.abspath(out)))
+    run_convert(_cfg(), src, out, fmt)
 
 
 @app.command("train-vec2face")
@@ -94,7 +123,9 @@ def train_vec2face(stop_after: Optional[int] = typer.Option(None, "--stop-after"
     """Train the Vec2Face generator on vec2face.dataset (identity vectors and loss from vec2face.encoder)."""
     from facefoundry.stages.vec2face import run_train_vec2face
 
-    run_train_vec2face(_cfg(), stop_after)
+    cfg = _cfg()
+    _writable(cfg.vec2face.out)
+    run_train_vec2face(cfg, stop_after)
 
 
 @app.command("realism-target")
@@ -110,7 +141,9 @@ def realism() -> None:
     """Make rendered faces more realistic by unpaired translation to a target photo folder."""
     from facefoundry.stages.realism import run_realism
 
-    run_realism(_cfg())
+    cfg = _cfg()
+    _writable(os.path.dirname(os.path.abspath(cfg.realism.out)))
+    run_realism(cfg)
 
 
 @app.command()
@@ -119,7 +152,9 @@ def train(stop_after: Optional[int] = typer.Option(None, "--stop-after", help="S
     """Train an FR model (IResNet + margin head) on train.dataset; resumes from its checkpoint."""
     from facefoundry.stages.train import run_train
 
-    run_train(_cfg(), stop_after)
+    cfg = _cfg()
+    _writable(cfg.train.out, cfg.train.metrics and os.path.dirname(os.path.abspath(cfg.train.metrics)))
+    run_train(cfg, stop_after)
 
 
 @app.command()
@@ -127,11 +162,38 @@ def evaluate(
     encoder: list[str] = typer.Option([], "--encoder", help="Score a pretrained identity encoder instead of the "
                                       "trained model: a name (dlib) or a path (.dat, .onnx, .pth, model folder). Repeatable."),
     benchmark: list[str] = typer.Option([], "--benchmark", help="NAME=PATH.bin, replacing evaluate.benchmarks. Repeatable."),
+    model: Optional[str] = typer.Option(None, "--model", help="Model to score (default: evaluate.model): a model "
+                                        "folder, an arcface_torch backbone.pth (with --arch) or an insightface .onnx."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of a .pth model: r18, r34, r50, r100, r200 "
+                                       "(default: evaluate.arch, else read from its keys)."),
 ) -> None:
     """10-fold verification accuracy, TAR@FAR and ROC on every configured benchmark."""
     from facefoundry.stages.evaluate import run_evaluate
 
-    run_evaluate(_cfg(), encoder, benchmark)
+    if encoder and (model or arch):
+        raise FaceFoundryError("--encoder scores identity encoders; --model/--arch score one FR model: use one or the other")
+    cfg = _cfg()
+    if model is not None or arch is not None:
+        cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(
+            update={k: v for k, v in (("model", model), ("arch", arch)) if v is not None})})
+    _writable(cfg.evaluate.out)
+    run_evaluate(cfg, encoder, benchmark)
+
+
+@app.command("import-model")
+def import_model(
+    src: str = typer.Argument(..., help="A released insightface model: an arcface_torch backbone.pth, or an .onnx "
+                              "whose weights kept IResNet names."),
+    out: str = typer.Option(..., "--out", help="Model folder to write (must not exist yet)."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="r18, r34, r50, r100 or r200 (default: read from the "
+                                       "weights' keys)."),
+) -> None:
+    """Save a released insightface model as a FaceFoundry model folder (for evaluate, train.init, encoders)."""
+    from facefoundry.models.released import import_to_folder
+    from facefoundry.stages.common import log
+
+    _writable(os.path.dirname(os.path.abspath(out)))
+    import_to_folder(src, out, arch, log)
 
 
 @app.command()
@@ -187,6 +249,12 @@ def main() -> None:
     except FaceFoundryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except OSError as exc:  # a read-only folder or a full disk: the user's to fix, so one line
+        msg = write_error_message(exc)
+        if msg is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         _interrupted()
     except Exception as exc:  # the CLI library's own exceptions (typer vendors click): duck-typed
@@ -203,7 +271,11 @@ def main() -> None:
 
 
 def _interrupted() -> None:
-    print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+    from facefoundry.errors import saved_work
+
+    kept = "; ".join(saved_work())
+    print(f"interrupted: finished work is kept{' (' + kept + ')' if kept else ''}; run the same command again "
+          "to resume", file=sys.stderr)
     sys.exit(130)
 
 if __name__ == "__main__":

@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from facefoundry.errors import FaceFoundryError
 
@@ -117,6 +125,7 @@ class Vec2FaceGenCfg(Strict):
     min_similarity: Annotated[float, Field(ge=-1, lt=1)] | None = 0.5  # floor on cos(variation, centre)
     mask_ratio: Prob | None = None  # fixed generation mask ratio; None: the paper's truncated normal
     pca_components: PositiveInt | None = None
+    geometry_scale: NonNegFloat = 1.0  # spread of the sampled geometry codes (× the training spread), when the model has them
     grid_identities: PositiveInt = 8  # σ grid: rows = identities, columns = σ (logged to MLflow)
     judge_images: Annotated[int, Field(ge=0)] = 400  # images the judges score per σ study (0: skip)
     attrop: AttrOPCfg = AttrOPCfg()
@@ -232,16 +241,22 @@ class TrainCfg(Strict):
     flip_prob: Prob = 0.5
     augment: AugmentCfg = AugmentCfg()
     min_images_per_identity: PositiveInt = 2
+    non_rgb: Literal["convert", "reject"] = "convert"  # greyscale/palette/RGBA images: convert (counted) or refuse
+    verify_data: bool = True  # check every image's hash and colour mode before training (once per dataset version)
     log_every: PositiveInt = 20
     export_onnx: bool = True
     threads: Annotated[int, Field(ge=0)] = 0  # torch CPU threads; 0 = torch default
     metrics: str | None = None  # DVC metrics file (reproducible numbers only); None: <out>/metrics.json
     recipe: str | None = None  # recipe name (registry alias, leaderboard); None: the dataset folder's name
     registered_model: str | None = "facefoundry-fr"  # MLflow Model Registry name; None: do not register
+    init: str | None = None  # start from these backbone weights: a model folder, an arcface_torch backbone.pth or an
+    # .onnx that kept IResNet names; the head starts fresh (other classes); None: random initialisation
+    init_arch: str | None = None  # arch of a .pth/.onnx init: r18 | r34 | r50 | r100 | r200; None: read from its keys
 
 
 class EvaluateCfg(Strict):
-    model: str = "outputs/train/model"
+    model: str = "outputs/train/model"  # a model folder, an arcface_torch backbone.pth (+ arch) or an insightface .onnx
+    arch: str | None = None  # arch of a .pth model: r18 | r34 | r50 | r100 | r200; None: read from its keys
     benchmarks: dict[str, str] = {"twins": "outputs/benchmarks/twins.bin"}
     out: str = "outputs/eval"
     batch_size: PositiveInt = 256
@@ -250,6 +265,12 @@ class EvaluateCfg(Strict):
     flip: bool = True
     far_targets: list[Annotated[float, Field(gt=0, lt=1)]] = [1e-1, 1e-2, 1e-3, 1e-4]
     resize: bool = True  # benchmark crops of another side are resized to the model's (warned); false: refuse
+
+    @field_validator("benchmarks", mode="before")
+    @classmethod
+    def _drop_nulls(cls, value: Any) -> Any:
+        """``--set evaluate.benchmarks.twins=null`` removes a benchmark (e.g. to score only your own)."""
+        return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
 
 
 class IdentityCfg(Strict):
@@ -288,6 +309,8 @@ class Vec2FaceCfg(Strict):
     decoder_res_blocks: PositiveInt = 1  # per level; paper 2
     disc_dims: list[PositiveInt] = [16, 32, 64]  # patch discriminator widths; paper [64, 128, 256, 512]
     standardise_inputs: bool = False  # (v − training mean)·scale before the projection; paper: raw ArcFace features
+    geometry_codes: Annotated[int, Field(ge=0, le=136)] = 0  # landmark-PCA axes added to the input (pose,
+    # expression; facefoundry.identity.attributes), sampled per image at generation; 0 = the paper (vector only)
     # -- fMAE mask ratio: normal truncated to [min, 1] ----------------------------------------------
     train_mask_min: Prob = 0.5  # paper 0.5
     train_mask_mean: float = 0.75  # paper 0.75

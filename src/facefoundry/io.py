@@ -48,6 +48,40 @@ def read_json(path: str | os.PathLike) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def load_json_file(path: str | os.PathLike, what: str = "JSON file") -> dict:
+    """A JSON object from ``path`` that must exist and parse; one-line FaceFoundryError otherwise."""
+    from facefoundry.errors import FaceFoundryError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FaceFoundryError(f"{path}: missing ({what})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FaceFoundryError(f"{path}: unreadable {what} ({exc.__class__.__name__})") from None
+    except ValueError as exc:
+        raise FaceFoundryError(f"{path}: not valid JSON ({what}: {exc})") from None
+    if not isinstance(data, dict):
+        raise FaceFoundryError(f"{path}: a {what} must hold a JSON object, found {type(data).__name__}")
+    return data
+
+
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and prove a file can be written there, before any long work starts."""
+    from facefoundry.errors import FaceFoundryError, write_error_message
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        exc.filename = exc.filename or str(folder)
+        raise FaceFoundryError(write_error_message(exc) or f"cannot write to {folder}: {exc.strerror}") from None
+    return folder
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

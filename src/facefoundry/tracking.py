@@ -51,7 +51,14 @@ def git_commit() -> str | None:
 
 def _mlflow():  # noqa: ANN202 - imported lazily: mlflow takes seconds to import
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import logging
+
     import mlflow
+
+    if not os.environ.get("FACEFOUNDRY_MLFLOW_INFO"):  # "creating tables…" notes would bury the stage's own lines
+        for name in ("mlflow", "alembic"):
+            if logging.getLogger(name).level in (logging.NOTSET, logging.INFO):
+                logging.getLogger(name).setLevel(logging.WARNING)
 
     return mlflow
 

@@ -2,6 +2,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from facefoundry.data.check import SHOW_BAD
 from facefoundry.data.manifest import MANIFEST, Manifest, check_identity_counts, read_manifest, write_manifest
 from facefoundry.data.sources import open_source
 from facefoundry.errors import FaceFoundryError
@@ -82,7 +83,6 @@ def test_failed_generation_leaves_previous_dataset(tmp_path):
 
 
 def test_validate_lists_every_bad_image_with_a_count(tmp_path):
-    from facefoundry.stages import validate as v
 
     ds = make_dataset(tmp_path / "d", identities=4, per_identity=4)
     m = read_manifest(ds)
@@ -95,4 +95,4 @@ def test_validate_lists_every_bad_image_with_a_count(tmp_path):
         validate_dataset(ds, 32, 2)
     msg = str(err.value)
     assert "14 of 16 images are bad" in msg and "… and 4 more" in msg and "\n" not in msg
-    assert msg.count("sha256 differs") == v.SHOW_BAD and m.path[12] not in msg
+    assert msg.count("sha256 differs") == SHOW_BAD and m.path[12] not in msg

@@ -86,7 +86,9 @@ def test_corrupt_image_stops_training_with_its_name(tmp_path):
     victim = sorted((ds / "images").rglob("*.png"))[3]
     victim.write_bytes(b"\x89PNG broken")
     tiny_config(tmp_path, train={"dataset": str(ds)})
-    assert_one_line_error(ff(tmp_path, "train"), victim.name, "cannot decode image")
+    assert_one_line_error(ff(tmp_path, "train"), victim.name, "sha256 differs from the manifest")
+    # without the pre-check, decoding still stops at the broken file and names it
+    assert_one_line_error(ff(tmp_path, "--set", "train.verify_data=false", "train"), victim.name, "cannot decode image")
     assert not (tmp_path / "train" / "model").exists()
 
 

@@ -37,6 +37,18 @@ class FaceSource:
     def load(self, i: int, size: int | None = None) -> np.ndarray:
         raise NotImplementedError
 
+    def raw(self, i: int) -> tuple[bytes, str]:
+        """Image ``i`` as stored (encoded bytes) and the name errors use for it; OSError when unreadable."""
+        raise NotImplementedError
+
+    def expected_sha256(self, i: int) -> str | None:
+        """The hash the dataset records for image ``i``, when its format records one."""
+        return None
+
+    def name(self, i: int) -> str:
+        """Where image ``i`` lives inside the dataset (for messages and provenance)."""
+        return self.raw(i)[1]
+
     def describe(self) -> dict:
         return {"kind": self.kind, "root": str(self.root), "images": len(self),
                 "identities": self.num_classes}
@@ -54,6 +66,15 @@ class ManifestSource(FaceSource):
 
     def load(self, i: int, size: int | None = None) -> np.ndarray:
         return read_image(self.root / self.manifest.path[i], size)
+
+    def raw(self, i: int) -> tuple[bytes, str]:
+        return (self.root / self.manifest.path[i]).read_bytes(), self.name(i)
+
+    def name(self, i: int) -> str:
+        return str(self.manifest.path[i])
+
+    def expected_sha256(self, i: int) -> str | None:
+        return str(self.manifest.sha256[i])
 
 
 class FolderSource(FaceSource):
@@ -77,6 +98,12 @@ class FolderSource(FaceSource):
 
     def load(self, i: int, size: int | None = None) -> np.ndarray:
         return read_image(self.paths[i], size)
+
+    def raw(self, i: int) -> tuple[bytes, str]:
+        return self.paths[i].read_bytes(), self.name(i)
+
+    def name(self, i: int) -> str:
+        return self.paths[i].relative_to(self.root).as_posix()
 
 
 class RecordIOSource(FaceSource):
@@ -107,6 +134,12 @@ class RecordIOSource(FaceSource):
         key = self.keys[i]
         _, payload = unpack_record(self.reader.read(key))
         return decode_image(payload, f"{self.root / 'train.rec'}#record{key}", size)
+
+    def raw(self, i: int) -> tuple[bytes, str]:
+        return unpack_record(self.reader.read(self.keys[i]))[1], self.name(i)
+
+    def name(self, i: int) -> str:
+        return f"train.rec#record{self.keys[i]}"
 
 
 def open_source(path: str | Path) -> FaceSource:

@@ -18,6 +18,7 @@ import numpy as np
 
 from facefoundry.data.images import encode_image
 from facefoundry.data.manifest import COLUMNS, Manifest, write_manifest
+from facefoundry.errors import FaceFoundryError, note_saved, write_error_message
 from facefoundry.io import atomic_dir, atomic_write_json, swap_into_place
 
 JOURNAL, RESUME = "rows.jsonl", "resume.json"
@@ -94,7 +95,11 @@ class DatasetWriter:
                 write_manifest(self._tmp, self.manifest)
             return self._stack.__exit__(exc_type, exc, tb)
         self._journal.close()
+        if isinstance(exc, OSError) and write_error_message(exc):  # full disk: say where the kept work is
+            raise FaceFoundryError(f"{write_error_message(exc)}; the {len(self.manifest)} finished images are kept in "
+                                   f"{self._tmp} (delete it to give up)") from None
         if exc_type is not None:
+            note_saved("dataset", f"{len(self.manifest)} finished images in {self._tmp}")
             return False  # keep the partial folder: the next run resumes from it
         write_manifest(self._tmp, self.manifest)
         (self._tmp / JOURNAL).unlink()

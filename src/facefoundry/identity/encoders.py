@@ -102,28 +102,11 @@ class TorchFREncoder(IdentityEncoder):
     @classmethod
     def from_arcface_torch(cls, path: str | Path) -> "TorchFREncoder":
         """An insightface ``arcface_torch`` ``backbone.pth`` (112 px, RGB, (x/255 − 0.5)/0.5)."""
-        from facefoundry.models.iresnet import IResNet
+        from facefoundry.models.released import import_arcface_torch
 
-        path = Path(path)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - corrupt, truncated, or a pickle with code in it
-            raise FaceFoundryError(f"{path}: not a loadable PyTorch state dict ({exc.__class__.__name__})") from None
-        if not isinstance(state, dict) or "conv1.weight" not in state or "fc.weight" not in state:
-            raise FaceFoundryError(f"{path}: not an arcface_torch IResNet state dict (no conv1/fc weights)")
-        layers = [len({k.split(".")[1] for k in state if k.startswith(f"layer{i}.")}) for i in range(1, 5)]
-        width = state["conv1.weight"].shape[0]
-        emb, flat = state["fc.weight"].shape
-        side = int(round((flat / (width * 8)) ** 0.5))
-        input_size = 112 if side == 7 else side * 16  # arcface_torch models are 112 px
-        se = any(".se." in k for k in state)
-        net = IResNet(layers, width, emb, input_size, se)
-        try:
-            net.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0]
-            raise FaceFoundryError(f"{path}: state dict does not fit IResNet{layers} ({first})") from None
-        return cls(net, "RGB", 0.5, 0.5, input_size, "arcface_torch", str(path))
+        model = import_arcface_torch(path)  # weights only; one-line errors for damaged or unfitting files
+        p = model.preprocess
+        return cls(model.backbone, p.color_order, p.mean, p.std, p.image_size, "arcface_torch", str(path))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = resize(images, self.input.size)

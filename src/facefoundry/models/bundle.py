@@ -7,7 +7,6 @@ came from (dataset hash, MLflow run).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import torch
 
 from facefoundry.data.transforms import Preprocess
 from facefoundry.errors import FaceFoundryError
-from facefoundry.io import atomic_write_json
+from facefoundry.io import atomic_write_json, load_json_file
 from facefoundry.models.heads import MarginHead
 from facefoundry.models.iresnet import IResNet
 
@@ -46,10 +45,15 @@ class FRModel:
         path = folder / INDEX
         if not path.is_file():
             raise FaceFoundryError(f"{folder}: not a FaceFoundry model (no {INDEX})")
-        index = json.loads(path.read_text())
+        index = load_json_file(path, "model index")
+        if not isinstance(index.get("preprocess"), dict):
+            raise FaceFoundryError(f"{path}: no 'preprocess' section (colour order, normalisation, input size)")
         backbone = IResNet.from_pretrained(folder / "backbone", map_location)
         head = MarginHead.from_pretrained(folder / "head", map_location) if with_head and index.get("head") else None
-        pre = Preprocess(**index.pop("preprocess"))
+        try:
+            pre = Preprocess(**index.pop("preprocess"))
+        except TypeError as exc:
+            raise FaceFoundryError(f"{path}: bad 'preprocess' section ({exc})") from None
         return cls(backbone=backbone, preprocess=pre, info=index, head=head)
 
 

@@ -1,14 +1,16 @@
 """``evaluate`` stage: every configured benchmark, 10-fold accuracy, TAR@FAR, ROC, histograms.
 
-What is scored is either the trained FR model (``evaluate.model``) or, with ``--encoder``, one or
-more pretrained identity encoders (``facefoundry.identity``) through the same protocol.
+What is scored is either the trained FR model (``evaluate.model``: a model folder, or a released
+insightface model — an arcface_torch ``backbone.pth`` with ``evaluate.arch``, or an ``.onnx``), or,
+with ``--encoder``, one or more pretrained identity encoders (``facefoundry.identity``) through the
+same protocol.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -34,7 +36,11 @@ from facefoundry.tracking import (
 from facefoundry.verification.binfile import read_bin
 from facefoundry.verification.protocol import VerificationResult, embed, evaluate_pairs
 
-Embedder = Callable[[np.ndarray], np.ndarray]  # uint8 [N,H,W,3] → unit vectors [N,D]
+if TYPE_CHECKING:
+    from facefoundry.models.released import OnnxModel
+
+RELEASED_SUFFIXES = (".pth", ".pt", ".onnx")  # evaluate.model as a released file rather than a model folder
+Embedder = Callable[[np.ndarray, str], np.ndarray]  # (uint8 [N,H,W,3], progress label) → unit vectors [N,D]
 
 
 def parse_benchmarks(items: list[str]) -> dict[str, str]:
@@ -62,10 +68,14 @@ def evaluate_embedder(embedder: Embedder, benchmarks: dict[str, str], cfg: Confi
     if missing:
         raise FaceFoundryError(f"benchmark file does not exist ({'; '.join(missing)})")
     loaded = {name: read_bin(path, image_size) for name, path in benchmarks.items()}  # every file is checked
+    small = [f"{benchmarks[n]}: {len(p.issame)} pairs cannot be split into {e.nfolds} folds (evaluate.nfolds)"
+             for n, p in loaded.items() if len(p.issame) < e.nfolds]
+    if small:
+        raise FaceFoundryError("; ".join(small))
     results = []                                                                      # before any is scored
     for name, pairs in loaded.items():
         t0 = time.perf_counter()
-        emb = embedder(pairs.images)
+        emb = embedder(pairs.images, f"{label} on {name}")
         res = evaluate_pairs(name, emb, pairs.issame, e.nfolds, e.distance, e.far_targets)
         res.embed_seconds = time.perf_counter() - t0
         log(f"{label} on {name}: accuracy {res.accuracy:.4f} ± {res.accuracy_std:.4f} over {res.pairs} pairs, "
@@ -74,27 +84,33 @@ def evaluate_embedder(embedder: Embedder, benchmarks: dict[str, str], cfg: Confi
     return results
 
 
-def model_embedder(model: FRModel, cfg: Config) -> Embedder:
-    """The model's embedding of benchmark crops, resized to its input side when they differ."""
-    device = resolve_device(cfg.base.device)
-    backbone = model.backbone.to(device).eval()
+def model_embedder(model: FRModel | OnnxModel, cfg: Config) -> Embedder:
+    """The model's embedding of benchmark crops, resized to its input side when they differ.
+
+    An ONNX model (``models.released.OnnxModel``) runs in onnxruntime; its inputs stay on the CPU.
+    """
+    if isinstance(model, FRModel):
+        device = resolve_device(cfg.base.device)
+        forward = model.backbone.to(device).eval().embed_raw
+    else:
+        device, forward = torch.device("cpu"), model.embed_raw
     e, size = cfg.evaluate, model.preprocess.image_size
 
-    def run(images: np.ndarray) -> np.ndarray:
+    def run(images: np.ndarray, desc: str = "") -> np.ndarray:
         if images.shape[1] != size:
             log(f"warning: resizing {images.shape[1]}-px benchmark crops to the model's {size} px "
                 "(as insightface does for non-native sizes; evaluate.resize: false to refuse)")
-        return embed(backbone.embed_raw, resize_uint8(images, size), model.preprocess, e.batch_size, e.flip, device)
+        return embed(forward, resize_uint8(images, size), model.preprocess, e.batch_size, e.flip, device, desc)
 
     return run
 
 
 def encoder_embedder(encoder, cfg: Config) -> Embedder:  # noqa: ANN001
     encoder.to(resolve_device(cfg.base.device))
-    return lambda images: encoder.embed(images, cfg.evaluate.batch_size, cfg.evaluate.flip)
+    return lambda images, desc="": encoder.embed(images, cfg.evaluate.batch_size, cfg.evaluate.flip, desc)
 
 
-def evaluate_model(model: FRModel, benchmarks: dict[str, str], cfg: Config,
+def evaluate_model(model: FRModel | OnnxModel, benchmarks: dict[str, str], cfg: Config,
                    where: str = "evaluate.benchmarks.") -> list[VerificationResult]:
     """The trained FR model on every benchmark (crops of another side are resized to the model's)."""
     native = None if cfg.evaluate.resize else model.preprocess.image_size  # refuse other sizes when loading
@@ -141,8 +157,13 @@ def run_evaluate(cfg: Config, encoders: list[str] | None = None, benchmarks: lis
     """Score the trained model, or each ``--encoder``, on the configured (or ``--benchmark``) files."""
     benches = parse_benchmarks(benchmarks) if benchmarks else dict(cfg.evaluate.benchmarks)
     where = "--benchmark " if benchmarks else "evaluate.benchmarks."
+    if not benches:
+        raise FaceFoundryError("no benchmark to evaluate on: evaluate.benchmarks is empty (add NAME=PATH.bin "
+                               "with --benchmark or --set evaluate.benchmarks.NAME=PATH.bin)")
     if encoders:
         return _run_encoders(cfg, encoders, benches, where)
+    if Path(cfg.evaluate.model).suffix.lower() in RELEASED_SUFFIXES and not Path(cfg.evaluate.model).is_dir():
+        return _run_released(cfg, benches, where)
     model = FRModel.load(cfg.evaluate.model)
     record = run_record(cfg.evaluate.model)  # the training run's side file (never a DVC output)
     train_run, recipe = record.get("run_id"), record.get("recipe") or model.info.get("recipe")
@@ -150,13 +171,7 @@ def run_evaluate(cfg: Config, encoders: list[str] | None = None, benchmarks: lis
     with stage_run(cfg, "evaluate", ["evaluate"], tags, name=run_name("evaluate", recipe, *benches)):
         with torch.inference_mode():
             results = evaluate_model(model, benches, cfg, where)
-        metrics = _log_results(results)
-        log_metrics(metrics)
-        log_figure(roc_figure({r.name: (r.fpr, r.tpr, r.auc) for r in results}), "plots/roc.png")
-        table = results_table([("model", r) for r in results])
-        log_text(table, "results.md")
-        print(table, end="")
-        _write_outputs(Path(cfg.evaluate.out), metrics, [("", r) for r in results])
+        metrics = _report(cfg, results)
         if record.get("fingerprint") == model.info.get("fingerprint"):
             attach_model_metrics(record, metrics)  # the logged model and its registry version
     if train_run and record.get("fingerprint") == model.info.get("fingerprint"):
@@ -165,6 +180,34 @@ def run_evaluate(cfg: Config, encoders: list[str] | None = None, benchmarks: lis
         except Exception as exc:  # noqa: BLE001 - the training run may live in another store
             log(f"could not add metrics to training run {train_run}: {exc.__class__.__name__}")
     return metrics
+
+
+def _report(cfg: Config, results: list[VerificationResult]) -> dict[str, float]:
+    """One scored model: metrics, histograms and ROC to MLflow, the table to stdout, DVC files to evaluate.out."""
+    metrics = _log_results(results)
+    log_metrics(metrics)
+    log_figure(roc_figure({r.name: (r.fpr, r.tpr, r.auc) for r in results}), "plots/roc.png")
+    table = results_table([("model", r) for r in results])
+    log_text(table, "results.md")
+    print(table, end="")
+    _write_outputs(Path(cfg.evaluate.out), metrics, [("", r) for r in results])
+    return metrics
+
+
+def _run_released(cfg: Config, benches: dict[str, str], where: str) -> dict:
+    """``evaluate.model`` is a released insightface model: an arcface_torch ``.pth`` (+ arch) or an ONNX file."""
+    from facefoundry.models.released import load_model
+
+    spec = Path(cfg.evaluate.model)
+    model = load_model(spec, cfg.evaluate.arch, resolve_device(cfg.base.device))  # every problem: one line
+    fmt, arch = model.info["source_format"], model.info.get("arch")
+    log(f"evaluating {spec} ({fmt}{', ' + arch if arch else ''}, {model.preprocess.image_size}-px input)")
+    tags = {"facefoundry.model": str(spec), "facefoundry.model_format": fmt,
+            **({"facefoundry.arch": arch} if arch else {})}
+    with stage_run(cfg, "evaluate", ["evaluate"], tags, name=run_name("evaluate", spec.name, *benches)):
+        with torch.inference_mode():
+            results = evaluate_model(model, benches, cfg, where)
+        return _report(cfg, results)
 
 
 def _run_encoders(cfg: Config, encoders: list[str], benches: dict[str, str], where: str) -> dict:

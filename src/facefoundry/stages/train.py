@@ -67,9 +67,12 @@ def run_train(cfg: Config, stop_after: int | None = None) -> dict:
         f"{sum(p.numel() for p in trainer.backbone.parameters()) / 1e6:.2f}M backbone parameters")
     reopen = (record.get("run_id") if record.get("fingerprint") == trainer.fingerprint
               and (out / CHECKPOINT).is_file() else None)
-    name = run_name("train", recipe, backbone_label(cfg), t.head.name, f"lr {t.lr:g}", f"{t.epochs} ep",
+    init = trainer.init_info  # train.init: the starting weights, recorded on the run and in the model folder
+    label = f"{init['arch']} from {Path(init['path']).name}" if init else backbone_label(cfg)
+    name = run_name("train", recipe, label, t.head.name, f"lr {t.lr:g}", f"{t.epochs} ep",
                     f"seed {cfg.base.seed}")
-    tags = {"facefoundry.dataset": str(trainer.source.root), "facefoundry.recipe": recipe}
+    tags = {"facefoundry.dataset": str(trainer.source.root), "facefoundry.recipe": recipe,
+            **({"facefoundry.init": init["path"], "facefoundry.init_md5": init["md5"]} if init else {})}
     with stage_run(cfg, "train", ["train"], tags, run_id=reopen, name=name) as run:
         write_run_record(out, {"run_id": run.info.run_id, "fingerprint": trainer.fingerprint, "recipe": recipe})
         resumed = reopen is not None and run.info.run_id == reopen
@@ -78,7 +81,8 @@ def run_train(cfg: Config, stop_after: int | None = None) -> dict:
             meta = getattr(getattr(trainer.source, "manifest", None), "meta", None)
             if meta:
                 _mlflow().log_params(recipe_params(meta))
-            log_metrics({"data/images": len(trainer.source), "data/identities": trainer.source.num_classes})
+            log_metrics({"data/images": len(trainer.source), "data/identities": trainer.source.num_classes,
+                         **{f"data/{k}": v for k, v in trainer.data_checks.items()}})
             log_image(dataset_grid(trainer.source, seed=cfg.base.seed), "samples/train_grid.png")
         else:
             digest = trainer.dataset_digest
@@ -102,7 +106,7 @@ def run_train(cfg: Config, stop_after: int | None = None) -> dict:
         reg = log_torch_model(RawEmbedding(model.backbone), cfg.base.image_size, "model",
                               registered_name=t.registered_model, onnx_path=onnx, alias=_alias(recipe),
                               tags={"recipe": recipe, "dataset_dvc_md5": digest, "train_run_id": run.info.run_id,
-                                    "backbone": backbone_label(cfg), "head": t.head.name})
+                                    "backbone": label, "head": t.head.name})
         write_run_record(out, {"run_id": run.info.run_id, "fingerprint": trainer.fingerprint, "recipe": recipe,
                                **reg})
         # DVC metrics: reproducible numbers only (no run ids, digests or timings)

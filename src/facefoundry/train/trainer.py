@@ -19,23 +19,26 @@ import torch
 from torch import nn
 
 from facefoundry.config import Config
+from facefoundry.data.check import verify_for_training
 from facefoundry.data.manifest import check_identity_counts
 from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.data.transforms import FaceAugment, Preprocess, random_hflip
 from facefoundry.device import dist_info, resolve_device, seed_everything
-from facefoundry.errors import FaceFoundryError
+from facefoundry.errors import FaceFoundryError, note_saved
 from facefoundry.io import atomic_write_bytes
 from facefoundry.models.bundle import FRModel, export_onnx
 from facefoundry.models.heads import MarginHead
-from facefoundry.models.iresnet import build_backbone
+from facefoundry.models.iresnet import IResNet, build_backbone
+from facefoundry.progress import track
 from facefoundry.tracking import dvc_dir_hash
+from facefoundry.train.checkpoint import read_checkpoint
 from facefoundry.train.feed import Feeder, image_size_of
 from facefoundry.train.schedule import lr_at
 
 CHECKPOINT = "checkpoint.pt"
 # Settings that do not change what is learned; a checkpoint made under other values resumes.
 _NOT_FINGERPRINTED = {"out", "log_every", "num_workers", "export_onnx", "threads", "preload_max_mb", "metrics",
-                      "recipe", "registered_model"}
+                      "recipe", "registered_model", "non_rgb", "verify_data"}
 
 
 class BatchMixer(Protocol):
@@ -75,8 +78,13 @@ class TrainResult:
     resumed_from: int = 0
 
 
-def fingerprint(cfg: Config, dataset_digest: str) -> str:
+def fingerprint(cfg: Config, dataset_digest: str, init_digest: str | None = None) -> str:
     t = {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
+    if t.get("init") is None:  # no starting model: the fingerprint runs had before train.init existed
+        t.pop("init", None)
+        t.pop("init_arch", None)
+    else:  # the starting weights themselves, not only their path
+        t["init_digest"] = init_digest
     blob = json.dumps({"train": t, "seed": cfg.base.seed, "size": cfg.base.image_size, "data": dataset_digest},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -103,11 +111,17 @@ class Trainer:
         self.preprocess = Preprocess(image_size=self.size)
         self.augment = FaceAugment(self.t.augment)
         b = self.t.backbone
+        self.init_info: dict = {}
+        start = self._load_init() if self.t.init else None
         seed_everything(cfg.base.seed)
-        self.backbone = build_backbone(b.name, self.size, b.embedding_size, b.width, b.layers, b.se, b.dropout)
+        if start is None:
+            self.backbone = build_backbone(b.name, self.size, b.embedding_size, b.width, b.layers, b.se, b.dropout)
+        else:  # the starting model's architecture and weights (train.backbone's dropout); the head is new
+            self.backbone = IResNet(**{**start.backbone.config, "dropout": b.dropout})
+            self.backbone.load_state_dict(start.backbone.state_dict())
         h = self.t.head
-        self.head = MarginHead(self.source.num_classes, b.embedding_size, h.name, h.s, h.m1, h.m2, h.m3,
-                               h.m, h.h, h.t_alpha)
+        self.head = MarginHead(self.source.num_classes, self.backbone.config["embedding_size"], h.name, h.s, h.m1,
+                               h.m2, h.m3, h.m, h.h, h.t_alpha)
         self.net = _Net(self.backbone, self.head).to(self.device)
         self.ddp = self.net
         if self.world > 1:
@@ -118,10 +132,32 @@ class Trainer:
         self.opt = torch.optim.SGD(self.net.parameters(), lr=self.t.lr, momentum=self.t.momentum,
                                    weight_decay=self.t.weight_decay)
         self.out = Path(self.t.out)
+        self.dataset_digest = dvc_dir_hash(self.source.root)
+        # every image's hash and colour mode, before any is decoded (once per dataset version, cached)
+        self.data_checks = verify_for_training(self.source, self.dataset_digest, self.t.non_rgb, log) \
+            if self.t.verify_data else {}
         self.feeder = Feeder(self.source, self.size, self.t.batch_size, self.t.preload_max_mb,
                              self.t.num_workers, self.rank, self.world, progress=log)
-        self.dataset_digest = dvc_dir_hash(self.source.root)
-        self.fingerprint = fingerprint(cfg, self.dataset_digest)
+        self.fingerprint = fingerprint(cfg, self.dataset_digest, self.init_info.get("md5"))
+
+    def _load_init(self) -> FRModel:
+        """``train.init``: backbone weights and preprocessing to start from (a folder, ``.pth`` or ``.onnx``)."""
+        from facefoundry.models.released import file_digest, load_backbone
+
+        start = load_backbone(self.t.init, self.t.init_arch)
+        side = start.preprocess.image_size
+        if side != self.size:
+            raise FaceFoundryError(f"train.init {self.t.init}: the model takes {side}-px input but base.image_size is "
+                                   f"{self.size}; train on {side}-px crops (base.image_size={side}) or start from a "
+                                   f"{self.size}-px model")
+        self.preprocess = start.preprocess  # the colour order and normalisation the weights were trained with
+        c = start.backbone.config
+        arch = start.info.get("arch") or f"iresnet{list(c['layers'])}"
+        self.init_info = {"path": str(self.t.init), "md5": file_digest(self.t.init), "arch": arch,
+                          "format": start.info.get("source_format", "facefoundry")}
+        self.log(f"starting from {self.t.init} ({arch}, width {c['width']}, {c['embedding_size']}-d); "
+                 f"a fresh {self.t.head.name} head for {self.source.num_classes} classes")
+        return start
 
     # -- checkpoints -----------------------------------------------------------------
     def _save_checkpoint(self, epoch: int, history: list[EpochStats]) -> None:
@@ -133,15 +169,12 @@ class Trainer:
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.out / CHECKPOINT, buf.getvalue())
+        note_saved("train", f"epoch {epoch} checkpoint in {self.out / CHECKPOINT}")
 
     def _load_checkpoint(self) -> tuple[int, list[EpochStats]]:
         path = self.out / CHECKPOINT
-        if not path.is_file():
-            return 0, []
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - a damaged checkpoint must not stop a fresh start
-            self.log(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); starting afresh")
+        state = read_checkpoint(path, self.device, self.log)
+        if state is None:
             return 0, []
         if state.get("fingerprint") != self.fingerprint:
             self.log(f"{path}: made with other settings or data; starting afresh")
@@ -165,7 +198,9 @@ class Trainer:
             self.net.train()
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             lr = self.t.lr
-            for i, (images, labels) in enumerate(self.feeder.epoch(self.cfg.base.seed + epoch)):
+            batches = track(self.feeder.epoch(self.cfg.base.seed + epoch), total=steps, unit="batch",
+                            desc=f"train {epoch + 1}/{self.t.epochs}", disable=self.rank != 0)
+            for i, (images, labels) in enumerate(batches):
                 step = epoch * steps + i
                 lr = lr_at(step, total, self.t.lr, warm, self.t.schedule, milestones, self.t.gamma)
                 for g in self.opt.param_groups:
@@ -188,6 +223,7 @@ class Trainer:
                     correct += int((self.head.cosines(emb).argmax(1) == labels).sum())
                 seen += len(labels)
                 loss_sum += float(loss.detach()) * len(labels)
+                batches.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.4f}")
                 if self.rank == 0 and (i + 1) % self.t.log_every == 0:
                     rate = seen / (time.perf_counter() - t0)
                     self.log(f"epoch {epoch + 1}/{self.t.epochs} step {i + 1}/{steps} loss {loss_sum / seen:.3f} "
@@ -209,7 +245,8 @@ class Trainer:
         self.net.eval()
         model = FRModel(self.backbone.cpu(), self.preprocess,
                         {"num_classes": self.source.num_classes, "dataset": str(self.source.root),
-                         "dataset_dvc_md5": self.dataset_digest, "fingerprint": self.fingerprint, **info},
+                         "dataset_dvc_md5": self.dataset_digest, "fingerprint": self.fingerprint,
+                         **({"init": self.init_info} if self.init_info else {}), **info},
                         self.head.cpu())
         model.save(self.out / "model")
         if self.t.export_onnx:

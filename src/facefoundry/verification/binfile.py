@@ -24,8 +24,31 @@ _ALLOWED = {
 }
 
 
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """What a Python 3 protocol-2 pickle of ``bytes`` calls (``_codecs.encode(text, 'latin1')``); no other codec."""
+    if not isinstance(text, str) or encoding.lower().replace("-", "").replace("_", "") not in ("latin1", "iso88591"):
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin-1")
+
+
+def _empty_bytes(*args: object) -> bytes:
+    """Protocol 2 pickles ``b""`` as ``bytes()``; any argument (``bytes(10**12)``) is refused."""
+    if args:
+        raise pickle.UnpicklingError("refusing bytes() with arguments")
+    return b""
+
+
+# Python 3 writers using protocol 2 (common for .bin files) encode bytes through these two: safe wrappers only
+_WRAPPED = {("_codecs", "encode"): _latin1_encode, ("builtins", "bytes"): _empty_bytes,
+            ("__builtin__", "bytes"): _empty_bytes}
+
+
 class _SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):  # noqa: ANN201
+        if (module, name) in _WRAPPED:
+            return _WRAPPED[(module, name)]
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")

@@ -26,10 +26,11 @@ ENV["GIT_PYTHON_REFRESH"] = "quiet"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(tmp: Path, *args: str, fault: list[str] | None = None, params: bool = True) -> subprocess.CompletedProcess:
+def run(tmp: Path, *args: str, fault: list[str] | None = None, params: bool = True,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     head = [sys.executable, "-m", "tests.faults", *fault, "--"] if fault else [sys.executable, "-m", "facefoundry"]
     cli = ["--params", str(tmp / "params.yaml")] if params else []
-    env = {**ENV, "PYTHONPATH": f"{ROOT}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
+    env = {**ENV, "PYTHONPATH": f"{ROOT}{os.pathsep}{ENV.get('PYTHONPATH', '')}", **(env or {})}
     return subprocess.run([*head, *cli, *args], cwd=tmp, capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -158,8 +159,9 @@ def test_benchmarks_can_all_be_removed_and_then_evaluate_says_so(tmp_path, model
     assert_error(run(tmp_path, "--set", "evaluate.benchmarks.twins=null", "evaluate"), "no benchmark to evaluate on")
     own = _bin(tmp_path / "own.bin")
     ok = run(tmp_path, "--set", "evaluate.benchmarks.twins=null", "--set", f"evaluate.benchmarks.own={own}",
-             "evaluate")
+             "evaluate", env={"FACEFOUNDRY_PROGRESS": "lines", "FACEFOUNDRY_PROGRESS_EVERY": "0"})
     assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "model on own: 40/40 img (100%)" in ok.stderr  # embedding shows progress (plain lines off a terminal)
     assert "on own: accuracy" in ok.stderr and "twins" not in ok.stderr.split("on own")[0].split("\n")[-1]
 
 

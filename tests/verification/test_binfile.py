@@ -56,3 +56,29 @@ def test_refuses_code_in_pickle(tmp_path):
         pickle.dump(([Evil()], []), f)
     with pytest.raises(FaceFoundryError, match="not an insightface .bin .*refusing to load"):
         read_bin(tmp_path / "evil.bin")
+
+
+def test_protocol_2_pickles_from_python_3_are_read_and_tricks_refused(tmp_path):
+    """Python 3 writes ``bytes`` in protocol 2 as ``_codecs.encode(text, 'latin1')`` (and ``b''`` as ``bytes()``)."""
+    import codecs
+
+    rng = np.random.default_rng(0)
+    images = [encode_image(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)) for _ in range(4)]
+    path = tmp_path / "p2.bin"
+    path.write_bytes(pickle.dumps((images, np.array([True, False])), protocol=2))
+    assert b"_codecs" in path.read_bytes()
+    pairs = read_bin(path)
+    assert pairs.images.shape == (4, 8, 8, 3) and list(pairs.issame) == [True, False]
+
+    class OtherCodec:  # a legal-looking call with another codec
+        def __reduce__(self):
+            return (codecs.encode, ("x", "zlib_codec"))
+
+    class BigBytes:  # bytes(n) would allocate n bytes
+        def __reduce__(self):
+            return (bytes, (10**12,))
+
+    for trick, why in ((OtherCodec(), "encoding 'zlib_codec'"), (BigBytes(), "bytes\\(\\) with arguments")):
+        path.write_bytes(pickle.dumps(([trick] * 4, [True, False]), protocol=2))
+        with pytest.raises(FaceFoundryError, match=f"not an insightface .bin .*{why}"):
+            read_bin(path)

@@ -205,6 +205,43 @@ def report() -> None:
 
 
 @app.command()
+def leaderboard(
+    experiment: list[str] = typer.Option([], "--experiment", help="MLflow experiment to rank (repeatable; default "
+                                         "base.experiment). Not the global -e, which names a config file."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Rank on: average (the mean over the benchmarks "
+                                         "every ranked run has), a benchmark (twins, real, lfw, …) or data/<name> "
+                                         "(default: report.benchmark, else average)."),
+    top: Optional[int] = typer.Option(None, "--top", min=1, help="Show the best N recipes (default: report.top)."),
+    include_adhoc: Optional[bool] = typer.Option(None, "--include-adhoc/--exclude-adhoc", help="Also rank runs "
+                                                 "started outside a pipeline (default: report.include_adhoc)."),
+) -> None:
+    """Rank recipes across runs and experiments: a table per benchmark, the average and the data metrics."""
+    from facefoundry.stages.report import run_leaderboard
+
+    cfg = _cfg()
+    _writable(cfg.report.out)
+    run_leaderboard(cfg, experiment, metric, top, include_adhoc)
+
+
+@app.command()
+def promote(
+    metric: Optional[str] = typer.Option(None, "--metric", help="What best means: average, a benchmark or "
+                                         "data/<name> (default: promote.metric)."),
+    experiment: list[str] = typer.Option([], "--experiment", help="MLflow experiment to pick from (repeatable; "
+                                         "default base.experiment)."),
+    gate: Optional[bool] = typer.Option(None, "--gate/--no-gate", help="Require the quality gate promote.gate "
+                                        "(default: promote.gate.enabled)."),
+    include_adhoc: Optional[bool] = typer.Option(None, "--include-adhoc/--exclude-adhoc", help="Also consider runs "
+                                                 "started outside a pipeline (default: report.include_adhoc)."),
+) -> None:
+    """Register the best run's FR model as models:/<name>@champion (the old one keeps @previous), and write
+    its recipe (promote.out) and dataset card (promote.card)."""
+    from facefoundry.promote import run_promote
+
+    run_promote(_cfg(), metric, experiment, gate, include_adhoc, _state.get("params") or "params.yaml")
+
+
+@app.command()
 def pipeline(
     overrides: list[str] = typer.Argument(None, help="params.yaml overrides, e.g. train.lr=0.05 (several, or one "
                                            "space-separated string as `mlflow run -P set=...` passes them)."),
@@ -232,6 +269,41 @@ def pipeline(
     rc = subprocess.call(cmd)
     if rc:
         raise typer.Exit(rc)
+
+
+@app.command()
+def sweep(
+    spec: str = typer.Argument(..., help="Sweep spec, e.g. experiments/sweep_smoke.yaml (search space, objective, "
+                               "budget, resources per trial)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the stopped sweep in the output folder "
+                                "(Tuner.restore: finished trials are kept, not rerun)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: the spec's "
+                                          "address, else RAY_ADDRESS, else Ray on this machine's cores)."),
+    out: Optional[str] = typer.Option(None, "--out", help="Sweep folder (default: the spec's out, else "
+                                      "outputs/sweeps/<name>)."),
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Ray Tune's own progress tables and the "
+                                "trials' output on the console (trial logs are always in trials/<id>/trial.log)."),
+) -> None:
+    """Sweep a space of recipes with Ray Tune (Optuna TPE + ASHA); one MLflow parent run, one child per trial."""
+    from facefoundry.sweep.spec import load_spec
+
+    s = load_spec(spec, _state.get("params"), _state.get("experiment"), _state.get("sets"), out)  # one-line errors
+    _writable(s.out)
+    from facefoundry.sweep.run import run_sweep
+
+    try:
+        outcome = run_sweep(s, resume=resume, address=address, verbose=verbose)
+    except KeyboardInterrupt:
+        outcome = None
+    if outcome is None or outcome.interrupted:
+        extra = "".join(f" {o} {v}" for o, v in (("--out", out), ("--address", address)) if v)
+        if (s.out / "ray" / "tune").is_dir():
+            print(f"interrupted: finished trials are kept in {s.out}; resume with: facefoundry sweep {spec} --resume"
+                  f"{extra}", file=sys.stderr)
+        else:
+            print(f"interrupted before any trial started; run the same command again to start: facefoundry sweep "
+                  f"{spec}{extra}", file=sys.stderr)
+        sys.exit(130)
 
 
 @app.command("config")

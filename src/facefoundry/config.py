@@ -376,6 +376,33 @@ class ReportCfg(Strict):
     include_adhoc: bool = False  # also rank runs started outside a pipeline (plain CLI calls)
 
 
+class GateCfg(Strict):
+    """Quality gate of ``facefoundry promote``: the winning run's data must pass every threshold set here.
+
+    Thresholds read the training run's ``data/*`` metrics (and its dataset's validate run: duplicates,
+    judges). All off (None) by default; a threshold whose metric was never measured fails.
+    """
+
+    enabled: bool = False  # require the gate (``promote --gate`` / ``--no-gate`` override it)
+    min_identities: PositiveInt | None = None  # data/identities ≥ this
+    min_images: PositiveInt | None = None  # data/images ≥ this
+    max_duplicate_images: Annotated[int, Field(ge=0)] | None = None  # data/duplicate_images ≤ this (validate)
+    min_judge_gap: float | None = None  # every judge's intra_mean − inter_mean ≥ this (validate's judge_<name>_*)
+    max_tau: Annotated[float, Field(ge=-1, le=1)] | None = None  # generators trained on real photos: the leakage
+    # filter must be on (avoid_training) with τ ≤ this (data.<generator>.tau)
+    min_accuracy: dict[str, Prob] = {}  # benchmark → minimum accuracy of the run, e.g. {real: 0.6}
+
+
+class PromoteCfg(Strict):
+    """``facefoundry promote``: the best run's FR model becomes ``models:/<name>@champion``."""
+
+    metric: str = "average"  # what "best" means: average | <benchmark> | data/<name> (as `facefoundry leaderboard`)
+    registered_model: str | None = None  # Model Registry name; None: train.registered_model
+    out: str = "experiments/promoted.yaml"  # the winning recipe (deep-merge it on params.yaml to reproduce)
+    card: str = "experiments/promoted_card.md"  # the dataset card written beside it
+    gate: GateCfg = GateCfg()
+
+
 class Config(Strict):
     _sources: str = PrivateAttr(default="in-memory config")  # what load_config read (recorded by every run)
     base: BaseCfg = BaseCfg()
@@ -387,6 +414,7 @@ class Config(Strict):
     train: TrainCfg = TrainCfg()
     evaluate: EvaluateCfg = EvaluateCfg()
     report: ReportCfg = ReportCfg()
+    promote: PromoteCfg = PromoteCfg()
     align: AlignCfg = AlignCfg()
     identity: IdentityCfg = IdentityCfg()
     vec2face: Vec2FaceCfg = Vec2FaceCfg()

@@ -65,6 +65,7 @@ def _mlflow():  # noqa: ANN202 - imported lazily: mlflow takes seconds to import
 
 PIPELINE_ENV = "FACEFOUNDRY_PIPELINE_ID"  # set by `facefoundry pipeline`, sweeps, or a user to group stage runs
 PIPELINE_NAME_ENV = "FACEFOUNDRY_PIPELINE_NAME"
+PARENT_RUN_ENV = "FACEFOUNDRY_PARENT_RUN_ID"  # a sweep trial's run: stage runs nest under it (no pipeline run)
 
 
 def _proc_stat(pid: int) -> tuple[int, str] | None:
@@ -213,12 +214,14 @@ def stage_run(cfg: Config, stage: str, sections: list[str], tags: dict[str, str]
     ctx = pipeline_context()
     if ctx is None and outer is not None:
         ctx = {"id": outer[:12], "source": "mlflow", "dvc_exp": "", "name": "mlflow run"}
+    parent = os.environ.get(PARENT_RUN_ENV)
+    if ctx is not None or parent:
+        all_tags["mlflow.parentRunId"] = parent or _pipeline_parent(client, experiment.experiment_id, ctx, outer, commit)
     if ctx is not None:
-        all_tags["mlflow.parentRunId"] = _pipeline_parent(client, experiment.experiment_id, ctx, outer, commit)
         all_tags["facefoundry.pipeline_id"] = ctx["id"]
         if ctx["dvc_exp"]:
             all_tags["facefoundry.dvc_exp"] = ctx["dvc_exp"]
-    else:
+    elif not parent:
         all_tags["facefoundry.adhoc"] = "true"
     if commit:
         all_tags["mlflow.source.git.commit"] = commit

@@ -1,28 +1,47 @@
-"""``report`` stage: the leaderboard of the experiment's training runs, as table and picture.
+"""``report`` stage and ``facefoundry leaderboard``: ranked recipes as table, page and picture.
 
-The ranking rules live in ``facefoundry.leaderboard``; this stage reads the runs from MLflow
-and writes ``leaderboard.{md,json,png}`` to ``report.out`` (not a DVC output: it names runs).
+The ranking rules live in ``facefoundry.leaderboard``; this module reads the runs from MLflow
+(training runs, joined with their dataset's validate metrics) and writes
+``leaderboard.{md,json,png,html}`` to ``report.out`` (not a DVC output: it names runs).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from facefoundry.config import Config
+from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json, atomic_write_text
-from facefoundry.leaderboard import Leaderboard, build
+from facefoundry.leaderboard import Leaderboard, build, join_data_metrics, parse_metric
 from facefoundry.plots import save_figure, table_figure
 from facefoundry.stages.common import log
 from facefoundry.tracking import _mlflow, log_text, run_name, stage_run
 
+FINISHED = "attributes.status = 'FINISHED'"
 
-def training_runs(experiment: str) -> list[dict]:
-    """Finished training runs of ``experiment`` as plain records."""
+
+def _records(experiments: list[str], stage: str) -> list[dict]:
     mlflow = _mlflow()
-    runs = mlflow.search_runs(experiment_names=[experiment], output_format="list", max_results=5000,
-                              filter_string="tags.`facefoundry.stage` = 'train' and attributes.status = 'FINISHED'")
-    return [{"run_id": r.info.run_id, "params": dict(r.data.params), "metrics": dict(r.data.metrics),
-             "tags": dict(r.data.tags)} for r in runs]
+    runs = mlflow.search_runs(experiment_names=experiments, output_format="list", max_results=5000,
+                              filter_string=f"tags.`facefoundry.stage` = '{stage}' and {FINISHED}",
+                              order_by=["attributes.start_time DESC"])
+    names: dict[str, str] = {}
+    out = []
+    for r in runs:
+        eid = r.info.experiment_id
+        if eid not in names:
+            names[eid] = mlflow.MlflowClient().get_experiment(eid).name
+        out.append({"run_id": r.info.run_id, "params": dict(r.data.params), "metrics": dict(r.data.metrics),
+                    "tags": dict(r.data.tags), "experiment": names[eid]})
+    return out
+
+
+def training_runs(experiment: str | list[str]) -> list[dict]:
+    """Finished training runs of one or more experiments as plain records (newest first), each with
+    the ``data/*`` metrics of its dataset's validate run (same DVC hash) added."""
+    names = [experiment] if isinstance(experiment, str) else list(experiment)
+    return join_data_metrics(_records(names, "train"), _records(names, "validate"))
 
 
 def leaderboard_figure(board: Leaderboard, title: str, top: int):  # noqa: ANN201
@@ -44,3 +63,80 @@ def run_report(cfg: Config) -> Path:
         log_text(md, "leaderboard.md")
         log(f"leaderboard of {len(board.rows)} recipes written to {out}/leaderboard.md\n{md}")
         return out
+
+
+def connect(cfg: Config) -> str:
+    """Point MLflow at the configured store (``MLFLOW_TRACKING_URI`` wins, as in ``stage_run``)."""
+    import os
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI", cfg.base.tracking_uri)
+    _mlflow().set_tracking_uri(uri)
+    return uri
+
+
+def check_experiments(names: list[str]) -> None:
+    """One line naming the experiments that do not exist (and those that do)."""
+    client = _mlflow().MlflowClient()
+    missing = [n for n in names if client.get_experiment_by_name(n) is None]
+    if missing:
+        known = sorted(e.name for e in client.search_experiments())
+        raise FaceFoundryError(f"no MLflow experiment {', '.join(map(repr, missing))} in "
+                               f"{_mlflow().get_tracking_uri()} (experiments: {', '.join(known) or 'none'})")
+
+
+def print_board(board: Leaderboard, title: str, top: int | None) -> None:
+    """A rich table on a terminal; the markdown table otherwise (pipes, logs, CI)."""
+    if not sys.stdout.isatty():
+        print(f"{title}\n\n{board.markdown(top)}", end="")
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    header, rows = board.table(top)
+    table = Table(title=title, caption="\n".join(board.notes()), caption_justify="left")
+    ranked = board.ranked_column
+    for h in header:
+        table.add_column(h, style="bold cyan" if h == ranked else None, header_style="bold",
+                         justify="right" if h in ("rank", "n") or h.endswith("%") else "left")
+    for r in rows:
+        table.add_row(*r)
+    console = Console()
+    console.print(table)
+    if board.excluded:
+        console.print("Left out: " + ", ".join(f"{n} {why}" for why, n in board.excluded.items()) + ".")
+
+
+def run_leaderboard(cfg: Config, experiments: list[str] | None = None, metric: str | None = None,
+                    top: int | None = None, include_adhoc: bool | None = None) -> Leaderboard:
+    """``facefoundry leaderboard``: rank recipes across experiments; print, write and log the table."""
+    rep = cfg.report
+    names = list(dict.fromkeys(experiments or [cfg.base.experiment]))
+    try:
+        metric = parse_metric(metric, rep.benchmark)
+    except ValueError as exc:
+        raise FaceFoundryError(str(exc)) from None
+    top = top or rep.top
+    adhoc = rep.include_adhoc if include_adhoc is None else include_adhoc
+    connect(cfg)
+    check_experiments(names)
+    with stage_run(cfg, "leaderboard", ["report"], name=run_name("leaderboard", metric, *names)):
+        board = build(training_runs(names), include_adhoc=adhoc, metric=metric)
+        title = f"FaceFoundry leaderboard · {', '.join(names)}"
+        out = Path(rep.out)
+        md = f"# {title}\n\n{board.markdown(top)}"
+        page = board.html(title, top)
+        atomic_write_text(out / "leaderboard.md", md)
+        atomic_write_text(out / "leaderboard.html", page)
+        atomic_write_json(out / "leaderboard.json", board.to_json())
+        log_text(md, "leaderboard.md")
+        log_text(page, "leaderboard.html")
+        mlflow = _mlflow()
+        mlflow.set_tags({"facefoundry.leaderboard.metric": metric,
+                         "facefoundry.leaderboard.experiments": ",".join(names)})
+        if board.rows:
+            row, run_id, value = board.best()
+            mlflow.set_tags({"facefoundry.leaderboard.best_recipe": row.recipe,
+                             "facefoundry.leaderboard.best_run": run_id})
+        print_board(board, title, top)
+        log(f"leaderboard of {len(board.rows)} recipes written to {out}/leaderboard.{{md,html,json}}")
+        return board

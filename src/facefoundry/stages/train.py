@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable
 
 from facefoundry.config import Config
 from facefoundry.io import atomic_write_json, read_json
@@ -28,7 +29,7 @@ from facefoundry.tracking import (
     stage_run,
     write_run_record,
 )
-from facefoundry.train.trainer import CHECKPOINT, Trainer
+from facefoundry.train.trainer import CHECKPOINT, EpochStats, Trainer
 
 
 def run_record(model_dir: str | Path) -> dict:
@@ -51,7 +52,13 @@ def backbone_label(cfg: Config) -> str:
     return f"{b.name}{list(b.layers) if b.layers else ''}w{b.width}"
 
 
-def run_train(cfg: Config, stop_after: int | None = None) -> dict:
+def run_train(cfg: Config, stop_after: int | None = None,
+              epoch_hook: Callable[[EpochStats, Trainer], None] | None = None) -> dict:
+    """Train, export and log one FR model.
+
+    ``epoch_hook(stats, trainer)`` runs after each epoch's checkpoint, inside the training run (a sweep
+    trial scores the current backbone there and reports it to Ray Tune); without it nothing changes.
+    """
     t = cfg.train
     trainer = Trainer(cfg, log=log)
     out = Path(t.out)
@@ -90,6 +97,8 @@ def run_train(cfg: Config, stop_after: int | None = None) -> dict:
         def on_epoch(s) -> None:  # noqa: ANN001
             log_metrics({"train/loss": s.loss, "train/accuracy": s.accuracy, "train/lr": s.lr,
                          "train/images_per_second": s.images_per_second}, step=s.epoch)
+            if epoch_hook is not None:
+                epoch_hook(s, trainer)
 
         result = trainer.fit(on_epoch, stop_after=stop_after)
         if result.resumed_from:

@@ -1,0 +1,601 @@
+"""The sweep driver: Ray (this machine or a cluster), Ray Tune's Tuner (Optuna TPE + ASHA), the MLflow
+parent run, the sweep's benchmark, the final table and plots.
+
+Layout of a sweep folder (``outputs/sweeps/<name>`` or ``--out``)::
+
+    sweep.json              the MLflow parent run id, the spec's digest (a resumed sweep must match)
+    ray/tune/               Ray Tune's experiment state (Tuner.restore resumes from it)
+    benchmarks/             the synthetic twins benchmark, made once from the base recipe
+    datasets/<key>/         one dataset per distinct generation settings, shared by the trials that use it
+    trials/<trial id>/      train/ (model, checkpoint), eval/, trial.log, attempts.log, status.json
+    results.md|json|csv     the final table; plots/ the comparison figures (also on the MLflow parent run)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from facefoundry.config import Config
+from facefoundry.errors import FaceFoundryError
+from facefoundry.io import atomic_write_json, atomic_write_text, read_json
+from facefoundry.stages.common import log
+from facefoundry.sweep.spec import Sweep, apply_sets, describe, dump_yaml, trial_sets
+from facefoundry.sweep.trial import (
+    COMPLETED,
+    FAILED,
+    STOPPED,
+    TRIAL_STATUS,
+    find_trial_run,
+    run_trial,
+    trial_key,
+)
+
+EXPERIMENT = "tune"  # Ray Tune's experiment folder under <out>/ray
+INTERRUPT_ENV = "FACEFOUNDRY_SWEEP_INTERRUPT_AFTER"  # tests: Ctrl-C the sweep after this many trials ended
+
+
+def absolute_uri(uri: str) -> str:
+    """Trials run in other processes (and folders): a relative SQLite or file store made absolute."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    if uri.startswith("file:") or "://" not in uri:
+        path = uri[len("file:"):] if uri.startswith("file:") else uri
+        if not path.startswith("/"):
+            return "file:" + str(Path(path).resolve())
+    return uri
+
+
+def trial_name(trial) -> str:  # noqa: ANN001 - Ray's Trial
+    return f"trial_{trial_key(trial.experiment_tag, trial.trial_id)}"
+
+
+def trial_dirname(trial) -> str:  # noqa: ANN001
+    return trial_key(trial.experiment_tag, trial.trial_id)
+
+
+class SweepCallback:
+    """Driver-side bookkeeping, one line per trial event; closes the MLflow runs of stopped trials.
+
+    Plain attributes only: Ray pickles it with the experiment (``Tuner.restore`` brings it back).
+    """
+
+    def __init__(self, out: str, uri: str, experiment_id: str, sweep_id: str, total: int):
+        self.out, self.uri, self.experiment_id, self.sweep_id, self.total = out, uri, experiment_id, sweep_id, total
+        self.ended = 0
+        self.interrupt_after = 0
+
+    # Ray calls these on a ray.tune.Callback; run.py wraps this object in one (see _tune_callback)
+    def setup(self, **info: Any) -> None:
+        self.ended = 0
+        self.interrupt_after = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
+
+    def _status(self, trial, **update: Any) -> dict:  # noqa: ANN001
+        path = Path(self.out) / "trials" / trial_key(trial.experiment_tag, trial.trial_id) / TRIAL_STATUS
+        status = {**read_json(path), **update}
+        atomic_write_json(path, status)
+        return status
+
+    def on_trial_start(self, trial) -> None:  # noqa: ANN001
+        st = read_json(Path(self.out) / "trials" / trial_key(trial.experiment_tag, trial.trial_id) / TRIAL_STATUS)
+        self._status(trial, status="running", started=st.get("started") or time.time(),
+                     starts=st.get("starts", 0) + 1)
+
+    def on_trial_recover(self, trial) -> None:  # noqa: ANN001
+        log(f"trial {trial_key(trial.experiment_tag, trial.trial_id)} failed; retrying ({_error_line(trial)})")
+
+    def on_trial_complete(self, trial) -> None:  # noqa: ANN001
+        r = trial.last_result or {}
+        if r.get("final"):
+            status, note = COMPLETED, f"objective {r.get('objective', float('nan')):.4f}"
+        else:
+            status, note = STOPPED, f"stopped early by ASHA after epoch {r.get('epoch', 0)}"
+            self._close_runs(trial.trial_id, "FINISHED", STOPPED, r)
+        self._status(trial, status=status, ended=time.time(), epoch=r.get("epoch"),
+                     objective=r.get("objective"))
+        self._ended(trial, f"{status}: {note}")
+
+    def on_trial_error(self, trial) -> None:  # noqa: ANN001
+        err = _error_line(trial)
+        self._status(trial, status=FAILED, ended=time.time(), error=err)
+        self._close_runs(trial.trial_id, "FAILED", FAILED, trial.last_result or {}, err)
+        self._ended(trial, f"failed after {trial.num_failures} attempt(s): {err} "
+                           f"(log: {Path(self.out) / 'trials' / trial_key(trial.experiment_tag, trial.trial_id) / 'trial.log'})")
+
+    def _ended(self, trial, what: str) -> None:  # noqa: ANN001
+        self.ended += 1
+        params = ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in trial.config.items())
+        log(f"trial {trial_key(trial.experiment_tag, trial.trial_id)} ({params}) {what}")
+        if self.interrupt_after and self.ended >= self.interrupt_after:
+            log(f"{INTERRUPT_ENV}={self.interrupt_after}: interrupting the sweep (as Ctrl-C would)")
+            self.interrupt_after = 0
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def _close_runs(self, trial_id: str, status: str, trial_status: str, last: dict, error: str = "") -> None:
+        """The trial's run (and its stage runs left open when Ray ended the process) get a final status."""
+        try:
+            from facefoundry.sweep.trial import _client
+
+            client = _client(self.uri)
+            run_id = last.get("mlflow_run_id") or find_trial_run(client, self.experiment_id, self.sweep_id, trial_id)
+            if not run_id:
+                return
+            for child in client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}' and "
+                                            "attributes.status = 'RUNNING'"):
+                client.set_tag(child.info.run_id, "facefoundry.stopped", f"trial {trial_status}")
+                client.set_terminated(child.info.run_id, "KILLED")
+            client.set_tag(run_id, "facefoundry.trial_status", trial_status)
+            if error:
+                client.set_tag(run_id, "facefoundry.failure", error[:4000])
+            if last.get("objective") is not None:
+                client.log_metric(run_id, "objective", float(last["objective"]))
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, status)
+        except Exception as exc:  # noqa: BLE001 - bookkeeping must never end the sweep
+            log(f"note: could not close the MLflow run of trial {trial_id}: {type(exc).__name__}: {exc}")
+
+
+def _tune_callback(cb: SweepCallback):  # noqa: ANN202
+    from ray.tune import Callback
+
+    class _Cb(Callback):
+        def __init__(self, inner: SweepCallback):
+            self.inner = inner
+
+        def setup(self, **info: Any) -> None:
+            self.inner.setup(**info)
+
+        def on_trial_start(self, iteration, trials, trial, **info) -> None:  # noqa: ANN001
+            self.inner.on_trial_start(trial)
+
+        def on_trial_recover(self, iteration, trials, trial, **info) -> None:  # noqa: ANN001
+            self.inner.on_trial_recover(trial)
+
+        def on_trial_complete(self, iteration, trials, trial, **info) -> None:  # noqa: ANN001
+            self.inner.on_trial_complete(trial)
+
+        def on_trial_error(self, iteration, trials, trial, **info) -> None:  # noqa: ANN001
+            self.inner.on_trial_error(trial)
+
+    return _Cb(cb)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _error_line(trial) -> str:  # noqa: ANN001
+    """The last meaningful line of a trial's error (Ray keeps the traceback in error.txt)."""
+    text = ""
+    try:
+        path = trial.error_file or ""
+        if path and Path(path).is_file():
+            text = Path(path).read_text()
+    except Exception:  # noqa: BLE001
+        pass
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "see the trial's error.txt"
+
+
+@dataclass
+class SweepOutcome:
+    out: Path
+    run_id: str
+    rows: list[dict] = field(default_factory=list)
+    interrupted: bool = False
+    seconds: float = 0.0
+    best: dict | None = None
+
+
+# -- the sweep's benchmarks -----------------------------------------------------------------------------
+def prepare_benchmarks(sweep: Sweep, cfg: Config, out: Path) -> dict[str, str]:
+    """Absolute benchmark paths for every trial. The synthetic twins benchmark (the ``benchmark`` stage's
+    output) is made once here from the base recipe, so every trial is scored on the same pairs; its
+    identities stay clear of every trial's (``generate.identities`` at the space's largest value)."""
+    from facefoundry.sweep.trial import _digest
+
+    benches: dict[str, str] = {}
+    for name, path in cfg.evaluate.benchmarks.items():
+        if Path(path) == Path(cfg.benchmark.out):
+            sets = {}
+            ids = sweep.dims.get("generate.identities")
+            if ids is not None:
+                sets["generate.identities"] = int(max(ids.extremes()))
+            bcfg = Config.model_validate(apply_sets(cfg.model_dump(mode="json"), trial_sets(sets))) if sets else cfg
+            b = bcfg.model_dump(mode="json")
+            key = _digest({"benchmark": {k: v for k, v in b["benchmark"].items() if k != "out"},
+                           "seed": bcfg.base.seed, "size": bcfg.base.image_size,
+                           "generate": {k: b["generate"][k] for k in ("identities", "min_identity_distance", "render")}})
+            target = out / "benchmarks" / f"{name}-{key}.bin"
+            if not target.is_file():
+                from facefoundry.stages.generate import run_benchmark
+
+                log(f"making the {name} benchmark once for the sweep: {target}")
+                run_benchmark(Config.model_validate(apply_sets(b, trial_sets({"benchmark.out": str(target)}))))
+            benches[name] = str(target.resolve())
+        else:
+            if not Path(path).is_file():
+                raise FaceFoundryError(f"evaluate.benchmarks.{name}: {path}: benchmark file does not exist")
+            benches[name] = str(Path(path).resolve())
+    return benches
+
+
+def prepare_realism_target(sweep: Sweep, cfg: Config, out: Path) -> str | None:
+    """The realism stage's target photos: the configured folder, or the default synthetic photographic
+    target made once for the sweep."""
+    if not sweep.spec.realism or cfg.realism.method == "none":
+        return None
+    target = Path(cfg.realism.target_dir)
+    if target.is_dir() and any(target.iterdir()):
+        return str(target.resolve())
+    if cfg.realism.target_dir != "outputs/realism_target":
+        raise FaceFoundryError(f"realism.target_dir: {target}: no target photos there")
+    made = out / "realism_target"
+    if not (made / "manifest.parquet").is_file() and not (made.is_dir() and any(made.iterdir())):
+        from facefoundry.stages.realism import run_realism_target
+
+        log(f"making the synthetic photographic realism target once for the sweep: {made}")
+        run_realism_target(cfg, str(made))
+    return str(made.resolve())
+
+
+# -- the driver ---------------------------------------------------------------------------------------
+def _restorable(path: Path) -> bool:
+    from ray.tune import Tuner
+
+    return path.is_dir() and Tuner.can_restore(str(path))
+
+
+def _open_parent(sweep: Sweep, cfg: Config, out: Path, resume: bool) -> tuple[Any, str, str, str, str]:
+    """(client, experiment id, parent run id, sweep id, tracking uri): the sweep's MLflow run."""
+    from mlflow.entities import Param
+
+    from facefoundry.tracking import _mlflow, git_commit
+
+    mlflow = _mlflow()
+    uri = absolute_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.base.tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.base.experiment
+    exp = mlflow.set_experiment(experiment)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    record = read_json(out / "sweep.json")
+    tags = {"facefoundry.pid": str(os.getpid()), "facefoundry.host": socket.gethostname()}
+    if resume and record.get("run_id"):
+        run_id = record["run_id"]
+        client.update_run(run_id, status="RUNNING")
+        for k, v in tags.items():
+            client.set_tag(run_id, k, v)
+        return client, exp.experiment_id, run_id, record["sweep_id"], uri
+    tags.update({"facefoundry.role": "sweep", "facefoundry.stage": "sweep", "facefoundry.sweep": sweep.name,
+                 "facefoundry.sweep_spec": sweep.path, "facefoundry.sweep_out": str(out),
+                 "mlflow.note.content": sweep.spec.description or f"sweep {sweep.name}: {sweep.path}"})
+    commit = git_commit()
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    s = sweep.spec
+    run = client.create_run(exp.experiment_id, run_name=f"sweep · {sweep.name} · {s.objective.metric} · "
+                                                         f"{sweep.trials} trials", tags=tags)
+    run_id = run.info.run_id
+    sweep_id = run_id[:12]
+    client.set_tag(run_id, "facefoundry.sweep_id", sweep_id)
+    params = {"sweep.objective": s.objective.metric, "sweep.mode": s.objective.mode,
+              "sweep.objective_benchmarks": ",".join(s.objective.benchmarks),
+              "sweep.validation": s.validation.benchmark, "sweep.trials": sweep.trials,
+              "sweep.max_concurrent": s.budget.max_concurrent, "sweep.search": "grid" if sweep.has_grid else "optuna-tpe",
+              "sweep.seed": s.seed, "sweep.asha": s.asha.enabled, "sweep.cpu": s.resources.cpu,
+              "sweep.gpu": s.resources.gpu, "sweep.max_failures": s.failure.max_failures,
+              **{f"space.{k}": line.split(": ", 1)[1] for k, line in zip(sweep.dims, describe(sweep).splitlines())}}
+    client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+    client.log_text(run_id, dump_yaml(sweep), "sweep_spec.yaml")
+    atomic_write_json(out / "sweep.json", {"run_id": run_id, "sweep_id": sweep_id, "digest": sweep.digest(),
+                                           "name": sweep.name, "spec": sweep.path, "tracking_uri": uri,
+                                           "experiment": experiment, "created": time.time()})
+    return client, exp.experiment_id, run_id, sweep_id, uri
+
+
+def _init_ray(address: str | None, log_to_driver: bool, env: dict[str, str]) -> bool:
+    """Connect to a cluster (``address`` / RAY_ADDRESS) or start Ray on this machine's cores.
+
+    Returns True when this process started a local Ray (and so shuts it down)."""
+    import ray
+
+    kw: dict[str, Any] = dict(runtime_env={"env_vars": env}, logging_level=logging.ERROR,
+                              log_to_driver=log_to_driver, include_dashboard=False, ignore_reinit_error=True)
+    if address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=address, **kw)
+        return False
+    # Ray runs workers at niceness 15 by default: on a shared machine a trial would then crawl beside any other
+    # job. Trials get the priority a plain `facefoundry train` has (RAY_worker_niceness=15 restores Ray's).
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray.init(num_cpus=os.cpu_count() or 1, object_store_memory=200 * 1024 * 1024, **kw)
+    return True
+
+
+def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, verbose: int = 0) -> SweepOutcome:
+    """Run (or resume) a sweep to the end of its budget; a Ctrl-C keeps finished trials for ``--resume``."""
+    t0 = time.perf_counter()
+    out = sweep.out.resolve()
+    exp_path = out / "ray" / EXPERIMENT
+    record = read_json(out / "sweep.json")
+    restorable = exp_path.is_dir() and _restorable(exp_path)
+    if resume:
+        if not restorable:
+            raise FaceFoundryError(f"{out}: no sweep to resume there (no Ray Tune state in {exp_path}); "
+                                   "run without --resume to start it")
+        if record.get("digest") and record["digest"] != sweep.digest():
+            raise FaceFoundryError(f"{sweep.path}: the spec or its recipe changed since the sweep in {out} started; "
+                                   "resume with the same spec, or start a new sweep with --out")
+    elif restorable:
+        raise FaceFoundryError(f"{out} already holds sweep {record.get('name', sweep.name)!r}: --resume continues it, "
+                               "--out DIR starts another")
+    elif record and record.get("digest") != sweep.digest():
+        raise FaceFoundryError(f"{out} holds the start of another sweep ({record.get('spec')}): --out DIR for this one")
+    from facefoundry.io import ensure_writable
+
+    ensure_writable(out)
+    cfg = sweep.base_config
+    # a folder whose sweep never got to Ray (stopped while making its benchmark) starts again, same parent run
+    client, experiment_id, run_id, sweep_id, uri = _open_parent(sweep, cfg, out, bool(record.get("run_id")))
+    outcome = SweepOutcome(out=out, run_id=run_id)
+    from facefoundry.tracking import PARENT_RUN_ENV, PIPELINE_ENV
+
+    ok = False
+    started_ray = False
+    try:
+        os.environ[PARENT_RUN_ENV], os.environ[PIPELINE_ENV] = run_id, f"sweep:{sweep_id}"
+        try:
+            benchmarks = prepare_benchmarks(sweep, cfg, out)
+            realism_target = prepare_realism_target(sweep, cfg, out)
+        finally:
+            os.environ.pop(PARENT_RUN_ENV, None)
+            os.environ.pop(PIPELINE_ENV, None)
+        env = {k: os.environ[k] for k in ("FACEFOUNDRY_CACHE", "FACEFOUNDRY_MLFLOW_INFO", "GIT_PYTHON_REFRESH")
+               if k in os.environ}
+        env["MLFLOW_TRACKING_URI"] = uri
+        env["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
+        if verbose == 0:  # our one line per trial instead of Ray Tune's tables, banners and tracebacks
+            os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+            logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+        started_ray = _init_ray(address or sweep.spec.address, verbose > 0, env)
+        outcome.interrupted = _tune(sweep, cfg, out, exp_path, resume, benchmarks, realism_target, uri,
+                                    experiment_id, run_id, sweep_id, env, verbose)
+        ok = True
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+        ok = True
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+        _close_open_trials(client, experiment_id, sweep_id)
+        _settle_stopped(client, experiment_id, sweep_id)
+        if not ok:
+            client.set_terminated(run_id, "FAILED")
+    outcome.seconds = time.perf_counter() - t0
+    _finish(sweep, out, client, run_id, outcome)
+    return outcome
+
+
+def _tune(sweep: Sweep, cfg: Config, out: Path, exp_path: Path, resume: bool, benchmarks: dict[str, str],
+          realism_target: str | None, uri: str, experiment_id: str, run_id: str, sweep_id: str, env: dict[str, str],
+          verbose: int) -> bool:
+    """Build (or restore) the Tuner and run it; True when it was interrupted before the budget was spent."""
+    import ray
+    from ray import tune
+
+    s = sweep.spec
+    gpu = s.resources.gpu
+    if gpu == "auto":
+        gpu = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    threads = max(1, int(s.resources.cpu))
+    ctx = {"root": str(Path.cwd().resolve()), "out": str(out), "tracking_uri": uri, "experiment_id": experiment_id,
+           "experiment": os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.base.experiment,
+           "sweep_run_id": run_id, "sweep_id": sweep_id, "benchmarks": benchmarks, "threads": threads,
+           "realism_target": realism_target,
+           "gpu": gpu, "env": env, "register_models": "registered_model" in s.base.get("train", {})
+           or "train.registered_model" in s.base,
+           "sweep": {"spec": s.model_dump(mode="json"), "path": sweep.path, "name": sweep.name,
+                     "base_raw": sweep.base_raw, "out": str(out)}}
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": s.resources.cpu, "gpu": gpu})
+    cb = SweepCallback(str(out), uri, experiment_id, sweep_id, sweep.trials)
+    if resume:
+        log(f"resuming sweep {sweep.name} from {exp_path}")
+        tuner = tune.Tuner.restore(str(exp_path), trainable, resume_unfinished=True, resume_errored=False,
+                                   restart_errored=False)
+        try:  # a fresh bookkeeping callback (the pickled one would do too)
+            tuner._local_tuner.get_run_config().callbacks = [_tune_callback(cb)]
+        except AttributeError:
+            pass
+    else:
+        tuner = tune.Tuner(trainable, param_space=sweep.param_space(),
+                           tune_config=_tune_config(sweep), run_config=tune.RunConfig(
+                               name=EXPERIMENT, storage_path=str(out / "ray"), verbose=verbose,
+                               failure_config=tune.FailureConfig(max_failures=s.failure.max_failures),
+                               callbacks=[_tune_callback(cb)]))
+        log(f"sweep {sweep.name}: {sweep.trials} trials, {s.budget.max_concurrent} at a time, "
+            f"{s.resources.cpu:g} CPU{f' + {gpu:g} GPU' if gpu else ''} each; "
+            f"{'grid' if sweep.has_grid else 'Optuna TPE'}{' + ASHA' if s.asha.enabled else ''}; "
+            f"objective {s.objective.metric} ({s.objective.mode}); output {out}")
+    t0 = time.perf_counter()
+    tuner.fit()
+    atomic_write_json(out / "fit.json", {"fit_seconds": time.perf_counter() - t0, "resumed": resume})
+    ended = sum(1 for p in (out / "trials").glob(f"*/{TRIAL_STATUS}")
+                if read_json(p).get("status") in (COMPLETED, STOPPED, FAILED))
+    return ended < sweep.trials
+
+
+def _tune_config(sweep: Sweep):  # noqa: ANN202
+    from ray import tune
+
+    s = sweep.spec
+    scheduler = None
+    if s.asha.enabled:
+        from ray.tune.schedulers import ASHAScheduler
+
+        from facefoundry.sweep.spec import _max_epochs
+
+        scheduler = ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max",
+                                  max_t=s.asha.max_t or _max_epochs(sweep), grace_period=s.asha.grace_period,
+                                  reduction_factor=s.asha.reduction_factor)
+    if sweep.has_grid:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        search = BasicVariantGenerator(random_state=s.seed)
+        samples = sweep.trials // sweep.grid_size
+    else:
+        import optuna
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        startup = s.search.startup_trials or min(10, max(2, sweep.trials // 2))
+        search = OptunaSearch(metric="objective", mode=s.objective.mode,
+                              sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup))
+        samples = sweep.trials
+    # reuse_actors: a worker process runs trial after trial (no new Python, torch, MLflow imports each time);
+    # Ray starts the next trial only once the previous one's thread has ended (TUNE_FUNCTION_THREAD_TIMEOUT_S)
+    return tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=samples,
+                           max_concurrent_trials=s.budget.max_concurrent, trial_name_creator=trial_name,
+                           trial_dirname_creator=trial_dirname, reuse_actors=True)
+
+
+def _close_open_trials(client, experiment_id: str, sweep_id: str) -> None:  # noqa: ANN001
+    """Runs of trials cut short by an interrupt: KILLED (a resumed sweep reopens them)."""
+    try:
+        for r in client.search_runs([experiment_id], f"tags.`facefoundry.sweep_id` = '{sweep_id}' and "
+                                    "attributes.status = 'RUNNING' and tags.`facefoundry.role` = 'trial'"):
+            for child in client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{r.info.run_id}' and "
+                                            "attributes.status = 'RUNNING'"):
+                client.set_terminated(child.info.run_id, "KILLED")
+            client.set_terminated(r.info.run_id, "KILLED")
+    except Exception as exc:  # noqa: BLE001
+        log(f"note: could not close open trial runs: {type(exc).__name__}: {exc}")
+
+
+def _settle_stopped(client, experiment_id: str, sweep_id: str) -> None:  # noqa: ANN001
+    """Stage runs of trials ASHA stopped: KILLED, not FAILED (Ray ends a stopped trial with SystemExit, which
+    MLflow records as a failure after the trial's own bookkeeping may already have run)."""
+    try:
+        for r in client.search_runs([experiment_id], f"tags.`facefoundry.sweep_id` = '{sweep_id}' and "
+                                    "tags.`facefoundry.trial_status` = 'stopped'"):
+            for child in client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{r.info.run_id}'"):
+                if child.info.status in ("FAILED", "RUNNING"):
+                    client.set_tag(child.info.run_id, "facefoundry.stopped", "trial stopped early by ASHA")
+                    client.set_terminated(child.info.run_id, "KILLED")
+    except Exception as exc:  # noqa: BLE001
+        log(f"note: could not settle the runs of stopped trials: {type(exc).__name__}: {exc}")
+
+
+# -- results ------------------------------------------------------------------------------------------
+def collect(sweep: Sweep, out: Path) -> list[dict]:
+    """One row per trial from the trial folders (params, status, objective, epochs, times)."""
+    rows = []
+    for folder in sorted((out / "trials").glob("*")):
+        info = read_json(folder / "trial.json")
+        if not info:
+            continue
+        st, res = read_json(folder / TRIAL_STATUS), read_json(folder / "result.json")
+        status = st.get("status", "unfinished")
+        if status == "running":
+            status = "unfinished"
+        row = {"trial": folder.name, "number": info.get("number"), "params": info.get("params", {}),
+               "status": status, "epoch": res.get("epoch", st.get("epoch")),
+               "objective": res.get("objective", st.get("objective")),
+               "val_accuracy": res.get("val_accuracy"), "dataset": info.get("dataset_key"),
+               "run_id": info.get("run_id"), "error": st.get("error"),
+               "attempts": len((folder / "attempts.log").read_text().splitlines())
+               if (folder / "attempts.log").is_file() else 0,
+               "accuracies": {k[4:]: v for k, v in res.items() if k.startswith("acc/")},
+               "seconds": {k: v for k, v in res.items() if k.endswith("_seconds")},
+               "driver_seconds": (st["ended"] - st["started"]) if st.get("ended") and st.get("started") else None}
+        rows.append(row)
+    rows.sort(key=lambda r: (r["number"] if r["number"] is not None else 1 << 30, r["trial"]))
+    return rows
+
+
+def results_table(sweep: Sweep, rows: list[dict]) -> str:
+    keys = list(sweep.dims)
+    benches = sorted({b for r in rows for b in r["accuracies"]})
+    head = ["#", "trial", *[k.rsplit(".", 1)[-1] for k in keys], "status", "epochs", "objective",
+            *[f"{b} acc" for b in benches], "dataset"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        obj = r["objective"]
+        cells = [str(r["number"]), r["trial"], *[_fmt(r["params"].get(k, "")) for k in keys], r["status"],
+                 str(r["epoch"] or "–"), f"{obj:.4f}" if isinstance(obj, (int, float)) else "–",
+                 *[f"{r['accuracies'][b]:.4f}" if b in r["accuracies"] else "–" for b in benches],
+                 (r["dataset"] or "")[:8]]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome) -> None:  # noqa: ANN001
+    from mlflow.entities import Metric
+
+    rows = collect(sweep, out)
+    outcome.rows = rows
+    mode = sweep.spec.objective.mode
+    done = [r for r in rows if r["status"] == COMPLETED and isinstance(r["objective"], (int, float))]
+    if done:
+        outcome.best = (max if mode == "max" else min)(done, key=lambda r: r["objective"])
+    counts = {s: sum(r["status"] == s for r in rows) for s in (COMPLETED, STOPPED, FAILED, "unfinished")}
+    table = results_table(sweep, rows)
+    atomic_write_text(out / "results.md", table)
+    atomic_write_json(out / "results.json", {"rows": rows, "best": outcome.best, "counts": counts,
+                                             "seconds": outcome.seconds, "interrupted": outcome.interrupted})
+    _write_csv(sweep, rows, out / "results.csv")
+    print(table, end="")
+    sys.stdout.flush()
+    try:
+        from facefoundry.sweep.plots import sweep_plots
+
+        figures = sweep_plots(sweep, rows, out / "plots")
+    except Exception as exc:  # noqa: BLE001 - a figure must never lose the results
+        log(f"note: sweep plots failed: {type(exc).__name__}: {exc}")
+        figures = []
+    try:
+        now = int(time.time() * 1000)
+        metrics = {f"trials_{k}": float(v) for k, v in counts.items()}
+        metrics["wall_seconds"] = outcome.seconds
+        if outcome.best:
+            metrics["best_objective"] = float(outcome.best["objective"])
+            client.set_tag(run_id, "facefoundry.best_trial", outcome.best["trial"])
+            if outcome.best.get("run_id"):
+                client.set_tag(run_id, "facefoundry.best_trial_run_id", outcome.best["run_id"])
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+        client.log_text(run_id, table, "sweep_results.md")
+        client.log_artifact(run_id, str(out / "results.json"))
+        client.log_artifact(run_id, str(out / "results.csv"))
+        for fig in figures:
+            client.log_artifact(run_id, str(fig), "plots")
+        client.set_terminated(run_id, "KILLED" if outcome.interrupted else "FINISHED")
+    except Exception as exc:  # noqa: BLE001
+        log(f"note: could not log the sweep summary to MLflow run {run_id}: {type(exc).__name__}: {exc}")
+    best = outcome.best
+    log(f"sweep {sweep.name}: {counts[COMPLETED]} completed, {counts[STOPPED]} stopped early by ASHA, "
+        f"{counts[FAILED]} failed" + (f", {counts['unfinished']} unfinished" if counts["unfinished"] else "")
+        + f" in {outcome.seconds:.0f}s" + (f"; best trial {best['trial']}: {sweep.spec.objective.metric} "
+                                           f"{best['objective']:.4f} ({', '.join(f'{k}={_fmt(v)}' for k, v in best['params'].items())})"
+                                           if best else "") + f"; MLflow run {run_id}")
+
+
+def _write_csv(sweep: Sweep, rows: list[dict], path: Path) -> None:
+    import csv
+    import io
+
+    keys = list(sweep.dims)
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["trial", "number", *keys, "status", "epoch", "objective", "val_accuracy", "dataset", "attempts"])
+    for r in rows:
+        w.writerow([r["trial"], r["number"], *[json.dumps(r["params"].get(k)) for k in keys], r["status"], r["epoch"],
+                    r["objective"], r["val_accuracy"], r["dataset"], r["attempts"]])
+    atomic_write_text(path, buf.getvalue())

@@ -1,0 +1,536 @@
+"""Sweep specs: a search space over ``params.yaml`` keys, an objective, a trial budget, resources per trial.
+
+A spec is a YAML file (``experiments/sweep_*.yaml``)::
+
+    name: sweep_smoke                  # default: the file's stem; output folder outputs/sweeps/<name>
+    params: params.yaml                # the recipe every trial starts from (``--params`` overrides)
+    experiments: []                    # experiment files deep-merged on top (as ``-e``)
+    base:                              # overrides for every trial: sections, or dotted keys (as ``--set``)
+      train.epochs: 4
+    space:                             # one dimension per params.yaml key
+      train.lr: {type: loguniform, low: 0.02, high: 0.3}
+      generate.images_per_identity: {type: choice, values: [6, 10]}   # or just [6, 10]
+    objective: {metric: accuracy, benchmarks: [twins], mode: max}    # or metric: data/<name>
+    validation: {benchmark: twins, pairs: 300}   # the per-epoch accuracy ASHA stops on (no flip)
+    budget: {trials: 8, max_concurrent: 2}
+    asha: {grace_period: 1, reduction_factor: 2} # max_t: the most epochs any trial trains
+    resources: {cpu: 1, gpu: auto}               # per trial; auto: 1 GPU when the cluster has any
+    failure: {max_failures: 1}                   # retries per trial before it is reported as failed
+    seed: 0                                      # Optuna's TPE sampler (and Ray's grid sampler)
+    realism: false                               # true: each dataset goes through the realism stage
+    address: null                                # a Ray cluster (else RAY_ADDRESS, else this machine)
+
+Dimension types: ``uniform`` / ``loguniform`` (low < high), ``int`` (alias ``randint``; low ≤ x ≤ high),
+``choice`` and ``grid`` (``values``). Optuna's TPE samples every non-grid space. Optuna cannot take an
+exhaustive grid: a spec with a ``grid`` dimension runs every grid point (× budget.trials / grid size)
+with Ray's basic variant generator instead (other dimensions then sampled at random, seeded).
+
+The objective is the mean 10-fold accuracy over ``objective.benchmarks`` (synthetic ones: ``twins`` by
+default), or a data metric of ``facefoundry validate`` (``data/images``, ``data/judge_dlib_d_prime``, …).
+ASHA stops trials on a per-epoch accuracy on ``validation.benchmark`` (the synthetic twins). A real
+verification benchmark (``../shared/data/real_verification``) may be in ``evaluate.benchmarks``: every
+trial reports it, but it never drives ASHA or the objective unless ``objective.allow_real: true``;
+it is evaluation-only.
+
+Everything is checked before Ray starts: unknown keys (of the spec or of params.yaml), empty ranges,
+values of the wrong type or out of bounds each give a one-line error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+
+from facefoundry.config import (
+    Config,
+    Strict,
+    _read_yaml,
+    deep_merge,
+    format_validation_error,
+    parse_set,
+)
+from facefoundry.errors import FaceFoundryError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Number = int | float
+
+# set by the sweep for each trial (its own folders, the shared dataset, the sweep's benchmark and store)
+PER_TRIAL_KEYS = ("generate.out", "train.dataset", "train.out", "train.metrics", "evaluate.model",
+                  "evaluate.out", "evaluate.benchmarks", "benchmark", "realism.source", "realism.out",
+                  "realism.model_out", "realism.target_dir", "base.tracking_uri", "base.experiment")
+_PRIMITIVE = (type(None), bool, int, float, str)
+
+
+class Dim(Strict):
+    """One dimension of the search space."""
+
+    type: Literal["uniform", "loguniform", "int", "randint", "choice", "grid"]
+    low: Number | None = None
+    high: Number | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Dim:
+        if self.type in ("choice", "grid"):
+            if self.low is not None or self.high is not None:
+                raise ValueError(f"a {self.type} takes values: [...], not low/high")
+            if not self.values:
+                raise ValueError(f"empty {self.type}: values needs at least one value")
+            return self
+        if self.values is not None:
+            raise ValueError(f"a {self.type} range takes low and high, not values")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} range needs low and high")
+        if self.type in ("int", "randint"):
+            if not (isinstance(self.low, int) and isinstance(self.high, int)):
+                raise ValueError(f"an int range needs integer low and high (got {self.low!r}, {self.high!r})")
+            if self.low > self.high:
+                raise ValueError(f"empty range: low {self.low} > high {self.high}")
+        elif not self.low < self.high:
+            raise ValueError(f"empty range: low {self.low} must be below high {self.high}")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"a loguniform range needs low > 0 (got {self.low})")
+        return self
+
+    @property
+    def encoded(self) -> bool:
+        """Choices that are not plain scalars (lists, mappings) travel as JSON strings (Optuna needs scalars)."""
+        return self.values is not None and not all(isinstance(v, _PRIMITIVE) for v in self.values)
+
+    def candidates(self) -> list[Any]:
+        """Values that must each give a valid config: every choice, or the ends and an inner point."""
+        if self.values is not None:
+            return list(self.values)
+        if self.type in ("int", "randint"):
+            return [self.low, self.high]
+        inner = math.exp(math.log(self.low) + 0.37 * (math.log(self.high) - math.log(self.low))) \
+            if self.type == "loguniform" else self.low + 0.37 * (self.high - self.low)
+        return [self.low, self.high, inner]
+
+    def extremes(self) -> list[Any]:
+        return list(self.values) if self.values is not None else [self.low, self.high]
+
+
+class Objective(Strict):
+    metric: str = "accuracy"  # accuracy (mean over benchmarks) | data/<name>
+    benchmarks: list[str] = ["twins"]  # for accuracy: names in evaluate.benchmarks (synthetic ones)
+    mode: Literal["max", "min"] = "max"
+    allow_real: bool = False  # let a real (evaluation-only) benchmark drive the sweep: off on purpose
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if v != "accuracy" and not (v.startswith("data/") and len(v) > 5):
+            raise ValueError(f"objective metric is 'accuracy' or 'data/<name>', got {v!r}")
+        return v
+
+
+class Validation(Strict):
+    """The accuracy each trial reports after every epoch (ASHA stops trials on it)."""
+
+    benchmark: str = "twins"  # a name in evaluate.benchmarks
+    pairs: Annotated[int, Field(ge=0)] = 300  # score the first N pairs each epoch (0: all); enough to rank trials
+    flip: bool | None = False  # mirrored images too (None: as evaluate.flip); off halves the cost
+
+
+class Budget(Strict):
+    trials: PositiveInt | None = None  # default: the grid's size (a spec without grid must set it)
+    max_concurrent: PositiveInt = 2
+
+
+class Asha(Strict):
+    enabled: bool = True
+    grace_period: PositiveInt = 1  # epochs every trial gets before it can be stopped
+    max_t: PositiveInt | None = None  # None: the most epochs any trial trains (train.epochs)
+    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+
+
+class Resources(Strict):
+    cpu: Annotated[float, Field(gt=0)] = 1.0  # torch threads of the trial = max(1, int(cpu))
+    gpu: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"  # auto: 1 when the Ray cluster has GPUs
+
+
+class Failure(Strict):
+    max_failures: Annotated[int, Field(ge=-1)] = 1  # retries of a failing trial (-1: forever)
+
+
+class Search(Strict):
+    startup_trials: PositiveInt | None = None  # TPE's random start; None: min(10, max(2, trials // 2))
+
+
+class InjectFailure(Strict):
+    """For tests and drills: make matching trials raise (so failure handling can be watched)."""
+
+    match: dict[str, Any] = {}  # raise when the trial's params contain all of these
+    trials: list[Annotated[int, Field(ge=0)]] = []  # … or for these trial numbers (0 = the first created)
+    attempts: PositiveInt | None = None  # fail only the first N attempts (then it succeeds); None: every one
+
+    @model_validator(mode="after")
+    def _some(self) -> InjectFailure:
+        if not self.match and not self.trials:
+            raise ValueError("inject_failure needs match: {key: value} or trials: [numbers]")
+        return self
+
+
+class SweepSpec(Strict):
+    name: str | None = None
+    description: str = ""
+    params: str = "params.yaml"
+    experiments: list[str] = []
+    base: dict[str, Any] = {}
+    space: dict[str, Dim]
+    objective: Objective = Objective()
+    validation: Validation = Validation()
+    budget: Budget = Budget()
+    asha: Asha = Asha()
+    resources: Resources = Resources()
+    failure: Failure = Failure()
+    search: Search = Search()
+    seed: int = 0
+    realism: bool = False  # translate each trial's dataset with the realism stage before training
+    address: str | None = None
+    out: str | None = None  # default outputs/sweeps/<name>
+    inject_failure: InjectFailure | None = None
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: ({"type": "choice", "values": d} if isinstance(d, list) else d) for k, d in v.items()}
+        return v
+
+    @field_validator("space")
+    @classmethod
+    def _nonempty(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("the search space is empty: add at least one dimension")
+        return v
+
+
+@dataclass
+class Sweep:
+    """A checked spec: what ``run`` and every trial need (plain data, so it travels to Ray workers)."""
+
+    spec: SweepSpec
+    path: str
+    name: str
+    base_raw: dict  # params + experiments + base + --set, validated
+    out: Path
+
+    @property
+    def dims(self) -> dict[str, Dim]:
+        return self.spec.space
+
+    @property
+    def grid_size(self) -> int:
+        return math.prod(len(d.values) for d in self.dims.values() if d.type == "grid")
+
+    @property
+    def has_grid(self) -> bool:
+        return any(d.type == "grid" for d in self.dims.values())
+
+    @property
+    def trials(self) -> int:
+        return self.spec.budget.trials or self.grid_size
+
+    @property
+    def base_config(self) -> Config:
+        return Config.model_validate(self.base_raw)
+
+    def digest(self) -> str:
+        """What the sweep is (space, objective, recipe): a resumed sweep must match it."""
+        blob = json.dumps({"spec": self.spec.model_dump(mode="json", exclude={"address", "out", "description"}),
+                           "base": self.base_raw}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def param_space(self) -> dict[str, Any]:
+        """Ray Tune search space, one entry per dimension (keys are the dotted params.yaml keys)."""
+        from ray import tune
+
+        space: dict[str, Any] = {}
+        for key, d in self.dims.items():
+            vals = [json.dumps(v) for v in d.values] if d.encoded else d.values
+            if d.type == "uniform":
+                space[key] = tune.uniform(d.low, d.high)
+            elif d.type == "loguniform":
+                space[key] = tune.loguniform(d.low, d.high)
+            elif d.type in ("int", "randint"):
+                space[key] = tune.randint(d.low, d.high + 1)  # Ray's upper bound is exclusive
+            elif d.type == "choice":
+                space[key] = tune.choice(vals)
+            else:
+                space[key] = tune.grid_search(vals)
+        return space
+
+    def decode(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Trial params as Ray/Optuna hand them over → plain params.yaml values."""
+        out = {}
+        for key, value in params.items():
+            if key not in self.dims:
+                continue
+            value = value.item() if hasattr(value, "item") else value  # numpy scalars
+            out[key] = json.loads(value) if self.dims[key].encoded and isinstance(value, str) else value
+        return out
+
+
+def trial_sets(params: dict[str, Any]) -> list[str]:
+    """A trial's params as ``--set`` expressions: ``{"train.lr": 0.05}`` → ``["train.lr=0.05"]``.
+
+    The values are JSON, which ``--set`` reads as YAML, so a trial's config is exactly what the same
+    ``facefoundry --set ...`` command line would give.
+    """
+    out = []
+    for key, value in params.items():
+        value = value.item() if hasattr(value, "item") else value
+        out.append(f"{key}={json.dumps(value)}")
+    return out
+
+
+def apply_sets(raw: dict, sets: list[str]) -> dict:
+    """Deep-merge ``--set`` expressions into a raw config dict (as ``load_config`` does)."""
+    for expr in sets:
+        raw = deep_merge(raw, parse_set(expr))
+    return raw
+
+
+def _expand_dotted(d: dict) -> dict:
+    """``{"train.lr": 0.1, "generate": {...}}`` → nested sections (dotted keys as ``--set`` reads them)."""
+    out: dict = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            value = _expand_dotted(value)
+        for part in reversed(str(key).split(".")):
+            value = {part: value}
+        out = deep_merge(out, value)
+    return out
+
+
+def _unwrap(ann: Any) -> Any:
+    """A field's annotation → a pydantic model class, ``dict`` (any sub-key), or None (a leaf)."""
+    origin = typing.get_origin(ann)
+    if origin is Annotated:
+        return _unwrap(typing.get_args(ann)[0])
+    if origin is dict:
+        return dict
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        found = [_unwrap(a) for a in typing.get_args(ann)]
+        return next((f for f in found if f is not None and f is not dict), None) or \
+            (dict if dict in found else None)
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    if ann is dict:
+        return dict
+    return None
+
+
+def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """Every dotted key of the config schema (for suggestions)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        sub = _unwrap(field.annotation)
+        if sub is not None and sub is not dict:
+            keys += config_keys(sub, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def key_exists(key: str) -> bool:
+    cls: Any = Config
+    for part in key.split("."):
+        if cls is dict:
+            return True
+        if cls is None or part not in cls.model_fields:
+            return False
+        cls = _unwrap(cls.model_fields[part].annotation)
+    return True
+
+
+def _unknown(key: str) -> str:
+    near = difflib.get_close_matches(key, config_keys(), n=1, cutoff=0.6)
+    return "unknown key (not a params.yaml setting" + (f"; did you mean {near[0]}?)" if near else ")")
+
+
+def is_real_benchmark(name: str, path: str) -> bool:
+    """The shared real verification benchmark (evaluation-only): by its folder, or a name like ``real``."""
+    parts = Path(path).parts
+    return "real_verification" in parts or name.lower().split("_")[0] == "real"
+
+
+def data_metric_names(cfg: Config) -> set[str]:
+    """The ``data/<name>`` metrics ``facefoundry validate`` reports for this config."""
+    names = {"images", "identities", "images_per_identity_min", "images_per_identity_mean",
+             "images_per_identity_max", "duplicate_images", "non_rgb_images"}
+    for judge in cfg.identity.judges:
+        judge = Path(judge).stem if "/" in judge or "." in judge else judge
+        names |= {f"judge_{judge}_{k}" for k in ("intra_mean", "intra_std", "inter_mean", "inter_std",
+                                                 "d_prime", "intra_above_inter_p99")}
+    return names
+
+
+def _validate_raw(raw: dict, where: str) -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise FaceFoundryError(format_validation_error(where, err)) from None
+
+
+def _max_epochs(sweep: Sweep) -> int:
+    d = sweep.dims.get("train.epochs")
+    if d is None:
+        return sweep.base_config.train.epochs
+    return int(max(d.extremes()))
+
+
+def load_spec(path: str | Path, params: str | None = None, experiments: list[str] | None = None,
+              sets: list[str] | None = None, out: str | None = None) -> Sweep:
+    """Read and check a sweep spec; every problem is one :class:`FaceFoundryError` line, before Ray starts.
+
+    ``params`` / ``experiments`` / ``sets`` are the CLI's global ``--params`` / ``-e`` / ``--set``: the
+    first replaces the spec's ``params``, the others are applied on top of the spec's ``base``.
+    """
+    path = Path(path)
+    data = _read_yaml(path)
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as err:
+        raise FaceFoundryError(format_validation_error(str(path), err)) from None
+    name = spec.name or path.stem
+    where = str(path)
+
+    # the recipe every trial starts from
+    pfile = Path(params or spec.params)
+    if pfile.is_file():
+        raw = _read_yaml(pfile)
+    elif params is None and spec.params == "params.yaml":
+        raw = {}
+    else:
+        raise FaceFoundryError(f"{where}: params {pfile}: config file does not exist")
+    for exp in [*spec.experiments, *(experiments or [])]:
+        raw = deep_merge(raw, _read_yaml(Path(exp)))
+    for key in _leaf_keys(_expand_dotted(spec.base)):
+        if not key_exists(key):
+            raise FaceFoundryError(f"{where}: base.{key}: {_unknown(key)}")
+    raw = deep_merge(raw, _expand_dotted(spec.base))
+    raw = apply_sets(raw, [s for s in sets or [] if s.strip()])
+    cfg = _validate_raw(raw, f"{where} (base recipe: {pfile}{' + base' if spec.base else ''})")
+
+    # the search space: keys exist, every value validates
+    for key, dim in spec.space.items():
+        if not key_exists(key):
+            raise FaceFoundryError(f"{where}: space.{key}: {_unknown(key)}")
+        if key in PER_TRIAL_KEYS or any(key.startswith(k + ".") for k in PER_TRIAL_KEYS):
+            why = ("the benchmarks are made or chosen once per sweep (the same yardstick for every trial); "
+                   "set them in base" if key.startswith(("benchmark", "evaluate.benchmarks"))
+                   else "its own folders and store; sweep the settings, not the paths")
+            raise FaceFoundryError(f"{where}: space.{key}: set per trial by the sweep ({why})")
+        if key.startswith("realism.") and not spec.realism:
+            raise FaceFoundryError(f"{where}: space.{key}: trials only run the realism stage with realism: true "
+                                   "in the spec (else this setting would change nothing)")
+        for value in dim.candidates():
+            try:
+                Config.model_validate(deep_merge(raw, parse_set(f"{key}={json.dumps(value)}")))
+            except ValidationError as err:
+                msg = format_validation_error("", err).removeprefix(": ")
+                raise FaceFoundryError(f"{where}: space.{key}: value {value!r} ({dim.type}) is invalid: {msg}") from None
+    if spec.inject_failure:
+        for key in spec.inject_failure.match:
+            if not key_exists(key):
+                raise FaceFoundryError(f"{where}: inject_failure.match.{key}: {_unknown(key)}")
+
+    sweep = Sweep(spec=spec, path=str(path), name=name, base_raw=raw,
+                  out=Path(out or spec.out or f"outputs/sweeps/{name}"))
+    _check_objective(sweep, cfg, where)
+
+    # budget, grid and ASHA
+    b = spec.budget
+    if sweep.has_grid:
+        if b.trials is not None and b.trials % sweep.grid_size:
+            raise FaceFoundryError(f"{where}: budget.trials: {b.trials} is not a multiple of the grid's "
+                                   f"{sweep.grid_size} points (each run of the grid is {sweep.grid_size} trials)")
+    elif b.trials is None:
+        raise FaceFoundryError(f"{where}: budget.trials: required (how many trials to sample)")
+    a = spec.asha
+    if a.enabled:
+        max_t = a.max_t or _max_epochs(sweep)
+        if a.grace_period >= max_t:
+            raise FaceFoundryError(f"{where}: asha.grace_period: {a.grace_period} is not below max_t {max_t} "
+                                   "(epochs): ASHA could never stop a trial; lower it or set asha.enabled: false")
+    return sweep
+
+
+def _leaf_keys(d: dict, prefix: str = "") -> list[str]:
+    """Leaf keys of a nested ``base`` as dotted keys (a dict-valued setting is one leaf)."""
+    keys = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and _is_section(key):
+            keys += _leaf_keys(v, key + ".")
+        else:
+            keys.append(key)
+    return keys
+
+
+def _is_section(key: str) -> bool:
+    cls: Any = Config
+    for part in key.split("."):
+        if cls is None or cls is dict or part not in cls.model_fields:
+            return False
+        cls = _unwrap(cls.model_fields[part].annotation)
+    return cls is not None and cls is not dict
+
+
+def _check_objective(sweep: Sweep, cfg: Config, where: str) -> None:
+    o, v = sweep.spec.objective, sweep.spec.validation
+    benches = cfg.evaluate.benchmarks
+    if o.metric == "accuracy":
+        if not o.benchmarks:
+            raise FaceFoundryError(f"{where}: objective.benchmarks: empty; name at least one of "
+                                   f"evaluate.benchmarks ({', '.join(benches) or 'none configured'})")
+        for name in o.benchmarks:
+            if name not in benches:
+                raise FaceFoundryError(f"{where}: objective.benchmarks: {name!r} is not in evaluate.benchmarks "
+                                       f"({', '.join(benches) or 'none configured'})")
+            if is_real_benchmark(name, benches[name]) and not o.allow_real:
+                raise FaceFoundryError(f"{where}: objective.benchmarks: {name!r} ({benches[name]}) is the real "
+                                       "verification benchmark: evaluation-only, every trial reports it but it "
+                                       "must not drive the sweep (objective.allow_real: true overrides)")
+    else:
+        name = o.metric.removeprefix("data/")
+        known = data_metric_names(cfg)
+        if name not in known and not name.startswith("converted_from_"):
+            near = difflib.get_close_matches(name, sorted(known), n=1)
+            raise FaceFoundryError(f"{where}: objective.metric: {o.metric!r} is not a data metric of validate"
+                                   + (f" (did you mean data/{near[0]}?)" if near else
+                                      f" (one of data/{', data/'.join(sorted(known))})"))
+    if v.benchmark not in benches:
+        raise FaceFoundryError(f"{where}: validation.benchmark: {v.benchmark!r} is not in evaluate.benchmarks "
+                               f"({', '.join(benches) or 'none configured'})")
+    if is_real_benchmark(v.benchmark, benches[v.benchmark]) and not o.allow_real:
+        raise FaceFoundryError(f"{where}: validation.benchmark: {v.benchmark!r} ({benches[v.benchmark]}) is the real "
+                               "verification benchmark: evaluation-only, it must not drive ASHA")
+    if v.pairs and v.pairs < cfg.evaluate.nfolds:
+        raise FaceFoundryError(f"{where}: validation.pairs: {v.pairs} pairs cannot be split into "
+                               f"{cfg.evaluate.nfolds} folds (evaluate.nfolds)")
+
+
+def describe(sweep: Sweep) -> str:
+    """One line per dimension, for logs and the MLflow parent run."""
+    lines = []
+    for key, d in sweep.dims.items():
+        rng = f"{d.values}" if d.values is not None else f"[{d.low}, {d.high}]"
+        lines.append(f"{key}: {d.type} {rng}")
+    return "\n".join(lines)
+
+
+def dump_yaml(sweep: Sweep) -> str:
+    return yaml.safe_dump(sweep.spec.model_dump(mode="json"), sort_keys=False)

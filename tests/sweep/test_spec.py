@@ -1,0 +1,221 @@
+"""Sweep specs: parsing, their one-line errors, and the trial → params.yaml override mapping (no Ray)."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from facefoundry.config import load_config
+from facefoundry.errors import FaceFoundryError
+from facefoundry.sweep.spec import load_spec, trial_sets
+from facefoundry.sweep.trial import EpochScorer, dataset_key, injected, trial_config, trial_key, trial_number
+from tests.conftest import identity_image, make_dataset, tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spec_file(tmp: Path, **over) -> Path:
+    tiny_config(tmp)
+    spec = {"params": str(tmp / "params.yaml"),
+            "space": {"train.lr": {"type": "loguniform", "low": 0.01, "high": 0.2},
+                      "generate.images_per_identity": {"type": "choice", "values": [4, 5]}},
+            "budget": {"trials": 4, "max_concurrent": 2}}
+    for k, v in over.items():
+        if v is None:
+            spec.pop(k, None)
+        else:
+            spec[k] = v
+    path = tmp / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def error_of(path: Path) -> str:
+    with pytest.raises(FaceFoundryError) as exc:
+        load_spec(path)
+    msg = str(exc.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_repository_specs_parse():
+    for name in ("sweep_smoke", "sweep_default", "sweep_vec2face", "sweep_render_realism", "sweep_trainer",
+                 "sweep_dataset_shape"):
+        s = load_spec(ROOT / "experiments" / f"{name}.yaml")
+        assert s.name == name and s.trials >= 2 and len(s.dims) >= 2, name
+        assert s.out == Path("outputs/sweeps") / name
+    smoke = load_spec(ROOT / "experiments" / "sweep_smoke.yaml")
+    assert smoke.trials == 8 and smoke.spec.budget.max_concurrent == 2 and not smoke.has_grid
+    assert set(smoke.dims) == {"train.lr", "generate.images_per_identity"}
+    shape = load_spec(ROOT / "experiments" / "sweep_dataset_shape.yaml")
+    assert shape.has_grid and shape.trials == shape.grid_size >= 4
+
+
+def test_spec_defaults_and_space(tmp_path):
+    s = load_spec(spec_file(tmp_path))
+    assert s.name == "sweep" and s.trials == 4 and s.spec.objective.metric == "accuracy"
+    assert s.spec.validation.benchmark == "twins" and s.spec.resources.gpu == "auto"
+    space = s.param_space()
+    assert set(space) == {"train.lr", "generate.images_per_identity"}
+    assert s.base_config.train.epochs == 2  # the tiny params file, through the spec
+    shorthand = load_spec(spec_file(tmp_path, space={"train.lr": [0.05, 0.1]}))
+    assert shorthand.dims["train.lr"].type == "choice" and shorthand.dims["train.lr"].values == [0.05, 0.1]
+
+
+@pytest.mark.parametrize("over, fragments", [
+    ({"budgett": {"trials": 3}}, ["budgett: unknown key"]),
+    ({"space": {"train.lrr": {"type": "uniform", "low": 0.01, "high": 0.1}}},
+     ["space.train.lrr: unknown key", "did you mean train.lr"]),
+    ({"space": {"train.lr": {"type": "uniform", "low": 0.3, "high": 0.1}}}, ["space.train.lr", "empty range"]),
+    ({"space": {"train.lr": {"type": "choice", "values": []}}}, ["space.train.lr", "empty choice"]),
+    ({"space": {"train.epochs": {"type": "int", "low": 5, "high": 2}}}, ["space.train.epochs", "empty range"]),
+    ({"space": {"train.lr": {"type": "loguniform", "low": 0, "high": 0.1}}}, ["low > 0"]),
+    ({"space": {"train.lr": {"type": "uniform", "low": "a", "high": 0.1}}}, ["space.train.lr.low"]),
+    ({"space": {"train.epochs": {"type": "uniform", "low": 1, "high": 4}}},
+     ["space.train.epochs: value", "train.epochs", "integer"]),
+    ({"space": {"train.momentum": [0.5, 1.5]}}, ["space.train.momentum: value 1.5", "less than or equal to 1"]),
+    ({"space": {"train.head.name": ["arcface", "nosuchhead"]}}, ["space.train.head.name: value 'nosuchhead'"]),
+    ({"space": {"train.out": ["a", "b"]}}, ["space.train.out", "set per trial"]),
+    ({"space": {"benchmark.pairs": [40, 60]}}, ["space.benchmark.pairs", "set per trial"]),
+    ({"space": {}}, ["space", "empty"]),
+    ({"space": {"train.lr": {"type": "gaussian", "low": 0, "high": 1}}}, ["space.train.lr.type"]),
+    ({"base": {"train.epoks": 3}}, ["base.train.epoks: unknown key"]),
+    ({"base": {"train": {"epochs": "many"}}}, ["train.epochs"]),
+    ({"budget": {"max_concurrent": 2}}, ["budget.trials: required"]),
+    ({"budget": {"trials": 0}}, ["budget.trials"]),
+    ({"objective": {"metric": "loss"}}, ["objective.metric"]),
+    ({"objective": {"metric": "data/identitiez"}}, ["data/identitiez", "did you mean data/identities"]),
+    ({"objective": {"benchmarks": ["lfw"]}}, ["objective.benchmarks: 'lfw' is not in evaluate.benchmarks"]),
+    ({"asha": {"grace_period": 2}}, ["asha.grace_period", "max_t 2"]),
+    ({"inject_failure": {"match": {"train.lrx": 1}}}, ["inject_failure.match.train.lrx: unknown key"]),
+    ({"inject_failure": {}}, ["inject_failure"]),
+])
+def test_bad_specs_give_one_line(tmp_path, over, fragments):
+    msg = error_of(spec_file(tmp_path, **over))
+    assert msg.startswith(str(tmp_path / "sweep.yaml")), msg
+    for frag in fragments:
+        assert frag in msg, msg
+
+
+def test_real_benchmark_never_drives_the_sweep(tmp_path):
+    real = tmp_path / "real_verification" / "celeba_val.bin"
+    params = tmp_path / "p"
+    tiny_config(params, evaluate={"benchmarks": {"twins": str(params / "twins.bin"), "real": str(real)}})
+    base = {"params": str(params / "params.yaml"), "space": {"train.lr": [0.05, 0.1]}, "budget": {"trials": 2}}
+    for over, frag in (({"objective": {"benchmarks": ["twins", "real"]}}, "objective.benchmarks: 'real'"),
+                       ({"validation": {"benchmark": "real"}}, "validation.benchmark: 'real'")):
+        path = tmp_path / "s.yaml"
+        path.write_text(yaml.safe_dump({**base, **over}))
+        msg = error_of(path)
+        assert frag in msg and "evaluation-only" in msg, msg
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(base))
+    assert load_spec(path).spec.objective.benchmarks == ["twins"]  # reported, not optimised
+
+
+def test_grid_budget(tmp_path):
+    grid = {"generate.identities": {"type": "grid", "values": [6, 8]},
+            "generate.images_per_identity": {"type": "grid", "values": [4, 5, 6]}}
+    s = load_spec(spec_file(tmp_path, space=grid, budget={"max_concurrent": 2}))
+    assert s.has_grid and s.grid_size == 6 and s.trials == 6
+    assert "multiple of the grid's 6 points" in error_of(spec_file(tmp_path, space=grid, budget={"trials": 8}))
+
+
+def test_cli_bad_spec_is_one_line_before_ray(tmp_path):
+    path = spec_file(tmp_path, space={"train.lr": {"type": "uniform", "low": 0.5, "high": 0.1}})
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "facefoundry", "sweep", str(path)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "empty range" in lines[0], proc.stderr
+    assert not (tmp_path / "outputs").exists() and time.perf_counter() - t0 < 60
+
+
+def test_trial_params_map_to_set_overrides(tmp_path):
+    sets = trial_sets({"train.lr": np.float64(0.07), "train.epochs": np.int64(3), "train.backbone.layers": [2, 1, 1, 1],
+                       "generate.vec2face.attrop.quality": None, "generate.image_format": "jpg"})
+    assert sets == ["train.lr=0.07", "train.epochs=3", "train.backbone.layers=[2, 1, 1, 1]",
+                    "generate.vec2face.attrop.quality=null", 'generate.image_format="jpg"']
+    params = tiny_config(tmp_path)
+    via_cli = load_config(tmp_path / "params.yaml", sets=sets)  # what `facefoundry --set ...` would give
+    s = load_spec(spec_file(tmp_path, space={"train.backbone.layers": [[1, 1, 1, 1], [2, 1, 1, 1]],
+                                             "train.lr": {"type": "uniform", "low": 0.01, "high": 0.1}}))
+    assert s.dims["train.backbone.layers"].encoded  # lists travel as JSON strings (Optuna takes scalars)
+    decoded = s.decode({"train.backbone.layers": "[2, 1, 1, 1]", "train.lr": np.float64(0.07), "other": 1})
+    assert decoded == {"train.backbone.layers": [2, 1, 1, 1], "train.lr": 0.07}
+    ctx = {"out": str(tmp_path / "sw"), "tracking_uri": "sqlite:////x/mlflow.db", "experiment": "e", "threads": 1,
+           "gpu": 0, "benchmarks": {"twins": "/abs/twins.bin"}}
+    folder = tmp_path / "sw" / "trials" / "003_abcd1234"
+    cfg, keys = trial_config(s, {**decoded, "train.epochs": 3, "generate.image_format": "jpg",
+                                "generate.vec2face.attrop.quality": None}, folder, ctx)
+    for section in ("train", "generate"):  # the swept settings: exactly the --set result
+        mine, theirs = getattr(cfg, section).model_dump(), getattr(via_cli, section).model_dump()
+        for k in ("lr", "epochs", "backbone", "image_format", "identities", "head"):
+            if k in theirs:
+                assert mine[k] == theirs[k], (section, k)
+    assert cfg.train.backbone.layers == [2, 1, 1, 1] and cfg.generate.image_format == "jpg"
+    assert cfg.train.dataset == cfg.generate.out == str(tmp_path / "sw" / "datasets" / keys["generate"])
+    assert cfg.train.out == str(folder / "train") and cfg.evaluate.model == str(folder / "train" / "model")
+    assert cfg.evaluate.benchmarks == {"twins": "/abs/twins.bin"} and cfg.base.tracking_uri == "sqlite:////x/mlflow.db"
+    assert cfg.train.registered_model is None and cfg.base.device == "cpu" and cfg.train.threads == 1
+    assert params.train.lr != cfg.train.lr
+
+
+def test_dataset_key_covers_generation_only(tmp_path):
+    cfg = tiny_config(tmp_path)
+
+    def key(*sets):
+        return dataset_key(load_config(tmp_path / "params.yaml", sets=list(sets)))
+
+    assert key() == key("train.lr=0.01", "generate.out=/else/where", "generate.vec2face.tau=0.1", "evaluate.flip=false")
+    assert len({key(), key("generate.images_per_identity=5"), key("base.seed=8"), key("base.image_size=40"),
+                key("generate.render.yaw=[-5, 5]")}) == 5
+    assert cfg.generate.generator == "render"
+
+
+def test_trial_numbers_and_injected_failures(tmp_path):
+    assert trial_key("3_train.lr=0.1", "ab12cd34") == "002_ab12cd34" and trial_number("002_ab12cd34") == 2
+    assert trial_key("4_train.lr=0.1", "98069_00004") == "004_98069_00004"  # grid: the id counts from 0
+    assert trial_number("ab12cd34") == -1
+    s = load_spec(spec_file(tmp_path, inject_failure={"trials": [1], "attempts": 1}))
+    assert injected(s, {}, 1, 1) and not injected(s, {}, 1, 2) and not injected(s, {}, 0, 1)
+    m = load_spec(spec_file(tmp_path, inject_failure={"match": {"generate.images_per_identity": 5}}))
+    assert injected(m, {"generate.images_per_identity": 5}, 0, 7) and not injected(m, {"generate.images_per_identity": 4}, 0, 1)
+
+
+def test_epoch_scorer_leaves_training_unchanged(tmp_path):
+    """The per-epoch validation hook reads the backbone without changing what is learned."""
+    from facefoundry.stages.common import log  # noqa: F401 - the trainer's logger
+    from facefoundry.train.trainer import Trainer
+    from facefoundry.verification.binfile import write_bin
+
+    ds = make_dataset(tmp_path / "ds", identities=6, per_identity=6)
+    rng = np.random.default_rng(3)
+    imgs, same = [], []
+    for i in range(20):
+        a = 50 + i
+        imgs += [identity_image(a, 0, 32, rng), identity_image(a if i % 2 else a + 1, 1, 32, rng)]
+        same.append(bool(i % 2))
+    write_bin(tmp_path / "val.bin", np.stack(imgs), same)
+
+    def train(sub, hook):
+        cfg = tiny_config(tmp_path / sub, train={"dataset": str(ds), "epochs": 3, "backbone": {"dropout": 0.1}})
+        tr = Trainer(cfg, log=lambda m: None)
+        scorer = EpochScorer(cfg, "val", str(tmp_path / "val.bin"))
+        accs = []
+        hist = tr.fit((lambda s: accs.append(scorer(tr))) if hook else None).history
+        return tr, hist, accs
+
+    plain, h1, _ = train("a", False)
+    hooked, h2, accs = train("b", True)
+    assert [s.loss for s in h1] == [s.loss for s in h2] and len(accs) == 3 and all(0 <= a <= 1 for a in accs)
+    for (k, v1), v2 in zip(plain.net.state_dict().items(), hooked.net.state_dict().values()):
+        assert torch.equal(v1, v2), k
+    assert json.dumps(accs)

@@ -1,0 +1,138 @@
+"""A real sweep through the CLI: Ray Tune + Optuna + ASHA on 2 concurrent tiny trials, a real MLflow store.
+
+One module fixture runs it the way a user would meet every feature: 4 trials over two parameters
+(trials with the same images-per-identity share one dataset), trial #1 raises on every attempt (injected
+via the spec; retried once), the sweep is interrupted after two trials ended (as Ctrl-C would) and then
+resumed with ``--resume`` (Tuner.restore). About 1–2 minutes on 2 CPU cores.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import tiny_config
+
+ENV = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
+ENV["GIT_PYTHON_REFRESH"] = "quiet"
+
+
+def sweep_cli(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "facefoundry", "sweep", str(tmp / "sweep.yaml"), "--out",
+                           str(tmp / "out"), *args], cwd=tmp, capture_output=True, text=True,
+                          env={**ENV, **env}, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sweep")
+    tiny_config(tmp, identity={"judge_max_images": 40})
+    (tmp / "sweep.yaml").write_text(yaml.safe_dump({
+        "name": "test_sweep", "params": str(tmp / "params.yaml"),
+        "space": {"train.lr": {"type": "loguniform", "low": 0.01, "high": 0.2},
+                  "generate.images_per_identity": {"type": "choice", "values": [4, 5]}},
+        "budget": {"trials": 4, "max_concurrent": 2},
+        "asha": {"grace_period": 1, "reduction_factor": 2},
+        "failure": {"max_failures": 1},
+        "inject_failure": {"trials": [1]},
+        "seed": 3,
+    }))
+    first = sweep_cli(tmp, FACEFOUNDRY_SWEEP_INTERRUPT_AFTER="2")
+    after_first = {p.parent.name: len(p.read_text().splitlines()) for p in (tmp / "out" / "trials").glob("*/attempts.log")}
+    status_first = {p.parent.name: json.loads(p.read_text()) for p in (tmp / "out" / "trials").glob("*/status.json")}
+    again = sweep_cli(tmp)  # without --resume: refused, the folder holds a sweep
+    second = sweep_cli(tmp, "--resume")
+    return {"tmp": tmp, "first": first, "again": again, "second": second, "attempts_first": after_first,
+            "status_first": status_first, "results": json.loads((tmp / "out" / "results.json").read_text())}
+
+
+def _runs(tmp: Path):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    exp = client.get_experiment_by_name("tests")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_interrupt_then_resume_without_repeating_trials(swept):
+    first, again, second = swept["first"], swept["again"], swept["second"]
+    assert first.returncode == 130, first.stderr[-3000:]
+    assert "resume with: facefoundry sweep" in first.stderr and "--resume" in first.stderr
+    assert again.returncode == 2 and "already holds sweep 'test_sweep'" in again.stderr
+    assert "--resume" in again.stderr and "Traceback" not in again.stderr
+    assert second.returncode == 0, second.stderr[-3000:]
+    ended_first = {k for k, s in swept["status_first"].items() if s.get("status") in ("completed", "stopped", "failed")}
+    assert len(ended_first) >= 2
+    trials = sorted(p.name for p in (swept["tmp"] / "out" / "trials").iterdir())
+    assert len(trials) == 4 and sorted(int(t.split("_")[0]) for t in trials) == [0, 1, 2, 3]
+    attempts = {p.parent.name: len(p.read_text().splitlines())
+                for p in (swept["tmp"] / "out" / "trials").glob("*/attempts.log")}
+    for t in ended_first:  # finished before the interrupt: never run again
+        assert attempts[t] == swept["attempts_first"][t], t
+    for t, n in attempts.items():
+        if t not in ended_first:  # cut short by the interrupt (continued once) or started after the resume
+            assert n == swept["attempts_first"].get(t, 0) + 1, (t, n)
+    assert attempts[next(t for t in attempts if t.startswith("001_"))] == 2  # the failing trial: one retry
+    rows = swept["results"]["rows"]
+    assert len({r["trial"] for r in rows}) == 4 and not swept["results"]["interrupted"]
+
+
+def test_failing_trial_is_reported_and_the_sweep_finishes(swept):
+    rows = {r["number"]: r for r in swept["results"]["rows"]}
+    assert rows[1]["status"] == "failed" and "injected failure" in rows[1]["error"] and rows[1]["attempts"] == 2
+    assert all(rows[n]["status"] in ("completed", "stopped") for n in (0, 2, 3))
+    assert sum(r["status"] == "completed" for r in rows.values()) >= 1
+    assert swept["results"]["counts"]["failed"] == 1
+    log = swept["first"].stderr + swept["second"].stderr
+    assert "failed; retrying" in log and "failed after 2 attempt(s)" in log
+    client, runs = _runs(swept["tmp"])
+    failed = [r for r in runs if r.data.tags.get("facefoundry.role") == "trial" and r.info.status == "FAILED"]
+    assert len(failed) == 1 and "injected failure" in failed[0].data.tags["facefoundry.failure"]
+    assert (swept["tmp"] / "out" / "results.md").read_text().count("| failed |") == 1
+
+
+def test_mlflow_tree_sweep_trials_stages(swept):
+    client, runs = _runs(swept["tmp"])
+    sweeps = [r for r in runs if r.data.tags.get("facefoundry.role") == "sweep"]
+    assert len(sweeps) == 1  # one parent, reopened by the resume
+    parent = sweeps[0]
+    assert parent.info.status == "FINISHED" and parent.data.params["sweep.trials"] == "4"
+    trials = [r for r in runs if r.data.tags.get("facefoundry.role") == "trial"]
+    assert len(trials) == 4 and all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
+    trial_ids = {r.info.run_id for r in trials}
+    stages = [r for r in runs if r.data.tags.get("facefoundry.stage") in ("generate", "validate", "train", "evaluate")]
+    assert stages and all(r.data.tags["mlflow.parentRunId"] in trial_ids for r in stages)
+    assert all(r.data.tags.get("facefoundry.adhoc") is None for r in stages)
+    bench = [r for r in runs if r.data.tags.get("facefoundry.stage") == "benchmark"]
+    assert len(bench) == 1 and bench[0].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    done = [r for r in trials if r.data.tags.get("facefoundry.trial_status") == "completed"]
+    assert done
+    for r in done:  # recipe params, dataset hash, data-quality summary, every benchmark accuracy
+        assert {"train.lr", "generate.images_per_identity", "sweep.train.lr"} <= set(r.data.params)
+        assert r.data.tags["dataset.dvc_md5"].endswith(".dir")
+        assert {"data/images", "data/identities", "twins/accuracy", "objective", "val/accuracy"} <= set(r.data.metrics)
+        assert r.data.metrics["objective"] == pytest.approx(r.data.metrics["twins/accuracy"])
+    for r in trials:
+        assert r.info.status in ("FINISHED", "FAILED")
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"sweep_results.md", "results.json", "sweep_spec.yaml"} <= arts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/objective_vs_params.png", "plots/parallel_coordinates.png"} <= plots
+
+
+def test_shared_dataset_generated_once(swept):
+    out = swept["tmp"] / "out"
+    made = [json.loads(ln) for ln in (out / "datasets" / "generations.jsonl").read_text().splitlines()]
+    keys = [m["key"] for m in made]
+    used = {json.loads((p / "trial.json").read_text())["dataset_key"] for p in (out / "trials").iterdir()
+            if (p / "trial.json").is_file()}
+    assert len(keys) == len(set(keys)) == len(used) <= 2  # one generation per distinct dataset, 4 trials
+    _, runs = _runs(swept["tmp"])
+    assert sum(r.data.tags.get("facefoundry.stage") == "generate" for r in runs) == len(keys)
+    for r in swept["results"]["rows"]:
+        if r["status"] == "completed":
+            assert r["seconds"]["generate_seconds"] >= 0 and r["dataset"] in used

@@ -1,0 +1,255 @@
+"""Promotion against a real MLflow SQLite store: the champion alias follows the best run, the old
+champion keeps ``previous``, the recipe file reproduces the run's config, the card says where the
+data came from, and a failing quality gate changes nothing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facefoundry.config import Config, GateCfg, load_config
+from facefoundry.errors import FaceFoundryError
+from facefoundry.promote import (
+    CHAMPION,
+    PREVIOUS,
+    build_recipe,
+    decode_param,
+    dvc_overrides,
+    gate_failures,
+    known_sources,
+    logged_form,
+    nest_params,
+    run_promote,
+)
+from tests.conftest import identity_image, tiny_config
+
+NAME = "facefoundry-fr"
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for key in list(os.environ):
+        if key.startswith(("MLFLOW_", "DVC_")) or key in ("FACEFOUNDRY_PIPELINE_ID", "FACEFOUNDRY_PARENT_RUN_ID"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("FACEFOUNDRY_PIPELINE_ID", "promote-tests")  # pipeline runs: ranked without include_adhoc
+    cfg = tiny_config(tmp_path, promote={"out": str(tmp_path / "experiments" / "promoted.yaml"),
+                                         "card": str(tmp_path / "experiments" / "promoted_card.md")},
+                      evaluate={"benchmarks": {"twins": str(tmp_path / "twins.bin"),
+                                               "real": str(tmp_path / "real.bin")}})
+    return tmp_path, cfg
+
+
+def aligned_photos(folder: Path) -> Path:
+    """A tiny 'align' output: what a Vec2Face generator trains on, naming its real source folder."""
+    from facefoundry.data.writer import DatasetWriter
+
+    rng = np.random.default_rng(0)
+    meta = {"generator": "align", "num_classes": 2, "image_size": 16,
+            "source_dir": "../shared/data/real_faces_unlabelled"}
+    with DatasetWriter(folder, meta) as w:
+        for label in range(2):
+            w.add(identity_image(label, 0, 16, rng), label, f"photo_{label}", "align", {})
+    return folder
+
+
+def fake_recipe(tmp: Path, cfg: Config, recipe: str, accs: dict[str, float], lr: float = 0.1,
+                generator: str = "render", data: dict | None = None) -> tuple[str, Config]:
+    """The runs one pipeline execution leaves: generate, validate, train (+ registered model), evaluate."""
+    import mlflow
+    import torch
+
+    from facefoundry.tracking import log_metrics, log_metrics_to_run, log_torch_model, recipe_params, stage_run
+
+    c = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": lr, "recipe": recipe,
+                                                                     "dataset": str(tmp / recipe)}),
+                               "generate": cfg.generate.model_copy(update={"generator": generator,
+                                                                           "out": str(tmp / recipe)})})
+    digest = f"{recipe}-{lr}.dir"
+    meta = {"generator": generator, "num_classes": 6, "num_images": 24,
+            generator: getattr(c.generate, generator).model_dump(mode="json")}
+    with stage_run(c, "generate", ["generate"], {"facefoundry.generator": generator}):
+        mlflow.set_tag("dataset.dvc_md5", digest)
+    with stage_run(c, "validate", ["identity"]):
+        mlflow.set_tag("dataset.dvc_md5", digest)
+        log_metrics({"data/images": 24, "data/identities": 6, "data/duplicate_images": 0,
+                     **{f"data/{k}": v for k, v in (data or {}).items()}})
+    with stage_run(c, "train", ["train"], {"facefoundry.recipe": recipe}) as run:
+        run_id = run.info.run_id
+        mlflow.set_tags({"dataset.dvc_md5": digest, "dataset.path": str(tmp / recipe)})
+        mlflow.log_params(recipe_params(meta))
+        log_metrics({"data/images": 24, "data/identities": 6})
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))
+        log_torch_model(model, 16, registered_name=NAME, alias=recipe,
+                        tags={"recipe": recipe, "dataset_dvc_md5": digest, "train_run_id": run_id})
+    metrics = {}
+    for bench, acc in accs.items():
+        metrics.update({f"{bench}/accuracy": acc, f"{bench}/accuracy_std": 0.02, f"{bench}/auc": acc + 0.05,
+                        f"{bench}/tar_at_far_1e-02": acc / 2})
+    with stage_run(c, "evaluate", ["evaluate"], {"facefoundry.train_run_id": run_id,
+                                                 "facefoundry.recipe": recipe}):
+        log_metrics(metrics)
+    log_metrics_to_run(run_id, metrics)
+    return run_id, c
+
+
+def version_of(client, run_id: str) -> str:
+    [mv] = [v for v in client.search_model_versions(f"name = '{NAME}'") if v.run_id == run_id]
+    return str(mv.version)
+
+
+def aliases(client) -> dict[str, str]:
+    return {a: str(v) for a, v in client.get_registered_model(NAME).aliases.items()
+            if a in (CHAMPION, PREVIOUS)}
+
+
+def test_promotion_moves_champion_keeps_previous_and_writes_recipe_and_card(env):
+    import mlflow
+
+    tmp, cfg = env
+    render_run, render_cfg = fake_recipe(tmp, cfg, "render", {"twins": 0.70, "real": 0.55},
+                                         data={"judge_dlib_intra_mean": 0.9, "judge_dlib_inter_mean": 0.5})
+    fake_recipe(tmp, cfg, "vec2face", {"twins": 0.60, "real": 0.58}, generator="vec2face")
+    client = mlflow.MlflowClient(tracking_uri=cfg.base.tracking_uri)
+
+    first = run_promote(cfg, metric="twins", params_file=tmp / "params.yaml")
+    assert first["run_id"] == render_run and first["previous"] is None
+    assert aliases(client) == {CHAMPION: version_of(client, render_run)}
+    mv = client.get_model_version_by_alias(NAME, CHAMPION)
+    assert mv.tags["recipe"] == "render" and mv.tags["dataset.dvc_md5"] == "render-0.1.dir"
+    assert mv.tags["promoted.metric"] == "twins" and float(mv.tags["promoted.value"]) == pytest.approx(0.70)
+    assert {a.path for a in client.list_artifacts(render_run, "promotion")} == {
+        "promotion/promoted.yaml", "promotion/promoted_card.md"}
+
+    # the recipe file: loads on params.yaml into a Config whose sections are the runs' own
+    promoted = tmp / "experiments" / "promoted.yaml"
+    text = promoted.read_text()
+    assert text.startswith("# Winning recipe written by `facefoundry promote`")
+    assert f"facefoundry -e {promoted} train" in text
+    assert "#   dvc exp run -n champion -S train.lr=0.1\n" in text  # the one setting params.yaml lacks
+    loaded = load_config(tmp / "params.yaml", [promoted])
+    train = client.get_run(render_run).data.params
+    for section in ("base", "train"):
+        assert logged_form(loaded, section) == {k: v for k, v in train.items() if k.startswith(section + ".")}
+    assert logged_form(loaded, "generate") == logged_form(render_cfg, "generate")
+    assert logged_form(loaded, "identity") == logged_form(render_cfg, "identity")
+    assert logged_form(loaded, "evaluate") == logged_form(render_cfg, "evaluate")
+
+    card = (tmp / "experiments" / "promoted_card.md").read_text()
+    assert "# Dataset card: render" in card and "**render**" in card and "render-0.1.dir" in card
+    assert "no real photo was used" in card and "Not applicable" in card  # no photo, no leakage
+    assert "| twins | 70.00 ± 2.00 % | 0.7500 | 0.350 |" in card and "| real | 55.00 ± 2.00 % |" in card
+    assert "judge_dlib_intra_mean | 0.9" in card and "gap 0.400" in card
+    assert "dlib ResNet" in card and "CC0" in card
+
+    # a better run appears: champion moves, the old champion keeps `previous`
+    better_run, _ = fake_recipe(tmp, cfg, "render", {"twins": 0.80, "real": 0.50}, lr=0.05)
+    second = run_promote(cfg, metric="twins", params_file=tmp / "params.yaml")
+    assert second["run_id"] == better_run
+    assert aliases(client) == {CHAMPION: version_of(client, better_run), PREVIOUS: version_of(client, render_run)}
+    assert second["previous"] == version_of(client, render_run)
+    assert "#   dvc repro   # params.yaml already holds this recipe" in promoted.read_text()  # lr 0.05 is its own
+    # promoting the same champion again leaves `previous` where it was
+    run_promote(cfg, metric="twins", params_file=tmp / "params.yaml")
+    assert aliases(client) == {CHAMPION: version_of(client, better_run), PREVIOUS: version_of(client, render_run)}
+
+    # a failing gate: one line, aliases and files untouched
+    before, before_text = aliases(client), promoted.read_text()
+    gated = cfg.model_copy(update={"promote": cfg.promote.model_copy(update={
+        "gate": GateCfg(enabled=True, min_identities=100, max_duplicate_images=0)})})
+    with pytest.raises(FaceFoundryError, match=r"promotion refused: .*data/identities = 6 < 100") as err:
+        run_promote(gated, metric="real", params_file=tmp / "params.yaml")
+    assert "\n" not in str(err.value)
+    assert aliases(client) == before and promoted.read_text() == before_text
+    with pytest.raises(FaceFoundryError, match="sets no threshold"):
+        run_promote(cfg, metric="real", gate=True, params_file=tmp / "params.yaml")
+    # the same gate passes with reachable thresholds
+    ok = gated.model_copy(update={"promote": gated.promote.model_copy(update={
+        "gate": GateCfg(enabled=True, min_identities=6, max_duplicate_images=0)})})
+    assert run_promote(ok, metric="real", params_file=tmp / "params.yaml")["recipe"] == "vec2face"
+
+
+def test_card_traces_a_generator_to_its_real_sources(env):
+    tmp, cfg = env
+    photos = aligned_photos(tmp / "real_aligned")
+    model = tmp / "v2f" / "model"
+    model.mkdir(parents=True)
+    (model / "vec2face_model.json").write_text(
+        f'{{"dataset": "{photos}", "dataset_dvc_md5": "photos.dir", "encoder_name": "dlib"}}')
+    cfg = cfg.model_copy(update={"generate": cfg.generate.model_copy(update={
+        "vec2face": cfg.generate.vec2face.model_copy(update={"model": str(model), "tau": 0.4})})})
+    run_id, _ = fake_recipe(tmp, cfg, "vec2face_real", {"real": 0.61, "twins": 0.53}, generator="vec2face")
+    res = run_promote(cfg, metric="average", params_file=tmp / "params.yaml")
+    assert res["run_id"] == run_id
+    card = (tmp / "experiments" / "promoted_card.md").read_text()
+    assert "**vec2face**" in card and "| vec2face.tau | 0.4 |" in card  # generator and its parameters
+    assert "real_faces_unlabelled" in card and "photos.dir" in card
+    assert "FFHQ" in card and "CC BY-NC-SA 4.0" in card and "CelebA" in card and "non-commercial" in card
+    assert "τ = 0.4" in card and "every training photo" in card  # the leakage check
+    assert "| real | 61.00 ± 2.00 % |" in card and "| twins | 53.00 ± 2.00 % |" in card
+    text = (tmp / "experiments" / "promoted.yaml").read_text()
+    assert f"align ../shared/data/real_faces_unlabelled --out {photos}" in text
+
+
+def test_cli_leaderboard_and_promote(env):
+    from typer.testing import CliRunner
+
+    from facefoundry.cli import app
+
+    tmp, cfg = env
+    fake_recipe(tmp, cfg, "render", {"twins": 0.7})
+    runner = CliRunner()
+    params = ["--params", str(tmp / "params.yaml")]
+    res = runner.invoke(app, [*params, "leaderboard", "--metric", "twins", "--top", "5"])
+    assert res.exit_code == 0, res.output
+    assert "| 1 | render | 1 | 70.00 |" in res.output
+    for name in ("leaderboard.md", "leaderboard.html", "leaderboard.json"):
+        assert (tmp / "report" / name).is_file()
+    res = runner.invoke(app, [*params, "leaderboard", "--experiment", "nope"])
+    assert isinstance(res.exception, FaceFoundryError) and "no MLflow experiment 'nope'" in str(res.exception)
+    res = runner.invoke(app, [*params, "promote", "--metric", "twins", "--no-gate"])
+    assert res.exit_code == 0, res.output
+    assert (tmp / "experiments" / "promoted.yaml").is_file()
+
+
+def test_recipe_pure_parts():
+    assert decode_param("None") is None and decode_param("True") is True and decode_param("[1, 2]") == [1, 2]
+    assert decode_param("0.05", 0.1) == 0.05 and decode_param("123", "x") == "123"
+    nested = nest_params({"train.lr": "0.05", "train.backbone.layers": "[1, 1]", "base.experiment": "007",
+                          "data.generator": "render", "train.recipe": "None"})
+    assert nested == {"base": {"experiment": "007"},
+                      "train": {"backbone": {"layers": [1, 1]}, "lr": 0.05, "recipe": None}}
+    recipe = build_recipe({"train": {"train.lr": "0.05"}, "evaluate": {"evaluate.benchmarks.real": "r.bin"}},
+                          {"data.generator": "render", "data.num_classes": "10", "data.num_images": "40",
+                           "data.render.yaw.min": "-45.0", "data.render.yaw.max": "45.0"},
+                          {"evaluate": {"benchmarks": {"twins": "t.bin"}}})
+    assert recipe["generate"]["identities"] == 10 and recipe["generate"]["images_per_identity"] == 4
+    assert recipe["generate"]["render"]["yaw"] == {"min": -45.0, "max": 45.0}
+    assert recipe["evaluate"]["benchmarks"] == {"real": "r.bin", "twins": None}  # dropped on merge
+    raw = {"generate": {"render": {"yaw": [-30, 30]}}, "train": {"lr": 0.1}}
+    typed = Config.model_validate(raw).model_dump(mode="json")
+    assert dvc_overrides(recipe, raw, typed) == [  # as params.yaml writes them; generator render is its own
+        "+generate.identities=10", "+generate.images_per_identity=4", "generate.render.yaw=[-45.0, 45.0]",
+        "train.lr=0.05", "+evaluate.benchmarks.real=\"r.bin\""]
+    assert [s.name for s in known_sources("../shared/data/real_faces_unlabelled")] == ["ffhq256",
+                                                                                       "celeba_align_89x109"]
+    assert known_sources("outputs/realism_target") == [] and "unknown" in known_sources("/my/photos")[0].licence
+
+
+def test_gate_rules():
+    metrics = {"data/identities": 500, "data/images": 10000, "data/duplicate_images": 2,
+               "data/judge_dlib_intra_mean": 0.9, "data/judge_dlib_inter_mean": 0.8, "real/accuracy": 0.6}
+    params = {"data.generator": "vec2face", "data.vec2face.tau": "0.4", "data.vec2face.avoid_training": "True"}
+    assert gate_failures(GateCfg(min_identities=500, min_images=10000, max_tau=0.4,
+                                 min_accuracy={"real": 0.6}), metrics, params) == []
+    fails = gate_failures(GateCfg(max_duplicate_images=0, min_judge_gap=0.2, max_tau=0.3,
+                                  min_accuracy={"lfw": 0.9}), metrics, params)
+    assert len(fails) == 4 and "data/duplicate_images = 2 > 0" in fails[0] and "judge dlib" in fails[1]
+    assert "tau = 0.4 > 0.3" in fails[2] and "lfw/accuracy not measured" in fails[3]
+    off = gate_failures(GateCfg(max_tau=0.5), metrics, {**params, "data.vec2face.avoid_training": "False"})
+    assert len(off) == 1 and "avoid_training is off" in off[0]
+    assert gate_failures(GateCfg(max_tau=0.3), metrics, {"data.generator": "render"}) == []  # no photos

@@ -98,15 +98,22 @@ def parallel_coordinates(sweep: Sweep, rows: list[dict]):  # noqa: ANN201
     return fig
 
 
-def optuna_importance(sweep: Sweep, rows: list[dict]) -> dict[str, float]:
-    """fANOVA importance (``optuna.importance``) on a study rebuilt from the completed trials."""
+def optuna_importance(sweep: Sweep, rows: list[dict]) -> tuple[dict[str, float], str]:
+    """fANOVA importance (``optuna.importance``) on a study rebuilt from the completed trials (with fewer than
+    3 of those: from every scored trial, a stopped one counting with its last validation accuracy).
+
+    Returns the importances and which trials they rest on."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    done = [r for r in _scored(rows) if r["status"] == "completed" and all(k in r["params"] for k in sweep.dims)]
+    scored = [r for r in _scored(rows) if all(k in r["params"] for k in sweep.dims)]
+    done = [r for r in scored if r["status"] == "completed"]
+    basis = "completed trials"
+    if len(done) < 3:
+        done, basis = scored, "all trials; stopped ones at their last validation accuracy"
     if len(done) < 2:
-        return {}
+        return {}, basis
     dists, enc = {}, {}
     for key, d in sweep.dims.items():
         if d.type == "uniform":
@@ -123,15 +130,15 @@ def optuna_importance(sweep: Sweep, rows: list[dict]) -> dict[str, float]:
         params = {k: json.dumps(v) if enc.get(k) else v for k, v in r["params"].items() if k in dists}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(r["objective"])))
     if len({r["objective"] for r in done}) < 2:
-        return {}
-    return dict(optuna.importance.get_param_importances(study))
+        return {}, basis
+    return dict(optuna.importance.get_param_importances(study)), basis
 
 
-def importance_figure(sweep: Sweep, importance: dict[str, float]):  # noqa: ANN201
-    fig, ax = plt.subplots(figsize=(5.5, 0.5 + 0.45 * max(1, len(importance))))
+def importance_figure(sweep: Sweep, importance: dict[str, float], basis: str = "completed trials"):  # noqa: ANN201
+    fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.45 * max(1, len(importance))))
     names = list(importance)[::-1]
     ax.barh(names, [importance[n] for n in names], color="tab:blue")
-    ax.set_xlabel("importance (Optuna fANOVA, completed trials)")
+    ax.set_xlabel(f"importance (Optuna fANOVA; {basis})", fontsize=8)
     ax.set_xlim(0, 1)
     ax.set_title(f"sweep {sweep.name}: parameter importance for {sweep.spec.objective.metric}", fontsize=9)
     fig.tight_layout()
@@ -148,12 +155,12 @@ def sweep_plots(sweep: Sweep, rows: list[dict], out: Path) -> list[Path]:
         save_figure(fig, out / name)
         paths.append(out / name)
     try:
-        imp = optuna_importance(sweep, rows)
+        imp, basis = optuna_importance(sweep, rows)
     except Exception:  # noqa: BLE001 - e.g. too few distinct trials for fANOVA
-        imp = {}
+        imp, basis = {}, ""
     if imp:
-        save_figure(importance_figure(sweep, imp), out / "param_importance.png")
+        save_figure(importance_figure(sweep, imp, basis), out / "param_importance.png")
         paths.append(out / "param_importance.png")
-        (out / "param_importance.json").write_text(json.dumps(imp, indent=2))
+        (out / "param_importance.json").write_text(json.dumps({"importance": imp, "basis": basis}, indent=2))
         paths.append(out / "param_importance.json")
     return paths

@@ -67,6 +67,40 @@ def test_killed_training_resumes_into_the_same_run(tmp_path):
     assert len(train_runs(tmp_path)) == 1
 
 
+KILL_BEFORE_LOGGING = """
+import os, signal, sys
+import facefoundry.stages.train as stage
+real = stage.log_metrics
+def log_metrics(metrics, step=None):
+    if step == 2 and "train/loss" in metrics:  # epoch 2's checkpoint is written, its metrics are not
+        os.kill(os.getpid(), signal.SIGTERM)
+    real(metrics, step=step)
+stage.log_metrics = log_metrics
+from facefoundry.cli import main
+sys.argv = ["facefoundry", *sys.argv[1:]]
+main()
+"""
+
+
+def test_an_epoch_checkpointed_but_not_logged_is_logged_on_resume(tmp_path):
+    make_dataset(tmp_path / "render", identities=4, per_identity=4)
+    tiny_config(tmp_path, train={"epochs": 3, "batch_size": 8, "registered_model": None})
+    script = tmp_path / "kill.py"
+    script.write_text(KILL_BEFORE_LOGGING)
+    proc = subprocess.run([sys.executable, str(script), "--params", str(tmp_path / "params.yaml"), "train"],
+                          cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    [killed] = train_runs(tmp_path)
+    logged = [m.step for m in client_for(tmp_path).get_metric_history(killed.info.run_id, "train/loss")]
+    assert logged == [1]
+    proc = ff(tmp_path, "train")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    assert "after epoch 2" in err
+    steps = sorted(m.step for m in client_for(tmp_path).get_metric_history(killed.info.run_id, "train/loss"))
+    assert steps == [1, 2, 3]
+
+
 def test_runs_of_dead_processes_are_marked_failed(tmp_path):
     import mlflow
 

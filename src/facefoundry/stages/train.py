@@ -94,13 +94,23 @@ def run_train(cfg: Config, stop_after: int | None = None,
         else:
             digest = trainer.dataset_digest
 
-        def on_epoch(s) -> None:  # noqa: ANN001
+        def epoch_metrics(s: EpochStats) -> None:
             log_metrics({"train/loss": s.loss, "train/accuracy": s.accuracy, "train/lr": s.lr,
                          "train/images_per_second": s.images_per_second}, step=s.epoch)
+
+        def on_epoch(s: EpochStats) -> None:
+            epoch_metrics(s)
             if epoch_hook is not None:
                 epoch_hook(s, trainer)
 
-        result = trainer.fit(on_epoch, stop_after=stop_after)
+        def on_resume(saved: list[EpochStats]) -> None:
+            # a kill between the checkpoint and on_epoch leaves an epoch saved but not logged: log it now
+            logged = {m.step for m in _mlflow().MlflowClient().get_metric_history(run.info.run_id, "train/loss")}
+            for s in saved:
+                if s.epoch not in logged:
+                    epoch_metrics(s)
+
+        result = trainer.fit(on_epoch, stop_after=stop_after, on_resume=on_resume)
         if result.resumed_from:
             _mlflow().set_tag("resumed_from_epoch", str(result.resumed_from))
         hist = result.history

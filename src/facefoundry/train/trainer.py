@@ -186,9 +186,16 @@ class Trainer:
         return int(state["epoch"]), [EpochStats(**s) for s in state["history"]]
 
     # -- loop ------------------------------------------------------------------------
-    def fit(self, on_epoch: Callable[[EpochStats], None] | None = None, stop_after: int | None = None) -> TrainResult:
-        """Train to ``train.epochs`` (or stop after epoch ``stop_after``, for tests and preemption)."""
+    def fit(self, on_epoch: Callable[[EpochStats], None] | None = None, stop_after: int | None = None,
+            on_resume: Callable[[list[EpochStats]], None] | None = None) -> TrainResult:
+        """Train to ``train.epochs`` (or stop after epoch ``stop_after``, for tests and preemption).
+
+        ``on_resume`` receives the checkpoint's epochs when a run resumes: a process killed between
+        its checkpoint and ``on_epoch`` has saved an epoch that nobody reported yet.
+        """
         start, history = self._load_checkpoint()
+        if start and on_resume:
+            on_resume(list(history))
         steps = self.feeder.steps_per_epoch()
         total, warm = steps * self.t.epochs, int(round(self.t.warmup_epochs * steps))
         milestones = [m * steps for m in self.t.milestones]

@@ -253,3 +253,59 @@ def test_gate_rules():
     off = gate_failures(GateCfg(max_tau=0.5), metrics, {**params, "data.vec2face.avoid_training": "False"})
     assert len(off) == 1 and "avoid_training is off" in off[0]
     assert gate_failures(GateCfg(max_tau=0.3), metrics, {"data.generator": "render"}) == []  # no photos
+
+
+def _relative_recipe(folder: Path, **sections: dict) -> Path:
+    """A params.yaml whose paths are relative, as in a checkout: the recipe file is portable."""
+    import yaml
+
+    from facefoundry.config import deep_merge
+    from tests.conftest import TINY
+
+    raw = deep_merge(TINY, {
+        "base": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "tests"},
+        "generate": {"out": "render"}, "benchmark": {"out": "twins.bin"},
+        "train": {"dataset": "render", "out": "train", "registered_model": NAME},
+        "evaluate": {"model": "train/model", "benchmarks": {"twins": "twins.bin"}, "out": "eval"},
+        "report": {"out": "report"},
+        "promote": {"out": "experiments/promoted.yaml", "card": "experiments/promoted_card.md"},
+    })
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(deep_merge(raw, sections)))
+    return folder / "params.yaml"
+
+
+def test_the_promoted_recipe_reproduces_the_dataset_and_the_model(env, monkeypatch):
+    """Real stages, promoted, then replayed elsewhere from promoted.yaml on other params: same data
+    (manifest), same weights, and `pipeline -e promoted.yaml` asks DVC for exactly the differences."""
+    from typer.testing import CliRunner
+
+    from facefoundry.cli import app
+    from facefoundry.stages.evaluate import run_evaluate
+    from facefoundry.stages.generate import run_benchmark, run_generate
+    from facefoundry.stages.train import run_train
+
+    tmp, _ = env
+    a, b = tmp / "a", tmp / "b"
+    params_a = _relative_recipe(a, base={"seed": 11}, generate={"identities": 5}, train={"lr": 0.07})
+    monkeypatch.chdir(a)
+    cfg = load_config(params_a)
+    run_generate(cfg), run_benchmark(cfg), run_train(cfg), run_evaluate(cfg)
+    run_promote(cfg, metric="twins", params_file=params_a)
+    promoted = a / "experiments" / "promoted.yaml"
+
+    params_b = _relative_recipe(b, base={"seed": 3}, generate={"identities": 6}, train={"lr": 0.1})
+    monkeypatch.chdir(b)
+    replay = load_config(params_b, [promoted])
+    run_generate(replay), run_train(replay)
+    manifest = next(p.name for p in (a / "render").iterdir() if p.name.startswith("manifest"))
+    assert (a / "render" / manifest).read_bytes() == (b / "render" / manifest).read_bytes()
+    weights = Path("train/model/backbone/backbone.pth")
+    assert (a / weights).read_bytes() == (b / weights).read_bytes()
+
+    res = CliRunner().invoke(app, ["--params", str(params_b), "-e", str(promoted), "pipeline", "--dry-run",
+                                   "-n", "champion"])
+    assert res.exit_code == 0, res.output
+    assert "dvc exp run -S base.seed=11 -S generate.identities=5 -S train.lr=0.07 -n champion" in res.output
+    res = CliRunner().invoke(app, ["--params", str(params_a), "-e", str(promoted), "pipeline", "--dry-run"])
+    assert "dvc repro" in res.output and "change nothing" in res.output

@@ -247,25 +247,45 @@ def pipeline(
                                            "space-separated string as `mlflow run -P set=...` passes them)."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Run only this stage and what it needs."),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="DVC experiment name (with overrides)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the DVC command and stop."),
 ) -> None:
     """Run the DVC pipeline: `dvc repro`, or `dvc exp run -S ...` when overrides are given.
 
-    DVC owns every output; the MLproject entry points call this, so `mlflow run . -e main`
-    and `dvc repro` produce the same outputs and dvc.lock.
+    DVC reads only params.yaml, so experiment files (`-e experiments/promoted.yaml`) and `--set`
+    become `-S` overrides: exactly the keys where they differ from params.yaml. DVC owns every
+    output; the MLproject entry points call this, so `mlflow run . -e main` and `dvc repro`
+    produce the same outputs and dvc.lock.
     """
     import subprocess
+    from pathlib import Path
+
+    import yaml
 
     from facefoundry.config import parse_set
+    from facefoundry.promote import dvc_overrides
 
     sets = [tok for arg in overrides or [] for tok in arg.split() if tok]
     for expr in sets:
         parse_set(expr)  # a malformed override is a one-line error before DVC starts
-    _cfg(sets)  # and so is an unknown key or a wrong type
+    params_file = Path(_state.get("params") or "params.yaml")
+    merged = _cfg(sets)  # and so is an unknown key or a wrong type
+    if _state.get("experiment") or _state.get("sets"):
+        if not params_file.is_file():
+            raise FaceFoundryError(f"{params_file}: not found; `dvc repro` reads params.yaml")
+        raw = yaml.safe_load(params_file.read_text()) or {}
+        base = load_config(params_file).model_dump(mode="json")
+        derived = dvc_overrides(merged.model_dump(mode="json"), raw, base)
+        keys = {e.split("=", 1)[0].lstrip("+") for e in sets}
+        sets = [e for e in derived if e.split("=", 1)[0].lstrip("+") not in keys] + sets
+        if not sets:
+            print(f"the experiment files and --set change nothing in {params_file}", file=sys.stderr)
     cmd = [sys.executable, "-m", "dvc", "exp" if sets else "repro"]
     if sets:
         cmd += ["run", *[a for expr in sets for a in ("-S", expr)], *(["-n", name] if name else [])]
     cmd += [stage] if stage else []
     print("$ " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
+    if dry_run:
+        return
     rc = subprocess.call(cmd)
     if rc:
         raise typer.Exit(rc)

@@ -459,6 +459,8 @@ def reproduce_commands(recipe_file: str, recipe: dict[str, Any], overrides: list
         cmds.append("# or, through DVC (dvc.yaml reads params.yaml; outputs and dvc.lock as `dvc repro`):")
         cmds.append("dvc exp run -n champion " + " ".join(f"-S {shlex.quote(o)}" for o in overrides)
                     if overrides else "dvc repro   # params.yaml already holds this recipe")
+        if overrides:
+            cmds.append(f"# the same overrides, derived from this file: {e} pipeline -n champion")
     return cmds
 
 

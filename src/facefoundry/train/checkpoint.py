@@ -7,6 +7,7 @@ weights-only load refuses) is moved aside — not deleted — and the job starts
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device, log: Cal
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # torch's pickle-protocol notes name its unsafe switch: not for users
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location=map_location, weights_only=True)
         if not isinstance(state, dict):
             raise ValueError("not a dict")
         return state

@@ -174,10 +174,7 @@ def identity_vectors(feed: ImageFeed, encoder: IdentityEncoder, cache_dir: Path,
                      batch_size: int = 64, log: Callable[[str], None] = print, progress: bool = True) -> torch.Tensor:
     """Every image's unit identity vector ``[N, dim]`` (CPU), cached on disk beside the model output."""
     spec = encoder.spec()
-    key_src = json.dumps({"data": dataset_digest, "encoder": spec, "size": feed.size, "n": len(feed)},
-                         sort_keys=True)
-    key = hashlib.sha256(key_src.encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"{key}.npy"
+    path = Path(cache_dir) / f"{_cache_key({'data': dataset_digest, 'encoder': spec, 'size': feed.size, 'n': len(feed)})}.npy"
     if path.is_file():
         try:
             vec = np.load(path)

@@ -14,7 +14,16 @@ import yaml
 from facefoundry.config import load_config
 from facefoundry.errors import FaceFoundryError
 from facefoundry.sweep.spec import load_spec, trial_sets
-from facefoundry.sweep.trial import EpochScorer, dataset_key, injected, trial_config, trial_key, trial_number
+from facefoundry.sweep.trial import (
+    EpochScorer,
+    dataset_key,
+    injected,
+    record_user_error,
+    repeat_user_error,
+    trial_config,
+    trial_key,
+    trial_number,
+)
 from tests.conftest import identity_image, make_dataset, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,6 +197,17 @@ def test_trial_numbers_and_injected_failures(tmp_path):
     assert injected(s, {}, 1, 1) and not injected(s, {}, 1, 2) and not injected(s, {}, 0, 1)
     m = load_spec(spec_file(tmp_path, inject_failure={"match": {"generate.images_per_identity": 5}}))
     assert injected(m, {"generate.images_per_identity": 5}, 0, 7) and not injected(m, {"generate.images_per_identity": 4}, 0, 1)
+
+
+def test_a_recipe_error_is_not_redone_on_retry(tmp_path):
+    from facefoundry.errors import FaceFoundryError
+
+    params = {"generate.vec2face.tau": 0.31}
+    repeat_user_error(tmp_path, params)  # nothing recorded: the attempt runs
+    record_user_error(tmp_path, params, FaceFoundryError("τ filter found only 0 of 100 identities"))
+    with pytest.raises(FaceFoundryError, match=r"^τ filter found only 0 of 100 identities \(not retried"):
+        repeat_user_error(tmp_path, params)
+    repeat_user_error(tmp_path, {"generate.vec2face.tau": 0.45})  # other params: runs
 
 
 def test_epoch_scorer_leaves_training_unchanged(tmp_path):

@@ -452,6 +452,7 @@ def _trial(config: dict, ctx: dict, trial_id: str, folder: Path, attempt: int, t
                                               "run_id": run.run_id, "dataset_key": key})
     stopped: list[str] = []  # set when Ray ends the trial inside a report
     try:
+        repeat_user_error(folder, params)
         if injected(sweep, params, number, attempt):
             raise RuntimeError(f"injected failure (spec inject_failure) in trial {trial_id}, attempt {attempt}")
         info, data, times = shared_dataset(cfg, keys, trial_id, log)
@@ -530,10 +531,28 @@ def _trial(config: dict, ctx: dict, trial_id: str, folder: Path, attempt: int, t
             log(f"trial {trial_id}: ended by Ray ({stopped[0] if stopped else type(exc).__name__})")
             run.close_children("KILLED", "trial stopped by Ray Tune (ASHA or the sweep's end)")
         else:
+            if isinstance(exc, FaceFoundryError):
+                record_user_error(folder, params, exc)
             run.tags({"facefoundry.failure": f"{type(exc).__name__}: {exc}"[:4000]})
             run.close_children("FAILED", "")
             run.finish("FAILED", FAILED)
         raise
+
+
+USER_ERROR = "user_error.json"
+
+
+def record_user_error(folder: Path, params: dict[str, Any], exc: FaceFoundryError) -> None:
+    """A FaceFoundryError is the recipe's fault (an infeasible τ, a missing file): a retry would repeat it."""
+    atomic_write_json(folder / USER_ERROR, {"params": _digest(params), "error": str(exc)})
+
+
+def repeat_user_error(folder: Path, params: dict[str, Any]) -> None:
+    """A retry of a trial whose recipe failed with a FaceFoundryError fails at once, with the same line,
+    instead of redoing the work (Ray's FailureConfig retries every error alike)."""
+    prev = read_json(folder / USER_ERROR)
+    if prev and prev.get("params") == _digest(params):
+        raise FaceFoundryError(f"{prev['error']} (not retried: the recipe's own error)")
 
 
 def _is_stop(exc: BaseException) -> bool:

@@ -235,6 +235,15 @@ def test_recipe_pure_parts():
     assert dvc_overrides(recipe, raw, typed) == [  # as params.yaml writes them; generator render is its own
         "+generate.identities=10", "+generate.images_per_identity=4", "generate.render.yaw=[-45.0, 45.0]",
         "train.lr=0.05", "+evaluate.benchmarks.real=\"r.bin\""]
+    # a sweep trial's recipe: its sweep folders, MLflow place and 1-thread CPU settings are not the recipe
+    trial = {"base": {"seed": 3, "device": "cpu", "experiment": "facefoundry-sweeps",
+                      "tracking_uri": "sqlite:////abs/mlflow.db"},
+             "generate": {"out": "/abs/sweeps/s/datasets/ab12", "identities": 10},
+             "benchmark": {"out": "/abs/sweeps/s/benchmarks/twins-1.bin"},
+             "train": {"lr": 0.05, "threads": 1, "registered_model": None, "out": "/abs/sweeps/s/trials/000/train"},
+             "evaluate": {"benchmarks": {"twins": "/abs/sweeps/s/benchmarks/twins-1.bin", "real": "r.bin"}}}
+    assert dvc_overrides(trial, raw, typed) == ["+base.seed=3", "+generate.identities=10", "train.lr=0.05",
+                                                "+evaluate.benchmarks.real=\"r.bin\""]
     assert [s.name for s in known_sources("../shared/data/real_faces_unlabelled")] == ["ffhq256",
                                                                                        "celeba_align_89x109"]
     assert known_sources("outputs/realism_target") == [] and "unknown" in known_sources("/my/photos")[0].licence
@@ -309,3 +318,23 @@ def test_the_promoted_recipe_reproduces_the_dataset_and_the_model(env, monkeypat
     assert "dvc exp run -S base.seed=11 -S generate.identities=5 -S train.lr=0.07 -n champion" in res.output
     res = CliRunner().invoke(app, ["--params", str(params_a), "-e", str(promoted), "pipeline", "--dry-run"])
     assert "dvc repro" in res.output and "change nothing" in res.output
+
+
+def test_pipeline_turns_experiment_files_into_dvc_overrides(tmp_path):
+    """Experiment files become `-S` overrides without the output layout and machine settings a sweep
+    trial's recipe carries; explicit --set and positional overrides pass as typed and win."""
+    from typer.testing import CliRunner
+
+    from facefoundry.cli import app
+
+    params = _relative_recipe(tmp_path / "p")
+    exp = tmp_path / "trial.yaml"
+    exp.write_text("generate: {out: /sweeps/s/datasets/ab12, identities: 9}\n"
+                   "train: {threads: 1, lr: 0.2, registered_model: null}\nbase: {device: cpu}\n")
+    res = CliRunner().invoke(app, ["--params", str(params), "-e", str(exp), "--set", "train.epochs=3",
+                                   "pipeline", "--dry-run", "train.lr=0.3"])
+    assert res.exit_code == 0, res.output
+    assert "$ -m dvc exp run -S generate.identities=9 -S train.epochs=3 -S train.lr=0.3\n" in res.output
+    res = CliRunner().invoke(app, ["--params", str(params), "-e", str(exp), "pipeline", "--dry-run",
+                                   "train.nope=1"])
+    assert isinstance(res.exception, FaceFoundryError) and "train.nope" in str(res.exception)

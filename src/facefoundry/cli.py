@@ -268,15 +268,19 @@ def pipeline(
     for expr in sets:
         parse_set(expr)  # a malformed override is a one-line error before DVC starts
     params_file = Path(_state.get("params") or "params.yaml")
-    merged = _cfg(sets)  # and so is an unknown key or a wrong type
+    _cfg(sets)  # and so is an unknown key or a wrong type
     if _state.get("experiment") or _state.get("sets"):
         if not params_file.is_file():
             raise FaceFoundryError(f"{params_file}: not found; `dvc repro` reads params.yaml")
         raw = yaml.safe_load(params_file.read_text()) or {}
         base = load_config(params_file).model_dump(mode="json")
-        derived = dvc_overrides(merged.model_dump(mode="json"), raw, base)
-        keys = {e.split("=", 1)[0].lstrip("+") for e in sets}
-        sets = [e for e in derived if e.split("=", 1)[0].lstrip("+") not in keys] + sets
+        # experiment files: the keys where they differ from params.yaml, without the output layout,
+        # MLflow place and machine settings a promoted run recorded (promote's own rule); --set: as typed
+        files = load_config(params_file, _state.get("experiment")).model_dump(mode="json")
+        derived = dvc_overrides(files, raw, base)
+        explicit = [*_state.get("sets", []), *sets]
+        keys = {e.split("=", 1)[0].lstrip("+") for e in explicit}
+        sets = [e for e in derived if e.split("=", 1)[0].lstrip("+") not in keys] + explicit
         if not sets:
             print(f"the experiment files and --set change nothing in {params_file}", file=sys.stderr)
     cmd = [sys.executable, "-m", "dvc", "exp" if sets else "repro"]

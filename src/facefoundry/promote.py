@@ -35,9 +35,13 @@ from facefoundry.leaderboard import ACC, benchmarks_of, label, order_benchmarks
 
 CHAMPION, PREVIOUS = "champion", "previous"
 SECTIONS = [s for s in Config.model_fields if s != "datasets"]  # what a run can have logged, in file order
-# set per recipe by dvc.yaml's foreach (--set ...), or machine-specific: never DVC overrides
-DVC_SKIP = ("train.dataset", "train.out", "train.metrics", "train.recipe", "evaluate.model", "evaluate.out",
-            "base.tracking_uri")
+# Never DVC overrides: set per recipe by dvc.yaml's foreach (--set ...); the pipeline's own output layout
+# (params.yaml's paths: a sweep trial's run logged its sweep folders there); where runs are logged and
+# registered; machine-specific settings (a sweep trial runs on 1 CPU thread, on the CPU when Ray has no GPU).
+FOREACH_SET = ("train.dataset", "train.out", "train.metrics", "train.recipe", "evaluate.model", "evaluate.out")
+DVC_SKIP = (*FOREACH_SET, "generate.out", "benchmark.out", "realism.source", "realism.out", "realism.model_out",
+            "base.tracking_uri", "base.experiment", "train.registered_model",
+            "base.device", "train.threads", "train.num_workers", "train.preload_max_mb")
 _MISSING = object()
 _DEFAULTS = Config().model_dump(mode="json")
 
@@ -163,18 +167,24 @@ def _hydra(value: Any) -> str:
     return json.dumps(value)
 
 
-def dvc_overrides(recipe: dict[str, Any], params_raw: dict, params_typed: dict) -> list[str]:
+def dvc_overrides(recipe: dict[str, Any], params_raw: dict, params_typed: dict,
+                  skip: tuple[str, ...] = DVC_SKIP) -> list[str]:
     """``dvc exp run -S`` overrides that turn ``params.yaml`` into the recipe.
 
     Compared in the schema's typed form (``params_typed``: params.yaml loaded and dumped), written
     in params.yaml's own shape (``params_raw``): a range kept as ``[min, max]`` there is set as a
-    list, a key params.yaml lacks is added with ``+`` (DVC's override syntax)."""
+    list, a key params.yaml lacks is added with ``+`` (DVC's override syntax). ``skip``: keys never
+    passed (the foreach keys, a promoted run's paths and machine settings)."""
     want, have = flatten(recipe), flatten(params_typed)
     raw = flatten(params_raw)
     out: list[str] = []
+    own_benchmark = want.get("benchmark.out")
     for key, value in want.items():
-        if key in DVC_SKIP or key.startswith("evaluate.benchmarks.") and value is None:
+        if key in skip or key.startswith("evaluate.benchmarks.") and value is None:
             continue
+        if key.startswith("evaluate.benchmarks.") and own_benchmark and value == own_benchmark and \
+                "benchmark.out" in skip:
+            continue  # the benchmark stage's output: params.yaml's benchmark.out is where DVC makes it
         if have.get(key, _MISSING) == value or (isinstance(value, list) and have.get(key) == list(value)):
             continue
         parts = key.split(".")

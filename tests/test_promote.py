@@ -22,6 +22,7 @@ from facefoundry.promote import (
     known_sources,
     logged_form,
     nest_params,
+    relative_paths,
     run_promote,
 )
 from tests.conftest import identity_image, tiny_config
@@ -133,11 +134,17 @@ def test_promotion_moves_champion_keeps_previous_and_writes_recipe_and_card(env)
     assert "#   dvc exp run -n champion -S train.lr=0.1\n" in text  # the one setting params.yaml lacks
     loaded = load_config(tmp / "params.yaml", [promoted])
     train = client.get_run(render_run).data.params
+
+    def rel(d: dict[str, str]) -> dict[str, str]:  # the file keeps paths inside the checkout relative
+        return {k: v.removeprefix(f"{tmp}/") for k, v in d.items()}
+
+    body = text[text.index("\nbase:"):]
+    assert "  dataset: render\n" in body and f" {tmp}/" not in body  # (the sqlite URI stays a URI)
     for section in ("base", "train"):
-        assert logged_form(loaded, section) == {k: v for k, v in train.items() if k.startswith(section + ".")}
-    assert logged_form(loaded, "generate") == logged_form(render_cfg, "generate")
-    assert logged_form(loaded, "identity") == logged_form(render_cfg, "identity")
-    assert logged_form(loaded, "evaluate") == logged_form(render_cfg, "evaluate")
+        assert rel(logged_form(loaded, section)) == rel({k: v for k, v in train.items()
+                                                         if k.startswith(section + ".")})
+    for section in ("generate", "identity", "evaluate"):
+        assert rel(logged_form(loaded, section)) == rel(logged_form(render_cfg, section))
 
     card = (tmp / "experiments" / "promoted_card.md").read_text()
     assert "# Dataset card: render" in card and "**render**" in card and "render-0.1.dir" in card
@@ -244,6 +251,11 @@ def test_recipe_pure_parts():
              "evaluate": {"benchmarks": {"twins": "/abs/sweeps/s/benchmarks/twins-1.bin", "real": "r.bin"}}}
     assert dvc_overrides(trial, raw, typed) == ["+base.seed=3", "+generate.identities=10", "train.lr=0.05",
                                                 "+evaluate.benchmarks.real=\"r.bin\""]
+    rel = relative_paths({"generate": {"out": "/repo/outputs/sweeps/s/datasets/ab", "sizes": ["/repo/a", 1]},
+                          "identity": {"model": "/elsewhere/m.dat"}, "base": {"tracking_uri": "sqlite:////repo/x.db"}},
+                         Path("/repo"))
+    assert rel == {"generate": {"out": "outputs/sweeps/s/datasets/ab", "sizes": ["a", 1]},
+                   "identity": {"model": "/elsewhere/m.dat"}, "base": {"tracking_uri": "sqlite:////repo/x.db"}}
     assert [s.name for s in known_sources("../shared/data/real_faces_unlabelled")] == ["ffhq256",
                                                                                        "celeba_align_89x109"]
     assert known_sources("outputs/realism_target") == [] and "unknown" in known_sources("/my/photos")[0].licence

@@ -18,6 +18,7 @@ separate from the MLflow calls at the bottom, so the rules are tested without a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -155,6 +156,19 @@ def build_recipe(sections: dict[str, dict[str, str]], params: dict[str, str],
     return {s: nested[s] for s in SECTIONS if s in nested}
 
 
+def relative_paths(node: Any, root: Path) -> Any:
+    """Absolute paths inside ``root`` (the checkout) made relative to it, so the recipe file works in
+    any clone: a sweep trial logs its folders absolute. Other paths and URIs are left as they are."""
+    if isinstance(node, dict):
+        return {k: relative_paths(v, root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [relative_paths(v, root) for v in node]
+    if isinstance(node, str) and node.startswith("/"):
+        with contextlib.suppress(ValueError):
+            return Path(node).relative_to(root.resolve()).as_posix()
+    return node
+
+
 def logged_form(cfg: Config, section: str) -> dict[str, str]:
     """A config section flattened and stringified exactly as ``stage_run`` logs it to MLflow."""
     dump = cfg.model_dump(mode="json")[section]
@@ -165,6 +179,13 @@ def logged_form(cfg: Config, section: str) -> dict[str, str]:
 def _hydra(value: Any) -> str:
     """A value in DVC's (Hydra's) override grammar: JSON scalars and lists parse there."""
     return json.dumps(value)
+
+
+def _same_path(a: Any, b: Any) -> bool:
+    """``real.bin`` and ``/checkout/real.bin`` name one file (the recipe file keeps paths relative)."""
+    if not (isinstance(a, str) and isinstance(b, str)) or "://" in a + b or "/" not in a + b:
+        return False
+    return Path(a).resolve() == Path(b).resolve()
 
 
 def dvc_overrides(recipe: dict[str, Any], params_raw: dict, params_typed: dict,
@@ -185,7 +206,8 @@ def dvc_overrides(recipe: dict[str, Any], params_raw: dict, params_typed: dict,
         if key.startswith("evaluate.benchmarks.") and own_benchmark and value == own_benchmark and \
                 "benchmark.out" in skip:
             continue  # the benchmark stage's output: params.yaml's benchmark.out is where DVC makes it
-        if have.get(key, _MISSING) == value or (isinstance(value, list) and have.get(key) == list(value)):
+        if have.get(key, _MISSING) == value or (isinstance(value, list) and have.get(key) == list(value)) \
+                or _same_path(have.get(key), value):
             continue
         parts = key.split(".")
         prefix = next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in raw),
@@ -731,7 +753,7 @@ def run_promote(cfg: Config, metric: str | None = None, experiments: list[str] |
     params_raw = (yaml.safe_load(params_path.read_text()) or {}) if params_path.is_file() else {}
     params = with_data_params(params, record["tags"].get("dataset.path") or params.get("train.dataset"))
     sections = related_sections(client, run, params)
-    recipe = build_recipe(sections, params, params_raw)
+    recipe = relative_paths(build_recipe(sections, params, params_raw), Path.cwd())
     if "data.generator" not in params and (recipe.get("generate") or {}).get("generator"):
         params = {**params, **data_params_from_generate(recipe["generate"])}
     try:  # the file must load as a config on top of params.yaml

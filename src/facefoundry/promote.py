@@ -39,8 +39,8 @@ SECTIONS = [s for s in Config.model_fields if s != "datasets"]  # what a run can
 # Never DVC overrides: set per recipe by dvc.yaml's foreach (--set ...); the pipeline's own output layout
 # (params.yaml's paths: a sweep trial's run logged its sweep folders there); where runs are logged and
 # registered; machine-specific settings (a sweep trial runs on 1 CPU thread, on the CPU when Ray has no GPU).
-FOREACH_SET = ("train.dataset", "train.out", "train.metrics", "train.recipe", "evaluate.model", "evaluate.out")
-DVC_SKIP = (*FOREACH_SET, "generate.out", "benchmark.out", "realism.source", "realism.out", "realism.model_out",
+DVC_SKIP = ("train.dataset", "train.out", "train.metrics", "train.recipe", "evaluate.model", "evaluate.out",
+            "generate.out", "benchmark.out", "realism.source", "realism.out", "realism.model_out",
             "base.tracking_uri", "base.experiment", "train.registered_model",
             "base.device", "train.threads", "train.num_workers", "train.preload_max_mb")
 _MISSING = object()
@@ -159,14 +159,19 @@ def build_recipe(sections: dict[str, dict[str, str]], params: dict[str, str],
 def relative_paths(node: Any, root: Path) -> Any:
     """Absolute paths inside ``root`` (the checkout) made relative to it, so the recipe file works in
     any clone: a sweep trial logs its folders absolute. Other paths and URIs are left as they are."""
-    if isinstance(node, dict):
-        return {k: relative_paths(v, root) for k, v in node.items()}
-    if isinstance(node, list):
-        return [relative_paths(v, root) for v in node]
-    if isinstance(node, str) and node.startswith("/"):
-        with contextlib.suppress(ValueError):
-            return Path(node).relative_to(root.resolve()).as_posix()
-    return node
+    root = root.resolve()
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        if isinstance(v, str) and v.startswith("/"):
+            with contextlib.suppress(ValueError):
+                return Path(v).relative_to(root).as_posix()
+        return v
+
+    return walk(node)
 
 
 def logged_form(cfg: Config, section: str) -> dict[str, str]:
@@ -188,23 +193,21 @@ def _same_path(a: Any, b: Any) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def dvc_overrides(recipe: dict[str, Any], params_raw: dict, params_typed: dict,
-                  skip: tuple[str, ...] = DVC_SKIP) -> list[str]:
+def dvc_overrides(recipe: dict[str, Any], params_raw: dict, params_typed: dict) -> list[str]:
     """``dvc exp run -S`` overrides that turn ``params.yaml`` into the recipe.
 
     Compared in the schema's typed form (``params_typed``: params.yaml loaded and dumped), written
     in params.yaml's own shape (``params_raw``): a range kept as ``[min, max]`` there is set as a
-    list, a key params.yaml lacks is added with ``+`` (DVC's override syntax). ``skip``: keys never
-    passed (the foreach keys, a promoted run's paths and machine settings)."""
+    list, a key params.yaml lacks is added with ``+`` (DVC's override syntax). ``DVC_SKIP`` keys are
+    never passed."""
     want, have = flatten(recipe), flatten(params_typed)
     raw = flatten(params_raw)
     out: list[str] = []
     own_benchmark = want.get("benchmark.out")
     for key, value in want.items():
-        if key in skip or key.startswith("evaluate.benchmarks.") and value is None:
+        if key in DVC_SKIP or key.startswith("evaluate.benchmarks.") and value is None:
             continue
-        if key.startswith("evaluate.benchmarks.") and own_benchmark and value == own_benchmark and \
-                "benchmark.out" in skip:
+        if key.startswith("evaluate.benchmarks.") and own_benchmark and value == own_benchmark:
             continue  # the benchmark stage's output: params.yaml's benchmark.out is where DVC makes it
         if have.get(key, _MISSING) == value or (isinstance(value, list) and have.get(key) == list(value)) \
                 or _same_path(have.get(key), value):

@@ -128,6 +128,17 @@ def train_vec2face(stop_after: Optional[int] = typer.Option(None, "--stop-after"
     run_train_vec2face(cfg, stop_after)
 
 
+@app.command("train-idsync")
+def train_idsync(stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after this epoch "
+                                                            "(resume later by running again).")) -> None:
+    """Train IDSync (identity-conditioned latent diffusion, λ·identity loss) on idsync.dataset."""
+    from facefoundry.stages.idsync import run_train_idsync
+
+    cfg = _cfg()
+    _writable(cfg.idsync.out)
+    run_train_idsync(cfg, stop_after)
+
+
 @app.command("realism-target")
 def realism_target(out: str = typer.Option("outputs/realism_target", help="Folder to write.")) -> None:
     """Render the synthetic photographic target domain the embedded default uses."""

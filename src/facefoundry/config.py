@@ -138,6 +138,19 @@ class Vec2FaceGenCfg(Strict):
         return self
 
 
+class IDSyncGenCfg(Strict):
+    """``facefoundry generate --generator idsync``: identities from PCA, DPM-Solver++ sampling (paper defaults)."""
+
+    model: str = "outputs/idsync/model"  # folder written by train-idsync (or an Arc2Face-layout diffusers folder)
+    pca_components: PositiveInt | None = 300  # IncrementalPCA on per-image identity vectors (paper 300); capped by data
+    noise_variance: NonNegFloat = 0.001  # intra-class: v + N(0, σ²) per dimension, renormalised (paper 0.001)
+    steps: PositiveInt = 25  # DPM-Solver++ steps (paper 25)
+    guidance: Annotated[float, Field(ge=1)] = 3.0  # classifier-free guidance scale (paper 3; 1 = off)
+    solver_order: Annotated[int, Field(ge=1, le=3)] = 2  # DPM-Solver++ order (diffusers default 2)
+    grid_identities: PositiveInt = 8  # sample grid logged to MLflow: rows = identities
+    judge_images: Annotated[int, Field(ge=0)] = 400  # images the judges score for intra/inter similarity (0: skip)
+
+
 class GenerateCfg(Strict):
     generator: str = "render"
     out: str = "outputs/datasets/render"
@@ -148,6 +161,7 @@ class GenerateCfg(Strict):
     batch_size: PositiveInt = 64
     render: RenderCfg = RenderCfg()
     vec2face: Vec2FaceGenCfg = Vec2FaceGenCfg()
+    idsync: IDSyncGenCfg = IDSyncGenCfg()
 
 
 class BenchmarkCfg(Strict):
@@ -359,6 +373,75 @@ class Vec2FaceCfg(Strict):
         return self
 
 
+class IDSyncCfg(Strict):
+    """``facefoundry train-idsync``: identity-conditioned latent diffusion (IDSync; Arc2Face when λ = 0).
+
+    Defaults are a CPU toy on the embedded renders; the paper's sizes are in the comments. A local
+    diffusers folder in the Arc2Face layout (``init``) replaces the built-from-config networks.
+    """
+
+    dataset: str = "outputs/datasets/render"  # aligned photos; labels are needed only by the CE identity loss
+    encoder: str = "dlib"  # conditioning vectors and the cosine identity loss (paper: ArcFace)
+    out: str = "outputs/idsync"  # vae/ (reusable), checkpoint, vector cache and model/
+    metrics: str | None = None  # DVC metrics file (final losses); None: <out>/metrics.json
+    init: str | None = None  # local diffusers folder (Arc2Face layout: arc2face|unet, encoder|text_encoder,
+    # vae, tokenizer); None: build the toy networks below and train the VAE first
+    image_size: Annotated[int, Field(ge=16, le=1024)] = 56  # paper 224 (SD-2.1 at 224 px)
+    # -- VAE (AutoencoderKL; trained once here, reused while its data and settings are unchanged) -----------
+    vae_channels: list[PositiveInt] = [32, 64, 64]  # one block per level; downsampling 2^(levels−1); SD [128,256,512,512]
+    latent_channels: PositiveInt = 4  # SD 4
+    vae_epochs: PositiveInt = 6
+    vae_lr: Annotated[float, Field(gt=0)] = 1e-3
+    vae_kl_weight: NonNegFloat = 1e-6
+    vae_batch_size: PositiveInt = 32
+    # -- UNet2DConditionModel + CLIPTextModel ------------------------------------------------------------
+    unet_channels: list[PositiveInt] = [64, 128]  # SD [320, 640, 1280, 1280]
+    unet_layers_per_block: PositiveInt = 1  # SD 2
+    attention_head_dim: PositiveInt = 8  # SD-2.1 [5, 10, 20, 20] heads; here channels per head
+    text_width: PositiveInt = 128  # CLIP hidden size (≥ the identity dimension); SD-2.1 1024
+    text_layers: PositiveInt = 2  # SD-2.1 23
+    text_heads: PositiveInt = 4  # SD-2.1 16
+    # -- diffusion (DDPM, scaled-linear betas as SD) ---------------------------------------------------------
+    train_timesteps: PositiveInt = 1000  # paper 1000
+    beta_start: Annotated[float, Field(gt=0)] = 8.5e-4  # paper 0.00085
+    beta_end: Annotated[float, Field(gt=0)] = 1.2e-2  # paper 0.012
+    condition_dropout: Prob = 0.1  # conditioning replaced by the empty prompt's (classifier-free guidance)
+    # -- identity loss: L = L_denoise + λ·L_id ------------------------------------------------------------
+    identity_weight: NonNegFloat = 0.01  # λ; official code 0.01, paper README 0.001; 0 = Arc2Face (plain loss)
+    identity_loss: Literal["ce", "cosine"] = "ce"  # ce: frozen classifier vs the true label; cosine: 1 − cos(encoder(x̂₀), v)
+    classifier: str = "outputs/train/render/model"  # ce: a FaceFoundry FR model folder (with its head) that the
+    # platform's trainer trained on `dataset` (the default pipeline's render model); frozen (paper: IR-SE-50)
+    identity_batch: PositiveInt | None = None  # images per step the identity loss decodes (None: the whole batch)
+    identity_max_timestep: PositiveInt | None = None  # identity loss only for t below this (None: every t, as IDSync)
+    # -- optimiser (AdamW, constant lr after warm-up, as the diffusers text-to-image script) ----------------
+    lr: Annotated[float, Field(gt=0)] = 2e-4  # paper 1.6e-5 (batch 8 × 64 accumulation)
+    batch_size: PositiveInt = 32  # paper 8
+    grad_accumulation: PositiveInt = 1  # paper 64
+    epochs: PositiveInt = 8  # paper 4
+    warmup_steps: Annotated[int, Field(ge=0)] = 20
+    grad_clip: NonNegFloat = 1.0  # diffusers default max_grad_norm 1.0
+    weight_decay: NonNegFloat = 1e-2  # diffusers default adam_weight_decay
+    flip_prob: Prob = 0.5  # random horizontal flip (the diffusers script's --random_flip)
+    preload_max_mb: Annotated[int, Field(ge=0)] = 2048
+    id_batch_size: PositiveInt = 64  # batch of the one-off identity-vector pass
+    log_every: PositiveInt = 20
+    threads: Annotated[int, Field(ge=0)] = 0  # torch CPU threads; 0 = torch default
+
+    @model_validator(mode="after")
+    def _sizes(self) -> IDSyncCfg:
+        factor = 2 ** (len(self.vae_channels) - 1)
+        if self.image_size % factor:
+            raise ValueError(f"image_size {self.image_size} is not divisible by the VAE's downsampling {factor}")
+        if self.text_width % self.text_heads:
+            raise ValueError(f"text_heads {self.text_heads} does not divide text_width {self.text_width}")
+        if any(c % self.attention_head_dim for c in self.unet_channels):
+            raise ValueError(f"attention_head_dim {self.attention_head_dim} must divide every unet_channels "
+                             f"{self.unet_channels}")
+        if self.beta_start >= self.beta_end:
+            raise ValueError(f"beta_start {self.beta_start} must be below beta_end {self.beta_end}")
+        return self
+
+
 class AlignCfg(Strict):
     """``facefoundry align``: real photos → template-aligned crops (dlib HOG + 68 landmarks)."""
 
@@ -418,6 +501,7 @@ class Config(Strict):
     align: AlignCfg = AlignCfg()
     identity: IdentityCfg = IdentityCfg()
     vec2face: Vec2FaceCfg = Vec2FaceCfg()
+    idsync: IDSyncCfg = IDSyncCfg()
 
 
 def deep_merge(base: dict, override: dict) -> dict:

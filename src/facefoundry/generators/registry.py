@@ -14,5 +14,6 @@ GENERATORS: Registry[Path] = Registry("generator")
 
 def load_builtin() -> None:
     """Import the modules that register built-in generators."""
+    import facefoundry.generators.idsync.generate
     import facefoundry.generators.render.generate
     import facefoundry.generators.vec2face.generate  # noqa: F401

@@ -59,8 +59,10 @@ from facefoundry.train.checkpoint import read_checkpoint
 
 CHECKPOINT, VAE_CHECKPOINT, VAE_DIR, VAE_INDEX = "checkpoint.pt", "vae_checkpoint.pt", "vae", "facefoundry_vae.json"
 _VAE_KEYS = ("image_size", "vae_channels", "latent_channels", "vae_epochs", "vae_lr", "vae_kl_weight", "vae_batch_size")
-# Settings that do not change what is learned; a checkpoint made under other values resumes.
-_NOT_FINGERPRINTED = {"dataset", "out", "metrics", "preload_max_mb", "id_batch_size", "log_every", "threads"}
+# Settings that do not change what is learned; a checkpoint made under other values resumes. The lr is
+# constant after warm-up, so `epochs` is among them: raising it continues a finished run.
+_NOT_FINGERPRINTED = {"dataset", "out", "metrics", "preload_max_mb", "id_batch_size", "log_every", "threads",
+                      "epochs"}
 
 
 def _key(parts: dict) -> str:

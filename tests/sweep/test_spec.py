@@ -177,6 +177,27 @@ def test_trial_params_map_to_set_overrides(tmp_path):
     assert params.train.lr != cfg.train.lr
 
 
+def test_idsync_trials_train_one_model_per_training_setting_and_share_the_vae(tmp_path):
+    tiny_config(tmp_path)
+    s = load_spec(spec_file(tmp_path, base={"generate": {"generator": "idsync"}}, space={
+        "idsync.identity_weight": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+        "generate.idsync.guidance": {"type": "uniform", "low": 1.5, "high": 5}}))
+    ctx = {"out": str(tmp_path / "sw"), "tracking_uri": "sqlite:////x/mlflow.db", "experiment": "e", "threads": 1,
+           "gpu": 0, "benchmarks": {"twins": "/abs/twins.bin"}}
+
+    def trial(lam, guidance, n=0):
+        return trial_config(s, {"idsync.identity_weight": lam, "generate.idsync.guidance": guidance},
+                            tmp_path / "sw" / "trials" / f"00{n}_x", ctx)
+
+    (a, ka), (b, kb), (c, kc) = trial(1e-3, 2.0), trial(1e-3, 4.0, 1), trial(1e-2, 2.0, 2)
+    datasets = tmp_path / "sw" / "datasets"
+    assert a.idsync.out == str(datasets / f"{ka['idsync']}.idsync") and a.generate.idsync.model == a.idsync.out + "/model"
+    assert a.idsync.vae_cache == c.idsync.vae_cache == str(datasets / "idsync_vae")  # λ does not change the VAE
+    assert ka["idsync"] == kb["idsync"] != kc["idsync"]  # guidance is a generation setting: one model for both
+    assert len({ka["generate"], kb["generate"], kc["generate"]}) == 3
+    assert a.idsync.threads == 1 and a.generate.generator == "idsync"
+
+
 def test_dataset_key_covers_generation_only(tmp_path):
     cfg = tiny_config(tmp_path)
 

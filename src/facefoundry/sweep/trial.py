@@ -10,7 +10,6 @@ child MLflow run of the sweep's run; the stages' runs nest under it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -22,7 +21,7 @@ from typing import Any, Iterator
 
 from facefoundry.config import Config, flatten
 from facefoundry.errors import FaceFoundryError
-from facefoundry.io import atomic_write_json, read_json
+from facefoundry.io import atomic_write_json, file_lock, read_json
 from facefoundry.sweep.spec import Sweep, SweepSpec, apply_sets, trial_sets
 
 TRIAL_STATUS = "status.json"  # written by the driver (run.py) beside each trial's outputs
@@ -51,18 +50,30 @@ def dataset_key(cfg: Config) -> str:
     """
     g = cfg.generate.model_dump(mode="json")
     g.pop("out", None)
-    for sub in ("render", "vec2face"):
+    for sub in ("render", "vec2face", "idsync"):
         if sub != g["generator"]:
             g.pop(sub, None)
     blob: dict[str, Any] = {"generate": g, "seed": cfg.base.seed, "image_size": cfg.base.image_size}
     if g["generator"] != "render":
         blob.update(device=cfg.base.device, identity=cfg.identity.model_dump(mode="json"))
-        model = Path(cfg.generate.vec2face.model) if g["generator"] == "vec2face" else None
-        if model is not None and model.exists():
+        model = {"vec2face": Path(cfg.generate.vec2face.model), "idsync": Path(cfg.generate.idsync.model)}.get(
+            g["generator"])
+        if g["generator"] == "idsync" and Path(cfg.generate.idsync.model) == Path(cfg.idsync.out) / "model":
+            blob["idsync_key"] = idsync_key(cfg)  # trained from these settings (by the sweep, before generating)
+        elif model is not None and model.exists():
             from facefoundry.tracking import dvc_dir_hash
 
             blob["model"] = dvc_dir_hash(model)
     return _digest(blob)
+
+
+def idsync_key(cfg: Config) -> str:
+    """Hash of what ``train-idsync`` learns from (settings, data folder, seed, device): trials with equal keys
+    share one trained model when the sweep searches ``idsync.*``."""
+    c = cfg.idsync.model_dump(mode="json")
+    for k in ("out", "metrics", "threads", "log_every", "vae_cache", "preload_max_mb", "id_batch_size"):
+        c.pop(k, None)
+    return _digest({"idsync": c, "seed": cfg.base.seed, "device": cfg.base.device})
 
 
 def realism_key(cfg: Config, key: str) -> str:
@@ -106,7 +117,15 @@ def trial_config(sweep: Sweep, params: dict[str, Any], folder: Path, ctx: dict) 
         first = Config.model_validate(apply_sets(raw, trial_sets(paths)))
     except ValidationError as err:
         raise FaceFoundryError(format_validation_error(where, err)) from None
-    keys = {"generate": dataset_key(first)}
+    if any(k.startswith("idsync.") for k in sweep.spec.space):  # each λ / loss variant is a trained model
+        keys = {"idsync": idsync_key(first)}
+        model = datasets / f"{keys['idsync']}.idsync"
+        paths.update({"idsync.out": str(model), "generate.idsync.model": str(model / "model"),
+                      "idsync.vae_cache": str(datasets / "idsync_vae"), "idsync.threads": ctx["threads"]})
+        first = Config.model_validate(apply_sets(raw, trial_sets(paths)))
+        keys["generate"] = dataset_key(first)
+    else:
+        keys = {"generate": dataset_key(first)}
     data = datasets / keys["generate"]
     if sweep.spec.realism:
         keys["realism"] = realism_key(first, keys["generate"])
@@ -166,20 +185,6 @@ def trial_number(key: str) -> int:
 
 
 # -- the shared dataset ------------------------------------------------------------------------------
-@contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path``: concurrent trials wait here instead of generating twice.
-
-    The OS drops it when the holder dies (a trial stopped or killed mid-generation), and the next
-    trial resumes the partial dataset.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tuple[dict, dict, dict]:  # noqa: ANN001
@@ -193,6 +198,12 @@ def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tup
     from facefoundry.stages.validate import run_validate
 
     times = {"dataset_wait_seconds": 0.0, "generate_seconds": 0.0, "realism_seconds": 0.0, "validate_seconds": 0.0}
+    if "idsync" in keys:  # the sweep searches IDSync's training settings: train once per key, before generating
+        from facefoundry.stages.idsync import run_train_idsync
+
+        _make_once(Path(cfg.idsync.out), keys["idsync"], "idsync", trial_id, times, lambda: run_train_idsync(cfg), log,
+                   f"IDSync λ={cfg.idsync.identity_weight:g} {cfg.idsync.identity_loss}",
+                   {"identity_weight": cfg.idsync.identity_weight, "identity_loss": cfg.idsync.identity_loss})
     gen = cfg.generate
     info = _make_once(Path(cfg.generate.out), keys["generate"], "generate", trial_id, times, lambda: run_generate(cfg),
                       log, f"{gen.generator}, {gen.identities}×{gen.images_per_identity}",

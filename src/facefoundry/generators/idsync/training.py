@@ -52,7 +52,7 @@ from facefoundry.generators.idsync.model import (
     new_toy_tokenizer,
     save_model_folder,
 )
-from facefoundry.io import atomic_write_bytes, atomic_write_json, load_json_file
+from facefoundry.io import atomic_dir, atomic_write_bytes, atomic_write_json, file_lock, load_json_file
 from facefoundry.progress import track
 from facefoundry.tracking import dvc_dir_hash
 from facefoundry.train.checkpoint import read_checkpoint
@@ -62,7 +62,7 @@ _VAE_KEYS = ("image_size", "vae_channels", "latent_channels", "vae_epochs", "vae
 # Settings that do not change what is learned; a checkpoint made under other values resumes. The lr is
 # constant after warm-up, so `epochs` is among them: raising it continues a finished run.
 _NOT_FINGERPRINTED = {"dataset", "out", "metrics", "preload_max_mb", "id_batch_size", "log_every", "threads",
-                      "epochs"}
+                      "epochs", "vae_cache"}
 
 
 def _key(parts: dict) -> str:
@@ -90,10 +90,16 @@ def train_vae(c: IDSyncCfg, feed: ImageFeed, out: Path, digest: str, seed: int, 
 
     quiet()
     key = vae_key(c, digest, seed)
-    folder = out / VAE_DIR
-    if (folder / VAE_INDEX).is_file() and load_json_file(folder / VAE_INDEX, "VAE index").get("key") == key:
-        log(f"idsync VAE: reusing {folder}")
-        return AutoencoderKL.from_pretrained(folder).to(device)
+    folder = Path(c.vae_cache) if c.vae_cache else out / VAE_DIR
+    with file_lock(folder.parent / f".{folder.name}.lock"):  # jobs sharing a cache (sweep trials) train it once
+        if (folder / VAE_INDEX).is_file() and load_json_file(folder / VAE_INDEX, "VAE index").get("key") == key:
+            log(f"idsync VAE: reusing {folder}")
+            return AutoencoderKL.from_pretrained(folder).to(device)
+        return _train_vae(c, feed, out, folder, key, digest, seed, device, log, progress)
+
+
+def _train_vae(c: IDSyncCfg, feed: ImageFeed, out: Path, folder: Path, key: str, digest: str, seed: int,
+               device: torch.device, log: Callable[[str], None], progress: bool):
     seed_everything(seed)
     vae = build_vae(c).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=c.vae_lr)
@@ -135,8 +141,6 @@ def train_vae(c: IDSyncCfg, feed: ImageFeed, out: Path, digest: str, seed: int, 
         sample = torch.cat([vae.encode(to_signed(feed.batch(torch.arange(s, min(s + 64, len(feed))))).to(device))
                             .latent_dist.mean for s in range(0, min(len(feed), 512), 64)])
     vae.register_to_config(scaling_factor=float(1.0 / sample.std().clamp_min(1e-6)))
-    from facefoundry.io import atomic_dir
-
     with atomic_dir(folder) as tmp:
         vae.save_pretrained(tmp)
         atomic_write_json(tmp / VAE_INDEX, {"key": key, "dataset_dvc_md5": digest, "epochs": c.vae_epochs})

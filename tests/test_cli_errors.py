@@ -120,6 +120,18 @@ def test_convert_and_validate_reject_a_missing_dataset(tmp_path):
     assert_error(run(tmp_path, "validate", "--dataset", "nowhere"), "nowhere", "does not exist")
 
 
+def test_idsync_refuses_a_missing_model_folder_classifier_and_unlabelled_ce(tmp_path):
+    tiny_config(tmp_path)
+    assert_error(run(tmp_path, "generate", "--generator", "idsync"), "outputs/idsync/model",
+                 "not an IDSync model folder")
+    make_dataset(tmp_path / "photos", identities=40, per_identity=1, size=16)  # unlabelled: one photo each
+    common = ["--set", "idsync.dataset=photos", "--set", "idsync.image_size=16", "--set", "idsync.vae_channels=[8, 8]"]
+    assert_error(run(tmp_path, *common, "--set", "idsync.classifier=nowhere", "train-idsync"), "nowhere",
+                 "no such FR model folder")
+    assert_error(run(tmp_path, *common, "--set", "idsync.classifier=.", "train-idsync"), "photos",
+                 "no identity labels", "identity_loss=cosine")
+
+
 # -- models --------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("damage, expect", [

@@ -281,13 +281,13 @@ def train_idsync(cfg: Config, dataset: FaceSource | str | Path | None = None, en
 
         encoder = load_encoder(c.encoder)
     encoder = encoder.to(device).eval()
+    id_loss = _identity_loss(c, encoder, source, device)  # a bad classifier or unlabelled CE data: fail before work
     out = Path(out or c.out)
     out.mkdir(parents=True, exist_ok=True)
     digest = dvc_dir_hash(source.root)
     feed = ImageFeed(source, c.image_size, c.batch_size, c.preload_max_mb)
     vectors = identity_vectors(feed, encoder, out / "id_vectors", digest, c.id_batch_size, log, progress)
     labels = torch.as_tensor(np.asarray(source.labels), dtype=torch.long)
-    id_loss = _identity_loss(c, encoder, source, device)
 
     vae = None if c.init and (Path(c.init) / "vae").is_dir() else \
         train_vae(c, feed, out, digest, cfg.base.seed, device, log, progress)  # the folder's VAE, else our own

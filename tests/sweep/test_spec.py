@@ -195,7 +195,7 @@ def test_idsync_trials_train_one_model_per_training_setting_and_share_the_vae(tm
     assert a.idsync.vae_cache == c.idsync.vae_cache == str(datasets / "idsync_vae")  # λ does not change the VAE
     assert ka["idsync"] == kb["idsync"] != kc["idsync"]  # guidance is a generation setting: one model for both
     assert len({ka["generate"], kb["generate"], kc["generate"]}) == 3
-    assert a.idsync.threads == 1 and a.generate.generator == "idsync"
+    assert a.idsync.threads == 1 and a.generate.generator == "idsync" and b.generate.idsync.guidance == 4.0
 
 
 def test_dataset_key_covers_generation_only(tmp_path):

@@ -60,7 +60,7 @@ def main() -> None:
     rows = []
     for lam in args.lambdas:
         tag = f"{lam:g}"
-        sets = [f"idsync.identity_weight={lam}", f"idsync.out={out}/lambda_{tag}", f"idsync.vae_cache={out}/vae",
+        sets = [f"idsync.identity_weight={lam}", f"idsync.out={out}/lambda_{tag}", f"idsync.cache={out}/cache",
                 f"idsync.epochs={args.epochs}", f"idsync.threads={args.threads}",
                 "base.experiment=facefoundry-idsync-lambda", "generate.generator=idsync",
                 f"generate.out={out}/lambda_{tag}/dataset", f"generate.identities={args.identities}",

@@ -388,7 +388,7 @@ class IDSyncCfg(Strict):
     # vae, tokenizer); None: build the toy networks below and train the VAE first
     image_size: Annotated[int, Field(ge=16, le=1024)] = 56  # paper 224 (SD-2.1 at 224 px)
     # -- VAE (AutoencoderKL; trained once here, reused while its data and settings are unchanged) -----------
-    vae_cache: str | None = None  # folder of the locally trained VAE; None: <out>/vae (sweeps share one)
+    cache: str | None = None  # what runs on the same data reuse (the VAE, identity vectors); None: <out> (sweeps share one)
     vae_channels: list[PositiveInt] = [32, 64, 64]  # one block per level; downsampling 2^(levels−1); SD [128,256,512,512]
     latent_channels: PositiveInt = 4  # SD 4
     vae_epochs: PositiveInt = 6

@@ -71,7 +71,7 @@ def idsync_key(cfg: Config) -> str:
     """Hash of what ``train-idsync`` learns from (settings, data folder, seed, device): trials with equal keys
     share one trained model when the sweep searches ``idsync.*``."""
     c = cfg.idsync.model_dump(mode="json")
-    for k in ("out", "metrics", "threads", "log_every", "vae_cache", "preload_max_mb", "id_batch_size"):
+    for k in ("out", "metrics", "threads", "log_every", "cache", "preload_max_mb", "id_batch_size"):
         c.pop(k, None)
     return _digest({"idsync": c, "seed": cfg.base.seed, "device": cfg.base.device})
 
@@ -121,7 +121,7 @@ def trial_config(sweep: Sweep, params: dict[str, Any], folder: Path, ctx: dict) 
         keys = {"idsync": idsync_key(first)}
         model = datasets / f"{keys['idsync']}.idsync"
         paths.update({"idsync.out": str(model), "generate.idsync.model": str(model / "model"),
-                      "idsync.vae_cache": str(datasets / "idsync_vae"), "idsync.threads": ctx["threads"]})
+                      "idsync.cache": str(datasets / "idsync_cache"), "idsync.threads": ctx["threads"]})
         first = Config.model_validate(apply_sets(raw, trial_sets(paths)))
         keys["generate"] = dataset_key(first)
     else:

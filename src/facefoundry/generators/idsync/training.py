@@ -3,8 +3,8 @@
 1. **Identity vectors** — every photo's unit vector from the frozen encoder, cached by the dataset's
    DVC hash (shared with every generator: :mod:`facefoundry.generators.feed`).
 2. **VAE** — no pretrained VAE can be had offline, so a small ``AutoencoderKL`` is trained first
-   (L1 + MSE + a small KL term) and saved in ``out/vae/``; it is reused while the data and its
-   settings are unchanged, and its ``scaling_factor`` is set to 1/std of the latents, as Stable
+   (L1 + MSE + a small KL term) and saved in ``<cache or out>/vae/``; it is reused while the data and
+   its settings are unchanged (``cache`` lets runs that differ in λ or the loss share it and the vectors), and its ``scaling_factor`` is set to 1/std of the latents, as Stable
    Diffusion's was. With ``init`` (a local Arc2Face-layout folder) the folder's VAE is used instead.
    The VAE is frozen afterwards; every photo (and its mirror image) is encoded once.
 3. **Diffusion** — DDPM noise (scaled-linear β 8.5e-4 → 1.2e-2, 1,000 steps), ε-prediction MSE,
@@ -62,7 +62,7 @@ _VAE_KEYS = ("image_size", "vae_channels", "latent_channels", "vae_epochs", "vae
 # Settings that do not change what is learned; a checkpoint made under other values resumes. The lr is
 # constant after warm-up, so `epochs` is among them: raising it continues a finished run.
 _NOT_FINGERPRINTED = {"dataset", "out", "metrics", "preload_max_mb", "id_batch_size", "log_every", "threads",
-                      "epochs", "vae_cache"}
+                      "epochs", "cache"}
 
 
 def _key(parts: dict) -> str:
@@ -90,7 +90,7 @@ def train_vae(c: IDSyncCfg, feed: ImageFeed, out: Path, digest: str, seed: int, 
 
     quiet()
     key = vae_key(c, digest, seed)
-    folder = Path(c.vae_cache) if c.vae_cache else out / VAE_DIR
+    folder = Path(c.cache or out) / VAE_DIR
     with file_lock(folder.parent / f".{folder.name}.lock"):  # jobs sharing a cache (sweep trials) train it once
         if (folder / VAE_INDEX).is_file() and load_json_file(folder / VAE_INDEX, "VAE index").get("key") == key:
             log(f"idsync VAE: reusing {folder}")
@@ -286,7 +286,8 @@ def train_idsync(cfg: Config, dataset: FaceSource | str | Path | None = None, en
     out.mkdir(parents=True, exist_ok=True)
     digest = dvc_dir_hash(source.root)
     feed = ImageFeed(source, c.image_size, c.batch_size, c.preload_max_mb)
-    vectors = identity_vectors(feed, encoder, out / "id_vectors", digest, c.id_batch_size, log, progress)
+    vectors = identity_vectors(feed, encoder, Path(c.cache or out) / "id_vectors", digest, c.id_batch_size, log,
+                               progress)
     labels = torch.as_tensor(np.asarray(source.labels), dtype=torch.long)
 
     vae = None if c.init and (Path(c.init) / "vae").is_dir() else \

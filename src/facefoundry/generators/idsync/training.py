@@ -4,8 +4,8 @@
    DVC hash (shared with every generator: :mod:`facefoundry.generators.feed`).
 2. **VAE** — no pretrained VAE can be had offline, so a small ``AutoencoderKL`` is trained first
    (L1 + MSE + a small KL term) and saved in ``<cache or out>/vae/``; it is reused while the data and
-   its settings are unchanged (``cache`` lets runs that differ in λ or the loss share it and the vectors), and its ``scaling_factor`` is set to 1/std of the latents, as Stable
-   Diffusion's was. With ``init`` (a local Arc2Face-layout folder) the folder's VAE is used instead.
+   its settings are unchanged (``cache`` lets runs that differ in λ or the loss share it and the
+   vectors), and its ``scaling_factor`` is set to 1/std of the latents, as Stable Diffusion's was. With ``init`` (a local Arc2Face-layout folder) the folder's VAE is used instead.
    The VAE is frozen afterwards; every photo (and its mirror image) is encoded once.
 3. **Diffusion** — DDPM noise (scaled-linear β 8.5e-4 → 1.2e-2, 1,000 steps), ε-prediction MSE,
    and λ·identity loss on x̂₀ decoded through the VAE with gradients (:mod:`.losses`). The UNet and the

@@ -407,6 +407,8 @@ class IDSyncCfg(Strict):
     beta_start: Annotated[float, Field(gt=0)] = 8.5e-4  # paper 0.00085
     beta_end: Annotated[float, Field(gt=0)] = 1.2e-2  # paper 0.012
     condition_dropout: Prob = 0.1  # conditioning replaced by the empty prompt's (classifier-free guidance)
+    centre_vectors: bool = True  # condition on unit(v − training mean): dlib's space has a large part shared by
+    # every face (different people: cosine ≈ 0.84), ArcFace's does not (different people ≈ 0; paper: raw vectors)
     # -- identity loss: L = L_denoise + λ·L_id ------------------------------------------------------------
     identity_weight: NonNegFloat = 0.01  # λ; official code 0.01, paper README 0.001; 0 = Arc2Face (plain loss)
     identity_loss: Literal["ce", "cosine"] = "ce"  # ce: frozen classifier vs the true label; cosine: 1 − cos(encoder(x̂₀), v)

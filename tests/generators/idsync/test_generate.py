@@ -11,6 +11,7 @@ import torch
 from facefoundry.data.manifest import read_manifest
 from facefoundry.data.writer import DatasetWriter
 from facefoundry.generators.idsync.generate import identity_pca, sample_vectors
+from facefoundry.generators.idsync.model import conditioning_space
 from facefoundry.generators.idsync.training import train_idsync
 from facefoundry.generators.registry import GENERATORS, load_builtin
 from tests.conftest import make_dataset, tiny_config
@@ -35,6 +36,19 @@ def gen_cfg(tmp: Path, model_dir: Path, out: str, seed: int = 7):
     return tiny_config(tmp, base={"device": "cpu", "seed": seed}, identity={"judges": []}, generate={
         "generator": "idsync", "out": str(tmp / out), "identities": 5, "images_per_identity": 3, "batch_size": 4,
         "idsync": {"model": str(model_dir), "steps": 3, "guidance": 3.0, "noise_variance": 0.001}})
+
+
+def test_centring_removes_the_part_every_face_shares() -> None:
+    rng = np.random.default_rng(3)
+    common = rng.normal(size=128)
+    photos = common + 0.45 * rng.normal(size=(500, 128))  # different people ≈ 0.83 apart, as dlib's are
+    photos /= np.linalg.norm(photos, axis=1, keepdims=True)
+    raw = photos @ photos.T
+    u = conditioning_space(photos, photos.mean(0))
+    cen = u @ u.T
+    off = ~np.eye(500, dtype=bool)
+    assert raw[off].mean() > 0.75 and abs(cen[off].mean()) < 0.05
+    np.testing.assert_allclose(np.linalg.norm(u, axis=1), 1, atol=1e-5)
 
 
 def test_pca_identities_are_unit_and_noise_keeps_the_expected_cosine() -> None:
@@ -64,6 +78,7 @@ def test_generation_counts_seeds_meta_and_resume(tmp_path: Path, model_dir: Path
                       ("seed", 7), ("generator", "idsync")):
         assert m.meta[key] == want, key
     assert "identity_loss" in m.meta and m.meta["image_size"] == 16
+    assert m.meta["centre_vectors"] is True and (model_dir / "id_mean.npy").is_file()  # dlib-like spaces: centred
     again = read_manifest(gen(gen_cfg(tmp_path, model_dir, "b"), lambda s: None))
     assert again.sha256 == m.sha256  # same seed, same pixels
     other = read_manifest(gen(gen_cfg(tmp_path, model_dir, "c", seed=8), lambda s: None))

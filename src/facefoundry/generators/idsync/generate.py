@@ -3,7 +3,8 @@
 As the official ``create_synth_dataset.py`` (JSabadin/IDSync), in this order:
 
 1. **Identities** — PCA fitted on the training photos' per-image identity vectors (``pca_components``,
-   paper 300, capped by the data), centres z ~ N(0, explained variance) mapped back and ℓ2-normalised.
+   paper 300, capped by the data), centres z ~ N(0, explained variance) mapped back and ℓ2-normalised;
+   all in the space the model is conditioned on (centred on the training mean with ``centre_vectors``).
 2. **Intra-class variation** — each image's vector is its centre + N(0, σ²) per dimension with
    σ² = ``noise_variance`` (paper 0.001), renormalised.
 3. **Images** — DPM-Solver++ (``DPMSolverMultistepScheduler`` derived from the training schedule),
@@ -34,7 +35,7 @@ from facefoundry.config import Config, IDSyncGenCfg
 from facefoundry.data.writer import DatasetWriter
 from facefoundry.device import resolve_device
 from facefoundry.generators.feed import to_uint8
-from facefoundry.generators.idsync.model import IDSync, load_identity_vectors, load_model_folder
+from facefoundry.generators.idsync.model import IDSync, conditioning_space, load_identity_vectors, load_model_folder
 from facefoundry.generators.registry import GENERATORS
 from facefoundry.progress import track
 from facefoundry.sampling import IdentityPCA, perturb
@@ -112,7 +113,8 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
     g, gi = cfg.generate, cfg.generate.idsync
     device = resolve_device(cfg.base.device)
     model = load_model_folder(gi.model, device)
-    vectors, _ = load_identity_vectors(gi.model)
+    raw, _, mean = load_identity_vectors(gi.model)
+    vectors = conditioning_space(raw, mean)  # PCA, sampling and noise all act in the space the model is conditioned on
     seed = cfg.base.seed
     pca = identity_pca(vectors, gi.pca_components)
     centres, vecs = sample_vectors(pca, g.identities, g.images_per_identity, gi.noise_variance,
@@ -120,7 +122,8 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
     sim = (vecs * np.repeat(centres, g.images_per_identity, 0)).sum(1)
     labels = np.repeat(np.arange(g.identities), g.images_per_identity)
     info = model.info
-    log(f"idsync: {len(vectors)} training vectors ({info.get('encoder_name', '?')} space, {vectors.shape[1]}-d), "
+    log(f"idsync: {len(vectors)} training vectors ({info.get('encoder_name', '?')} space, {vectors.shape[1]}-d"
+        f"{', centred' if mean is not None else ''}), "
         f"PCA {len(pca.variances_)} components; {g.identities} identities × {g.images_per_identity}, "
         f"noise σ²={gi.noise_variance:g} (cos to centre {sim.mean():.3f}); DPM-Solver++ {gi.steps} steps, "
         f"guidance {gi.guidance:g}")
@@ -129,6 +132,7 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
             "identity_weight": info.get("identity_weight"), "identity_loss": info.get("identity_loss"),
             "noise_variance": gi.noise_variance, "steps": gi.steps, "guidance": gi.guidance,
             "solver": f"dpmsolver++ order {gi.solver_order}", "pca_components": len(pca.variances_),
+            "centre_vectors": mean is not None,
             "idsync": gi.model_dump(mode="json")}
     key = hashlib.sha256(json.dumps([meta, g.model_dump(mode="json"), FORMAT_VERSION], sort_keys=True,
                                     default=str).encode()).hexdigest()

@@ -7,7 +7,7 @@
   its margin head as the platform's trainer saved them — against the true identity, on the decoded
   image resized to the classifier's input (the crops share the alignment template).
 - ``CosineIdentityLoss`` ("cosine", for unlabelled photos): 1 − cos(encoder(x̂₀), conditioning vector)
-  through a differentiable identity encoder.
+  through a differentiable identity encoder (in the centred space when the model conditions on it).
 With λ = 0 nothing of the identity branch runs: the loss is the plain denoising loss.
 """
 
@@ -88,13 +88,16 @@ class CosineIdentityLoss(nn.Module):
 
     name = "cosine"
 
-    def __init__(self, encoder: IdentityEncoder):
+    def __init__(self, encoder: IdentityEncoder, mean: torch.Tensor | None = None):
         super().__init__()
         if not encoder.differentiable:
             raise FaceFoundryError(f"identity encoder {encoder.name}: not differentiable; the cosine identity loss "
                                    "needs a torch encoder (dlib, a .pth or a FaceFoundry model folder)")
         self.encoder = encoder.eval().requires_grad_(False)
+        self.mean = mean  # set when the model is conditioned on centred vectors: compare in that space
 
     def forward(self, images01: torch.Tensor, labels: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
         e = self.encoder(images01)
+        if self.mean is not None:
+            e = F.normalize(e - self.mean.to(e), dim=1)
         return (1 - F.cosine_similarity(e.float(), vectors.float(), dim=1)).mean()

@@ -11,6 +11,7 @@ and ``encoder/`` for the CLIP text encoder; the rest is Stable Diffusion's layou
     scheduler/          DDPMScheduler (training noise schedule; generation derives DPM-Solver++ from it)
     id_vectors.npy      the training photos' identity vectors (PCA sampling fits on them)
     id_labels.npy
+    id_mean.npy         their mean, when the model conditions on centred vectors (``centre_vectors``)
 
 Every component saves with ``save_pretrained``: its constructor arguments are its config.
 """
@@ -31,7 +32,7 @@ from facefoundry.generators.idsync.conditioning import encode_empty, encode_iden
 from facefoundry.io import atomic_dir, atomic_write_json, load_json_file
 
 MODEL_INDEX = "idsync_model.json"
-ID_VECTORS, ID_LABELS = "id_vectors.npy", "id_labels.npy"
+ID_VECTORS, ID_LABELS, ID_MEAN = "id_vectors.npy", "id_labels.npy", "id_mean.npy"
 UNET_DIRS = ("arc2face", "unet")  # saved as the first; either is read
 TEXT_DIRS = ("encoder", "text_encoder")
 
@@ -141,7 +142,16 @@ class IDSync:
         return self.vae.decode(latents / self.scaling).sample
 
 
-def save_model_folder(model: IDSync, folder: str | Path, vectors: np.ndarray, labels: np.ndarray) -> Path:
+def conditioning_space(vectors: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
+    """Encoder vectors → the unit vectors the model is conditioned on: unit(v − mean), or unit(v) without a mean."""
+    v = np.asarray(vectors, np.float64)
+    if mean is not None:
+        v = v - np.asarray(mean, np.float64)
+    return (v / np.linalg.norm(v, axis=-1, keepdims=True).clip(1e-12)).astype(np.float32)
+
+
+def save_model_folder(model: IDSync, folder: str | Path, vectors: np.ndarray, labels: np.ndarray,
+                      mean: np.ndarray | None = None) -> Path:
     quiet()
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
@@ -152,6 +162,8 @@ def save_model_folder(model: IDSync, folder: str | Path, vectors: np.ndarray, la
         model.scheduler.save_pretrained(tmp / "scheduler")
         np.save(tmp / ID_VECTORS, np.asarray(vectors, np.float32))
         np.save(tmp / ID_LABELS, np.asarray(labels))
+        if mean is not None:
+            np.save(tmp / ID_MEAN, np.asarray(mean, np.float32))
         atomic_write_json(tmp / MODEL_INDEX, {"_class_name": "IDSync", **model.info})
     return folder
 
@@ -201,14 +213,15 @@ def load_model_folder(folder: str | Path, map_location: str | torch.device = "cp
     return model
 
 
-def load_identity_vectors(folder: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def load_identity_vectors(folder: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(training vectors as the encoder gave them, their labels, the centring mean or None)."""
     folder = Path(folder)
     path = folder / ID_VECTORS
     if not path.is_file():
         raise FaceFoundryError(f"{path}: missing; IDSync samples identities from the training photos' vectors")
     vec = np.load(path)
-    lp = folder / ID_LABELS
-    return vec, (np.load(lp) if lp.is_file() else np.arange(len(vec)))
+    lp, mp = folder / ID_LABELS, folder / ID_MEAN
+    return vec, (np.load(lp) if lp.is_file() else np.arange(len(vec))), (np.load(mp) if mp.is_file() else None)
 
 
 def new_toy_tokenizer(max_length: int = 8):

@@ -5,7 +5,8 @@
 2. **VAE** — no pretrained VAE can be had offline, so a small ``AutoencoderKL`` is trained first
    (L1 + MSE + a small KL term) and saved in ``<cache or out>/vae/``; it is reused while the data and
    its settings are unchanged (``cache`` lets runs that differ in λ or the loss share it and the
-   vectors), and its ``scaling_factor`` is set to 1/std of the latents, as Stable Diffusion's was. With ``init`` (a local Arc2Face-layout folder) the folder's VAE is used instead.
+   vectors), and its ``scaling_factor`` is set to 1/std of the latents, as Stable Diffusion's was. With
+   ``init`` (a local Arc2Face-layout folder) the folder's VAE is used instead.
    The VAE is frozen afterwards; every photo (and its mirror image) is encoded once.
 3. **Diffusion** — DDPM noise (scaled-linear β 8.5e-4 → 1.2e-2, 1,000 steps), ε-prediction MSE,
    and λ·identity loss on x̂₀ decoded through the VAE with gradients (:mod:`.losses`). The UNet and the
@@ -48,6 +49,7 @@ from facefoundry.generators.idsync.model import (
     build_text_encoder,
     build_unet,
     build_vae,
+    conditioning_space,
     load_components,
     new_toy_tokenizer,
     save_model_folder,
@@ -286,8 +288,12 @@ def train_idsync(cfg: Config, dataset: FaceSource | str | Path | None = None, en
     out.mkdir(parents=True, exist_ok=True)
     digest = dvc_dir_hash(source.root)
     feed = ImageFeed(source, c.image_size, c.batch_size, c.preload_max_mb)
-    vectors = identity_vectors(feed, encoder, Path(c.cache or out) / "id_vectors", digest, c.id_batch_size, log,
-                               progress)
+    raw = identity_vectors(feed, encoder, Path(c.cache or out) / "id_vectors", digest, c.id_batch_size, log,
+                           progress)
+    mean = raw.numpy().mean(0) if c.centre_vectors else None
+    vectors = torch.from_numpy(conditioning_space(raw.numpy(), mean))  # what the model is conditioned on
+    if isinstance(id_loss, CosineIdentityLoss) and mean is not None:
+        id_loss.mean = torch.from_numpy(mean).to(device)
     labels = torch.as_tensor(np.asarray(source.labels), dtype=torch.long)
 
     vae = None if c.init and (Path(c.init) / "vae").is_dir() else \
@@ -369,6 +375,6 @@ def train_idsync(cfg: Config, dataset: FaceSource | str | Path | None = None, en
                   "epochs_trained": len(history), "epochs": c.epochs, "identity_weight": c.identity_weight,
                   "identity_loss": c.identity_loss if c.identity_weight else None,
                   "classifier": c.classifier if c.identity_weight and c.identity_loss == "ce" else None,
-                  "condition_dropout": c.condition_dropout, "init": c.init}
-    save_model_folder(model, out / "model", vectors.numpy(), np.asarray(source.labels, np.int64))
+                  "condition_dropout": c.condition_dropout, "centre_vectors": c.centre_vectors, "init": c.init}
+    save_model_folder(model, out / "model", raw.numpy(), np.asarray(source.labels, np.int64), mean)
     return IDSyncResult(model_dir=out / "model", history=history, resumed_from=start)

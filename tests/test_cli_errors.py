@@ -122,8 +122,8 @@ def test_convert_and_validate_reject_a_missing_dataset(tmp_path):
 
 def test_idsync_refuses_a_missing_model_folder_classifier_and_unlabelled_ce(tmp_path):
     tiny_config(tmp_path)
-    assert_error(run(tmp_path, "generate", "--generator", "idsync"), "outputs/idsync/model",
-                 "not an IDSync model folder")
+    assert_error(run(tmp_path, "--set", "generate.idsync.model=elsewhere", "generate", "--generator", "idsync"),
+                 "elsewhere", "not an IDSync model folder")
     make_dataset(tmp_path / "photos", identities=40, per_identity=1, size=16)  # unlabelled: one photo each
     common = ["--set", "idsync.dataset=photos", "--set", "idsync.image_size=16", "--set", "idsync.vae_channels=[8, 8]"]
     assert_error(run(tmp_path, *common, "--set", "idsync.classifier=nowhere", "train-idsync"), "nowhere",

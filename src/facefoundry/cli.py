@@ -52,7 +52,7 @@ def _writable(*folders: object) -> None:
 def generate(generator: Optional[str] = typer.Option(None, help="Generator name (default: generate.generator)."),
              out: Optional[str] = typer.Option(None, "--out", help="Dataset folder (default: generate.out; with "
                                                "another --generator, a sibling folder named after it).")) -> None:
-    """Generate a synthetic face dataset (manifest folder)."""
+    """Generate a synthetic face dataset (manifest folder); IDSync trains its model first when it is missing."""
     from pathlib import Path
 
     from facefoundry.stages.generate import run_generate
@@ -67,6 +67,15 @@ def generate(generator: Optional[str] = typer.Option(None, help="Generator name 
         extra.append(f"generate.out={out}")
     cfg = _cfg(extra) if extra else cfg
     _writable(Path(cfg.generate.out).parent)
+    gi = cfg.generate.idsync
+    if cfg.generate.generator == "idsync" and not (Path(gi.model) / "idsync_model.json").is_file() \
+            and Path(gi.model) == Path(cfg.idsync.out) / "model":  # IDSync trains first when its model is missing
+        from facefoundry.stages.common import log
+        from facefoundry.stages.idsync import run_train_idsync
+
+        log(f"{gi.model}: no IDSync model yet; training it first (as `facefoundry train-idsync`)")
+        _writable(cfg.idsync.out)
+        run_train_idsync(cfg)
     run_generate(cfg)
 
 

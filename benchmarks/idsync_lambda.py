@@ -77,7 +77,8 @@ def main() -> None:
             raise SystemExit(2) from None
         src = open_source(cfg.generate.out)
         images = np.stack([src.load(i) for i in range(len(src))])
-        row = {"lambda": lam, "train_seconds": t1 - t0, "generate_seconds": time.perf_counter() - t1}
+        row = {"lambda": lam, "train_seconds": t1 - t0, "generate_seconds": time.perf_counter() - t1,
+               "conditioning_effect": effect(cfg)}
         for name, enc in judges.items():
             intra, inter = identity_similarities(enc.embed(images, batch_size=64), src.labels)
             row.update({f"{name}_{k}": v for k, v in consistency_metrics(intra, inter).items()})
@@ -102,6 +103,20 @@ def main() -> None:
         import mlflow
 
         mlflow.log_dict(result, "idsync_lambda.json")
+
+
+def effect(cfg) -> float:  # noqa: ANN001
+    """Pixel spread across identities at one noise ÷ across noises at one identity (0: conditioning ignored)."""
+    import torch
+
+    from facefoundry.generators.idsync.generate import conditioning_effect
+    from facefoundry.generators.idsync.model import conditioning_space, load_identity_vectors, load_model_folder
+
+    model = load_model_folder(cfg.generate.idsync.model)
+    raw, _, mean = load_identity_vectors(cfg.generate.idsync.model)
+    rng = np.random.default_rng(0)
+    v = conditioning_space(raw[rng.choice(len(raw), 6, replace=False)], mean)
+    return conditioning_effect(model, torch.from_numpy(v), cfg.generate.idsync, cfg.base.seed)
 
 
 def figure(rows: list[dict]):  # noqa: ANN201

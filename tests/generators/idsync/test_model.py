@@ -152,3 +152,14 @@ def test_model_folder_is_in_the_arc2face_layout_and_reads_sd_names_too(tmp_path:
     (folder / "unet").rename(folder / "other")
     with pytest.raises(FaceFoundryError, match="no arc2face/ or unet/ subfolder"):
         load_components(folder)
+
+
+def test_conditioning_effect_is_zero_when_the_identity_cannot_reach_the_unet() -> None:
+    from facefoundry.config import IDSyncGenCfg
+    from facefoundry.generators.idsync.generate import conditioning_effect
+
+    m = tiny_model()
+    g = IDSyncGenCfg(steps=2, guidance=2.0)
+    assert conditioning_effect(m, unit(4), g, seed=0, n=4) > 0
+    m.condition = lambda v: m.unconditional().expand(len(v), -1, -1)  # identity dropped before the UNet
+    assert conditioning_effect(m, unit(4), g, seed=0, n=4) == 0

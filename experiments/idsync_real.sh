@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The IDSync real-photo recipe, end to end (≈ 70 min on 2 CPU cores; every step resumes when re-run).
+# The IDSync real-photo recipe, end to end (45 min measured on 2 CPU cores; every step resumes when re-run).
 # Needs ../shared beside the repository. Run from the repository root: bash experiments/idsync_real.sh
 # A variant overlays one more experiment file: RECIPE=my_overrides.yaml bash experiments/idsync_real.sh
 set -euo pipefail

@@ -161,5 +161,7 @@ def test_conditioning_effect_is_zero_when_the_identity_cannot_reach_the_unet() -
     m = tiny_model()
     g = IDSyncGenCfg(steps=2, guidance=2.0)
     assert conditioning_effect(m, unit(4), g, seed=0, n=4) > 0
+    assert conditioning_effect(m, unit(3), g, seed=0, n=6) > 0  # fewer identities than asked: uses them all
+    assert conditioning_effect(m, unit(1), g, seed=0) != conditioning_effect(m, unit(1), g, seed=0)  # NaN: one
     m.condition = lambda v: m.unconditional().expand(len(v), -1, -1)  # identity dropped before the UNet
     assert conditioning_effect(m, unit(4), g, seed=0, n=4) == 0

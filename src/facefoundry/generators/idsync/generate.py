@@ -93,6 +93,9 @@ def conditioning_effect(model: IDSync, vectors: torch.Tensor, g: IDSyncGenCfg, s
     """How much the identity moves the pixels, relative to the noise: mean squared difference between images of
     ``n`` identities drawn from one noise, ÷ that between ``n`` noises of one identity. ≈ 0: the model ignores
     its conditioning (an unconditional model); a well-conditioned one is well above 0."""
+    n = min(n, len(vectors))
+    if n < 2:
+        return float("nan")
     v = vectors[:n]
     same_noise = torch.cat([sample_images(model, v[i:i + 1], g, torch.Generator().manual_seed(seed)) for i in range(n)])
     same_id = torch.cat([sample_images(model, v[:1], g, torch.Generator().manual_seed(seed + k)) for k in range(n)])

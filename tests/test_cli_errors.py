@@ -210,8 +210,11 @@ def test_ctrl_c_says_what_was_saved_and_exits_130(tmp_path):
     ds = make_dataset(tmp_path / "ds", 8, 8)
     tiny_config(tmp_path, train={"dataset": str(ds), "epochs": 400, "batch_size": 8})
     env = {**ENV, "PYTHONPATH": str(ROOT)}
+    # a suite started in the background (`cmd &`) inherits SIGINT ignored, and Python then keeps it ignored:
+    # give the child the default disposition, as a terminal's foreground process has
     proc = subprocess.Popen([sys.executable, "-m", "facefoundry", "--params", str(tmp_path / "params.yaml"), "train"],
-                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env)
+                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while not (tmp_path / "train" / "checkpoint.pt").is_file() and time.time() < deadline:
         time.sleep(0.5)

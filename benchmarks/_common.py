@@ -23,6 +23,17 @@ def timed(fn, *args, **kw) -> tuple[float, object]:  # noqa: ANN001
     return time.perf_counter() - t0, out
 
 
+def best_of(fn, repeats: int) -> float:  # noqa: ANN001
+    """Fastest of ``repeats`` timed calls after one warm-up call, seconds."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def save(name: str, result: dict) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"machine": machine(), **result}, indent=2))

@@ -16,25 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 
-def best_of(fn, repeats: int) -> float:  # noqa: ANN001
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks._common import save
+    from benchmarks._common import best_of, save
     from facefoundry.config import load_config
     from facefoundry.generators.idsync.generate import sample_images
     from facefoundry.generators.idsync.losses import ClassifierIdentityLoss, CosineIdentityLoss

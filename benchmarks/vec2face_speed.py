@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,19 +24,9 @@ def _setup() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def best_of(fn, repeats: int) -> float:  # noqa: ANN001
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
     _setup()
-    from benchmarks._common import save
+    from benchmarks._common import best_of, save
     from facefoundry.config import load_config
     from facefoundry.generators.vec2face.losses import Vec2FaceLoss
     from facefoundry.generators.vec2face.training import build_discriminator, build_generator, loss_weights, train_step

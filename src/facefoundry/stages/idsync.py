@@ -44,7 +44,7 @@ def run_train_idsync(cfg: Config, stop_after: int | None = None) -> dict:
     log(f"idsync: {source.describe()}; encoder {c.encoder}; {lam}; {c.image_size}px")
     name = run_name("train-idsync", source.root.name, lam, f"{c.image_size}px", f"{c.epochs} ep")
     out = Path(c.out)
-    digest = dvc_dir_hash(source.root)
+    digest = dvc_dir_hash(source.root)  # once: the run key, the dataset input and the training caches name it
     key = _run_key(cfg, digest)
     record = read_run_record(out)
     reopen = record.get("run_id") if record.get("key") == key and (out / CHECKPOINT).is_file() else None
@@ -54,7 +54,7 @@ def run_train_idsync(cfg: Config, stop_after: int | None = None) -> dict:
         write_run_record(out, {"run_id": run.info.run_id, "key": key})
         if run.info.run_id != reopen:
             log_dataset_version(source.root, digest=digest)
-        result = train_idsync(cfg, source, log=log, stop_after=stop_after)
+        result = train_idsync(cfg, source, log=log, stop_after=stop_after, digest=digest)
         if result.resumed_from:
             _mlflow().set_tag("resumed_from_epoch", str(result.resumed_from))
         for h in result.history:

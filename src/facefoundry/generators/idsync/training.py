@@ -18,9 +18,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import math
 import time
 from collections import defaultdict
@@ -36,7 +34,7 @@ from facefoundry.config import Config, IDSyncCfg
 from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.device import resolve_device, seed_everything
 from facefoundry.errors import FaceFoundryError, note_saved
-from facefoundry.generators.feed import ImageFeed, identity_vectors, to_signed
+from facefoundry.generators.feed import ImageFeed, cache_key, identity_vectors, to_signed
 from facefoundry.generators.idsync.losses import (
     ClassifierIdentityLoss,
     CosineIdentityLoss,
@@ -67,10 +65,6 @@ _NOT_FINGERPRINTED = {"dataset", "out", "metrics", "preload_max_mb", "id_batch_s
                       "epochs", "cache"}
 
 
-def _key(parts: dict) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _save_state(path: Path, state: dict) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -80,7 +74,7 @@ def _save_state(path: Path, state: dict) -> None:
 # -- the VAE -------------------------------------------------------------------------------------
 
 def vae_key(c: IDSyncCfg, digest: str, seed: int) -> str:
-    return _key({"data": digest, "seed": seed, **{k: getattr(c, k) for k in _VAE_KEYS}})
+    return cache_key({"data": digest, "seed": seed, **{k: getattr(c, k) for k in _VAE_KEYS}})
 
 
 def train_vae(c: IDSyncCfg, feed: ImageFeed, out: Path, digest: str, seed: int, device: torch.device,
@@ -231,7 +225,7 @@ class IDSyncResult:
 
 def fingerprint(cfg: Config, digest: str, encoder_spec: dict) -> str:
     keep = {k: v for k, v in cfg.idsync.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
-    return _key({"idsync": keep, "seed": cfg.base.seed, "data": digest, "encoder": encoder_spec})
+    return cache_key({"idsync": keep, "seed": cfg.base.seed, "data": digest, "encoder": encoder_spec})
 
 
 def _identity_loss(c: IDSyncCfg, encoder, source: FaceSource, device: torch.device):  # noqa: ANN001
@@ -268,8 +262,11 @@ def build_model(c: IDSyncCfg, vae, id_dim: int, device: torch.device) -> IDSync:
 
 def train_idsync(cfg: Config, dataset: FaceSource | str | Path | None = None, encoder=None,  # noqa: ANN001
                  out: str | Path | None = None, log: Callable[[str], None] = print, stop_after: int | None = None,
-                 progress: bool = True) -> IDSyncResult:
-    """Train (or resume) to ``idsync.epochs`` — or stop after epoch ``stop_after`` (tests, preemption)."""
+                 progress: bool = True, digest: str | None = None) -> IDSyncResult:
+    """Train (or resume) to ``idsync.epochs`` — or stop after epoch ``stop_after`` (tests, preemption).
+
+    ``digest``: the dataset's DVC hash when the caller already has it (the stage does), else computed here.
+    """
     c = cfg.idsync
     device = resolve_device(cfg.base.device)
     if c.threads:
@@ -286,7 +283,7 @@ def train_idsync(cfg: Config, dataset: FaceSource | str | Path | None = None, en
     id_loss = _identity_loss(c, encoder, source, device)  # a bad classifier or unlabelled CE data: fail before work
     out = Path(out or c.out)
     out.mkdir(parents=True, exist_ok=True)
-    digest = dvc_dir_hash(source.root)
+    digest = digest or dvc_dir_hash(source.root)
     feed = ImageFeed(source, c.image_size, c.batch_size, c.preload_max_mb)
     raw = identity_vectors(feed, encoder, Path(c.cache or out) / "id_vectors", digest, c.id_batch_size, log,
                            progress)

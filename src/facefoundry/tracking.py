@@ -19,6 +19,12 @@ from facefoundry.config import Config, config_sources, flatten
 from facefoundry.io import atomic_write_json, read_json
 
 
+def run_active() -> bool:
+    """An MLflow run is open in this process (without importing mlflow when nothing has)."""
+    mlflow = sys.modules.get("mlflow")
+    return mlflow is not None and mlflow.active_run() is not None
+
+
 def dvc_dir_hash(path: str | Path, ignore: tuple[str, ...] = ()) -> str:
     """The hash DVC gives a directory output (``<md5>.dir``), computed without DVC.
 

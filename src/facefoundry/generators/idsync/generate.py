@@ -39,6 +39,7 @@ from facefoundry.generators.idsync.model import IDSync, conditioning_space, load
 from facefoundry.generators.registry import GENERATORS
 from facefoundry.progress import track
 from facefoundry.sampling import IdentityPCA, perturb
+from facefoundry.tracking import run_active
 
 FORMAT_VERSION = 1  # bump when generation changes, so an old partial run is not resumed
 
@@ -106,13 +107,6 @@ def conditioning_effect(model: IDSync, vectors: torch.Tensor, g: IDSyncGenCfg, s
     return spread(same_noise) / max(spread(same_id), 1e-12)
 
 
-def _tracking_active() -> bool:
-    import sys
-
-    mlflow = sys.modules.get("mlflow")
-    return mlflow is not None and mlflow.active_run() is not None
-
-
 def judge_study(images: np.ndarray, labels: np.ndarray, judges: dict) -> dict[str, float]:
     """Intra- and inter-identity cosine of generated images, per judge."""
     from facefoundry.identity.judge import consistency_metrics, identity_similarities
@@ -172,7 +166,7 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
     done = len(vecs) - start
     log(f"idsync: {done} images in {secs:.0f}s ({done / max(secs, 1e-9):.2f} img/s at {gi.steps} steps)")
 
-    if _tracking_active():
+    if run_active():
         from facefoundry.data.sources import open_source
         from facefoundry.plots import image_grid
         from facefoundry.tracking import log_image, log_metrics

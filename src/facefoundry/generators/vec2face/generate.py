@@ -46,6 +46,7 @@ from facefoundry.generators.vec2face.model import Vec2Face, load_model_folder
 from facefoundry.generators.vec2face.training import ID_LABELS, ID_VECTORS, to_uint8
 from facefoundry.progress import track
 from facefoundry.sampling import perturb, sample_identities
+from facefoundry.tracking import run_active
 
 FORMAT_VERSION = 1  # bump when generation changes, so an old partial run is not resumed
 
@@ -235,13 +236,6 @@ def sigma_grid(model: Vec2Face, space: IdentitySpace, centres: np.ndarray, g: Ve
     return rows
 
 
-def _tracking_active() -> bool:
-    import sys
-
-    mlflow = sys.modules.get("mlflow")
-    return mlflow is not None and mlflow.active_run() is not None
-
-
 # -- the generator -------------------------------------------------------------------------------
 
 @GENERATORS.register("vec2face")
@@ -320,7 +314,7 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
     secs = time.perf_counter() - t0
     log(f"vec2face: {len(vecs) - start} images in {secs:.0f}s ({(len(vecs) - start) / max(secs, 1e-9):.1f} img/s)")
 
-    if _tracking_active():
+    if run_active():
         from facefoundry.plots import image_grid
         from facefoundry.tracking import log_image, log_metrics
 

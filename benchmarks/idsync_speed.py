@@ -26,6 +26,7 @@ def main() -> None:
     from benchmarks._common import best_of, save
     from facefoundry.config import load_config
     from facefoundry.generators.idsync.generate import sample_images
+    from facefoundry.generators.idsync.conditioning import toy_tokenizer
     from facefoundry.generators.idsync.losses import ClassifierIdentityLoss, CosineIdentityLoss
     from facefoundry.generators.idsync.model import (
         IDSync,
@@ -33,8 +34,7 @@ def main() -> None:
         build_text_encoder,
         build_unet,
         build_vae,
-        new_toy_tokenizer,
-    )
+        )
     from facefoundry.generators.idsync.training import draw, idsync_loss
 
     ap = argparse.ArgumentParser()
@@ -47,7 +47,7 @@ def main() -> None:
     cfg = load_config(root / "params.yaml", [root / "experiments/idsync_real.yaml"] if args.config == "real" else [])
     c, g = cfg.idsync, cfg.generate.idsync
     torch.manual_seed(0)
-    tok = new_toy_tokenizer()
+    tok = toy_tokenizer()
     latent = c.image_size // 2 ** (len(c.vae_channels) - 1)
     model = IDSync(build_vae(c), build_unet(c, latent, c.latent_channels, c.text_width), build_text_encoder(c, tok),
                    tok, build_scheduler(c), {"image_size": c.image_size})

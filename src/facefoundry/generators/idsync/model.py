@@ -27,8 +27,7 @@ import torch
 
 from facefoundry.config import IDSyncCfg
 from facefoundry.errors import FaceFoundryError
-from facefoundry.generators.idsync.conditioning import encode_empty, encode_identity, id_token, prompt_ids, \
-    toy_tokenizer
+from facefoundry.generators.idsync.conditioning import encode_empty, encode_identity, id_token, prompt_ids
 from facefoundry.io import atomic_dir, atomic_write_json, load_json_file
 
 MODEL_INDEX = "idsync_model.json"
@@ -222,7 +221,3 @@ def load_identity_vectors(folder: str | Path) -> tuple[np.ndarray, np.ndarray, n
     vec = np.load(path)
     lp, mp = folder / ID_LABELS, folder / ID_MEAN
     return vec, (np.load(lp) if lp.is_file() else np.arange(len(vec))), (np.load(mp) if mp.is_file() else None)
-
-
-def new_toy_tokenizer(max_length: int = 8):
-    return toy_tokenizer(max_length)

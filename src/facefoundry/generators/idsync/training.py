@@ -35,6 +35,7 @@ from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.device import resolve_device, seed_everything
 from facefoundry.errors import FaceFoundryError, note_saved
 from facefoundry.generators.feed import ImageFeed, cache_key, identity_vectors, to_signed
+from facefoundry.generators.idsync.conditioning import toy_tokenizer
 from facefoundry.generators.idsync.losses import (
     ClassifierIdentityLoss,
     CosineIdentityLoss,
@@ -49,7 +50,6 @@ from facefoundry.generators.idsync.model import (
     build_vae,
     conditioning_space,
     load_components,
-    new_toy_tokenizer,
     save_model_folder,
 )
 from facefoundry.io import atomic_dir, atomic_write_bytes, atomic_write_json, file_lock, load_json_file
@@ -249,7 +249,7 @@ def build_model(c: IDSyncCfg, vae, id_dim: int, device: torch.device) -> IDSync:
         model = IDSync(vae if vae is not None else base.vae, base.unet, base.text_encoder, base.tokenizer,
                        base.scheduler)
     else:
-        tok = new_toy_tokenizer()
+        tok = toy_tokenizer()
         latent = c.image_size // 2 ** (len(c.vae_channels) - 1)
         model = IDSync(vae, build_unet(c, latent, c.latent_channels, c.text_width), build_text_encoder(c, tok), tok,
                        build_scheduler(c))

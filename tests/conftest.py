@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -13,7 +15,10 @@ from facefoundry.config import Config, load_config
 from facefoundry.data.writer import DatasetWriter
 
 # the once-per-dataset verification cache: per test session, never the user's ~/.cache
-os.environ.setdefault("FACEFOUNDRY_CACHE", tempfile.mkdtemp(prefix="facefoundry-test-cache-"))
+if "FACEFOUNDRY_CACHE" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="facefoundry-test-cache-")
+    os.environ["FACEFOUNDRY_CACHE"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)  # one per session, not one left per run
 
 TINY = {
     "base": {"image_size": 32, "seed": 7},

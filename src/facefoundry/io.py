@@ -83,6 +83,14 @@ def ensure_writable(folder: str | os.PathLike) -> Path:
     return folder
 
 
+def cache_dir(kind: str) -> Path:
+    """The platform's cache for ``kind`` (results keyed by a dataset's hash): ``$FACEFOUNDRY_CACHE`` or
+    ``$XDG_CACHE_HOME/facefoundry`` (``~/.cache/facefoundry``)."""
+    root = os.environ.get("FACEFOUNDRY_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "facefoundry")
+    return Path(root) / kind
+
+
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,7 @@ from PIL import Image, UnidentifiedImageError
 from facefoundry.data.images import decode_image
 from facefoundry.data.sources import FaceSource
 from facefoundry.errors import FaceFoundryError
-from facefoundry.io import atomic_write_json, read_json
+from facefoundry.io import atomic_write_json, cache_dir, read_json
 from facefoundry.progress import track
 
 SHOW_BAD = 10
@@ -98,19 +97,13 @@ def check_files(source: FaceSource, image_size: int | None = None, non_rgb: NonR
     return res
 
 
-def _cache_dir() -> Path:
-    root = os.environ.get("FACEFOUNDRY_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "facefoundry")
-    return Path(root) / "verified"
-
-
 def verify_for_training(source: FaceSource, dataset_digest: str, non_rgb: NonRGB = "convert",
                         log: Callable[[str], None] = print) -> dict[str, int]:
     """Hashes and colour modes of every image, once per dataset version (cached); raises on bad files.
 
     Returns the conversion counts (``non_rgb_images``, ``converted_from_<mode>``)."""
     key = hashlib.sha256(json.dumps([dataset_digest, non_rgb, len(source)]).encode()).hexdigest()[:24]
-    cache = _cache_dir() / f"{key}.json"
+    cache = cache_dir("verified") / f"{key}.json"
     cached = read_json(cache)
     if cached.get("ok"):
         res = {k: int(v) for k, v in cached.get("metrics", {}).items()}

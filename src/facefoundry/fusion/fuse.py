@@ -1,0 +1,154 @@
+"""Fuse datasets: embed every source's identities, check cross-source overlap, select, write one dataset.
+
+Images are copied byte for byte, so their hashes survive (no hard links: DVC may make its cache
+read-only, and a link would share that with the source dataset); labels
+are renumbered into one range; every row records its source (the fusion's name for it) and where it came
+from (``params.fused_from``). The manifest's meta records the recipe, the counts and the overlap report.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from facefoundry.config import Config
+from facefoundry.data.manifest import Manifest, write_manifest
+from facefoundry.data.sources import FaceSource, open_source
+from facefoundry.errors import FaceFoundryError
+from facefoundry.fusion.select import Selection, SourceIdentities, quotas, select
+from facefoundry.io import atomic_dir
+from facefoundry.progress import track
+from facefoundry.quality import metrics as M
+from facefoundry.quality.measure import judge_vectors, reference_vectors, training_photos
+
+_MAGIC = {b"\x89PNG": "png", b"\xff\xd8\xff": "jpg", b"RIFF": "webp", b"BM": "bmp"}
+
+
+@dataclass
+class FuseResult:
+    out: Path
+    selection: Selection
+    sources: list[SourceIdentities]
+    leaked: dict[str, list[int]]
+    metrics: dict[str, float]
+
+
+def _ext(data: bytes, name: str) -> str:
+    for magic, ext in _MAGIC.items():
+        if data.startswith(magic):
+            return ext
+    return Path(name).suffix.lstrip(".") or "img"
+
+
+def source_identities(name: str, src: FaceSource, cfg: Config, digest: str | None) -> SourceIdentities:
+    """Unit centres of every identity of ``src`` in the judge's (centred) space, and their intra-class variance."""
+    from facefoundry.identity import load_encoder
+
+    q = cfg.quality
+    enc = load_encoder(q.judge)
+    vec = judge_vectors(src, enc, q.images_per_identity, cfg.identity.batch_size, cfg.base.seed, digest)
+    emb = M.centre_space(vec.emb)[0] if q.centred else vec.emb
+    centres, labels = M.identity_centres(emb, vec.labels)
+    pos = np.searchsorted(labels, vec.labels)
+    cos = np.einsum("nd,nd->n", emb, centres[pos])
+    variance = 1 - np.bincount(pos, cos, len(labels)) / np.maximum(np.bincount(pos, minlength=len(labels)), 1)
+    return SourceIdentities(name, labels, centres, variance)
+
+
+def leaked_labels(ident: SourceIdentities, path: str, cfg: Config) -> list[int]:
+    """Labels of ``ident`` whose centre is within the leakage threshold of any reference image."""
+    from facefoundry.identity import load_encoder
+
+    q = cfg.quality
+    refs = list(q.leakage.references)
+    trained_on = training_photos(path) if q.leakage.training_photos else None
+    if trained_on and trained_on not in refs:
+        refs.append(trained_on)
+    enc = load_encoder(q.judge)
+    out: set[int] = set()
+    for ref in refs:
+        r = reference_vectors(ref, enc, q.leakage.max_reference_images, cfg.identity.batch_size, cfg.base.seed)
+        r = M.centre_space(r)[0] if q.centred else r
+        out.update(int(ident.labels[c]) for c in M.leakage(ident.centres, r, q.leakage.threshold)["identities"])
+    return sorted(out)
+
+
+def fuse(cfg: Config, digests: dict[str, str] | None = None, log: Callable[[str], None] = print) -> FuseResult:
+    """Fuse ``cfg.fuse.sources`` into ``cfg.fuse.out`` (see the module docstring)."""
+    f = cfg.fuse
+    if len(f.sources) < 1:
+        raise FaceFoundryError("fuse.sources: no datasets to fuse (give two or more: name → {path, identities|share})")
+    srcs = {name: open_source(s.path) for name, s in f.sources.items()}
+    idents, leaked = [], {}
+    for name, src in srcs.items():
+        ident = source_identities(name, src, cfg, (digests or {}).get(name))
+        if cfg.quality.leakage.drop:
+            leaked[name] = leaked_labels(ident, f.sources[name].path, cfg)
+            ident.excluded = set(leaked[name])
+        idents.append(ident)
+    available = {i.name: len(i.labels) - len(i.excluded) for i in idents}  # "all": all not leaked
+    wanted = quotas(available, {n: s.identities for n, s in f.sources.items()},
+                    {n: s.share for n, s in f.sources.items()}, f.identities)
+    sel = select(idents, wanted, f.strategy, f.overlap, f.overlap_threshold, cfg.base.seed)
+    for p in sel.overlaps[:20]:
+        log(f"overlap: {p['a']}/{srcs[p['a']].identities[p['a_label']]} ~ {p['b']}/{srcs[p['b']].identities[p['b_label']]}"
+            f" (cosine {p['similarity']:.3f})")
+    metrics: dict[str, float] = {"identities": sel.num_classes, "overlapping_pairs": len(sel.overlaps)}
+    for name in srcs:
+        metrics[f"{name}_identities"] = len(sel.taken[name]) - len(sel.merged[name])
+        metrics[f"{name}_dropped_overlap"] = len(sel.dropped[name])
+        metrics[f"{name}_merged_overlap"] = len(sel.merged[name])
+        metrics[f"{name}_dropped_leaked"] = len(leaked.get(name, []))
+    meta = {"generator": "fusion", "num_classes": sel.num_classes,
+            "fusion": {"sources": {n: s.model_dump(mode="json") for n, s in f.sources.items()},
+                       "identities": f.identities, "strategy": f.strategy, "overlap": f.overlap,
+                       "overlap_threshold": f.overlap_threshold, "judge": cfg.quality.judge,
+                       "centred": cfg.quality.centred, "seed": cfg.base.seed, "taken": metrics,
+                       "overlaps": sel.overlaps[:1000], "leaked": leaked}}
+    sizes = {int(srcs[n].manifest.meta.get("image_size", 0)) for n in srcs if hasattr(srcs[n], "manifest")}
+    if len(sizes) == 1 and 0 not in sizes:
+        meta["image_size"] = sizes.pop()
+    _write(Path(f.out), srcs, sel, meta)
+    metrics["images"] = _count(Path(f.out))
+    taken = ", ".join(f"{n}: {int(metrics[n + '_identities'])}" for n in srcs)
+    log(f"fused {taken} identities "
+        f"({len(sel.overlaps)} overlapping pairs across sources) → {f.out}")
+    return FuseResult(Path(f.out), sel, idents, leaked, metrics)
+
+
+def _count(out: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(out / "manifest.parquet").num_rows
+
+
+def _write(out: Path, srcs: dict[str, FaceSource], sel: Selection, meta: dict) -> None:
+    rows = [(name, i) for name, src in srcs.items() for i in range(len(src)) if int(src.labels[i]) in sel.target[name]]
+    names = {}  # fused label → identity name (the first source's, for merged identities)
+    with atomic_dir(out) as tmp:
+        m = Manifest(meta=meta)
+        for name, i in track(rows, total=len(rows), desc=f"fuse → {out.name}", unit="img"):
+            src = srcs[name]
+            old = int(src.labels[i])
+            new = sel.target[name][old]
+            names.setdefault(new, f"{name}/{src.identities[old]}")
+            data, where = src.raw(i)
+            rel = f"images/{new:06d}/{len(m):07d}.{_ext(data, where)}"
+            dst = tmp / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_bytes(data)
+            params = json.loads(src.manifest.params[i]) if hasattr(src, "manifest") else {}
+            params["fused_from"] = {"source": name, "dataset": str(src.root), "image": where, "label": old,
+                                    "identity": src.identities[old]}
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+            m.add(rel, new, names[new], name, params, data, w, h)
+        m.meta["num_classes"] = sel.num_classes
+        write_manifest(tmp, m)
+

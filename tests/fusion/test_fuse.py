@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facefoundry.data.manifest import read_manifest
+from facefoundry.data.writer import DatasetWriter
+from facefoundry.errors import FaceFoundryError
+from facefoundry.fusion.fuse import fuse
+from tests.conftest import identity_image, tiny_config
+
+
+def people(path: Path, persons: list[int], per: int = 4, size: int = 32, seed: int = 0) -> Path:
+    """A dataset whose label i shows person ``persons[i]`` (the same person in two datasets looks alike)."""
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(path, {"generator": "test", "num_classes": len(persons), "image_size": size}) as w:
+        for label, p in enumerate(persons):
+            for _ in range(per):
+                w.add(identity_image(p, 0, size, rng), label, f"person_{p}", "test", {"person": p})
+    return path
+
+
+def _cfg(tmp: Path, **fuse):  # noqa: ANN001, ANN003
+    return tiny_config(tmp, base={"image_size": 32}, quality={"judge": "pixels", "leakage": {"training_photos": False}},
+                       fuse={"out": str(tmp / "fused"), **fuse})
+
+
+def test_fuse_relabels_records_sources_and_drops_cross_source_overlap(tmp_path: Path):
+    a = people(tmp_path / "a", [0, 1, 2, 3, 4, 5])
+    b = people(tmp_path / "b", [3, 20, 21, 22, 23, 24], seed=1)  # person 3 is in both
+    cfg = _cfg(tmp_path, sources={"a": {"path": str(a), "share": 0.5}, "b": {"path": str(b), "share": 0.5}},
+               identities=10, strategy="intra_variance")
+    res = fuse(cfg, log=lambda m: None)
+    m = read_manifest(tmp_path / "fused")
+    assert m.num_classes == 10 and sorted(set(m.label)) == list(range(10))
+    assert {s: m.source.count(s) // 4 for s in set(m.source)} == {"a": 5, "b": 5}
+    persons = {(s, m.row_params(i)["person"]) for i, s in enumerate(m.source)}
+    assert not ({p for s, p in persons if s == "a"} & {p for s, p in persons if s == "b"})  # no one twice
+    assert [(o["a_label"], o["b_label"]) for o in res.selection.overlaps] == [(3, 0)]
+    # byte-for-byte copies: every hash matches its source image's, and provenance is recorded
+    src = {"a": read_manifest(a), "b": read_manifest(b)}
+    for i in range(len(m)):
+        origin = m.row_params(i)["fused_from"]
+        j = src[origin["source"]].path.index(origin["image"])
+        assert src[origin["source"]].sha256[j] == m.sha256[i]
+        assert (tmp_path / "fused" / m.path[i]).is_file()
+    assert m.meta["fusion"]["strategy"] == "intra_variance" and res.metrics["b_dropped_overlap"] <= 1
+
+
+def test_fuse_can_drop_identities_leaked_from_a_reference(tmp_path: Path):
+    from facefoundry.verification.binfile import write_bin
+
+    a = people(tmp_path / "a", [0, 1, 2, 3])
+    rng = np.random.default_rng(5)
+    bench = [identity_image(p, 0, 32, rng) for p in (2, 2, 40, 41)]  # person 2 is in the benchmark
+    write_bin(tmp_path / "bench.bin", bench, [True, False])
+    cfg = tiny_config(tmp_path, base={"image_size": 32}, fuse={"out": str(tmp_path / "fused"),
+                                                              "sources": {"a": {"path": str(a)}}},
+                      quality={"judge": "pixels", "leakage": {"references": [str(tmp_path / "bench.bin")],
+                                                              "training_photos": False, "drop": True}})
+    res = fuse(cfg, log=lambda m: None)
+    assert res.leaked == {"a": [2]}
+    fused = read_manifest(tmp_path / "fused")
+    assert {fused.row_params(i)["person"] for i in range(len(fused))} == {0, 1, 3}
+
+
+def test_fuse_needs_enough_identities(tmp_path: Path):
+    a = people(tmp_path / "a", [0, 1])
+    cfg = _cfg(tmp_path, sources={"a": {"path": str(a), "identities": 3}})
+    with pytest.raises(FaceFoundryError, match="3 identities wanted, only 2"):
+        fuse(cfg, log=lambda m: None)

@@ -100,6 +100,18 @@ def validate(dataset: Optional[str] = typer.Option(None, help="Dataset folder (d
 
 
 @app.command()
+def fuse(out: Optional[str] = typer.Option(None, "--out", help="Fused dataset folder (default: fuse.out)."),
+         metrics: Optional[str] = typer.Option(None, "--metrics", help="Where to write the fusion counts (JSON).")
+         ) -> None:
+    """Fuse datasets of different generators (fuse.sources) after a cross-source identity-overlap check."""
+    from facefoundry.stages.fuse import run_fuse
+
+    cfg = _cfg([f"fuse.out={out}"] if out else [])
+    _writable(os.path.dirname(os.path.abspath(cfg.fuse.out)))
+    run_fuse(cfg, metrics)
+
+
+@app.command()
 def align(src: str = typer.Argument(..., help="Folder of real photos (identity subfolders are kept as labels)."),
           out: str = typer.Option(..., "--out", help="Dataset folder to write (manifest + aligned crops)."),
           size: Optional[int] = typer.Option(None, "--size", help="Crop side (default: base.image_size)."),

@@ -296,6 +296,81 @@ class IdentityCfg(Strict):
     batch_size: PositiveInt = 64
 
 
+class LeakageCfg(Strict):
+    """Generated faces must not be real people: identities whose centre is too close to any image of a
+    reference set (benchmarks, the generator's real training photos) are listed, gated and droppable."""
+
+    references: list[str] = []  # verification .bin files or dataset folders whose people must not reappear
+    training_photos: bool = True  # also the generator's training photos, when its manifest records them
+    threshold: Annotated[float, Field(ge=-1, le=1)] = 0.65  # cosine (judge, centred) centre ↔ reference image
+    max_reference_images: PositiveInt = 3000  # per reference (a random sample beyond it)
+    drop: bool = False  # fuse drops the leaked identities of every source
+
+
+class GatesCfg(Strict):
+    """Great Expectations thresholds (``validate``): a failing expectation stops the stage. None = not checked."""
+
+    enabled: bool = True
+    min_images_per_identity: PositiveInt = 2
+    min_identities: PositiveInt = 2
+    image_size: bool = True  # every image is base.image_size square
+    max_duplicate_images: Annotated[int, Field(ge=0)] | None = 0  # exact (sha256) copies
+    max_near_duplicate_images: Annotated[int, Field(ge=0)] | None = None  # perceptual-hash copies
+    max_mislabelled_fraction: Prob | None = None  # images nearer another identity's centre than their own
+    max_mislabelled_identities: Annotated[int, Field(ge=0)] | None = None  # identities with a split class
+    min_intra_mean: float | None = None  # judge cosine (centred) of same-identity pairs ≥ this
+    max_inter_mean: float | None = None  # and of different-identity pairs ≤ this
+    min_separability: Prob | None = None  # share of identities separable (Vec2Face's measure) ≥ this
+    max_leaked_identities: Annotated[int, Field(ge=0)] | None = 0
+
+
+class QualityCfg(Strict):
+    """Data metrics of a dataset (``facefoundry.quality``), computed once per dataset version, and its gates."""
+
+    judge: str = "dlib"  # the encoder whose space the identity metrics use (identity.judges add histograms)
+    centred: bool = True  # identity metrics on unit(v − dataset mean): dlib's different faces sit at cosine ≈ 0.9
+    images_per_identity: Annotated[int, Field(ge=2)] = 6  # images of every identity the judge embeds
+    separability_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.4  # Vec2Face: max cos to any other < this
+    mislabel_margin: float = 0.0  # an image is mislabelled when cos(other centre) − cos(own) > this
+    mislabel_min_share: Prob = 0.25  # an identity is split when this share of its images is mislabelled
+    near_duplicate_bits: Annotated[int, Field(ge=0, le=64)] = 4  # 64-bit DCT hash: Hamming distance ≤ this
+    reference: str | None = None  # dataset folder or .bin: Fréchet distance, kernel MMD, density, coverage, JS
+    reference_max_images: PositiveInt = 2000
+    feature_encoder: str | None = None  # features of those; None: the judge
+    nearest_k: PositiveInt = 5  # density and coverage (Naeem et al. 2020)
+    js_bins: PositiveInt = 50
+    leakage: LeakageCfg = LeakageCfg()
+    gates: GatesCfg = GatesCfg()
+
+
+class FuseSourceCfg(Strict):
+    """One dataset of a fusion: all its identities (neither set), a count, or a share of fuse.identities."""
+
+    path: str
+    identities: PositiveInt | None = None  # take this many identities
+    share: Annotated[float, Field(gt=0, le=1)] | None = None  # or this share of fuse.identities
+
+
+class FuseCfg(Strict):
+    """``facefoundry fuse`` (the Dataset Fusion seed): datasets of different generators as one."""
+
+    sources: dict[str, FuseSourceCfg] = {}  # name → source; the name is recorded per image
+    identities: PositiveInt | None = None  # total identities (with shares); None: the sum of the counts
+    strategy: Literal["uniform", "intra_variance"] = "uniform"  # which identities of a source are taken
+    overlap_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.65  # cross-source centres (judge, centred) ≥ this
+    overlap: Literal["drop", "merge", "keep"] = "drop"  # drop the later source's copy, merge labels, or keep
+    out: str = "outputs/datasets/fused"  # images are linked or copied byte for byte: their hashes survive
+
+    @model_validator(mode="after")
+    def _counts(self) -> "FuseCfg":
+        for name, src in self.sources.items():
+            if src.identities is not None and src.share is not None:
+                raise ValueError(f"fuse.sources.{name}: give identities or share, not both")
+            if src.share is not None and self.identities is None:
+                raise ValueError(f"fuse.sources.{name}: a share needs fuse.identities (the fused total)")
+        return self
+
+
 class Vec2FaceCfg(Strict):
     """Vec2Face generator training (``facefoundry.generators.vec2face``).
 
@@ -503,6 +578,8 @@ class Config(Strict):
     promote: PromoteCfg = PromoteCfg()
     align: AlignCfg = AlignCfg()
     identity: IdentityCfg = IdentityCfg()
+    quality: QualityCfg = QualityCfg()
+    fuse: FuseCfg = FuseCfg()
     vec2face: Vec2FaceCfg = Vec2FaceCfg()
     idsync: IDSyncCfg = IDSyncCfg()
 

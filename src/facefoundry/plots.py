@@ -143,3 +143,47 @@ def save_figure(fig, path, dpi: int = 100) -> None:  # noqa: ANN001
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     plt.close(fig)
     atomic_write_bytes(Path(path), buf.getvalue())
+
+
+def count_histogram(title: str, counts: np.ndarray, xlabel: str = "images per identity"):  # noqa: ANN201
+    """How many identities have how many images (a bar per count when few distinct counts)."""
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    counts = np.asarray(counts)
+    values, freq = np.unique(counts, return_counts=True)
+    if len(values) <= 40:
+        ax.bar(values, freq, width=0.8, color="tab:blue")
+    else:
+        ax.hist(counts, 40, color="tab:blue")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("identities")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def centre_map(title: str, centres: np.ndarray, groups: list[str], pairs: list[tuple[int, int]] = (),  # noqa: ANN201
+               marked: list[int] = (), marked_label: str = "flagged"):
+    """2-D PCA map of identity centres, one colour per group (e.g. the source generator); ``pairs`` (indices)
+    are joined by a line (e.g. cross-source overlaps), ``marked`` ringed (e.g. leaked identities)."""
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    x = np.asarray(centres, dtype=np.float64)
+    if len(x) >= 2:
+        x = x - x.mean(0)
+        _, _, vt = np.linalg.svd(x, full_matrices=False)
+        xy = x @ vt[:2].T if vt.shape[0] >= 2 else np.c_[x @ vt[:1].T, np.zeros(len(x))]
+    else:
+        xy = np.zeros((len(x), 2))
+    for i, j in pairs:
+        ax.plot(xy[[i, j], 0], xy[[i, j], 1], color="k", lw=0.6, alpha=0.6)
+    for g in sorted(set(groups)):
+        sel = np.array([k for k, v in enumerate(groups) if v == g], dtype=int)
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=10, alpha=0.75, label=f"{g} ({len(sel)})")
+    if len(marked):
+        m = np.asarray(marked, dtype=int)
+        ax.scatter(xy[m, 0], xy[m, 1], s=60, facecolors="none", edgecolors="red", label=marked_label)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return fig

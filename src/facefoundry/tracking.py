@@ -275,6 +275,18 @@ def log_figure(fig, name: str) -> None:  # noqa: ANN001
     plt.close(fig)
 
 
+def log_artifact(path: str | Path, folder: str | None = None) -> None:
+    """A file (or, for a directory, everything under it) into the active run's artifacts under ``folder``."""
+    if Path(path).is_dir():
+        _mlflow().log_artifacts(str(path), folder)
+    else:
+        _mlflow().log_artifact(str(path), folder)
+
+
+def set_tag(key: str, value: str) -> None:
+    _mlflow().set_tag(key, value)
+
+
 def log_image(image: np.ndarray, name: str) -> None:
     _mlflow().log_image(image, name)
 

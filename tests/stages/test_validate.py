@@ -1,0 +1,77 @@
+"""The validate stage's quality gates: a deliberately broken dataset fails naming each problem; a clean one passes."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from facefoundry.data.writer import DatasetWriter
+from facefoundry.errors import FaceFoundryError
+from facefoundry.verification.binfile import write_bin
+from tests.conftest import identity_image, tiny_config
+
+BENCH_PEOPLE = (100, 101, 102, 103)
+
+
+def _dataset(path: Path, persons: list[list[int]], duplicate: bool = False) -> Path:
+    """Label i holds one image of each person in ``persons[i]``, cycled to 6 images; ``duplicate`` repeats
+    label 0's first image byte for byte."""
+    rng = np.random.default_rng(0)
+    with DatasetWriter(path, {"generator": "test", "num_classes": len(persons), "image_size": 32}) as w:
+        for label, who in enumerate(persons):
+            first = None
+            for k in range(6):
+                img = identity_image(who[k % len(who)], k, 32, rng)
+                if duplicate and label == 0 and k == 1:
+                    img = first
+                first = img if first is None else first
+                w.add(img, label, f"id_{label}", "test", {"person": who[k % len(who)]})
+    return path
+
+
+def _cfg(tmp: Path):  # noqa: ANN202
+    rng = np.random.default_rng(9)
+    write_bin(tmp / "bench.bin", [identity_image(p, 0, 32, rng) for p in BENCH_PEOPLE for _ in (0, 1)],
+              [True, True, True, True])
+    return tiny_config(tmp, base={"image_size": 32}, identity={"judges": []},
+                       quality={"judge": "pixels", "leakage": {"references": [str(tmp / "bench.bin")],
+                                                               "training_photos": False},
+                                "gates": {"max_mislabelled_identities": 0, "max_leaked_identities": 0,
+                                          "max_duplicate_images": 0}})
+
+
+def test_clean_dataset_passes_and_reports_every_metric(tmp_path: Path, monkeypatch):  # noqa: ANN001
+    from facefoundry.stages.validate import run_validate
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path)
+    ds = _dataset(tmp_path / "clean", [[p] for p in range(8)])
+    m = run_validate(cfg, str(ds), str(tmp_path / "metrics.json"))
+    assert m["duplicate_images"] == 0 and m["leaked_identities"] == 0 and m["mislabelled_identities"] == 0
+    assert 0 < m["separable_identities"] <= 8 and m["intra_mean"] > m["inter_mean"] + 0.5
+    assert (tmp_path / "outputs/quality/clean/gx_results.json").is_file()
+    assert m["gates_failed"] == 0
+
+
+def test_broken_dataset_fails_naming_each_problem(tmp_path: Path, monkeypatch):  # noqa: ANN001
+    from facefoundry.stages.validate import run_validate
+
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg(tmp_path)
+    persons = [[p] for p in range(8)]
+    persons[2] = [2, 3]   # half of label 2 is person 3: mislabelled images, a split identity
+    persons[5] = [101]    # label 5 is a benchmark person
+    ds = _dataset(tmp_path / "broken", persons, duplicate=True)
+    with pytest.raises(FaceFoundryError) as err:
+        run_validate(cfg, str(ds), str(tmp_path / "metrics.json"))
+    msg = str(err.value)
+    assert "\n" not in msg and str(ds) in msg
+    for problem in ("duplicate_images", "mislabelled_identities", "leaked_identities"):
+        assert problem in msg, problem
+    assert not (tmp_path / "metrics.json").exists()  # no metrics for a dataset that failed its gates
+    import json
+
+    problems = json.loads((tmp_path / "outputs/quality/broken/problems.json").read_text())
+    assert problems["split_identities"] == ["id_2"]
+    assert [d["identity"] for d in problems["leaked"]] == ["id_5"]
+    assert len(problems["duplicates"]) == 1

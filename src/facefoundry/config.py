@@ -361,6 +361,12 @@ class FuseCfg(Strict):
     overlap: Literal["drop", "merge", "keep"] = "drop"  # drop the later source's copy, merge labels, or keep
     out: str = "outputs/datasets/fused"  # images are linked or copied byte for byte: their hashes survive
 
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _drop_nulls(cls, value: Any) -> Any:
+        """``--set fuse.sources.vec2face=null`` removes a source (e.g. to fuse one dataset alone)."""
+        return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
+
     @model_validator(mode="after")
     def _counts(self) -> "FuseCfg":
         for name, src in self.sources.items():

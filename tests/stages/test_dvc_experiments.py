@@ -35,6 +35,7 @@ TINY = {
               "head": {"name": "arcface", "s": 16.0}, "epochs": 2, "batch_size": 8, "lr": 0.05,
               "warmup_epochs": 0, "log_every": 1000, "export_onnx": True, "threads": 1},
     "evaluate": {"batch_size": 64, "far_targets": [0.1]},
+    "fuse": {"identities": 6},
 }
 
 

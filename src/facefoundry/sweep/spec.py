@@ -66,7 +66,7 @@ Number = int | float
 # set by the sweep for each trial (its own folders, the shared dataset, the sweep's benchmark and store)
 PER_TRIAL_KEYS = ("generate.out", "train.dataset", "train.out", "train.metrics", "evaluate.model",
                   "evaluate.out", "evaluate.benchmarks", "benchmark", "realism.source", "realism.out",
-                  "realism.model_out", "realism.target_dir", "base.tracking_uri", "base.experiment")
+                  "realism.model_out", "realism.target_dir", "base.tracking_uri", "base.experiment", "fuse.out")
 _PRIMITIVE = (type(None), bool, int, float, str)
 
 

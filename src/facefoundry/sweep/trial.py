@@ -85,12 +85,26 @@ def realism_key(cfg: Config, key: str) -> str:
                     "device": cfg.base.device})
 
 
+def fuse_key(cfg: Config) -> str:
+    """Hash of what ``fuse`` reads: its settings (not its output folder), the judge settings it selects with,
+    the seed, and each source dataset's content hash. Trials with equal keys share one fused dataset."""
+    from facefoundry.tracking import dvc_dir_hash
+
+    f = cfg.fuse.model_dump(mode="json")
+    f.pop("out", None)
+    q = cfg.quality
+    judge = {"judge": q.judge, "centred": q.centred, "per": q.images_per_identity,
+             "leakage": q.leakage.model_dump(mode="json")}
+    data = {name: dvc_dir_hash(s.path) if Path(s.path).is_dir() else s.path for name, s in cfg.fuse.sources.items()}
+    return _digest({"fuse": f, "quality": judge, "seed": cfg.base.seed, "sources": data})
+
+
 def validation_key(cfg: Config, key: str) -> str:
     """Hash of what ``validate`` reads besides the dataset itself."""
     t = cfg.train
     return _digest({"dataset": key, "size": cfg.base.image_size, "seed": cfg.base.seed,
                     "min": t.min_images_per_identity, "non_rgb": t.non_rgb,
-                    "identity": cfg.identity.model_dump(mode="json")})
+                    "identity": cfg.identity.model_dump(mode="json"), "quality": cfg.quality.model_dump(mode="json")})
 
 
 def trial_config(sweep: Sweep, params: dict[str, Any], folder: Path, ctx: dict) -> tuple[Config, dict[str, str]]:
@@ -124,6 +138,10 @@ def trial_config(sweep: Sweep, params: dict[str, Any], folder: Path, ctx: dict) 
                       "idsync.cache": str(datasets / "idsync_cache"), "idsync.threads": ctx["threads"]})
         first = Config.model_validate(apply_sets(raw, trial_sets(paths)))
         keys["generate"] = dataset_key(first)
+    elif any(k.startswith("fuse.") for k in sweep.spec.space):  # the trial's dataset is a fusion of datasets
+        keys = {"fuse": fuse_key(first)}
+        keys["generate"] = keys["fuse"]
+        paths["fuse.out"] = str(datasets / keys["fuse"])
     else:
         keys = {"generate": dataset_key(first)}
     data = datasets / keys["generate"]
@@ -142,6 +160,11 @@ def trial_config(sweep: Sweep, params: dict[str, Any], folder: Path, ctx: dict) 
         paths["train.registered_model"] = None
     for name, path in ctx["benchmarks"].items():
         paths[f"evaluate.benchmarks.{name}"] = path
+    # a leakage reference that is one of the recipe's benchmarks means the sweep's copy of that benchmark
+    bench_of = {str(p): name for name, p in first.evaluate.benchmarks.items()}
+    refs = [ctx["benchmarks"].get(bench_of.get(str(r), ""), r) for r in first.quality.leakage.references]
+    if refs != list(first.quality.leakage.references):
+        paths["quality.leakage.references"] = refs
     try:
         cfg = Config.model_validate(apply_sets(raw, trial_sets(paths)))
     except ValidationError as err:
@@ -205,9 +228,17 @@ def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tup
                    f"IDSync λ={cfg.idsync.identity_weight:g} {cfg.idsync.identity_loss}",
                    {"identity_weight": cfg.idsync.identity_weight, "identity_loss": cfg.idsync.identity_loss})
     gen = cfg.generate
-    info = _make_once(Path(cfg.generate.out), keys["generate"], "generate", trial_id, times, lambda: run_generate(cfg),
-                      log, f"{gen.generator}, {gen.identities}×{gen.images_per_identity}",
-                      {"generator": gen.generator, "seed": cfg.base.seed, "image_size": cfg.base.image_size})
+    if "fuse" in keys:  # the sweep searches fusion settings: fuse once per key, from the recipe's sources
+        from facefoundry.stages.fuse import run_fuse
+
+        f = cfg.fuse
+        info = _make_once(Path(f.out), keys["fuse"], "fuse", trial_id, times, lambda: run_fuse(cfg), log,
+                          f"fusion of {', '.join(f.sources)} ({f.strategy}, overlap {f.overlap} ≥ {f.overlap_threshold:g})",
+                          {"sources": list(f.sources), "seed": cfg.base.seed})
+    else:
+        info = _make_once(Path(cfg.generate.out), keys["generate"], "generate", trial_id, times,
+                          lambda: run_generate(cfg), log, f"{gen.generator}, {gen.identities}×{gen.images_per_identity}",
+                          {"generator": gen.generator, "seed": cfg.base.seed, "image_size": cfg.base.image_size})
     if "realism" in keys:
         from facefoundry.stages.realism import run_realism
 

@@ -333,7 +333,7 @@ class QualityCfg(Strict):
     separability_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.4  # Vec2Face: max cos to any other < this
     mislabel_margin: float = 0.0  # an image is mislabelled when cos(other centre) − cos(own) > this
     mislabel_min_share: Prob = 0.25  # an identity is split when this share of its images is mislabelled
-    near_duplicate_bits: Annotated[int, Field(ge=0, le=64)] = 4  # 64-bit DCT hash: Hamming distance ≤ this
+    near_duplicate_bits: Annotated[int, Field(ge=0, le=64)] = 2  # 64-bit DCT hash: Hamming distance ≤ this
     reference: str | None = None  # dataset folder or .bin: Fréchet distance, kernel MMD, density, coverage, JS
     reference_max_images: PositiveInt = 2000
     feature_encoder: str | None = None  # features of those; None: the judge

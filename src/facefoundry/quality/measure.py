@@ -241,12 +241,13 @@ def measure_dataset(folder: str | Path, q: QualityCfg, batch_size: int, seed: in
             groups.setdefault(h, []).append(i)
         dups = [g for g in groups.values() if len(g) > 1]
         out["duplicate_images"] = int(sum(len(g) - 1 for g in dups))
-        problems["duplicates"] = [[names[i] for i in g] for g in dups]
+        problems["duplicates"] = [[names[i] for i in g[:20]] for g in dups[:200]]
     ph = np.concatenate([M.phash(np.stack([src.load(i) for i in range(s, min(s + 512, len(src)))]))
                          for s in range(0, len(src), 512)])
     near = M.near_duplicates(ph, q.near_duplicate_bits)
     out["near_duplicate_images"] = int(sum(len(g) - 1 for g in near))
-    problems["near_duplicates"] = [[names[i] for i in g] for g in near]
+    problems["near_duplicates"] = [[names[i] for i in g[:20]] + ([f"… {len(g) - 20} more"] if len(g) > 20 else [])
+                                   for g in near[:200]]
 
     # identities in the judge's space
     enc = load_encoder(q.judge)

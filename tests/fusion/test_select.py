@@ -57,3 +57,10 @@ def test_keep_keeps_both_and_too_few_identities_is_a_clear_error():
     assert select([a, b], {"a": 3, "b": 4}, "uniform", "keep", 0.65, seed=0).num_classes == 7
     with pytest.raises(FaceFoundryError, match=r"fuse.sources.b: 4 identities wanted, only 3 available"):
         select([a, b], {"a": 3, "b": 4}, "uniform", "drop", 0.65, seed=0)
+
+
+def test_identities_alike_within_one_source_are_not_an_overlap():
+    a = _source("a", np.eye(4)[[0, 0, 1, 2]] + 0.01 * np.eye(4)[[1, 2, 3, 3]])  # a's 0 and 1 nearly equal
+    b = _source("b", np.eye(4)[[3]])
+    sel = select([a, b], {"a": 4, "b": 1}, "uniform", "drop", 0.65, seed=0)
+    assert sel.num_classes == 5 and sel.dropped == {"a": [], "b": []}

@@ -98,6 +98,7 @@ def select(sources: list[SourceIdentities], wanted: dict[str, int], strategy: st
     dropped: dict[str, list[int]] = {}
     merged: dict[str, list[int]] = {}
     chosen_centres: list[np.ndarray] = []  # one per fused label
+    chosen_from: list[str] = []  # its source: overlap is checked across sources only
     n = 0
     for src in sources:
         taken[src.name], target[src.name], dropped[src.name], merged[src.name] = [], {}, [], []
@@ -107,10 +108,11 @@ def select(sources: list[SourceIdentities], wanted: dict[str, int], strategy: st
                 break
             lab = int(src.labels[i])
             hit = None
-            if chosen_centres and overlap != "keep":
-                sims = np.stack(chosen_centres) @ src.centres[i]
+            others = [k for k, name in enumerate(chosen_from) if name != src.name]
+            if others and overlap != "keep":
+                sims = np.stack([chosen_centres[k] for k in others]) @ src.centres[i]
                 j = int(np.argmax(sims))
-                hit = j if sims[j] >= threshold else None
+                hit = others[j] if sims[j] >= threshold else None
             if hit is not None and overlap == "drop":
                 dropped[src.name].append(lab)
                 continue
@@ -121,6 +123,7 @@ def select(sources: list[SourceIdentities], wanted: dict[str, int], strategy: st
             else:
                 target[src.name][lab] = n
                 chosen_centres.append(src.centres[i])
+                chosen_from.append(src.name)
                 n += 1
         if len(taken[src.name]) < need:
             lost = len(src.excluded) + len(dropped[src.name])

@@ -109,8 +109,9 @@ def fuse(cfg: Config, digests: dict[str, str] | None = None, log: Callable[[str]
             "fusion": {"sources": {n: s.model_dump(mode="json") for n, s in f.sources.items()},
                        "identities": f.identities, "strategy": f.strategy, "overlap": f.overlap,
                        "overlap_threshold": f.overlap_threshold, "judge": cfg.quality.judge,
-                       "centred": cfg.quality.centred, "seed": cfg.base.seed, "taken": metrics,
-                       "overlaps": sel.overlaps[:1000], "leaked": leaked}}
+                       "centred": cfg.quality.centred, "seed": cfg.base.seed, "taken": metrics},
+            # lists stay out of the "fusion" recipe (MLflow params of every run trained on it)
+            "fusion_overlaps": sel.overlaps[:1000], "fusion_leaked": leaked}
     sizes = {int(srcs[n].manifest.meta.get("image_size", 0)) for n in srcs if hasattr(srcs[n], "manifest")}
     if len(sizes) == 1 and 0 not in sizes:
         meta["image_size"] = sizes.pop()

@@ -198,6 +198,31 @@ def test_idsync_trials_train_one_model_per_training_setting_and_share_the_vae(tm
     assert a.idsync.threads == 1 and a.generate.generator == "idsync" and b.generate.idsync.guidance == 4.0
 
 
+def test_fusion_trials_share_one_fused_dataset_per_setting_and_map_leakage_to_the_sweeps_benchmark(tmp_path):
+    from tests.conftest import make_dataset
+
+    make_dataset(tmp_path / "a", identities=4)
+    make_dataset(tmp_path / "b", identities=4, seed=1)
+    base = {"evaluate": {"benchmarks": {"twins": "bench/twins.bin"}},
+            "quality": {"leakage": {"references": ["bench/twins.bin", "/other.bin"]}},
+            "fuse": {"sources": {"a": {"path": str(tmp_path / "a"), "identities": 2},
+                                 "b": {"path": str(tmp_path / "b"), "share": 1.0}}, "identities": 4}}
+    s = load_spec(spec_file(tmp_path, base=base, space={"fuse.sources.a.identities": [1, 2, 3],
+                                             "fuse.overlap_threshold": {"type": "uniform", "low": 0.4, "high": 0.8}}))
+    ctx = {"out": str(tmp_path / "sw"), "tracking_uri": "sqlite:////x/mlflow.db", "experiment": "e", "threads": 1,
+           "gpu": 0, "benchmarks": {"twins": "/sweep/twins.bin"}}
+
+    def trial(n_a, thr, n=0):
+        return trial_config(s, {"fuse.sources.a.identities": n_a, "fuse.overlap_threshold": thr},
+                            tmp_path / "sw" / "trials" / f"00{n}_x", ctx)
+
+    (a, ka), (_, kb), (c, kc) = trial(1, 0.5), trial(1, 0.5, 1), trial(3, 0.5, 2)
+    assert ka == kb and ka["fuse"] != kc["fuse"] and "fuse" in ka
+    assert a.fuse.out == a.train.dataset == str(tmp_path / "sw" / "datasets" / ka["fuse"])
+    assert a.fuse.sources["a"].identities == 1 and c.fuse.sources["a"].identities == 3
+    assert a.quality.leakage.references == ["/sweep/twins.bin", "/other.bin"]
+
+
 def test_dataset_key_covers_generation_only(tmp_path):
     cfg = tiny_config(tmp_path)
 

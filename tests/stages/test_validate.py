@@ -75,3 +75,12 @@ def test_broken_dataset_fails_naming_each_problem(tmp_path: Path, monkeypatch): 
     assert problems["split_identities"] == ["id_2"]
     assert [d["identity"] for d in problems["leaked"]] == ["id_5"]
     assert len(problems["duplicates"]) == 1
+    # the failed run keeps the evidence: the full GX result, its Data Docs, the problem lists, the plots
+    import mlflow
+
+    client = mlflow.MlflowClient(cfg.base.tracking_uri)
+    run = client.search_runs([client.get_experiment_by_name(cfg.base.experiment).experiment_id])[0]
+    assert run.info.status == "FAILED" and run.data.tags["facefoundry.quality_gates"] == "failed"
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "quality")}
+    assert {"quality/gx_results.json", "quality/problems.json", "quality/data_docs"} <= logged
+    assert "plots/identity_centres.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}

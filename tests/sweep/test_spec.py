@@ -177,19 +177,20 @@ def test_trial_params_map_to_set_overrides(tmp_path):
     assert params.train.lr != cfg.train.lr
 
 
+def _trials(s, tmp_path, keys, twins):  # noqa: ANN001, ANN202
+    """trial(v1, v2, n=0): the config and dataset keys of trial number n with those values of ``keys``."""
+    ctx = {"out": str(tmp_path / "sw"), "tracking_uri": "sqlite:////x/mlflow.db", "experiment": "e", "threads": 1,
+           "gpu": 0, "benchmarks": {"twins": twins}}
+    return lambda *values, n=0: trial_config(s, dict(zip(keys, values)), tmp_path / "sw" / "trials" / f"00{n}_x", ctx)
+
+
 def test_idsync_trials_train_one_model_per_training_setting_and_share_the_vae(tmp_path):
     tiny_config(tmp_path)
     s = load_spec(spec_file(tmp_path, base={"generate": {"generator": "idsync"}}, space={
         "idsync.identity_weight": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
         "generate.idsync.guidance": {"type": "uniform", "low": 1.5, "high": 5}}))
-    ctx = {"out": str(tmp_path / "sw"), "tracking_uri": "sqlite:////x/mlflow.db", "experiment": "e", "threads": 1,
-           "gpu": 0, "benchmarks": {"twins": "/abs/twins.bin"}}
-
-    def trial(lam, guidance, n=0):
-        return trial_config(s, {"idsync.identity_weight": lam, "generate.idsync.guidance": guidance},
-                            tmp_path / "sw" / "trials" / f"00{n}_x", ctx)
-
-    (a, ka), (b, kb), (c, kc) = trial(1e-3, 2.0), trial(1e-3, 4.0, 1), trial(1e-2, 2.0, 2)
+    trial = _trials(s, tmp_path, ["idsync.identity_weight", "generate.idsync.guidance"], "/abs/twins.bin")
+    (a, ka), (b, kb), (c, kc) = trial(1e-3, 2.0), trial(1e-3, 4.0, n=1), trial(1e-2, 2.0, n=2)
     datasets = tmp_path / "sw" / "datasets"
     assert a.idsync.out == str(datasets / f"{ka['idsync']}.idsync") and a.generate.idsync.model == a.idsync.out + "/model"
     assert a.idsync.cache == c.idsync.cache == str(datasets / "idsync_cache")  # λ changes neither VAE nor vectors
@@ -209,14 +210,8 @@ def test_fusion_trials_share_one_fused_dataset_per_setting_and_map_leakage_to_th
                                  "b": {"path": str(tmp_path / "b"), "share": 1.0}}, "identities": 4}}
     s = load_spec(spec_file(tmp_path, base=base, space={"fuse.sources.a.identities": [1, 2, 3],
                                              "fuse.overlap_threshold": {"type": "uniform", "low": 0.4, "high": 0.8}}))
-    ctx = {"out": str(tmp_path / "sw"), "tracking_uri": "sqlite:////x/mlflow.db", "experiment": "e", "threads": 1,
-           "gpu": 0, "benchmarks": {"twins": "/sweep/twins.bin"}}
-
-    def trial(n_a, thr, n=0):
-        return trial_config(s, {"fuse.sources.a.identities": n_a, "fuse.overlap_threshold": thr},
-                            tmp_path / "sw" / "trials" / f"00{n}_x", ctx)
-
-    (a, ka), (_, kb), (c, kc) = trial(1, 0.5), trial(1, 0.5, 1), trial(3, 0.5, 2)
+    trial = _trials(s, tmp_path, ["fuse.sources.a.identities", "fuse.overlap_threshold"], "/sweep/twins.bin")
+    (a, ka), (_, kb), (c, kc) = trial(1, 0.5), trial(1, 0.5, n=1), trial(3, 0.5, n=2)
     assert ka == kb and ka["fuse"] != kc["fuse"] and "fuse" in ka
     assert a.fuse.out == a.train.dataset == str(tmp_path / "sw" / "datasets" / ka["fuse"])
     assert a.fuse.sources["a"].identities == 1 and c.fuse.sources["a"].identities == 3

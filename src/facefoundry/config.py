@@ -305,6 +305,8 @@ class LeakageCfg(Strict):
     threshold: Annotated[float, Field(ge=-1, le=1)] = 0.65  # cosine (judge, centred) centre ↔ reference image
     max_reference_images: PositiveInt = 3000  # per reference (a random sample beyond it)
     drop: bool = False  # fuse drops the leaked identities of every source
+    drop_margin: Annotated[float, Field(ge=0, le=1)] = 0.05  # fuse drops from threshold − margin: the gate,
+    # re-measured on the fused set (centred by its own mean, other images sampled), must not find new ones
 
 
 class GatesCfg(Strict):

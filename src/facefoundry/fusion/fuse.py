@@ -62,7 +62,10 @@ def source_identities(name: str, src: FaceSource, cfg: Config, digest: str | Non
 
 
 def leaked_labels(ident: SourceIdentities, path: str, cfg: Config) -> list[int]:
-    """Labels of ``ident`` whose centre is within the leakage threshold of any reference image."""
+    """Labels of ``ident`` whose centre is within the leakage threshold (less ``drop_margin``) of any reference
+    image. The margin: the gate measures again on the fused set, centred by that set's mean and on other
+    sampled images, and a borderline identity must not cross the threshold there (measured: dropping the 9
+    Vec2Face-real identities at ≥ 0.65 made 3 others reach it)."""
     from facefoundry.identity import load_encoder
 
     q = cfg.quality
@@ -75,7 +78,8 @@ def leaked_labels(ident: SourceIdentities, path: str, cfg: Config) -> list[int]:
     for ref in refs:
         r = reference_vectors(ref, enc, q.leakage.max_reference_images, cfg.identity.batch_size, cfg.base.seed)
         r = M.centre_space(r)[0] if q.centred else r
-        out.update(int(ident.labels[c]) for c in M.leakage(ident.centres, r, q.leakage.threshold)["identities"])
+        found = M.leakage(ident.centres, r, q.leakage.threshold - q.leakage.drop_margin)["identities"]
+        out.update(int(ident.labels[c]) for c in found)
     return sorted(out)
 
 

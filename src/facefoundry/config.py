@@ -302,7 +302,7 @@ class LeakageCfg(Strict):
 
     references: list[str] = []  # verification .bin files or dataset folders whose people must not reappear
     training_photos: bool = True  # also the generator's training photos, when its manifest records them
-    threshold: Annotated[float, Field(ge=-1, le=1)] = 0.65  # cosine (judge, centred) centre ↔ reference image
+    threshold: Annotated[float, Field(ge=-1, le=1)] = 0.75  # cosine (judge, centred) centre ↔ any reference image
     max_reference_images: PositiveInt = 3000  # per reference (a random sample beyond it)
     drop: bool = False  # fuse drops the leaked identities of every source
     drop_margin: Annotated[float, Field(ge=0, le=1)] = 0.05  # fuse drops from threshold − margin: the gate,

@@ -71,6 +71,10 @@ def _mlflow():  # noqa: ANN202 - imported lazily: mlflow takes seconds to import
 
 PIPELINE_ENV = "FACEFOUNDRY_PIPELINE_ID"  # set by `facefoundry pipeline`, sweeps, or a user to group stage runs
 PIPELINE_NAME_ENV = "FACEFOUNDRY_PIPELINE_NAME"
+# The store named before this process started (`mlflow run`, the user's shell) wins over base.tracking_uri.
+# Read once: mlflow.set_tracking_uri() writes MLFLOW_TRACKING_URI itself, which would otherwise pin every later
+# stage run of this process (another config, e.g. a second test) to the first one's store.
+_ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 PARENT_RUN_ENV = "FACEFOUNDRY_PARENT_RUN_ID"  # a sweep trial's run: stage runs nest under it (no pipeline run)
 
 
@@ -209,7 +213,7 @@ def stage_run(cfg: Config, stage: str, sections: list[str], tags: dict[str, str]
     mlflow = _mlflow()
     outer = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` sets it: never merge stages into it
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
-    uri = os.environ.get("MLFLOW_TRACKING_URI", cfg.base.tracking_uri)
+    uri = _ENV_TRACKING_URI or cfg.base.tracking_uri
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", cfg.base.experiment))
     client = mlflow.MlflowClient()

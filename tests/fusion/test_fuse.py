@@ -56,7 +56,7 @@ def test_fuse_can_drop_identities_leaked_from_a_reference(tmp_path: Path):
     write_bin(tmp_path / "bench.bin", bench, [True, False])
     cfg = tiny_config(tmp_path, base={"image_size": 32}, fuse={"out": str(tmp_path / "fused"),
                                                               "sources": {"a": {"path": str(a)}}},
-                      quality={"judge": "pixels", "leakage": {"references": [str(tmp_path / "bench.bin")],
+                      quality={"judge": "pixels", "leakage": {"references": [str(tmp_path / "bench.bin")], "threshold": 0.7,
                                                               "training_photos": False, "drop": True}})
     res = fuse(cfg, log=lambda m: None)
     assert res.leaked == {"a": [2]}

@@ -34,7 +34,7 @@ def _cfg(tmp: Path):  # noqa: ANN202
     write_bin(tmp / "bench.bin", [identity_image(p, 0, 32, rng) for p in BENCH_PEOPLE for _ in (0, 1)],
               [True, True, True, True])
     return tiny_config(tmp, base={"image_size": 32}, identity={"judges": []},
-                       quality={"judge": "pixels", "leakage": {"references": [str(tmp / "bench.bin")],
+                       quality={"judge": "pixels", "leakage": {"references": [str(tmp / "bench.bin")], "threshold": 0.7,
                                                                "training_photos": False},
                                 "gates": {"max_mislabelled_identities": 0, "max_leaked_identities": 0,
                                           "max_duplicate_images": 0}})

@@ -69,7 +69,9 @@ def leaked_labels(ident: SourceIdentities, path: str, cfg: Config) -> list[int]:
     from facefoundry.identity import load_encoder
 
     q = cfg.quality
-    refs = list(dict.fromkeys([*q.leakage.references, *(training_photos(path) if q.leakage.training_photos else [])]))
+    # a source that is itself a fusion: its sources' training photos, for all its identities (conservative)
+    photos = [p for _, p in training_photos(path)] if q.leakage.training_photos else []
+    refs = list(dict.fromkeys([*q.leakage.references, *photos]))
     enc = load_encoder(q.judge)
     out: set[int] = set()
     for ref in refs:

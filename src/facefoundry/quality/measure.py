@@ -170,9 +170,10 @@ def reference_vectors(ref: str | Path, encoder: IdentityEncoder, max_images: int
     return emb
 
 
-def training_photos(folder: str | Path) -> list[str]:
-    """The photos the dataset's generator was trained on, when its manifest names a model folder that records
-    them; for a fused dataset, those of every source."""
+def training_photos(folder: str | Path) -> list[tuple[str | None, str]]:
+    """(scope, photos) the dataset's generator was trained on, when its manifest names a model folder that
+    records them: scope None (every identity). For a fused dataset, each source's, scoped to the identities of
+    that source: the renders the toy Vec2Face learnt from are not a leak when they are fused beside it."""
     from facefoundry.data.manifest import read_manifest
 
     try:
@@ -180,16 +181,15 @@ def training_photos(folder: str | Path) -> list[str]:
     except FaceFoundryError:
         return []
     if meta.get("generator") == "fusion":
-        found = [p for s in (meta.get("fusion", {}).get("sources") or {}).values() if Path(s["path"]).is_dir()
-                 for p in training_photos(s["path"])]
-        return list(dict.fromkeys(found))
+        return [(name, photos) for name, s in (meta.get("fusion", {}).get("sources") or {}).items()
+                if Path(s["path"]).is_dir() for _, photos in training_photos(s["path"])]
     model = meta.get("model")
     if not model or not Path(model).is_dir():
         return []
     for index in sorted(Path(model).glob("*_model.json")):
         dataset = read_json(index).get("dataset")
         if dataset and Path(dataset).exists():
-            return [str(dataset)]
+            return [(None, str(dataset))]
     return []
 
 
@@ -214,7 +214,7 @@ def measure_dataset(folder: str | Path, q: QualityCfg, batch_size: int, seed: in
     """All data metrics of one dataset (see the module docstring); cached by ``digest`` and the settings."""
     folder = Path(folder)
     src = open_source(folder)
-    refs = list(dict.fromkeys([*q.leakage.references, *(training_photos(folder) if q.leakage.training_photos else [])]))
+    refs = [(None, r) for r in q.leakage.references] + (training_photos(folder) if q.leakage.training_photos else [])
     cache = None
     if digest:
         cache = cache_dir("quality") / f"report-{_key([FORMAT, digest, q.model_dump(mode='json'), refs, seed])}"
@@ -277,14 +277,18 @@ def measure_dataset(folder: str | Path, q: QualityCfg, batch_size: int, seed: in
                                 "nearer_to": ident[int(mis["nearest"][i])]} for i in mis["images"][:200]]
     problems["split_identities"] = [ident[int(c)] for c in mis["identities"]]
 
+    src_names = manifest.source if manifest is not None else ["dataset"] * len(src)
+    centre_sources = [src_names[int(vec.index[np.flatnonzero(vec.labels == c)[0]])] for c in classes]
     # leakage: identity centres against every image of each reference (each centred by its own mean)
     leaked: dict[int, dict] = {}
-    for ref in refs:
+    for scope, ref in refs:
         r = reference_vectors(ref, enc, q.leakage.max_reference_images, batch_size, seed)
         r = M.centre_space(r)[0] if q.centred else r
         lk = M.leakage(centres, r, q.leakage.threshold)
         for c in lk["identities"]:
             c = int(c)
+            if scope is not None and centre_sources[c] != scope:
+                continue
             if c not in leaked or lk["max_similarity"][c] > leaked[c]["similarity"]:
                 leaked[c] = {"identity": ident[int(classes[c])], "label": int(classes[c]), "reference": str(ref),
                              "reference_image": int(lk["nearest"][c]), "similarity": round(float(lk["max_similarity"][c]), 4)}
@@ -307,8 +311,6 @@ def measure_dataset(folder: str | Path, q: QualityCfg, batch_size: int, seed: in
     if manifest is not None:
         angles = poses(manifest.params)
         out.update(M.pose_summary(angles))
-    src_names = manifest.source if manifest is not None else ["dataset"] * len(src)
-    centre_sources = [src_names[int(vec.index[np.flatnonzero(vec.labels == c)[0]])] for c in classes]
     rep = QualityReport(metrics=out, intra=intra, inter=inter, centres=centres, centre_labels=classes,
                         centre_sources=centre_sources, counts=counts, problems=problems)
     if cache is not None:

@@ -132,6 +132,15 @@ def judge_vectors(source: FaceSource, encoder: IdentityEncoder, per_identity: in
     return Vectors(idx, np.asarray(source.labels)[idx], emb)
 
 
+def _stamp(ref: str | Path) -> list:
+    """What identifies a reference's content cheaply: its path, and the size and mtime of its file (a .bin) or
+    of its manifest."""
+    ref = Path(ref)
+    stamp = ref / "manifest.parquet" if (ref / "manifest.parquet").is_file() else ref
+    st = stamp.stat() if stamp.exists() else None
+    return [str(ref.resolve()), st.st_size if st else None, st.st_mtime_ns if st else None]
+
+
 def reference_vectors(ref: str | Path, encoder: IdentityEncoder, max_images: int, batch_size: int,
                       seed: int = 0) -> np.ndarray:
     """Unit judge vectors of a reference set: every image of a verification ``.bin`` (both sides of every pair)
@@ -139,9 +148,7 @@ def reference_vectors(ref: str | Path, encoder: IdentityEncoder, max_images: int
     ref = Path(ref)
     if not ref.exists():
         raise FaceFoundryError(f"{ref}: reference set does not exist (quality.leakage.references / quality.reference)")
-    stamp = ref / "manifest.parquet" if (ref / "manifest.parquet").is_file() else ref
-    st = stamp.stat()
-    key = _key([str(ref.resolve()), st.st_size, st.st_mtime_ns, encoder.spec(), max_images, seed])
+    key = _key([_stamp(ref), encoder.spec(), max_images, seed])
     path = cache_dir("quality") / f"reference-{key}.npy"
     if path.is_file():
         try:
@@ -217,7 +224,8 @@ def measure_dataset(folder: str | Path, q: QualityCfg, batch_size: int, seed: in
     refs = [(None, r) for r in q.leakage.references] + (training_photos(folder) if q.leakage.training_photos else [])
     cache = None
     if digest:
-        cache = cache_dir("quality") / f"report-{_key([FORMAT, digest, q.model_dump(mode='json'), refs, seed])}"
+        stamps = [(scope, _stamp(r)) for scope, r in refs]
+        cache = cache_dir("quality") / f"report-{_key([FORMAT, digest, q.model_dump(mode='json'), stamps, seed])}"
         hit = QualityReport.load(cache)
         if hit is not None:
             log(f"{folder}: data metrics cached ({cache}.json)")
@@ -226,13 +234,8 @@ def measure_dataset(folder: str | Path, q: QualityCfg, batch_size: int, seed: in
 
     labels = np.asarray(src.labels)
     counts = np.bincount(labels, minlength=src.num_classes)
-    names = [src.name(i) for i in range(len(src))] if src.kind != "manifest" else None
-    manifest = None
-    if src.kind == "manifest":
-        from facefoundry.data.manifest import read_manifest
-
-        manifest = read_manifest(folder)
-        names = manifest.path
+    manifest = getattr(src, "manifest", None)  # a manifest dataset's table (sources, params, hashes)
+    names = manifest.path if manifest is not None else [src.name(i) for i in range(len(src))]
     out: dict[str, float] = {"images": len(src), "identities": int(src.num_classes),
                              "images_per_identity_min": int(counts.min()), "images_per_identity_mean": float(counts.mean()),
                              "images_per_identity_max": int(counts.max())}

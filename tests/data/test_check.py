@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facefoundry.data.check import _cache_dir, check_files, verify_for_training
+from facefoundry.data.check import check_files, verify_for_training
+from facefoundry.io import cache_dir
 from facefoundry.data.images import encode_image
 from facefoundry.data.recordio import write_recordio
 from facefoundry.data.sources import open_source
@@ -77,7 +78,7 @@ def test_training_verification_runs_once_per_dataset_version(tmp_path, monkeypat
     src = open_source(ds)
     digest = dvc_dir_hash(ds)
     assert verify_for_training(src, digest, log=lambda m: None) == {"non_rgb_images": 0}
-    assert len(list(_cache_dir().glob("*.json"))) == 1
+    assert len(list(cache_dir("verified").glob("*.json"))) == 1
     victim = ds / src.manifest.path[4]
     victim.write_bytes(encode_image(np.zeros((32, 32, 3), np.uint8)))
     # same version (digest) → cached, not read again; a new version is read and refused

@@ -132,13 +132,14 @@ def test_mlflow_groups_each_pipeline_execution(repo):
         by_parent.setdefault(r.data.tags["mlflow.parentRunId"], []).append(r)
     first = min(parents.values(), key=lambda r: r.info.start_time)
     stages = sorted(r.data.tags["facefoundry.stage"] for r in by_parent[first.info.run_id])
-    assert stages.count("train") == 2 and stages.count("evaluate") == 2 and "report" in stages
+    assert stages.count("train") == 3 and stages.count("evaluate") == 3 and "report" in stages  # render, vec2face, fused
+    assert stages.count("fuse") == 1
     train = next(r for r in by_parent[first.info.run_id] if r.data.tags["facefoundry.stage"] == "train")
     assert train.info.run_name.startswith("train · ")
-    assert train.data.params["data.generator"] in ("render", "vec2face")
+    assert train.data.params["data.generator"] in ("render", "vec2face", "fusion")
     assert "twins/accuracy" in train.data.metrics
     inputs = train.inputs.dataset_inputs
-    assert inputs and inputs[0].dataset.digest and inputs[0].dataset.name in ("render", "vec2face")
+    assert inputs and inputs[0].dataset.digest and inputs[0].dataset.name in ("render", "vec2face", "fused")
     # the registry: one version per training run, an alias per recipe, accuracies attached
     mv = client.get_model_version_by_alias("facefoundry-fr", "render")
     assert "twins/accuracy" in mv.tags and mv.tags["recipe"] == "render"

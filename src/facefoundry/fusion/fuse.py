@@ -22,6 +22,7 @@ from facefoundry.data.manifest import Manifest, write_manifest
 from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.errors import FaceFoundryError
 from facefoundry.fusion.select import Selection, SourceIdentities, quotas, select
+from facefoundry.identity.base import IdentityEncoder
 from facefoundry.io import atomic_dir
 from facefoundry.progress import track
 from facefoundry.quality import metrics as M
@@ -46,12 +47,10 @@ def _ext(data: bytes, name: str) -> str:
     return Path(name).suffix.lstrip(".") or "img"
 
 
-def source_identities(name: str, src: FaceSource, cfg: Config, digest: str | None) -> SourceIdentities:
+def source_identities(name: str, src: FaceSource, enc: IdentityEncoder, cfg: Config,
+                      digest: str | None) -> SourceIdentities:
     """Unit centres of every identity of ``src`` in the judge's (centred) space, and their intra-class variance."""
-    from facefoundry.identity import load_encoder
-
     q = cfg.quality
-    enc = load_encoder(q.judge)
     vec = judge_vectors(src, enc, q.images_per_identity, cfg.identity.batch_size, cfg.base.seed, digest)
     emb = M.centre_space(vec.emb)[0] if q.centred else vec.emb
     centres, labels = M.identity_centres(emb, vec.labels)
@@ -61,18 +60,15 @@ def source_identities(name: str, src: FaceSource, cfg: Config, digest: str | Non
     return SourceIdentities(name, labels, centres, variance)
 
 
-def leaked_labels(ident: SourceIdentities, path: str, cfg: Config) -> list[int]:
+def leaked_labels(ident: SourceIdentities, path: str, enc: IdentityEncoder, cfg: Config) -> list[int]:
     """Labels of ``ident`` whose centre is within the leakage threshold (less ``drop_margin``) of any reference
     image. The margin: the gate measures again on the fused set, centred by that set's mean and on other
     sampled images, and a borderline identity must not cross the threshold there (measured at a threshold of
     0.65: dropping the 9 Vec2Face-real identities above it made 3 others reach it)."""
-    from facefoundry.identity import load_encoder
-
     q = cfg.quality
     # a source that is itself a fusion: its sources' training photos, for all its identities (conservative)
     photos = [p for _, p in training_photos(path)] if q.leakage.training_photos else []
     refs = list(dict.fromkeys([*q.leakage.references, *photos]))
-    enc = load_encoder(q.judge)
     out: set[int] = set()
     for ref in refs:
         r = reference_vectors(ref, enc, q.leakage.max_reference_images, cfg.identity.batch_size, cfg.base.seed)
@@ -87,12 +83,15 @@ def fuse(cfg: Config, digests: dict[str, str] | None = None, log: Callable[[str]
     f = cfg.fuse
     if len(f.sources) < 1:
         raise FaceFoundryError("fuse.sources: no datasets to fuse (give two or more: name → {path, identities|share})")
+    from facefoundry.identity import load_encoder
+
     srcs = {name: open_source(s.path) for name, s in f.sources.items()}
+    enc = load_encoder(cfg.quality.judge)  # once: every source and reference in one space
     idents, leaked = [], {}
     for name, src in srcs.items():
-        ident = source_identities(name, src, cfg, (digests or {}).get(name))
+        ident = source_identities(name, src, enc, cfg, (digests or {}).get(name))
         if cfg.quality.leakage.drop:
-            leaked[name] = leaked_labels(ident, f.sources[name].path, cfg)
+            leaked[name] = leaked_labels(ident, f.sources[name].path, enc, cfg)
             ident.excluded = set(leaked[name])
         idents.append(ident)
     available = {i.name: len(i.labels) - len(i.excluded) for i in idents}  # "all": all not leaked

@@ -63,12 +63,12 @@ def judge_dataset(folder: str | Path, judges: list[str], max_images: int, batch_
 
 def _gate_frame(folder: Path, sha256: list[str], image_size: int):  # noqa: ANN202
     """The manifest table the gates check; other layouts as one (their sizes were checked while decoding)."""
-    from facefoundry.data.manifest import Manifest, read_manifest
+    from facefoundry.data.manifest import Manifest
     from facefoundry.quality.gates import manifest_frame
 
     src = open_source(folder)
     if src.kind == "manifest":
-        return manifest_frame(read_manifest(folder))
+        return manifest_frame(src.manifest)  # read once, by the source
     m = Manifest(path=[src.name(i) for i in range(len(src))], label=[int(x) for x in src.labels],
                  identity=[src.identities[int(x)] for x in src.labels], source=[src.kind] * len(src),
                  params=["{}"] * len(src), width=[image_size] * len(src), height=[image_size] * len(src),
@@ -102,7 +102,6 @@ def run_validate(cfg: Config, dataset: str | None = None, out: str | None = None
     its Data Docs and the problem lists (leaked, mislabelled, duplicated images) are logged to MLflow and
     written under ``outputs/quality/<dataset>/``."""
     from facefoundry.errors import FaceFoundryError
-
     from facefoundry.quality.gates import run_gates
     from facefoundry.quality.measure import measure_dataset
     from facefoundry.tracking import dvc_dir_hash, log_artifact, set_tag

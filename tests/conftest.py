@@ -78,6 +78,17 @@ def make_dataset(path: Path, identities: int = 8, per_identity: int = 6, size: i
     return path
 
 
+def make_soft_dataset(path: Path, identities: int = 6, per_identity: int = 6, size: int = 32, seed: int = 0) -> Path:
+    """A dataset whose odd images carry a SynFace soft label: partner (label + 1) mod N, weight 0.75."""
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(path, {"generator": "test", "num_classes": identities, "image_size": size}) as w:
+        for label in range(identities):
+            for k in range(per_identity):
+                mix = ((label + 1) % identities, 0.75) if k % 2 else (-1, 1.0)
+                w.add(identity_image(label, k, size, rng), label, f"id_{label:03d}", "test", {"k": k}, *mix)
+    return path
+
+
 @pytest.fixture
 def tiny(tmp_path: Path) -> Config:
     return tiny_config(tmp_path)

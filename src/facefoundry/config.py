@@ -151,17 +151,65 @@ class IDSyncGenCfg(Strict):
     judge_images: Annotated[int, Field(ge=0)] = 400  # images the judges score for intra/inter similarity (0: skip)
 
 
+# SynFace's mixing ratios: the official code draws from linspace(0, 1.05, 21, endpoint=False) = 0, 0.05, …, 1.0;
+# the paper's Syn1 / Syn2 / Syn3 datasets fix φ at 1.0, at 0.8, or draw it from linspace(0.6, 1.0, 11).
+RatioGrid = Literal["official", "syn1", "syn2", "syn3"] | list[Prob]
+
+
+class IdentityMixupCfg(Strict):
+    """SynFace identity mixup: each image mixes its identity with a random partner, α = φ·α₁ + (1 − φ)·α₂,
+    and carries the soft label (label, partner, φ) in the manifest (render: the identity parameters;
+    Vec2Face and IDSync: the identity vector, renormalised to the primary's norm)."""
+
+    enabled: bool = False
+    phi: RatioGrid = "official"  # the set φ is drawn from, per image (φ = 1: no partner)
+
+    @field_validator("phi")
+    @classmethod
+    def _nonempty(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("phi needs at least one ratio")
+        return v
+
+
 class GenerateCfg(Strict):
     generator: str = "render"
     out: str = "outputs/datasets/render"
     identities: PositiveInt = 100
     images_per_identity: Annotated[int, Field(ge=2)] = 16
+    # dataset shape (SynFace's studies): a fixed total spread over `identities` (images_per_identity = total // N),
+    # or a long tail: identities split into len(groups) equal groups, group k with groups[k] images each (render)
+    total_images: PositiveInt | None = None
+    identity_groups: list[Annotated[int, Field(ge=2)]] | None = None
+    # attribute-controlled sets (render): which factor varies per image; the others sit at their range midpoint
+    vary: Literal["all", "pose", "expression", "illumination", "none"] = "all"
     min_identity_distance: NonNegFloat = 0.5
     image_format: Literal["png", "jpg"] = "png"
     batch_size: PositiveInt = 64
+    mixup: IdentityMixupCfg = IdentityMixupCfg()
     render: RenderCfg = RenderCfg()
     vec2face: Vec2FaceGenCfg = Vec2FaceGenCfg()
     idsync: IDSyncGenCfg = IDSyncGenCfg()
+
+    @model_validator(mode="after")
+    def _shape(self) -> GenerateCfg:
+        if self.total_images is not None and self.identity_groups is not None:
+            raise ValueError("set total_images or identity_groups, not both")
+        if self.total_images is not None and self.total_images < 2 * self.identities:
+            raise ValueError(f"total_images {self.total_images} gives fewer than 2 images to each of "
+                             f"{self.identities} identities")
+        if self.identity_groups is not None and self.identities % len(self.identity_groups):
+            raise ValueError(f"identities {self.identities} do not split into {len(self.identity_groups)} equal "
+                             "identity_groups")
+        return self
+
+    def image_counts(self) -> list[int]:
+        """Images of each identity, from images_per_identity, total_images or identity_groups."""
+        if self.identity_groups is not None:
+            per = self.identities // len(self.identity_groups)
+            return [c for c in self.identity_groups for _ in range(per)]
+        n = self.total_images // self.identities if self.total_images is not None else self.images_per_identity
+        return [n] * self.identities
 
 
 class BenchmarkCfg(Strict):
@@ -173,6 +221,18 @@ class BenchmarkCfg(Strict):
     twin_distance: NonNegFloat = 0.35
     seed_offset: int = 1_000_003
     render: dict[str, Any] = {}  # overrides of generate.render for the benchmark (e.g. wider yaw, age gap)
+
+
+class SynLFWCfg(Strict):
+    """SynFace's Syn-LFW: a synthetic twin of a verification benchmark (same pairs, same issame order, so the
+    same 10 folds), unseen identities; Syn-LFW-R mixes every image's identity with another one (ratio R)."""
+
+    like: str | None = None  # reference .bin: its pair count and issame order; None: benchmark.pairs, alternating
+    out: str = "outputs/benchmarks/synlfw.bin"  # the .bin written (a sidecar <out>.json records how it was made)
+    ratio: Prob = 1.0  # R: α = R·α_own + (1 − R)·α_partner for every image; 1.0 = plain Syn-LFW
+    generator: str = "render"  # any registered generator (render, vec2face, idsync, …)
+    table: str | None = None  # render: CSV, one row per image (2 × pairs), columns = renderer variations (yaw, …)
+    seed_offset: int = 2_000_003  # added to base.seed: identities unseen in training and in the twin benchmark
 
 
 class RealismCfg(Strict):
@@ -234,6 +294,21 @@ class AugmentCfg(Strict):
     blur_sigma: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (0.5, 1.5)
 
 
+class DomainMixupCfg(Strict):
+    """SynFace domain mixup: per batch X = ψ·X_S + (1 − ψ)·X_R and Y = ψ·Y_S + (1 − ψ)·Y_R, R a second labelled
+    dataset whose identities get their own label range after the first's. ψ = 1 everywhere is training on S."""
+
+    dataset: str | None = None  # the second domain (any dataset layout); None: off
+    psi: RatioGrid = "official"  # the set ψ is drawn from, per batch
+
+    @field_validator("psi")
+    @classmethod
+    def _nonempty(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("psi needs at least one ratio")
+        return v
+
+
 class TrainCfg(Strict):
     dataset: str = "outputs/datasets/render"
     out: str = "outputs/train"
@@ -266,6 +341,7 @@ class TrainCfg(Strict):
     init: str | None = None  # start from these backbone weights: a model folder, an arcface_torch backbone.pth or an
     # .onnx that kept IResNet names; the head starts fresh (other classes); None: random initialisation
     init_arch: str | None = None  # arch of a .pth/.onnx init: r18 | r34 | r50 | r100 | r200; None: read from its keys
+    domain_mixup: DomainMixupCfg = DomainMixupCfg()
 
 
 class EvaluateCfg(Strict):
@@ -590,6 +666,7 @@ class Config(Strict):
     fuse: FuseCfg = FuseCfg()
     vec2face: Vec2FaceCfg = Vec2FaceCfg()
     idsync: IDSyncCfg = IDSyncCfg()
+    synlfw: SynLFWCfg = SynLFWCfg()
 
 
 def deep_merge(base: dict, override: dict) -> dict:

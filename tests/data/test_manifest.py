@@ -96,3 +96,36 @@ def test_validate_lists_every_bad_image_with_a_count(tmp_path):
     msg = str(err.value)
     assert "14 of 16 images are bad" in msg and "… and 4 more" in msg and "\n" not in msg
     assert msg.count("sha256 differs") == SHOW_BAD and m.path[12] not in msg
+
+
+def test_soft_labels_roundtrip_and_are_absent_without_mixup(tmp_path, dataset):
+    from tests.conftest import make_soft_dataset
+
+    assert "mix_label" not in pq.read_table(dataset / MANIFEST).column_names  # no mixup: the 8 columns only
+    assert open_source(dataset).mix_labels is None
+    soft = make_soft_dataset(tmp_path / "soft")
+    m = read_manifest(soft)
+    assert m.mix_label[:4] == [-1, 1, -1, 1] and m.mix_weight[:2] == [1.0, 0.75]
+    src = open_source(soft)
+    assert src.mix_labels.tolist()[-2:] == [-1, 0] and src.mix_weights[1] == 0.75
+    assert validate_dataset(soft, 32, 2)["images"] == 36  # a soft-labelled dataset still validates
+    m.mix_label[1] = m.label[1]  # partner = own label is not a mix
+    write_manifest(soft, m)
+    with pytest.raises(FaceFoundryError, match=r"row 1 .* soft label \(partner 0, weight 0.75\)"):
+        read_manifest(soft)
+
+
+def test_soft_labels_survive_a_resumed_write(tmp_path):
+    from facefoundry.data.writer import DatasetWriter
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(RuntimeError):
+        with DatasetWriter(tmp_path / "d", {"num_classes": 3}, resume_key="k") as w:
+            w.add(img, 0, "a", "t", {}, 2, 0.4)
+            raise RuntimeError("killed")
+    with DatasetWriter(tmp_path / "d", {"num_classes": 3}, resume_key="k") as w:
+        assert w.done == 1
+        w.add(img, 1, "b", "t", {})
+        w.add(img, 2, "c", "t", {}, 0, 0.9)
+    m = read_manifest(tmp_path / "d")
+    assert m.mix_label == [2, -1, 0] and m.mix_weight == [0.4, 1.0, 0.9]

@@ -69,3 +69,34 @@ def test_fuse_needs_enough_identities(tmp_path: Path):
     cfg = _cfg(tmp_path, sources={"a": {"path": str(a), "identities": 3}})
     with pytest.raises(FaceFoundryError, match="3 identities wanted, only 2"):
         fuse(cfg, log=lambda m: None)
+
+
+def test_fuse_keeps_soft_labels_and_remaps_their_partners(tmp_path: Path):
+    from tests.conftest import make_soft_dataset
+
+    a = make_soft_dataset(tmp_path / "a", identities=6, per_identity=4)  # odd images: partner (label + 1) mod 6
+    b = people(tmp_path / "b", [30, 31, 32], seed=1)
+    cfg = _cfg(tmp_path, sources={"a": {"path": str(a), "identities": 4}, "b": {"path": str(b), "share": 1.0}},
+               identities=7)
+    fuse(cfg, log=lambda m: None)
+    m = read_manifest(tmp_path / "fused")
+    src = read_manifest(a)
+    old_to_new = {}
+    for i in range(len(m)):
+        origin = m.row_params(i)["fused_from"]
+        if origin["source"] == "a":
+            old_to_new[origin["label"]] = m.label[i]
+    kept = 0
+    for i in range(len(m)):
+        origin = m.row_params(i)["fused_from"]
+        if origin["source"] != "a":
+            assert m.mix_label[i] == -1
+            continue
+        j = src.path.index(origin["image"])
+        partner = src.mix_label[j]
+        if partner >= 0 and partner in old_to_new:  # the partner came along: same person, its new label
+            assert m.mix_label[i] == old_to_new[partner] and m.mix_weight[i] == 0.75
+            kept += 1
+        else:
+            assert m.mix_label[i] == -1 and m.mix_weight[i] == 1.0
+    assert kept > 0 and m.meta.get("soft_labels_collapsed", 0) > 0

@@ -133,3 +133,59 @@ def test_interrupted_generation_resumes_to_identical_dataset(tmp_path, tiny, mon
     assert any("resuming after 16 finished images" in m for m in logs)
     assert read_manifest(out).sha256 == reference
     assert not (tmp_path / ".render.partial").exists()
+
+
+def _weights_after_training(cfg):
+    from facefoundry.train.trainer import Trainer
+
+    t = Trainer(cfg, log=quiet)
+    t.fit()
+    return {k: v.clone() for k, v in t.net.state_dict().items()}
+
+
+def test_identity_mixup_phi_one_equals_no_mixup_bit_for_bit(tmp_path):
+    from tests.conftest import tiny_config
+
+    train = {"epochs": 1, "batch_size": 8}
+    plain = tiny_config(tmp_path / "a", generate={"identities": 4}, train=train)
+    one = tiny_config(tmp_path / "b", generate={"identities": 4, "mixup": {"enabled": True, "phi": [1.0]}},
+                      train=train)
+    a, b = read_manifest(generate_render(plain, quiet)), read_manifest(generate_render(one, quiet))
+    assert a.sha256 == b.sha256 and not b.has_soft_labels
+    wa, wb = _weights_after_training(plain), _weights_after_training(one)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_identity_mixup_mixes_parameters_and_records_soft_labels(tmp_path):
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(tmp_path, generate={"identities": 4, "mixup": {"enabled": True, "phi": [0.6, 1.0]}})
+    m = read_manifest(generate_render(cfg, quiet))
+    mixed = [i for i in range(len(m)) if m.mix_label[i] >= 0]
+    assert mixed and len(mixed) < len(m) and m.meta["mixup"]["phi"] == [0.6, 1.0]
+    for i in range(len(m)):
+        rec = m.row_params(i)["mixup"]
+        assert rec["partner"] == m.mix_label[i] and rec["phi"] == m.mix_weight[i]
+        assert m.mix_label[i] != m.label[i] and m.mix_weight[i] in (0.6, 1.0)
+    plain = read_manifest(generate_render(tiny_config(tmp_path / "p", generate={"identities": 4}), quiet))
+    same = [plain.sha256[i] == m.sha256[i] for i in range(len(m))]
+    assert not any(same[i] for i in mixed) and all(same[i] for i in range(len(m)) if i not in mixed)
+
+
+def test_dataset_shapes_long_tail_fixed_total_and_attribute_control(tmp_path):
+    from facefoundry.config import GenerateCfg
+    from facefoundry.generators.render.generate import FACTORS
+    from tests.conftest import tiny_config
+
+    assert GenerateCfg(identities=10, identity_groups=[2, 2, 6, 40, 200]).image_counts() == \
+        [2, 2, 2, 2, 6, 6, 40, 40, 200, 200]
+    assert GenerateCfg(identities=25, total_images=1600).image_counts() == [64] * 25
+    with pytest.raises(ValueError, match="do not split into 5 equal"):
+        GenerateCfg(identities=12, identity_groups=[2, 2, 6, 40, 200])
+    cfg = tiny_config(tmp_path, generate={"identities": 4, "identity_groups": [2, 5], "vary": "pose"})
+    m = read_manifest(generate_render(cfg, quiet))
+    assert np.bincount(m.label).tolist() == [2, 2, 5, 5]
+    rows = [m.row_params(i)["variation"] for i in range(len(m))]
+    for name in rows[0]:
+        values = {str(r[name]) for r in rows}
+        assert (len(values) > 1) == (name in FACTORS["pose"]), name

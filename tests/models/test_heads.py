@@ -80,3 +80,21 @@ def test_adaface_updates_norm_statistics_in_training_only():
 def test_unknown_head():
     with pytest.raises(FaceFoundryError, match="unknown head 'bogus'"):
         MarginHead(3, 4, "bogus")
+
+
+def test_soft_label_cross_entropy_matches_a_hand_computed_value():
+    """Two classes at known angles, s = 2, CosFace m = 0.5: loss = φ·CE(label) + (1 − φ)·CE(partner)."""
+    h = MarginHead(2, 2, "cosface", s=2.0, m3=0.5)
+    with torch.no_grad():
+        h.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    emb = torch.tensor([[0.6, 0.8]])  # cos to class 0: 0.6, to class 1: 0.8
+    phi = 0.7
+    # CE with label 0: logits (2·(0.6−0.5), 2·0.8) = (0.2, 1.6); with label 1: (1.2, 2·(0.8−0.5)) = (1.2, 0.6)
+    ce0 = -math.log(math.exp(0.2) / (math.exp(0.2) + math.exp(1.6)))
+    ce1 = -math.log(math.exp(0.6) / (math.exp(1.2) + math.exp(0.6)))
+    hand = phi * ce0 + (1 - phi) * ce1  # = 0.7·1.6204 + 0.3·1.0375 = 1.4455
+    loss = h(emb, emb.norm(dim=1), torch.tensor([[0, 1]]), torch.tensor([[phi, 1 - phi]]))
+    assert float(loss.detach()) == pytest.approx(hand, abs=1e-6) and hand == pytest.approx(1.4455, abs=1e-4)
+    # weight 1 on the own label and 0 on a partner is the hard-label loss, exactly
+    hard = h(emb, emb.norm(dim=1), torch.tensor([0]))
+    assert torch.equal(h(emb, emb.norm(dim=1), torch.tensor([[0, 1]]), torch.tensor([[1.0, 0.0]])), hard)

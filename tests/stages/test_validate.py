@@ -84,3 +84,18 @@ def test_broken_dataset_fails_naming_each_problem(tmp_path: Path, monkeypatch): 
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "quality")}
     assert {"quality/gx_results.json", "quality/problems.json", "quality/data_docs"} <= logged
     assert "plots/identity_centres.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+
+
+def test_soft_labelled_dataset_passes_the_gates(tmp_path: Path, monkeypatch):  # noqa: ANN001
+    """SynFace identity mixup's soft labels are checked (partner, weight) and do not trip any gate."""
+    import json
+
+    from facefoundry.stages.validate import run_validate
+    from tests.conftest import make_soft_dataset
+
+    monkeypatch.chdir(tmp_path)
+    ds = make_soft_dataset(tmp_path / "soft", identities=8)
+    m = run_validate(_cfg(tmp_path), str(ds), str(tmp_path / "metrics.json"))
+    assert m["images"] == 48 and m["mislabelled_identities"] == 0
+    results = json.loads(next(tmp_path.rglob("gx_results.json")).read_text())
+    assert "mix_weight" in json.dumps(results)

@@ -1,7 +1,10 @@
 """The face dataset format: a folder of aligned images + ``manifest.parquet``.
 
 One row per image (path relative to the folder, integer label, identity name,
-source/generator, generation parameters as JSON, width, height, sha256). Dataset
+source/generator, generation parameters as JSON, width, height, sha256), and, for SynFace's
+identity mixup, a soft label: ``mix_label`` (the partner identity, -1 for none) and ``mix_weight``
+(φ, the weight of ``label``; the partner gets 1 − φ). Those two columns are written only when some
+row has a partner, so a dataset without mixup is byte for byte what it was before. Dataset
 facts (class count, image size, generator) live in the parquet schema metadata, so
 the trainer reads counts from the data instead of having them typed into a config.
 """
@@ -36,6 +39,8 @@ SCHEMA = pa.schema(
         ("sha256", pa.string()),
     ]
 )
+OPTIONAL = ("mix_label", "mix_weight")  # soft labels (identity mixup)
+OPTIONAL_SCHEMA = [("mix_label", pa.int64()), ("mix_weight", pa.float64())]
 
 
 @dataclass
@@ -50,13 +55,19 @@ class Manifest:
     width: list[int] = field(default_factory=list)
     height: list[int] = field(default_factory=list)
     sha256: list[str] = field(default_factory=list)
+    mix_label: list[int] = field(default_factory=list)
+    mix_weight: list[float] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.mix_label and self.path:  # built from the eight columns only: no soft labels
+            self.mix_label, self.mix_weight = [-1] * len(self.path), [1.0] * len(self.path)
 
     def __len__(self) -> int:
         return len(self.path)
 
     def add(self, path: str, label: int, identity: str, source: str, params: dict, data: bytes,
-            width: int, height: int) -> None:
+            width: int, height: int, mix_label: int = -1, mix_weight: float = 1.0) -> None:
         self.path.append(path)
         self.label.append(int(label))
         self.identity.append(identity)
@@ -65,6 +76,22 @@ class Manifest:
         self.width.append(int(width))
         self.height.append(int(height))
         self.sha256.append(hashlib.sha256(data).hexdigest())
+        self.mix_label.append(int(mix_label))
+        self.mix_weight.append(float(mix_weight))
+
+    @property
+    def has_soft_labels(self) -> bool:
+        return any(p >= 0 for p in self.mix_label)
+
+    def row(self, i: int) -> dict:
+        """Row ``i`` as a dict of every column (the journal's and fusion's unit)."""
+        return {c: getattr(self, c)[i] for c in (*COLUMNS, *OPTIONAL)}
+
+    def append_row(self, row: dict) -> None:
+        for c in COLUMNS:
+            getattr(self, c).append(row[c])
+        self.mix_label.append(int(row.get("mix_label", -1)))
+        self.mix_weight.append(float(row.get("mix_weight", 1.0)))
 
     @property
     def num_classes(self) -> int:
@@ -74,7 +101,11 @@ class Manifest:
         return json.loads(self.params[i])
 
     def to_bytes(self) -> bytes:
-        table = pa.table({c: getattr(self, c) for c in COLUMNS}, schema=SCHEMA)
+        if self.has_soft_labels:
+            schema = pa.schema([*SCHEMA, *OPTIONAL_SCHEMA])
+            table = pa.table({c: getattr(self, c) for c in (*COLUMNS, *OPTIONAL)}, schema=schema)
+        else:
+            table = pa.table({c: getattr(self, c) for c in COLUMNS}, schema=SCHEMA)
         meta = dict(self.meta)
         meta.setdefault("num_classes", self.num_classes)
         meta["num_images"] = len(self)
@@ -117,6 +148,14 @@ def read_manifest(folder: str | Path) -> Manifest:
     m = Manifest(**{c: table.column(c).to_pylist() for c in COLUMNS}, meta=json.loads(raw_meta))
     if len(m) == 0:
         raise FaceFoundryError(f"{path}: dataset is empty (manifest has no rows)")
+    present = [c for c in OPTIONAL if c in table.column_names]
+    if present and len(present) != len(OPTIONAL):
+        raise FaceFoundryError(f"{path}: soft labels need both columns {list(OPTIONAL)}, found only {present}")
+    if present:
+        m.mix_label = [-1 if v is None else int(v) for v in table.column("mix_label").to_pylist()]
+        m.mix_weight = [1.0 if v is None else float(v) for v in table.column("mix_weight").to_pylist()]
+    else:
+        m.mix_label, m.mix_weight = [-1] * len(m), [1.0] * len(m)
     labels = np.asarray(m.label)
     n_cls = m.num_classes
     bad = np.flatnonzero((labels < 0) | (labels >= n_cls))
@@ -126,6 +165,15 @@ def read_manifest(folder: str | Path) -> Manifest:
             f"{path}: row {i} ({m.path[i]}) has label {m.label[i]} outside [0, {n_cls}) "
             f"({bad.size} such rows)"
         )
+    if present:
+        mix, w = np.asarray(m.mix_label), np.asarray(m.mix_weight, dtype=np.float64)
+        bad = np.flatnonzero((mix < -1) | (mix >= n_cls) | (mix == labels) | ~np.isfinite(w) | (w < 0) | (w > 1))
+        if bad.size:
+            i = int(bad[0])
+            raise FaceFoundryError(
+                f"{path}: row {i} ({m.path[i]}) has soft label (partner {m.mix_label[i]}, weight {m.mix_weight[i]}); "
+                f"the partner must be -1 or another label in [0, {n_cls}) and the weight within [0, 1] "
+                f"({bad.size} such rows)")
     return m
 
 

@@ -26,6 +26,9 @@ class FaceSource:
     labels: np.ndarray
     identities: list[str]  # name of each class, indexed by label
     kind: str
+    # SynFace soft labels (identity mixup), per image: the partner label (-1: none) and the own label's weight φ
+    mix_labels: np.ndarray | None = None
+    mix_weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -63,6 +66,9 @@ class ManifestSource(FaceSource):
         self.labels = np.asarray(self.manifest.label, dtype=np.int64)
         names = {lab: name for lab, name in zip(self.manifest.label, self.manifest.identity)}
         self.identities = [names.get(c, f"class_{c}") for c in range(self.manifest.num_classes)]
+        if self.manifest.has_soft_labels:
+            self.mix_labels = np.asarray(self.manifest.mix_label, dtype=np.int64)
+            self.mix_weights = np.asarray(self.manifest.mix_weight, dtype=np.float64)
 
     def load(self, i: int, size: int | None = None) -> np.ndarray:
         return read_image(self.root / self.manifest.path[i], size)

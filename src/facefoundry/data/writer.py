@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from facefoundry.data.images import encode_image
-from facefoundry.data.manifest import COLUMNS, Manifest, write_manifest
+from facefoundry.data.manifest import COLUMNS, OPTIONAL, Manifest, write_manifest
 from facefoundry.errors import FaceFoundryError, note_saved, write_error_message
 from facefoundry.io import atomic_dir, atomic_write_json, swap_into_place
 
@@ -54,9 +54,7 @@ class DatasetWriter:
         state = self._tmp / RESUME
         if state.is_file() and json.loads(state.read_text()).get("key") == self.resume_key:
             for line in (self._tmp / JOURNAL).read_text().splitlines():
-                row = json.loads(line)
-                for c in COLUMNS:
-                    getattr(self.manifest, c).append(row[c])
+                self.manifest.append_row(json.loads(line))
         else:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp.mkdir(parents=True)
@@ -67,7 +65,7 @@ class DatasetWriter:
 
     def truncate(self, n: int) -> None:
         """Forget rows after the first ``n`` (a resumed generator restarts at a batch boundary)."""
-        for c in COLUMNS:
+        for c in (*COLUMNS, *OPTIONAL):
             del getattr(self.manifest, c)[n:]
         if self._journal is not None:
             self._journal.close()
@@ -75,16 +73,19 @@ class DatasetWriter:
             (self._tmp / JOURNAL).write_text("".join(r + "\n" for r in rows))
             self._journal = open(self._tmp / JOURNAL, "a", buffering=1)  # noqa: SIM115
 
-    def add(self, image: np.ndarray, label: int, identity: str, source: str, params: dict) -> str:
+    def add(self, image: np.ndarray, label: int, identity: str, source: str, params: dict,
+            mix_label: int = -1, mix_weight: float = 1.0) -> str:
+        """Write one image; ``mix_label``/``mix_weight``: its soft label under identity mixup."""
         assert self._tmp is not None, "use DatasetWriter as a context manager"
         rel = f"images/{label:06d}/{len(self.manifest):07d}.{self.fmt}"
         data = encode_image(image, self.fmt)
         dst = self._tmp / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(data)
-        self.manifest.add(rel, label, identity, source, params, data, image.shape[1], image.shape[0])
+        self.manifest.add(rel, label, identity, source, params, data, image.shape[1], image.shape[0],
+                          mix_label, mix_weight)
         if self._journal is not None:
-            self._journal.write(json.dumps({c: getattr(self.manifest, c)[-1] for c in COLUMNS}) + "\n")
+            self._journal.write(json.dumps(self.manifest.row(len(self.manifest) - 1)) + "\n")
         return rel
 
     def __exit__(self, exc_type, exc, tb) -> bool:

@@ -134,6 +134,7 @@ def _count(out: Path) -> int:
 def _write(out: Path, srcs: dict[str, FaceSource], sel: Selection, meta: dict) -> None:
     rows = [(name, i) for name, src in srcs.items() for i in range(len(src)) if int(src.labels[i]) in sel.target[name]]
     names = {}  # fused label → identity name (the first source's, for merged identities)
+    collapsed = 0  # soft labels whose partner identity was not fused
     with atomic_dir(out) as tmp:
         m = Manifest(meta=meta)
         for name, i in track(rows, total=len(rows), desc=f"fuse → {out.name}", unit="img"):
@@ -151,7 +152,17 @@ def _write(out: Path, srcs: dict[str, FaceSource], sel: Selection, meta: dict) -
                                     "identity": src.identities[old]}
             with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
-            m.add(rel, new, names[new], name, params, data, w, h)
+            partner, phi = -1, 1.0
+            if src.mix_labels is not None and src.mix_labels[i] >= 0:  # a soft label: the partner's fused label
+                partner = sel.target[name].get(int(src.mix_labels[i]), -1)
+                if partner >= 0 and partner != new:
+                    phi = float(src.mix_weights[i])
+                else:  # partner not taken (or merged into this identity): the image keeps its own label only
+                    partner = -1
+                    collapsed += 1
+            m.add(rel, new, names[new], name, params, data, w, h, partner, phi)
         m.meta["num_classes"] = sel.num_classes
+        if collapsed:
+            m.meta["soft_labels_collapsed"] = collapsed
         write_manifest(tmp, m)
 

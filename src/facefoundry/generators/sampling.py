@@ -37,3 +37,12 @@ def perturb(points: np.ndarray, distance: float, rng: np.random.Generator) -> np
     d = rng.normal(size=points.shape)
     d *= distance * np.sqrt(points.shape[1]) / np.linalg.norm(d, axis=1, keepdims=True)
     return np.clip(points + d, -1, 1)
+
+
+def uniform_count(g) -> int:  # noqa: ANN001 - GenerateCfg
+    """Images per identity for generators that make the same number for every identity."""
+    counts = set(g.image_counts())
+    if len(counts) > 1:
+        raise FaceFoundryError(f"generate.identity_groups: only the render generator makes long-tailed sets "
+                               f"(generator {g.generator!r})")
+    return counts.pop()

@@ -87,6 +87,8 @@ class GateResult:
 def manifest_frame(manifest: Manifest) -> pd.DataFrame:
     """The manifest as a DataFrame (``FRAME_COLUMNS``) plus ``identity_images``: the image count of each row's label."""
     frame = pd.DataFrame({c: getattr(manifest, c) for c in FRAME_COLUMNS})
+    if manifest.has_soft_labels:  # SynFace identity mixup: partner label and own weight per row
+        frame["mix_label"], frame["mix_weight"] = manifest.mix_label, manifest.mix_weight
     if frame.empty:  # no values to infer types from
         frame = frame.astype({"label": "int64", "width": "int64", "height": "int64"})
     counts = frame.groupby("label", sort=False, dropna=False)["label"].transform("size")
@@ -115,8 +117,9 @@ def _between(column: str, gate: str | None, lo: float | None = None,
                                                          meta={"gate": gate} if gate else None)
 
 
-def manifest_suite(gates: GatesCfg, image_size: int) -> gx.ExpectationSuite:
-    """The row-level expectations on ``manifest_frame``; suite name ``manifest``."""
+def manifest_suite(gates: GatesCfg, image_size: int, soft_labels: bool = False) -> gx.ExpectationSuite:
+    """The row-level expectations on ``manifest_frame``; suite name ``manifest``. ``soft_labels``: the frame
+    has identity mixup's columns (partner ≥ -1, weight within [0, 1])."""
     exps: list[gx.expectations.Expectation] = [gx.expectations.ExpectTableRowCountToBeBetween(min_value=1)]
     exps += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in ("path", "label", "identity", "sha256")]
     if gates.max_duplicate_images == 0:
@@ -127,6 +130,9 @@ def manifest_suite(gates: GatesCfg, image_size: int) -> gx.ExpectationSuite:
     if gates.image_size:
         gate = f"quality.gates.image_size: base.image_size = {image_size}"
         exps += [_between(c, gate, lo=image_size, hi=image_size) for c in ("width", "height")]
+    if soft_labels:
+        exps += [_between("mix_label", "soft labels: partner -1 or a label", lo=-1),
+                 _between("mix_weight", "soft labels: weight within [0, 1]", lo=0, hi=1)]
     return gx.ExpectationSuite(name="manifest", expectations=exps)
 
 
@@ -234,7 +240,8 @@ def run_gates(frame: pd.DataFrame, metrics: dict[str, float], gates: GatesCfg, i
     measured, not_measured = unmeasured(metrics, gates)
     context = _fresh_context(out_dir)
     context.data_sources.add_pandas(DATASOURCE)
-    runs = {"manifest": _validate(context, manifest_suite(gates, image_size), frame, data_docs),
+    runs = {"manifest": _validate(context, manifest_suite(gates, image_size, "mix_weight" in frame.columns), frame,
+                                      data_docs),
             "metrics": _validate(context, metrics_suite(gates, measured), metrics_frame(metrics), data_docs)}
     failures = not_measured + [line for name, (suite, r) in runs.items() for line in failure_lines(name, r, suite)]
     stats = _statistics([r for _, r in runs.values()], len(not_measured))

@@ -18,14 +18,15 @@ from facefoundry.errors import FaceFoundryError
 
 
 class _Images(Dataset):
-    def __init__(self, source: FaceSource, size: int):
-        self.source, self.size = source, size
+    def __init__(self, source: FaceSource, size: int, indices: bool = False):
+        self.source, self.size, self.indices = source, size, indices
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(self.source.load(i, self.size)), int(self.source.labels[i])
+    def __getitem__(self, i: int) -> tuple:
+        item = (torch.from_numpy(self.source.load(i, self.size)), int(self.source.labels[i]))
+        return (*item, i) if self.indices else item
 
 
 class Feeder:
@@ -51,8 +52,9 @@ class Feeder:
     def steps_per_epoch(self) -> int:
         return (len(self.source) // self.world) // self.batch_size
 
-    def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of ``(uint8 NHWC, labels)`` in an order fixed by ``seed`` (drop-last)."""
+    def epoch(self, seed: int, indices: bool = False) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Batches of ``(uint8 NHWC, labels)`` in an order fixed by ``seed`` (drop-last); with ``indices``,
+        ``(images, labels, dataset indices)`` so per-image facts (soft labels) can follow the batch."""
         g = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(self.source), generator=g)[self.rank::self.world]
         n = self.steps_per_epoch() * self.batch_size
@@ -60,9 +62,9 @@ class Feeder:
         if self.images is not None:
             for s in range(0, n, self.batch_size):
                 idx = order[s:s + self.batch_size]
-                yield self.images[idx], self.labels[idx]
+                yield (self.images[idx], self.labels[idx], idx) if indices else (self.images[idx], self.labels[idx])
             return
-        loader = DataLoader(torch.utils.data.Subset(_Images(self.source, self.size), order.tolist()),
+        loader = DataLoader(torch.utils.data.Subset(_Images(self.source, self.size, indices), order.tolist()),
                             batch_size=self.batch_size, num_workers=self.num_workers, drop_last=True,
                             persistent_workers=False, pin_memory=torch.cuda.is_available())
         yield from loader

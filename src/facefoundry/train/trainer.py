@@ -33,6 +33,7 @@ from facefoundry.progress import track
 from facefoundry.tracking import dvc_dir_hash
 from facefoundry.train.checkpoint import read_checkpoint
 from facefoundry.train.feed import Feeder, image_size_of
+from facefoundry.train.mixup import combine, source_targets
 from facefoundry.train.schedule import lr_at
 
 CHECKPOINT = "checkpoint.pt"
@@ -78,8 +79,13 @@ class TrainResult:
     resumed_from: int = 0
 
 
-def fingerprint(cfg: Config, dataset_digest: str, init_digest: str | None = None) -> str:
+def fingerprint(cfg: Config, dataset_digest: str, init_digest: str | None = None,
+                domain_digest: str | None = None) -> str:
     t = {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
+    if domain_digest is None:  # no second domain: the fingerprint runs had before domain mixup existed
+        t.pop("domain_mixup", None)
+    else:
+        t["domain_mixup"] = {**t["domain_mixup"], "digest": domain_digest}
     if t.get("init") is None:  # no starting model: the fingerprint runs had before train.init existed
         t.pop("init", None)
         t.pop("init_arch", None)
@@ -119,8 +125,13 @@ class Trainer:
         else:  # the starting model's architecture and weights (train.backbone's dropout); the head is new
             self.backbone = IResNet(**{**start.backbone.config, "dropout": b.dropout})
             self.backbone.load_state_dict(start.backbone.state_dict())
+        self.domain = self._domain_mixup()
+        classes = self.source.num_classes + (self.domain.num_classes if self.domain is not None else 0)
+        if self.source.mix_labels is not None:
+            log(f"{self.source.root}: soft labels (identity mixup) on {int((self.source.mix_labels >= 0).sum())} "
+                f"of {len(self.source)} images")
         h = self.t.head
-        self.head = MarginHead(self.source.num_classes, self.backbone.config["embedding_size"], h.name, h.s, h.m1,
+        self.head = MarginHead(classes, self.backbone.config["embedding_size"], h.name, h.s, h.m1,
                                h.m2, h.m3, h.m, h.h, h.t_alpha)
         self.net = _Net(self.backbone, self.head).to(self.device)
         self.ddp = self.net
@@ -138,7 +149,26 @@ class Trainer:
             if self.t.verify_data else {}
         self.feeder = Feeder(self.source, self.size, self.t.batch_size, self.t.preload_max_mb,
                              self.t.num_workers, self.rank, self.world, progress=log)
-        self.fingerprint = fingerprint(cfg, self.dataset_digest, self.init_info.get("md5"))
+        self.domain_digest = dvc_dir_hash(self.domain.source.root) if self.domain is not None else None
+        self.fingerprint = fingerprint(cfg, self.dataset_digest, self.init_info.get("md5"), self.domain_digest)
+
+    def _domain_mixup(self):  # noqa: ANN202 - DomainMixup | None
+        """``train.domain_mixup``: the second domain, or None (off, or ψ = 1 everywhere: training on S alone)."""
+        dm = self.t.domain_mixup
+        if dm.dataset is None:
+            return None
+        from facefoundry.sampling.mixup import is_identity
+        from facefoundry.train.mixup import DomainMixup
+
+        if is_identity(dm.psi):
+            self.log(f"train.domain_mixup: ψ = 1 for every batch, which is training on {self.source.root} alone; "
+                     f"{dm.dataset} is not used")
+            return None
+        return DomainMixup(dm, self.size, self.t.batch_size, self.t.preload_max_mb, self.t.num_workers,
+                           self.source.num_classes, self.cfg.base.seed, self.t.min_images_per_identity, self.log)
+
+    def _prepare(self, images: torch.Tensor) -> torch.Tensor:
+        return self.augment(random_hflip(self.preprocess(images), self.t.flip_prob)).to(self.device, non_blocking=True)
 
     def _load_init(self) -> FRModel:
         """``train.init``: backbone weights and preprocessing to start from (a folder, ``.pth`` or ``.onnx``)."""
@@ -205,17 +235,23 @@ class Trainer:
             self.net.train()
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             lr = self.t.lr
-            batches = track(self.feeder.epoch(self.cfg.base.seed + epoch), total=steps, unit="batch",
+            batches = track(self.feeder.epoch(self.cfg.base.seed + epoch, indices=True), total=steps, unit="batch",
                             desc=f"train {epoch + 1}/{self.t.epochs}", disable=self.rank != 0)
-            for i, (images, labels) in enumerate(batches):
+            if self.domain is not None:
+                self.domain.start_epoch(epoch)
+            for i, (images, labels, idx) in enumerate(batches):
                 step = epoch * steps + i
                 lr = lr_at(step, total, self.t.lr, warm, self.t.schedule, milestones, self.t.gamma)
                 for g in self.opt.param_groups:
                     g["lr"] = lr
-                x = self.augment(random_hflip(self.preprocess(images), self.t.flip_prob)).to(self.device,
-                                                                                             non_blocking=True)
+                x = self._prepare(images)
                 labels = labels.to(self.device)
-                targets, weights = labels, None
+                targets, weights = source_targets(self.source, labels, idx)  # soft labels of identity mixup
+                if self.domain is not None:  # SynFace domain mixup, one ψ per batch
+                    r_images, r_targets, r_weights = self.domain.next_batch(self.device)
+                    psi = self.domain.psi()
+                    x = psi * x + (1 - psi) * self._prepare(r_images)
+                    targets, weights = combine(targets, weights, r_targets, r_weights, psi)
                 if self.mixer is not None:
                     x, targets, weights = self.mixer(x, labels)
                 loss, emb = self.ddp(x, targets, weights, self.amp)
@@ -247,11 +283,22 @@ class Trainer:
                 on_epoch(stats)
         return TrainResult(model_dir=self.out / "model", history=history, resumed_from=start)
 
+    def _mixup_info(self) -> dict:
+        out: dict = {}
+        if self.source.mix_labels is not None:
+            out["soft_labels"] = int((self.source.mix_labels >= 0).sum())
+        if self.domain is not None:
+            out["domain_mixup"] = {"dataset": str(self.domain.source.root), "dataset_dvc_md5": self.domain_digest,
+                                   "label_offset": self.source.num_classes, "classes": self.domain.num_classes,
+                                   "psi": self.domain.grid.tolist()}
+        return out
+
     def export(self, info: dict) -> FRModel:
         """Write the model folder (+ ONNX) from the current weights."""
         self.net.eval()
         model = FRModel(self.backbone.cpu(), self.preprocess,
-                        {"num_classes": self.source.num_classes, "dataset": str(self.source.root),
+                        {"num_classes": self.head.weight.shape[0], "dataset": str(self.source.root),
+                         **self._mixup_info(),
                          "dataset_dvc_md5": self.dataset_digest, "fingerprint": self.fingerprint,
                          **({"init": self.init_info} if self.init_info else {}), **info},
                         self.head.cpu())

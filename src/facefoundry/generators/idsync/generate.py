@@ -37,6 +37,8 @@ from facefoundry.device import resolve_device
 from facefoundry.generators.feed import to_uint8
 from facefoundry.generators.idsync.model import IDSync, conditioning_space, load_identity_vectors, load_model_folder
 from facefoundry.generators.registry import GENERATORS
+from facefoundry.generators.sampling import uniform_count
+from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
 from facefoundry.progress import track
 from facefoundry.sampling import IdentityPCA, perturb
 from facefoundry.tracking import run_active
@@ -128,14 +130,19 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
     vectors = conditioning_space(raw, mean)  # PCA, sampling and noise all act in the space the model is conditioned on
     seed = cfg.base.seed
     pca = identity_pca(vectors, gi.pca_components)
-    centres, vecs = sample_vectors(pca, g.identities, g.images_per_identity, gi.noise_variance,
+    per = uniform_count(g)
+    centres, vecs = sample_vectors(pca, g.identities, per, gi.noise_variance,
                                    np.random.default_rng([seed, 41]), np.random.default_rng([seed, 42]))
-    sim = (vecs * np.repeat(centres, g.images_per_identity, 0)).sum(1)
-    labels = np.repeat(np.arange(g.identities), g.images_per_identity)
+    sim = (vecs * np.repeat(centres, per, 0)).sum(1)
+    labels = np.repeat(np.arange(g.identities), per)
+    mix = None
+    if g.mixup.enabled:  # SynFace identity mixup with the partner's centre, renormalised (own random stream)
+        mix = draw_partners(labels, g.identities, ratio_grid(g.mixup.phi), np.random.default_rng([seed, 51]))
+        vecs = mix_vectors(vecs, centres[np.maximum(mix.partner, 0)], mix, renormalise=True)
     info = model.info
     log(f"idsync: {len(vectors)} training vectors ({info.get('encoder_name', '?')} space, {vectors.shape[1]}-d"
         f"{', centred' if mean is not None else ''}), "
-        f"PCA {len(pca.variances_)} components; {g.identities} identities × {g.images_per_identity}, "
+        f"PCA {len(pca.variances_)} components; {g.identities} identities × {per}, "
         f"noise σ²={gi.noise_variance:g} (cos to centre {sim.mean():.3f}); DPM-Solver++ {gi.steps} steps, "
         f"guidance {gi.guidance:g}")
     meta = {"generator": "idsync", "num_classes": g.identities, "image_size": model.image_size, "seed": seed,
@@ -145,6 +152,8 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
             "solver": f"dpmsolver++ order {gi.solver_order}", "pca_components": len(pca.variances_),
             "centre_vectors": mean is not None,
             "idsync": gi.model_dump(mode="json")}
+    if mix is not None:
+        meta["mixup"] = {"phi": ratio_grid(g.mixup.phi).tolist(), "mixed_images": int(mix.mixed.sum())}
     key = hashlib.sha256(json.dumps([meta, g.model_dump(mode="json"), FORMAT_VERSION], sort_keys=True,
                                     default=str).encode()).hexdigest()
     sampler = make_sampler(model, gi)
@@ -160,8 +169,12 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
             for k, img in enumerate(imgs):
                 j = s + k
                 label = int(labels[j])
-                w.add(img, label, f"idsync_{label:06d}", "idsync",
-                      {"similarity_to_centre": round(float(sim[j]), 5), "noise_variance": gi.noise_variance})
+                params = {"similarity_to_centre": round(float(sim[j]), 5), "noise_variance": gi.noise_variance}
+                if mix is None:
+                    w.add(img, label, f"idsync_{label:06d}", "idsync", params)
+                else:
+                    params["mixup"] = mix.record(j)
+                    w.add(img, label, f"idsync_{label:06d}", "idsync", params, int(mix.partner[j]), float(mix.phi[j]))
     secs = time.perf_counter() - t0
     done = len(vecs) - start
     log(f"idsync: {done} images in {secs:.0f}s ({done / max(secs, 1e-9):.2f} img/s at {gi.steps} steps)")

@@ -9,7 +9,7 @@ from typing import Callable
 
 import numpy as np
 
-from facefoundry.config import Config, RenderCfg, deep_merge
+from facefoundry.config import Config, Range, RenderCfg, deep_merge
 from facefoundry.data.writer import DatasetWriter
 from facefoundry.device import resolve_device
 from facefoundry.errors import FaceFoundryError
@@ -17,6 +17,7 @@ from facefoundry.generators.registry import GENERATORS
 from facefoundry.generators.render.head import IDENTITY
 from facefoundry.generators.render.renderer import FaceRenderer, Identity
 from facefoundry.generators.sampling import perturb, sample_separated
+from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
 from facefoundry.progress import track
 from facefoundry.verification.binfile import write_bin
 
@@ -27,6 +28,35 @@ def sample_identities(n: int, min_distance: float, seed: int, existing: np.ndarr
     rng = np.random.default_rng(seed)
     vecs = sample_separated(n, len(IDENTITY), min_distance, rng, existing)
     return [Identity(v, int(rng.integers(2**31))) for v in vecs]
+
+
+# SynFace's attribute-controlled datasets: the factors each `generate.vary` lets change per image
+FACTORS = {"pose": ("yaw", "pitch", "roll"), "expression": ("smile", "mouth_open", "brows", "eye_closure"),
+           "illumination": ("light_azimuth", "light_elevation", "light_intensity", "ambient", "color_temperature")}
+
+
+def controlled(variations: list[dict], cfg: RenderCfg, vary: str) -> list[dict]:
+    """Keep only the ``vary`` factor's per-image draws; every other factor takes one value for the whole
+    dataset (ranges at their midpoint, no glasses, hat or JPEG, the first image's background and noise)."""
+    if vary == "all" or not variations:
+        return variations
+    keep = set(FACTORS.get(vary, ()))
+    ref = variations[0]
+    out = []
+    for v in variations:
+        w = dict(v)
+        for name, value in v.items():
+            if name in keep:
+                continue
+            r = getattr(cfg, name, None)
+            if isinstance(r, Range):
+                w[name] = (r.min + r.max) / 2
+            elif name in ("glasses", "hat", "jpeg"):
+                w[name] = False
+            else:
+                w[name] = ref[name]
+        out.append(w)
+    return out
 
 
 def render_batches(renderer: FaceRenderer, idents: list[Identity], variations: list[dict], batch: int,
@@ -47,21 +77,37 @@ def generate_render(cfg: Config, log: Callable[[str], None] = print) -> Path:
     renderer = FaceRenderer(g.render, cfg.base.image_size, resolve_device(cfg.base.device))
     idents = sample_identities(g.identities, g.min_identity_distance, cfg.base.seed)
     rng = np.random.default_rng([cfg.base.seed, 1])
-    jobs = [label for label in range(g.identities) for _ in range(g.images_per_identity)]
-    variations = renderer.sample_variations(len(jobs), rng)
+    jobs = [label for label, n in enumerate(g.image_counts()) for _ in range(n)]
+    variations = controlled(renderer.sample_variations(len(jobs), rng), g.render, g.vary)
     meta = {"generator": "render", "num_classes": g.identities, "image_size": cfg.base.image_size,
             "seed": cfg.base.seed, "render": g.render.model_dump(mode="json"), "triangles": renderer.num_triangles}
+    if g.vary != "all":
+        meta["vary"] = g.vary
+    people = [idents[j] for j in jobs]
+    mix = None
+    if g.mixup.enabled:  # SynFace identity mixup of the identity parameters (own stream: φ = 1 changes nothing)
+        mix = draw_partners(np.asarray(jobs), g.identities, ratio_grid(g.mixup.phi),
+                            np.random.default_rng([cfg.base.seed, 51]))
+        own = np.stack([p.vector for p in people])
+        mixed = mix_vectors(own, np.stack([idents[max(p, 0)].vector for p in mix.partner]), mix, renormalise=False)
+        people = [Identity(mixed[j], p.texture_seed) for j, p in enumerate(people)]
+        meta["mixup"] = {"phi": ratio_grid(g.mixup.phi).tolist(), "mixed_images": int(mix.mixed.sum())}
     key = hashlib.sha256(json.dumps([meta, g.model_dump(mode="json"), FORMAT_VERSION], sort_keys=True).encode())
     with DatasetWriter(g.out, meta, g.image_format, resume_key=key.hexdigest()) as w:
         start = w.done - w.done % g.batch_size  # restart at a batch boundary: same batches, same pixels
         w.truncate(start)
-        for s, imgs, lms in render_batches(renderer, [idents[j] for j in jobs], variations, g.batch_size, log,
-                                            "render", start):
+        for s, imgs, lms in render_batches(renderer, people, variations, g.batch_size, log, "render", start):
             for k, (img, lm) in enumerate(zip(imgs, lms)):
-                label = jobs[s + k]
-                params = {**idents[label].as_params(), "variation": variations[s + k],
+                j = s + k
+                label = jobs[j]
+                params = {**idents[label].as_params(), "variation": variations[j],
                           "landmarks": np.round(lm, 3).tolist()}
-                w.add(img, label, f"render_{label:05d}", "render", params)
+                if mix is None:
+                    w.add(img, label, f"render_{label:05d}", "render", params)
+                else:
+                    params["mixup"] = mix.record(j)
+                    w.add(img, label, f"render_{label:05d}", "render", params, int(mix.partner[j]),
+                          float(mix.phi[j]))
     return Path(g.out)
 
 

@@ -42,6 +42,8 @@ from facefoundry.data.writer import DatasetWriter
 from facefoundry.device import resolve_device
 from facefoundry.errors import FaceFoundryError
 from facefoundry.generators.registry import GENERATORS
+from facefoundry.generators.sampling import uniform_count
+from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
 from facefoundry.generators.vec2face.model import Vec2Face, load_model_folder
 from facefoundry.generators.vec2face.training import ID_LABELS, ID_VECTORS, to_uint8
 from facefoundry.progress import track
@@ -267,8 +269,14 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
         mask = gv.mask_ratio if gv.mask_ratio is not None else model.generate_sampler.expected()
         centres, records = run_attrop(model, get_encoder(), centres, gv.attrop, np.random.default_rng([seed, 22]),
                                       pose.to(device) if pose is not None else None, device, mask, seed, log)
-    vecs, sigma, sim = variations(space, centres, g.images_per_identity, gv, np.random.default_rng([seed, 23]))
-    labels = np.repeat(np.arange(g.identities), g.images_per_identity)
+    per = uniform_count(g)
+    vecs, sigma, sim = variations(space, centres, per, gv, np.random.default_rng([seed, 23]))
+    labels = np.repeat(np.arange(g.identities), per)
+    mix = None
+    if g.mixup.enabled:  # SynFace identity mixup with the partner's centre, renormalised (own random stream)
+        mix = draw_partners(labels, g.identities, ratio_grid(g.mixup.phi), np.random.default_rng([seed, 51]))
+        vecs = mix_vectors(vecs, centres[np.maximum(mix.partner, 0)], mix, renormalise=True)
+        log(f"vec2face: identity mixup, {int(mix.mixed.sum())} of {len(vecs)} images mixed (φ from {g.mixup.phi})")
     geometry = None
     if model.attr_dim:  # each image its own pose and expression, drawn from the training geometry
         from facefoundry.identity.attributes import sample_codes
@@ -289,6 +297,8 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
     meta = {"generator": "vec2face", "num_classes": g.identities, "image_size": model.image_size, "seed": seed,
             "model": str(gv.model), "model_fingerprint": index.get("fingerprint"), "encoder": index.get("encoder"),
             "vec2face": gv.model_dump(mode="json"), "mask_ratio": mask_note, "judge": study}
+    if mix is not None:
+        meta["mixup"] = {"phi": ratio_grid(g.mixup.phi).tolist(), "mixed_images": int(mix.mixed.sum())}
     key = hashlib.sha256(json.dumps([meta, g.model_dump(mode="json"), FORMAT_VERSION], sort_keys=True,
                                     default=str).encode()).hexdigest()
     t0 = time.perf_counter()
@@ -310,7 +320,12 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
                           "attrop": records[label]}
                 if geometry is not None:
                     params["geometry"] = [round(float(c), 3) for c in geometry[j]]
-                w.add(img, label, f"vec2face_{label:06d}", "vec2face", params)
+                if mix is None:
+                    w.add(img, label, f"vec2face_{label:06d}", "vec2face", params)
+                else:
+                    params["mixup"] = mix.record(j)
+                    w.add(img, label, f"vec2face_{label:06d}", "vec2face", params, int(mix.partner[j]),
+                          float(mix.phi[j]))
     secs = time.perf_counter() - t0
     log(f"vec2face: {len(vecs) - start} images in {secs:.0f}s ({(len(vecs) - start) / max(secs, 1e-9):.1f} img/s)")
 

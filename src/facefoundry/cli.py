@@ -90,6 +90,45 @@ def benchmark() -> None:
 
 
 @app.command()
+def synlfw(like: Optional[str] = typer.Option(None, "--like", help="Reference .bin whose pair count and "
+                                              "same/different order are copied (default: synlfw.like)."),
+           out: Optional[str] = typer.Option(None, "--out", help=".bin to write (default: synlfw.out)."),
+           ratio: Optional[float] = typer.Option(None, "--ratio", help="Syn-LFW-R: identity mixing ratio R in "
+                                                 "[0, 1]; 1 = plain Syn-LFW (default: synlfw.ratio)."),
+           generator: Optional[str] = typer.Option(None, "--generator", help="Generator name (default: "
+                                                   "synlfw.generator)."),
+           table: Optional[str] = typer.Option(None, "--table", help="render: CSV of per-image variations "
+                                               "(yaw, smile, …), one row per image (default: synlfw.table).")
+           ) -> None:
+    """Syn-LFW (SynFace): a synthetic twin of a verification benchmark (.bin), same pairs, unseen identities."""
+    import json
+    import time
+
+    from facefoundry.generators.synlfw import make_synlfw, sidecar_path
+    from facefoundry.stages.common import log
+    from facefoundry.tracking import log_metrics, run_name, stage_run
+    from facefoundry.verification.binfile import read_bin
+
+    given = {"like": like, "out": out, "ratio": ratio, "generator": generator, "table": table}
+    # strings as JSON (valid YAML), so a path such as `null` or `2024.bin` stays a path
+    cfg = _cfg([f"synlfw.{k}={v if isinstance(v, float) else json.dumps(v)}" for k, v in given.items()
+                if v is not None])
+    _writable(os.path.dirname(os.path.abspath(cfg.synlfw.out)))
+    s = cfg.synlfw
+    with stage_run(cfg, "synlfw", ["generate", "benchmark", "synlfw"], {"facefoundry.generator": s.generator},
+                   name=run_name("benchmark", "synlfw", s.generator, f"R={s.ratio:g}")):
+        t0 = time.perf_counter()
+        path = make_synlfw(cfg, log)
+        pairs = read_bin(path)
+        meta = json.loads(sidecar_path(path).read_text())
+        log_metrics({"pairs": len(pairs.issame), "positives": int(pairs.issame.sum()),
+                     "identities": meta["identities"], "ratio": s.ratio, "mixed_images": meta["mixed_images"],
+                     "seconds": time.perf_counter() - t0})
+        log(f"wrote Syn-LFW: {len(pairs.issame)} pairs, {meta['identities']} identities, R = {s.ratio:g} "
+            f"({meta['mixed_images']} images mixed), generator {s.generator} → {path} (record: {sidecar_path(path)})")
+
+
+@app.command()
 def validate(dataset: Optional[str] = typer.Option(None, help="Dataset folder (default: train.dataset)."),
              out: str = typer.Option("outputs/validate/metrics.json", help="Where to write data metrics.")) -> None:
     """Check a dataset: manifest, labels, identity counts, every image's size and hash."""

@@ -138,3 +138,20 @@ def test_judges_see_one_vector_alike_and_sigma_study_shape(model_dir: Path) -> N
     assert study["judge_tiny_same_vector"] > study["judge_tiny_different_vectors"]
     grid = sigma_grid(model, space, centres, g, torch.device("cpu"), seed=0)
     assert len(grid) == 4 and all(len(row) == 4 for row in grid) and grid[0][0].shape == (32, 32, 3)
+
+
+def test_identity_mixup_mixes_vectors_and_phi_one_changes_no_pixel(
+        tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SynFace identity mixup on Vec2Face: soft labels in the manifest; φ = 1 is the plain dataset."""
+    monkeypatch.setattr(identity_pkg, "load_encoder", lambda spec: TinyEncoder())
+    load_builtin()
+    off = {"enabled": False}
+    plain = read_manifest(GENERATORS.get("vec2face")(gen_cfg(tmp_path, model_dir, "plain", attrop=off), lambda m: None))
+    one = gen_cfg(tmp_path, model_dir, "one", attrop=off)
+    one.generate.mixup.enabled, one.generate.mixup.phi = True, [1.0]
+    assert read_manifest(GENERATORS.get("vec2face")(one, lambda m: None)).sha256 == plain.sha256
+    mixed = gen_cfg(tmp_path, model_dir, "mixed", attrop=off)
+    mixed.generate.mixup.enabled, mixed.generate.mixup.phi = True, [0.5]
+    m = read_manifest(GENERATORS.get("vec2face")(mixed, lambda m: None))
+    assert all(p != lab and 0 <= p < 5 for p, lab in zip(m.mix_label, m.label)) and set(m.mix_weight) == {0.5}
+    assert m.meta["mixup"]["mixed_images"] == 20 and m.sha256 != plain.sha256

@@ -55,15 +55,17 @@ def test_adaface_formula():
         assert float(got[i]) == pytest.approx(want, abs=1e-5)
 
 
-def test_soft_labels_are_weighted_sum_of_hard_losses():
+def test_soft_labels_mix_the_margin_logits_as_synface_does():
     h, emb, labels, _ = head_and_batch("arcface")
     other = torch.tensor([2, 2, 0, 1])
     norms = torch.ones(4, 1)
     w = torch.tensor([0.7, 0.5, 1.0, 0.2])
     soft = h(emb, norms, torch.stack([labels, other], 1), torch.stack([w, 1 - w], 1)).detach()
-    ce = lambda y: F.cross_entropy(h.logits(emb, norms, y), y, reduction="none").detach()  # noqa: E731
+    z = (w[:, None] * h.logits(emb, norms, labels) + (1 - w[:, None]) * h.logits(emb, norms, other)).detach()
+    ce = lambda y: F.cross_entropy(z, y, reduction="none")  # noqa: E731
     assert float(soft) == pytest.approx(float((w * ce(labels)).mean() + ((1 - w) * ce(other)).mean()), rel=1e-5)
-    assert float(h(emb, norms, labels).detach()) == pytest.approx(float(ce(labels).mean()), rel=1e-5)
+    hard = F.cross_entropy(h.logits(emb, norms, labels), labels).detach()
+    assert float(h(emb, norms, labels).detach()) == pytest.approx(float(hard), rel=1e-5)
 
 
 def test_adaface_updates_norm_statistics_in_training_only():
@@ -83,18 +85,20 @@ def test_unknown_head():
 
 
 def test_soft_label_cross_entropy_matches_a_hand_computed_value():
-    """Two classes at known angles, s = 2, CosFace m = 0.5: loss = φ·CE(label) + (1 − φ)·CE(partner)."""
+    """Two classes at known angles, s = 2, CosFace m = 0.5, φ = 0.7: the logits with the margin on the label and
+    on the partner are mixed 0.7 / 0.3 (SynFace's official form), then loss = φ·CE(z, label) + (1 − φ)·CE(z, partner)."""
     h = MarginHead(2, 2, "cosface", s=2.0, m3=0.5)
     with torch.no_grad():
         h.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     emb = torch.tensor([[0.6, 0.8]])  # cos to class 0: 0.6, to class 1: 0.8
     phi = 0.7
-    # CE with label 0: logits (2·(0.6−0.5), 2·0.8) = (0.2, 1.6); with label 1: (1.2, 2·(0.8−0.5)) = (1.2, 0.6)
-    ce0 = -math.log(math.exp(0.2) / (math.exp(0.2) + math.exp(1.6)))
-    ce1 = -math.log(math.exp(0.6) / (math.exp(1.2) + math.exp(0.6)))
-    hand = phi * ce0 + (1 - phi) * ce1  # = 0.7·1.6204 + 0.3·1.0375 = 1.4455
+    # margin on label 0: (2·(0.6−0.5), 2·0.8) = (0.2, 1.6); on label 1: (2·0.6, 2·(0.8−0.5)) = (1.2, 0.6)
+    # mixed: 0.7·(0.2, 1.6) + 0.3·(1.2, 0.6) = (0.5, 1.3)
+    ce0 = math.log(1 + math.exp(1.3 - 0.5))  # −log softmax(z)[0] = 1.17108
+    ce1 = math.log(1 + math.exp(0.5 - 1.3))  # −log softmax(z)[1] = 0.37110
+    hand = phi * ce0 + (1 - phi) * ce1  # = 0.7·1.17108 + 0.3·0.37110 = 0.93109
     loss = h(emb, emb.norm(dim=1), torch.tensor([[0, 1]]), torch.tensor([[phi, 1 - phi]]))
-    assert float(loss.detach()) == pytest.approx(hand, abs=1e-6) and hand == pytest.approx(1.4455, abs=1e-4)
+    assert float(loss.detach()) == pytest.approx(hand, abs=1e-6) and hand == pytest.approx(0.93109, abs=1e-4)
     # weight 1 on the own label and 0 on a partner is the hard-label loss, exactly
     hard = h(emb, emb.norm(dim=1), torch.tensor([0]))
     assert torch.equal(h(emb, emb.norm(dim=1), torch.tensor([[0, 1]]), torch.tensor([[1.0, 0.0]])), hard)

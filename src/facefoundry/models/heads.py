@@ -1,9 +1,12 @@
 """Margin heads: class centres + a margin, returning the (soft-label) loss.
 
-Targets may be soft: ``labels`` ``[B, K]`` with ``weights`` ``[B, K]`` (summing to 1)
-gives ``Σ_k w_k · CE(margin logits for label_k, label_k)``, the mixup form SynFace
-uses for identity and domain mixup. Hard labels are ``K = 1`` with weight 1, so the
-trainer never needs to know which one it is feeding.
+Targets may be soft: ``labels`` ``[B, K]`` with ``weights`` ``[B, K]`` (summing to 1), the
+form SynFace's official training uses for identity and domain mixup: the logits are mixed,
+``z = Σ_k w_k · z_k`` with ``z_k`` the margin logits for ``label_k`` (each label's column
+carries its margin scaled by its weight), and the loss is ``Σ_k w_k · CE(z, label_k)`` on
+that one softmax, lowest where the class probabilities equal the weights. Hard labels are
+``K = 1`` with weight 1 (``z = z_1``), so the trainer never needs to know which it is feeding,
+and weights ``(1, 0)`` give exactly the hard-label loss.
 """
 
 from __future__ import annotations
@@ -75,8 +78,11 @@ class MarginHead(ConfigModule):
         if self.kind == "adaface" and self.training:
             self._update_norm_stats(norms)
         cos = self.cosines(emb)
+        w = weights.to(cos.dtype)
+        z = w[:, :1] * self.logits(emb, norms, labels[:, 0], cos)
+        for k in range(1, labels.shape[1]):
+            z = z + w[:, k:k + 1] * self.logits(emb, norms, labels[:, k], cos)
         loss = emb.new_zeros((), dtype=torch.float32)
         for k in range(labels.shape[1]):
-            ce = F.cross_entropy(self.logits(emb, norms, labels[:, k], cos), labels[:, k], reduction="none")
-            loss = loss + (weights[:, k] * ce).mean()
+            loss = loss + (w[:, k] * F.cross_entropy(z, labels[:, k], reduction="none")).mean()
         return loss

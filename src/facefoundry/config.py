@@ -203,6 +203,13 @@ class GenerateCfg(Strict):
                              "identity_groups")
         return self
 
+    @property
+    def shape(self) -> str:
+        """``N×S`` (or ``N×S₁…S₂`` for a long tail), for run names and logs."""
+        counts = self.image_counts()
+        lo, hi = min(counts), max(counts)
+        return f"{self.identities}×{lo}" if lo == hi else f"{self.identities}×{lo}…{hi}"
+
     def image_counts(self) -> list[int]:
         """Images of each identity, from images_per_identity, total_images or identity_groups."""
         if self.identity_groups is not None:

@@ -21,7 +21,7 @@ def run_generate(cfg: Config) -> None:
     load_builtin()
     fn = GENERATORS.get(cfg.generate.generator)
     g = cfg.generate
-    name = run_name("generate", g.generator, f"{g.identities}×{g.images_per_identity}")
+    name = run_name("generate", g.generator, g.shape)
     with stage_run(cfg, "generate", ["generate"], {"facefoundry.generator": g.generator}, name=name):
         DatasetWriter.last = {}
         t0 = time.perf_counter()

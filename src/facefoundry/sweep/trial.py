@@ -237,7 +237,7 @@ def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tup
                           {"sources": list(f.sources), "seed": cfg.base.seed})
     else:
         info = _make_once(Path(cfg.generate.out), keys["generate"], "generate", trial_id, times,
-                          lambda: run_generate(cfg), log, f"{gen.generator}, {gen.identities}×{gen.images_per_identity}",
+                          lambda: run_generate(cfg), log, f"{gen.generator}, {gen.shape}",
                           {"generator": gen.generator, "seed": cfg.base.seed, "image_size": cfg.base.image_size})
     if "realism" in keys:
         from facefoundry.stages.realism import run_realism

@@ -280,3 +280,28 @@ def test_epoch_scorer_leaves_training_unchanged(tmp_path):
     for (k, v1), v2 in zip(plain.net.state_dict().items(), hooked.net.state_dict().values()):
         assert torch.equal(v1, v2), k
     assert json.dumps(accs)
+
+
+def test_synface_specs_parse_and_every_point_is_a_valid_recipe():
+    """SynFace's sweeps: φ/ψ sets and width × depth; the shape grids (fixed total, long tail, attributes)."""
+    from facefoundry.config import Config
+
+    s = load_spec(ROOT / "experiments" / "sweep_synface.yaml")
+    assert set(s.dims) == {"generate.mixup.phi", "train.domain_mixup.psi", "generate.identities"}
+    assert s.base_config.generate.mixup.enabled and s.base_config.generate.total_images == 1600
+    expected = {"sweep_synface_shape": 5, "sweep_synface_long_tail": 3, "sweep_synface_attributes": 5}
+    for name, points in expected.items():
+        g = load_spec(ROOT / "experiments" / f"{name}.yaml")
+        assert g.has_grid and g.trials == g.grid_size == points, name
+        (key, dim), = g.dims.items()
+        for value in dim.values:  # each grid point gives a valid generate section
+            raw = g.base_config.model_dump(mode="json")
+            raw["generate"][key.split(".")[1]] = value
+            counts = Config.model_validate(raw).generate.image_counts()
+            assert min(counts) >= 2, (name, value)
+    tail = load_spec(ROOT / "experiments" / "sweep_synface_long_tail.yaml")
+    totals = {sum(Config.model_validate({**tail.base_config.model_dump(mode="json"),
+                                         "generate": {**tail.base_config.generate.model_dump(mode="json"),
+                                                      "identity_groups": v}}).generate.image_counts())
+              for v in tail.dims["generate.identity_groups"].values}
+    assert totals == {2500}  # the paper's splits all hold the same number of images

@@ -153,7 +153,7 @@ class IDSyncGenCfg(Strict):
 
 # SynFace's mixing ratios: the official code draws from linspace(0, 1.05, 21, endpoint=False) = 0, 0.05, …, 1.0;
 # the paper's Syn1 / Syn2 / Syn3 datasets fix φ at 1.0, at 0.8, or draw it from linspace(0.6, 1.0, 11).
-RatioGrid = Literal["official", "syn1", "syn2", "syn3"] | list[Prob]
+RatioGrid = Literal["official", "syn1", "syn2", "syn3"] | Annotated[list[Prob], Field(min_length=1)]
 
 
 class IdentityMixupCfg(Strict):
@@ -163,13 +163,6 @@ class IdentityMixupCfg(Strict):
 
     enabled: bool = False
     phi: RatioGrid = "official"  # the set φ is drawn from, per image (φ = 1: no partner)
-
-    @field_validator("phi")
-    @classmethod
-    def _nonempty(cls, v: Any) -> Any:
-        if isinstance(v, list) and not v:
-            raise ValueError("phi needs at least one ratio")
-        return v
 
 
 class GenerateCfg(Strict):
@@ -307,13 +300,6 @@ class DomainMixupCfg(Strict):
 
     dataset: str | None = None  # the second domain (any dataset layout); None: off
     psi: RatioGrid = "official"  # the set ψ is drawn from, per batch
-
-    @field_validator("psi")
-    @classmethod
-    def _nonempty(cls, v: Any) -> Any:
-        if isinstance(v, list) and not v:
-            raise ValueError("psi needs at least one ratio")
-        return v
 
 
 class TrainCfg(Strict):

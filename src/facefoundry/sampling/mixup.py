@@ -59,6 +59,11 @@ class IdentityMix:
     def record(self, j: int) -> dict:
         return {"partner": int(self.partner[j]), "phi": float(self.phi[j])}
 
+    def soft_label(self, j: int, params: dict) -> tuple[int, float]:
+        """Image ``j``'s ``(partner, φ)`` for the manifest; notes the mix in its ``params`` too."""
+        params["mixup"] = self.record(j)
+        return int(self.partner[j]), float(self.phi[j])
+
 
 def draw_partners(labels: np.ndarray, num_identities: int, grid: np.ndarray,
                   rng: np.random.Generator) -> IdentityMix:

@@ -170,11 +170,8 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
                 j = s + k
                 label = int(labels[j])
                 params = {"similarity_to_centre": round(float(sim[j]), 5), "noise_variance": gi.noise_variance}
-                if mix is None:
-                    w.add(img, label, f"idsync_{label:06d}", "idsync", params)
-                else:
-                    params["mixup"] = mix.record(j)
-                    w.add(img, label, f"idsync_{label:06d}", "idsync", params, int(mix.partner[j]), float(mix.phi[j]))
+                soft = () if mix is None else mix.soft_label(j, params)
+                w.add(img, label, f"idsync_{label:06d}", "idsync", params, *soft)
     secs = time.perf_counter() - t0
     done = len(vecs) - start
     log(f"idsync: {done} images in {secs:.0f}s ({done / max(secs, 1e-9):.2f} img/s at {gi.steps} steps)")

@@ -102,12 +102,8 @@ def generate_render(cfg: Config, log: Callable[[str], None] = print) -> Path:
                 label = jobs[j]
                 params = {**idents[label].as_params(), "variation": variations[j],
                           "landmarks": np.round(lm, 3).tolist()}
-                if mix is None:
-                    w.add(img, label, f"render_{label:05d}", "render", params)
-                else:
-                    params["mixup"] = mix.record(j)
-                    w.add(img, label, f"render_{label:05d}", "render", params, int(mix.partner[j]),
-                          float(mix.phi[j]))
+                soft = () if mix is None else mix.soft_label(j, params)
+                w.add(img, label, f"render_{label:05d}", "render", params, *soft)
     return Path(g.out)
 
 

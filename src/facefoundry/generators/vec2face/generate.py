@@ -320,12 +320,8 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
                           "attrop": records[label]}
                 if geometry is not None:
                     params["geometry"] = [round(float(c), 3) for c in geometry[j]]
-                if mix is None:
-                    w.add(img, label, f"vec2face_{label:06d}", "vec2face", params)
-                else:
-                    params["mixup"] = mix.record(j)
-                    w.add(img, label, f"vec2face_{label:06d}", "vec2face", params, int(mix.partner[j]),
-                          float(mix.phi[j]))
+                soft = () if mix is None else mix.soft_label(j, params)
+                w.add(img, label, f"vec2face_{label:06d}", "vec2face", params, *soft)
     secs = time.perf_counter() - t0
     log(f"vec2face: {len(vecs) - start} images in {secs:.0f}s ({(len(vecs) - start) / max(secs, 1e-9):.1f} img/s)")
 

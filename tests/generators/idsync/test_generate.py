@@ -103,3 +103,17 @@ def test_generation_counts_seeds_meta_and_resume(tmp_path: Path, model_dir: Path
     assert any("resuming after 4" in s for s in logs)
     r = read_manifest(tmp_path / "resumed")
     assert r.sha256 == m.sha256 and r.path == m.path
+
+
+def test_identity_mixup_records_soft_labels_and_phi_one_changes_no_pixel(tmp_path: Path, model_dir: Path) -> None:
+    load_builtin()
+    gen = GENERATORS.get("idsync")
+    plain = read_manifest(gen(gen_cfg(tmp_path, model_dir, "plain"), lambda s: None))
+    one = gen_cfg(tmp_path, model_dir, "one")
+    one.generate.mixup.enabled, one.generate.mixup.phi = True, [1.0]
+    assert read_manifest(gen(one, lambda s: None)).sha256 == plain.sha256
+    mixed = gen_cfg(tmp_path, model_dir, "mixed")
+    mixed.generate.mixup.enabled, mixed.generate.mixup.phi = True, [0.3]
+    m = read_manifest(gen(mixed, lambda s: None))
+    assert all(p != lab and 0 <= p < 5 for p, lab in zip(m.mix_label, m.label)) and set(m.mix_weight) == {0.3}
+    assert m.meta["mixup"]["mixed_images"] == 15 and m.sha256 != plain.sha256

@@ -125,7 +125,7 @@ class Vec2FaceGenCfg(Strict):
     min_similarity: Annotated[float, Field(ge=-1, lt=1)] | None = 0.5  # floor on cos(variation, centre)
     mask_ratio: Prob | None = None  # fixed generation mask ratio; None: the paper's truncated normal
     pca_components: PositiveInt | None = None
-    geometry_scale: NonNegFloat = 1.0  # spread of the sampled geometry codes (× the training spread), when the model has them
+    geometry_scale: NonNegFloat = 1.0  # spread of the sampled attribute codes (geometry or nuisance; × the training spread), when the model has them
     grid_identities: PositiveInt = 8  # σ grid: rows = identities, columns = σ (logged to MLflow)
     judge_images: Annotated[int, Field(ge=0)] = 400  # images the judges score per σ study (0: skip)
     attrop: AttrOPCfg = AttrOPCfg()
@@ -477,6 +477,11 @@ class Vec2FaceCfg(Strict):
     standardise_inputs: bool = False  # (v − training mean)·scale before the projection; paper: raw ArcFace features
     geometry_codes: Annotated[int, Field(ge=0, le=136)] = 0  # landmark-PCA axes added to the input (pose,
     # expression; facefoundry.identity.attributes), sampled per image at generation; 0 = the paper (vector only)
+    nuisance_codes: Annotated[int, Field(ge=0, le=256)] = 0  # learned nuisance code (VAE-style encoder of the
+    # target, KL to N(0, I); generators/vec2face/nuisance.py): hair, background, light, pose; drawn per image at
+    # generation. 0 = the paper. For unlabelled photos with one image per person
+    nuisance_kl_weight: NonNegFloat = 1e-3  # × KL (nats, summed over the code) beside the per-pixel MSE
+    nuisance_channels: PositiveInt = 32  # the nuisance encoder's first conv width (3 stride-2 levels)
     # -- fMAE mask ratio: normal truncated to [min, 1] ----------------------------------------------
     train_mask_min: Prob = 0.5  # paper 0.5
     train_mask_mean: float = 0.75  # paper 0.75
@@ -522,6 +527,8 @@ class Vec2FaceCfg(Strict):
         for key in ("heads", "decoder_heads"):
             if self.width % getattr(self, key):
                 raise ValueError(f"{key} {getattr(self, key)} does not divide width {self.width}")
+        if self.geometry_codes and self.nuisance_codes:
+            raise ValueError("geometry_codes and nuisance_codes both feed the attribute projection: set one")
         return self
 
 

@@ -73,9 +73,9 @@ def test_model_takes_geometry_codes_and_keeps_them_optional(tmp_path) -> None:
     with_codes = model.generate(v, generator=g(), attributes=codes)
     assert not torch.allclose(with_codes, model.generate(v, generator=g()))
     assert torch.equal(model.generate(v, generator=g()), model.generate(v, generator=g(), attributes=torch.zeros(3, 4)))
-    with pytest.raises(FaceFoundryError, match=r"geometry codes must be \[3, 4\]"):
+    with pytest.raises(FaceFoundryError, match=r"attribute codes must be \[3, 4\]"):
         model(v, attributes=torch.zeros(3, 5))
-    with pytest.raises(FaceFoundryError, match="takes no geometry codes"):
+    with pytest.raises(FaceFoundryError, match="takes no attribute codes"):
         tiny_model()(v, attributes=codes)
     save_model_folder(tmp_path / "m", model, None, {})
     loaded, _ = load_model_folder(tmp_path / "m")

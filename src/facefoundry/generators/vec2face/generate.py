@@ -278,11 +278,12 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
         vecs = mix_vectors(vecs, centres[np.maximum(mix.partner, 0)], mix, renormalise=True)
         log(f"vec2face: identity mixup, {int(mix.mixed.sum())} of {len(vecs)} images mixed (φ from {g.mixup.phi})")
     geometry = None
-    if model.attr_dim:  # each image its own pose and expression, drawn from the training geometry
+    code_kind = "nuisance" if index.get("nuisance_codes") else "geometry"
+    if model.attr_dim:  # each image its own code: pose and expression (geometry) or learned nuisance, N(0, I)
         from facefoundry.identity.attributes import sample_codes
 
         geometry = sample_codes(len(vecs), model.attr_dim, np.random.default_rng([seed, 24]), gv.geometry_scale)
-        log(f"vec2face: {model.attr_dim} geometry codes per image, spread {gv.geometry_scale:g}")
+        log(f"vec2face: {model.attr_dim} {code_kind} codes per image, spread {gv.geometry_scale:g}")
 
     judges = {}
     if gv.judge_images and cfg.identity.judges:
@@ -319,7 +320,7 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
                 params = {"sigma": float(sigma[j]), "similarity_to_centre": round(float(sim[j]), 5), "tau": gv.tau,
                           "attrop": records[label]}
                 if geometry is not None:
-                    params["geometry"] = [round(float(c), 3) for c in geometry[j]]
+                    params[code_kind] = [round(float(c), 3) for c in geometry[j]]
                 soft = () if mix is None else mix.soft_label(j, params)
                 w.add(img, label, f"vec2face_{label:06d}", "vec2face", params, *soft)
     secs = time.perf_counter() - t0

@@ -228,10 +228,10 @@ class Vec2Face(ConfigModule):
             id_vectors = (id_vectors - self.id_mean) * self.id_scale
         v = self.id_proj(id_vectors)
         if attributes is not None and self.attr_proj is None:
-            raise FaceFoundryError("Vec2Face: this model takes no geometry codes (attr_dim=0)")
+            raise FaceFoundryError("Vec2Face: this model takes no attribute codes (attr_dim=0)")
         if self.attr_proj is not None and attributes is not None:
             if tuple(attributes.shape) != (id_vectors.shape[0], self.attr_dim):
-                raise FaceFoundryError(f"Vec2Face: geometry codes must be [{id_vectors.shape[0]}, {self.attr_dim}], "
+                raise FaceFoundryError(f"Vec2Face: attribute codes must be [{id_vectors.shape[0]}, {self.attr_dim}], "
                                        f"got {list(attributes.shape)}")
             v = v + self.attr_proj(attributes.to(v.dtype))
         return v, self.feature_token(v.unsqueeze(-1)).transpose(1, 2)
@@ -324,8 +324,9 @@ def check_geometry(image_size: int, patch: int, multipliers: Sequence[int], widt
 # -- the model folder ----------------------------------------------------------------------------
 
 def save_model_folder(folder: str | Path, generator: Vec2Face, discriminator: ConfigModule | None,
-                      info: dict[str, Any]) -> None:
-    """``folder/vec2face_model.json`` + ``generator/`` (+ ``discriminator/``), diffusers-style."""
+                      info: dict[str, Any], extras: dict[str, ConfigModule] | None = None) -> None:
+    """``folder/vec2face_model.json`` + ``generator/`` (+ ``discriminator/``, + one subfolder per training-only
+    component in ``extras``, e.g. ``nuisance_encoder/``), diffusers-style."""
     from facefoundry.io import atomic_write_json
 
     folder = Path(folder)
@@ -334,6 +335,9 @@ def save_model_folder(folder: str | Path, generator: Vec2Face, discriminator: Co
     if discriminator is not None:
         discriminator.save_pretrained(folder / "discriminator")
         parts["discriminator"] = "discriminator"
+    for name, component in (extras or {}).items():
+        component.save_pretrained(folder / name)
+        parts[name] = name
     atomic_write_json(folder / MODEL_INDEX, {"_class_name": "Vec2Face", **parts, **info})
 
 

@@ -46,6 +46,7 @@ from facefoundry.generators.feed import (  # noqa: F401 - shared by every genera
 from facefoundry.generators.vec2face.discriminator import PatchDiscriminator
 from facefoundry.generators.vec2face.losses import LossWeights, Vec2FaceLoss
 from facefoundry.generators.vec2face.model import Vec2Face, save_model_folder
+from facefoundry.generators.vec2face.nuisance import NuisanceEncoder, code_spread, nuisance_codes
 from facefoundry.identity.base import IdentityEncoder
 from facefoundry.io import atomic_dir, atomic_write_bytes
 from facefoundry.progress import track
@@ -67,7 +68,7 @@ def build_generator(v: Vec2FaceCfg, id_dim: int) -> Vec2Face:
                     heads=v.heads, decoder_depth=v.decoder_depth, decoder_heads=v.decoder_heads,
                     mlp_ratio=v.mlp_ratio, dropout=v.dropout, decoder_channels=v.decoder_channels,
                     decoder_multipliers=list(v.decoder_multipliers), z_channels=v.z_channels,
-                    decoder_res_blocks=v.decoder_res_blocks, attr_dim=v.geometry_codes,
+                    decoder_res_blocks=v.decoder_res_blocks, attr_dim=v.geometry_codes or v.nuisance_codes,
                     train_mask=[v.train_mask_min, v.train_mask_mean, v.train_mask_std],
                     generate_mask=[v.gen_mask_min, v.gen_mask_mean, v.gen_mask_std],
                     standardise_inputs=v.standardise_inputs)
@@ -75,6 +76,11 @@ def build_generator(v: Vec2FaceCfg, id_dim: int) -> Vec2Face:
 
 def build_discriminator(v: Vec2FaceCfg) -> PatchDiscriminator:
     return PatchDiscriminator(dims=list(v.disc_dims))
+
+
+def build_nuisance(v: Vec2FaceCfg) -> NuisanceEncoder | None:
+    """The learned nuisance encoder when ``vec2face.nuisance_codes`` > 0 (training only)."""
+    return NuisanceEncoder(dim=v.nuisance_codes, channels=v.nuisance_channels) if v.nuisance_codes else None
 
 
 def loss_weights(v: Vec2FaceCfg) -> LossWeights:
@@ -142,19 +148,31 @@ def geometry_landmarks(feed: ImageFeed, cache_dir: Path, dataset_digest: str, ba
 def train_step(model: Vec2Face, disc: nn.Module, loss_fn: Vec2FaceLoss, images: torch.Tensor,
                id_vectors: torch.Tensor, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
                scaler: torch.amp.GradScaler, use_disc: bool = False, amp: bool = False,
-               grad_clip: float = 0.0, attributes: torch.Tensor | None = None) -> dict[str, float]:
-    """One generator (+ discriminator, when ``use_disc``) update; returns every loss term as a float."""
+               grad_clip: float = 0.0, attributes: torch.Tensor | None = None,
+               nuisance: NuisanceEncoder | None = None, nuisance_images: torch.Tensor | None = None,
+               kl_weight: float = 0.0) -> dict[str, float]:
+    """One generator (+ discriminator, when ``use_disc``) update; returns every loss term as a float.
+
+    With a ``nuisance`` encoder, its sampled code of ``nuisance_images`` (the targets before random
+    erasing; default ``images``) is the attribute input, and ``kl_weight``·KL joins the total (term ``kl``).
+    ``opt_g`` must then hold the encoder's parameters too."""
     dev = images.device.type
     disc.requires_grad_(False)
     with torch.autocast(dev, dtype=torch.float16, enabled=amp):
+        kl = None
+        if nuisance is not None:
+            attributes, kl = nuisance_codes(nuisance, images if nuisance_images is None else nuisance_images)
         out = model(id_vectors, images, attributes=attributes)
         terms = loss_fn(out.images, images, id_vectors, out.logits, out.tokens,
                         disc if use_disc else None, model.last_layer if use_disc else None)
+        if kl is not None:
+            terms["kl"] = kl
+            terms["total"] = terms["total"] + kl_weight * kl
     opt_g.zero_grad(set_to_none=True)
     scaler.scale(terms["total"]).backward()
     if grad_clip > 0:
         scaler.unscale_(opt_g)
-        terms["grad_norm"] = nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        terms["grad_norm"] = nn.utils.clip_grad_norm_([p for g in opt_g.param_groups for p in g["params"]], grad_clip)
     scaler.step(opt_g)
     if use_disc and opt_d is not None:
         disc.requires_grad_(True)
@@ -184,6 +202,9 @@ def fingerprint(cfg: Config, dataset_digest: str, encoder_spec: dict) -> str:
     v = {k: val for k, val in cfg.vec2face.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
     if not v.get("geometry_codes"):  # off (the paper): fingerprints stay those of models made before the option
         v.pop("geometry_codes", None)
+    if not v.get("nuisance_codes"):  # likewise
+        for key in ("nuisance_codes", "nuisance_kl_weight", "nuisance_channels"):
+            v.pop(key, None)
     blob = json.dumps({"vec2face": v, "seed": cfg.base.seed, "data": dataset_digest, "encoder": encoder_spec},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -240,15 +261,21 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
         lm = geometry_landmarks(feed, out / "id_vectors", digest, log=log, progress=progress)
         geometry = GeometryPCA.fit(np.concatenate([lm, mirror(lm)]), v.geometry_codes)
         codes = (torch.from_numpy(geometry.encode(lm)), torch.from_numpy(geometry.encode(mirror(lm))))
+    nuisance = build_nuisance(v)
+    if nuisance is not None:
+        nuisance = nuisance.to(device)
     loss_fn = Vec2FaceLoss(encoder, loss_weights(v), v.perceptual_net)
     lr = learning_rate(v)
     betas = (float(v.betas[0]), float(v.betas[1]))
-    opt_g = torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=v.weight_decay)
+    params_g = list(model.parameters()) + (list(nuisance.parameters()) if nuisance is not None else [])
+    opt_g = torch.optim.AdamW(params_g, lr=lr, betas=betas, weight_decay=v.weight_decay)
     opt_d = torch.optim.AdamW(disc.parameters(), lr=lr, betas=betas, weight_decay=v.weight_decay)
     amp = v.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     fp = fingerprint(cfg, digest, encoder.spec())
     stateful = {"generator": model, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d, "scaler": scaler}
+    if nuisance is not None:
+        stateful["nuisance"] = nuisance
     start, history = _load_checkpoint(out / CHECKPOINT, fp, stateful, device, log)
 
     steps = feed.steps_per_epoch()
@@ -260,6 +287,8 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
         use_disc = epoch >= v.disc_start_epoch
         model.train()
         disc.train()
+        if nuisance is not None:
+            nuisance.train()
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
         t0, seen, lr_now = time.perf_counter(), 0, lr
@@ -271,10 +300,13 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
                 for g in opt.param_groups:
                     g["lr"] = lr_now
             x, flipped = random_hflip_mask(to_signed(imgs), v.flip_prob, aug)
+            clean = x  # the nuisance encoder sees the flipped target before erasing
             x = random_erasing(x, v.random_erasing, aug)
             attrs = None if codes is None else torch.where(flipped.unsqueeze(1), codes[1][idx], codes[0][idx]).to(device)
             terms = train_step(model, disc, loss_fn, x.to(device, non_blocking=True), vectors[idx].to(device),
-                               opt_g, opt_d, scaler, use_disc, amp, v.grad_clip, attrs)
+                               opt_g, opt_d, scaler, use_disc, amp, v.grad_clip, attrs, nuisance,
+                               clean.to(device, non_blocking=True) if nuisance is not None else None,
+                               v.nuisance_kl_weight)
             for k, val in terms.items():
                 if math.isfinite(val):  # an fp16 step the scaler skips has an infinite gradient norm
                     sums[k] += val * len(idx)
@@ -297,6 +329,7 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
         log(f"vec2face epoch {epoch + 1}/{v.epochs}: total {stats.get('total', 0):.4f} mse {stats.get('mse', 0):.4f} "
             f"identity {stats.get('identity', 0):.4f} token {stats.get('token', 0):.4f}"
             + (f" disc {stats['disc']:.4f}" if "disc" in stats else "")
+            + (f" kl {stats['kl']:.2f}" if "kl" in stats else "")
             + f" ({stats['images_per_second']:.0f} img/s, {secs:.1f}s)")
 
     model.eval()
@@ -305,8 +338,15 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
             "dataset": str(source.root), "dataset_dvc_md5": digest, "fingerprint": fp,
             "epochs_trained": len(history), "epochs": v.epochs, "perceptual": loss_fn.perceptual_source,
             "geometry_codes": v.geometry_codes}
+    extras = {}
+    if nuisance is not None:
+        nuisance.eval()
+        sample = next(iter(feed.ordered(min(len(feed), 256))))[0]
+        info.update(nuisance_codes=v.nuisance_codes, **code_spread(nuisance, to_signed(sample).to(device)))
+        log(f"vec2face: nuisance code, {info['nuisance_active_axes']:.0f} of {v.nuisance_codes} axes active")
+        extras["nuisance_encoder"] = nuisance
     with atomic_dir(out / "model") as tmp:
-        save_model_folder(tmp, model, disc, info)
+        save_model_folder(tmp, model, disc, info, extras)
         # the training identity space: generation fits its PCA here and keeps new identities away from these
         np.save(tmp / ID_VECTORS, vectors.numpy().astype(np.float32))
         np.save(tmp / ID_LABELS, np.asarray(source.labels, dtype=np.int64))

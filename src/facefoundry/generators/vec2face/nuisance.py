@@ -1,0 +1,96 @@
+"""A learned nuisance code for Vec2Face (``vec2face.nuisance_codes``; off = the paper).
+
+The paper trains on labelled photos (WebFace4M): many images per identity, each with its own
+ArcFace vector, so the vector's within-identity spread carries pose, light and expression, and
+σ-perturbations of a vector vary them. On unlabelled photos (one image per person) with an
+encoder that is blind to everything but identity (dlib), the MSE-optimal output for a vector is
+a blurred mean face, and a vector's variations barely differ (README, "Vec2Face on real photos").
+
+This module gives the generator what the vector cannot: a small convolutional encoder
+q(z | x) of the *training target* (VAE-style: mean and log-variance, reparameterised, KL to
+N(0, I) weighted by ``vec2face.nuisance_kl_weight``). Its code is added to the projected vector
+through the generator's attribute projection (``attr_dim``), as geometry codes are. The KL keeps
+the code small and close to the prior, so identity stays with the vector (the identity loss pulls
+the same way); at generation every image draws its own code from N(0, I) (truncated), so the
+images of one identity differ in hair, background, light and pose.
+
+The encoder is a training-only component: it is saved in the model folder (``nuisance_encoder/``)
+beside the discriminator, and generation does not load it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from facefoundry.errors import FaceFoundryError
+from facefoundry.models.base import ConfigModule, register_to_config
+
+
+class NuisanceEncoder(ConfigModule):
+    """Image ``[B,3,S,S]`` in ``[-1,1]`` → (mean, log-variance), each ``[B, dim]``.
+
+    ``levels`` stride-2 convolutions (channels doubling from ``channels``), global average pool,
+    one linear layer to ``2·dim``. The log-variance starts near ``init_logvar`` so that early
+    codes are mostly noise and the generator first learns to use the vector."""
+
+    weights_name = "nuisance_encoder.pth"
+
+    @register_to_config
+    def __init__(self, dim: int = 16, channels: int = 32, levels: int = 3, init_logvar: float = -2.0):
+        super().__init__()
+        if dim < 1 or channels < 1 or levels < 1:
+            raise FaceFoundryError(f"NuisanceEncoder: dim, channels and levels must be ≥ 1, got {dim}, {channels}, "
+                                   f"{levels}")
+        layers: list[nn.Module] = []
+        cin = 3
+        for level in range(levels):
+            cout = channels * 2**level
+            layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.GroupNorm(math.gcd(32, cout), cout),
+                       nn.SiLU()]
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, 2 * dim)
+        self.dim = dim
+        nn.init.zeros_(self.head.bias)
+        with torch.no_grad():
+            self.head.bias[dim:] = init_logvar
+            self.head.weight.mul_(0.1)
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.features(images).mean(dim=(2, 3))
+        mean, logvar = self.head(h).chunk(2, dim=1)
+        return mean, logvar.clamp(-10.0, 5.0)
+
+
+def reparameterise(mean: torch.Tensor, logvar: torch.Tensor,
+                   generator: torch.Generator | None = None) -> torch.Tensor:
+    """``mean + exp(logvar/2)·ε``, ε ~ N(0, I) (from ``generator`` when given; CPU stream, moved)."""
+    eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
+    return mean + (0.5 * logvar).exp() * eps
+
+
+def kl_to_prior(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, e^logvar) ‖ N(0, I)), summed over the code, averaged over the batch (nats)."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+
+
+def nuisance_codes(encoder: NuisanceEncoder, images: torch.Tensor,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sampled codes ``[B, dim]``, KL in nats) for a batch of training targets."""
+    mean, logvar = encoder(images)
+    return reparameterise(mean, logvar, generator), kl_to_prior(mean, logvar)
+
+
+def code_spread(encoder: NuisanceEncoder, images: torch.Tensor) -> dict[str, float]:
+    """How much of the code is used: mean per-axis variance of the posterior means, and the number of
+    active axes (posterior-mean variance above 0.01, the usual VAE measure)."""
+    with torch.no_grad():
+        mean, _ = encoder(images)
+    var = mean.var(dim=0) if len(mean) > 1 else torch.zeros(mean.shape[1])
+    return {"nuisance_mean_variance": float(var.mean()), "nuisance_active_axes": float((var > 0.01).sum())}
+
+
+__all__ = ["NuisanceEncoder", "code_spread", "kl_to_prior", "nuisance_codes", "reparameterise"]

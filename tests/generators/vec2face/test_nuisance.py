@@ -1,0 +1,94 @@
+"""The learned nuisance code (``vec2face.nuisance_codes``): encoder, KL, training, saving, generation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pydantic import ValidationError
+
+from facefoundry.config import Vec2FaceCfg
+from facefoundry.generators.registry import GENERATORS, load_builtin
+from facefoundry.generators.vec2face.model import MODEL_INDEX, load_model_folder
+from facefoundry.generators.vec2face.nuisance import (
+    NuisanceEncoder,
+    code_spread,
+    kl_to_prior,
+    nuisance_codes,
+    reparameterise,
+)
+from facefoundry.generators.vec2face.training import fingerprint, train_vec2face
+from facefoundry.models.base import ConfigModule
+from tests.conftest import make_dataset, tiny_config
+from tests.generators.vec2face import TinyEncoder, single_thread  # noqa: F401 - autouse fixture
+from tests.generators.vec2face.test_generate import gen_cfg
+from tests.generators.vec2face.test_training import TINY_V2F
+
+
+def test_encoder_shapes_kl_and_reparameterisation() -> None:
+    enc = NuisanceEncoder(dim=5, channels=8)
+    x = torch.rand(4, 3, 32, 32) * 2 - 1
+    mean, logvar = enc(x)
+    assert mean.shape == logvar.shape == (4, 5)
+    assert torch.allclose(logvar, torch.full_like(logvar, -2.0), atol=0.5)  # starts as mostly noise
+    assert float(kl_to_prior(torch.zeros(3, 5), torch.zeros(3, 5))) == pytest.approx(0.0)
+    # one axis with mean 2 and unit variance: KL = ½·2² = 2 nats
+    assert float(kl_to_prior(torch.tensor([[2.0, 0.0]]), torch.zeros(1, 2))) == pytest.approx(2.0)
+    g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    assert torch.equal(reparameterise(mean, logvar, g()), reparameterise(mean, logvar, g()))
+    assert torch.allclose(reparameterise(mean, torch.full_like(logvar, -30.0), g()), mean, atol=1e-5)
+    z, kl = nuisance_codes(enc, x, g())
+    assert z.shape == (4, 5) and float(kl.detach()) > 0
+    spread = code_spread(enc, x)
+    assert set(spread) == {"nuisance_mean_variance", "nuisance_active_axes"}
+
+
+def test_config_takes_geometry_or_nuisance_not_both() -> None:
+    with pytest.raises(ValidationError, match="set one"):
+        Vec2FaceCfg(**TINY_V2F, geometry_codes=2, nuisance_codes=4)
+
+
+def test_training_learns_a_code_saves_its_encoder_and_generation_draws_one_per_image(tmp_path) -> None:
+    ds = make_dataset(tmp_path / "ds", identities=12, per_identity=2, size=32)
+    cfg = tiny_config(tmp_path, base={"device": "cpu"}, vec2face={**TINY_V2F, "epochs": 2, "nuisance_codes": 4})
+    plain = tiny_config(tmp_path / "p", base={"device": "cpu"}, vec2face={**TINY_V2F, "epochs": 2})
+    other_kl = tiny_config(tmp_path / "k", base={"device": "cpu"},
+                           vec2face={**TINY_V2F, "epochs": 2, "nuisance_codes": 4, "nuisance_kl_weight": 0.1})
+    assert len({fingerprint(c, "d", {}) for c in (cfg, plain, other_kl)}) == 3
+    # off, the weight does not touch the fingerprint (models made before the option keep theirs)
+    plain_kl = tiny_config(tmp_path / "q", base={"device": "cpu"}, vec2face={**TINY_V2F, "epochs": 2,
+                                                                            "nuisance_kl_weight": 0.5})
+    assert fingerprint(plain, "d", {}) == fingerprint(plain_kl, "d", {})
+
+    res = train_vec2face(cfg, ds, TinyEncoder(), tmp_path / "v2f", lambda m: None, progress=False)
+    assert all("kl" in h and np.isfinite(h["kl"]) and h["kl"] > 0 for h in res.history)
+    model, index = load_model_folder(res.model_dir)
+    assert model.attr_dim == 4 and index["nuisance_codes"] == 4 and index["nuisance_encoder"] == "nuisance_encoder"
+    assert 0 <= index["nuisance_active_axes"] <= 4
+    enc = ConfigModule.from_pretrained(res.model_dir / "nuisance_encoder")
+    assert isinstance(enc, NuisanceEncoder) and enc.dim == 4
+    assert json.loads((res.model_dir / MODEL_INDEX).read_text())["generator"] == "generator"
+
+    # a run killed after epoch 1 resumes to the uninterrupted run's weights, the nuisance encoder's included
+    part = train_vec2face(cfg, ds, TinyEncoder(), tmp_path / "v2f_b", lambda m: None, stop_after=1, progress=False)
+    assert len(part.history) == 1
+    again = train_vec2face(cfg, ds, TinyEncoder(), tmp_path / "v2f_b", lambda m: None, progress=False)
+    assert again.resumed_from == 1
+    enc_b = ConfigModule.from_pretrained(again.model_dir / "nuisance_encoder")
+    for (k, a), (_, b) in zip(enc.state_dict().items(), enc_b.state_dict().items()):
+        assert torch.equal(a, b), k
+
+    load_builtin()
+    out = Path(GENERATORS.get("vec2face")(gen_cfg(tmp_path, res.model_dir, "gen"), lambda m: None))
+    from facefoundry.data.sources import open_source
+
+    src = open_source(out)
+    params = [json.loads(p) for p in src.manifest.params]
+    assert all("geometry" not in p for p in params)
+    codes = np.array([p["nuisance"] for p in params])
+    assert codes.shape == (20, 4) and len({tuple(c) for c in codes}) == 20
+    first = [src.load(i) for i in range(4)]  # identity 0, four codes: four different images
+    assert all(not np.array_equal(first[0], im) for im in first[1:])

@@ -481,6 +481,7 @@ class Vec2FaceCfg(Strict):
     # target, KL to N(0, I); generators/vec2face/nuisance.py): hair, background, light, pose; drawn per image at
     # generation. 0 = the paper. For unlabelled photos with one image per person
     nuisance_kl_weight: NonNegFloat = 1e-3  # × KL (nats, summed over the code) beside the per-pixel MSE
+    nuisance_kl_warmup_epochs: NonNegFloat = 4.0  # KL weight ramps linearly from 0 (against posterior collapse)
     nuisance_channels: PositiveInt = 32  # the nuisance encoder's first conv width (3 stride-2 levels)
     # -- fMAE mask ratio: normal truncated to [min, 1] ----------------------------------------------
     train_mask_min: Prob = 0.5  # paper 0.5

@@ -283,6 +283,9 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
         from facefoundry.identity.attributes import sample_codes
 
         geometry = sample_codes(len(vecs), model.attr_dim, np.random.default_rng([seed, 24]), gv.geometry_scale)
+        if code_kind == "nuisance" and index.get("nuisance_code_std"):  # the training photos' aggregate posterior
+            geometry = (np.asarray(index["nuisance_code_mean"], np.float32)
+                        + np.asarray(index["nuisance_code_std"], np.float32) * geometry).astype(np.float32)
         log(f"vec2face: {model.attr_dim} {code_kind} codes per image, spread {gv.geometry_scale:g}")
 
     judges = {}

@@ -46,7 +46,7 @@ from facefoundry.generators.feed import (  # noqa: F401 - shared by every genera
 from facefoundry.generators.vec2face.discriminator import PatchDiscriminator
 from facefoundry.generators.vec2face.losses import LossWeights, Vec2FaceLoss
 from facefoundry.generators.vec2face.model import Vec2Face, save_model_folder
-from facefoundry.generators.vec2face.nuisance import NuisanceEncoder, code_spread, nuisance_codes
+from facefoundry.generators.vec2face.nuisance import NuisanceEncoder, code_statistics, nuisance_codes
 from facefoundry.identity.base import IdentityEncoder
 from facefoundry.io import atomic_dir, atomic_write_bytes
 from facefoundry.progress import track
@@ -191,6 +191,11 @@ def train_step(model: Vec2Face, disc: nn.Module, loss_fn: Vec2FaceLoss, images: 
 
 # -- the loop ------------------------------------------------------------------------------------
 
+def _ramp(step: int, span: float) -> float:
+    """0 → 1 linearly over ``span`` steps (1 at once when ``span`` is 0)."""
+    return 1.0 if span <= 0 else min(1.0, step / span)
+
+
 @dataclass
 class Vec2FaceResult:
     model_dir: Path
@@ -203,7 +208,7 @@ def fingerprint(cfg: Config, dataset_digest: str, encoder_spec: dict) -> str:
     if not v.get("geometry_codes"):  # off (the paper): fingerprints stay those of models made before the option
         v.pop("geometry_codes", None)
     if not v.get("nuisance_codes"):  # likewise
-        for key in ("nuisance_codes", "nuisance_kl_weight", "nuisance_channels"):
+        for key in ("nuisance_codes", "nuisance_kl_weight", "nuisance_kl_warmup_epochs", "nuisance_channels"):
             v.pop(key, None)
     blob = json.dumps({"vec2face": v, "seed": cfg.base.seed, "data": dataset_digest, "encoder": encoder_spec},
                       sort_keys=True)
@@ -306,7 +311,7 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
             terms = train_step(model, disc, loss_fn, x.to(device, non_blocking=True), vectors[idx].to(device),
                                opt_g, opt_d, scaler, use_disc, amp, v.grad_clip, attrs, nuisance,
                                clean.to(device, non_blocking=True) if nuisance is not None else None,
-                               v.nuisance_kl_weight)
+                               v.nuisance_kl_weight * _ramp(epoch * steps + i, v.nuisance_kl_warmup_epochs * steps))
             for k, val in terms.items():
                 if math.isfinite(val):  # an fp16 step the scaler skips has an infinite gradient norm
                     sums[k] += val * len(idx)
@@ -341,9 +346,11 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
     extras = {}
     if nuisance is not None:
         nuisance.eval()
-        sample = next(iter(feed.ordered(min(len(feed), 256))))[0]
-        info.update(nuisance_codes=v.nuisance_codes, **code_spread(nuisance, to_signed(sample).to(device)))
-        log(f"vec2face: nuisance code, {info['nuisance_active_axes']:.0f} of {v.nuisance_codes} axes active")
+        with torch.no_grad():
+            means = torch.cat([nuisance(to_signed(imgs).to(device))[0].cpu() for imgs, _ in feed.ordered(v.batch_size)])
+        info.update(nuisance_codes=v.nuisance_codes, **code_statistics(means))
+        log(f"vec2face: nuisance code, {info['nuisance_active_axes']} of {v.nuisance_codes} axes active "
+            f"(mean variance {info['nuisance_mean_variance']:.3f})")
         extras["nuisance_encoder"] = nuisance
     with atomic_dir(out / "model") as tmp:
         save_model_folder(tmp, model, disc, info, extras)

@@ -425,6 +425,12 @@ def main() -> None:
     except KeyboardInterrupt:
         _interrupted()
     except Exception as exc:  # the CLI library's own exceptions (typer vendors click): duck-typed
+        from facefoundry.tracking import tracking_failure
+
+        down = tracking_failure(exc)
+        if down is not None:  # a tracking server that stopped answering: one line, work kept, exit 2
+            print(f"error: {down}", file=sys.stderr)
+            sys.exit(2)
         kind = type(exc).__name__
         if kind == "Abort":
             _interrupted()

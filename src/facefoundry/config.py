@@ -61,6 +61,11 @@ class BaseCfg(Strict):
     image_size: Annotated[int, Field(ge=16, le=512)] = 112
     tracking_uri: str = "sqlite:///mlflow.db"
     experiment: str = "facefoundry"
+    # a tracking *server* (http/https URI): each request is retried this many times, waiting backoff·2^k s
+    # (≈ 15 s in all by default), then the stage stops with one line; its work on disk is kept for the rerun
+    tracking_retries: Annotated[int, Field(ge=0, le=10)] = 4
+    tracking_backoff: Annotated[int, Field(ge=0, le=120)] = 1
+    tracking_timeout: Annotated[int, Field(ge=1)] = 30  # seconds per request
 
 
 class RenderCfg(Strict):
@@ -703,7 +708,8 @@ def _read_yaml(path: Path) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise FaceFoundryError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, always
+        raise FaceFoundryError(f"{path}: invalid YAML{where}: {problem}") from None
     if not isinstance(data, dict):
         raise FaceFoundryError(f"{path}: top level must be a mapping of sections")
     return data

@@ -214,6 +214,7 @@ def stage_run(cfg: Config, stage: str, sections: list[str], tags: dict[str, str]
     outer = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` sets it: never merge stages into it
     os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
     uri = _ENV_TRACKING_URI or cfg.base.tracking_uri
+    bound_retries(cfg)
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", cfg.base.experiment))
     client = mlflow.MlflowClient()
@@ -250,6 +251,51 @@ def stage_run(cfg: Config, stage: str, sections: list[str], tags: dict[str, str]
             params = flatten({s: dump[s] for s in ["base", *sections]})
             mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
         yield run
+
+
+_RETRY_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "tracking_retries",
+              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "tracking_backoff",
+              "MLFLOW_HTTP_REQUEST_TIMEOUT": "tracking_timeout"}
+
+
+def bound_retries(cfg: Config) -> None:
+    """MLflow's HTTP retry settings from ``base.tracking_*`` (a user's own MLFLOW_HTTP_REQUEST_* env wins).
+
+    MLflow's defaults (7 retries, backoff 2, 120 s timeouts) keep a stage waiting for minutes on a dead
+    server; the platform's bound is ≈ 15 s, after which :func:`tracking_failure` names the problem."""
+    for env, key in _RETRY_ENV.items():
+        os.environ.setdefault(env, str(getattr(cfg.base, key)))
+
+
+def tracking_failure(exc: BaseException) -> str | None:
+    """One line for an exception that means "the tracking server cannot be reached", else None.
+
+    MLflow raises ``MlflowException`` ("API request to … failed with exception …") once its retries are
+    spent; requests' connection errors can surface directly from artifact uploads."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None:
+        return None
+    uri = mlflow.get_tracking_uri()
+    if not str(uri).startswith(("http://", "https://")):
+        return None
+    text = str(exc)
+    requests = sys.modules.get("requests")
+    network = requests is not None and isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout))
+    from mlflow.exceptions import MlflowException
+
+    if not network and not (isinstance(exc, MlflowException) and "API request to" in text
+                            and any(k in text for k in ("Max retries", "Connection", "connect", "timed out",
+                                                        "Read timed out", "502", "503", "504"))):
+        return None
+    reason = "connection refused" if "refused" in text.lower() else "timed out" if "timed out" in text.lower() \
+        else "no answer"
+    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
+    from facefoundry.errors import saved_work
+
+    kept = "; ".join(saved_work())
+    return (f"tracking server {uri} unreachable ({reason}, after {retries} retries): "
+            f"{'kept: ' + kept + '; ' if kept else ''}run the same command again when the server is back "
+            "(a resumable stage resumes and reopens its MLflow run)")
 
 
 @contextlib.contextmanager

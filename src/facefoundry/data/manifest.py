@@ -144,20 +144,26 @@ def read_manifest(folder: str | Path) -> Manifest:
     missing = [c for c in COLUMNS if c not in table.column_names]
     if missing:
         raise FaceFoundryError(f"{path}: missing columns {missing}")
-    raw_meta = (table.schema.metadata or {}).get(b"facefoundry", b"{}")
-    m = Manifest(**{c: table.column(c).to_pylist() for c in COLUMNS}, meta=json.loads(raw_meta))
-    if len(m) == 0:
-        raise FaceFoundryError(f"{path}: dataset is empty (manifest has no rows)")
     present = [c for c in OPTIONAL if c in table.column_names]
     if present and len(present) != len(OPTIONAL):
         raise FaceFoundryError(f"{path}: soft labels need both columns {list(OPTIONAL)}, found only {present}")
+    columns = {c: _typed_column(table, path, c, t) for c, t in [*((f.name, f.type) for f in SCHEMA),
+                                                                  *(OPTIONAL_SCHEMA if present else [])]}
+    try:
+        meta = json.loads((table.schema.metadata or {}).get(b"facefoundry", b"{}"))
+    except (ValueError, UnicodeDecodeError):
+        raise FaceFoundryError(f"{path}: the 'facefoundry' metadata is not JSON") from None
+    if not isinstance(meta, dict):
+        raise FaceFoundryError(f"{path}: the 'facefoundry' metadata is not a JSON object")
+    m = Manifest(**{c: columns[c] for c in COLUMNS}, meta=meta)
+    if len(m) == 0:
+        raise FaceFoundryError(f"{path}: dataset is empty (manifest has no rows)")
     if present:
-        m.mix_label = [-1 if v is None else int(v) for v in table.column("mix_label").to_pylist()]
-        m.mix_weight = [1.0 if v is None else float(v) for v in table.column("mix_weight").to_pylist()]
-    else:
-        m.mix_label, m.mix_weight = [-1] * len(m), [1.0] * len(m)
+        m.mix_label, m.mix_weight = columns["mix_label"], columns["mix_weight"]
     labels = np.asarray(m.label)
-    n_cls = m.num_classes
+    n_cls = meta.get("num_classes", int(labels.max()) + 1)
+    if isinstance(n_cls, bool) or not isinstance(n_cls, int) or n_cls < 1:
+        raise FaceFoundryError(f"{path}: metadata num_classes={n_cls!r} is not a positive integer")
     bad = np.flatnonzero((labels < 0) | (labels >= n_cls))
     if bad.size:
         i = int(bad[0])
@@ -175,6 +181,18 @@ def read_manifest(folder: str | Path) -> Manifest:
                 f"the partner must be -1 or another label in [0, {n_cls}) and the weight within [0, 1] "
                 f"({bad.size} such rows)")
     return m
+
+
+def _typed_column(table: pa.Table, path: Path, name: str, kind: pa.DataType) -> list:
+    """Column ``name`` as ``kind`` (a safe cast: no overflow, no lossy float → int), no nulls: else one line."""
+    col = table.column(name)
+    if col.null_count:
+        i = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
+        raise FaceFoundryError(f"{path}: row {i} has no {name} ({col.null_count} such rows)")
+    try:
+        return col.cast(kind, safe=True).to_pylist()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        raise FaceFoundryError(f"{path}: column {name} holds {col.type}, expected {kind}") from None
 
 
 def check_identity_counts(labels: np.ndarray, identities: list[str], minimum: int, where: str,

@@ -67,9 +67,22 @@ def read_bin(path: str | Path, image_size: int | None = None) -> PairSet:
         raise FaceFoundryError(f"{path}: benchmark file does not exist")
     try:
         with open(path, "rb") as fh:
-            bins, issame = _SafeUnpickler(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
-        raise FaceFoundryError(f"{path}: not an insightface .bin ({exc})") from None
+            loaded = _SafeUnpickler(fh, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            ImportError, MemoryError, RecursionError, OverflowError) as exc:
+        raise FaceFoundryError(f"{path}: not an insightface .bin ({' '.join(str(exc).split())[:200]})") from None
+    if not isinstance(loaded, (tuple, list)) or len(loaded) != 2:
+        raise FaceFoundryError(f"{path}: not an insightface .bin (expected a pair (images, issame), "
+                               f"got {type(loaded).__name__})")
+    bins, issame = loaded
+    try:
+        bins, issame = list(bins), list(issame)
+    except TypeError:
+        raise FaceFoundryError(f"{path}: not an insightface .bin (images and issame must be sequences)") from None
+    if not all(isinstance(b, (bytes, bytearray, memoryview, np.ndarray)) for b in bins):
+        raise FaceFoundryError(f"{path}: not an insightface .bin (every image must be encoded bytes)")
+    if not all(isinstance(x, (bool, int, np.bool_, np.integer)) for x in issame):
+        raise FaceFoundryError(f"{path}: not an insightface .bin (issame must be booleans)")
     issame = np.asarray([bool(x) for x in issame], dtype=bool)
     if len(bins) != 2 * len(issame):
         raise FaceFoundryError(

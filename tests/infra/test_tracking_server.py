@@ -1,0 +1,149 @@
+"""Stages against a real MLflow server on PostgreSQL with S3 artifacts, and the server's faults."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import stack
+from tests.conftest import make_dataset, tiny_config
+
+pytestmark = pytest.mark.infra
+
+ENV = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+ENV["GIT_PYTHON_REFRESH"] = "quiet"
+
+
+def ff(tmp: Path, *args: str, wait: bool = True, timeout: float = 300):  # noqa: ANN201
+    cmd = [sys.executable, "-m", "facefoundry", "--params", str(tmp / "params.yaml"), *args]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    return subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=ENV, timeout=timeout)
+
+
+def one_line_error(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr[-2000:]
+    lines = [ln for ln in stderr.strip().splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, stderr[-2000:]
+    return lines[0]
+
+
+def client(url: str):  # noqa: ANN201
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=url)
+
+
+def bucket_keys(s3, prefix: str) -> list[str]:  # noqa: ANN001
+    keys, token = [], None
+    while True:
+        kw = {"Bucket": s3.bucket, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
+        page = s3.client().list_objects_v2(**kw)
+        keys += [o["Key"] for o in page.get("Contents", [])]
+        if not page.get("IsTruncated"):
+            return keys
+        token = page["NextContinuationToken"]
+
+
+def test_a_stage_logs_to_the_server_runs_in_postgres_artifacts_in_s3(tmp_path, mlflow_server, postgres, s3) -> None:
+    make_dataset(tmp_path / "ds", identities=6, per_identity=4, size=32)
+    tiny_config(tmp_path, base={"tracking_uri": mlflow_server.url, "experiment": "infra-stage"},
+                train={"dataset": str(tmp_path / "ds"), "epochs": 1, "batch_size": 8})
+    proc = ff(tmp_path, "train")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    c = client(mlflow_server.url)
+    exp = c.get_experiment_by_name("infra-stage")
+    (run,) = c.search_runs([exp.experiment_id], "tags.`facefoundry.stage` = 'train'")
+    assert run.info.status == "FINISHED" and "train/loss" in run.data.metrics
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # proxied by the server, no S3 keys on clients
+    # the run is a row of the PostgreSQL backend, and its artifacts are objects in the bucket
+    import psycopg2
+
+    with psycopg2.connect(host=stack.HOST, port=postgres.port, user="postgres", dbname=postgres.database) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT status FROM runs WHERE run_uuid = %s", (run.info.run_id,))
+            assert cur.fetchone() == ("FINISHED",)
+    keys = bucket_keys(s3, f"mlflow/{exp.experiment_id}/{run.info.run_id}/")
+    assert any(k.endswith("samples/train_grid.png") for k in keys), keys
+    # never the store's credentials in what the run records
+    secret = s3.env["AWS_SECRET_ACCESS_KEY"]
+    assert not any(secret in str(v) for v in {**run.data.params, **run.data.tags}.values())
+
+
+def test_the_server_stops_mid_stage_then_a_rerun_completes(tmp_path, postgres, s3) -> None:
+    """Bounded retries, one line, the checkpoint kept; after the server returns the stage resumes."""
+    folder = tmp_path / "server"
+    server = stack.MlflowServer(folder, postgres.url, f"s3://{s3.bucket}/mlflow", s3.env).start()
+    make_dataset(tmp_path / "ds", identities=8, per_identity=12, size=32)
+    tiny_config(tmp_path, base={"tracking_uri": server.url, "experiment": "infra-outage", "tracking_retries": 2},
+                train={"dataset": str(tmp_path / "ds"), "epochs": 40, "batch_size": 8})
+    proc = ff(tmp_path, "train", wait=False)
+    try:
+        ckpt = tmp_path / "train" / "checkpoint.pt"
+        stack.wait_for(ckpt.is_file, "the first checkpoint", 240, proc)
+        server.stop()  # the server dies while the stage trains
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=240)
+        waited = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 2, err[-2000:]
+    line = one_line_error(err)
+    assert server.url in line and "unreachable" in line and "run the same command again" in line, line
+    assert waited < 120, waited  # bounded: MLflow's own defaults would wait for minutes
+    assert ckpt.is_file()  # nothing on disk is lost
+    server = stack.MlflowServer(folder, postgres.url, f"s3://{s3.bucket}/mlflow", s3.env, port=server.port).start()
+    try:
+        done = ff(tmp_path, "train")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "resuming" in (done.stdout + done.stderr)
+        c = client(server.url)
+        exp = c.get_experiment_by_name("infra-outage")
+        runs = c.search_runs([exp.experiment_id], "tags.`facefoundry.stage` = 'train'")
+        assert [r.info.status for r in runs] == ["FINISHED"]  # the same run, reopened and finished
+        assert len(c.get_metric_history(runs[0].info.run_id, "train/loss")) == 40
+    finally:
+        server.stop()
+
+
+def test_two_pipelines_at_once_keep_their_own_artifacts(tmp_path, mlflow_server) -> None:
+    """Two clients log the same artifact names and metrics to one server and bucket at the same time."""
+    import mlflow
+
+    c = client(mlflow_server.url)
+    exp_id = c.create_experiment(f"infra-concurrent-{time.time_ns()}")
+    results: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def pipeline(name: str) -> None:
+        try:
+            run = c.create_run(exp_id, run_name=name)
+            for k in range(10):
+                path = tmp_path / name / f"part_{k}.txt"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(f"{name} {k}")
+                c.log_artifact(run.info.run_id, str(path), "out")
+                c.log_metric(run.info.run_id, "step_value", float(k), step=k)
+            c.set_terminated(run.info.run_id)
+            results[name] = run.info.run_id
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=pipeline, args=(n,)) for n in ("left", "right")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    for name, run_id in results.items():
+        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="out",
+                                                         tracking_uri=mlflow_server.url, dst_path=str(tmp_path / f"dl_{name}")))
+        assert sorted(p.read_text() for p in local.iterdir()) == sorted(f"{name} {k}" for k in range(10))
+        assert [m.value for m in c.get_metric_history(run_id, "step_value")] == [float(k) for k in range(10)]

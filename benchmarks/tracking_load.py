@@ -15,12 +15,14 @@ import argparse
 import hashlib
 import json
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def _client(url: str, exp_id: str, k: int, metrics: int, artifacts: int, batch: int, q) -> None:  # noqa: ANN001

@@ -4,9 +4,11 @@ naming the file, never another exception and never a hang (each example has a de
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +37,24 @@ def one_line(exc: FaceFoundryError, name: str) -> None:
     assert "\n" not in text.strip() and name in text, text
 
 
-def scratch() -> Path:
-    return Path(tempfile.mkdtemp(prefix="ff_fuzz_"))
+@contextlib.contextmanager
+def scratch() -> Iterator[Path]:
+    """A fresh folder per example (hypothesis reruns the test body; pytest's tmp_path is per test)."""
+    folder = Path(tempfile.mkdtemp(prefix="ff_fuzz_"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def ok_or_one_line(call: Callable[[], object], name: str, must_fail: bool = False) -> None:
+    """``call()`` either succeeds (valid input; not when ``must_fail``) or raises one FaceFoundryError line."""
+    try:
+        call()
+    except FaceFoundryError as exc:
+        one_line(exc, name)
+        return
+    assert not must_fail, f"{name}: accepted"
 
 
 # -- manifest rows -------------------------------------------------------------------------------
@@ -54,8 +72,7 @@ def good_dataset(tmp_path_factory) -> Path:
 @given(column=st.sampled_from(["label", "path", "identity", "sha256", "mix_label", "mix_weight", "params", "extra"]),
        value=_VALUES, row=st.integers(0, 5), drop=st.booleans())
 def test_fuzzed_manifest_rows_give_one_line(good_dataset, column, value, row, drop) -> None:
-    folder = scratch()
-    try:
+    with scratch() as folder:
         shutil.copytree(good_dataset, folder / "ds")
         table = pq.read_table(folder / "ds" / MANIFEST)
         data = table.to_pydict()
@@ -69,26 +86,16 @@ def test_fuzzed_manifest_rows_give_one_line(good_dataset, column, value, row, dr
             pq.write_table(pa.table(data), folder / "ds" / MANIFEST)
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
             return  # not representable as a column: no file to read
-        try:
-            read_manifest(folder / "ds")
-        except FaceFoundryError as exc:
-            one_line(exc, "ds")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        ok_or_one_line(lambda: read_manifest(folder / "ds"), "ds")
 
 
 @FUZZ
 @given(blob=st.binary(max_size=256))
 def test_random_bytes_as_a_manifest_give_one_line(blob) -> None:
-    folder = scratch()
-    try:
+    with scratch() as folder:
         (folder / "ds").mkdir()
         (folder / "ds" / MANIFEST).write_bytes(blob)
-        with pytest.raises(FaceFoundryError) as err:
-            read_manifest(folder / "ds")
-        one_line(err.value, MANIFEST)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        ok_or_one_line(lambda: read_manifest(folder / "ds"), MANIFEST, must_fail=True)
 
 
 # -- .bin benchmarks -----------------------------------------------------------------------------
@@ -102,20 +109,14 @@ def _good_bin(path: Path) -> bytes:
 @FUZZ
 @given(cut=st.integers(0, 2000), flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), max_size=4))
 def test_truncated_or_corrupted_bins_give_one_line(cut, flips) -> None:
-    folder = scratch()
-    try:
+    with scratch() as folder:
         raw = bytearray(_good_bin(folder / "good.bin"))
         raw = raw[: min(cut, len(raw))] if cut < len(raw) else raw
         for pos, val in flips:
             if raw:
                 raw[pos % len(raw)] = val
         (folder / "bad.bin").write_bytes(bytes(raw))
-        try:
-            read_bin(folder / "bad.bin")
-        except FaceFoundryError as exc:
-            one_line(exc, "bad.bin")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        ok_or_one_line(lambda: read_bin(folder / "bad.bin"), "bad.bin")
 
 
 _PICKLABLE = st.recursive(st.one_of(st.none(), st.integers(), st.text(max_size=5), st.binary(max_size=20),
@@ -127,14 +128,9 @@ _PICKLABLE = st.recursive(st.one_of(st.none(), st.integers(), st.text(max_size=5
 @FUZZ
 @given(obj=_PICKLABLE)
 def test_bins_of_wrong_structure_give_one_line(obj) -> None:
-    folder = scratch()
-    try:
+    with scratch() as folder:
         (folder / "odd.bin").write_bytes(pickle.dumps(obj))
-        with pytest.raises(FaceFoundryError) as err:
-            read_bin(folder / "odd.bin")
-        one_line(err.value, "odd.bin")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        ok_or_one_line(lambda: read_bin(folder / "odd.bin"), "odd.bin", must_fail=True)
 
 
 # -- experiment files and sweep specs ------------------------------------------------------------
@@ -149,31 +145,19 @@ _YAML_TREE = st.recursive(_VALUES, lambda inner: st.one_of(st.lists(inner, max_s
 @FUZZ
 @given(tree=_YAML_TREE)
 def test_fuzzed_experiment_files_give_one_line(tree) -> None:
-    folder = scratch()
-    try:
+    with scratch() as folder:
         path = folder / "exp.yaml"
         path.write_text(yaml.safe_dump(tree))
-        try:
-            load_config(folder / "none.yaml", [path], required=False)
-        except FaceFoundryError as exc:
-            one_line(exc, "exp.yaml")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        ok_or_one_line(lambda: load_config(folder / "none.yaml", [path], required=False), "exp.yaml")
 
 
 @FUZZ
 @given(text=st.text(max_size=120))
 def test_arbitrary_text_as_an_experiment_file_gives_one_line(text) -> None:
-    folder = scratch()
-    try:
+    with scratch() as folder:
         path = folder / "exp.yaml"
         path.write_bytes(text.encode("utf-8", "replace"))
-        try:
-            load_config(folder / "none.yaml", [path], required=False)
-        except FaceFoundryError as exc:
-            one_line(exc, "exp.yaml")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        ok_or_one_line(lambda: load_config(folder / "none.yaml", [path], required=False), "exp.yaml")
 
 
 SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "sweep_smoke.yaml"
@@ -183,15 +167,9 @@ SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "sweep_smoke.yaml"
 @given(section=st.sampled_from(["space", "search", "objective", "resources", "base", "name", "trials", "extra"]),
        value=_YAML_TREE)
 def test_fuzzed_sweep_specs_give_one_line(section, value) -> None:
-    folder = scratch()
-    try:
+    with scratch() as folder:
         spec = yaml.safe_load(SMOKE.read_text())
         spec[section] = value
         path = folder / "spec.yaml"
         path.write_text(yaml.safe_dump(spec))
-        try:
-            load_spec(path, out=str(folder / "out"))
-        except FaceFoundryError as exc:
-            one_line(exc, "spec.yaml")
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        ok_or_one_line(lambda: load_spec(path, out=str(folder / "out")), "spec.yaml")

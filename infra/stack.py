@@ -296,9 +296,26 @@ class RayCluster:
     def address(self) -> str:
         return f"{HOST}:{self.port}"
 
+    @property
+    def token(self) -> Path:
+        return Path(self.folder).resolve() / "ray_token"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a driver needs besides the address: the cluster's token file (Ray >= 2.59 token auth)."""
+        return {"RAY_AUTH_TOKEN_PATH": str(self.token)}
+
     def _ray(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, timeout=120,
-                              env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
+        """``ray …`` with this cluster's own token (head and every node), whatever ~/.ray holds."""
+        import secrets
+
+        if not self.token.is_file():
+            self.token.parent.mkdir(parents=True, exist_ok=True)
+            self.token.write_text(secrets.token_hex(32))
+            self.token.chmod(0o600)
+        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
+        env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", **self.env)
+        return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, timeout=120, env=env)
 
     def start(self) -> "RayCluster":
         self.folder = Path(self.folder).resolve()
@@ -328,6 +345,7 @@ def stack_env(state: dict) -> dict[str, str]:
            "FACEFOUNDRY_DVC_REMOTE": f"s3://{state['bucket']}/dvc"}
     if state.get("ray"):
         env["RAY_ADDRESS"] = state["ray"]
+        env["RAY_AUTH_TOKEN_PATH"] = state["ray_token"]
     return env
 
 
@@ -353,6 +371,7 @@ def up(folder: Path, ray: bool = True) -> dict:
             started.append(rc)
             rc.start()
             state["ray"] = rc.address
+            state["ray_token"] = str(rc.token)
     except BaseException:
         for part in reversed(started):  # nothing half-started is left behind
             part.stop()

@@ -160,10 +160,11 @@ def read_manifest(folder: str | Path) -> Manifest:
         raise FaceFoundryError(f"{path}: dataset is empty (manifest has no rows)")
     if present:
         m.mix_label, m.mix_weight = columns["mix_label"], columns["mix_weight"]
-    labels = np.asarray(m.label)
-    n_cls = meta.get("num_classes", int(labels.max()) + 1)
+    n_cls = meta.get("num_classes", 1)  # absent: Manifest.num_classes derives it from the labels
     if isinstance(n_cls, bool) or not isinstance(n_cls, int) or n_cls < 1:
         raise FaceFoundryError(f"{path}: metadata num_classes={n_cls!r} is not a positive integer")
+    labels = np.asarray(m.label)
+    n_cls = m.num_classes
     bad = np.flatnonzero((labels < 0) | (labels >= n_cls))
     if bad.size:
         i = int(bad[0])

@@ -11,8 +11,9 @@ q(z | x) of the *training target* (VAE-style: mean and log-variance, reparameter
 N(0, I) weighted by ``vec2face.nuisance_kl_weight``). Its code is added to the projected vector
 through the generator's attribute projection (``attr_dim``), as geometry codes are. The KL keeps
 the code small and close to the prior, so identity stays with the vector (the identity loss pulls
-the same way); at generation every image draws its own code from N(0, I) (truncated), so the
-images of one identity differ in hair, background, light and pose.
+the same way); at generation every image draws its own code from the training photos' aggregate
+posterior (per-axis mean and std of the posterior means, saved in the model index; truncated), so
+the images of one identity differ in hair, background, light and pose.
 
 The encoder is a training-only component: it is saved in the model folder (``nuisance_encoder/``)
 beside the discriminator, and generation does not load it.

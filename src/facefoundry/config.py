@@ -131,6 +131,9 @@ class Vec2FaceGenCfg(Strict):
     mask_ratio: Prob | None = None  # fixed generation mask ratio; None: the paper's truncated normal
     pca_components: PositiveInt | None = None
     geometry_scale: NonNegFloat = 1.0  # spread of the sampled attribute codes (geometry or nuisance; × the training spread), when the model has them
+    nuisance_sampling: Literal["posterior", "bank"] = "posterior"  # nuisance codes: N(mean, std²) of the training
+    # photos' posterior means per axis, or "bank": each image borrows the code of one random training photo (its
+    # hair, background, light and pose; the identity still comes from the vector), recorded as nuisance_photo
     grid_identities: PositiveInt = 8  # σ grid: rows = identities, columns = σ (logged to MLflow)
     judge_images: Annotated[int, Field(ge=0)] = 400  # images the judges score per σ study (0: skip)
     attrop: AttrOPCfg = AttrOPCfg()
@@ -488,6 +491,10 @@ class Vec2FaceCfg(Strict):
     nuisance_kl_weight: NonNegFloat = 1e-3  # × KL (nats, summed over the code) beside the per-pixel MSE
     nuisance_kl_warmup_epochs: NonNegFloat = 4.0  # KL weight ramps linearly from 0 (against posterior collapse)
     nuisance_channels: PositiveInt = 32  # the nuisance encoder's first conv width (3 stride-2 levels)
+    nuisance_free_bits: NonNegFloat = 0.0  # KL floor per code axis in nats (free bits, Kingma et al. 2016): the
+    # objective stops pushing an axis below it, so the code keeps information; 0 = the plain KL
+    nuisance_swap_fraction: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0  # share of each batch generated with
+    # another photo's code and judged by the identity loss only: identity must come from the vector, not the code
     # -- fMAE mask ratio: normal truncated to [min, 1] ----------------------------------------------
     train_mask_min: Prob = 0.5  # paper 0.5
     train_mask_mean: float = 0.75  # paper 0.75
@@ -535,6 +542,8 @@ class Vec2FaceCfg(Strict):
                 raise ValueError(f"{key} {getattr(self, key)} does not divide width {self.width}")
         if self.geometry_codes and self.nuisance_codes:
             raise ValueError("geometry_codes and nuisance_codes both feed the attribute projection: set one")
+        if not self.nuisance_codes and (self.nuisance_free_bits or self.nuisance_swap_fraction):
+            raise ValueError("nuisance_free_bits and nuisance_swap_fraction need nuisance_codes > 0")
         return self
 
 

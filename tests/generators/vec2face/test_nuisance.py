@@ -11,20 +11,25 @@ import torch
 from pydantic import ValidationError
 
 from facefoundry.config import Vec2FaceCfg
+from facefoundry.errors import FaceFoundryError
+from facefoundry.generators.vec2face.losses import LossWeights, Vec2FaceLoss
 from facefoundry.generators.registry import GENERATORS, load_builtin
 from facefoundry.generators.vec2face.model import MODEL_INDEX, load_model_folder
 from facefoundry.generators.vec2face.nuisance import (
     NuisanceEncoder,
     code_statistics,
+    free_bits_kl,
+    kl_per_axis,
     kl_to_prior,
     nuisance_codes,
     reparameterise,
+    swap_codes,
 )
 from facefoundry.generators.vec2face.training import fingerprint, train_vec2face
 from facefoundry.models.base import ConfigModule
 from tests.conftest import make_dataset, tiny_config
 from tests.generators.vec2face import TinyEncoder, single_thread  # noqa: F401 - autouse fixture
-from tests.generators.vec2face.test_generate import gen_cfg
+from tests.generators.vec2face.test_generate import gen_cfg, model_dir  # noqa: F401 - fixture
 from tests.generators.vec2face.test_training import TINY_V2F
 
 
@@ -40,8 +45,8 @@ def test_encoder_shapes_kl_and_reparameterisation() -> None:
     g = lambda: torch.Generator().manual_seed(1)  # noqa: E731
     assert torch.equal(reparameterise(mean, logvar, g()), reparameterise(mean, logvar, g()))
     assert torch.allclose(reparameterise(mean, torch.full_like(logvar, -30.0), g()), mean, atol=1e-5)
-    z, kl = nuisance_codes(enc, x, g())
-    assert z.shape == (4, 5) and float(kl.detach()) > 0
+    z, kl, objective = nuisance_codes(enc, x, g())
+    assert z.shape == (4, 5) and float(kl.detach()) > 0 and torch.equal(kl, objective)  # no free bits: the KL
     stats = code_statistics(torch.tensor([[0.0, 1.0, 5.0], [2.0, 1.0, 5.02]]))
     assert stats["nuisance_code_mean"] == [1.0, 1.0, 5.01] and stats["nuisance_active_axes"] == 1
     assert stats["nuisance_code_std"][0] == pytest.approx(2**0.5, abs=1e-5) and stats["nuisance_code_std"][1] == 0
@@ -50,6 +55,51 @@ def test_encoder_shapes_kl_and_reparameterisation() -> None:
 def test_config_takes_geometry_or_nuisance_not_both() -> None:
     with pytest.raises(ValidationError, match="set one"):
         Vec2FaceCfg(**TINY_V2F, geometry_codes=2, nuisance_codes=4)
+    for key, value in (("nuisance_free_bits", 0.5), ("nuisance_swap_fraction", 0.25)):
+        with pytest.raises(ValidationError, match="need nuisance_codes"):
+            Vec2FaceCfg(**TINY_V2F, **{key: value})
+    with pytest.raises(ValidationError):
+        Vec2FaceCfg(**TINY_V2F, nuisance_codes=4, nuisance_swap_fraction=0.6)  # no row may keep its own code
+
+
+def test_free_bits_floor_each_axis_and_stop_its_gradient() -> None:
+    # axis 0: KL ½·2² = 2 nats (above a 1-nat floor); axis 1: ½·0.5² = 0.125 nats (below it)
+    mean = torch.tensor([[2.0, 0.5]], requires_grad=True)
+    logvar = torch.zeros(1, 2)
+    assert kl_per_axis(mean, logvar).tolist() == pytest.approx([2.0, 0.125])
+    assert float(free_bits_kl(mean, logvar, 0.0).detach()) == pytest.approx(2.125)
+    objective = free_bits_kl(mean, logvar, 1.0)
+    assert float(objective.detach()) == pytest.approx(3.0)  # 2 + the floor
+    objective.backward()
+    assert mean.grad[0, 0] == pytest.approx(2.0) and mean.grad[0, 1] == 0.0  # below the floor: not pushed to 0
+
+
+def test_swap_codes_gives_the_last_rows_other_photos_codes() -> None:
+    codes = torch.arange(8.0).view(8, 1)
+    out = swap_codes(codes, 3)
+    assert out.view(-1).tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+    assert (out != codes).view(-1).tolist() == [False] * 5 + [True] * 3
+    assert torch.equal(swap_codes(codes, 0), codes)
+    with pytest.raises(FaceFoundryError, match="at least 10"):
+        swap_codes(codes, 5)
+
+
+def test_swapped_rows_have_no_reconstruction_target() -> None:
+    loss = Vec2FaceLoss(TinyEncoder(dim=8), LossWeights())
+    torch.manual_seed(0)
+    gen, target = torch.rand(4, 3, 32, 32) * 2 - 1, torch.rand(4, 3, 32, 32) * 2 - 1
+    ids, logits = torch.nn.functional.normalize(torch.randn(4, 8), dim=1), torch.randn(4, 5, 6)
+    a = loss(gen, target, ids, logits, logits, reconstruct=3)
+    other = target.clone()
+    other[3] = -other[3]  # the swapped row's photo does not matter to the reconstruction terms
+    b = loss(gen, other, ids, logits, logits, reconstruct=3)
+    for key in ("mse", "perceptual", "ssim", "identity", "identity_swapped"):
+        assert float(a[key]) == pytest.approx(float(b[key])), key
+    full = loss(gen, target, ids, logits, logits)
+    assert "identity_swapped" not in full and float(full["identity"]) == pytest.approx(float(a["identity"]))
+    assert float(loss(gen, other, ids, logits, logits)["mse"]) != pytest.approx(float(a["mse"]))
+    with pytest.raises(FaceFoundryError, match="reconstruct"):
+        loss(gen, target, ids, logits, logits, reconstruct=0)
 
 
 def test_training_learns_a_code_saves_its_encoder_and_generation_draws_one_per_image(tmp_path) -> None:
@@ -66,6 +116,17 @@ def test_training_learns_a_code_saves_its_encoder_and_generation_draws_one_per_i
 
     res = train_vec2face(cfg, ds, TinyEncoder(), tmp_path / "v2f", lambda m: None, progress=False)
     assert all("kl" in h and np.isfinite(h["kl"]) and h["kl"] > 0 for h in res.history)
+    assert all("identity_swapped" not in h for h in res.history)
+
+    # free bits and swapped codes: the objective counts every axis at ≥ its floor, a quarter of each batch is
+    # judged by identity alone, and both change the fingerprint (off, they leave it as it was: asserted above)
+    swap = tiny_config(tmp_path / "s", base={"device": "cpu"},
+                       vec2face={**TINY_V2F, "epochs": 1, "nuisance_codes": 4, "nuisance_free_bits": 0.5,
+                                 "nuisance_swap_fraction": 0.25})
+    assert fingerprint(swap, "d", {}) != fingerprint(tiny_config(tmp_path / "s2", base={"device": "cpu"}, vec2face={
+        **TINY_V2F, "epochs": 1, "nuisance_codes": 4}), "d", {})
+    hist = train_vec2face(swap, ds, TinyEncoder(), tmp_path / "v2f_s", lambda m: None, progress=False).history
+    assert hist[0]["kl_objective"] >= 4 * 0.5 - 1e-6 and 0 < hist[0]["identity_swapped"] < 2
     model, index = load_model_folder(res.model_dir)
     assert model.attr_dim == 4 and index["nuisance_codes"] == 4 and index["nuisance_encoder"] == "nuisance_encoder"
     assert 0 <= index["nuisance_active_axes"] <= 4 and len(index["nuisance_code_std"]) == 4
@@ -97,3 +158,22 @@ def test_training_learns_a_code_saves_its_encoder_and_generation_draws_one_per_i
     assert ((codes >= lo) & (codes <= hi)).all()
     first = [src.load(i) for i in range(4)]  # identity 0, four codes: four different images
     assert all(not np.array_equal(first[0], im) for im in first[1:])
+
+    # "bank": every image borrows one training photo's code (the model folder keeps them), recorded per image
+    bank = np.load(res.model_dir / "nuisance_codes.npy")
+    assert bank.shape == (24, 4) and np.isfinite(bank).all()
+    out_b = Path(GENERATORS.get("vec2face")(gen_cfg(tmp_path, res.model_dir, "gen_b", nuisance_sampling="bank"),
+                                            lambda m: None))
+    params_b = [json.loads(p) for p in open_source(out_b).manifest.params]
+    photos = np.array([p["nuisance_photo"] for p in params_b])
+    assert ((photos >= 0) & (photos < 24)).all() and len(set(photos.tolist())) > 1
+    np.testing.assert_allclose([p["nuisance"] for p in params_b], bank[photos], atol=1e-3)
+    (res.model_dir / "nuisance_codes.npy").unlink()  # a folder without its codes: one clear line
+    with pytest.raises(FaceFoundryError, match="nuisance_codes.npy: missing"):
+        GENERATORS.get("vec2face")(gen_cfg(tmp_path, res.model_dir, "gen_c", nuisance_sampling="bank"), lambda m: None)
+
+
+def test_bank_sampling_needs_a_nuisance_model(model_dir: Path, tmp_path) -> None:
+    load_builtin()
+    with pytest.raises(FaceFoundryError, match="needs a model trained with vec2face.nuisance_codes"):
+        GENERATORS.get("vec2face")(gen_cfg(tmp_path, model_dir, "g", nuisance_sampling="bank"), lambda m: None)

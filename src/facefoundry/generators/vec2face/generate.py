@@ -45,7 +45,7 @@ from facefoundry.generators.registry import GENERATORS
 from facefoundry.generators.sampling import uniform_count
 from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
 from facefoundry.generators.vec2face.model import Vec2Face, load_model_folder
-from facefoundry.generators.vec2face.training import ID_LABELS, ID_VECTORS, to_uint8
+from facefoundry.generators.vec2face.training import ID_LABELS, ID_VECTORS, NUISANCE_BANK, to_uint8
 from facefoundry.progress import track
 from facefoundry.sampling import perturb, sample_identities
 from facefoundry.tracking import run_active
@@ -125,6 +125,22 @@ def variations(space: IdentitySpace, centres: np.ndarray, per_centre: int, g: Ve
 
 
 # -- AttrOP ------------------------------------------------------------------------------------
+
+def nuisance_bank_codes(model_dir: Path, n: int, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(training photo index, its nuisance code ``[dim]``) for each of ``n`` images, photos drawn uniformly."""
+    path = model_dir / NUISANCE_BANK
+    if not path.is_file():
+        raise FaceFoundryError(f"{path}: missing; generate.vec2face.nuisance_sampling=bank needs a model folder "
+                               "written by train-vec2face with vec2face.nuisance_codes > 0 (retrain or use posterior)")
+    try:
+        bank = np.load(path)
+    except (OSError, ValueError) as exc:
+        raise FaceFoundryError(f"{path}: unreadable nuisance codes ({exc})") from None
+    if bank.ndim != 2 or bank.shape[1] != dim or not len(bank) or not np.isfinite(bank).all():
+        raise FaceFoundryError(f"{path}: expected finite codes [N, {dim}], got shape {list(bank.shape)}")
+    pick = rng.integers(0, len(bank), size=n)
+    return pick, bank[pick].astype(np.float32)
+
 
 def _pose_model(a: AttrOPCfg, cache: Path, seed: int, log: Callable[[str], None]):
     from facefoundry.identity.pose import PoseRegressor, train_pose_regressor
@@ -277,16 +293,23 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
         mix = draw_partners(labels, g.identities, ratio_grid(g.mixup.phi), np.random.default_rng([seed, 51]))
         vecs = mix_vectors(vecs, centres[np.maximum(mix.partner, 0)], mix, renormalise=True)
         log(f"vec2face: identity mixup, {int(mix.mixed.sum())} of {len(vecs)} images mixed (φ from {g.mixup.phi})")
-    geometry = None
+    geometry = borrowed = None
     code_kind = "nuisance" if index.get("nuisance_codes") else "geometry"
+    if gv.nuisance_sampling == "bank" and code_kind != "nuisance":
+        raise FaceFoundryError(f"{gv.model}: generate.vec2face.nuisance_sampling=bank needs a model trained with "
+                               "vec2face.nuisance_codes > 0")
     if model.attr_dim:  # each image its own code: pose and expression (geometry) or learned nuisance, N(0, I)
         from facefoundry.identity.attributes import sample_codes
 
         geometry = sample_codes(len(vecs), model.attr_dim, np.random.default_rng([seed, 24]), gv.geometry_scale)
-        if code_kind == "nuisance" and index.get("nuisance_code_std"):  # the training photos' aggregate posterior
+        if code_kind == "nuisance" and gv.nuisance_sampling == "bank":  # one training photo's code per image
+            borrowed, geometry = nuisance_bank_codes(Path(gv.model), len(vecs), model.attr_dim,
+                                                     np.random.default_rng([seed, 25]))
+        elif code_kind == "nuisance" and index.get("nuisance_code_std"):  # the training photos' aggregate posterior
             geometry = (np.asarray(index["nuisance_code_mean"], np.float32)
                         + np.asarray(index["nuisance_code_std"], np.float32) * geometry).astype(np.float32)
-        log(f"vec2face: {model.attr_dim} {code_kind} codes per image, spread {gv.geometry_scale:g}")
+        log(f"vec2face: {model.attr_dim} {code_kind} codes per image, "
+            + ("each a training photo's" if borrowed is not None else f"spread {gv.geometry_scale:g}"))
 
     judges = {}
     if gv.judge_images and cfg.identity.judges:
@@ -324,6 +347,8 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
                           "attrop": records[label]}
                 if geometry is not None:
                     params[code_kind] = [round(float(c), 3) for c in geometry[j]]
+                if borrowed is not None:
+                    params["nuisance_photo"] = int(borrowed[j])
                 soft = () if mix is None else mix.soft_label(j, params)
                 w.add(img, label, f"vec2face_{label:06d}", "vec2face", params, *soft)
     secs = time.perf_counter() - t0

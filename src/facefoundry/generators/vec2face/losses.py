@@ -160,17 +160,26 @@ class Vec2FaceLoss:
 
     def __call__(self, generated: torch.Tensor, target: torch.Tensor, id_vectors: torch.Tensor,
                  logits: torch.Tensor, tokens: torch.Tensor, discriminator: nn.Module | None = None,
-                 last_layer: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Images in ``[-1,1]``; ``discriminator`` given = the GAN term is on."""
+                 last_layer: torch.Tensor | None = None, reconstruct: int | None = None) -> dict[str, torch.Tensor]:
+        """Images in ``[-1,1]``; ``discriminator`` given = the GAN term is on. ``reconstruct``: only the first
+        that many rows have ``target`` as their target (MSE, perceptual, SSIM); the rest (made with another
+        photo's nuisance code) are judged by the identity, token and GAN terms only, and their identity term
+        is also reported alone (``identity_swapped``). ``None``: every row."""
         x, y = generated.float(), target.float()
         x01, y01 = (x + 1) / 2, (y + 1) / 2
-        terms: dict[str, torch.Tensor] = {"mse": F.mse_loss(x, y)}
+        r = len(x) if reconstruct is None else int(reconstruct)
+        if not 0 < r <= len(x):
+            raise FaceFoundryError(f"Vec2FaceLoss: reconstruct={reconstruct} must lie in [1, {len(x)}]")
+        terms: dict[str, torch.Tensor] = {"mse": F.mse_loss(x[:r], y[:r])}
         with torch.no_grad():
-            real_feats = self._features(y01)
-        terms["perceptual"] = feature_distance(self._features(x01), real_feats)
-        terms["ssim"] = 1 - ssim(x01, y01)
+            real_feats = self._features(y01[:r])
+        terms["perceptual"] = feature_distance(self._features(x01[:r]), real_feats)
+        terms["ssim"] = 1 - ssim(x01[:r], y01[:r])
         terms["token"] = F.mse_loss(logits.float(), tokens.float())
-        terms["identity"] = (1 - F.cosine_similarity(self.encoder(x01).float(), id_vectors.float(), dim=1)).mean()
+        per_image = 1 - F.cosine_similarity(self.encoder(x01).float(), id_vectors.float(), dim=1)
+        terms["identity"] = per_image.mean()
+        if r < len(x):
+            terms["identity_swapped"] = per_image[r:].mean().detach()
         nll = (self.w.mse * terms["mse"] + self.w.perceptual * terms["perceptual"] + self.w.ssim * terms["ssim"]
                + self.w.token * terms["token"] + self.w.identity * terms["identity"])
         terms["nll"] = nll

@@ -75,16 +75,39 @@ def reparameterise(mean: torch.Tensor, logvar: torch.Tensor,
     return mean + (0.5 * logvar).exp() * eps
 
 
+def kl_per_axis(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, e^logvar) ‖ N(0, I)) of each code axis, averaged over the batch: ``[dim]`` (nats)."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean(dim=0)
+
+
 def kl_to_prior(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, e^logvar) ‖ N(0, I)), summed over the code, averaged over the batch (nats)."""
-    return 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1).mean()
+    return kl_per_axis(mean, logvar).sum()
 
 
-def nuisance_codes(encoder: NuisanceEncoder, images: torch.Tensor,
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(sampled codes ``[B, dim]``, KL in nats) for a batch of training targets."""
+def free_bits_kl(mean: torch.Tensor, logvar: torch.Tensor, free_bits: float = 0.0) -> torch.Tensor:
+    """The KL objective with free bits (Kingma et al., 2016): each axis's batch-mean KL counts as at least
+    ``free_bits`` nats, so an axis below the floor gets no gradient towards the prior. 0 = :func:`kl_to_prior`."""
+    per_axis = kl_per_axis(mean, logvar)
+    return per_axis.clamp_min(free_bits).sum() if free_bits > 0 else per_axis.sum()
+
+
+def nuisance_codes(encoder: NuisanceEncoder, images: torch.Tensor, generator: torch.Generator | None = None,
+                   free_bits: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(sampled codes ``[B, dim]``, KL in nats, the KL objective with ``free_bits``) for a batch of targets."""
     mean, logvar = encoder(images)
-    return reparameterise(mean, logvar, generator), kl_to_prior(mean, logvar)
+    return reparameterise(mean, logvar, generator), kl_to_prior(mean, logvar), free_bits_kl(mean, logvar, free_bits)
+
+
+def swap_codes(codes: torch.Tensor, swapped: int) -> torch.Tensor:
+    """The last ``swapped`` rows take the codes of the first ``swapped`` rows (other photos of the batch);
+    ``swapped`` ≤ half the batch, so no row keeps its own code."""
+    n = codes.shape[0]
+    if swapped <= 0:
+        return codes
+    if 2 * swapped > n:
+        raise FaceFoundryError(f"swap_codes: {swapped} swapped rows need a batch of at least {2 * swapped}, got {n}")
+    return torch.cat([codes[: n - swapped], codes[:swapped]])
 
 
 def code_statistics(means: torch.Tensor) -> dict[str, object]:
@@ -99,4 +122,5 @@ def code_statistics(means: torch.Tensor) -> dict[str, object]:
             "nuisance_mean_variance": float(var.mean()), "nuisance_active_axes": int((var > 0.01).sum())}
 
 
-__all__ = ["NuisanceEncoder", "code_statistics", "kl_to_prior", "nuisance_codes", "reparameterise"]
+__all__ = ["NuisanceEncoder", "code_statistics", "free_bits_kl", "kl_per_axis", "kl_to_prior", "nuisance_codes",
+           "reparameterise", "swap_codes"]

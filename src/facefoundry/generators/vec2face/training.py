@@ -46,7 +46,7 @@ from facefoundry.generators.feed import (  # noqa: F401 - shared by every genera
 from facefoundry.generators.vec2face.discriminator import PatchDiscriminator
 from facefoundry.generators.vec2face.losses import LossWeights, Vec2FaceLoss
 from facefoundry.generators.vec2face.model import Vec2Face, save_model_folder
-from facefoundry.generators.vec2face.nuisance import NuisanceEncoder, code_statistics, nuisance_codes
+from facefoundry.generators.vec2face.nuisance import NuisanceEncoder, code_statistics, nuisance_codes, swap_codes
 from facefoundry.identity.base import IdentityEncoder
 from facefoundry.io import atomic_dir, atomic_write_bytes
 from facefoundry.progress import track
@@ -57,6 +57,7 @@ from facefoundry.train.schedule import lr_at
 CHECKPOINT = "checkpoint.pt"
 ID_VECTORS, ID_LABELS = "id_vectors.npy", "id_labels.npy"  # in the model folder: the training identity space
 GEOMETRY_PCA = "geometry_pca.npz"  # in the model folder when vec2face.geometry_codes > 0
+NUISANCE_BANK = "nuisance_codes.npy"  # in the model folder when vec2face.nuisance_codes > 0: each photo's code
 # Settings that do not change what is learned; a checkpoint made under other values resumes.
 _NOT_FINGERPRINTED = {"dataset", "out", "num_workers", "preload_max_mb", "id_batch_size", "log_every", "threads"}
 
@@ -86,6 +87,11 @@ def build_nuisance(v: Vec2FaceCfg) -> NuisanceEncoder | None:
 def loss_weights(v: Vec2FaceCfg) -> LossWeights:
     return LossWeights(v.mse_weight, v.perceptual_weight, v.ssim_weight, v.token_weight, v.identity_weight,
                        v.gan_weight, v.adaptive_gan_weight)
+
+
+def swapped_rows(v: Vec2FaceCfg, batch: int) -> int:
+    """Rows of a batch generated with another photo's nuisance code (``vec2face.nuisance_swap_fraction``)."""
+    return int(v.nuisance_swap_fraction * batch) if v.nuisance_codes else 0
 
 
 def learning_rate(v: Vec2FaceCfg) -> float:
@@ -150,24 +156,31 @@ def train_step(model: Vec2Face, disc: nn.Module, loss_fn: Vec2FaceLoss, images: 
                scaler: torch.amp.GradScaler, use_disc: bool = False, amp: bool = False,
                grad_clip: float = 0.0, attributes: torch.Tensor | None = None,
                nuisance: NuisanceEncoder | None = None, nuisance_images: torch.Tensor | None = None,
-               kl_weight: float = 0.0) -> dict[str, float]:
+               kl_weight: float = 0.0, free_bits: float = 0.0, swapped: int = 0) -> dict[str, float]:
     """One generator (+ discriminator, when ``use_disc``) update; returns every loss term as a float.
 
     With a ``nuisance`` encoder, its sampled code of ``nuisance_images`` (the targets before random
-    erasing; default ``images``) is the attribute input, and ``kl_weight``·KL joins the total (term ``kl``).
-    ``opt_g`` must then hold the encoder's parameters too."""
+    erasing; default ``images``) is the attribute input, and ``kl_weight``·KL (with ``free_bits`` nats per
+    axis) joins the total (terms ``kl``, the plain KL, and ``kl_objective``). ``swapped`` > 0: the last
+    that many rows get the codes of the first ones and no reconstruction target (identity loss only), so
+    the identity has to come from the vector. ``opt_g`` must then hold the encoder's parameters too."""
     dev = images.device.type
     disc.requires_grad_(False)
     with torch.autocast(dev, dtype=torch.float16, enabled=amp):
         kl = None
         if nuisance is not None:
-            attributes, kl = nuisance_codes(nuisance, images if nuisance_images is None else nuisance_images)
+            attributes, kl, kl_objective = nuisance_codes(
+                nuisance, images if nuisance_images is None else nuisance_images, free_bits=free_bits)
+            attributes = swap_codes(attributes, swapped)
+        elif swapped:
+            raise FaceFoundryError("train_step: swapped rows need a nuisance encoder")
         out = model(id_vectors, images, attributes=attributes)
         terms = loss_fn(out.images, images, id_vectors, out.logits, out.tokens,
-                        disc if use_disc else None, model.last_layer if use_disc else None)
+                        disc if use_disc else None, model.last_layer if use_disc else None,
+                        reconstruct=len(images) - swapped)
         if kl is not None:
-            terms["kl"] = kl
-            terms["total"] = terms["total"] + kl_weight * kl
+            terms["kl"], terms["kl_objective"] = kl, kl_objective
+            terms["total"] = terms["total"] + kl_weight * kl_objective
     opt_g.zero_grad(set_to_none=True)
     scaler.scale(terms["total"]).backward()
     if grad_clip > 0:
@@ -209,6 +222,9 @@ def fingerprint(cfg: Config, dataset_digest: str, encoder_spec: dict) -> str:
         v.pop("geometry_codes", None)
     if not v.get("nuisance_codes"):  # likewise
         for key in ("nuisance_codes", "nuisance_kl_weight", "nuisance_kl_warmup_epochs", "nuisance_channels"):
+            v.pop(key, None)
+    for key in ("nuisance_free_bits", "nuisance_swap_fraction"):  # added later: at 0 the earlier fingerprints hold
+        if not v.get(key):
             v.pop(key, None)
     blob = json.dumps({"vec2face": v, "seed": cfg.base.seed, "data": dataset_digest, "encoder": encoder_spec},
                       sort_keys=True)
@@ -311,7 +327,8 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
             terms = train_step(model, disc, loss_fn, x.to(device, non_blocking=True), vectors[idx].to(device),
                                opt_g, opt_d, scaler, use_disc, amp, v.grad_clip, attrs, nuisance,
                                clean.to(device, non_blocking=True) if nuisance is not None else None,
-                               v.nuisance_kl_weight * _ramp(epoch * steps + i, v.nuisance_kl_warmup_epochs * steps))
+                               v.nuisance_kl_weight * _ramp(epoch * steps + i, v.nuisance_kl_warmup_epochs * steps),
+                               v.nuisance_free_bits, swapped_rows(v, len(idx)))
             for k, val in terms.items():
                 if math.isfinite(val):  # an fp16 step the scaler skips has an infinite gradient norm
                     sums[k] += val * len(idx)
@@ -359,6 +376,8 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
         np.save(tmp / ID_LABELS, np.asarray(source.labels, dtype=np.int64))
         if geometry is not None:
             geometry.save(tmp / GEOMETRY_PCA)
+        if nuisance is not None:  # the training photos' posterior means: generate.vec2face.nuisance_sampling=bank
+            np.save(tmp / NUISANCE_BANK, means.numpy().astype(np.float32))
     return Vec2FaceResult(model_dir=out / "model", history=history, resumed_from=start)
 
 

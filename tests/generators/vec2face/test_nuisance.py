@@ -173,7 +173,8 @@ def test_training_learns_a_code_saves_its_encoder_and_generation_draws_one_per_i
         GENERATORS.get("vec2face")(gen_cfg(tmp_path, res.model_dir, "gen_c", nuisance_sampling="bank"), lambda m: None)
 
 
-def test_bank_sampling_needs_a_nuisance_model(model_dir: Path, tmp_path) -> None:
+def test_bank_sampling_needs_a_nuisance_model(request: pytest.FixtureRequest, tmp_path) -> None:
+    plain_model = request.getfixturevalue("model_dir")  # a model trained without nuisance codes
     load_builtin()
     with pytest.raises(FaceFoundryError, match="needs a model trained with vec2face.nuisance_codes"):
-        GENERATORS.get("vec2face")(gen_cfg(tmp_path, model_dir, "g", nuisance_sampling="bank"), lambda m: None)
+        GENERATORS.get("vec2face")(gen_cfg(tmp_path, plain_model, "g", nuisance_sampling="bank"), lambda m: None)

@@ -124,8 +124,6 @@ def variations(space: IdentitySpace, centres: np.ndarray, per_centre: int, g: Ve
     return space.to_unit(back), res.sigma, sim  # projection only shortens the noise: the floor still holds
 
 
-# -- AttrOP ------------------------------------------------------------------------------------
-
 def nuisance_bank_codes(model_dir: Path, n: int, dim: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """(training photo index, its nuisance code ``[dim]``) for each of ``n`` images, photos drawn uniformly."""
     path = model_dir / NUISANCE_BANK
@@ -141,6 +139,8 @@ def nuisance_bank_codes(model_dir: Path, n: int, dim: int, rng: np.random.Genera
     pick = rng.integers(0, len(bank), size=n)
     return pick, bank[pick].astype(np.float32)
 
+
+# -- AttrOP ------------------------------------------------------------------------------------
 
 def _pose_model(a: AttrOPCfg, cache: Path, seed: int, log: Callable[[str], None]):
     from facefoundry.identity.pose import PoseRegressor, train_pose_regressor
@@ -298,18 +298,18 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
     if gv.nuisance_sampling == "bank" and code_kind != "nuisance":
         raise FaceFoundryError(f"{gv.model}: generate.vec2face.nuisance_sampling=bank needs a model trained with "
                                "vec2face.nuisance_codes > 0")
-    if model.attr_dim:  # each image its own code: pose and expression (geometry) or learned nuisance, N(0, I)
+    if model.attr_dim and gv.nuisance_sampling == "bank":  # one training photo's nuisance code per image
+        borrowed, geometry = nuisance_bank_codes(Path(gv.model), len(vecs), model.attr_dim,
+                                                 np.random.default_rng([seed, 25]))
+        log(f"vec2face: {model.attr_dim} nuisance codes per image, each a training photo's")
+    elif model.attr_dim:  # each image its own code: pose and expression (geometry) or learned nuisance, N(0, I)
         from facefoundry.identity.attributes import sample_codes
 
         geometry = sample_codes(len(vecs), model.attr_dim, np.random.default_rng([seed, 24]), gv.geometry_scale)
-        if code_kind == "nuisance" and gv.nuisance_sampling == "bank":  # one training photo's code per image
-            borrowed, geometry = nuisance_bank_codes(Path(gv.model), len(vecs), model.attr_dim,
-                                                     np.random.default_rng([seed, 25]))
-        elif code_kind == "nuisance" and index.get("nuisance_code_std"):  # the training photos' aggregate posterior
+        if code_kind == "nuisance" and index.get("nuisance_code_std"):  # the training photos' aggregate posterior
             geometry = (np.asarray(index["nuisance_code_mean"], np.float32)
                         + np.asarray(index["nuisance_code_std"], np.float32) * geometry).astype(np.float32)
-        log(f"vec2face: {model.attr_dim} {code_kind} codes per image, "
-            + ("each a training photo's" if borrowed is not None else f"spread {gv.geometry_scale:g}"))
+        log(f"vec2face: {model.attr_dim} {code_kind} codes per image, spread {gv.geometry_scale:g}")
 
     judges = {}
     if gv.judge_images and cfg.identity.judges:

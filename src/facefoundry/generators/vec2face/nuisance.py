@@ -85,18 +85,22 @@ def kl_to_prior(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return kl_per_axis(mean, logvar).sum()
 
 
+def _floored(per_axis: torch.Tensor, free_bits: float) -> torch.Tensor:
+    return per_axis.clamp_min(free_bits).sum() if free_bits > 0 else per_axis.sum()
+
+
 def free_bits_kl(mean: torch.Tensor, logvar: torch.Tensor, free_bits: float = 0.0) -> torch.Tensor:
     """The KL objective with free bits (Kingma et al., 2016): each axis's batch-mean KL counts as at least
     ``free_bits`` nats, so an axis below the floor gets no gradient towards the prior. 0 = :func:`kl_to_prior`."""
-    per_axis = kl_per_axis(mean, logvar)
-    return per_axis.clamp_min(free_bits).sum() if free_bits > 0 else per_axis.sum()
+    return _floored(kl_per_axis(mean, logvar), free_bits)
 
 
 def nuisance_codes(encoder: NuisanceEncoder, images: torch.Tensor, generator: torch.Generator | None = None,
                    free_bits: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sampled codes ``[B, dim]``, KL in nats, the KL objective with ``free_bits``) for a batch of targets."""
     mean, logvar = encoder(images)
-    return reparameterise(mean, logvar, generator), kl_to_prior(mean, logvar), free_bits_kl(mean, logvar, free_bits)
+    per_axis = kl_per_axis(mean, logvar)  # once, for both the logged KL and the objective
+    return reparameterise(mean, logvar, generator), per_axis.sum(), _floored(per_axis, free_bits)
 
 
 def swap_codes(codes: torch.Tensor, swapped: int) -> torch.Tensor:

@@ -90,8 +90,9 @@ def loss_weights(v: Vec2FaceCfg) -> LossWeights:
 
 
 def swapped_rows(v: Vec2FaceCfg, batch: int) -> int:
-    """Rows of a batch generated with another photo's nuisance code (``vec2face.nuisance_swap_fraction``)."""
-    return int(v.nuisance_swap_fraction * batch) if v.nuisance_codes else 0
+    """Rows of a batch generated with another photo's nuisance code (``vec2face.nuisance_swap_fraction``; the
+    config refuses a fraction without ``nuisance_codes``)."""
+    return int(v.nuisance_swap_fraction * batch)
 
 
 def learning_rate(v: Vec2FaceCfg) -> float:

@@ -95,10 +95,11 @@ def main() -> None:
     datasets = {}
     for item in args.dataset:
         name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            sys.exit(f"--dataset {item!r}: expected NAME=PATH")
-        if not (ROOT / path / "manifest.parquet").is_file():
-            print(f"{path}: no manifest.parquet (not a dataset folder)", file=sys.stderr)
+        problem = ("expected --dataset NAME=PATH" if not (sep and name and path)
+                   else None if (ROOT / path / "manifest.parquet").is_file()
+                   else "no manifest.parquet (not a dataset folder)")
+        if problem:
+            print(f"{path or item}: {problem}", file=sys.stderr)
             sys.exit(2)
         datasets[name] = path
     base = facefoundry() + (["-p", args.params] if args.params else [])
@@ -107,7 +108,13 @@ def main() -> None:
     root = Path(args.out) / args.label
     runs: dict[str, dict[int, dict]] = {}
     for name, path in datasets.items():
-        runs[name] = {s: run_one(base, path, s, root / name / f"seed{s}", args.threads) for s in args.seeds}
+        runs[name] = {}
+        for seed in args.seeds:
+            try:
+                runs[name][seed] = run_one(base, path, seed, root / name / f"seed{seed}", args.threads)
+            except subprocess.CalledProcessError as e:  # facefoundry has printed its own line
+                print(f"{path}: seed {seed}: `facefoundry {e.cmd[-1]}` exited {e.returncode}", file=sys.stderr)
+                sys.exit(2)
     summary = summarise(runs)
     (ROOT / root).mkdir(parents=True, exist_ok=True)
     (ROOT / root / "summary.json").write_text(json.dumps({"fr_recipe": {"params": args.params,

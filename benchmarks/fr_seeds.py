@@ -31,7 +31,7 @@ TWINS = "outputs/benchmarks/twins.bin"
 
 def facefoundry() -> list[str]:
     exe = Path(sys.executable).parent / "facefoundry"
-    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "facefoundry.cli"]
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "facefoundry"]
 
 
 def run_one(base: list[str], dataset: str, seed: int, out: Path, threads: int) -> dict:
@@ -105,7 +105,7 @@ def main() -> None:
     base = facefoundry() + (["-p", args.params] if args.params else [])
     for e in args.experiment:
         base += ["-e", e]
-    root = Path(args.out) / args.label
+    root = ROOT / args.out / args.label  # relative paths are the repository's, as facefoundry's
     runs: dict[str, dict[int, dict]] = {}
     for name, path in datasets.items():
         runs[name] = {}
@@ -116,8 +116,8 @@ def main() -> None:
                 print(f"{path}: seed {seed}: `facefoundry {e.cmd[-1]}` exited {e.returncode}", file=sys.stderr)
                 sys.exit(2)
     summary = summarise(runs)
-    (ROOT / root).mkdir(parents=True, exist_ok=True)
-    (ROOT / root / "summary.json").write_text(json.dumps({"fr_recipe": {"params": args.params,
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "summary.json").write_text(json.dumps({"fr_recipe": {"params": args.params,
                                                                          "experiments": args.experiment},
                                                            "datasets": datasets, "results": summary}, indent=2))
     print(table(summary))

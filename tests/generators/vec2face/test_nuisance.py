@@ -52,6 +52,19 @@ def test_encoder_shapes_kl_and_reparameterisation() -> None:
     assert stats["nuisance_code_std"][0] == pytest.approx(2**0.5, abs=1e-5) and stats["nuisance_code_std"][1] == 0
 
 
+def test_effective_axes_is_scale_free() -> None:
+    """The participation ratio counts the directions a code spreads along whatever its scale (an autoencoder
+    code of variance 1e-4 per axis has no "active" axis but all its effective ones), 1 for a rank-1 code and
+    0 for a constant one."""
+    iso = torch.randn(4000, 4, generator=torch.Generator().manual_seed(0))
+    small = code_statistics(iso * 0.01)
+    assert small["nuisance_active_axes"] == 0 and small["nuisance_effective_axes"] == pytest.approx(4, abs=0.1)
+    assert code_statistics(iso)["nuisance_effective_axes"] == pytest.approx(small["nuisance_effective_axes"], abs=1e-3)
+    assert code_statistics(iso[:, :1] * torch.tensor([[1.0, -2.0, 0.5, 3.0]]))["nuisance_effective_axes"] == \
+        pytest.approx(1.0, abs=1e-3)
+    assert code_statistics(torch.ones(5, 4))["nuisance_effective_axes"] == 0.0
+
+
 def test_config_takes_geometry_or_nuisance_not_both() -> None:
     with pytest.raises(ValidationError, match="set one"):
         Vec2FaceCfg(**TINY_V2F, geometry_codes=2, nuisance_codes=4)

@@ -368,7 +368,8 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
             means = torch.cat([nuisance(to_signed(imgs).to(device))[0].cpu() for imgs, _ in feed.ordered(v.batch_size)])
         info.update(nuisance_codes=v.nuisance_codes, **code_statistics(means))
         log(f"vec2face: nuisance code, {info['nuisance_active_axes']} of {v.nuisance_codes} axes active "
-            f"(mean variance {info['nuisance_mean_variance']:.3f})")
+            f"(mean variance {info['nuisance_mean_variance']:.3f}), {info['nuisance_effective_axes']:.1f} "
+            "effective axes (participation ratio)")
         extras["nuisance_encoder"] = nuisance
     with atomic_dir(out / "model") as tmp:
         save_model_folder(tmp, model, disc, info, extras)

@@ -119,15 +119,17 @@ def code_statistics(means: torch.Tensor) -> dict[str, object]:
     draws its codes from N(mean, std²), the aggregate posterior, which a small KL weight leaves wider or
     narrower than the prior), the mean per-axis variance, the active axes (variance > 0.01, the usual VAE
     measure of a used axis; it assumes the prior's unit scale) and the effective number of axes, the
-    participation ratio (Σλ)²/Σλ² of the codes' covariance eigenvalues: scale-free, 1 for a code that varies
-    along one direction, ``dim`` for one that varies equally along all (0 for a constant code). With almost
+    participation ratio (Σλ)²/Σλ² of the codes' covariance eigenvalues, = tr(C)²/‖C‖²_F: scale-free, 1 for a
+    code that varies along one direction, ``dim`` for one that varies equally along all (0 for a constant
+    code). With almost
     no KL weight (an autoencoder code) the codes can be small in scale and still used, so the first reads 0;
     neither says whether the decoder reads the code (swap codes and compare the output for that)."""
     means = means.detach().float()
-    var = means.var(dim=0) if len(means) > 1 else torch.zeros(means.shape[1])
-    eig = torch.linalg.eigvalsh(torch.cov(means.T).reshape(means.shape[1], -1)).clamp_min(0) if len(means) > 1 \
-        else torch.zeros(means.shape[1])
-    effective = float(eig.sum() ** 2 / (eig**2).sum()) if float(eig.sum()) > 0 else 0.0
+    dim = means.shape[1]
+    cov = torch.cov(means.T).reshape(dim, dim) if len(means) > 1 else torch.zeros(dim, dim)
+    var = cov.diagonal()
+    total = float(var.sum())  # Σλ; and Σλ² is the squared Frobenius norm: no eigendecomposition needed
+    effective = total**2 / float(cov.pow(2).sum()) if total > 0 else 0.0
     return {"nuisance_code_mean": [round(float(x), 6) for x in means.mean(dim=0)],
             "nuisance_code_std": [round(float(x), 6) for x in var.sqrt()],
             "nuisance_mean_variance": float(var.mean()), "nuisance_active_axes": int((var > 0.01).sum()),

@@ -46,10 +46,12 @@ def tiny_config(tmp: Path, **sections: dict) -> Config:
         "benchmark": {"out": str(tmp / "twins.bin")},
         "realism": {"source": str(tmp / "render"), "target_dir": str(tmp / "target"), "out": str(tmp / "real"),
                     "model_out": str(tmp / "realism_model")},
+        "datasets": {"render": str(tmp / "render")},
         "train": {"dataset": str(tmp / "render"), "out": str(tmp / "train")},
         "evaluate": {"model": str(tmp / "train" / "model"), "benchmarks": {"twins": str(tmp / "twins.bin")},
                      "out": str(tmp / "eval")},
-        "report": {"out": str(tmp / "report")},
+        "report": {"out": str(tmp / "report"), "metrics": str(tmp / "metrics"),
+                   "leaderboard_out": str(tmp / "leaderboard")},
     })
     raw = deep_merge(raw, sections)
     tmp.mkdir(parents=True, exist_ok=True)

@@ -215,7 +215,7 @@ def test_cli_leaderboard_and_promote(env):
     assert res.exit_code == 0, res.output
     assert "| 1 | render | 1 | 70.00 |" in res.output
     for name in ("leaderboard.md", "leaderboard.html", "leaderboard.json"):
-        assert (tmp / "report" / name).is_file()
+        assert (tmp / "leaderboard" / name).is_file()
     res = runner.invoke(app, [*params, "leaderboard", "--experiment", "nope"])
     assert isinstance(res.exception, FaceFoundryError) and "no MLflow experiment 'nope'" in str(res.exception)
     res = runner.invoke(app, [*params, "promote", "--metric", "twins", "--no-gate"])

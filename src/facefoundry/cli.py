@@ -48,10 +48,22 @@ def _writable(*folders: object) -> None:
             ensure_writable(Path(str(folder)))
 
 
+PRODUCTS_HELP = "Folder of what a person looks at (figures, tables; emptied first)"
+
+
+def _samples(dataset: str) -> str:
+    """``outputs/samples/<name>``: the grids of a dataset or benchmark made by generate, benchmark or fuse."""
+    from pathlib import Path
+
+    return str(Path("outputs/samples") / Path(dataset).stem)
+
+
 @app.command()
 def generate(generator: Optional[str] = typer.Option(None, help="Generator name (default: generate.generator)."),
              out: Optional[str] = typer.Option(None, "--out", help="Dataset folder (default: generate.out; with "
-                                               "another --generator, a sibling folder named after it).")) -> None:
+                                               "another --generator, a sibling folder named after it)."),
+             products: Optional[str] = typer.Option(None, "--products", help=f"{PRODUCTS_HELP}; default "
+                                                    "outputs/samples/<dataset folder name>.")) -> None:
     """Generate a synthetic face dataset (manifest folder); IDSync trains its model first when it is missing."""
     from pathlib import Path
 
@@ -76,17 +88,18 @@ def generate(generator: Optional[str] = typer.Option(None, help="Generator name 
         log(f"{gi.model}: no IDSync model yet; training it first (as `facefoundry train-idsync`)")
         _writable(cfg.idsync.out)
         run_train_idsync(cfg)
-    run_generate(cfg)
+    run_generate(cfg, products or _samples(cfg.generate.out))
 
 
 @app.command()
-def benchmark() -> None:
+def benchmark(products: Optional[str] = typer.Option(None, "--products", help=f"{PRODUCTS_HELP}; default "
+                                                     "outputs/samples/<benchmark file stem>.")) -> None:
     """Render the synthetic twin verification benchmark (.bin)."""
     from facefoundry.stages.generate import run_benchmark
 
     cfg = _cfg()
     _writable(os.path.dirname(os.path.abspath(cfg.benchmark.out)))
-    run_benchmark(cfg)
+    run_benchmark(cfg, products or _samples(cfg.benchmark.out))
 
 
 @app.command()
@@ -130,24 +143,36 @@ def synlfw(like: Optional[str] = typer.Option(None, "--like", help="Reference .b
 
 @app.command()
 def validate(dataset: Optional[str] = typer.Option(None, help="Dataset folder (default: train.dataset)."),
-             out: str = typer.Option("outputs/validate/metrics.json", help="Where to write data metrics.")) -> None:
-    """Check a dataset: manifest, labels, identity counts, every image's size and hash."""
+             out: Optional[str] = typer.Option(None, help="Where to write data metrics (default: a recipe of "
+                                               "datasets: writes <report.metrics>/<recipe>/validate.json, as the "
+                                               "pipeline does; another dataset <products>/metrics.json)."),
+             products: Optional[str] = typer.Option(None, "--products", help=f"{PRODUCTS_HELP}; default "
+                                                    "outputs/validate/<recipe or dataset folder name>.")) -> None:
+    """Check a dataset: every image's size and hash, data metrics, judges and the Great Expectations gates."""
+    from pathlib import Path
+
     from facefoundry.stages.validate import run_validate
 
-    _writable(os.path.dirname(os.path.abspath(out)))
-    run_validate(_cfg(), dataset, out)
+    cfg = _cfg()
+    folder = Path(dataset or cfg.train.dataset)
+    recipe = next((k for k, v in cfg.datasets.items() if Path(v).resolve() == folder.resolve()), None)
+    products = products or str(Path("outputs/validate") / (recipe or folder.name))
+    out = out or str(Path(cfg.report.metrics) / recipe / "validate.json" if recipe else Path(products) / "metrics.json")
+    _writable(os.path.dirname(os.path.abspath(out)), products)
+    run_validate(cfg, str(folder), out, products)
 
 
 @app.command()
 def fuse(out: Optional[str] = typer.Option(None, "--out", help="Fused dataset folder (default: fuse.out)."),
-         metrics: Optional[str] = typer.Option(None, "--metrics", help="Where to write the fusion counts (JSON).")
-         ) -> None:
+         metrics: Optional[str] = typer.Option(None, "--metrics", help="Where to write the fusion counts (JSON)."),
+         products: Optional[str] = typer.Option(None, "--products", help=f"{PRODUCTS_HELP}; default "
+                                                "outputs/samples/<fused folder name>.")) -> None:
     """Fuse datasets of different generators (fuse.sources) after a cross-source identity-overlap check."""
     from facefoundry.stages.fuse import run_fuse
 
     cfg = _cfg([f"fuse.out={out}"] if out else [])
     _writable(os.path.dirname(os.path.abspath(cfg.fuse.out)))
-    run_fuse(cfg, metrics)
+    run_fuse(cfg, metrics, products or _samples(cfg.fuse.out))
 
 
 @app.command()
@@ -185,7 +210,7 @@ def train_vec2face(stop_after: Optional[int] = typer.Option(None, "--stop-after"
 
     cfg = _cfg()
     _writable(cfg.vec2face.out)
-    run_train_vec2face(cfg, stop_after)
+    run_train_vec2face(cfg, stop_after, os.path.join(cfg.vec2face.out, "plots"))
 
 
 @app.command("train-idsync")
@@ -225,7 +250,7 @@ def train(stop_after: Optional[int] = typer.Option(None, "--stop-after", help="S
 
     cfg = _cfg()
     _writable(cfg.train.out, cfg.train.metrics and os.path.dirname(os.path.abspath(cfg.train.metrics)))
-    run_train(cfg, stop_after)
+    run_train(cfg, stop_after, products=os.path.join(cfg.train.out, "plots"))
 
 
 @app.command()
@@ -237,9 +262,11 @@ def evaluate(
                                         "folder, an arcface_torch backbone.pth (with --arch) or an insightface .onnx."),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of a .pth model: r18, r34, r50, r100, r200 "
                                        "(default: evaluate.arch, else read from its keys)."),
+    products: Optional[str] = typer.Option(None, "--products", help=f"{PRODUCTS_HELP}; default outputs/eval/<recipe> "
+                                           "(the folder above a model/ folder, else the model's file stem)."),
 ) -> None:
     """10-fold verification accuracy, TAR@FAR and ROC on every configured benchmark."""
-    from facefoundry.stages.evaluate import run_evaluate
+    from facefoundry.stages.evaluate import default_products, run_evaluate
 
     if encoder and (model or arch):
         raise FaceFoundryError("--encoder scores identity encoders; --model/--arch score one FR model: use one or the other")
@@ -247,8 +274,9 @@ def evaluate(
     if model is not None or arch is not None:
         cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(
             update={k: v for k, v in (("model", model), ("arch", arch)) if v is not None})})
-    _writable(cfg.evaluate.out)
-    run_evaluate(cfg, encoder, benchmark)
+    products = products or str(default_products(cfg, encoder))
+    _writable(cfg.evaluate.out, products)
+    run_evaluate(cfg, encoder, benchmark, products)
 
 
 @app.command("import-model")
@@ -269,10 +297,12 @@ def import_model(
 
 @app.command()
 def report() -> None:
-    """Leaderboard of all training runs in the experiment."""
+    """Leaderboard of the pipeline's recipes (datasets:) from their metrics files, into report.out and MLflow."""
     from facefoundry.stages.report import run_report
 
-    run_report(_cfg())
+    cfg = _cfg()
+    _writable(cfg.report.out)
+    run_report(cfg)
 
 
 @app.command()
@@ -290,7 +320,7 @@ def leaderboard(
     from facefoundry.stages.report import run_leaderboard
 
     cfg = _cfg()
-    _writable(cfg.report.out)
+    _writable(cfg.report.leaderboard_out)
     run_leaderboard(cfg, experiment, metric, top, include_adhoc)
 
 

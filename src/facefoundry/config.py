@@ -312,7 +312,7 @@ class DomainMixupCfg(Strict):
 
 class TrainCfg(Strict):
     dataset: str = "outputs/datasets/render"
-    out: str = "outputs/train"
+    out: str = "outputs/train/render"
     backbone: BackboneCfg = BackboneCfg()
     head: HeadCfg = HeadCfg()
     epochs: PositiveInt = 20
@@ -346,7 +346,7 @@ class TrainCfg(Strict):
 
 
 class EvaluateCfg(Strict):
-    model: str = "outputs/train/model"  # a model folder, an arcface_torch backbone.pth (+ arch) or an insightface .onnx
+    model: str = "outputs/train/render/model"  # a model folder, an arcface_torch backbone.pth (+ arch) or an insightface .onnx
     arch: str | None = None  # arch of a .pth model: r18 | r34 | r50 | r100 | r200; None: read from its keys
     benchmarks: dict[str, str] = {"twins": "outputs/benchmarks/twins.bin"}
     out: str = "outputs/eval"
@@ -630,10 +630,12 @@ class AlignCfg(Strict):
 
 
 class ReportCfg(Strict):
-    out: str = "outputs/report"
+    out: str = "outputs/report"  # the pipeline's leaderboard (stage report; a DVC output)
+    metrics: str = "metrics"  # per-recipe metrics the report ranks: <metrics>/<recipe>/{validate,train,eval/metrics}.json
+    leaderboard_out: str = "outputs/leaderboard"  # `facefoundry leaderboard` (every run in MLflow)
     top: PositiveInt = 20
     benchmark: str | None = None  # rank on this benchmark; None: the mean over benchmarks every row has
-    include_adhoc: bool = False  # also rank runs started outside a pipeline (plain CLI calls)
+    include_adhoc: bool = False  # `facefoundry leaderboard`: also rank runs started outside a pipeline
 
 
 class GateCfg(Strict):

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -203,12 +203,18 @@ def run_name(stage: str, *parts: object) -> str:
 
 @contextlib.contextmanager
 def stage_run(cfg: Config, stage: str, sections: list[str], tags: dict[str, str] | None = None,
-              run_id: str | None = None, name: str | None = None) -> Iterator[Any]:
+              run_id: str | None = None, name: str | None = None,
+              products: str | Path | None = None) -> Iterator[Any]:
     """Start (or reopen, with ``run_id``) the MLflow run of a pipeline stage and log its config.
 
     Runs of one pipeline execution hang under one parent run (the MLflow UI groups them);
     runs outside a pipeline are tagged ad hoc. The run records its pid and host, so a later
     stage marks it FAILED if the process was killed before it could close the run.
+
+    ``products``: the stage's folder of what a person looks at (a declared DVC output). It is
+    emptied when the run starts, and every figure, image and text the stage logs with
+    :func:`log_figure`, :func:`log_image` or :func:`log_text` is written there first (rendered
+    once, deterministic bytes) and then logged as that file, so DVC recreates what MLflow shows.
     """
     mlflow = _mlflow()
     outer = os.environ.pop("MLFLOW_RUN_ID", None)  # `mlflow run` sets it: never merge stages into it
@@ -242,8 +248,8 @@ def stage_run(cfg: Config, stage: str, sections: list[str], tags: dict[str, str]
                 client.delete_tag(run_id, "facefoundry.failure")
         except Exception:  # noqa: BLE001 - deleted or in another store: start a new run
             run_id = None
-    with _close_on_signal(), mlflow.start_run(run_id=run_id, run_name=None if run_id else (name or stage),
-                                              tags=all_tags) as run:
+    with _close_on_signal(), _products_at(products), \
+            mlflow.start_run(run_id=run_id, run_name=None if run_id else (name or stage), tags=all_tags) as run:
         if stale:
             mlflow.set_tag("facefoundry.marked_stale", ",".join(stale))
         if run_id is None:
@@ -318,10 +324,53 @@ def _close_on_signal() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+_PRODUCTS: list[Path] = []  # the products folder of the stage run in progress (innermost last)
+
+
+@contextlib.contextmanager
+def _products_at(folder: str | Path | None) -> Iterator[None]:
+    """Make ``folder`` the active stage's products folder, emptied first (its files are derived, never work)."""
+    if folder is None:
+        yield
+        return
+    import shutil
+
+    folder = Path(folder)
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    _PRODUCTS.append(folder)
+    try:
+        yield
+    finally:
+        _PRODUCTS.remove(folder)
+
+
+def products_dir() -> Path | None:
+    """The products folder of the stage run in progress, if it has one."""
+    return _PRODUCTS[-1] if _PRODUCTS else None
+
+
+def _logged_product(name: str, write: Callable[[Path], None]) -> bool:
+    """Write ``name`` into the products folder with ``write(path)`` and log that file; False without a folder."""
+    folder = products_dir()
+    if folder is None:
+        return False
+    path = folder / name
+    write(path)
+    parent = Path(name).parent.as_posix()
+    _mlflow().log_artifact(str(path), None if parent == "." else parent)
+    return True
+
+
 def log_figure(fig, name: str) -> None:  # noqa: ANN001
+    """A matplotlib figure as the artifact ``name`` (and a products file, rendered once)."""
     import matplotlib.pyplot as plt
 
-    _mlflow().log_figure(fig, name)
+    from facefoundry.plots import save_figure
+
+    if not _logged_product(name, lambda path: save_figure(fig, path)):
+        _mlflow().log_figure(fig, name)
     plt.close(fig)
 
 
@@ -338,7 +387,21 @@ def set_tag(key: str, value: str) -> None:
 
 
 def log_image(image: np.ndarray, name: str) -> None:
-    _mlflow().log_image(image, name)
+    """A uint8 HxWx3 image as the PNG artifact ``name`` (and a products file)."""
+
+    def write(path: Path) -> None:
+        import io
+
+        from PIL import Image
+
+        from facefoundry.io import atomic_write_bytes
+
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(image)).save(buf, format="PNG")
+        atomic_write_bytes(path, buf.getvalue())
+
+    if not _logged_product(name, write):
+        _mlflow().log_image(image, name)
 
 
 def _clean(metrics: dict[str, float]) -> dict[str, float]:
@@ -399,7 +462,11 @@ def recipe_params(meta: dict) -> dict[str, Any]:
 
 
 def log_text(text: str, name: str) -> None:
-    _mlflow().log_text(text, name)
+    """Text as the artifact ``name`` (and a products file)."""
+    from facefoundry.io import atomic_write_text
+
+    if not _logged_product(name, lambda path: atomic_write_text(path, text)):
+        _mlflow().log_text(text, name)
 
 
 def log_torch_model(module, input_size: int, name: str = "model", registered_name: str | None = None,

@@ -32,8 +32,9 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipe")
-    tiny_config(tmp, generate={"identities": 12, "images_per_identity": 6},
-                train={"epochs": 4, "batch_size": 16, "export_onnx": True}, benchmark={"pairs": 60},
+    tiny_config(tmp, generate={"identities": 12, "images_per_identity": 6},  # the pipeline's layout for one recipe
+                train={"epochs": 4, "batch_size": 16, "export_onnx": True, "metrics": str(tmp / "metrics/render/train.json")},
+                evaluate={"out": str(tmp / "metrics/render/eval")}, benchmark={"pairs": 60},
                 report={"include_adhoc": True})  # plain CLI calls are ad hoc: ranked only when asked
     for stage in ("generate", "benchmark", "validate", "train", "evaluate", "report"):
         proc = ff(tmp, stage)
@@ -61,11 +62,21 @@ def test_pipeline_tracks_every_stage(pipeline):
     evaluate = next(r for r in runs if r.data.tags["facefoundry.stage"] == "evaluate")
     assert {a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")} >= {"plots/roc.png",
                                                                                     "plots/hist_twins.png"}
-    metrics = json.loads((pipeline / "eval" / "metrics.json").read_text())
+    metrics = json.loads((pipeline / "metrics/render/eval/metrics.json").read_text())
     assert metrics["twins_accuracy"] == pytest.approx(m["twins/accuracy"])
+    assert (pipeline / "metrics/render/validate.json").is_file()  # validate of a recipe writes where dvc.yaml does
     board = (pipeline / "report" / "leaderboard.md").read_text()
-    assert board.startswith("Ranked on twins accuracy") and board.count("\n| 1 | render | 1 |") == 1
+    assert "Ranked on twins accuracy" in board and board.count("\n| 1 | render | 1 |") == 1
+    assert {"leaderboard.md", "leaderboard.png", "leaderboard.json", "roc_twins.png"} <= {
+        p.name for p in (pipeline / "report").iterdir()}
     assert (pipeline / "train" / "model" / "backbone.onnx").is_file()
+    # every stage's products folder: what the MLflow run shows, as files
+    for folder, names in {"outputs/samples/render": {"samples/grid.png"}, "outputs/samples/twins": {"samples/pairs.png"},
+                          "outputs/validate/render": {"gates.json", "problems.json", "samples/grid.png"},
+                          "train/plots": {"plots/training.png", "samples/train_grid.png"},
+                          "outputs/eval/train": {"plots/hist_twins.png", "results.md"}}.items():
+        have = {p.relative_to(pipeline / folder).as_posix() for p in (pipeline / folder).rglob("*") if p.is_file()}
+        assert names <= have, (folder, have)
 
 
 def test_missing_benchmark_path(pipeline):

@@ -49,8 +49,21 @@ def test_clean_dataset_passes_and_reports_every_metric(tmp_path: Path, monkeypat
     m = run_validate(cfg, str(ds), str(tmp_path / "metrics.json"))
     assert m["duplicate_images"] == 0 and m["leaked_identities"] == 0 and m["mislabelled_identities"] == 0
     assert 0 < m["separable_identities"] <= 8 and m["intra_mean"] > m["inter_mean"] + 0.5
-    assert (tmp_path / "outputs/quality/clean/gx_results.json").is_file()
     assert m["gates_failed"] == 0
+    import json
+
+    products = tmp_path / "outputs/validate/clean"  # what a person reads, deterministic (a DVC output)
+    gates = json.loads((products / "gates.json").read_text())
+    assert gates["success"] and gates["statistics"]["unsuccessful_expectations"] == 0
+    assert len(gates["expectations"]) == gates["statistics"]["evaluated_expectations"]
+    assert all(e["success"] and "id" not in e for e in gates["expectations"])
+    assert {"problems.json", "samples", "plots"} <= {p.name for p in products.iterdir()}
+    assert (products / "samples/grid.png").read_bytes()[:4] == b"\x89PNG"
+    # a second run writes the same bytes (DVC hashes this folder) and leaves no GX project behind
+    first = {p.relative_to(products): p.read_bytes() for p in products.rglob("*") if p.is_file()}
+    run_validate(cfg, str(ds), str(tmp_path / "metrics.json"))
+    assert {p.relative_to(products): p.read_bytes() for p in products.rglob("*") if p.is_file()} == first
+    assert not [p for p in tmp_path.rglob("gx_results.json") if "mlruns" not in p.parts]  # only in MLflow
 
 
 def test_broken_dataset_fails_naming_each_problem(tmp_path: Path, monkeypatch):  # noqa: ANN001
@@ -71,10 +84,13 @@ def test_broken_dataset_fails_naming_each_problem(tmp_path: Path, monkeypatch): 
     assert not (tmp_path / "metrics.json").exists()  # no metrics for a dataset that failed its gates
     import json
 
-    problems = json.loads((tmp_path / "outputs/quality/broken/problems.json").read_text())
+    problems = json.loads((tmp_path / "outputs/validate/broken/problems.json").read_text())
     assert problems["split_identities"] == ["id_2"]
     assert [d["identity"] for d in problems["leaked"]] == ["id_5"]
     assert len(problems["duplicates"]) == 1
+    gates = json.loads((tmp_path / "outputs/validate/broken/gates.json").read_text())
+    assert not gates["success"] and gates["failures"] == [e["failure"] for e in gates["expectations"]
+                                                           if not e["success"]]
     # the failed run keeps the evidence: the full GX result, its Data Docs, the problem lists, the plots
     import mlflow
 
@@ -82,7 +98,7 @@ def test_broken_dataset_fails_naming_each_problem(tmp_path: Path, monkeypatch): 
     run = client.search_runs([client.get_experiment_by_name(cfg.base.experiment).experiment_id])[0]
     assert run.info.status == "FAILED" and run.data.tags["facefoundry.quality_gates"] == "failed"
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "quality")}
-    assert {"quality/gx_results.json", "quality/problems.json", "quality/data_docs"} <= logged
+    assert {"quality/gx_results.json", "quality/gates.json", "quality/problems.json", "quality/data_docs"} <= logged
     assert "plots/identity_centres.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
 
 
@@ -97,5 +113,5 @@ def test_soft_labelled_dataset_passes_the_gates(tmp_path: Path, monkeypatch):  #
     ds = make_soft_dataset(tmp_path / "soft", identities=8)
     m = run_validate(_cfg(tmp_path), str(ds), str(tmp_path / "metrics.json"))
     assert m["images"] == 48 and m["mislabelled_identities"] == 0
-    results = json.loads(next(tmp_path.rglob("gx_results.json")).read_text())
-    assert "mix_weight" in json.dumps(results)
+    gates = json.loads((tmp_path / "outputs/validate/soft/gates.json").read_text())
+    assert "mix_weight" in json.dumps(gates["expectations"])

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from facefoundry.data.images import decode_image
@@ -40,6 +41,7 @@ class FileCheck:
     problems: list[str] = field(default_factory=list)
     converted: Counter = field(default_factory=Counter)  # PIL mode → images converted to RGB
     sha256: list[str] = field(default_factory=list)
+    decoded: list[np.ndarray | None] | None = None  # every image as decoded (``keep``), None where it failed
 
     def summary(self) -> str:
         return ", ".join(f"{n} {_MODE_NAMES.get(m, m)} ({m})" for m, n in sorted(self.converted.items()))
@@ -57,9 +59,15 @@ class FileCheck:
 
 
 def check_files(source: FaceSource, image_size: int | None = None, non_rgb: NonRGB = "convert",
-                verify_hash: bool = True, decode: bool = True, desc: str | None = None) -> FileCheck:
-    """Check every image of ``source``; never raises for a bad image (see ``FileCheck.raise_if_bad``)."""
+                verify_hash: bool = True, decode: bool = True, desc: str | None = None,
+                keep: bool = False) -> FileCheck:
+    """Check every image of ``source``; never raises for a bad image (see ``FileCheck.raise_if_bad``).
+
+    ``keep`` (with ``decode``): hold every decoded image in ``FileCheck.decoded``, so the caller reads each
+    image once (``sources.MemorySource``)."""
     res = FileCheck(images=len(source))
+    if keep and decode:
+        res.decoded = [None] * len(source)
     for i in track(range(len(source)), total=len(source), desc=desc or f"check {source.root.name}", unit="img"):
         try:
             data, name = source.raw(i)
@@ -91,9 +99,12 @@ def check_files(source: FaceSource, image_size: int | None = None, non_rgb: NonR
             res.converted[mode] += 1
         if decode:
             try:
-                decode_image(data, name, image_size)
+                image = decode_image(data, name, image_size)
             except FaceFoundryError as exc:
                 res.problems.append(str(exc))
+                continue
+            if res.decoded is not None:
+                res.decoded[i] = image
     return res
 
 

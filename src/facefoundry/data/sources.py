@@ -148,6 +148,35 @@ class RecordIOSource(FaceSource):
         return f"train.rec#record{self.keys[i]}"
 
 
+class MemorySource(FaceSource):
+    """Another source whose images were decoded once and are held in RAM (``load`` copies nothing).
+
+    The validate stage checks every file, hashes it, judges identities and computes perceptual hashes;
+    with this view each image is decoded once for all of them."""
+
+    def __init__(self, base: FaceSource, images: list[np.ndarray]):
+        if len(images) != len(base):
+            raise ValueError(f"{len(images)} decoded images for a source of {len(base)}")
+        self.base, self.images = base, images
+        self.root, self.labels, self.identities, self.kind = base.root, base.labels, base.identities, base.kind
+        self.mix_labels, self.mix_weights = base.mix_labels, base.mix_weights
+        if hasattr(base, "manifest"):
+            self.manifest = base.manifest
+
+    def load(self, i: int, size: int | None = None) -> np.ndarray:
+        image = self.images[i]
+        return image if size is None or image.shape[0] == size else self.base.load(i, size)
+
+    def raw(self, i: int) -> tuple[bytes, str]:
+        return self.base.raw(i)
+
+    def expected_sha256(self, i: int) -> str | None:
+        return self.base.expected_sha256(i)
+
+    def name(self, i: int) -> str:
+        return self.base.name(i)
+
+
 def open_source(path: str | Path) -> FaceSource:
     root = Path(path)
     if not root.exists():

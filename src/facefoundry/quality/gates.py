@@ -18,7 +18,7 @@ import math
 import os
 import shutil
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,12 @@ class GateResult:
     result_json: Path
     docs_dir: Path | None
     enabled: bool = True
+    expectations: list[dict] = field(default_factory=list)  # one deterministic record per expectation run
+
+    def to_json(self) -> dict:
+        """What a person reads (``gates.json``): no run ids, ids or times, so the same data gives the same bytes."""
+        return {"enabled": self.enabled, "success": self.success, "statistics": self.statistics,
+                "failures": self.failures, "expectations": self.expectations}
 
     def summary(self) -> str:
         """One line for logs and error messages."""
@@ -246,7 +252,8 @@ def run_gates(frame: pd.DataFrame, metrics: dict[str, float], gates: GatesCfg, i
     failures = not_measured + [line for name, (suite, r) in runs.items() for line in failure_lines(name, r, suite)]
     stats = _statistics([r for _, r in runs.values()], len(not_measured))
     result = GateResult(success=not failures, failures=failures, statistics=stats, result_json=result_json,
-                        docs_dir=_docs_dir(context) if data_docs else None)
+                        docs_dir=_docs_dir(context) if data_docs else None,
+                        expectations=[e for name, (suite, r) in runs.items() for e in expectation_records(name, r, suite)])
     atomic_write_json(result_json, {"success": result.success, "statistics": stats, "failures": failures,
                                     "not_measured": not_measured,
                                     "suites": {name: r.to_json_dict() for name, (_, r) in runs.items()}})
@@ -296,6 +303,20 @@ def failure_lines(suite: str, result: ExpectationSuiteValidationResult,
         rank = {e.id: i for i, e in enumerate(order.expectations)}
         failed.sort(key=lambda r: rank.get(r.expectation_config.id, len(rank)))
     return [f"{suite}: {_describe(suite, r)}" for r in failed]
+
+
+def expectation_records(suite: str, result: ExpectationSuiteValidationResult,
+                        order: gx.ExpectationSuite) -> list[dict]:
+    """Every expectation of one suite's result, in the suite's order: what it checked, with which bounds,
+    and whether it held (the failure line when not). Deterministic: no GX ids, run names or times."""
+    rank = {e.id: i for i, e in enumerate(order.expectations)}
+    out = []
+    for r in sorted(result.results, key=lambda r: rank.get(r.expectation_config.id, len(rank))):
+        cfg = r.expectation_config
+        kw = {k: v for k, v in dict(cfg.kwargs).items() if k not in ("batch_id", "result_format")}
+        out.append({"suite": suite, "expectation": cfg.type, "kwargs": kw, "gate": (cfg.meta or {}).get("gate"),
+                    "success": bool(r.success), "failure": None if r.success else f"{suite}: {_describe(suite, r)}"})
+    return out
 
 
 def _describe(suite: str, r: ExpectationValidationResult) -> str:

@@ -107,9 +107,28 @@ def _embed_rows(load: Callable[[int], np.ndarray], rows: np.ndarray, encoder: Id
     return out
 
 
+class EmbeddingMemo:
+    """Each image of one source embedded at most once per encoder, whoever asks (the validate stage's judges
+    and its quality metrics share one dlib pass over the images both sample)."""
+
+    def __init__(self, source: FaceSource):
+        self.source = source
+        self._rows: dict[str, dict[int, np.ndarray]] = {}
+
+    def embed(self, encoder: IdentityEncoder, idx: np.ndarray, batch_size: int, desc: str) -> np.ndarray:
+        """Unit vectors of images ``idx`` (rows in that order), computing only those not embedded yet."""
+        done = self._rows.setdefault(json.dumps(encoder.spec(), sort_keys=True, default=str), {})
+        missing = np.asarray([int(i) for i in dict.fromkeys(np.asarray(idx).tolist()) if int(i) not in done], int)
+        if len(missing):
+            for i, row in zip(missing, _embed_rows(self.source.load, missing, encoder, batch_size, desc)):
+                done[int(i)] = row
+        return np.stack([done[int(i)] for i in idx]) if len(idx) else np.zeros((0, encoder.dim), np.float32)
+
+
 def judge_vectors(source: FaceSource, encoder: IdentityEncoder, per_identity: int, batch_size: int, seed: int,
-                  digest: str | None = None) -> Vectors:
-    """Unit judge vectors of up to ``per_identity`` images of every identity; cached when ``digest`` is given."""
+                  digest: str | None = None, memo: EmbeddingMemo | None = None) -> Vectors:
+    """Unit judge vectors of up to ``per_identity`` images of every identity; cached when ``digest`` is given,
+    and taken from (or added to) ``memo`` when one is given."""
     idx = sample_per_identity(source.labels, per_identity, np.random.default_rng(seed))
     path = None
     if digest:
@@ -121,7 +140,9 @@ def judge_vectors(source: FaceSource, encoder: IdentityEncoder, per_identity: in
                     return Vectors(idx, np.asarray(source.labels)[idx], emb)
             except (OSError, ValueError):
                 pass
-    emb = _embed_rows(source.load, idx, encoder, batch_size, f"judge {encoder.name} on {source.root.name}")
+    desc = f"judge {encoder.name} on {source.root.name}"
+    emb = memo.embed(encoder, idx, batch_size, desc) if memo else _embed_rows(source.load, idx, encoder, batch_size,
+                                                                              desc)
     if path is not None:
         buf = io.BytesIO()
         np.save(buf, emb)
@@ -216,11 +237,15 @@ def poses(params: list[str]) -> dict[str, np.ndarray]:
     return {k: v for k, v in out.items() if not np.isnan(v).all()}
 
 
-def measure_dataset(folder: str | Path, q: QualityCfg, batch_size: int, seed: int, digest: str | None = None,
-                    sha256: list[str] | None = None, log: Callable[[str], None] = print) -> QualityReport:
-    """All data metrics of one dataset (see the module docstring); cached by ``digest`` and the settings."""
-    folder = Path(folder)
-    src = open_source(folder)
+def measure_dataset(folder: str | Path | FaceSource, q: QualityCfg, batch_size: int, seed: int,
+                    digest: str | None = None, sha256: list[str] | None = None, log: Callable[[str], None] = print,
+                    memo: EmbeddingMemo | None = None) -> QualityReport:
+    """All data metrics of one dataset (see the module docstring); cached by ``digest`` and the settings.
+
+    ``folder``: the dataset folder, or a source already open (``sources.MemorySource``: decoded once);
+    ``memo``: judge vectors shared with other measurements of the same source."""
+    src = folder if isinstance(folder, FaceSource) else open_source(folder)
+    folder = src.root
     refs = [(None, r) for r in q.leakage.references] + (training_photos(folder) if q.leakage.training_photos else [])
     cache = None
     if digest:
@@ -259,7 +284,7 @@ def measure_dataset(folder: str | Path, q: QualityCfg, batch_size: int, seed: in
 
     # identities in the judge's space
     enc = load_encoder(q.judge)
-    vec = judge_vectors(src, enc, q.images_per_identity, batch_size, seed, digest)
+    vec = judge_vectors(src, enc, q.images_per_identity, batch_size, seed, digest, memo)
     emb = M.centre_space(vec.emb)[0] if q.centred else vec.emb
     intra, inter = identity_similarities(emb, vec.labels, rng=np.random.default_rng(seed))
     out.update({"intra_mean": float(intra.mean()) if intra.size else float("nan"),
@@ -301,7 +326,8 @@ def measure_dataset(folder: str | Path, q: QualityCfg, batch_size: int, seed: in
     # distribution against a reference set, in a feature encoder's space
     if q.reference:
         fenc = load_encoder(q.feature_encoder) if q.feature_encoder else enc
-        feats = vec.emb if fenc is enc else judge_vectors(src, fenc, q.images_per_identity, batch_size, seed, digest).emb
+        feats = vec.emb if fenc is enc else judge_vectors(src, fenc, q.images_per_identity, batch_size, seed, digest,
+                                                           memo).emb
         ref = reference_vectors(q.reference, fenc, q.reference_max_images, batch_size, seed)
         out["frechet_distance"] = M.frechet_distance(ref, feats)
         out["kernel_mmd"] = M.kernel_mmd(ref, feats)

@@ -26,6 +26,7 @@ from facefoundry.stages.common import log
 from facefoundry.stages.train import run_record
 from facefoundry.tracking import (
     attach_model_metrics,
+    log_artifact,
     log_figure,
     log_metrics,
     log_metrics_to_run,
@@ -141,7 +142,8 @@ def _log_results(results: list[VerificationResult], prefix: str = "") -> dict[st
 
 def _write_outputs(out: Path, metrics: dict[str, float], labelled: list[tuple[str, VerificationResult]]) -> None:
     """DVC metrics and plots: ``metrics.json``, one ``roc_<benchmark>.json`` per benchmark (FAR
-    floored at 1e-4 for the log axis), ``roc.png`` (viewable offline) and the fold accuracies."""
+    floored at 1e-4 for the log axis), ``roc.png`` (viewable offline, and logged to the run as
+    ``plots/roc.png``: rendered once) and the fold accuracies."""
     atomic_write_json(out / "metrics.json", {k.replace("/", "_"): v for k, v in metrics.items()})
     for who, r in labelled:
         key = f"{who}_{r.name}" if who else r.name
@@ -151,24 +153,39 @@ def _write_outputs(out: Path, metrics: dict[str, float], labelled: list[tuple[st
                                            for who, r in labelled})
     fig = roc_figure({(f"{who}/{r.name}" if who else r.name): (r.fpr, r.tpr, r.auc) for who, r in labelled})
     save_figure(fig, out / "roc.png")
+    log_artifact(out / "roc.png", "plots")
 
 
-def run_evaluate(cfg: Config, encoders: list[str] | None = None, benchmarks: list[str] | None = None) -> dict:
-    """Score the trained model, or each ``--encoder``, on the configured (or ``--benchmark``) files."""
+def default_products(cfg: Config, encoders: list[str] | None = None) -> Path:
+    """``outputs/eval/<recipe>``: the folder of a model's training run (``outputs/train/<recipe>/model``), else
+    the model file's stem, or ``encoders`` when pretrained encoders are scored."""
+    if encoders:
+        return Path("outputs/eval/encoders")
+    model = Path(cfg.evaluate.model)
+    return Path("outputs/eval") / (model.parent.name if model.name == "model" and model.parent.name else model.stem)
+
+
+def run_evaluate(cfg: Config, encoders: list[str] | None = None, benchmarks: list[str] | None = None,
+                 products: str | Path | None = None) -> dict:
+    """Score the trained model, or each ``--encoder``, on the configured (or ``--benchmark``) files.
+
+    DVC metrics and plots go to ``evaluate.out``; histograms and the results table to ``products``
+    (and to the MLflow run)."""
     benches = parse_benchmarks(benchmarks) if benchmarks else dict(cfg.evaluate.benchmarks)
     where = "--benchmark " if benchmarks else "evaluate.benchmarks."
     if not benches:
         raise FaceFoundryError("no benchmark to evaluate on: evaluate.benchmarks is empty (add NAME=PATH.bin "
                                "with --benchmark or --set evaluate.benchmarks.NAME=PATH.bin)")
     if encoders:
-        return _run_encoders(cfg, encoders, benches, where)
+        return _run_encoders(cfg, encoders, benches, where, products)
     if Path(cfg.evaluate.model).suffix.lower() in RELEASED_SUFFIXES and not Path(cfg.evaluate.model).is_dir():
-        return _run_released(cfg, benches, where)
+        return _run_released(cfg, benches, where, products)
     model = FRModel.load(cfg.evaluate.model)
     record = run_record(cfg.evaluate.model)  # the training run's side file (never a DVC output)
     train_run, recipe = record.get("run_id"), record.get("recipe") or model.info.get("recipe")
     tags = {"facefoundry.train_run_id": str(train_run), "facefoundry.recipe": str(recipe)}
-    with stage_run(cfg, "evaluate", ["evaluate"], tags, name=run_name("evaluate", recipe, *benches)):
+    with stage_run(cfg, "evaluate", ["evaluate"], tags, name=run_name("evaluate", recipe, *benches),
+                   products=products):
         with torch.inference_mode():
             results = evaluate_model(model, benches, cfg, where)
         metrics = _report(cfg, results)
@@ -186,7 +203,6 @@ def _report(cfg: Config, results: list[VerificationResult]) -> dict[str, float]:
     """One scored model: metrics, histograms and ROC to MLflow, the table to stdout, DVC files to evaluate.out."""
     metrics = _log_results(results)
     log_metrics(metrics)
-    log_figure(roc_figure({r.name: (r.fpr, r.tpr, r.auc) for r in results}), "plots/roc.png")
     table = results_table([("model", r) for r in results])
     log_text(table, "results.md")
     print(table, end="")
@@ -194,7 +210,7 @@ def _report(cfg: Config, results: list[VerificationResult]) -> dict[str, float]:
     return metrics
 
 
-def _run_released(cfg: Config, benches: dict[str, str], where: str) -> dict:
+def _run_released(cfg: Config, benches: dict[str, str], where: str, products: str | Path | None) -> dict:
     """``evaluate.model`` is a released insightface model: an arcface_torch ``.pth`` (+ arch) or an ONNX file."""
     from facefoundry.models.released import load_model
 
@@ -204,13 +220,15 @@ def _run_released(cfg: Config, benches: dict[str, str], where: str) -> dict:
     log(f"evaluating {spec} ({fmt}{', ' + arch if arch else ''}, {model.preprocess.image_size}-px input)")
     tags = {"facefoundry.model": str(spec), "facefoundry.model_format": fmt,
             **({"facefoundry.arch": arch} if arch else {})}
-    with stage_run(cfg, "evaluate", ["evaluate"], tags, name=run_name("evaluate", spec.name, *benches)):
+    with stage_run(cfg, "evaluate", ["evaluate"], tags, name=run_name("evaluate", spec.name, *benches),
+                   products=products):
         with torch.inference_mode():
             results = evaluate_model(model, benches, cfg, where)
         return _report(cfg, results)
 
 
-def _run_encoders(cfg: Config, encoders: list[str], benches: dict[str, str], where: str) -> dict:
+def _run_encoders(cfg: Config, encoders: list[str], benches: dict[str, str], where: str,
+                  products: str | Path | None) -> dict:
     """Pretrained encoders as judges: one metric set per encoder (prefixed when there are several)."""
     from facefoundry.identity import load_encoder
 
@@ -218,7 +236,7 @@ def _run_encoders(cfg: Config, encoders: list[str], benches: dict[str, str], whe
     metrics: dict[str, float] = {}
     labelled: list[tuple[str, VerificationResult]] = []
     with stage_run(cfg, "evaluate", ["evaluate"], {"facefoundry.encoders": ",".join(encoders)},
-                   name=run_name("evaluate", "encoders " + ",".join(encoders), *benches)):
+                   name=run_name("evaluate", "encoders " + ",".join(encoders), *benches), products=products):
         for spec in encoders:
             enc = load_encoder(spec)
             who = enc.name if enc.name != "onnx" else Path(spec).stem
@@ -228,7 +246,6 @@ def _run_encoders(cfg: Config, encoders: list[str], benches: dict[str, str], whe
             metrics.update(_log_results(results, f"{who}/" if several else ""))
             labelled += [(who, r) for r in results]
         log_metrics(metrics)
-        log_figure(roc_figure({f"{who}/{r.name}": (r.fpr, r.tpr, r.auc) for who, r in labelled}), "plots/roc.png")
         table = results_table(labelled)
         log_text(table, "results.md")
         print(table, end="")

@@ -12,7 +12,8 @@ from facefoundry.stages.common import log
 from facefoundry.tracking import dvc_dir_hash, log_dataset_version, log_figure, log_metrics, run_name, stage_run
 
 
-def run_fuse(cfg: Config, metrics_out: str | None = None) -> dict:
+def run_fuse(cfg: Config, metrics_out: str | None = None, products: str | Path | None = None) -> dict:
+    """Fuse ``fuse.sources`` into ``fuse.out``; the identity-centre map goes to ``products`` (and MLflow)."""
     from facefoundry.fusion.fuse import fuse
     from facefoundry.plots import centre_map
 
@@ -20,7 +21,8 @@ def run_fuse(cfg: Config, metrics_out: str | None = None) -> dict:
     digests = {name: dvc_dir_hash(s.path) for name, s in f.sources.items() if Path(s.path).is_dir()}
     what = " + ".join(f"{n} ({s.identities or (f'{s.share:.0%}' if s.share else 'all')})" for n, s in f.sources.items())
     with stage_run(cfg, "fuse", ["fuse", "quality"], {"facefoundry.dataset": f.out},
-                   name=run_name("fuse", what, f.strategy, f"overlap {f.overlap} ≥ {f.overlap_threshold:g}")):
+                   name=run_name("fuse", what, f.strategy, f"overlap {f.overlap} ≥ {f.overlap_threshold:g}"),
+                   products=products):
         for name, s in f.sources.items():
             if name in digests:
                 log_dataset_version(s.path, prefix=f"source.{name}", digest=digests[name], context="fusion")

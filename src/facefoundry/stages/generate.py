@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -17,12 +18,14 @@ from facefoundry.tracking import log_dataset_version, log_figure, log_image, log
 from facefoundry.verification.binfile import read_bin
 
 
-def run_generate(cfg: Config) -> None:
+def run_generate(cfg: Config, products: str | Path | None = None) -> None:
+    """Write the dataset; its sample grids go to ``products`` (and MLflow)."""
     load_builtin()
     fn = GENERATORS.get(cfg.generate.generator)
     g = cfg.generate
     name = run_name("generate", g.generator, g.shape)
-    with stage_run(cfg, "generate", ["generate"], {"facefoundry.generator": g.generator}, name=name):
+    with stage_run(cfg, "generate", ["generate"], {"facefoundry.generator": g.generator}, name=name,
+                   products=products):
         DatasetWriter.last = {}
         t0 = time.perf_counter()
         out = fn(cfg, log)
@@ -37,8 +40,10 @@ def run_generate(cfg: Config) -> None:
         log(f"wrote {done} images ({len(src)} in all, {src.num_classes} identities) to {out} in {secs:.0f}s")
 
 
-def run_benchmark(cfg: Config) -> None:
-    with stage_run(cfg, "benchmark", ["generate", "benchmark"], name=run_name("benchmark", "twins")):
+def run_benchmark(cfg: Config, products: str | Path | None = None) -> None:
+    """Write the twin benchmark; a grid of its pairs goes to ``products`` (and MLflow)."""
+    with stage_run(cfg, "benchmark", ["generate", "benchmark"], name=run_name("benchmark", "twins"),
+                   products=products):
         t0 = time.perf_counter()
         out = generate_twin_benchmark(cfg, log)
         pairs = read_bin(out)

@@ -1,8 +1,13 @@
 """``report`` stage and ``facefoundry leaderboard``: ranked recipes as table, page and picture.
 
-The ranking rules live in ``facefoundry.leaderboard``; this module reads the runs from MLflow
-(training runs, joined with their dataset's validate metrics) and writes
-``leaderboard.{md,json,png,html}`` to ``report.out`` (not a DVC output: it names runs).
+The ranking rules live in ``facefoundry.leaderboard``. Two sources feed them:
+
+- the ``report`` stage ranks the pipeline's own recipes (``datasets:``) from their metrics files under
+  ``report.metrics`` — its DVC deps — so ``outputs/report/`` (``leaderboard.{md,json,png}`` and one ROC
+  overlay of all recipes per benchmark) is a function of them: a declared DVC output, identical on every
+  reproduction, and logged to the pipeline's MLflow group;
+- ``facefoundry leaderboard`` ranks every training run in MLflow (sweeps, experiments, ad-hoc runs when
+  asked), joined with their dataset's validate metrics, into ``report.leaderboard_out``.
 """
 
 from __future__ import annotations
@@ -10,13 +15,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from facefoundry.config import Config
 from facefoundry.errors import FaceFoundryError
-from facefoundry.io import atomic_write_json, atomic_write_text
-from facefoundry.leaderboard import Leaderboard, build, join_data_metrics, parse_metric
-from facefoundry.plots import save_figure, table_figure
+from facefoundry.io import atomic_write_json, atomic_write_text, read_json
+from facefoundry.leaderboard import ACC, Leaderboard, build, join_data_metrics, parse_metric
+from facefoundry.plots import roc_figure, table_figure
 from facefoundry.stages.common import log
-from facefoundry.tracking import _mlflow, log_text, run_name, stage_run
+from facefoundry.tracking import _mlflow, log_figure, log_text, products_dir, run_name, set_tag, stage_run
 
 FINISHED = "attributes.status = 'FINISHED'"
 
@@ -49,19 +56,65 @@ def leaderboard_figure(board: Leaderboard, title: str, top: int):  # noqa: ANN20
     return table_figure(title, header, rows, caption=board.basis)
 
 
+def recipe_records(cfg: Config) -> list[dict]:
+    """The pipeline's recipes as leaderboard records, from their metrics files (no MLflow): one per entry of
+    ``datasets:`` that has ``<report.metrics>/<recipe>/eval/metrics.json``; ``data/*`` from its validate.json.
+    Benchmark metrics are named back from the files' flat keys (``twins_accuracy`` → ``twins/accuracy``)."""
+    root = Path(cfg.report.metrics)
+    benches = sorted(cfg.evaluate.benchmarks, key=len, reverse=True)  # lfw_x before lfw when both exist
+    out = []
+    for recipe, dataset in cfg.datasets.items():
+        flat = read_json(root / recipe / "eval" / "metrics.json")
+        metrics: dict[str, float] = {}
+        for key, value in flat.items():
+            bench = next((b for b in benches if key.startswith(b + "_")), None)
+            if bench is not None and isinstance(value, (int, float)):
+                metrics[f"{bench}/{key[len(bench) + 1:]}"] = float(value)
+        metrics.update({f"data/{k}": float(v) for k, v in read_json(root / recipe / "validate.json").items()
+                        if isinstance(v, (int, float))})
+        out.append({"run_id": recipe, "params": {"train.dataset": dataset}, "metrics": metrics,
+                    "tags": {"facefoundry.recipe": recipe}})
+    return out
+
+
+def _roc_overlays(cfg: Config, board: Leaderboard) -> None:
+    """One ROC figure per benchmark with every ranked recipe's curve (from its ``roc_<benchmark>.json``)."""
+    root = Path(cfg.report.metrics)
+    for bench in board.columns:
+        curves = {}
+        for row in board.rows:
+            points = read_json(root / row.recipe / "eval" / f"roc_{bench}.json").get("roc") or []
+            auc = read_json(root / row.recipe / "eval" / "metrics.json").get(f"{bench}_auc", float("nan"))
+            if points:
+                curves[row.recipe] = (np.array([p["fpr"] for p in points]), np.array([p["tpr"] for p in points]),
+                                      float(auc))
+        if curves:
+            log_figure(roc_figure(curves), f"roc_{bench}.png")
+
+
 def run_report(cfg: Config) -> Path:
+    """The ``report`` stage: the pipeline's recipes, best first, into ``report.out`` and the MLflow run."""
     rep = cfg.report
-    with stage_run(cfg, "report", ["report"], name=run_name("report", rep.benchmark or "common benchmarks")):
-        board = build(training_runs(cfg.base.experiment), rep.benchmark, rep.include_adhoc)
-        md = board.markdown(rep.top)
-        out = Path(rep.out)
-        atomic_write_text(out / "leaderboard.md", md)
-        atomic_write_json(out / "leaderboard.json", board.to_json())
+    out = Path(rep.out)
+    with stage_run(cfg, "report", ["report"], name=run_name("report", rep.benchmark or "common benchmarks"),
+                   products=out):
+        records = recipe_records(cfg)
+        missing = [r["run_id"] for r in records if not any(k.endswith(ACC) for k in r["metrics"])]
+        if len(missing) == len(records):
+            raise FaceFoundryError(f"report: no recipe of datasets: ({', '.join(cfg.datasets)}) has been evaluated "
+                                   f"yet (no {rep.metrics}/<recipe>/eval/metrics.json); run `dvc repro` first")
+        board = build(records, rep.benchmark, include_adhoc=True)
         title = f"FaceFoundry leaderboard · {cfg.base.experiment}"
-        save_figure(leaderboard_figure(board, title, rep.top), out / "leaderboard.png", dpi=130)
-        _mlflow().log_artifact(str(out / "leaderboard.png"))  # the same picture, rendered once
+        md = f"# {title}\n\n{board.markdown(rep.top)}"
+        if missing:
+            md += f"\nNot evaluated yet: {', '.join(missing)}.\n"
         log_text(md, "leaderboard.md")
-        log(f"leaderboard of {len(board.rows)} recipes written to {out}/leaderboard.md\n{md}")
+        atomic_write_json(out / "leaderboard.json", board.to_json())
+        log_figure(leaderboard_figure(board, title, rep.top), "leaderboard.png")
+        _roc_overlays(cfg, board)
+        row, _, _ = board.best()
+        set_tag("facefoundry.leaderboard.best_recipe", row.recipe)
+        log(f"leaderboard of {len(board.rows)} recipes written to {products_dir()}/leaderboard.md\n{md}")
         return out
 
 
@@ -122,7 +175,7 @@ def run_leaderboard(cfg: Config, experiments: list[str] | None = None, metric: s
     with stage_run(cfg, "leaderboard", ["report"], name=run_name("leaderboard", metric, *names)):
         board = build(training_runs(names), include_adhoc=adhoc, metric=metric)
         title = f"FaceFoundry leaderboard · {', '.join(names)}"
-        out = Path(rep.out)
+        out = Path(rep.leaderboard_out)
         md = f"# {title}\n\n{board.markdown(top)}"
         page = board.html(title, top)
         atomic_write_text(out / "leaderboard.md", md)

@@ -53,11 +53,13 @@ def backbone_label(cfg: Config) -> str:
 
 
 def run_train(cfg: Config, stop_after: int | None = None,
-              epoch_hook: Callable[[EpochStats, Trainer], None] | None = None) -> dict:
+              epoch_hook: Callable[[EpochStats, Trainer], None] | None = None,
+              products: str | Path | None = None) -> dict:
     """Train, export and log one FR model.
 
     ``epoch_hook(stats, trainer)`` runs after each epoch's checkpoint, inside the training run (a sweep
     trial scores the current backbone there and reports it to Ray Tune); without it nothing changes.
+    ``products`` (the CLI: ``<train.out>/plots``) receives the training curve and the sample grid.
     """
     t = cfg.train
     trainer = Trainer(cfg, log=log)
@@ -80,7 +82,7 @@ def run_train(cfg: Config, stop_after: int | None = None,
                     f"seed {cfg.base.seed}")
     tags = {"facefoundry.dataset": str(trainer.source.root), "facefoundry.recipe": recipe,
             **({"facefoundry.init": init["path"], "facefoundry.init_md5": init["md5"]} if init else {})}
-    with stage_run(cfg, "train", ["train"], tags, run_id=reopen, name=name) as run:
+    with stage_run(cfg, "train", ["train"], tags, run_id=reopen, name=name, products=products) as run:
         write_run_record(out, {"run_id": run.info.run_id, "fingerprint": trainer.fingerprint, "recipe": recipe})
         resumed = reopen is not None and run.info.run_id == reopen
         if not resumed:
@@ -90,9 +92,9 @@ def run_train(cfg: Config, stop_after: int | None = None,
                 _mlflow().log_params(recipe_params(meta))
             log_metrics({"data/images": len(trainer.source), "data/identities": trainer.source.num_classes,
                          **{f"data/{k}": v for k, v in trainer.data_checks.items()}})
-            log_image(dataset_grid(trainer.source, seed=cfg.base.seed), "samples/train_grid.png")
         else:
             digest = trainer.dataset_digest
+        log_image(dataset_grid(trainer.source, seed=cfg.base.seed), "samples/train_grid.png")
 
         def epoch_metrics(s: EpochStats) -> None:
             log_metrics({"train/loss": s.loss, "train/accuracy": s.accuracy, "train/lr": s.lr,

@@ -35,7 +35,8 @@ def _run_key(cfg: Config, digest: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_train_vec2face(cfg: Config, stop_after: int | None = None) -> dict:
+def run_train_vec2face(cfg: Config, stop_after: int | None = None, products: str | Path | None = None) -> dict:
+    """Train (or resume) Vec2Face; loss curves and reconstructions go to ``products`` (and MLflow)."""
     from facefoundry.data.sources import open_source
     from facefoundry.generators.vec2face.training import (
         reconstruction_grid,
@@ -54,7 +55,7 @@ def run_train_vec2face(cfg: Config, stop_after: int | None = None) -> dict:
     reopen = record.get("run_id") if record.get("key") == key and (out / CHECKPOINT).is_file() else None
     with stage_run(cfg, "train-vec2face", ["vec2face"], {"facefoundry.dataset": str(source.root),
                                                           "facefoundry.generator": "vec2face"},
-                   run_id=reopen, name=name) as run:
+                   run_id=reopen, name=name, products=products) as run:
         write_run_record(out, {"run_id": run.info.run_id, "key": key})
         if run.info.run_id != reopen:
             log_dataset_version(source.root, digest=digest)

@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
-# Install, then run the test suite.
+# Install, then run the test suite (CI: .ci/run calls exactly this).
+#   bash infra/test.sh            every test (≤ 12 min on 2 cores)
+#   bash infra/test.sh --fast     the fast tier: no e2e (dvc / mlflow run / CLI pipelines), no services
+#                                 (PostgreSQL, S3, MLflow server, Ray cluster), nothing marked slow (≤ 3 min)
+# Any other arguments go to pytest, e.g. `bash infra/test.sh --fast tests/quality -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/install.sh
-exec .venv/bin/python -m pytest "$@"
+args=()
+for a in "$@"; do
+  if [ "$a" = "--fast" ]; then args+=(-m "not e2e and not services and not slow"); else args+=("$a"); fi
+done
+exec .venv/bin/python -m pytest ${args[@]+"${args[@]}"}

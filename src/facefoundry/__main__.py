@@ -1,3 +1,3 @@
-from facefoundry.cli import main
+from facefoundry.cli import entry
 
-main()
+entry()

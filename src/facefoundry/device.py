@@ -22,6 +22,21 @@ def resolve_device(spec: str = "auto") -> torch.device:
         raise FaceFoundryError(f"base.device={spec!r} is not a torch device (auto, cpu, cuda, cuda:N)") from None
 
 
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype mixed precision uses on ``device``, or None where it would not pay.
+
+    CUDA: float16 (with a GradScaler), as arcface_torch trains. CPU: bfloat16 where the processor computes it
+    natively (AVX512-BF16 or AMX: oneDNN's bf16 convolutions; measured +20–30 % for the default's IResNet on a
+    2-core AVX512-BF16 machine); elsewhere bf16 is emulated and slower than float32, so None."""
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu":
+        native = [getattr(torch.cpu, f, lambda: False) for f in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        if any(f() for f in native):
+            return torch.bfloat16
+    return None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -16,7 +16,7 @@ import yaml
 import stack
 from tests.conftest import tiny_config
 
-pytestmark = pytest.mark.infra
+pytestmark = pytest.mark.services
 
 
 def raylets() -> set[int]:

@@ -16,7 +16,7 @@ from facefoundry.tracking import dvc_dir_hash
 from tests.conftest import make_dataset
 from tests.infra.faultproxy import CuttingProxy
 
-pytestmark = pytest.mark.infra
+pytestmark = pytest.mark.services
 
 BLOB = np.random.default_rng(0).bytes(3 * 1024 * 1024)  # 3 MiB: several TCP segments and s3 chunks
 

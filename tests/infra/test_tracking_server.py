@@ -15,7 +15,7 @@ import stack
 from tests.conftest import make_dataset, tiny_config
 from tests.stages.test_cli_pipeline import assert_one_line_error
 
-pytestmark = pytest.mark.infra
+pytestmark = pytest.mark.services
 
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
 ENV["GIT_PYTHON_REFRESH"] = "quiet"

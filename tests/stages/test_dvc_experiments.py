@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,43 +77,124 @@ def repo(tmp_path_factory) -> Path:
     return r
 
 
-def test_repro_writes_git_tracked_metrics_and_is_reproducible(repo):
-    # metrics live where git tracks them; no run id or timing in any DVC metrics file
-    for recipe in ("render", "vec2face"):
-        m = json.loads((repo / f"metrics/{recipe}/eval/metrics.json").read_text())
-        assert 0 <= m["twins_accuracy"] <= 1
-        train = json.loads((repo / f"metrics/{recipe}/train.json").read_text())
-        assert set(train) == {"epochs", "loss", "train_accuracy"}
-        assert (repo / f"metrics/{recipe}/eval/roc.png").read_bytes()[:4] == b"\x89PNG"
-    assert "mlflow_run_id" not in (repo / "outputs/train/render/model/facefoundry_model.json").read_text()
-    # from scratch again (no outputs, no cache use): the same dvc.lock and metrics, git stays clean
-    lock = (repo / "dvc.lock").read_text()
-    shutil.rmtree(repo / "outputs")
-    dvc(repo, "repro", "--force")
-    status = run(repo, "git", "status", "--porcelain").stdout
-    assert status == "", f"a fresh repro changed tracked files:\n{status}\n" + run(repo, "git", "diff").stdout[:3000]
-    assert (repo / "dvc.lock").read_text() == lock
+STAGES = ("generate", "benchmark", "train-vec2face", "generate-vec2face", "fuse",
+          *(f"{stage}@{recipe}" for stage in ("validate", "train", "evaluate") for recipe in ("render", "vec2face", "fused")),
+          "report")
 
 
-def test_experiments_compare_in_dvc(repo):
-    dvc(repo, "exp", "run", "-S", "train.lr=0.02", "-n", "lr-low")
-    dvc(repo, "exp", "run", "-S", "train.lr=0.2", "-n", "lr-high")
-    show = json.loads(dvc(repo, "exp", "show", "--json").stdout)
-    found = {}
-    for baseline in show:
-        for exp in baseline.get("experiments") or []:
-            for rev in exp.get("revs", []):
-                data = rev.get("data") or {}
-                metrics = data.get("metrics") or {}
-                acc = metrics.get("metrics/render/eval/metrics.json", {}).get("data", {}).get("twins_accuracy")
-                if rev.get("name"):
-                    found[rev["name"]] = acc
-    assert {"lr-low", "lr-high"} <= set(found), found
-    assert all(isinstance(found[n], float) for n in ("lr-low", "lr-high")), found
-    diff = json.loads(dvc(repo, "metrics", "diff", "lr-low", "lr-high", "--json").stdout)
-    assert "metrics/render/eval/metrics.json" in diff, diff
-    plots = dvc(repo, "plots", "diff", "lr-low", "lr-high", "--json")
-    assert "roc_twins.json" in plots.stdout
+def ran(proc: subprocess.CompletedProcess) -> list[str]:
+    """The stages a `dvc repro` ran (DVC prints "Running stage 'x':" for each)."""
+    return re.findall(r"Running stage '([^']+)'", proc.stdout + proc.stderr)
+
+
+@pytest.fixture(scope="module")
+def fresh(repo, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A new user's first command: a clone of the committed repository (no outputs, no DVC cache, no MLflow
+    store), then `dvc repro`."""
+    clone = tmp_path_factory.mktemp("fresh") / "clone"
+    run(repo.parent, "git", "clone", "-q", str(repo), str(clone))
+    return clone, dvc(clone, "repro")
+
+
+def test_first_command_reruns_every_stage_and_leaves_git_clean(fresh):
+    clone, proc = fresh
+    assert sorted(ran(proc)) == sorted(STAGES)  # every product is a DVC output, so nothing is "already done"
+    status = run(clone, "git", "status", "--porcelain").stdout
+    assert status == "", f"the fresh repro changed tracked files:\n{status}\n" + run(clone, "git", "diff").stdout[:3000]
+    # metrics live where git tracks them; no run id or timing in any DVC metrics file or model folder
+    for recipe in ("render", "vec2face", "fused"):
+        assert 0 <= json.loads((clone / f"metrics/{recipe}/eval/metrics.json").read_text())["twins_accuracy"] <= 1
+        assert set(json.loads((clone / f"metrics/{recipe}/train.json").read_text())) == {"epochs", "loss",
+                                                                                        "train_accuracy"}
+        assert (clone / f"metrics/{recipe}/eval/roc.png").read_bytes()[:4] == b"\x89PNG"
+    assert "mlflow_run_id" not in (clone / "outputs/train/render/model/facefoundry_model.json").read_text()
+    # what a person looks at, as files
+    assert (clone / "outputs/report/leaderboard.md").read_text().count("| render |") == 1
+    assert (clone / "outputs/report/leaderboard.png").read_bytes()[:4] == b"\x89PNG"
+    for folder, names in {"outputs/validate/fused": {"gates.json", "problems.json", "samples/grid.png"},
+                          "outputs/eval/vec2face": {"results.md", "plots/hist_twins.png"},
+                          "outputs/train/render/plots": {"plots/training.png", "samples/train_grid.png"},
+                          "outputs/samples/render": {"samples/grid.png"}, "outputs/vec2face/plots": set(),
+                          "outputs/samples/vec2face": {"samples/grid.png"}, "outputs/samples/fused": set()}.items():
+        have = {p.relative_to(clone / folder).as_posix() for p in (clone / folder).rglob("*") if p.is_file()}
+        assert have and names <= have, (folder, have)
+
+
+def test_first_command_tracks_every_recipe_in_mlflow(fresh):
+    import mlflow
+
+    clone, _ = fresh
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{clone}/mlflow.db")
+    exp = client.get_experiment_by_name("dvc-tests")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    [parent] = [r for r in runs if r.data.tags.get("facefoundry.role") == "pipeline"]
+    children = [r for r in runs if r.info.run_id != parent.info.run_id]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
+    assert all(r.info.status == "FINISHED" for r in children)
+
+    def stage(name: str, recipe: str):  # noqa: ANN202
+        key = "facefoundry.dataset" if name == "validate" else "facefoundry.recipe"
+        found = [r for r in children if r.data.tags["facefoundry.stage"] == name
+                 and Path(r.data.tags.get(key, "")).name == recipe]
+        assert len(found) == 1, (name, recipe, [r.data.tags for r in found])
+        return found[0]
+
+    for recipe in ("render", "vec2face", "fused"):
+        validate, train, evaluate = stage("validate", recipe), stage("train", recipe), stage("evaluate", recipe)
+        assert validate.data.metrics["data/identities"] > 0 and "data/judge_dlib_intra_mean" in validate.data.metrics
+        assert validate.data.tags["facefoundry.quality_gates"] == "passed"
+        quality = {a.path for a in client.list_artifacts(validate.info.run_id, "quality")}
+        assert {"quality/gx_results.json", "quality/gates.json", "quality/problems.json"} <= quality
+        accuracy = evaluate.data.metrics["twins/accuracy"]
+        assert 0 <= accuracy <= 1 and "twins/auc" in evaluate.data.metrics
+        assert train.data.metrics["twins/accuracy"] == accuracy  # the training run carries it too, for sorting
+        version = client.get_model_version_by_alias("facefoundry-fr", recipe)
+        assert version.run_id == train.info.run_id and float(version.tags["twins/accuracy"]) == pytest.approx(accuracy)
+    report = next(r for r in children if r.data.tags["facefoundry.stage"] == "report")
+    assert {"leaderboard.md", "leaderboard.png", "roc_twins.png"} <= {a.path for a in client.list_artifacts(
+        report.info.run_id)}
+
+
+def test_second_repro_and_stage_commands_alone_change_nothing(fresh):
+    clone, _ = fresh
+    again = dvc(clone, "repro")
+    assert ran(again) == [] and "didn't change, skipping" in again.stdout + again.stderr
+    # each stage command typed alone acts on the default (render) recipe: same files, nothing to rerun
+    for cmd in (["validate"], ["train"], ["evaluate"], ["report"]):
+        proc = run(clone, str(BIN / "facefoundry"), *cmd)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "up to date" in run(clone, str(BIN / "facefoundry"), "train").stderr  # no second training
+    assert ran(dvc(clone, "repro")) == []
+    assert run(clone, "git", "status", "--porcelain").stdout == ""
+
+
+def readme_block(heading: str) -> list[str]:
+    """The commands of the ```bash block under ``### heading`` in README.md, one per line, as written."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(rf"^### {heading}\n.*?```bash\n(.*?)```", text, re.S | re.M)
+    assert block, f"README.md has no ```bash block under ### {heading}"
+    return [ln for ln in block.group(1).splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def test_readme_reproduce_and_compare_commands_work_as_written(fresh):
+    clone, _ = fresh
+    lines = readme_block("Reproduce") + readme_block("Compare")
+    skipped = [ln for ln in lines if ln.startswith(("source ", "mlflow ui"))]  # the venv is ours; a server blocks
+    assert len(skipped) == 2, skipped
+    for line in lines:
+        if line in skipped:
+            continue
+        proc = run(clone, "bash", "-c", line)
+        assert proc.stdout.strip(), f"{line!r} printed nothing"
+    # the compare block's experiment is a DVC experiment with its own accuracies
+    show = json.loads(dvc(clone, "exp", "show", "--json").stdout)
+    found = {rev["name"]: (rev.get("data") or {}).get("metrics", {}).get("metrics/render/eval/metrics.json", {})
+             .get("data", {}).get("twins_accuracy")
+             for baseline in show for exp in baseline.get("experiments") or [] for rev in exp.get("revs", [])
+             if rev.get("name")}
+    assert isinstance(found.get("lr-0.05"), float), found
+    assert "roc_twins.json" in dvc(clone, "plots", "diff", "HEAD", "lr-0.05", "--json").stdout
+    assert run(clone, "git", "status", "--porcelain").stdout == ""  # experiments never touch the workspace
 
 
 def test_mlflow_groups_each_pipeline_execution(repo):

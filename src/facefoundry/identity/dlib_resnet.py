@@ -118,11 +118,15 @@ class DlibResNet(ConfigModule):
             out.append(x)
         return out
 
+    def head(self, last_map: torch.Tensor) -> torch.Tensor:
+        """The descriptor from the last block's output: global average pool, then the fc layer."""
+        return self.fc(last_map.mean((2, 3)))
+
     def forward(self, chips: torch.Tensor) -> torch.Tensor:
         x = self.stem(chips)
         for block in self.blocks:
             x = block(x)
-        return self.fc(x.mean((2, 3)))
+        return self.head(x)
 
     @classmethod
     def from_dat(cls, path: str | Path | None = None) -> "DlibResNet":

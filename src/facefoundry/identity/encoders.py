@@ -70,6 +70,12 @@ class DlibEncoder(IdentityEncoder):
         """Intermediate feature maps of template-aligned crops (a perceptual-loss feature space)."""
         return self.net.feature_maps(self.to_chip(images))
 
+    def features_and_embedding(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """:meth:`features` and the unit embedding from one pass: the maps run through every block, so a loss
+        that needs both (Vec2Face's perceptual and identity terms) pays for one forward and backward, not two."""
+        maps = self.features(images)
+        return maps, F.normalize(self.net.head(maps[-1]), dim=1)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(self.to_chip(images)), dim=1)
 

@@ -23,7 +23,7 @@ from facefoundry.data.check import verify_for_training
 from facefoundry.data.manifest import check_identity_counts
 from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.data.transforms import FaceAugment, Preprocess, random_hflip
-from facefoundry.device import dist_info, resolve_device, seed_everything
+from facefoundry.device import amp_dtype, dist_info, resolve_device, seed_everything
 from facefoundry.errors import FaceFoundryError, note_saved
 from facefoundry.io import atomic_write_bytes
 from facefoundry.models.bundle import FRModel, export_onnx
@@ -39,7 +39,7 @@ from facefoundry.train.schedule import lr_at
 CHECKPOINT = "checkpoint.pt"
 # Settings that do not change what is learned; a checkpoint made under other values resumes.
 _NOT_FINGERPRINTED = {"out", "log_every", "num_workers", "export_onnx", "threads", "preload_max_mb", "metrics",
-                      "recipe", "registered_model", "non_rgb", "verify_data"}
+                      "recipe", "registered_model", "non_rgb", "verify_data", "channels_last"}
 
 
 class BatchMixer(Protocol):
@@ -55,8 +55,9 @@ class _Net(nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, amp: bool):
-        with torch.autocast(x.device.type, dtype=torch.float16, enabled=amp):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None,
+                amp: torch.dtype | None):
+        with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             emb, norm = self.backbone(x)
         loss = self.head(emb.float(), norm.float(), labels, weights)
         return loss, emb.detach()
@@ -133,13 +134,14 @@ class Trainer:
         h = self.t.head
         self.head = MarginHead(classes, self.backbone.config["embedding_size"], h.name, h.s, h.m1,
                                h.m2, h.m3, h.m, h.h, h.t_alpha)
-        self.net = _Net(self.backbone, self.head).to(self.device)
+        self.memory_format = torch.channels_last if self.t.channels_last else torch.contiguous_format
+        self.net = _Net(self.backbone, self.head).to(self.device, memory_format=self.memory_format)
         self.ddp = self.net
         if self.world > 1:
             self.ddp = nn.parallel.DistributedDataParallel(
                 self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.amp = self.t.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
+        self.amp = amp_dtype(self.device) if self.t.amp else None  # fp16 on CUDA, bf16 on a bf16 CPU, else off
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.opt = torch.optim.SGD(self.net.parameters(), lr=self.t.lr, momentum=self.t.momentum,
                                    weight_decay=self.t.weight_decay)
         self.out = Path(self.t.out)
@@ -168,7 +170,8 @@ class Trainer:
                            self.source.num_classes, self.cfg.base.seed, self.t.min_images_per_identity, self.log)
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        return self.augment(random_hflip(self.preprocess(images), self.t.flip_prob)).to(self.device, non_blocking=True)
+        x = self.augment(random_hflip(self.preprocess(images), self.t.flip_prob))
+        return x.to(self.device, memory_format=self.memory_format, non_blocking=True)
 
     def _load_init(self) -> FRModel:
         """``train.init``: backbone weights and preprocessing to start from (a folder, ``.pth`` or ``.onnx``)."""
@@ -296,7 +299,8 @@ class Trainer:
     def export(self, info: dict) -> FRModel:
         """Write the model folder (+ ONNX) from the current weights."""
         self.net.eval()
-        model = FRModel(self.backbone.cpu(), self.preprocess,
+        self.backbone.to("cpu", memory_format=torch.contiguous_format)  # saved weights in the standard layout
+        model = FRModel(self.backbone, self.preprocess,
                         {"num_classes": self.head.weight.shape[0], "dataset": str(self.source.root),
                          **self._mixup_info(),
                          "dataset_dvc_md5": self.dataset_digest, "fingerprint": self.fingerprint,
@@ -305,5 +309,5 @@ class Trainer:
         model.save(self.out / "model")
         if self.t.export_onnx:
             export_onnx(self.backbone, self.out / "model" / "backbone.onnx", self.size)
-        self.net.to(self.device)
+        self.net.to(self.device, memory_format=self.memory_format)
         return model

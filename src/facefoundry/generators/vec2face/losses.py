@@ -173,10 +173,16 @@ class Vec2FaceLoss:
         terms: dict[str, torch.Tensor] = {"mse": F.mse_loss(x[:r], y[:r])}
         with torch.no_grad():
             real_feats = self._features(y01[:r])
-        terms["perceptual"] = feature_distance(self._features(x01[:r]), real_feats)
+        shared = getattr(self.encoder, "features_and_embedding", None) if self.features is not None else None
+        if shared is not None:  # the perceptual maps and the identity come from one encoder pass
+            maps, emb = shared(x01)
+            fake_feats = [m[:r] for m in maps]
+        else:
+            fake_feats, emb = self._features(x01[:r]), self.encoder(x01)
+        terms["perceptual"] = feature_distance(fake_feats, real_feats)
         terms["ssim"] = 1 - ssim(x01[:r], y01[:r])
         terms["token"] = F.mse_loss(logits.float(), tokens.float())
-        per_image = 1 - F.cosine_similarity(self.encoder(x01).float(), id_vectors.float(), dim=1)
+        per_image = 1 - F.cosine_similarity(emb.float(), id_vectors.float(), dim=1)
         terms["identity"] = per_image.mean()
         if r < len(x):
             terms["identity_swapped"] = per_image[r:].mean().detach()

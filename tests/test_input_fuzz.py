@@ -26,8 +26,6 @@ from facefoundry.sweep.spec import load_spec
 from facefoundry.verification.binfile import read_bin, write_bin
 from tests.conftest import make_dataset
 
-pytestmark = pytest.mark.infra
-
 FUZZ = settings(max_examples=30, deadline=5000, suppress_health_check=[HealthCheck.too_slow,
                                                                         HealthCheck.function_scoped_fixture])
 

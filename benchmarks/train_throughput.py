@@ -1,7 +1,12 @@
 """Trainer images/s vs a bare torch loop on in-memory tensors (same model), plus loader-only rates.
 
     python benchmarks/train_throughput.py            # tiny default @56 and IResNet-18 @112
-The ratio trainer ÷ bare shows what the platform costs on top of the raw model step.
+    python benchmarks/train_throughput.py --cases tiny@56   # the default FR model only
+
+The ratio trainer ÷ bare shows what the platform costs (or saves) on top of the raw model step. The bare
+loop is plain float32 torch, as a user would write it; the trainer runs as configured (``train.amp``:
+bf16 autocast on a CPU with native bf16, fp16 on CUDA) and, for a like-for-like figure, with ``amp`` off
+beside a bare loop under the same bf16 autocast.
 """
 
 from __future__ import annotations
@@ -27,14 +32,14 @@ from tests.conftest import make_dataset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
-    "tiny@56 (default)": {"base": 56, "backbone": {"name": "iresnet", "layers": [1, 1, 1, 1], "width": 16,
+    "tiny@56": {"base": 56, "backbone": {"name": "iresnet", "layers": [1, 1, 1, 1], "width": 16,
                                                    "embedding_size": 128}, "steps": 40},
     "r18@112": {"base": 112, "backbone": {"name": "r18", "embedding_size": 512, "width": 64}, "steps": 6},
 }
 BATCH = 64
 
 
-def bare_loop(bb_cfg: dict, ds: Path, size: int, classes: int, steps: int) -> float:
+def bare_loop(bb_cfg: dict, ds: Path, size: int, classes: int, steps: int, amp: torch.dtype | None = None) -> float:
     """SGD steps over the dataset's own images, decoded and normalised in memory beforehand.
 
     Different batches each step, as training sees: speed depends on image content, and a
@@ -52,8 +57,9 @@ def bare_loop(bb_cfg: dict, ds: Path, size: int, classes: int, steps: int) -> fl
 
     def step(k: int) -> None:
         x, y = xs[k], ys[k]
-        emb, _ = m(x)
-        loss = F.cross_entropy(32 * F.linear(emb, F.normalize(w, dim=1)), y)
+        with torch.autocast("cpu", dtype=amp or torch.float32, enabled=amp is not None):
+            emb, _ = m(x)
+        loss = F.cross_entropy(32 * F.linear(emb.float(), F.normalize(w, dim=1)), y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -78,26 +84,46 @@ def loader_rate(ds: Path, size: int, preload: bool) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def trainer_rate(case: dict, ds: Path, out: Path, amp: bool) -> float:
+    size = case["base"]
+    cfg = load_config(ROOT / "params.yaml", sets=[
+        f"base.image_size={size}", f"train.dataset={ds}", f"train.out={out}", "train.epochs=2",
+        f"train.batch_size={BATCH}", "train.export_onnx=false", "train.log_every=100000", f"train.amp={str(amp).lower()}",
+        *(f"train.backbone.{k}={v}" for k, v in case["backbone"].items())])
+    return Trainer(cfg, log=lambda _m: None).fit().history[-1].images_per_second  # epoch 2: warm
+
+
 def main() -> None:
+    import argparse
+
+    from facefoundry.device import amp_dtype
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    args = ap.parse_args()
+    cpu_amp = amp_dtype(torch.device("cpu"))
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, case in CASES.items():
+        for name in args.cases:
+            case = CASES[name]
             size, steps = case["base"], case["steps"]
             classes = 32
             ds = make_dataset(Path(tmp) / f"ds{size}", identities=classes, per_identity=BATCH * steps // classes, size=size)
             bare = bare_loop(case["backbone"], ds, size, classes, steps)
-            cfg = load_config(ROOT / "params.yaml", sets=[
-                f"base.image_size={size}", f"train.dataset={ds}", f"train.out={tmp}/t{size}", "train.epochs=2",
-                f"train.batch_size={BATCH}", "train.export_onnx=false", "train.log_every=100000",
-                *(f"train.backbone.{k}={v}" for k, v in case["backbone"].items())])
-            trainer = Trainer(cfg, log=lambda _m: None)
-            hist = trainer.fit().history
-            platform_rate = hist[-1].images_per_second  # epoch 2: warm
-            results[name] = {"bare_images_per_s": round(bare, 1), "trainer_images_per_s": round(platform_rate, 1),
-                             "trainer_over_bare": round(platform_rate / bare, 3),
-                             "loader_preloaded_images_per_s": round(loader_rate(ds, size, True)),
-                             "loader_streaming_images_per_s": round(loader_rate(ds, size, False))}
-            print(name, results[name], flush=True)
+            platform_rate = trainer_rate(case, ds, Path(tmp) / f"t{size}", amp=True)
+            row = {"amp": str(cpu_amp).removeprefix("torch.") if cpu_amp else "off (no native bf16)",
+                   "bare_images_per_s": round(bare, 1), "trainer_images_per_s": round(platform_rate, 1),
+                   "trainer_over_bare": round(platform_rate / bare, 3)}
+            if cpu_amp is not None:  # like for like: the trainer without AMP against the bare fp32 loop, and both with
+                fp32 = trainer_rate(case, ds, Path(tmp) / f"f{size}", amp=False)
+                bare_amp = bare_loop(case["backbone"], ds, size, classes, steps, cpu_amp)
+                row.update(trainer_fp32_images_per_s=round(fp32, 1), trainer_fp32_over_bare=round(fp32 / bare, 3),
+                           bare_amp_images_per_s=round(bare_amp, 1),
+                           trainer_over_bare_amp=round(platform_rate / bare_amp, 3))
+            row.update(loader_preloaded_images_per_s=round(loader_rate(ds, size, True)),
+                       loader_streaming_images_per_s=round(loader_rate(ds, size, False)))
+            results[name] = row
+            print(name, row, flush=True)
     save("train_throughput", results)
 
 

@@ -3,7 +3,9 @@
 #   bash infra/test.sh            every test (≤ 12 min on 2 cores)
 #   bash infra/test.sh --fast     the fast tier: no e2e (dvc / mlflow run / CLI pipelines), no services
 #                                 (PostgreSQL, S3, MLflow server, Ray cluster), nothing marked slow (≤ 3 min)
-# Any other arguments go to pytest, e.g. `bash infra/test.sh --fast tests/quality -x`.
+# Any other arguments go to pytest, e.g. `bash infra/test.sh --fast tests/quality -x`. Tests run on
+# FACEFOUNDRY_TEST_WORKERS processes (default 2, one per core; 1 runs them in this process): each test
+# module stays on one worker, and the tests that start servers or Ray run one after another (tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash infra/install.sh
@@ -11,4 +13,6 @@ args=()
 for a in "$@"; do
   if [ "$a" = "--fast" ]; then args+=(-m "not e2e and not services and not slow"); else args+=("$a"); fi
 done
+workers=${FACEFOUNDRY_TEST_WORKERS:-2}
+if [ "$workers" -gt 1 ]; then args=(-n "$workers" "${args[@]+"${args[@]}"}"); fi
 exec .venv/bin/python -m pytest ${args[@]+"${args[@]}"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -99,3 +100,31 @@ def tiny(tmp_path: Path) -> Config:
 @pytest.fixture
 def dataset(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "ds")
+
+
+# -- running the suite on several workers (infra/test.sh: pytest -n 2) ----------------------------------------------
+# Every module's tests stay on one worker, so a module fixture (a reproduced repository, a trained model) is made
+# once. Everything that starts servers or Ray is one scope: `ray stop --force` in one module's teardown would stop
+# another's Ray, and the infra modules share their PostgreSQL, S3 and MLflow servers. (pytest-xdist's own
+# `--dist loadgroup` cannot do this under pytest 9: it regroups by rewriting `item._nodeid`, which pytest 9 no
+# longer reads; a scheduler that splits node ids into these scopes can.)
+SERIAL_SCOPE = "services"
+_SERIAL = ("tests/infra/", "tests/sweep/test_cluster.py", "tests/sweep/test_sweep_run.py")
+
+
+def scheduling_scope(nodeid: str) -> str:
+    """The scheduling scope of a test: its module, or ``services`` for every module that starts servers or Ray."""
+    path = nodeid.split("::", 1)[0]
+    return SERIAL_SCOPE if path.startswith(_SERIAL) else path
+
+
+if importlib.util.find_spec("xdist") is not None:
+
+    def pytest_xdist_make_scheduler(config, log):  # noqa: ANN001, ANN201 - pytest-xdist's hook signature
+        from xdist.scheduler import LoadScopeScheduling
+
+        class ModuleScopes(LoadScopeScheduling):
+            def _split_scope(self, nodeid: str) -> str:
+                return scheduling_scope(nodeid)
+
+        return ModuleScopes(config, log)

@@ -89,6 +89,7 @@ def test_train_lists_every_file_whose_hash_differs(tmp_path):
     assert not (tmp_path / "train" / "model").exists()
 
 
+@pytest.mark.slow
 def test_greyscale_and_palette_images_are_refused_when_asked(tmp_path):
     ds = make_dataset(tmp_path / "ds", 4, 4)
     for label in range(4):  # an image folder with a greyscale and a palette image
@@ -114,12 +115,14 @@ def test_validate_lists_all_bad_images_up_to_a_limit(tmp_path):
     assert line.count("listed in the dataset but missing") == 10
 
 
+@pytest.mark.slow
 def test_convert_and_validate_reject_a_missing_dataset(tmp_path):
     tiny_config(tmp_path)
     assert_error(run(tmp_path, "convert", "nowhere", "--out", "x"), "nowhere", "does not exist")
     assert_error(run(tmp_path, "validate", "--dataset", "nowhere"), "nowhere", "does not exist")
 
 
+@pytest.mark.slow
 def test_idsync_refuses_a_missing_model_folder_classifier_and_unlabelled_ce(tmp_path):
     tiny_config(tmp_path)
     assert_error(run(tmp_path, "--set", "generate.idsync.model=elsewhere", "generate", "--generator", "idsync"),
@@ -166,6 +169,7 @@ def test_damaged_model_folder(tmp_path, model_dir, damage, expect):
     assert_error(run(tmp_path, "evaluate"), str(model_dir.name), expect)
 
 
+@pytest.mark.slow
 def test_benchmarks_can_all_be_removed_and_then_evaluate_says_so(tmp_path, model_dir):
     tiny_config(tmp_path, evaluate={"model": str(model_dir)})
     assert_error(run(tmp_path, "--set", "evaluate.benchmarks.twins=null", "evaluate"), "no benchmark to evaluate on")
@@ -190,6 +194,7 @@ def test_read_only_output_folder_fails_before_work(tmp_path):
     assert_error(run(tmp_path, "generate", fault=["readonly", str(ro)]), str(ro), "permission denied")
 
 
+@pytest.mark.slow
 def test_full_disk_keeps_the_finished_images_says_where_and_resumes(tmp_path):
     out = tmp_path / "data"
     out.mkdir()
@@ -206,6 +211,7 @@ def test_full_disk_keeps_the_finished_images_says_where_and_resumes(tmp_path):
     assert len(list((out / "render" / "images").rglob("*.png"))) == 24
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_what_was_saved_and_exits_130(tmp_path):
     ds = make_dataset(tmp_path / "ds", 8, 8)
     tiny_config(tmp_path, train={"dataset": str(ds), "epochs": 400, "batch_size": 8})

@@ -158,7 +158,7 @@ def test_arbitrary_text_as_an_experiment_file_gives_one_line(text) -> None:
         ok_or_one_line(lambda: load_config(folder / "none.yaml", [path], required=False), "exp.yaml")
 
 
-SMOKE = Path(__file__).resolve().parents[2] / "experiments" / "sweep_smoke.yaml"
+SMOKE = Path(__file__).resolve().parents[1] / "experiments" / "sweep_smoke.yaml"
 
 
 @FUZZ

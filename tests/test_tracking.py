@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from facefoundry.tracking import fail_stale_runs, pipeline_context
 from tests.conftest import make_dataset, tiny_config
 
@@ -36,6 +38,7 @@ def train_runs(tmp: Path) -> list:
     return c.search_runs([exp.experiment_id], "tags.`facefoundry.stage` = 'train'")
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_into_the_same_run(tmp_path):
     make_dataset(tmp_path / "render", identities=6, per_identity=6)
     tiny_config(tmp_path, train={"epochs": 12, "batch_size": 12, "registered_model": None})
@@ -82,6 +85,7 @@ main()
 """
 
 
+@pytest.mark.slow
 def test_an_epoch_checkpointed_but_not_logged_is_logged_on_resume(tmp_path):
     make_dataset(tmp_path / "render", identities=4, per_identity=4)
     tiny_config(tmp_path, train={"epochs": 3, "batch_size": 8, "registered_model": None})

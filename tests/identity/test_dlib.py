@@ -107,6 +107,7 @@ def test_truncated_or_foreign_dat_is_a_one_line_error(tmp_path):
 
 
 @pytest.mark.skipif(not REAL_BIN.is_file(), reason="the real verification benchmark is in ../shared")
+@pytest.mark.slow
 def test_cli_evaluate_encoder_on_the_real_benchmark_matches_dlibs_own_figure(tmp_path):
     from tests.stages.test_cli_pipeline import ff
 

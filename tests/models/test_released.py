@@ -145,6 +145,7 @@ def cli(capsys, tmp: Path, *args: str) -> tuple[int, str]:
     return stop.value.code, capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_evaluates_pth_and_onnx_and_imports_a_folder(released, tmp_path):
     d, _ = released
     tiny_config(tmp_path, evaluate={"flip": False})

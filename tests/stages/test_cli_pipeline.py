@@ -11,6 +11,8 @@ import pytest
 from facefoundry.tracking import dvc_dir_hash
 from tests.conftest import make_dataset, tiny_config
 
+pytestmark = pytest.mark.e2e
+
 ENV = {**os.environ, "MLFLOW_TRACKING_URI": "", "GIT_PYTHON_REFRESH": "quiet"}
 ENV.pop("MLFLOW_TRACKING_URI")
 

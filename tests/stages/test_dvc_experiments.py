@@ -16,6 +16,8 @@ import yaml
 
 from facefoundry.config import deep_merge
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 ENV = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "FACEFOUNDRY_"))}
@@ -33,7 +35,7 @@ TINY = {
                  "disc_dims": [8, 16, 32], "batch_size": 8, "epochs": 1, "warmup_epochs": 0, "threads": 1},
     "identity": {"judge_max_images": 16},
     "train": {"backbone": {"name": "iresnet", "layers": [1, 1, 1, 1], "width": 8, "embedding_size": 32},
-              "head": {"name": "arcface", "s": 16.0}, "epochs": 2, "batch_size": 8, "lr": 0.05,
+              "head": {"name": "arcface", "s": 16.0}, "epochs": 2, "batch_size": 8, "lr": 0.1,
               "warmup_epochs": 0, "log_every": 1000, "export_onnx": True, "threads": 1},
     "evaluate": {"batch_size": 64, "far_targets": [0.1]},
     "fuse": {"identities": 6},
@@ -68,10 +70,18 @@ def make_repo(dst: Path) -> Path:
     return dst
 
 
+MLFLOW_PROJECT_ENV = {"MLFLOW_EXPERIMENT_NAME": "dvc-tests"}
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
+    """The repository with tiny params, reproduced through the MLproject's main entry point (`mlflow run`,
+    which runs `dvc repro`), its dvc.lock and metrics committed: what a fresh clone must reproduce."""
     r = make_repo(tmp_path_factory.mktemp("dvcrepo"))
-    dvc(r, "repro")
+    proc = subprocess.run([str(BIN / "mlflow"), "run", ".", "-e", "main", "--env-manager", "local"], cwd=r,
+                          capture_output=True, text=True, timeout=900,
+                          env={**ENV, **MLFLOW_PROJECT_ENV, "MLFLOW_TRACKING_URI": f"sqlite:///{r}/mlflow.db"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
     run(r, "git", "add", "-A")
     run(r, "git", "commit", "-qm", "repro")
     return r
@@ -120,17 +130,23 @@ def test_first_command_reruns_every_stage_and_leaves_git_clean(fresh):
         assert have and names <= have, (folder, have)
 
 
-def test_first_command_tracks_every_recipe_in_mlflow(fresh):
+def first_command_runs(clone: Path):  # noqa: ANN201
+    """(client, the `dvc repro` pipeline parent run, its stage runs) in the clone's MLflow store; runs of later
+    experiments (the README's `dvc exp run`) hang under parents of their own."""
     import mlflow
 
-    clone, _ = fresh
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{clone}/mlflow.db")
     exp = client.get_experiment_by_name("dvc-tests")
     runs = client.search_runs([exp.experiment_id], max_results=1000)
-    [parent] = [r for r in runs if r.data.tags.get("facefoundry.role") == "pipeline"]
-    children = [r for r in runs if r.info.run_id != parent.info.run_id]
-    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
-    assert all(r.info.status == "FINISHED" for r in children)
+    [parent] = [r for r in runs if r.data.tags.get("facefoundry.role") == "pipeline"
+                and "facefoundry.dvc_exp" not in r.data.tags]
+    return client, parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+
+
+def test_first_command_tracks_every_recipe_in_mlflow(fresh):
+    clone, _ = fresh
+    client, parent, children = first_command_runs(clone)
+    assert len(children) == len(STAGES) and all(r.info.status == "FINISHED" for r in children)
 
     def stage(name: str, recipe: str):  # noqa: ANN202
         key = "facefoundry.dataset" if name == "validate" else "facefoundry.recipe"
@@ -194,58 +210,36 @@ def test_readme_reproduce_and_compare_commands_work_as_written(fresh):
              if rev.get("name")}
     assert isinstance(found.get("lr-0.05"), float), found
     assert "roc_twins.json" in dvc(clone, "plots", "diff", "HEAD", "lr-0.05", "--json").stdout
-    assert run(clone, "git", "status", "--porcelain").stdout == ""  # experiments never touch the workspace
 
 
-def test_mlflow_groups_each_pipeline_execution(repo):
+def test_mlflow_runs_carry_names_datasets_and_models(fresh):
     import mlflow
 
-    mlflow.set_tracking_uri(f"sqlite:///{repo}/mlflow.db")
-    client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name("dvc-tests")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = {r.info.run_id: r for r in runs if r.data.tags.get("facefoundry.role") == "pipeline"}
-    children = [r for r in runs if r.info.run_id not in parents]
-    assert parents  # one per repro / experiment
-    assert all(r.data.tags.get("mlflow.parentRunId") in parents for r in children)
-    assert not [r for r in runs if r.info.status == "RUNNING"]
-    by_parent: dict[str, list] = {}
-    for r in children:
-        by_parent.setdefault(r.data.tags["mlflow.parentRunId"], []).append(r)
-    first = min(parents.values(), key=lambda r: r.info.start_time)
-    stages = sorted(r.data.tags["facefoundry.stage"] for r in by_parent[first.info.run_id])
-    assert stages.count("train") == 3 and stages.count("evaluate") == 3 and "report" in stages  # render, vec2face, fused
-    assert stages.count("fuse") == 1
-    train = next(r for r in by_parent[first.info.run_id] if r.data.tags["facefoundry.stage"] == "train")
-    assert train.info.run_name.startswith("train · ")
-    assert train.data.params["data.generator"] in ("render", "vec2face", "fusion")
-    assert "twins/accuracy" in train.data.metrics
-    inputs = train.inputs.dataset_inputs
-    assert inputs and inputs[0].dataset.digest and inputs[0].dataset.name in ("render", "vec2face", "fused")
-    # the registry: one version per training run, an alias per recipe, accuracies attached
-    mv = client.get_model_version_by_alias("facefoundry-fr", "render")
-    assert "twins/accuracy" in mv.tags and mv.tags["recipe"] == "render"
-    arts = {a.path for a in client.list_artifacts(train.info.run_id)}
-    logged = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
-    assert any(m.name == "model_onnx" for m in logged), (arts, [m.name for m in logged])
+    clone, _ = fresh
+    client, parent, children = first_command_runs(clone)
+    runs = [r for r in children if r.data.tags["facefoundry.stage"] == "train"]
+    assert len(runs) == 3 and all(r.info.run_name.startswith("train · ") for r in runs)
+    assert {r.data.params["data.generator"] for r in runs} == {"render", "vec2face", "fusion"}
+    for train in runs:
+        inputs = train.inputs.dataset_inputs
+        assert inputs and inputs[0].dataset.digest and inputs[0].dataset.name in ("render", "vec2face", "fused")
+    logged = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list")
+    assert {m.name for m in logged} == {"model", "model_onnx"}
 
 
-def test_mlflow_project_main_is_dvc_repro(repo, tmp_path):
-    other = make_repo(tmp_path / "mlproject")
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{other}/mlflow.db", "MLFLOW_EXPERIMENT_NAME": "dvc-tests"}
-    proc = subprocess.run([str(BIN / "mlflow"), "run", ".", "-e", "main", "--env-manager", "local"], cwd=other,
-                          capture_output=True, text=True, env={**ENV, **env}, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    committed = lambda rel: run(repo, "git", "show", f"HEAD:{rel}").stdout  # noqa: E731 - the repro's, not an exp's
-    assert (other / "dvc.lock").read_text() == committed("dvc.lock")
-    for f in ("render/eval/metrics.json", "vec2face/train.json"):
-        assert (other / "metrics" / f).read_text() == committed(f"metrics/{f}")
+def test_mlflow_project_main_is_dvc_repro(repo, fresh):
+    """`mlflow run . -e main` made the committed dvc.lock and metrics that the fresh clone's `dvc repro`
+    reproduced (its git status stays clean: test above); every stage run hangs under the project's run."""
     import mlflow
 
-    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo}/mlflow.db")
     exp = client.get_experiment_by_name("dvc-tests")
     runs = client.search_runs([exp.experiment_id], max_results=500)
     outer = [r for r in runs if "facefoundry.stage" not in r.data.tags]
     assert len(outer) == 1  # the `mlflow run` run: every stage run hangs under it, none merged into it
     stages = [r for r in runs if "facefoundry.stage" in r.data.tags]
-    assert len(stages) >= 9 and all(r.data.tags["mlflow.parentRunId"] == outer[0].info.run_id for r in stages)
+    tags = [r.data.tags["facefoundry.stage"] for r in stages]  # generate-vec2face is a `generate` run
+    assert {t: tags.count(t) for t in set(tags)} == {"generate": 2, "benchmark": 1, "train-vec2face": 1, "fuse": 1,
+                                                     "validate": 3, "train": 3, "evaluate": 3, "report": 1}
+    assert all(r.data.tags["mlflow.parentRunId"] == outer[0].info.run_id for r in stages)
+    assert not [r for r in runs if r.info.status == "RUNNING"]

@@ -3,10 +3,13 @@
 from pathlib import Path
 
 import mlflow
+import pytest
 
 from facefoundry.data.manifest import read_manifest
 from tests.conftest import make_dataset, tiny_config
 from tests.stages.test_cli_pipeline import assert_one_line_error, ff
+
+pytestmark = pytest.mark.e2e
 
 V2F = {"image_size": 32, "patch": 8, "width": 32, "depth": 1, "heads": 2, "decoder_depth": 1, "decoder_heads": 2,
        "decoder_channels": 8, "decoder_multipliers": [1, 1, 2, 2], "z_channels": 16, "disc_dims": [8, 16, 32],

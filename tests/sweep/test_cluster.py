@@ -17,6 +17,8 @@ import yaml
 
 from tests.conftest import tiny_config
 
+pytestmark = pytest.mark.services
+
 RAY = str(Path(sys.executable).with_name("ray"))
 
 

@@ -17,6 +17,8 @@ import yaml
 
 from tests.conftest import tiny_config
 
+pytestmark = pytest.mark.e2e
+
 ENV = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS")}
 ENV["GIT_PYTHON_REFRESH"] = "quiet"
 

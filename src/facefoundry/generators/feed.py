@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,8 +22,8 @@ from facefoundry.data.sources import FaceSource
 from facefoundry.data.transforms import resize_uint8
 from facefoundry.errors import FaceFoundryError
 from facefoundry.identity.base import IdentityEncoder
+from facefoundry.identity.store import embed_rows, source_keys
 from facefoundry.io import atomic_write_bytes, atomic_write_json
-from facefoundry.progress import track
 
 
 def to_signed(images: torch.Tensor) -> torch.Tensor:
@@ -113,11 +112,10 @@ def identity_vectors(feed: ImageFeed, encoder: IdentityEncoder, cache_dir: Path,
         except (OSError, ValueError):
             pass
         log(f"{path}: unreadable or wrong shape; recomputing")
-    out = np.zeros((len(feed), encoder.dim), np.float32)
-    steps = math.ceil(len(feed) / batch_size)
-    for imgs, idx in track(feed.ordered(batch_size), total=steps, desc="identity vectors", unit="batch",
-                           disable=not progress):
-        out[idx.numpy()] = encoder.embed(imgs.numpy(), batch_size=batch_size)
+    rows = np.arange(len(feed))
+    native = feed.source.load(0).shape[0] == feed.size if len(feed) else False  # stored vectors are of stored images
+    out = embed_rows(lambda i: feed.batch(torch.tensor([i]))[0].numpy(), rows, encoder, batch_size,
+                     "identity vectors" if progress else "", source_keys(feed.source, rows) if native else None)
     buf = io.BytesIO()
     np.save(buf, out)
     atomic_write_bytes(path, buf.getvalue())

@@ -29,6 +29,7 @@ from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.errors import FaceFoundryError
 from facefoundry.identity.base import IdentityEncoder
 from facefoundry.identity.judge import identity_similarities
+from facefoundry.identity.store import embed_rows, source_keys
 from facefoundry.io import atomic_write_bytes, atomic_write_json, cache_dir, read_json
 from facefoundry.quality import metrics as M
 
@@ -94,19 +95,6 @@ def sample_per_identity(labels: np.ndarray, per_identity: int, rng: np.random.Ge
     return np.sort(ranked[rank < per_identity])
 
 
-def _embed_rows(load: Callable[[int], np.ndarray], rows: np.ndarray, encoder: IdentityEncoder, batch_size: int,
-                desc: str, chunk: int = 1024) -> np.ndarray:
-    from facefoundry.progress import track
-
-    out = np.zeros((len(rows), encoder.dim), np.float32)
-    with track(total=len(rows), desc=desc, unit="img") as bar:
-        for s in range(0, len(rows), chunk):
-            part = rows[s:s + chunk]
-            out[s:s + len(part)] = encoder.embed(np.stack([load(int(i)) for i in part]), batch_size)
-            bar.update(len(part))
-    return out
-
-
 class EmbeddingMemo:
     """Each image of one source embedded at most once per encoder, whoever asks (the validate stage's judges
     and its quality metrics share one dlib pass over the images both sample)."""
@@ -120,7 +108,8 @@ class EmbeddingMemo:
         done = self._rows.setdefault(json.dumps(encoder.spec(), sort_keys=True, default=str), {})
         missing = np.asarray([int(i) for i in dict.fromkeys(np.asarray(idx).tolist()) if int(i) not in done], int)
         if len(missing):
-            for i, row in zip(missing, _embed_rows(self.source.load, missing, encoder, batch_size, desc)):
+            rows = embed_rows(self.source.load, missing, encoder, batch_size, desc, source_keys(self.source, missing))
+            for i, row in zip(missing, rows):
                 done[int(i)] = row
         return np.stack([done[int(i)] for i in idx]) if len(idx) else np.zeros((0, encoder.dim), np.float32)
 
@@ -141,8 +130,8 @@ def judge_vectors(source: FaceSource, encoder: IdentityEncoder, per_identity: in
             except (OSError, ValueError):
                 pass
     desc = f"judge {encoder.name} on {source.root.name}"
-    emb = memo.embed(encoder, idx, batch_size, desc) if memo else _embed_rows(source.load, idx, encoder, batch_size,
-                                                                              desc)
+    emb = memo.embed(encoder, idx, batch_size, desc) if memo else embed_rows(source.load, idx, encoder, batch_size,
+                                                                             desc, source_keys(source, idx))
     if path is not None:
         buf = io.BytesIO()
         np.save(buf, emb)
@@ -183,12 +172,13 @@ def reference_vectors(ref: str | Path, encoder: IdentityEncoder, max_images: int
         images = read_bin(ref).images
         rows = np.arange(len(images)) if len(images) <= max_images else np.sort(rng.choice(len(images), max_images,
                                                                                              replace=False))
-        emb = _embed_rows(lambda i: images[i], rows, encoder, batch_size, f"judge {encoder.name} on {ref.name}")
+        emb = embed_rows(lambda i: images[i], rows, encoder, batch_size, f"judge {encoder.name} on {ref.name}")
     else:
         src = open_source(ref)
         rows = np.arange(len(src)) if len(src) <= max_images else np.sort(rng.choice(len(src), max_images,
                                                                                        replace=False))
-        emb = _embed_rows(src.load, rows, encoder, batch_size, f"judge {encoder.name} on {ref.name}")
+        emb = embed_rows(src.load, rows, encoder, batch_size, f"judge {encoder.name} on {ref.name}",
+                         source_keys(src, rows))
     buf = io.BytesIO()
     np.save(buf, emb)
     try:

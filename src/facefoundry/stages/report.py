@@ -94,27 +94,29 @@ def _roc_overlays(cfg: Config, board: Leaderboard) -> None:
 
 def run_report(cfg: Config) -> Path:
     """The ``report`` stage: the pipeline's recipes, best first, into ``report.out`` and the MLflow run."""
+    import json
+
     rep = cfg.report
     out = Path(rep.out)
+    records = recipe_records(cfg)
+    missing = [r["run_id"] for r in records if not any(k.endswith(ACC) for k in r["metrics"])]
+    if len(missing) == len(records):  # before the run empties report.out
+        raise FaceFoundryError(f"report: no recipe of datasets: ({', '.join(cfg.datasets)}) has been evaluated "
+                               f"yet (no {rep.metrics}/<recipe>/eval/metrics.json); run `dvc repro` first")
     with stage_run(cfg, "report", ["report"], name=run_name("report", rep.benchmark or "common benchmarks"),
                    products=out):
-        records = recipe_records(cfg)
-        missing = [r["run_id"] for r in records if not any(k.endswith(ACC) for k in r["metrics"])]
-        if len(missing) == len(records):
-            raise FaceFoundryError(f"report: no recipe of datasets: ({', '.join(cfg.datasets)}) has been evaluated "
-                                   f"yet (no {rep.metrics}/<recipe>/eval/metrics.json); run `dvc repro` first")
         board = build(records, rep.benchmark, include_adhoc=True)
         title = f"FaceFoundry leaderboard · {cfg.base.experiment}"
         md = f"# {title}\n\n{board.markdown(rep.top)}"
         if missing:
             md += f"\nNot evaluated yet: {', '.join(missing)}.\n"
         log_text(md, "leaderboard.md")
-        atomic_write_json(out / "leaderboard.json", board.to_json())
+        log_text(json.dumps(board.to_json(), indent=2, sort_keys=True) + "\n", "leaderboard.json")
         log_figure(leaderboard_figure(board, title, rep.top), "leaderboard.png")
         _roc_overlays(cfg, board)
-        row, _, _ = board.best()
-        set_tag("facefoundry.leaderboard.best_recipe", row.recipe)
-        log(f"leaderboard of {len(board.rows)} recipes written to {products_dir()}/leaderboard.md\n{md}")
+        best = board.rows[0].recipe
+        set_tag("facefoundry.leaderboard.best_recipe", best)
+        log(f"leaderboard of {len(board.rows)} recipes (best: {best}) written to {products_dir()}/leaderboard.md")
         return out
 
 

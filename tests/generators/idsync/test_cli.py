@@ -7,10 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from facefoundry.data.manifest import read_manifest
 from facefoundry.generators.idsync.model import MODEL_INDEX
 from tests.conftest import make_dataset, tiny_config
 from tests.generators.idsync import TINY_IDSYNC
+
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -1,0 +1,105 @@
+"""Each image embedded once per encoder, whichever stage asks: a content-addressed store of identity vectors.
+
+A learned generator's identity vectors, the fusion's identity check, the validate stage's judges and
+its leakage references all embed images of the same datasets with the same encoder (the default
+pipeline embedded the renders five times, in five processes). The store keys a unit vector by the
+image file's sha256 — what a manifest records, so a fused dataset's copies of render images share
+their vectors — and keeps one SQLite file per encoder spec and device type under the platform cache
+(``$FACEFOUNDRY_CACHE/embeddings``, see :func:`facefoundry.io.cache_dir`).
+
+A vector from the store equals a freshly computed one: the encoders embed each image independently of
+its batch (checked bitwise for the dlib port: batches of 16 and 64, and split batches, agree). The
+store is a cache, never a source of failure: an unreadable or locked file means computing again.
+Images without a recorded hash (image folders, RecordIO, ``.bin`` benchmarks) are computed each time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from facefoundry.identity.base import IdentityEncoder
+from facefoundry.io import cache_dir
+from facefoundry.progress import track
+
+CHUNK = 1024  # images decoded and embedded at a time (bounded memory for large datasets)
+
+
+class EmbeddingStore:
+    """Unit vectors of one encoder (spec and device type), keyed by image sha256, in one SQLite file."""
+
+    def __init__(self, encoder: IdentityEncoder, root: Path | None = None):
+        spec = json.dumps({**encoder.spec(), "device": encoder.device.type}, sort_keys=True, default=str)
+        key = hashlib.sha256(spec.encode()).hexdigest()[:20]
+        self.path = (root or cache_dir("embeddings")) / f"{encoder.name}-{key}.sqlite"
+        self.dim = encoder.dim
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(self.path, timeout=30)
+        con.execute("PRAGMA journal_mode=WAL")  # sweep trials read and write it side by side
+        con.execute("CREATE TABLE IF NOT EXISTS vectors (sha256 TEXT PRIMARY KEY, vector BLOB NOT NULL)")
+        return con
+
+    def get(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """The stored vectors among ``keys`` (an empty dict when the store cannot be read)."""
+        found: dict[str, np.ndarray] = {}
+        try:
+            with self._connect() as con:
+                for s in range(0, len(keys), 500):
+                    part = list(keys[s:s + 500])
+                    rows = con.execute(f"SELECT sha256, vector FROM vectors WHERE sha256 IN ({','.join('?' * len(part))})",
+                                       part).fetchall()
+                    for sha, blob in rows:
+                        vec = np.frombuffer(blob, np.float32)
+                        if vec.shape == (self.dim,):
+                            found[sha] = vec
+        except sqlite3.Error:
+            return {}
+        return found
+
+    def put(self, items: dict[str, np.ndarray]) -> None:
+        """Store vectors (silently nothing when the store cannot be written)."""
+        try:
+            with self._connect() as con:
+                con.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)",
+                                [(k, np.ascontiguousarray(v, np.float32).tobytes()) for k, v in items.items()])
+        except sqlite3.Error:
+            pass
+
+
+def embed_rows(load: Callable[[int], np.ndarray], rows: np.ndarray, encoder: IdentityEncoder, batch_size: int,
+               desc: str, keys: Sequence[str | None] | None = None) -> np.ndarray:
+    """Unit vectors ``[len(rows), dim]`` of images ``load(i)`` for ``i`` in ``rows``.
+
+    ``keys``: each row's image sha256 (or None); rows with a key come from the encoder's
+    :class:`EmbeddingStore` when it holds them, and the rest are stored once computed.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    out = np.zeros((len(rows), encoder.dim), np.float32)
+    store = EmbeddingStore(encoder) if keys is not None else None
+    todo = np.arange(len(rows))
+    if store is not None:
+        known = store.get([k for k in dict.fromkeys(keys) if k])
+        hit = np.array([bool(k) and k in known for k in keys], bool)
+        for j in np.flatnonzero(hit):
+            out[j] = known[keys[j]]
+        todo = np.flatnonzero(~hit)
+    with track(total=len(todo), desc=desc, unit="img", disable=not desc or not len(todo)) as bar:
+        for s in range(0, len(todo), CHUNK):
+            part = todo[s:s + CHUNK]
+            out[part] = encoder.embed(np.stack([load(int(rows[j])) for j in part]), batch_size)
+            if store is not None:
+                store.put({keys[j]: out[j] for j in part if keys[j]})
+            bar.update(len(part))
+    return out
+
+
+def source_keys(source, rows: np.ndarray) -> list[str | None]:  # noqa: ANN001 - a FaceSource
+    """The sha256 each row's image file records in its dataset (None where the format records none)."""
+    return [source.expected_sha256(int(i)) for i in rows]

@@ -7,9 +7,12 @@ image file's sha256 — what a manifest records, so a fused dataset's copies of 
 their vectors — and keeps one SQLite file per encoder spec and device type under the platform cache
 (``$FACEFOUNDRY_CACHE/embeddings``, see :func:`facefoundry.io.cache_dir`).
 
-A vector from the store equals a freshly computed one: the encoders embed each image independently of
-its batch (checked bitwise for the dlib port: batches of 16 and 64, and split batches, agree). The
-store is a cache, never a source of failure: an unreadable or locked file means computing again.
+A vector from the store equals a freshly computed one, bit for bit: store-backed embedding always runs
+full batches (the last one padded with copies of its last image) and the batch size is part of the
+store's key. Measured why: the dlib port gives the same bits for an image in any batch of 8 or more,
+but batches of 1–7 take other kernels (differences of 1e-7), which would make a metric depend on which
+stage embedded an image first. The store is a cache, never a source of failure: an unreadable or
+locked file means computing again.
 Images without a recorded hash (image folders, RecordIO, ``.bin`` benchmarks) are computed each time.
 """
 
@@ -31,10 +34,11 @@ CHUNK = 1024  # images decoded and embedded at a time (bounded memory for large 
 
 
 class EmbeddingStore:
-    """Unit vectors of one encoder (spec and device type), keyed by image sha256, in one SQLite file."""
+    """Unit vectors of one encoder (spec, device type, batch size), keyed by image sha256, in one SQLite file."""
 
-    def __init__(self, encoder: IdentityEncoder, root: Path | None = None):
-        spec = json.dumps({**encoder.spec(), "device": encoder.device.type}, sort_keys=True, default=str)
+    def __init__(self, encoder: IdentityEncoder, batch_size: int, root: Path | None = None):
+        spec = json.dumps({**encoder.spec(), "device": encoder.device.type, "batch_size": batch_size},
+                          sort_keys=True, default=str)
         key = hashlib.sha256(spec.encode()).hexdigest()[:20]
         self.path = (root or cache_dir("embeddings")) / f"{encoder.name}-{key}.sqlite"
         self.dim = encoder.dim
@@ -82,7 +86,7 @@ def embed_rows(load: Callable[[int], np.ndarray], rows: np.ndarray, encoder: Ide
     """
     rows = np.asarray(rows, dtype=np.int64)
     out = np.zeros((len(rows), encoder.dim), np.float32)
-    store = EmbeddingStore(encoder) if keys is not None else None
+    store = EmbeddingStore(encoder, batch_size) if keys is not None and any(keys) else None
     todo = np.arange(len(rows))
     if store is not None:
         known = store.get([k for k in dict.fromkeys(keys) if k])
@@ -90,10 +94,15 @@ def embed_rows(load: Callable[[int], np.ndarray], rows: np.ndarray, encoder: Ide
         for j in np.flatnonzero(hit):
             out[j] = known[keys[j]]
         todo = np.flatnonzero(~hit)
+    chunk = batch_size * max(1, CHUNK // batch_size)
     with track(total=len(todo), desc=desc, unit="img", disable=not desc or not len(todo)) as bar:
-        for s in range(0, len(todo), CHUNK):
-            part = todo[s:s + CHUNK]
-            out[part] = encoder.embed(np.stack([load(int(rows[j])) for j in part]), batch_size)
+        for s in range(0, len(todo), chunk):
+            part = todo[s:s + chunk]
+            images = np.stack([load(int(rows[j])) for j in part])
+            if store is not None and len(part) % batch_size:  # full batches only: the same kernels every time
+                pad = batch_size - len(part) % batch_size
+                images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
+            out[part] = encoder.embed(images, batch_size)[:len(part)]
             if store is not None:
                 store.put({keys[j]: out[j] for j in part if keys[j]})
             bar.update(len(part))

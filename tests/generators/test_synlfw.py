@@ -13,7 +13,7 @@ import pytest
 
 from facefoundry.data.writer import DatasetWriter
 from facefoundry.errors import FaceFoundryError
-from facefoundry.generators.registry import GENERATORS
+from facefoundry.generators.descriptor import GeneratorDescriptor
 from facefoundry.generators.render.generate import sample_identities
 from facefoundry.generators.render.head import IDENTITY
 from facefoundry.generators.render.renderer import FaceRenderer
@@ -137,30 +137,43 @@ def test_bad_table_is_one_line_naming_file_and_problem(tmp_path, text, problem):
     assert not (tmp_path / "synlfw.bin").exists()
 
 
+FAKE_NAME = "synlfw-test-fake"
+SEEN: list = []  # the configs the fake generator was called with
+
+
+def fake_generate(cfg, log):  # noqa: ANN001, ANN201, ARG001
+    """Writes 2 easy images per identity (and honours identity mixup)."""
+    g = cfg.generate
+    SEEN.append(cfg)
+    labels = np.repeat(np.arange(g.identities), g.images_per_identity)
+    mix = draw_partners(labels, g.identities, np.array(g.mixup.phi), np.random.default_rng(0)) \
+        if g.mixup.enabled else None
+    rng = np.random.default_rng(cfg.base.seed)
+    with DatasetWriter(g.out, {"generator": FAKE_NAME, "num_classes": g.identities, "image_size": 32}) as w:
+        for j, label in enumerate(labels):
+            img = identity_image(int(label), j, 32, rng)
+            if mix is None:
+                w.add(img, int(label), f"id_{label:03d}", FAKE_NAME, {})
+            else:
+                w.add(img, int(label), f"id_{label:03d}", FAKE_NAME, {}, int(mix.partner[j]), float(mix.phi[j]))
+    return Path(g.out)
+
+
+FAKE = GeneratorDescriptor(name=FAKE_NAME, description="a test generator", generate=f"{__name__}:fake_generate")
+
+
 @pytest.fixture
-def fake_generator():
-    """A registered generator that writes 2 easy images per identity (and honours identity mixup)."""
-    name, seen = "synlfw-test-fake", []
+def fake_generator(monkeypatch):
+    """A generator in the table (as a row of its own), so any code that looks names up finds it."""
+    from facefoundry.generators import table
 
-    def generate(cfg, log):
-        g = cfg.generate
-        seen.append(cfg)
-        labels = np.repeat(np.arange(g.identities), g.images_per_identity)
-        mix = draw_partners(labels, g.identities, np.array(g.mixup.phi), np.random.default_rng(0)) \
-            if g.mixup.enabled else None
-        rng = np.random.default_rng(cfg.base.seed)
-        with DatasetWriter(g.out, {"generator": name, "num_classes": g.identities, "image_size": 32}) as w:
-            for j, label in enumerate(labels):
-                img = identity_image(int(label), j, 32, rng)
-                if mix is None:
-                    w.add(img, int(label), f"id_{label:03d}", name, {})
-                else:
-                    w.add(img, int(label), f"id_{label:03d}", name, {}, int(mix.partner[j]), float(mix.phi[j]))
-        return Path(g.out)
-
-    GENERATORS.register(name)(generate)
-    yield name, seen
-    GENERATORS._items.pop(name, None)
+    monkeypatch.setitem(table.BUILTIN, FAKE_NAME, f"{__name__}:FAKE")
+    table._rows.cache_clear()
+    SEEN.clear()
+    yield FAKE_NAME, SEEN
+    monkeypatch.undo()
+    table._rows.cache_clear()
+    table.descriptor.cache_clear()
 
 
 def test_any_registered_generator_makes_the_pairs(tmp_path, fake_generator):

@@ -192,9 +192,9 @@ def test_idsync_trials_train_one_model_per_training_setting_and_share_the_vae(tm
     trial = _trials(s, tmp_path, ["idsync.identity_weight", "generate.idsync.guidance"], "/abs/twins.bin")
     (a, ka), (b, kb), (c, kc) = trial(1e-3, 2.0), trial(1e-3, 4.0, n=1), trial(1e-2, 2.0, n=2)
     datasets = tmp_path / "sw" / "datasets"
-    assert a.idsync.out == str(datasets / f"{ka['idsync']}.idsync") and a.generate.idsync.model == a.idsync.out + "/model"
+    assert a.idsync.out == str(datasets / f"{ka['train_generator']}.idsync") and a.generate.idsync.model == a.idsync.out + "/model"
     assert a.idsync.cache == c.idsync.cache == str(datasets / "idsync_cache")  # λ changes neither VAE nor vectors
-    assert ka["idsync"] == kb["idsync"] != kc["idsync"]  # guidance is a generation setting: one model for both
+    assert ka["train_generator"] == kb["train_generator"] != kc["train_generator"]  # guidance is a generation setting: one model for both
     assert len({ka["generate"], kb["generate"], kc["generate"]}) == 3
     assert a.idsync.threads == 1 and a.generate.generator == "idsync" and b.generate.idsync.guidance == 4.0
 

@@ -114,10 +114,9 @@ def make_synlfw(cfg: Config, log: Callable[[str], None] = print) -> Path:
                                "(use synlfw.generator: render or drop the table)")
     table = read_table(s.table, 2 * len(issame)) if s.table else None  # a bad table fails before any work
     if s.generator != "render":
-        from facefoundry.generators.registry import GENERATORS, load_builtin
+        from facefoundry.generators.table import descriptor
 
-        load_builtin()
-        GENERATORS.get(s.generator)  # an unknown name: one line listing the registered ones
+        descriptor(s.generator).entry("generate")  # an unknown name: one line listing the generators
     log(f"Syn-LFW: {len(issame)} pairs ({int(issame.sum())} same) like {reference or 'alternating same/different'}, "
         f"{n_ids} unseen identities, R = {s.ratio:g}, generator {s.generator} → {out}")
     if s.generator == "render":
@@ -199,11 +198,10 @@ def generator_config(cfg: Config, n_ids: int, out: Path) -> Config:
 
 def _from_generator(cfg: Config, plan: np.ndarray, n_ids: int, log: Callable[[str], None]) -> tuple[np.ndarray, dict]:
     from facefoundry.data.sources import open_source
-    from facefoundry.generators.registry import GENERATORS, load_builtin
+    from facefoundry.generators.table import descriptor
 
     name = cfg.synlfw.generator
-    load_builtin()
-    fn = GENERATORS.get(name)  # unknown name: one line listing the registered ones
+    fn = descriptor(name).entry("generate")  # unknown name: one line listing the generators
     out = Path(cfg.synlfw.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".gen", dir=out.parent))

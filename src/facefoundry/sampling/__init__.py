@@ -2,13 +2,7 @@
 
 from facefoundry.sampling.attrop import AttrOPResult, AttrOPTargets, attrop
 from facefoundry.sampling.pca import IdentityPCA, sample_identities, tau_filter
-from facefoundry.sampling.perturb import (
-           SIGMA_WEIGHTS,
-           SIGMAS,
-           PerturbResult,
-           perturb,
-           sample_sigmas,
-)
+from facefoundry.sampling.perturb import SIGMA_WEIGHTS, SIGMAS, PerturbResult, perturb, sample_sigmas
 
 __all__ = [
            "SIGMAS",

@@ -140,13 +140,7 @@ def _sample_grid(out: Path, n: int = 64, cols: int = 8) -> np.ndarray:
 def run_align(cfg: Config, src: str | Path, out: str | Path, limit: int | None = None) -> dict:
     """Detect, align and write every photo of ``src`` to the dataset ``out``; returns the misses summary."""
     from facefoundry.identity.detect import FaceAligner
-    from facefoundry.tracking import (
-        log_dataset_version,
-        log_image,
-        log_metrics,
-        run_name,
-        stage_run,
-    )
+    from facefoundry.tracking import log_dataset_version, log_image, log_metrics, run_name, stage_run
 
     out = Path(out)
     if limit is not None and limit < 0:

@@ -9,9 +9,9 @@ import numpy as np
 
 from facefoundry.config import Config
 from facefoundry.data.sources import open_source
-from facefoundry.generators.registry import GENERATORS, load_builtin
-from facefoundry.generators.render.generate import generate_twin_benchmark
 from facefoundry.data.writer import DatasetWriter
+from facefoundry.generators.render.generate import generate_twin_benchmark
+from facefoundry.generators.table import descriptor
 from facefoundry.plots import labelled_grid
 from facefoundry.stages.common import dataset_grid, log
 from facefoundry.tracking import log_dataset_version, log_figure, log_image, log_metrics, run_name, stage_run
@@ -19,9 +19,8 @@ from facefoundry.verification.binfile import read_bin
 
 
 def run_generate(cfg: Config, products: str | Path | None = None) -> None:
-    """Write the dataset; its sample grids go to ``products`` (and MLflow)."""
-    load_builtin()
-    fn = GENERATORS.get(cfg.generate.generator)
+    """Write the dataset with the generator the table names; its sample grids go to ``products`` (and MLflow)."""
+    fn = descriptor(cfg.generate.generator).entry("generate")
     g = cfg.generate
     name = run_name("generate", g.generator, g.shape)
     with stage_run(cfg, "generate", ["generate"], {"facefoundry.generator": g.generator}, name=name,

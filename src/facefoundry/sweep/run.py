@@ -29,15 +29,7 @@ from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json, atomic_write_text, read_json
 from facefoundry.stages.common import log
 from facefoundry.sweep.spec import Sweep, apply_sets, describe, dump_yaml, trial_sets
-from facefoundry.sweep.trial import (
-    COMPLETED,
-    FAILED,
-    STOPPED,
-    TRIAL_STATUS,
-    find_trial_run,
-    run_trial,
-    trial_key,
-)
+from facefoundry.sweep.trial import COMPLETED, FAILED, STOPPED, TRIAL_STATUS, find_trial_run, run_trial, trial_key
 
 EXPERIMENT = "tune"  # Ray Tune's experiment folder under <out>/ray
 INTERRUPT_ENV = "FACEFOUNDRY_SWEEP_INTERRUPT_AFTER"  # tests: Ctrl-C the sweep after this many trials ended

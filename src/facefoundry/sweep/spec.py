@@ -50,14 +50,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from facefoundry.config import (
-    Config,
-    Strict,
-    _read_yaml,
-    deep_merge,
-    format_validation_error,
-    parse_set,
-)
+from facefoundry.config import Config, Strict, _read_yaml, deep_merge, format_validation_error, parse_set
 from facefoundry.errors import FaceFoundryError
 
 PositiveInt = Annotated[int, Field(gt=0)]

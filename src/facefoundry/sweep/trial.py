@@ -44,36 +44,48 @@ def _digest(obj: Any, n: int = 12) -> str:
 def dataset_key(cfg: Config) -> str:
     """Hash of everything the generator reads: trials with equal keys share one dataset.
 
-    The ``generate`` section (without its output folder, and only the chosen generator's sub-section),
-    ``base.seed`` and ``base.image_size``; for a learned generator also its device, the identity
-    settings and the model folder's path and content hash.
+    The ``generate`` section (without its output folder, and of the generators' own sub-sections only the
+    chosen one's), ``base.seed`` and ``base.image_size``; for a generator that works in an identity space or
+    learns (its descriptor says), also the device and the identity settings, and its model: the content hash
+    of the model folder, or, when the sweep trains it, the key of what it is trained from.
     """
+    from facefoundry.generators.table import descriptor, names
+
     g = cfg.generate.model_dump(mode="json")
     g.pop("out", None)
-    for sub in ("render", "vec2face", "idsync"):
-        if sub != g["generator"]:
-            g.pop(sub, None)
+    desc = descriptor(g["generator"])
+    for other in names():
+        sub = descriptor(other).settings
+        if other != desc.name and sub and sub.startswith("generate."):
+            g.pop(sub.split(".", 1)[1], None)
     blob: dict[str, Any] = {"generate": g, "seed": cfg.base.seed, "image_size": cfg.base.image_size}
-    if g["generator"] != "render":
+    if desc.identity_encoder or desc.learned:
         blob.update(device=cfg.base.device, identity=cfg.identity.model_dump(mode="json"))
-        model = {"vec2face": Path(cfg.generate.vec2face.model), "idsync": Path(cfg.generate.idsync.model)}.get(
-            g["generator"])
-        if g["generator"] == "idsync" and Path(cfg.generate.idsync.model) == Path(cfg.idsync.out) / "model":
-            blob["idsync_key"] = idsync_key(cfg)  # trained from these settings (by the sweep, before generating)
-        elif model is not None and model.exists():
+    if desc.model_setting:
+        from facefoundry.stages.generator import model_folder, training_section
+
+        model = model_folder(cfg, desc)
+        if desc.learned and model == Path(training_section(cfg, desc).out) / "model":
+            blob["model_key"] = train_key(cfg, desc.name)  # trained from these settings (by the sweep, first)
+        elif model.exists():
             from facefoundry.tracking import dvc_dir_hash
 
             blob["model"] = dvc_dir_hash(model)
     return _digest(blob)
 
 
-def idsync_key(cfg: Config) -> str:
-    """Hash of what ``train-idsync`` learns from (settings, data folder, seed, device): trials with equal keys
-    share one trained model when the sweep searches ``idsync.*``."""
-    c = cfg.idsync.model_dump(mode="json")
-    for k in ("out", "metrics", "threads", "log_every", "cache", "preload_max_mb", "id_batch_size"):
-        c.pop(k, None)
-    return _digest({"idsync": c, "seed": cfg.base.seed, "device": cfg.base.device})
+def train_key(cfg: Config, name: str) -> str:
+    """Hash of what a learned generator learns from (its training settings but the runtime ones, its data's
+    content, the seed and device): trials with equal keys share one trained model when the sweep searches
+    that generator's training section."""
+    from facefoundry.config import runtime_only
+    from facefoundry.stages.generator import training_section
+    from facefoundry.tracking import dvc_dir_hash
+
+    section = training_section(cfg, name)
+    c = {k: v for k, v in section.model_dump(mode="json").items() if k not in runtime_only(type(section))}
+    data = dvc_dir_hash(section.dataset) if Path(section.dataset).exists() else section.dataset
+    return _digest({name: c, "data": data, "seed": cfg.base.seed, "device": cfg.base.device})
 
 
 def realism_key(cfg: Config, key: str) -> str:
@@ -131,11 +143,19 @@ def trial_config(sweep: Sweep, params: dict[str, Any], folder: Path, ctx: dict) 
         first = Config.model_validate(apply_sets(raw, trial_sets(paths)))
     except ValidationError as err:
         raise FaceFoundryError(format_validation_error(where, err)) from None
-    if any(k.startswith("idsync.") for k in sweep.spec.space):  # each λ / loss variant is a trained model
-        keys = {"idsync": idsync_key(first)}
-        model = datasets / f"{keys['idsync']}.idsync"
-        paths.update({"idsync.out": str(model), "generate.idsync.model": str(model / "model"),
-                      "idsync.cache": str(datasets / "idsync_cache"), "idsync.threads": ctx["threads"]})
+    learned = searched_generator(first, sweep)
+    if learned is not None:  # the sweep searches a generator's training settings: each variant is a trained model
+        from facefoundry.generators.table import descriptor
+        from facefoundry.stages.generator import training_section
+
+        desc, section = descriptor(learned), training_section(first, learned)
+        keys = {"train_generator": train_key(first, learned)}
+        model = datasets / f"{keys['train_generator']}.{learned}"
+        paths.update({f"{desc.train_section}.out": str(model), desc.model_setting: str(model / "model")})
+        if "cache" in type(section).model_fields:  # what variants on the same data share (IDSync's VAE)
+            paths[f"{desc.train_section}.cache"] = str(datasets / f"{learned}_cache")
+        if "threads" in type(section).model_fields:
+            paths[f"{desc.train_section}.threads"] = ctx["threads"]
         first = Config.model_validate(apply_sets(raw, trial_sets(paths)))
         keys["generate"] = dataset_key(first)
     elif any(k.startswith("fuse.") for k in sweep.spec.space):  # the trial's dataset is a fusion of datasets
@@ -171,6 +191,16 @@ def trial_config(sweep: Sweep, params: dict[str, Any], folder: Path, ctx: dict) 
         raise FaceFoundryError(format_validation_error(where, err)) from None
     cfg._sources = f"{sweep.path} · trial {folder.name}"
     return cfg, keys
+
+
+def searched_generator(cfg: Config, sweep: Sweep) -> str | None:
+    """The recipe's generator when it learns and the sweep's space searches its training section, else None."""
+    from facefoundry.generators.table import descriptor
+
+    desc = descriptor(cfg.generate.generator)
+    if desc.learned and desc.model_setting and any(k.startswith(f"{desc.train_section}.") for k in sweep.spec.space):
+        return desc.name
+    return None
 
 
 def injected(sweep: Sweep, params: dict[str, Any], number: int, attempt: int) -> bool:
@@ -221,12 +251,17 @@ def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tup
     from facefoundry.stages.validate import run_validate
 
     times = {"dataset_wait_seconds": 0.0, "generate_seconds": 0.0, "realism_seconds": 0.0, "validate_seconds": 0.0}
-    if "idsync" in keys:  # the sweep searches IDSync's training settings: train once per key, before generating
-        from facefoundry.stages.idsync import run_train_idsync
+    if "train_generator" in keys:  # the sweep searches a generator's training: train once per key, then generate
+        from facefoundry.generators.descriptor import load_object
+        from facefoundry.generators.table import descriptor
+        from facefoundry.stages.generator import run_train_generator, training_section
 
-        _make_once(Path(cfg.idsync.out), keys["idsync"], "idsync", trial_id, times, lambda: run_train_idsync(cfg), log,
-                   f"IDSync λ={cfg.idsync.identity_weight:g} {cfg.idsync.identity_loss}",
-                   {"identity_weight": cfg.idsync.identity_weight, "identity_loss": cfg.idsync.identity_loss})
+        name = cfg.generate.generator
+        desc, section = descriptor(name), training_section(cfg, name)
+        parts = list(load_object(desc.describe)(cfg)) if desc.describe else []
+        _make_once(Path(section.out), keys["train_generator"], name, trial_id, times,
+                   lambda: run_train_generator(cfg, name), log, f"{name} {' '.join(parts)}".strip(),
+                   {"generator": name, "settings": parts})
     gen = cfg.generate
     if "fuse" in keys:  # the sweep searches fusion settings: fuse once per key, from the recipe's sources
         from facefoundry.stages.fuse import run_fuse

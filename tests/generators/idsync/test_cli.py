@@ -32,7 +32,7 @@ def test_generate_trains_then_generates_and_logs_both_runs(tmp_path: Path) -> No
     proc = subprocess.run([sys.executable, "-m", "facefoundry", "--params", "params.yaml", "generate", "--generator",
                            "idsync"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "no IDSync model yet; training it first" in proc.stderr + proc.stdout
+    assert "no idsync model yet; training it first" in proc.stderr + proc.stdout
     assert (tmp_path / "ids" / "model" / MODEL_INDEX).is_file()
     m = read_manifest(tmp_path / "idsync")  # another generator than generate.generator: a sibling of generate.out
     assert len(m) == 6 and m.meta["generator"] == "idsync"

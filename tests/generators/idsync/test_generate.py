@@ -13,7 +13,7 @@ from facefoundry.data.writer import DatasetWriter
 from facefoundry.generators.idsync.generate import identity_pca, sample_vectors
 from facefoundry.generators.idsync.model import conditioning_space
 from facefoundry.generators.idsync.training import train_idsync
-from facefoundry.generators.registry import GENERATORS, load_builtin
+from facefoundry.generators.table import descriptor
 from tests.conftest import make_dataset, tiny_config
 from tests.generators.idsync import ID_DIM, TINY_IDSYNC
 from tests.generators.vec2face import TinyEncoder, single_thread  # noqa: F401 - autouse fixture
@@ -70,8 +70,7 @@ class Killed(Exception):
 
 def test_generation_counts_seeds_meta_and_resume(tmp_path: Path, model_dir: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    load_builtin()
-    gen = GENERATORS.get("idsync")
+    gen = descriptor("idsync").entry("generate")
     m = read_manifest(gen(gen_cfg(tmp_path, model_dir, "a"), lambda s: None))
     assert len(m) == 15 and [m.label.count(c) for c in range(5)] == [3] * 5  # exactly N × per, not batch²
     for key, want in (("identity_weight", 0.0), ("noise_variance", 0.001), ("steps", 3), ("guidance", 3.0),
@@ -106,8 +105,7 @@ def test_generation_counts_seeds_meta_and_resume(tmp_path: Path, model_dir: Path
 
 
 def test_identity_mixup_records_soft_labels_and_phi_one_changes_no_pixel(tmp_path: Path, model_dir: Path) -> None:
-    load_builtin()
-    gen = GENERATORS.get("idsync")
+    gen = descriptor("idsync").entry("generate")
     plain = read_manifest(gen(gen_cfg(tmp_path, model_dir, "plain"), lambda s: None))
     one = gen_cfg(tmp_path, model_dir, "one")
     one.generate.mixup.enabled, one.generate.mixup.phi = True, [1.0]

@@ -13,7 +13,7 @@ import facefoundry.identity as identity_pkg
 from facefoundry.config import Vec2FaceGenCfg
 from facefoundry.data.manifest import read_manifest
 from facefoundry.data.writer import DatasetWriter
-from facefoundry.generators.registry import GENERATORS, load_builtin
+from facefoundry.generators.table import descriptor
 from facefoundry.generators.vec2face import load_model_folder
 from facefoundry.generators.vec2face.generate import (
     IdentitySpace,
@@ -92,10 +92,9 @@ class Killed(Exception):
 def test_generation_writes_sigma_tau_attrop_and_resumes_to_the_same_dataset(
         tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(identity_pkg, "load_encoder", lambda spec: TinyEncoder())
-    load_builtin()
     attrop = {"enabled": True, "yaw_targets": [], "max_iters": 3, "min_identity": 0.9999}
     cfg = gen_cfg(tmp_path, model_dir, "full", attrop=attrop)
-    out = GENERATORS.get("vec2face")(cfg, lambda m: None)
+    out = descriptor("vec2face").entry("generate")(cfg, lambda m: None)
     m = read_manifest(out)
     assert len(m) == 20 and sorted(set(m.label)) == [0, 1, 2, 3, 4]
     params = [json.loads(p) if isinstance(p, str) else p for p in m.params]
@@ -117,11 +116,11 @@ def test_generation_writes_sigma_tau_attrop_and_resumes_to_the_same_dataset(
     cfg2 = gen_cfg(tmp_path, model_dir, "resumed", attrop=attrop)
     monkeypatch.setattr(DatasetWriter, "add", dying_add)
     with pytest.raises(Killed):
-        GENERATORS.get("vec2face")(cfg2, lambda m: None)
+        descriptor("vec2face").entry("generate")(cfg2, lambda m: None)
     monkeypatch.setattr(DatasetWriter, "add", real_add)
     assert (tmp_path / ".resumed.partial").is_dir() and not (tmp_path / "resumed").exists()
     logs: list[str] = []
-    GENERATORS.get("vec2face")(cfg2, logs.append)
+    descriptor("vec2face").entry("generate")(cfg2, logs.append)
     assert any("resuming after 6" in s for s in logs)
     r = read_manifest(tmp_path / "resumed")
     assert r.sha256 == m.sha256 and r.path == m.path
@@ -144,14 +143,13 @@ def test_identity_mixup_mixes_vectors_and_phi_one_changes_no_pixel(
         tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SynFace identity mixup on Vec2Face: soft labels in the manifest; φ = 1 is the plain dataset."""
     monkeypatch.setattr(identity_pkg, "load_encoder", lambda spec: TinyEncoder())
-    load_builtin()
     off = {"enabled": False}
-    plain = read_manifest(GENERATORS.get("vec2face")(gen_cfg(tmp_path, model_dir, "plain", attrop=off), lambda m: None))
+    plain = read_manifest(descriptor("vec2face").entry("generate")(gen_cfg(tmp_path, model_dir, "plain", attrop=off), lambda m: None))
     one = gen_cfg(tmp_path, model_dir, "one", attrop=off)
     one.generate.mixup.enabled, one.generate.mixup.phi = True, [1.0]
-    assert read_manifest(GENERATORS.get("vec2face")(one, lambda m: None)).sha256 == plain.sha256
+    assert read_manifest(descriptor("vec2face").entry("generate")(one, lambda m: None)).sha256 == plain.sha256
     mixed = gen_cfg(tmp_path, model_dir, "mixed", attrop=off)
     mixed.generate.mixup.enabled, mixed.generate.mixup.phi = True, [0.5]
-    m = read_manifest(GENERATORS.get("vec2face")(mixed, lambda m: None))
+    m = read_manifest(descriptor("vec2face").entry("generate")(mixed, lambda m: None))
     assert all(p != lab and 0 <= p < 5 for p, lab in zip(m.mix_label, m.label)) and set(m.mix_weight) == {0.5}
     assert m.meta["mixup"]["mixed_images"] == 20 and m.sha256 != plain.sha256

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from facefoundry.errors import FaceFoundryError
-from facefoundry.generators.registry import GENERATORS, load_builtin
+from facefoundry.generators.table import descriptor
 from facefoundry.generators.vec2face.model import load_model_folder, save_model_folder
 from facefoundry.generators.vec2face.training import GEOMETRY_PCA, fingerprint, train_vec2face
 from facefoundry.identity.attributes import MIRROR_68, GeometryPCA, LandmarkEstimator, mirror, sample_codes
@@ -96,10 +96,8 @@ def test_training_with_geometry_then_each_image_gets_its_own_code(tmp_path) -> N
     model, index = load_model_folder(res.model_dir)
     assert model.attr_dim == 3 and index["geometry_codes"] == 3
     assert list((tmp_path / "v2f" / "id_vectors").glob("landmarks_*.npy"))
-
-    load_builtin()
     gcfg = gen_cfg(tmp_path, res.model_dir, "gen")
-    out = Path(GENERATORS.get("vec2face")(gcfg, lambda m: None))
+    out = Path(descriptor("vec2face").entry("generate")(gcfg, lambda m: None))
     from facefoundry.data.sources import open_source
 
     src = open_source(out)

@@ -12,8 +12,8 @@ from pydantic import ValidationError
 
 from facefoundry.config import Vec2FaceCfg
 from facefoundry.errors import FaceFoundryError
+from facefoundry.generators.table import descriptor
 from facefoundry.generators.vec2face.losses import LossWeights, Vec2FaceLoss
-from facefoundry.generators.registry import GENERATORS, load_builtin
 from facefoundry.generators.vec2face.model import MODEL_INDEX, load_model_folder
 from facefoundry.generators.vec2face.nuisance import (
     NuisanceEncoder,
@@ -155,9 +155,7 @@ def test_training_learns_a_code_saves_its_encoder_and_generation_draws_one_per_i
     enc_b = ConfigModule.from_pretrained(again.model_dir / "nuisance_encoder")
     for (k, a), (_, b) in zip(enc.state_dict().items(), enc_b.state_dict().items()):
         assert torch.equal(a, b), k
-
-    load_builtin()
-    out = Path(GENERATORS.get("vec2face")(gen_cfg(tmp_path, res.model_dir, "gen"), lambda m: None))
+    out = Path(descriptor("vec2face").entry("generate")(gen_cfg(tmp_path, res.model_dir, "gen"), lambda m: None))
     from facefoundry.data.sources import open_source
 
     src = open_source(out)
@@ -175,7 +173,7 @@ def test_training_learns_a_code_saves_its_encoder_and_generation_draws_one_per_i
     # "bank": every image borrows one training photo's code (the model folder keeps them), recorded per image
     bank = np.load(res.model_dir / "nuisance_codes.npy")
     assert bank.shape == (24, 4) and np.isfinite(bank).all()
-    out_b = Path(GENERATORS.get("vec2face")(gen_cfg(tmp_path, res.model_dir, "gen_b", nuisance_sampling="bank"),
+    out_b = Path(descriptor("vec2face").entry("generate")(gen_cfg(tmp_path, res.model_dir, "gen_b", nuisance_sampling="bank"),
                                             lambda m: None))
     params_b = [json.loads(p) for p in open_source(out_b).manifest.params]
     photos = np.array([p["nuisance_photo"] for p in params_b])
@@ -183,11 +181,10 @@ def test_training_learns_a_code_saves_its_encoder_and_generation_draws_one_per_i
     np.testing.assert_allclose([p["nuisance"] for p in params_b], bank[photos], atol=1e-3)
     (res.model_dir / "nuisance_codes.npy").unlink()  # a folder without its codes: one clear line
     with pytest.raises(FaceFoundryError, match="nuisance_codes.npy: missing"):
-        GENERATORS.get("vec2face")(gen_cfg(tmp_path, res.model_dir, "gen_c", nuisance_sampling="bank"), lambda m: None)
+        descriptor("vec2face").entry("generate")(gen_cfg(tmp_path, res.model_dir, "gen_c", nuisance_sampling="bank"), lambda m: None)
 
 
 def test_bank_sampling_needs_a_nuisance_model(request: pytest.FixtureRequest, tmp_path) -> None:
     plain_model = request.getfixturevalue("model_dir")  # a model trained without nuisance codes
-    load_builtin()
     with pytest.raises(FaceFoundryError, match="needs a model trained with vec2face.nuisance_codes"):
-        GENERATORS.get("vec2face")(gen_cfg(tmp_path, plain_model, "g", nuisance_sampling="bank"), lambda m: None)
+        descriptor("vec2face").entry("generate")(gen_cfg(tmp_path, plain_model, "g", nuisance_sampling="bank"), lambda m: None)

@@ -36,11 +36,10 @@ from facefoundry.data.writer import DatasetWriter
 from facefoundry.device import resolve_device
 from facefoundry.generators.feed import to_uint8
 from facefoundry.generators.idsync.model import IDSync, conditioning_space, load_identity_vectors, load_model_folder
-from facefoundry.generators.registry import GENERATORS
 from facefoundry.generators.sampling import uniform_count
-from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
 from facefoundry.progress import track
 from facefoundry.sampling import IdentityPCA, perturb
+from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
 from facefoundry.tracking import run_active
 
 FORMAT_VERSION = 1  # bump when generation changes, so an old partial run is not resumed
@@ -121,7 +120,6 @@ def judge_study(images: np.ndarray, labels: np.ndarray, judges: dict) -> dict[st
     return out
 
 
-@GENERATORS.register("idsync")
 def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
     g, gi = cfg.generate, cfg.generate.idsync
     device = resolve_device(cfg.base.device)

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facefoundry.io import atomic_write_json
 from facefoundry.generators.realism.cyclegan import INDEX
+from facefoundry.io import atomic_write_json
 from facefoundry.progress import track
 
 

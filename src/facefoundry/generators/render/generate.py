@@ -13,12 +13,11 @@ from facefoundry.config import Config, Range, RenderCfg, deep_merge
 from facefoundry.data.writer import DatasetWriter
 from facefoundry.device import resolve_device
 from facefoundry.errors import FaceFoundryError
-from facefoundry.generators.registry import GENERATORS
 from facefoundry.generators.render.head import IDENTITY
 from facefoundry.generators.render.renderer import FaceRenderer, Identity
 from facefoundry.generators.sampling import perturb, sample_separated
-from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
 from facefoundry.progress import track
+from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
 from facefoundry.verification.binfile import write_bin
 
 FORMAT_VERSION = 1  # bump when rendering changes, so an old partial run is not resumed
@@ -71,7 +70,6 @@ def render_batches(renderer: FaceRenderer, idents: list[Identity], variations: l
             yield s, imgs, lms
 
 
-@GENERATORS.register("render")
 def generate_render(cfg: Config, log: Callable[[str], None] = print) -> Path:
     g = cfg.generate
     renderer = FaceRenderer(g.render, cfg.base.image_size, resolve_device(cfg.base.device))

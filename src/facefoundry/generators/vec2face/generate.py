@@ -41,13 +41,12 @@ from facefoundry.config import AttrOPCfg, Config, Vec2FaceGenCfg
 from facefoundry.data.writer import DatasetWriter
 from facefoundry.device import resolve_device
 from facefoundry.errors import FaceFoundryError
-from facefoundry.generators.registry import GENERATORS
 from facefoundry.generators.sampling import uniform_count
-from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
 from facefoundry.generators.vec2face.model import Vec2Face, load_model_folder
 from facefoundry.generators.vec2face.training import ID_LABELS, ID_VECTORS, NUISANCE_BANK, to_uint8
 from facefoundry.progress import track
 from facefoundry.sampling import perturb, sample_identities
+from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
 from facefoundry.tracking import run_active
 
 FORMAT_VERSION = 1  # bump when generation changes, so an old partial run is not resumed
@@ -256,7 +255,6 @@ def sigma_grid(model: Vec2Face, space: IdentitySpace, centres: np.ndarray, g: Ve
 
 # -- the generator -------------------------------------------------------------------------------
 
-@GENERATORS.register("vec2face")
 def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
     g, gv = cfg.generate, cfg.generate.vec2face
     device = resolve_device(cfg.base.device)

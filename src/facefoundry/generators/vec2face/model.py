@@ -31,11 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facefoundry.errors import FaceFoundryError
-from facefoundry.generators.vec2face.masking import (
-    MaskRatioSampler,
-    RowMasks,
-    row_masks,
-)
+from facefoundry.generators.vec2face.masking import MaskRatioSampler, RowMasks, row_masks
 from facefoundry.io import load_json_file
 from facefoundry.models.base import ConfigModule, register_to_config
 

@@ -35,14 +35,7 @@ from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.data.transforms import random_hflip_mask
 from facefoundry.device import resolve_device, seed_everything
 from facefoundry.errors import FaceFoundryError, note_saved
-from facefoundry.generators.feed import (  # noqa: F401 - shared by every generator; re-exported for callers
-    ImageFeed,
-    cache_key,
-    identity_vectors,
-    load_resized,
-    to_signed,
-    to_uint8,
-)
+from facefoundry.generators.feed import ImageFeed, cache_key, identity_vectors, load_resized, to_signed, to_uint8  # noqa: F401 - shared by every generator; re-exported for callers
 from facefoundry.generators.vec2face.discriminator import PatchDiscriminator
 from facefoundry.generators.vec2face.losses import LossWeights, Vec2FaceLoss
 from facefoundry.generators.vec2face.model import Vec2Face, save_model_folder
@@ -249,8 +242,11 @@ def _load_checkpoint(path: Path, fp: str, nets: dict[str, nn.Module | torch.opti
 def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
                    encoder: IdentityEncoder | None = None, out: str | Path | None = None,
                    log: Callable[[str], None] = print, stop_after: int | None = None,
-                   progress: bool = True) -> Vec2FaceResult:
-    """Train (or resume) to ``vec2face.epochs`` — or stop after epoch ``stop_after`` (tests, preemption)."""
+                   progress: bool = True, digest: str | None = None) -> Vec2FaceResult:
+    """Train (or resume) to ``vec2face.epochs`` — or stop after epoch ``stop_after`` (tests, preemption).
+
+    ``digest``: the dataset's DVC hash when the caller already has it (the stage does), else computed here.
+    """
     v = cfg.vec2face
     device = resolve_device(cfg.base.device)
     if v.threads:
@@ -269,7 +265,7 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
     encoder = encoder.to(device).eval()
     out = Path(out or v.out)
     feed = ImageFeed(source, v.image_size, v.batch_size, v.preload_max_mb, v.num_workers)
-    digest = dvc_dir_hash(source.root)
+    digest = digest or dvc_dir_hash(source.root)
     vectors = identity_vectors(feed, encoder, out / "id_vectors", digest, v.id_batch_size, log, progress)
 
     seed_everything(cfg.base.seed)

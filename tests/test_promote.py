@@ -350,3 +350,55 @@ def test_pipeline_turns_experiment_files_into_dvc_overrides(tmp_path):
     res = CliRunner().invoke(app, ["--params", str(params), "-e", str(exp), "pipeline", "--dry-run",
                                    "train.nope=1"])
     assert isinstance(res.exception, FaceFoundryError) and "train.nope" in str(res.exception)
+
+
+def test_idsync_datasets_face_the_tau_gate_and_their_cards_trace_its_training_photos(tmp_path):
+    import json
+
+    from facefoundry.promote import Provenance, provenance
+
+    # IDSync learns from photos and records no τ filter: a max_tau gate cannot pass on missing evidence
+    assert gate_failures(GateCfg(max_tau=0.4), {}, {"data.generator": "idsync"}) == [
+        "data.idsync.tau not recorded (promote.gate.max_tau)"]
+    photos = aligned_photos(tmp_path / "real_aligned")
+    model = tmp_path / "idsync" / "model"
+    model.mkdir(parents=True)
+    (model / "idsync_model.json").write_text(json.dumps({"dataset": str(photos), "dataset_dvc_md5": "photos.dir",
+                                                          "encoder_name": "dlib"}))
+    prov = provenance({"data.generator": "idsync", "data.idsync.model": str(model)}, {})
+    assert isinstance(prov, Provenance) and prov.model == str(model) and prov.trained_on == str(photos)
+    assert prov.trained_on_digest == "photos.dir" and prov.encoder == "dlib"
+    assert prov.photos_from == "../shared/data/real_faces_unlabelled"
+    assert {s.name for s in prov.sources} == {"ffhq256", "celeba_align_89x109"}
+
+
+def test_a_fused_datasets_card_joins_its_sources_provenance(tmp_path):
+    import json
+
+    from facefoundry.data.writer import DatasetWriter
+    from facefoundry.promote import CardFacts, dataset_card, provenance
+    from facefoundry.tracking import recipe_params
+
+    photos = aligned_photos(tmp_path / "real_aligned")
+    model = tmp_path / "v2f" / "model"
+    model.mkdir(parents=True)
+    (model / "vec2face_model.json").write_text(json.dumps({"dataset": str(photos), "encoder_name": "dlib"}))
+    rng = np.random.default_rng(0)
+    sources = {}
+    for name, meta in (("render", {"generator": "render"}),
+                       ("vec2face", {"generator": "vec2face", "vec2face": {"model": str(model), "tau": 0.4}})):
+        with DatasetWriter(tmp_path / name, {**meta, "num_classes": 1, "image_size": 16}) as w:
+            w.add(identity_image(0, 0, 16, rng), 0, "id", name, {})
+        sources[name] = {"path": str(tmp_path / name), "share": 0.5}
+    fused = {"generator": "fusion", "num_classes": 2, "fusion": {"sources": sources}}
+    params = {k: str(v) for k, v in recipe_params(fused).items()}
+    prov = provenance(params, {})
+    assert prov.generator == "fusion" and {s.name for s in prov.sources} == {"ffhq256", "celeba_align_89x109"}
+    assert not prov.synthetic_inputs and prov.encoder == "dlib"
+    assert any("`render`" in n and "learned from no photo" in n for n in prov.notes)
+    assert any("`vec2face`" in n and str(photos) in n for n in prov.notes)
+    card = dataset_card(CardFacts(recipe="fused", run_id="r", experiment="e", dataset=str(tmp_path / "fused"),
+                                  digest="d", params=params, metrics={}, basis="", metric="twins", value=0.5,
+                                  provenance=prov))
+    assert "**fusion** — dataset fusion" in card and "Not recorded" not in card.split("## Leakage")[0]
+    assert "CC BY-NC-SA 4.0" in card and "non-commercial" in card

@@ -190,7 +190,21 @@ class IdentityMixupCfg(Strict):
     phi: RatioGrid = "official"  # the set φ is drawn from, per image (φ = 1: no partner)
 
 
+PLUGIN_GROUP = "facefoundry.generators"  # the entry-point group of generator plug-ins (generators/table.py)
+
+
+def plugin_generators() -> set[str]:
+    """Names that installed distributions announce as generators (read from package metadata, importing none)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name for ep in entry_points(group=PLUGIN_GROUP)}
+
+
 class GenerateCfg(Strict):
+    # a plug-in generator's settings are its own sub-section, generate.<name> (a mapping its code reads with
+    # `cfg.generate.plugin_settings(name)`); any other unknown key is still refused
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
     generator: str = "render"
     out: str = "outputs/datasets/render"
     identities: PositiveInt = 100
@@ -208,6 +222,23 @@ class GenerateCfg(Strict):
     render: RenderCfg = RenderCfg()
     vec2face: Vec2FaceGenCfg = Vec2FaceGenCfg()
     idsync: IDSyncGenCfg = IDSyncGenCfg()
+
+    @model_validator(mode="after")
+    def _plugins(self) -> GenerateCfg:
+        extra = self.model_extra or {}
+        if extra:
+            unknown = sorted(set(extra) - plugin_generators())
+            if unknown:
+                raise ValueError(f"unknown setting {unknown[0]!r} (a sub-section of generate is a generator's "
+                                 "settings: a built-in one or a plug-in's)")
+            bad = sorted(k for k, v in extra.items() if not isinstance(v, dict))
+            if bad:
+                raise ValueError(f"generate.{bad[0]}: a plug-in generator's settings must be a mapping")
+        return self
+
+    def plugin_settings(self, name: str) -> dict[str, Any]:
+        """A plug-in generator's own settings (``generate.<name>``; empty when there are none)."""
+        return dict((self.model_extra or {}).get(name) or {})
 
     @model_validator(mode="after")
     def _shape(self) -> GenerateCfg:

@@ -16,10 +16,10 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib.metadata import entry_points
 
+from facefoundry.config import PLUGIN_GROUP as GROUP
 from facefoundry.errors import FaceFoundryError
 from facefoundry.generators.descriptor import GeneratorDescriptor, load_object
 
-GROUP = "facefoundry.generators"
 BUILTIN = {
     "render": "facefoundry.generators.render.descriptor:DESCRIPTOR",
     "vec2face": "facefoundry.generators.vec2face.descriptor:DESCRIPTOR",

@@ -338,8 +338,15 @@ def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
 
 
 def key_exists(key: str) -> bool:
+    """Whether ``key`` is a setting: a field of the schema, a key inside a free mapping, or a key of a plug-in
+    generator's settings (``generate.<plug-in>.<key>``: the plug-in reads and checks its own settings)."""
+    from facefoundry.config import plugin_generators
+
+    parts = key.split(".")
+    if len(parts) >= 3 and parts[0] == "generate" and parts[1] in plugin_generators():
+        return True
     cls: Any = Config
-    for part in key.split("."):
+    for part in parts:
         if cls is dict:
             return True
         if cls is None or part not in cls.model_fields:

@@ -27,7 +27,8 @@ class Strict(BaseModel):
 
 class _Mark:
     """A field's kind, declared once in the schema (``Annotated[type, ..., RUNTIME]``) and read by every
-    fingerprint, run key, sweep key and recipe derivation (:func:`runtime_only`)."""
+    fingerprint, run key, sweep key, leaderboard grouping and ``dvc exp run -S`` derivation. A field without a
+    mark changes what is learned or made (tests/test_config_marks.py keeps every field decided)."""
 
     def __init__(self, name: str):
         self.name = name
@@ -36,18 +37,68 @@ class _Mark:
         return self.name
 
 
-RUNTIME = _Mark("RUNTIME")  # how or where it runs (threads, workers, caches, logging, registry): not what is learned
-LOCATION = _Mark("LOCATION")  # a path: an output, or an input whose content is hashed where it matters
+RUNTIME = _Mark("RUNTIME")  # how or where it runs (device, threads, workers, logging, tracking, registry names)
+OUTPUT = _Mark("OUTPUT")  # a path it writes (outputs, metrics files, caches)
+INPUT = _Mark("INPUT")  # a path it reads: its content, where it matters, is hashed by whoever reads it
+WIRED = _Mark("WIRED")  # an input the DVC pipeline sets to another stage's output, per recipe (dvc.yaml's --set)
 
 
-def _marked(model: type[BaseModel], mark: _Mark) -> frozenset[str]:
-    return frozenset(n for n, f in model.model_fields.items() if any(m is mark for m in f.metadata))
+def marked(model: type[BaseModel], *marks: _Mark) -> frozenset[str]:
+    """The fields of a section class carrying any of ``marks``."""
+    return frozenset(n for n, f in model.model_fields.items() if any(m in marks for m in f.metadata))
 
 
 def runtime_only(model: type[BaseModel]) -> frozenset[str]:
-    """The fields of a section marked :data:`RUNTIME` or :data:`LOCATION`: they never change what it learns
-    or makes (a path's content, where it matters, is hashed by whoever reads it)."""
-    return _marked(model, RUNTIME) | _marked(model, LOCATION)
+    """The fields of a section that never change what it learns or makes: RUNTIME, OUTPUT and INPUT ones."""
+    return marked(model, RUNTIME, OUTPUT, INPUT)
+
+
+def result_settings(section: BaseModel) -> dict[str, Any]:
+    """A section's settings that define what it learns or makes (JSON form; nested sections likewise, a plug-in's
+    extra settings kept): what fingerprints and cache keys hash. Input paths are left out: whoever reads one
+    hashes its content."""
+    skip = runtime_only(type(section))
+    dump = section.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    for name, value in dump.items():
+        if name in skip:
+            continue
+        nested = getattr(section, name, None)
+        out[name] = result_settings(nested) if isinstance(nested, BaseModel) else value
+    return out
+
+
+def section_model(annotation: Any) -> type[BaseModel] | None:
+    """The section class inside a field's annotation (``Annotated[X, ...]``, ``X | None``), if any."""
+    from typing import get_args, get_origin
+
+    if get_origin(annotation) is Annotated:
+        return section_model(get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = section_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def dotted_fields(model: type[BaseModel] | None = None, prefix: str = "") -> dict[str, frozenset[str]]:
+    """Every leaf setting of the schema as ``{"train.threads": {"RUNTIME"}, ...}`` (its marks' names)."""
+    out: dict[str, frozenset[str]] = {}
+    for name, field in (model or Config).model_fields.items():
+        sub = section_model(field.annotation)
+        if sub is not None:
+            out.update(dotted_fields(sub, f"{prefix}{name}."))
+        else:
+            out[f"{prefix}{name}"] = frozenset(m.name for m in field.metadata if isinstance(m, _Mark))
+    return out
+
+
+def dotted_marked(*marks: _Mark) -> list[str]:
+    """Every leaf setting (``train.threads``) that carries any of ``marks``."""
+    names = {m.name for m in marks}
+    return [k for k, v in dotted_fields().items() if v & names]
 
 
 class Range(Strict):
@@ -74,15 +125,15 @@ class Range(Strict):
 
 class BaseCfg(Strict):
     seed: int = 1234
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: Annotated[str, RUNTIME] = "auto"  # auto | cpu | cuda | cuda:N
     image_size: Annotated[int, Field(ge=16, le=512)] = 112
-    tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str = "facefoundry"
+    tracking_uri: Annotated[str, RUNTIME] = "sqlite:///mlflow.db"
+    experiment: Annotated[str, RUNTIME] = "facefoundry"
     # a tracking *server* (http/https URI): each request is retried this many times, waiting backoff·2^k s
     # (≈ 15 s in all by default), then the stage stops with one line; its work on disk is kept for the rerun
-    tracking_retries: Annotated[int, Field(ge=0, le=10)] = 4
-    tracking_backoff: Annotated[int, Field(ge=0, le=120)] = 1
-    tracking_timeout: Annotated[int, Field(ge=1)] = 30  # seconds per request
+    tracking_retries: Annotated[int, Field(ge=0, le=10), RUNTIME] = 4
+    tracking_backoff: Annotated[int, Field(ge=0, le=120), RUNTIME] = 1
+    tracking_timeout: Annotated[int, Field(ge=1), RUNTIME] = 30  # seconds per request
 
 
 class RenderCfg(Strict):
@@ -130,14 +181,14 @@ class AttrOPCfg(Strict):
     identity_weight: NonNegFloat = 100.0  # official 100·(1 − cos)
     lr: Annotated[float, Field(gt=0)] = 0.1  # official Adam lr
     max_iters: Annotated[int, Field(ge=0)] = 20  # the official loop is unbounded; here a hard budget
-    pose_model: str | None = None  # PoseRegressor folder; None: train one on renders (≈ 20 s, cached)
+    pose_model: Annotated[str | None, INPUT] = None  # PoseRegressor folder; None: train one on renders (≈ 20 s, cached)
     batch_size: PositiveInt = 32
 
 
 class Vec2FaceGenCfg(Strict):
     """``facefoundry generate --generator vec2face``: τ-filtered PCA identities, σ-mixture variations."""
 
-    model: str = "outputs/vec2face/model"  # folder written by train-vec2face
+    model: Annotated[str, INPUT] = "outputs/vec2face/model"  # folder written by train-vec2face
     tau: Annotated[float, Field(ge=-1, le=1)] = 0.3  # paper 0.3: max cosine between any two identities
     centred: bool = True  # τ and σ act on vectors minus the training mean (dlib's space has a large common part)
     avoid_training: bool = True  # also keep every identity ≤ τ from each training photo's vector
@@ -151,8 +202,8 @@ class Vec2FaceGenCfg(Strict):
     nuisance_sampling: Literal["posterior", "bank"] = "posterior"  # nuisance codes: N(mean, std²) of the training
     # photos' posterior means per axis, or "bank": each image borrows the code of one random training photo (its
     # hair, background, light and pose; the identity still comes from the vector), recorded as nuisance_photo
-    grid_identities: PositiveInt = 8  # σ grid: rows = identities, columns = σ (logged to MLflow)
-    judge_images: Annotated[int, Field(ge=0)] = 400  # images the judges score per σ study (0: skip)
+    grid_identities: Annotated[PositiveInt, RUNTIME] = 8  # σ grid: rows = identities, columns = σ (logged to MLflow)
+    judge_images: Annotated[int, Field(ge=0), RUNTIME] = 400  # images the judges score per σ study (0: skip)
     attrop: AttrOPCfg = AttrOPCfg()
 
     @model_validator(mode="after")
@@ -166,14 +217,14 @@ class Vec2FaceGenCfg(Strict):
 class IDSyncGenCfg(Strict):
     """``facefoundry generate --generator idsync``: identities from PCA, DPM-Solver++ sampling (paper defaults)."""
 
-    model: str = "outputs/idsync/model"  # folder written by train-idsync (or an Arc2Face-layout diffusers folder)
+    model: Annotated[str, INPUT] = "outputs/idsync/model"  # folder written by train-idsync (or an Arc2Face-layout diffusers folder)
     pca_components: PositiveInt | None = 300  # IncrementalPCA on per-image identity vectors (paper 300); capped by data
     noise_variance: NonNegFloat = 0.001  # intra-class: v + N(0, σ²) per dimension, renormalised (paper 0.001)
     steps: PositiveInt = 25  # DPM-Solver++ steps (paper 25)
     guidance: Annotated[float, Field(ge=1)] = 3.0  # classifier-free guidance scale (paper 3; 1 = off)
     solver_order: Annotated[int, Field(ge=1, le=3)] = 2  # DPM-Solver++ order (diffusers default 2)
-    grid_identities: PositiveInt = 8  # sample grid logged to MLflow: rows = identities
-    judge_images: Annotated[int, Field(ge=0)] = 400  # images the judges score for intra/inter similarity (0: skip)
+    grid_identities: Annotated[PositiveInt, RUNTIME] = 8  # sample grid logged to MLflow: rows = identities
+    judge_images: Annotated[int, Field(ge=0), RUNTIME] = 400  # images the judges score for intra/inter similarity (0: skip)
 
 
 # SynFace's mixing ratios: the official code draws from linspace(0, 1.05, 21, endpoint=False) = 0, 0.05, …, 1.0;
@@ -206,7 +257,7 @@ class GenerateCfg(Strict):
     model_config = ConfigDict(extra="allow", validate_assignment=True)
 
     generator: str = "render"
-    out: str = "outputs/datasets/render"
+    out: Annotated[str, OUTPUT] = "outputs/datasets/render"
     identities: PositiveInt = 100
     images_per_identity: Annotated[int, Field(ge=2)] = 16
     # dataset shape (SynFace's studies): a fixed total spread over `identities` (images_per_identity = total // N),
@@ -271,7 +322,7 @@ class GenerateCfg(Strict):
 class BenchmarkCfg(Strict):
     """The synthetic twin verification benchmark (identities disjoint from training)."""
 
-    out: str = "outputs/benchmarks/twins.bin"
+    out: Annotated[str, OUTPUT] = "outputs/benchmarks/twins.bin"
     pairs: Annotated[int, Field(ge=20)] = 600
     twin_fraction: Prob = 0.5
     twin_distance: NonNegFloat = 0.35
@@ -283,23 +334,23 @@ class SynLFWCfg(Strict):
     """SynFace's Syn-LFW: a synthetic twin of a verification benchmark (same pairs, same issame order, so the
     same 10 folds), unseen identities; Syn-LFW-R mixes every image's identity with another one (ratio R)."""
 
-    like: str | None = None  # reference .bin: its pair count and issame order; None: benchmark.pairs, alternating
-    out: str = "outputs/benchmarks/synlfw.bin"  # the .bin written (a sidecar <out>.json records how it was made)
+    like: Annotated[str | None, INPUT] = None  # reference .bin: its pair count and issame order; None: benchmark.pairs, alternating
+    out: Annotated[str, OUTPUT] = "outputs/benchmarks/synlfw.bin"  # the .bin written (a sidecar <out>.json records how it was made)
     ratio: Prob = 1.0  # R: α = R·α_own + (1 − R)·α_partner for every image; 1.0 = plain Syn-LFW
     generator: str = "render"  # any registered generator (render, vec2face, idsync, …)
-    table: str | None = None  # render: CSV, one row per image (2 × pairs), columns = renderer variations (yaw, …)
+    table: Annotated[str | None, INPUT] = None  # render: CSV, one row per image (2 × pairs), columns = renderer variations (yaw, …)
     seed_offset: int = 2_000_003  # added to base.seed: identities unseen in training and in the twin benchmark
 
 
 class RealismCfg(Strict):
     method: Literal["cyclegan", "ddim", "none"] = "cyclegan"
-    source: str = "outputs/datasets/render"
-    target_dir: str = "outputs/realism_target"
+    source: Annotated[str, INPUT, WIRED] = "outputs/datasets/render"
+    target_dir: Annotated[str, INPUT] = "outputs/realism_target"
     target_crop: Annotated[float, Field(gt=0, le=1)] = 1.0  # centre-crop fraction of target photos
     target_limit: Annotated[int, Field(ge=0)] = 0  # use at most this many target photos (0 = all)
     target_images: PositiveInt = 400  # size of the synthetic photographic target (embedded default)
-    out: str = "outputs/datasets/render_realism"
-    model_out: str = "outputs/realism_model"
+    out: Annotated[str, OUTPUT] = "outputs/datasets/render_realism"
+    model_out: Annotated[str, OUTPUT] = "outputs/realism_model"
     strength: Prob = 0.5  # DDIM: inversion depth; CycleGAN: blend of translated and source
     train_steps: PositiveInt = 400
     batch_size: PositiveInt = 8
@@ -354,13 +405,13 @@ class DomainMixupCfg(Strict):
     """SynFace domain mixup: per batch X = ψ·X_S + (1 − ψ)·X_R and Y = ψ·Y_S + (1 − ψ)·Y_R, R a second labelled
     dataset whose identities get their own label range after the first's. ψ = 1 everywhere is training on S."""
 
-    dataset: str | None = None  # the second domain (any dataset layout); None: off
+    dataset: Annotated[str | None, INPUT] = None  # the second domain (any dataset layout); None: off
     psi: RatioGrid = "official"  # the set ψ is drawn from, per batch
 
 
 class TrainCfg(Strict):
-    dataset: str = "outputs/datasets/render"
-    out: str = "outputs/train/render"
+    dataset: Annotated[str, INPUT, WIRED] = "outputs/datasets/render"
+    out: Annotated[str, OUTPUT] = "outputs/train/render"
     backbone: BackboneCfg = BackboneCfg()
     head: HeadCfg = HeadCfg()
     epochs: PositiveInt = 20
@@ -374,32 +425,32 @@ class TrainCfg(Strict):
     warmup_epochs: NonNegFloat = 1.0
     grad_clip: NonNegFloat = 5.0  # 0 disables
     amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16/AMX), else off
-    channels_last: bool = True  # NHWC activations and weights in the step (CPU oneDNN and CUDA tensor cores are faster)
-    num_workers: Annotated[int, Field(ge=0)] = 0
-    preload_max_mb: Annotated[int, Field(ge=0)] = 2048  # decode the dataset once into RAM below this size
+    channels_last: Annotated[bool, RUNTIME] = True  # NHWC activations and weights in the step (CPU oneDNN and CUDA tensor cores are faster)
+    num_workers: Annotated[int, Field(ge=0), RUNTIME] = 0
+    preload_max_mb: Annotated[int, Field(ge=0), RUNTIME] = 2048  # decode the dataset once into RAM below this size
     flip_prob: Prob = 0.5
     augment: AugmentCfg = AugmentCfg()
     min_images_per_identity: PositiveInt = 2
-    non_rgb: Literal["convert", "reject"] = "convert"  # greyscale/palette/RGBA images: convert (counted) or refuse
-    verify_data: bool = True  # check every image's hash and colour mode before training (once per dataset version)
-    log_every: PositiveInt = 20
-    export_onnx: bool = True
-    threads: Annotated[int, Field(ge=0)] = 0  # torch CPU threads; 0 = torch default
-    metrics: str | None = None  # DVC metrics file (reproducible numbers only); None: <out>/metrics.json
-    recipe: str | None = None  # recipe name (registry alias, leaderboard); None: the dataset folder's name
-    registered_model: str | None = "facefoundry-fr"  # MLflow Model Registry name; None: do not register
-    init: str | None = None  # start from these backbone weights: a model folder, an arcface_torch backbone.pth or an
+    non_rgb: Annotated[Literal["convert", "reject"], RUNTIME] = "convert"  # greyscale/palette/RGBA images: convert (counted) or refuse
+    verify_data: Annotated[bool, RUNTIME] = True  # check every image's hash and colour mode before training (once per dataset version)
+    log_every: Annotated[PositiveInt, RUNTIME] = 20
+    export_onnx: Annotated[bool, RUNTIME] = True
+    threads: Annotated[int, Field(ge=0), RUNTIME] = 0  # torch CPU threads; 0 = torch default
+    metrics: Annotated[str | None, OUTPUT] = None  # DVC metrics file (reproducible numbers only); None: <out>/metrics.json
+    recipe: Annotated[str | None, RUNTIME] = None  # recipe name (registry alias, leaderboard); None: the dataset folder's name
+    registered_model: Annotated[str | None, RUNTIME] = "facefoundry-fr"  # MLflow Model Registry name; None: do not register
+    init: Annotated[str | None, INPUT] = None  # start from these backbone weights: a model folder, an arcface_torch backbone.pth or an
     # .onnx that kept IResNet names; the head starts fresh (other classes); None: random initialisation
     init_arch: str | None = None  # arch of a .pth/.onnx init: r18 | r34 | r50 | r100 | r200; None: read from its keys
     domain_mixup: DomainMixupCfg = DomainMixupCfg()
 
 
 class EvaluateCfg(Strict):
-    model: str = "outputs/train/render/model"  # a model folder, an arcface_torch backbone.pth (+ arch) or an insightface .onnx
+    model: Annotated[str, INPUT, WIRED] = "outputs/train/render/model"  # a model folder, an arcface_torch backbone.pth (+ arch) or an insightface .onnx
     arch: str | None = None  # arch of a .pth model: r18 | r34 | r50 | r100 | r200; None: read from its keys
-    benchmarks: dict[str, str] = {"twins": "outputs/benchmarks/twins.bin"}
-    out: str = "outputs/eval"
-    batch_size: PositiveInt = 256
+    benchmarks: Annotated[dict[str, str], INPUT] = {"twins": "outputs/benchmarks/twins.bin"}
+    out: Annotated[str, OUTPUT] = "outputs/eval"
+    batch_size: Annotated[PositiveInt, RUNTIME] = 256
     nfolds: Annotated[int, Field(ge=2)] = 10
     distance: Literal["euclidean", "cosine"] = "euclidean"
     flip: bool = True
@@ -419,14 +470,14 @@ class IdentityCfg(Strict):
     encoder: str = "dlib"  # the identity space generators sample from and train against
     judges: list[str] = ["dlib"]  # encoders that score every validated dataset ([] = none)
     judge_max_images: PositiveInt = 2000  # images per dataset a judge embeds (identity-balanced sample)
-    batch_size: PositiveInt = 64
+    batch_size: Annotated[PositiveInt, RUNTIME] = 64
 
 
 class LeakageCfg(Strict):
     """Generated faces must not be real people: identities whose centre is too close to any image of a
     reference set (benchmarks, the generator's real training photos) are listed, gated and droppable."""
 
-    references: list[str] = []  # verification .bin files or dataset folders whose people must not reappear
+    references: Annotated[list[str], INPUT] = []  # verification .bin files or dataset folders whose people must not reappear
     training_photos: bool = True  # also the generator's training photos, when its manifest records them
     threshold: Annotated[float, Field(ge=-1, le=1)] = 0.75  # cosine (judge, centred) centre ↔ any reference image
     max_reference_images: PositiveInt = 3000  # per reference (a random sample beyond it)
@@ -462,7 +513,7 @@ class QualityCfg(Strict):
     mislabel_margin: float = 0.0  # an image is mislabelled when cos(other centre) − cos(own) > this
     mislabel_min_share: Prob = 0.25  # an identity is split when this share of its images is mislabelled
     near_duplicate_bits: Annotated[int, Field(ge=0, le=64)] = 2  # 64-bit DCT hash: Hamming distance ≤ this
-    reference: str | None = None  # dataset folder or .bin: Fréchet distance, kernel MMD, density, coverage, JS
+    reference: Annotated[str | None, INPUT] = None  # dataset folder or .bin: Fréchet distance, kernel MMD, density, coverage, JS
     reference_max_images: PositiveInt = 2000
     feature_encoder: str | None = None  # features of those; None: the judge
     nearest_k: PositiveInt = 5  # density and coverage (Naeem et al. 2020)
@@ -474,7 +525,7 @@ class QualityCfg(Strict):
 class FuseSourceCfg(Strict):
     """One dataset of a fusion: all its identities (neither set), a count, or a share of fuse.identities."""
 
-    path: str
+    path: Annotated[str, INPUT]
     identities: PositiveInt | None = None  # take this many identities
     share: Annotated[float, Field(gt=0, le=1)] | None = None  # or this share of fuse.identities
 
@@ -487,7 +538,7 @@ class FuseCfg(Strict):
     strategy: Literal["uniform", "intra_variance"] = "uniform"  # which identities of a source are taken
     overlap_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.65  # cross-source centres (judge, centred) ≥ this
     overlap: Literal["drop", "merge", "keep"] = "drop"  # drop the later source's copy, merge labels, or keep
-    out: str = "outputs/datasets/fused"  # images are linked or copied byte for byte: their hashes survive
+    out: Annotated[str, OUTPUT] = "outputs/datasets/fused"  # images are linked or copied byte for byte: their hashes survive
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -512,10 +563,10 @@ class Vec2FaceCfg(Strict):
     paper's values are in the comments (112 px, ViT-B fMAE, VQGAN decoder, 100 epochs on 8 GPUs).
     """
 
-    dataset: Annotated[str, LOCATION] = "outputs/datasets/render_realism"  # aligned real (or rendered) photos; each is its own target
+    dataset: Annotated[str, INPUT] = "outputs/datasets/render_realism"  # aligned real (or rendered) photos; each is its own target
     encoder: str = "dlib"  # identity encoder: the input vectors and the identity loss (paper: ArcFace-R100)
-    out: Annotated[str, LOCATION] = "outputs/vec2face"  # checkpoint, identity-vector cache and model/ folder
-    metrics: Annotated[str | None, LOCATION] = None  # DVC metrics file (final losses); None: <out>/metrics.json
+    out: Annotated[str, OUTPUT] = "outputs/vec2face"  # checkpoint, identity-vector cache and model/ folder
+    metrics: Annotated[str | None, OUTPUT] = None  # DVC metrics file (final losses); None: <out>/metrics.json
     image_size: Annotated[int, Field(ge=16, le=512)] = 56  # paper 112
     # -- model ---------------------------------------------------------------------------------
     patch: PositiveInt = 8  # tokens = (image_size/patch)²; paper 16 (7×7 = 49 tokens)
@@ -603,15 +654,15 @@ class IDSyncCfg(Strict):
     diffusers folder in the Arc2Face layout (``init``) replaces the built-from-config networks.
     """
 
-    dataset: Annotated[str, LOCATION] = "outputs/datasets/render"  # aligned photos; labels are needed only by the CE identity loss
+    dataset: Annotated[str, INPUT] = "outputs/datasets/render"  # aligned photos; labels are needed only by the CE identity loss
     encoder: str = "dlib"  # conditioning vectors and the cosine identity loss (paper: ArcFace)
-    out: Annotated[str, LOCATION] = "outputs/idsync"  # vae/ (reusable), checkpoint, vector cache and model/
-    metrics: Annotated[str | None, LOCATION] = None  # DVC metrics file (final losses); None: <out>/metrics.json
-    init: str | None = None  # local diffusers folder (Arc2Face layout: arc2face|unet, encoder|text_encoder,
+    out: Annotated[str, OUTPUT] = "outputs/idsync"  # vae/ (reusable), checkpoint, vector cache and model/
+    metrics: Annotated[str | None, OUTPUT] = None  # DVC metrics file (final losses); None: <out>/metrics.json
+    init: Annotated[str | None, INPUT] = None  # local diffusers folder (Arc2Face layout: arc2face|unet, encoder|text_encoder,
     # vae, tokenizer); None: build the toy networks below and train the VAE first
     image_size: Annotated[int, Field(ge=16, le=1024)] = 56  # paper 224 (SD-2.1 at 224 px)
     # -- VAE (AutoencoderKL; trained once here, reused while its data and settings are unchanged) -----------
-    cache: Annotated[str | None, LOCATION] = None  # what runs on the same data reuse (the VAE, identity vectors); None: <out> (sweeps share one)
+    cache: Annotated[str | None, OUTPUT] = None  # what runs on the same data reuse (the VAE, identity vectors); None: <out> (sweeps share one)
     vae_channels: list[PositiveInt] = [32, 64, 64]  # one block per level; downsampling 2^(levels−1); SD [128,256,512,512]
     latent_channels: PositiveInt = 4  # SD 4
     vae_epochs: PositiveInt = 6
@@ -635,7 +686,7 @@ class IDSyncCfg(Strict):
     # -- identity loss: L = L_denoise + λ·L_id ------------------------------------------------------------
     identity_weight: NonNegFloat = 0.01  # λ; official code 0.01, paper README 0.001; 0 = Arc2Face (plain loss)
     identity_loss: Literal["ce", "cosine"] = "ce"  # ce: frozen classifier vs the true label; cosine: 1 − cos(encoder(x̂₀), v)
-    classifier: str = "outputs/train/render/model"  # ce: a FaceFoundry FR model folder (with its head) that the
+    classifier: Annotated[str, INPUT] = "outputs/train/render/model"  # ce: a FaceFoundry FR model folder (with its head) that the
     # platform's trainer trained on `dataset` (the default pipeline's render model); frozen (paper: IR-SE-50)
     identity_batch: PositiveInt | None = None  # images per step the identity loss decodes (None: the whole batch)
     identity_max_timestep: PositiveInt | None = None  # identity loss only for t below this (None: every t, as IDSync)
@@ -679,10 +730,10 @@ class AlignCfg(Strict):
 
 
 class ReportCfg(Strict):
-    out: str = "outputs/report"  # the pipeline's leaderboard (stage report; a DVC output)
-    metrics: str = "metrics"  # per-recipe metrics the report ranks: <metrics>/<recipe>/{validate,train,eval/metrics}.json
-    leaderboard_out: str = "outputs/leaderboard"  # `facefoundry leaderboard` (every run in MLflow)
-    top: PositiveInt = 20
+    out: Annotated[str, OUTPUT] = "outputs/report"  # the pipeline's leaderboard (stage report; a DVC output)
+    metrics: Annotated[str, INPUT] = "metrics"  # per-recipe metrics the report ranks: <metrics>/<recipe>/{validate,train,eval/metrics}.json
+    leaderboard_out: Annotated[str, OUTPUT] = "outputs/leaderboard"  # `facefoundry leaderboard` (every run in MLflow)
+    top: Annotated[PositiveInt, RUNTIME] = 20
     benchmark: str | None = None  # rank on this benchmark; None: the mean over benchmarks every row has
     include_adhoc: bool = False  # `facefoundry leaderboard`: also rank runs started outside a pipeline
 
@@ -708,9 +759,9 @@ class PromoteCfg(Strict):
     """``facefoundry promote``: the best run's FR model becomes ``models:/<name>@champion``."""
 
     metric: str = "average"  # what "best" means: average | <benchmark> | data/<name> (as `facefoundry leaderboard`)
-    registered_model: str | None = None  # Model Registry name; None: train.registered_model
-    out: str = "experiments/promoted.yaml"  # the winning recipe (deep-merge it on params.yaml to reproduce)
-    card: str = "experiments/promoted_card.md"  # the dataset card written beside it
+    registered_model: Annotated[str | None, RUNTIME] = None  # Model Registry name; None: train.registered_model
+    out: Annotated[str, OUTPUT] = "experiments/promoted.yaml"  # the winning recipe (deep-merge it on params.yaml to reproduce)
+    card: Annotated[str, OUTPUT] = "experiments/promoted_card.md"  # the dataset card written beside it
     gate: GateCfg = GateCfg()
 
 
@@ -718,7 +769,7 @@ class Config(Strict):
     _sources: str = PrivateAttr(default="in-memory config")  # what load_config read (recorded by every run)
     base: BaseCfg = BaseCfg()
     # recipe name → dataset folder: dvc.yaml validates, trains and evaluates one FR model per entry
-    datasets: dict[str, str] = {"render": "outputs/datasets/render"}
+    datasets: Annotated[dict[str, str], INPUT] = {"render": "outputs/datasets/render"}
     generate: GenerateCfg = GenerateCfg()
     benchmark: BenchmarkCfg = BenchmarkCfg()
     realism: RealismCfg = RealismCfg()

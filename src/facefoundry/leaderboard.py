@@ -25,10 +25,11 @@ from pathlib import PurePath
 
 import numpy as np
 
-# parameters that never make two runs different recipes
-VOLATILE = ("base.seed", "base.tracking_uri", "base.experiment", "base.device", "train.out", "train.metrics",
-            "train.threads", "train.num_workers", "train.log_every", "train.preload_max_mb", "train.export_onnx",
-            "train.registered_model", "train.recipe")
+from facefoundry.config import OUTPUT, RUNTIME, dotted_marked
+
+# parameters that never make two runs different recipes: the seed (repeats are one row), and every setting of the
+# training run's sections that the schema marks as how it runs or where it writes
+VOLATILE = ("base.seed", *(k for k in dotted_marked(RUNTIME, OUTPUT) if k.startswith(("base.", "train."))))
 ACC = "/accuracy"
 MAX_COLUMNS = 8
 AVERAGE = "average"

@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from facefoundry.config import Config, GateCfg, flatten
+from facefoundry.config import OUTPUT, RUNTIME, WIRED, Config, GateCfg, dotted_marked, flatten
 from facefoundry.errors import FaceFoundryError
 from facefoundry.leaderboard import ACC, benchmarks_of, label, order_benchmarks
 
@@ -39,10 +39,7 @@ SECTIONS = [s for s in Config.model_fields if s != "datasets"]  # what a run can
 # Never DVC overrides: set per recipe by dvc.yaml's foreach (--set ...); the pipeline's own output layout
 # (params.yaml's paths: a sweep trial's run logged its sweep folders there); where runs are logged and
 # registered; machine-specific settings (a sweep trial runs on 1 CPU thread, on the CPU when Ray has no GPU).
-DVC_SKIP = ("train.dataset", "train.out", "train.metrics", "train.recipe", "evaluate.model", "evaluate.out",
-            "generate.out", "benchmark.out", "realism.source", "realism.out", "realism.model_out",
-            "base.tracking_uri", "base.experiment", "train.registered_model",
-            "base.device", "train.threads", "train.num_workers", "train.preload_max_mb")
+DVC_SKIP = tuple(dotted_marked(RUNTIME, OUTPUT, WIRED))  # the schema's marks
 _MISSING = object()
 _DEFAULTS = Config().model_dump(mode="json")
 

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from facefoundry.config import Config, runtime_only
+from facefoundry.config import Config, result_settings
 from facefoundry.generators.descriptor import GeneratorDescriptor, load_object
 from facefoundry.generators.table import descriptor
 from facefoundry.io import atomic_write_json
@@ -71,8 +71,7 @@ def missing_model(cfg: Config, name: str) -> bool:
 def run_key(cfg: Config, desc: GeneratorDescriptor, digest: str) -> str:
     """Same settings (those that change what is learned) and data: a killed run's MLflow run is reopened when
     training resumes."""
-    section = training_section(cfg, desc)
-    keep = {k: v for k, v in section.model_dump(mode="json").items() if k not in runtime_only(type(section))}
+    keep = result_settings(training_section(cfg, desc))
     blob = json.dumps({desc.train_section: keep, "seed": cfg.base.seed, "data": digest}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

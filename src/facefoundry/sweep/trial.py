@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from facefoundry.config import Config, flatten
+from facefoundry.config import Config, flatten, result_settings
 from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json, file_lock, read_json
 from facefoundry.sweep.spec import Sweep, SweepSpec, apply_sets, trial_sets
@@ -51,8 +51,7 @@ def dataset_key(cfg: Config) -> str:
     """
     from facefoundry.generators.table import descriptor, names
 
-    g = cfg.generate.model_dump(mode="json")
-    g.pop("out", None)
+    g = result_settings(cfg.generate)  # without its output folder or model path (the schema's marks say)
     desc = descriptor(g["generator"])
     for other in names():
         sub = descriptor(other).settings
@@ -78,23 +77,18 @@ def train_key(cfg: Config, name: str) -> str:
     """Hash of what a learned generator learns from (its training settings but the runtime ones, its data's
     content, the seed and device): trials with equal keys share one trained model when the sweep searches
     that generator's training section."""
-    from facefoundry.config import runtime_only
     from facefoundry.stages.generator import training_section
     from facefoundry.tracking import dvc_dir_hash
 
     section = training_section(cfg, name)
-    c = {k: v for k, v in section.model_dump(mode="json").items() if k not in runtime_only(type(section))}
     data = dvc_dir_hash(section.dataset) if Path(section.dataset).exists() else section.dataset
-    return _digest({name: c, "data": data, "seed": cfg.base.seed, "device": cfg.base.device})
+    return _digest({name: result_settings(section), "data": data, "seed": cfg.base.seed, "device": cfg.base.device})
 
 
 def realism_key(cfg: Config, key: str) -> str:
     """Hash of the realism stage's settings on top of dataset ``key`` (its target folder by path)."""
-    r = cfg.realism.model_dump(mode="json")
-    for k in ("source", "out", "model_out"):
-        r.pop(k, None)
-    return _digest({"dataset": key, "realism": r, "seed": cfg.base.seed, "size": cfg.base.image_size,
-                    "device": cfg.base.device})
+    return _digest({"dataset": key, "realism": result_settings(cfg.realism), "target": cfg.realism.target_dir,
+                    "seed": cfg.base.seed, "size": cfg.base.image_size, "device": cfg.base.device})
 
 
 def fuse_key(cfg: Config) -> str:
@@ -102,8 +96,7 @@ def fuse_key(cfg: Config) -> str:
     the seed, and each source dataset's content hash. Trials with equal keys share one fused dataset."""
     from facefoundry.tracking import dvc_dir_hash
 
-    f = cfg.fuse.model_dump(mode="json")
-    f.pop("out", None)
+    f = result_settings(cfg.fuse)
     q = cfg.quality
     judge = {"judge": q.judge, "centred": q.centred, "per": q.images_per_identity,
              "leakage": q.leakage.model_dump(mode="json")}

@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
-from facefoundry.config import Config
+from facefoundry.config import Config, result_settings
 from facefoundry.data.check import verify_for_training
 from facefoundry.data.manifest import check_identity_counts
 from facefoundry.data.sources import FaceSource, open_source
@@ -37,9 +37,6 @@ from facefoundry.train.mixup import combine, source_targets
 from facefoundry.train.schedule import lr_at
 
 CHECKPOINT = "checkpoint.pt"
-# Settings that do not change what is learned; a checkpoint made under other values resumes.
-_NOT_FINGERPRINTED = {"out", "log_every", "num_workers", "export_onnx", "threads", "preload_max_mb", "metrics",
-                      "recipe", "registered_model", "non_rgb", "verify_data", "channels_last"}
 
 
 class BatchMixer(Protocol):
@@ -82,15 +79,14 @@ class TrainResult:
 
 def fingerprint(cfg: Config, dataset_digest: str, init_digest: str | None = None,
                 domain_digest: str | None = None) -> str:
-    t = {k: v for k, v in cfg.train.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
-    if domain_digest is None:  # no second domain: the fingerprint runs had before domain mixup existed
+    t = result_settings(cfg.train)  # what changes what is learned (the schema's marks say); a checkpoint made
+    if domain_digest is None:  # under other runtime settings resumes. No second domain: no domain entry
         t.pop("domain_mixup", None)
     else:
         t["domain_mixup"] = {**t["domain_mixup"], "digest": domain_digest}
-    if t.get("init") is None:  # no starting model: the fingerprint runs had before train.init existed
-        t.pop("init", None)
+    if cfg.train.init is None:  # no starting model
         t.pop("init_arch", None)
-    else:  # the starting weights themselves, not only their path
+    else:  # the starting weights themselves, not their path
         t["init_digest"] = init_digest
     blob = json.dumps({"train": t, "seed": cfg.base.seed, "size": cfg.base.image_size, "data": dataset_digest},
                       sort_keys=True)

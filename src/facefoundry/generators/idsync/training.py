@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from facefoundry.config import Config, IDSyncCfg
+from facefoundry.config import Config, IDSyncCfg, result_settings
 from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.device import resolve_device, seed_everything
 from facefoundry.errors import FaceFoundryError, note_saved
@@ -59,10 +59,9 @@ from facefoundry.train.checkpoint import read_checkpoint
 
 CHECKPOINT, VAE_CHECKPOINT, VAE_DIR, VAE_INDEX = "checkpoint.pt", "vae_checkpoint.pt", "vae", "facefoundry_vae.json"
 _VAE_KEYS = ("image_size", "vae_channels", "latent_channels", "vae_epochs", "vae_lr", "vae_kl_weight", "vae_batch_size")
-# Settings that do not change what is learned; a checkpoint made under other values resumes. The lr is
-# constant after warm-up, so `epochs` is among them: raising it continues a finished run.
-_NOT_FINGERPRINTED = {"dataset", "out", "metrics", "preload_max_mb", "id_batch_size", "log_every", "threads",
-                      "epochs", "cache"}
+# What changes what IDSync learns is result_settings(cfg.idsync) (the schema's marks say), less `epochs`: the lr is
+# constant after warm-up, so raising it continues a finished run.
+RESUMABLE = ("epochs",)
 
 
 def _save_state(path: Path, state: dict) -> None:
@@ -224,7 +223,12 @@ class IDSyncResult:
 
 
 def fingerprint(cfg: Config, digest: str, encoder_spec: dict) -> str:
-    keep = {k: v for k, v in cfg.idsync.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
+    c = cfg.idsync
+    keep = {k: v for k, v in result_settings(c).items() if k not in RESUMABLE}
+    if c.identity_weight and c.identity_loss == "ce" and Path(c.classifier).is_dir():  # inputs: their content
+        keep["classifier"] = dvc_dir_hash(c.classifier)
+    if c.init:
+        keep["init"] = dvc_dir_hash(c.init)
     return cache_key({"idsync": keep, "seed": cfg.base.seed, "data": digest, "encoder": encoder_spec})
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facefoundry.config import Config, Vec2FaceCfg
+from facefoundry.config import Config, Vec2FaceCfg, result_settings
 from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.data.transforms import random_hflip_mask
 from facefoundry.device import resolve_device, seed_everything
@@ -52,7 +52,6 @@ ID_VECTORS, ID_LABELS = "id_vectors.npy", "id_labels.npy"  # in the model folder
 GEOMETRY_PCA = "geometry_pca.npz"  # in the model folder when vec2face.geometry_codes > 0
 NUISANCE_BANK = "nuisance_codes.npy"  # in the model folder when vec2face.nuisance_codes > 0: each photo's code
 # Settings that do not change what is learned; a checkpoint made under other values resumes.
-_NOT_FINGERPRINTED = {"dataset", "out", "num_workers", "preload_max_mb", "id_batch_size", "log_every", "threads"}
 
 
 # -- building blocks from the config -------------------------------------------------------------
@@ -211,7 +210,7 @@ class Vec2FaceResult:
 
 
 def fingerprint(cfg: Config, dataset_digest: str, encoder_spec: dict) -> str:
-    v = {k: val for k, val in cfg.vec2face.model_dump(mode="json").items() if k not in _NOT_FINGERPRINTED}
+    v = result_settings(cfg.vec2face)  # what changes what is learned (the schema's marks say)
     if not v.get("geometry_codes"):  # off (the paper): fingerprints stay those of models made before the option
         v.pop("geometry_codes", None)
     if not v.get("nuisance_codes"):  # likewise

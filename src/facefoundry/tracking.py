@@ -15,7 +15,9 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from facefoundry import reporting
 from facefoundry.config import Config, config_sources, flatten
+from facefoundry.data.hashing import dvc_dir_hash  # noqa: F401 - stages and tests read it here too
 from facefoundry.io import atomic_write_json, read_json
 
 
@@ -23,28 +25,6 @@ def run_active() -> bool:
     """An MLflow run is open in this process (without importing mlflow when nothing has)."""
     mlflow = sys.modules.get("mlflow")
     return mlflow is not None and mlflow.active_run() is not None
-
-
-def dvc_dir_hash(path: str | Path, ignore: tuple[str, ...] = ()) -> str:
-    """The hash DVC gives a directory output (``<md5>.dir``), computed without DVC.
-
-    md5 of the JSON list of ``{"md5", "relpath"}`` entries sorted by path — what
-    ``dvc.lock`` records — so a run can name the exact data version it trained on.
-    ``ignore``: path components to skip, as ``.dvcignore`` does (e.g. ``__pycache__``).
-    """
-    root = Path(path)
-    if root.is_file():
-        return hashlib.md5(root.read_bytes()).hexdigest()
-    entries = []
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and not set(p.relative_to(root).parts) & set(ignore):
-            h = hashlib.md5()
-            with open(p, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            entries.append({"md5": h.hexdigest(), "relpath": p.relative_to(root).as_posix()})
-    entries.sort(key=lambda e: e["relpath"])
-    return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 
 
 def git_commit() -> str | None:
@@ -251,7 +231,7 @@ def stage_run(cfg: Config, stage: str, sections: list[str], tags: dict[str, str]
                 client.delete_tag(run_id, "facefoundry.failure")
         except Exception:  # noqa: BLE001 - deleted or in another store: start a new run
             run_id = None
-    with _close_on_signal(), _products_at(products), \
+    with _close_on_signal(), _products_at(products), reporting.sink(_RunSink()), \
             mlflow.start_run(run_id=run_id, run_name=None if run_id else (name or stage), tags=all_tags) as run:
         if stale:
             mlflow.set_tag("facefoundry.marked_stale", ",".join(stale))
@@ -347,6 +327,22 @@ def _products_at(folder: str | Path | None) -> Iterator[None]:
         yield
     finally:
         _PRODUCTS.remove(folder)
+
+
+class _RunSink:
+    """Where :mod:`facefoundry.reporting` sends what lower layers show, while a stage run is open."""
+
+    def image(self, image: np.ndarray, name: str) -> None:
+        log_image(image, name)
+
+    def figure(self, fig: Any, name: str) -> None:  # noqa: ANN401 - a matplotlib figure
+        log_figure(fig, name)
+
+    def metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        log_metrics(values, step)
+
+    def text(self, text: str, name: str) -> None:
+        log_text(text, name)
 
 
 def products_dir() -> Path | None:

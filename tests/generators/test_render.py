@@ -5,12 +5,12 @@ import torch
 from facefoundry.config import RenderCfg
 from facefoundry.data.manifest import read_manifest
 from facefoundry.errors import FaceFoundryError
-from facefoundry.generators.align import similarity_fit, template
 from facefoundry.generators.render.generate import generate_render, generate_twin_benchmark, sample_identities
 from facefoundry.generators.render.head import IDENTITY
 from facefoundry.generators.render.raster import rasterize
 from facefoundry.generators.render.renderer import FaceRenderer
 from facefoundry.generators.sampling import perturb, sample_separated
+from facefoundry.identity.template import similarity_fit, template
 from facefoundry.verification.binfile import read_bin
 
 SMALL = dict(mesh_lat=20, mesh_lon=28, supersample=1)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from facefoundry.data.manifest import COLUMNS, read_manifest
 from facefoundry.errors import FaceFoundryError
-from facefoundry.generators.align import template
+from facefoundry.identity.template import template
 from tests.conftest import tiny_config
 
 PHOTOS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "real_faces_unlabelled"

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from facefoundry.errors import FaceFoundryError
-from facefoundry.generators.align import template
 from facefoundry.identity.dlib_format import read_dlib_net
 from facefoundry.identity.geometry import dlib_chip_points, template_to_chip
+from facefoundry.identity.template import template
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 FFHQ = SHARED / "real_faces_unlabelled" / "ffhq256"

@@ -1,13 +1,8 @@
 import torch
 
 from facefoundry.config import RenderCfg
-from facefoundry.identity.pose import (
-    PoseRegressor,
-    pose_errors,
-    render_pose_set,
-    sharpness_quality,
-    train_pose_regressor,
-)
+from facefoundry.generators.render.pose_set import render_pose_set, train_pose_regressor
+from facefoundry.identity.pose import PoseRegressor, pose_errors, sharpness_quality
 from facefoundry.models.base import ConfigModule
 from facefoundry.sampling import AttrOPTargets, attrop
 

@@ -11,9 +11,9 @@ import sys
 import time
 
 import pytest
+import stack
 import yaml
 
-import stack
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.services

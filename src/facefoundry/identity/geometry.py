@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from facefoundry.generators.align import similarity_fit, template
+from facefoundry.identity.template import similarity_fit, template
 
 # dlib's mean face shape, points 36–54 of the 68-point layout (x, y on the unpadded unit square)
 _EYE_L = [(0.121737, 0.216423), (0.187122, 0.178758), (0.265825, 0.179852), (0.334606, 0.231733),

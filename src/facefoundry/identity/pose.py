@@ -1,7 +1,7 @@
 """Default pose and quality estimators for AttrOP: a tiny yaw/pitch/roll CNN and a sharpness proxy.
 
 The pose regressor is trained on the project's own renders, whose pose is known exactly
-(``facefoundry.generators.render``), so no download or labelled photo set is needed. It is
+(:mod:`facefoundry.generators.render.pose_set` makes them), so no download or labelled photo set is needed. It is
 a stand-in for a real head-pose network (the official Vec2Face AttrOP uses 6DRepNet): it
 only knows the renderer's look and its pose range. It takes template-aligned RGB in [0, 1]
 at any size and is differentiable, so AttrOP can push yaw through it.
@@ -13,15 +13,12 @@ a differentiable blur/contrast measure, not a face-quality model.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facefoundry.config import Range, RenderCfg
 from facefoundry.models.base import ConfigModule, register_to_config
 from facefoundry.progress import track
 
@@ -58,25 +55,6 @@ class PoseRegressor(ConfigModule):
         return self(images)[:, 0]
 
 
-def render_pose_set(n: int, seed: int, render: RenderCfg | None = None, image_size: int = 32,
-                    identities: int = 64, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` renders (float [n, 3, S, S] in [0, 1]) of ``identities`` random faces and their true angles [n, 3]."""
-    from facefoundry.generators.render.generate import sample_identities
-    from facefoundry.generators.render.renderer import FaceRenderer
-
-    cfg = render or RenderCfg()
-    renderer = FaceRenderer(cfg, image_size, "cpu")
-    rng = np.random.default_rng([seed, 17])
-    idents = sample_identities(identities, 0.0, seed)
-    who = rng.integers(len(idents), size=n)
-    var = renderer.sample_variations(n, rng)
-    imgs = np.empty((n, image_size, image_size, 3), np.uint8)
-    for s in range(0, n, batch):
-        imgs[s:s + batch] = renderer.render([idents[i] for i in who[s:s + batch]], var[s:s + batch])[0]
-    angles = torch.tensor([[v[a] for a in ANGLES] for v in var], dtype=torch.float32)
-    return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255, angles
-
-
 @torch.no_grad()
 def pose_errors(model: PoseRegressor, images: torch.Tensor, angles: torch.Tensor, batch: int = 256) -> dict[str, float]:
     """Mean absolute error in degrees per angle, e.g. ``{"yaw": 3.1, "pitch": ..., "roll": ...}``."""
@@ -87,24 +65,17 @@ def pose_errors(model: PoseRegressor, images: torch.Tensor, angles: torch.Tensor
     return {a: float((pred[:, k] - angles[:, k]).abs().mean()) for k, a in enumerate(ANGLES)}
 
 
-def train_pose_regressor(render: RenderCfg | None = None, image_size: int = 32, n_images: int = 2048,
-                         steps: int = 400, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
-                         yaw_range: tuple[float, float] | None = None, width: int = 16,
-                         log: Callable[[str], None] = print) -> PoseRegressor:
-    """Render ``n_images`` faces with known pose, train a :class:`PoseRegressor` on them for ``steps`` steps (CPU).
+def fit_pose_regressor(images: torch.Tensor, angles: torch.Tensor, angle_scale: float, steps: int = 400,
+                       batch_size: int = 64, lr: float = 3e-3, seed: int = 0, width: int = 16,
+                       log: Callable[[str], None] = print) -> PoseRegressor:
+    """Train a :class:`PoseRegressor` on ``images`` (float [N, 3, S, S] in [0, 1]) with known ``angles`` [N, 3].
 
-    ``yaw_range`` widens or narrows the renderer's yaw range (``render.yaw``) for training;
-    the regressor is only trustworthy inside the range it saw. Augmentation: horizontal flips
-    (yaw and roll change sign). Returns the module in eval mode; ``save_pretrained`` it.
+    ``angle_scale`` (degrees) normalises the targets: the widest yaw the images show. Augmentation:
+    horizontal flips (yaw and roll change sign). Seed torch's global generator first for a repeatable
+    initialisation. Returns the module in eval mode; ``save_pretrained`` it.
     """
-    cfg = render or RenderCfg()
-    if yaw_range is not None:
-        cfg = cfg.model_copy(update={"yaw": Range(min=yaw_range[0], max=yaw_range[1])})
-    torch.manual_seed(seed)
-    t0 = time.perf_counter()
-    images, angles = render_pose_set(n_images, seed, cfg, image_size)
-    log(f"pose regressor: rendered {n_images} images in {time.perf_counter() - t0:.1f}s")
-    scale = max(abs(cfg.yaw.min), abs(cfg.yaw.max), 1.0)
+    image_size = images.shape[-1]
+    scale = angle_scale
     model = PoseRegressor(input_size=image_size, width=width, angle_scale=float(scale))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.15)

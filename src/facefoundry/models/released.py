@@ -43,7 +43,7 @@ def file_digest(path: str | Path) -> str:
     """md5 of a weights file (streamed), or DVC's hash of a model folder."""
     path = Path(path)
     if path.is_dir():
-        from facefoundry.tracking import dvc_dir_hash
+        from facefoundry.data.hashing import dvc_dir_hash
 
         return dvc_dir_hash(path)
     h = hashlib.md5()

@@ -20,6 +20,7 @@ from torch import nn
 
 from facefoundry.config import Config, result_settings
 from facefoundry.data.check import verify_for_training
+from facefoundry.data.hashing import dvc_dir_hash
 from facefoundry.data.manifest import check_identity_counts
 from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.data.transforms import FaceAugment, Preprocess, random_hflip
@@ -30,7 +31,6 @@ from facefoundry.models.bundle import FRModel, export_onnx
 from facefoundry.models.heads import MarginHead
 from facefoundry.models.iresnet import IResNet, build_backbone
 from facefoundry.progress import track
-from facefoundry.tracking import dvc_dir_hash
 from facefoundry.train.checkpoint import read_checkpoint
 from facefoundry.train.feed import Feeder, image_size_of
 from facefoundry.train.mixup import combine, source_targets

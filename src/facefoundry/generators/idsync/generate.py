@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facefoundry import reporting
 from facefoundry.config import Config, IDSyncGenCfg
 from facefoundry.data.writer import DatasetWriter
 from facefoundry.device import resolve_device
@@ -40,7 +41,6 @@ from facefoundry.generators.sampling import uniform_count
 from facefoundry.progress import track
 from facefoundry.sampling import IdentityPCA, perturb
 from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
-from facefoundry.tracking import run_active
 
 FORMAT_VERSION = 1  # bump when generation changes, so an old partial run is not resumed
 
@@ -174,17 +174,16 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
     done = len(vecs) - start
     log(f"idsync: {done} images in {secs:.0f}s ({done / max(secs, 1e-9):.2f} img/s at {gi.steps} steps)")
 
-    if run_active():
+    if reporting.active():
         from facefoundry.data.sources import open_source
         from facefoundry.plots import image_grid
-        from facefoundry.tracking import log_image, log_metrics
 
         src = open_source(g.out)
         rows = []
         for c in range(min(gi.grid_identities, g.identities)):
             idx = np.flatnonzero(src.labels == c)[:8]
             rows.append([src.load(int(i)) for i in idx])
-        log_image(image_grid(rows), "samples/idsync_grid.png")
+        reporting.image(image_grid(rows), "samples/idsync_grid.png")
         metrics = {"generation_images_per_second": done / max(secs, 1e-9),
                    "similarity_to_centre": float(sim.mean()),
                    "conditioning_effect": conditioning_effect(model, torch.from_numpy(centres), gi, seed)}
@@ -196,5 +195,5 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
             imgs = np.stack([src.load(int(i)) for i in pick])
             judges = {n: load_encoder(n).to(device).eval() for n in cfg.identity.judges}
             metrics.update(judge_study(imgs, src.labels[pick], judges))
-        log_metrics(metrics)
+        reporting.metrics(metrics)
     return Path(g.out)

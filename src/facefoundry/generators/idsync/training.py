@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from facefoundry.config import Config, IDSyncCfg, result_settings
+from facefoundry.data.hashing import dvc_dir_hash
 from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.device import resolve_device, seed_everything
 from facefoundry.errors import FaceFoundryError, note_saved
@@ -54,7 +55,6 @@ from facefoundry.generators.idsync.model import (
 )
 from facefoundry.io import atomic_dir, atomic_write_bytes, atomic_write_json, file_lock, load_json_file
 from facefoundry.progress import track
-from facefoundry.tracking import dvc_dir_hash
 from facefoundry.train.checkpoint import read_checkpoint
 
 CHECKPOINT, VAE_CHECKPOINT, VAE_DIR, VAE_INDEX = "checkpoint.pt", "vae_checkpoint.pt", "vae", "facefoundry_vae.json"

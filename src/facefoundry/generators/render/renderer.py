@@ -16,9 +16,9 @@ import torch.nn.functional as F
 
 from facefoundry.config import Range, RenderCfg
 from facefoundry.data.images import jpeg_roundtrip
-from facefoundry.generators.align import similarity_fit, template
 from facefoundry.generators.render.head import EXPRESSION, IDENTITY, PI, albedo, landmark_coords, surface
 from facefoundry.generators.render.raster import interpolate, rasterize
+from facefoundry.identity.template import similarity_fit, template
 
 VARIATION_RANGES = ["yaw", "pitch", "roll", "smile", "mouth_open", "brows", "eye_closure", "age",
                     "light_azimuth", "light_elevation", "light_intensity", "ambient", "color_temperature",

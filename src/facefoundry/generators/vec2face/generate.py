@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from facefoundry import reporting
 from facefoundry.config import AttrOPCfg, Config, Vec2FaceGenCfg
 from facefoundry.data.writer import DatasetWriter
 from facefoundry.device import resolve_device
@@ -47,7 +48,6 @@ from facefoundry.generators.vec2face.training import ID_LABELS, ID_VECTORS, NUIS
 from facefoundry.progress import track
 from facefoundry.sampling import perturb, sample_identities
 from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
-from facefoundry.tracking import run_active
 
 FORMAT_VERSION = 1  # bump when generation changes, so an old partial run is not resumed
 
@@ -142,7 +142,8 @@ def nuisance_bank_codes(model_dir: Path, n: int, dim: int, rng: np.random.Genera
 # -- AttrOP ------------------------------------------------------------------------------------
 
 def _pose_model(a: AttrOPCfg, cache: Path, seed: int, log: Callable[[str], None]):
-    from facefoundry.identity.pose import PoseRegressor, train_pose_regressor
+    from facefoundry.generators.render.pose_set import train_pose_regressor
+    from facefoundry.identity.pose import PoseRegressor
 
     folder = Path(a.pose_model) if a.pose_model else cache
     if (folder / "config.json").is_file():
@@ -352,11 +353,10 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
     secs = time.perf_counter() - t0
     log(f"vec2face: {len(vecs) - start} images in {secs:.0f}s ({(len(vecs) - start) / max(secs, 1e-9):.1f} img/s)")
 
-    if run_active():
+    if reporting.active():
         from facefoundry.plots import image_grid
-        from facefoundry.tracking import log_image, log_metrics
 
-        log_image(image_grid(sigma_grid(model, space, centres, gv, device, seed)), "samples/sigma_grid.png")
+        reporting.image(image_grid(sigma_grid(model, space, centres, gv, device, seed)), "samples/sigma_grid.png")
         metrics = dict(study)
         metrics["generation_images_per_second"] = (len(vecs) - start) / max(secs, 1e-9)
         for s in gv.sigmas:
@@ -364,5 +364,5 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
         if gv.attrop.enabled:
             metrics["attrop_converged"] = float(np.mean([r["converged"] for r in records]))
             metrics["attrop_iterations"] = float(np.mean([r["iterations"] for r in records]))
-        log_metrics(metrics)
+        reporting.metrics(metrics)
     return Path(g.out)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from facefoundry.config import Config, Vec2FaceCfg, result_settings
+from facefoundry.data.hashing import dvc_dir_hash
 from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.data.transforms import random_hflip_mask
 from facefoundry.device import resolve_device, seed_everything
@@ -43,7 +44,6 @@ from facefoundry.generators.vec2face.nuisance import NuisanceEncoder, code_stati
 from facefoundry.identity.base import IdentityEncoder
 from facefoundry.io import atomic_dir, atomic_write_bytes
 from facefoundry.progress import track
-from facefoundry.tracking import dvc_dir_hash
 from facefoundry.train.checkpoint import read_checkpoint
 from facefoundry.train.schedule import lr_at
 

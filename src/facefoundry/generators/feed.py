@@ -1,6 +1,7 @@
-"""What every generator trained on photos shares: the image feed and the cached per-image identity vectors.
+"""What every generator trained on photos shares: the cached per-image identity vectors and pixel conventions.
 
-- ``ImageFeed``: uint8 NHWC batches with their dataset indices, decoded once into RAM when small;
+Images come from :class:`facefoundry.train.feed.Feeder` (``resize=True``), the FR trainer's feed.
+
 - ``identity_vectors``: every training image's unit vector from a frozen encoder, cached on disk by the
   dataset's DVC hash, the encoder spec and the size (a generator's conditioning, PCA and τ filter use them);
 - ``to_signed`` / ``to_uint8``: the ``[-1, 1]`` convention of generator networks.
@@ -11,19 +12,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from facefoundry.data.sources import FaceSource
-from facefoundry.data.transforms import resize_uint8
-from facefoundry.errors import FaceFoundryError
 from facefoundry.identity.base import IdentityEncoder
 from facefoundry.identity.store import embed_rows, source_keys
 from facefoundry.io import atomic_write_bytes, atomic_write_json
+from facefoundry.train.feed import Feeder
 
 
 def to_signed(images: torch.Tensor) -> torch.Tensor:
@@ -31,74 +29,9 @@ def to_signed(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 3, 1, 2).float().div(127.5).sub(1)
 
 
-# -- data ----------------------------------------------------------------------------------------
-
-def load_resized(source: FaceSource, i: int, size: int) -> np.ndarray:
-    """Image ``i`` as uint8 ``size×size×3`` (aligned crops scale with their template, so resizing is safe)."""
-    img = source.load(i)
-    if img.shape[0] != img.shape[1]:
-        raise FaceFoundryError(f"{source.root}: image {i} is {img.shape[1]}x{img.shape[0]}, aligned faces are square")
-    return resize_uint8(img[None], size)[0]
-
-
-class _Images(Dataset):
-    def __init__(self, source: FaceSource, size: int):
-        self.source, self.size = source, size
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(load_resized(self.source, i, self.size)), i
-
-
-class ImageFeed:
-    """uint8 NHWC batches with their dataset indices: decoded once into RAM when small, else streamed."""
-
-    def __init__(self, source: FaceSource, size: int, batch_size: int, preload_max_mb: int = 2048,
-                 num_workers: int = 0):
-        self.source, self.size, self.batch_size, self.num_workers = source, size, batch_size, num_workers
-        self.images: torch.Tensor | None = None
-        if len(source) * size * size * 3 / 2**20 <= preload_max_mb:
-            self.images = torch.stack([torch.from_numpy(load_resized(source, i, size)) for i in range(len(source))])
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def steps_per_epoch(self) -> int:
-        return len(self.source) // self.batch_size
-
-    def batch(self, idx: torch.Tensor) -> torch.Tensor:
-        """uint8 NHWC images of the dataset indices ``idx``."""
-        if self.images is not None:
-            return self.images[idx]
-        return torch.stack([torch.from_numpy(load_resized(self.source, int(i), self.size)) for i in idx])
-
-    def _batches(self, order: torch.Tensor, batch: int, drop_last: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.images is not None:
-            stop = len(order) - len(order) % batch if drop_last else len(order)
-            for s in range(0, stop, batch):
-                idx = order[s:s + batch]
-                yield self.images[idx], idx
-            return
-        loader = DataLoader(torch.utils.data.Subset(_Images(self.source, self.size), order.tolist()),
-                            batch_size=batch, num_workers=self.num_workers, drop_last=drop_last,
-                            pin_memory=torch.cuda.is_available())
-        for imgs, idx in loader:
-            yield imgs, idx.long()
-
-    def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled full batches in an order fixed by ``seed``."""
-        order = torch.randperm(len(self.source), generator=torch.Generator().manual_seed(seed))
-        return self._batches(order, self.batch_size, drop_last=True)
-
-    def ordered(self, batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self._batches(torch.arange(len(self.source)), batch, drop_last=False)
-
-
 # -- identity vectors ----------------------------------------------------------------------------
 
-def identity_vectors(feed: ImageFeed, encoder: IdentityEncoder, cache_dir: Path, dataset_digest: str,
+def identity_vectors(feed: Feeder, encoder: IdentityEncoder, cache_dir: Path, dataset_digest: str,
                      batch_size: int = 64, log: Callable[[str], None] = print, progress: bool = True) -> torch.Tensor:
     """Every image's unit identity vector ``[N, dim]`` (CPU), cached on disk beside the model output."""
     spec = encoder.spec()

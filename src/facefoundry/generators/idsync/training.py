@@ -35,7 +35,7 @@ from facefoundry.data.hashing import dvc_dir_hash
 from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.device import resolve_device, seed_everything
 from facefoundry.errors import FaceFoundryError, note_saved
-from facefoundry.generators.feed import ImageFeed, cache_key, identity_vectors, to_signed
+from facefoundry.generators.feed import cache_key, identity_vectors, to_signed
 from facefoundry.generators.idsync.conditioning import toy_tokenizer
 from facefoundry.generators.idsync.losses import (
     ClassifierIdentityLoss,
@@ -56,6 +56,7 @@ from facefoundry.generators.idsync.model import (
 from facefoundry.io import atomic_dir, atomic_write_bytes, atomic_write_json, file_lock, load_json_file
 from facefoundry.progress import track
 from facefoundry.train.checkpoint import read_checkpoint
+from facefoundry.train.feed import Feeder
 
 CHECKPOINT, VAE_CHECKPOINT, VAE_DIR, VAE_INDEX = "checkpoint.pt", "vae_checkpoint.pt", "vae", "facefoundry_vae.json"
 _VAE_KEYS = ("image_size", "vae_channels", "latent_channels", "vae_epochs", "vae_lr", "vae_kl_weight", "vae_batch_size")
@@ -76,7 +77,7 @@ def vae_key(c: IDSyncCfg, digest: str, seed: int) -> str:
     return cache_key({"data": digest, "seed": seed, **{k: getattr(c, k) for k in _VAE_KEYS}})
 
 
-def train_vae(c: IDSyncCfg, feed: ImageFeed, out: Path, digest: str, seed: int, device: torch.device,
+def train_vae(c: IDSyncCfg, feed: Feeder, out: Path, digest: str, seed: int, device: torch.device,
               log: Callable[[str], None] = print, progress: bool = True):
     """The cached VAE of ``out/vae/`` when its key matches, else train one (resumable per epoch)."""
     from diffusers import AutoencoderKL
@@ -93,7 +94,7 @@ def train_vae(c: IDSyncCfg, feed: ImageFeed, out: Path, digest: str, seed: int, 
         return _train_vae(c, feed, out, folder, key, digest, seed, device, log, progress)
 
 
-def _train_vae(c: IDSyncCfg, feed: ImageFeed, out: Path, folder: Path, key: str, digest: str, seed: int,
+def _train_vae(c: IDSyncCfg, feed: Feeder, out: Path, folder: Path, key: str, digest: str, seed: int,
                device: torch.device, log: Callable[[str], None], progress: bool):
     seed_everything(seed)
     vae = build_vae(c).to(device)
@@ -145,7 +146,7 @@ def _train_vae(c: IDSyncCfg, feed: ImageFeed, out: Path, folder: Path, key: str,
 
 
 @torch.no_grad()
-def encode_latents(vae, feed: ImageFeed, device: torch.device, batch: int = 64,  # noqa: ANN001
+def encode_latents(vae, feed: Feeder, device: torch.device, batch: int = 64,  # noqa: ANN001
                    progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior (mean, std) of every photo and of its mirror image: ``[2, N, C, h, w]`` each (CPU)."""
     means, stds = [], []
@@ -288,7 +289,7 @@ def train_idsync(cfg: Config, dataset: FaceSource | str | Path | None = None, en
     out = Path(out or c.out)
     out.mkdir(parents=True, exist_ok=True)
     digest = digest or dvc_dir_hash(source.root)
-    feed = ImageFeed(source, c.image_size, c.batch_size, c.preload_max_mb)
+    feed = Feeder(source, c.image_size, c.batch_size, c.preload_max_mb, resize=True)
     raw = identity_vectors(feed, encoder, Path(c.cache or out) / "id_vectors", digest, c.id_batch_size, log,
                            progress)
     mean = raw.numpy().mean(0) if c.centre_vectors else None

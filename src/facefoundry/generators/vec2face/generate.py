@@ -42,9 +42,10 @@ from facefoundry.config import AttrOPCfg, Config, Vec2FaceGenCfg
 from facefoundry.data.writer import DatasetWriter
 from facefoundry.device import resolve_device
 from facefoundry.errors import FaceFoundryError
+from facefoundry.generators.feed import to_uint8
 from facefoundry.generators.sampling import uniform_count
 from facefoundry.generators.vec2face.model import Vec2Face, load_model_folder
-from facefoundry.generators.vec2face.training import ID_LABELS, ID_VECTORS, NUISANCE_BANK, to_uint8
+from facefoundry.generators.vec2face.training import ID_LABELS, ID_VECTORS, NUISANCE_BANK
 from facefoundry.progress import track
 from facefoundry.sampling import perturb, sample_identities
 from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid

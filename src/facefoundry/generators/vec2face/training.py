@@ -36,7 +36,7 @@ from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.data.transforms import random_hflip_mask
 from facefoundry.device import resolve_device, seed_everything
 from facefoundry.errors import FaceFoundryError, note_saved
-from facefoundry.generators.feed import ImageFeed, cache_key, identity_vectors, load_resized, to_signed, to_uint8  # noqa: F401 - shared by every generator; re-exported for callers
+from facefoundry.generators.feed import cache_key, identity_vectors, to_signed, to_uint8
 from facefoundry.generators.vec2face.discriminator import PatchDiscriminator
 from facefoundry.generators.vec2face.losses import LossWeights, Vec2FaceLoss
 from facefoundry.generators.vec2face.model import Vec2Face, save_model_folder
@@ -45,6 +45,7 @@ from facefoundry.identity.base import IdentityEncoder
 from facefoundry.io import atomic_dir, atomic_write_bytes
 from facefoundry.progress import track
 from facefoundry.train.checkpoint import read_checkpoint
+from facefoundry.train.feed import Feeder, load_resized
 from facefoundry.train.schedule import lr_at
 
 CHECKPOINT = "checkpoint.pt"
@@ -116,7 +117,7 @@ def random_erasing(x: torch.Tensor, p: float, generator: torch.Generator | None 
     return torch.where(box.unsqueeze(1).to(x.device), torch.full_like(x, value), x)
 
 
-def geometry_landmarks(feed: ImageFeed, cache_dir: Path, dataset_digest: str, batch_size: int = 256,
+def geometry_landmarks(feed: Feeder, cache_dir: Path, dataset_digest: str, batch_size: int = 256,
                        log: Callable[[str], None] = print, progress: bool = True) -> np.ndarray:
     """Every training image's 68 landmarks ``[N, 68, 2]`` on its crop, cached like the identity vectors."""
     from facefoundry.identity.attributes import LandmarkEstimator
@@ -263,7 +264,7 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
                                "one (or set vec2face.identity_weight=0)")
     encoder = encoder.to(device).eval()
     out = Path(out or v.out)
-    feed = ImageFeed(source, v.image_size, v.batch_size, v.preload_max_mb, v.num_workers)
+    feed = Feeder(source, v.image_size, v.batch_size, v.preload_max_mb, v.num_workers, resize=True)
     digest = digest or dvc_dir_hash(source.root)
     vectors = identity_vectors(feed, encoder, out / "id_vectors", digest, v.id_batch_size, log, progress)
 
@@ -309,9 +310,9 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
         t0, seen, lr_now = time.perf_counter(), 0, lr
-        bar = track(feed.epoch(cfg.base.seed + epoch), total=steps, desc=f"vec2face {epoch + 1}/{v.epochs}",
+        bar = track(feed.epoch(cfg.base.seed + epoch, indices=True), total=steps, desc=f"vec2face {epoch + 1}/{v.epochs}",
                     unit="step", disable=not progress)
-        for i, (imgs, idx) in enumerate(bar):
+        for i, (imgs, _, idx) in enumerate(bar):
             lr_now = lr_at(epoch * steps + i, total, lr, warm, "cosine")
             for opt in (opt_g, opt_d):
                 for g in opt.param_groups:

@@ -21,10 +21,7 @@ each row records its vector's cosine to its centre. With an MLflow run active, a
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,12 +30,11 @@ import torch
 
 from facefoundry import reporting
 from facefoundry.config import Config, IDSyncGenCfg
-from facefoundry.data.writer import DatasetWriter
 from facefoundry.device import resolve_device
 from facefoundry.generators.feed import to_uint8
 from facefoundry.generators.idsync.model import IDSync, conditioning_space, load_identity_vectors, load_model_folder
 from facefoundry.generators.sampling import uniform_count
-from facefoundry.progress import track
+from facefoundry.generators.write import write_generated
 from facefoundry.sampling import IdentityPCA, perturb
 from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
 
@@ -152,27 +148,18 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
             "idsync": gi.model_dump(mode="json")}
     if mix is not None:
         meta["mixup"] = {"phi": ratio_grid(g.mixup.phi).tolist(), "mixed_images": int(mix.mixed.sum())}
-    key = hashlib.sha256(json.dumps([meta, g.model_dump(mode="json"), FORMAT_VERSION], sort_keys=True,
-                                    default=str).encode()).hexdigest()
     sampler = make_sampler(model, gi)
-    t0 = time.perf_counter()
-    with DatasetWriter(g.out, meta, g.image_format, resume_key=key) as w:
-        start = w.done - w.done % g.batch_size  # restart at a batch boundary: same batch seeds, same pixels
-        w.truncate(start)
-        if start:
-            log(f"idsync: resuming after {start} finished images")
-        for s in track(range(start, len(vecs), g.batch_size), desc="idsync generate", unit="batch"):
+
+    def batches(start: int):
+        for s in range(start, len(vecs), g.batch_size):
             gen = torch.Generator().manual_seed(seed * 1_000_003 + s)
             imgs = to_uint8(sample_images(model, torch.from_numpy(vecs[s:s + g.batch_size]), gi, gen, sampler))
-            for k, img in enumerate(imgs):
-                j = s + k
-                label = int(labels[j])
-                params = {"similarity_to_centre": round(float(sim[j]), 5), "noise_variance": gi.noise_variance}
-                soft = () if mix is None else mix.soft_label(j, params)
-                w.add(img, label, f"idsync_{label:06d}", "idsync", params, *soft)
-    secs = time.perf_counter() - t0
-    done = len(vecs) - start
-    log(f"idsync: {done} images in {secs:.0f}s ({done / max(secs, 1e-9):.2f} img/s at {gi.steps} steps)")
+            yield imgs, [{"similarity_to_centre": round(float(sim[s + k]), 5), "noise_variance": gi.noise_variance}
+                         for k in range(len(imgs))]
+
+    written = write_generated(g, meta, labels, batches, name="idsync", format_version=FORMAT_VERSION, mix=mix, log=log)
+    log(f"idsync: {written.images} images in {written.seconds:.0f}s ({written.images_per_second:.2f} img/s at "
+        f"{gi.steps} steps)")
 
     if reporting.active():
         from facefoundry.data.sources import open_source
@@ -184,7 +171,7 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
             idx = np.flatnonzero(src.labels == c)[:8]
             rows.append([src.load(int(i)) for i in idx])
         reporting.image(image_grid(rows), "samples/idsync_grid.png")
-        metrics = {"generation_images_per_second": done / max(secs, 1e-9),
+        metrics = {"generation_images_per_second": written.images_per_second,
                    "similarity_to_centre": float(sim.mean()),
                    "conditioning_effect": conditioning_effect(model, torch.from_numpy(centres), gi, seed)}
         if gi.judge_images and cfg.identity.judges:

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from facefoundry.config import Config, Range, RenderCfg, deep_merge
-from facefoundry.data.writer import DatasetWriter
 from facefoundry.device import resolve_device
 from facefoundry.errors import FaceFoundryError
 from facefoundry.generators.render.head import IDENTITY
 from facefoundry.generators.render.renderer import FaceRenderer, Identity
 from facefoundry.generators.sampling import perturb, sample_separated
+from facefoundry.generators.write import write_generated
 from facefoundry.progress import track
 from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
 from facefoundry.verification.binfile import write_bin
@@ -90,19 +88,16 @@ def generate_render(cfg: Config, log: Callable[[str], None] = print) -> Path:
         mixed = mix_vectors(own, np.stack([idents[max(p, 0)].vector for p in mix.partner]), mix, renormalise=False)
         people = [Identity(mixed[j], p.texture_seed) for j, p in enumerate(people)]
         meta["mixup"] = {"phi": ratio_grid(g.mixup.phi).tolist(), "mixed_images": int(mix.mixed.sum())}
-    key = hashlib.sha256(json.dumps([meta, g.model_dump(mode="json"), FORMAT_VERSION], sort_keys=True).encode())
-    with DatasetWriter(g.out, meta, g.image_format, resume_key=key.hexdigest()) as w:
-        start = w.done - w.done % g.batch_size  # restart at a batch boundary: same batches, same pixels
-        w.truncate(start)
-        for s, imgs, lms in render_batches(renderer, people, variations, g.batch_size, log, "render", start):
-            for k, (img, lm) in enumerate(zip(imgs, lms)):
-                j = s + k
-                label = jobs[j]
-                params = {**idents[label].as_params(), "variation": variations[j],
-                          "landmarks": np.round(lm, 3).tolist()}
-                soft = () if mix is None else mix.soft_label(j, params)
-                w.add(img, label, f"render_{label:05d}", "render", params, *soft)
-    return Path(g.out)
+
+    def batches(start: int):
+        for s in range(start, len(people), g.batch_size):
+            imgs, lms = renderer.render(people[s:s + g.batch_size], variations[s:s + g.batch_size])
+            yield imgs, [{**idents[jobs[s + k]].as_params(), "variation": variations[s + k],
+                          "landmarks": np.round(lm, 3).tolist()} for k, lm in enumerate(lms)]
+
+    written = write_generated(g, meta, jobs, batches, name="render", format_version=FORMAT_VERSION, mix=mix,
+                              identity_digits=5, log=log)
+    return written.out
 
 
 def benchmark_render_cfg(cfg: Config) -> RenderCfg:

@@ -27,8 +27,6 @@ MLflow run is active, the σ grid (rows identities, columns σ) and the judge me
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable
@@ -39,13 +37,13 @@ import torch
 
 from facefoundry import reporting
 from facefoundry.config import AttrOPCfg, Config, Vec2FaceGenCfg
-from facefoundry.data.writer import DatasetWriter
 from facefoundry.device import resolve_device
 from facefoundry.errors import FaceFoundryError
 from facefoundry.generators.feed import to_uint8
 from facefoundry.generators.sampling import uniform_count
 from facefoundry.generators.vec2face.model import Vec2Face, load_model_folder
 from facefoundry.generators.vec2face.training import ID_LABELS, ID_VECTORS, NUISANCE_BANK
+from facefoundry.generators.write import write_generated
 from facefoundry.progress import track
 from facefoundry.sampling import perturb, sample_identities
 from facefoundry.sampling.mixup import draw_partners, mix_vectors, ratio_grid
@@ -326,40 +324,35 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
             "vec2face": gv.model_dump(mode="json"), "mask_ratio": mask_note, "judge": study}
     if mix is not None:
         meta["mixup"] = {"phi": ratio_grid(g.mixup.phi).tolist(), "mixed_images": int(mix.mixed.sum())}
-    key = hashlib.sha256(json.dumps([meta, g.model_dump(mode="json"), FORMAT_VERSION], sort_keys=True,
-                                    default=str).encode()).hexdigest()
-    t0 = time.perf_counter()
-    with DatasetWriter(g.out, meta, g.image_format, resume_key=key) as w:
-        start = w.done - w.done % g.batch_size  # restart at a batch boundary: same batch seeds, same pixels
-        w.truncate(start)
-        if start:
-            log(f"vec2face: resuming after {start} finished images")
-        for s in track(range(start, len(vecs), g.batch_size), desc="vec2face generate", unit="batch"):
+
+    def batches(start: int):
+        for s in range(start, len(vecs), g.batch_size):
             gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + s)
             batch = torch.from_numpy(vecs[s:s + g.batch_size]).to(device)
             attrs = None if geometry is None else torch.from_numpy(geometry[s:s + g.batch_size]).to(device)
             imgs = to_uint8(model.generate(batch, mask_ratio=gv.mask_ratio, generator=gen, batch_size=g.batch_size,
                                            attributes=attrs))
-            for k, img in enumerate(imgs):
-                j = s + k
-                label = int(labels[j])
-                params = {"sigma": float(sigma[j]), "similarity_to_centre": round(float(sim[j]), 5), "tau": gv.tau,
-                          "attrop": records[label]}
-                if geometry is not None:
-                    params[code_kind] = [round(float(c), 3) for c in geometry[j]]
-                if borrowed is not None:
-                    params["nuisance_photo"] = int(borrowed[j])
-                soft = () if mix is None else mix.soft_label(j, params)
-                w.add(img, label, f"vec2face_{label:06d}", "vec2face", params, *soft)
-    secs = time.perf_counter() - t0
-    log(f"vec2face: {len(vecs) - start} images in {secs:.0f}s ({(len(vecs) - start) / max(secs, 1e-9):.1f} img/s)")
+            yield imgs, [image_params(s + k) for k in range(len(imgs))]
+
+    def image_params(j: int) -> dict:
+        params = {"sigma": float(sigma[j]), "similarity_to_centre": round(float(sim[j]), 5), "tau": gv.tau,
+                  "attrop": records[int(labels[j])]}
+        if geometry is not None:
+            params[code_kind] = [round(float(c), 3) for c in geometry[j]]
+        if borrowed is not None:
+            params["nuisance_photo"] = int(borrowed[j])
+        return params
+
+    written = write_generated(g, meta, labels, batches, name="vec2face", format_version=FORMAT_VERSION, mix=mix,
+                              log=log)
+    log(f"vec2face: {written.images} images in {written.seconds:.0f}s ({written.images_per_second:.1f} img/s)")
 
     if reporting.active():
         from facefoundry.plots import image_grid
 
         reporting.image(image_grid(sigma_grid(model, space, centres, gv, device, seed)), "samples/sigma_grid.png")
         metrics = dict(study)
-        metrics["generation_images_per_second"] = (len(vecs) - start) / max(secs, 1e-9)
+        metrics["generation_images_per_second"] = written.images_per_second
         for s in gv.sigmas:
             metrics[f"similarity_to_centre_sigma_{s:g}"] = float(sim[sigma == s].mean()) if (sigma == s).any() else 0
         if gv.attrop.enabled:

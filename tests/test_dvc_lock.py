@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from facefoundry.tracking import dvc_dir_hash
+from facefoundry.data.hashing import dvc_dir_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,20 +11,13 @@ import numpy as np
 import pytest
 
 from facefoundry.config import Config, GateCfg, load_config
+from facefoundry.config.dvc import dvc_overrides
 from facefoundry.errors import FaceFoundryError
-from facefoundry.promote import (
-    CHAMPION,
-    PREVIOUS,
-    build_recipe,
-    decode_param,
-    dvc_overrides,
-    gate_failures,
-    known_sources,
-    logged_form,
-    nest_params,
-    relative_paths,
-    run_promote,
-)
+from facefoundry.promote.gate import gate_failures
+from facefoundry.promote.provenance import known_sources
+from facefoundry.promote.recipe import build_recipe, decode_param, logged_form, nest_params, relative_paths
+from facefoundry.promote.registry import CHAMPION, PREVIOUS
+from facefoundry.promote.run import run_promote
 from tests.conftest import identity_image, tiny_config
 
 NAME = "facefoundry-fr"
@@ -355,7 +348,7 @@ def test_pipeline_turns_experiment_files_into_dvc_overrides(tmp_path):
 def test_idsync_datasets_face_the_tau_gate_and_their_cards_trace_its_training_photos(tmp_path):
     import json
 
-    from facefoundry.promote import Provenance, provenance
+    from facefoundry.promote.provenance import Provenance, provenance
 
     # IDSync learns from photos and records no τ filter: a max_tau gate cannot pass on missing evidence
     assert gate_failures(GateCfg(max_tau=0.4), {}, {"data.generator": "idsync"}) == [
@@ -376,7 +369,8 @@ def test_a_fused_datasets_card_joins_its_sources_provenance(tmp_path):
     import json
 
     from facefoundry.data.writer import DatasetWriter
-    from facefoundry.promote import CardFacts, dataset_card, provenance
+    from facefoundry.promote.card import CardFacts, dataset_card
+    from facefoundry.promote.provenance import provenance
     from facefoundry.tracking import recipe_params
 
     photos = aligned_photos(tmp_path / "real_aligned")

@@ -3,6 +3,10 @@
 Global options pick the config: ``--params`` (default ``params.yaml``), any number of
 ``--experiment`` files deep-merged on top, then ``--set key.path=value`` overrides.
 A user error prints one line and exits 2; nothing half-written is left behind.
+
+This module holds one concern, the command line: each command parses its options into the config
+and calls its stage (``facefoundry.stages``, ``sweep``, ``promote``), which does the work. It reads
+best whole (the commands' help texts side by side), so it stays one module of ~480 lines.
 """
 
 from __future__ import annotations
@@ -79,17 +83,9 @@ def generate(generator: Optional[str] = typer.Option(None, help="Generator name 
         extra.append(f"generate.out={out}")
     cfg = _cfg(extra) if extra else cfg
     _writable(Path(cfg.generate.out).parent)
-    from facefoundry.stages.generator import missing_model
+    from facefoundry.stages.generator import train_if_missing
 
-    name = cfg.generate.generator
-    if missing_model(cfg, name):  # a generator that trains first when its default model folder is empty
-        from facefoundry.stages.common import log
-        from facefoundry.stages.generator import run_train_generator, training_section
-
-        out = training_section(cfg, name).out
-        log(f"{Path(out) / 'model'}: no {name} model yet; training it first (as `facefoundry train-generator {name}`)")
-        _writable(out)
-        run_train_generator(cfg, name, products=os.path.join(out, "plots"))
+    train_if_missing(cfg, cfg.generate.generator)
     run_generate(cfg, products or _samples(cfg.generate.out))
 
 
@@ -117,30 +113,15 @@ def synlfw(like: Optional[str] = typer.Option(None, "--like", help="Reference .b
            ) -> None:
     """Syn-LFW (SynFace): a synthetic twin of a verification benchmark (.bin), same pairs, unseen identities."""
     import json
-    import time
 
-    from facefoundry.generators.synlfw import make_synlfw, sidecar_path
-    from facefoundry.stages.common import log
-    from facefoundry.tracking import log_metrics, run_name, stage_run
-    from facefoundry.verification.binfile import read_bin
+    from facefoundry.stages.synlfw import run_synlfw
 
     given = {"like": like, "out": out, "ratio": ratio, "generator": generator, "table": table}
     # strings as JSON (valid YAML), so a path such as `null` or `2024.bin` stays a path
     cfg = _cfg([f"synlfw.{k}={v if isinstance(v, float) else json.dumps(v)}" for k, v in given.items()
                 if v is not None])
     _writable(os.path.dirname(os.path.abspath(cfg.synlfw.out)))
-    s = cfg.synlfw
-    with stage_run(cfg, "synlfw", ["generate", "benchmark", "synlfw"], {"facefoundry.generator": s.generator},
-                   name=run_name("benchmark", "synlfw", s.generator, f"R={s.ratio:g}")):
-        t0 = time.perf_counter()
-        path = make_synlfw(cfg, log)
-        pairs = read_bin(path)
-        meta = json.loads(sidecar_path(path).read_text())
-        log_metrics({"pairs": len(pairs.issame), "positives": int(pairs.issame.sum()),
-                     "identities": meta["identities"], "ratio": s.ratio, "mixed_images": meta["mixed_images"],
-                     "seconds": time.perf_counter() - t0})
-        log(f"wrote Syn-LFW: {len(pairs.issame)} pairs, {meta['identities']} identities, R = {s.ratio:g} "
-            f"({meta['mixed_images']} images mixed), generator {s.generator} → {path} (record: {sidecar_path(path)})")
+    run_synlfw(cfg)
 
 
 @app.command()
@@ -349,7 +330,7 @@ def promote(
 ) -> None:
     """Register the best run's FR model as models:/<name>@champion (the old one keeps @previous), and write
     its recipe (promote.out) and dataset card (promote.card)."""
-    from facefoundry.promote import run_promote
+    from facefoundry.promote.run import run_promote
 
     run_promote(_cfg(), metric, experiment, gate, include_adhoc, _state.get("params") or "params.yaml")
 
@@ -372,34 +353,13 @@ def pipeline(
     import subprocess
     from pathlib import Path
 
-    import yaml
-
-    from facefoundry.config import parse_set
-    from facefoundry.promote import dvc_overrides
+    from facefoundry.stages.pipeline import dvc_command
 
     sets = [tok for arg in overrides or [] for tok in arg.split() if tok]
-    for expr in sets:
-        parse_set(expr)  # a malformed override is a one-line error before DVC starts
-    params_file = Path(_state.get("params") or "params.yaml")
-    _cfg(sets)  # and so is an unknown key or a wrong type
-    if _state.get("experiment") or _state.get("sets"):
-        if not params_file.is_file():
-            raise FaceFoundryError(f"{params_file}: not found; `dvc repro` reads params.yaml")
-        raw = yaml.safe_load(params_file.read_text()) or {}
-        base = load_config(params_file).model_dump(mode="json")
-        # experiment files: the keys where they differ from params.yaml, without the output layout,
-        # MLflow place and machine settings a promoted run recorded (promote's own rule); --set: as typed
-        files = load_config(params_file, _state.get("experiment")).model_dump(mode="json")
-        derived = dvc_overrides(files, raw, base)
-        explicit = [*_state.get("sets", []), *sets]
-        keys = {e.split("=", 1)[0].lstrip("+") for e in explicit}
-        sets = [e for e in derived if e.split("=", 1)[0].lstrip("+") not in keys] + explicit
-        if not sets:
-            print(f"the experiment files and --set change nothing in {params_file}", file=sys.stderr)
-    cmd = [sys.executable, "-m", "dvc", "exp" if sets else "repro"]
-    if sets:
-        cmd += ["run", *[a for expr in sets for a in ("-S", expr)], *(["-n", name] if name else [])]
-    cmd += [stage] if stage else []
+    named = _state.get("params")
+    cmd = [sys.executable, "-m", "dvc", *dvc_command(Path(named or "params.yaml"), _state.get("experiment") or [],
+                                                      _state.get("sets") or [], sets, stage, name,
+                                                      required=named is not None)]
     print("$ " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
     if dry_run:
         return

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from facefoundry.data.check import check_files, verify_for_training
+from facefoundry.data.hashing import dvc_dir_hash
 from facefoundry.data.images import encode_image
 from facefoundry.data.recordio import write_recordio
 from facefoundry.data.sources import open_source
@@ -16,7 +17,6 @@ from facefoundry.errors import FaceFoundryError
 from facefoundry.io import cache_dir
 from facefoundry.stages.convert import run_convert
 from facefoundry.stages.validate import validate_dataset
-from facefoundry.tracking import dvc_dir_hash
 from tests.conftest import identity_image, make_dataset
 
 

@@ -49,7 +49,7 @@ def two_nodes(tmp_path):
 def test_a_sweep_survives_a_worker_node_killed_mid_sweep(tmp_path, two_nodes) -> None:
     address, env, worker_raylets = two_nodes
     assert len(worker_raylets) == 1, worker_raylets
-    probe = subprocess.run([sys.executable, "-c", "from facefoundry.sweep.run import cluster_auth; "
+    probe = subprocess.run([sys.executable, "-c", "from facefoundry.sweep.cluster import cluster_auth; "
                             f"cluster_auth({address!r}); import ray; ray.init(address={address!r}); "
                             "print(len([n for n in ray.nodes() if n['Alive']]))"],
                            capture_output=True, text=True, env=env, timeout=120)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import stack
 
-from facefoundry.tracking import dvc_dir_hash
+from facefoundry.data.hashing import dvc_dir_hash
 from tests.conftest import make_dataset
 from tests.infra.faultproxy import CuttingProxy
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from facefoundry.tracking import dvc_dir_hash
+from facefoundry.data.hashing import dvc_dir_hash
 from tests.conftest import make_dataset, tiny_config
 
 pytestmark = pytest.mark.e2e

@@ -69,7 +69,7 @@ def test_sweep_runs_on_a_running_cluster(tmp_path, cluster):
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["counts"]["completed"] == 2, results
     # the trials ran on the cluster, which is still up: a second driver can connect to it
-    probe = subprocess.run([sys.executable, "-c", "from facefoundry.sweep.run import cluster_auth; "
+    probe = subprocess.run([sys.executable, "-c", "from facefoundry.sweep.cluster import cluster_auth; "
                             f"cluster_auth({address!r}); import ray; ray.init(address={address!r}); "
                             "print(int(ray.cluster_resources()['CPU']))"],
                            capture_output=True, text=True, env=env, timeout=120)

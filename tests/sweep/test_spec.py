@@ -13,17 +13,11 @@ import yaml
 
 from facefoundry.config import load_config
 from facefoundry.errors import FaceFoundryError
-from facefoundry.sweep.spec import load_spec, trial_sets
-from facefoundry.sweep.trial import (
-    EpochScorer,
-    dataset_key,
-    injected,
-    record_user_error,
-    repeat_user_error,
-    trial_config,
-    trial_key,
-    trial_number,
-)
+from facefoundry.sweep.keys import dataset_key, trial_key, trial_number
+from facefoundry.sweep.scorer import EpochScorer
+from facefoundry.sweep.spec import load_spec
+from facefoundry.sweep.spec_model import trial_sets
+from facefoundry.sweep.trial import injected, record_user_error, repeat_user_error, trial_config
 from tests.conftest import identity_image, make_dataset, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]

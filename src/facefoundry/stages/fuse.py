@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 
 from facefoundry.config import Config
+from facefoundry.data.hashing import dvc_dir_hash
 from facefoundry.io import atomic_write_json
 from facefoundry.stages.common import log
-from facefoundry.tracking import dvc_dir_hash, log_dataset_version, log_figure, log_metrics, run_name, stage_run
+from facefoundry.tracking import log_dataset_version, log_figure, log_metrics, run_name, stage_run
 
 
 def run_fuse(cfg: Config, metrics_out: str | None = None, products: str | Path | None = None) -> dict:

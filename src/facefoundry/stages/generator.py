@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from facefoundry.config import Config, result_settings
+from facefoundry.data.hashing import dvc_dir_hash
 from facefoundry.generators.descriptor import GeneratorDescriptor, load_object
 from facefoundry.generators.table import descriptor
-from facefoundry.io import atomic_write_json
+from facefoundry.io import atomic_write_json, ensure_writable
 from facefoundry.plots import curve_figure, image_grid
 from facefoundry.stages.common import log
 from facefoundry.tracking import (
     _mlflow,
-    dvc_dir_hash,
     log_dataset_version,
     log_figure,
     log_image,
@@ -66,6 +66,18 @@ def missing_model(cfg: Config, name: str) -> bool:
         return False
     model = model_folder(cfg, desc)
     return model == Path(training_section(cfg, desc).out) / "model" and not (model / desc.model_index).is_file()
+
+
+def train_if_missing(cfg: Config, name: str) -> bool:
+    """Before ``generate``: train generator ``name`` when :func:`missing_model` says so (as ``facefoundry
+    train-generator NAME`` would, plots in its ``out/plots``); whether it trained."""
+    if not missing_model(cfg, name):
+        return False
+    out = Path(training_section(cfg, name).out)
+    log(f"{out / 'model'}: no {name} model yet; training it first (as `facefoundry train-generator {name}`)")
+    ensure_writable(out)
+    run_train_generator(cfg, name, products=out / "plots")
+    return True
 
 
 def run_key(cfg: Config, desc: GeneratorDescriptor, digest: str) -> str:

@@ -127,10 +127,11 @@ def run_validate(cfg: Config, dataset: str | None = None, out: str | None = None
     RAM up to ``train.preload_max_mb``) and embedded at most once per encoder."""
     import tempfile
 
+    from facefoundry.data.hashing import dvc_dir_hash
     from facefoundry.errors import FaceFoundryError
     from facefoundry.quality.gates import run_gates
     from facefoundry.quality.measure import measure_dataset
-    from facefoundry.tracking import dvc_dir_hash, log_artifact, set_tag
+    from facefoundry.tracking import log_artifact, set_tag
 
     folder = Path(dataset or cfg.train.dataset)
     products = Path(products) if products is not None else Path("outputs/validate") / folder.name

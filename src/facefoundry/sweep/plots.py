@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from facefoundry.plots import save_figure  # noqa: E402
-from facefoundry.sweep.spec import Sweep  # noqa: E402
+from facefoundry.sweep.spec_model import Sweep  # noqa: E402
 
 _MARKERS = {"completed": ("o", "tab:blue"), "stopped": ("v", "tab:orange")}
 

@@ -13,26 +13,26 @@ Layout of a sweep folder (``outputs/sweeps/<name>`` or ``--out``)::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import signal
 import socket
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from facefoundry.config import Config
+from facefoundry.config.dotted import apply_sets
 from facefoundry.errors import FaceFoundryError
-from facefoundry.io import atomic_write_json, atomic_write_text, read_json
+from facefoundry.io import atomic_write_json, read_json
 from facefoundry.stages.common import log
-from facefoundry.sweep.spec import Sweep, apply_sets, describe, dump_yaml, trial_sets
-from facefoundry.sweep.trial import COMPLETED, FAILED, STOPPED, TRIAL_STATUS, find_trial_run, run_trial, trial_key
+from facefoundry.sweep.callbacks import SweepCallback, _tune_callback, trial_dirname, trial_name
+from facefoundry.sweep.cluster import _init_ray, cluster_auth
+from facefoundry.sweep.results import SweepOutcome, _finish
+from facefoundry.sweep.spec import describe, dump_yaml
+from facefoundry.sweep.spec_model import Sweep, trial_sets
+from facefoundry.sweep.trial import COMPLETED, FAILED, STOPPED, TRIAL_STATUS, run_trial
 
 EXPERIMENT = "tune"  # Ray Tune's experiment folder under <out>/ray
-INTERRUPT_ENV = "FACEFOUNDRY_SWEEP_INTERRUPT_AFTER"  # tests: Ctrl-C the sweep after this many trials ended
 
 
 def absolute_uri(uri: str) -> str:
@@ -46,153 +46,12 @@ def absolute_uri(uri: str) -> str:
     return uri
 
 
-def trial_name(trial) -> str:  # noqa: ANN001 - Ray's Trial
-    return f"trial_{trial_key(trial.experiment_tag, trial.trial_id)}"
-
-
-def trial_dirname(trial) -> str:  # noqa: ANN001
-    return trial_key(trial.experiment_tag, trial.trial_id)
-
-
-class SweepCallback:
-    """Driver-side bookkeeping, one line per trial event; closes the MLflow runs of stopped trials.
-
-    Plain attributes only: Ray pickles it with the experiment (``Tuner.restore`` brings it back).
-    """
-
-    def __init__(self, out: str, uri: str, experiment_id: str, sweep_id: str, total: int):
-        self.out, self.uri, self.experiment_id, self.sweep_id, self.total = out, uri, experiment_id, sweep_id, total
-        self.ended = 0
-        self.interrupt_after = 0
-
-    # Ray calls these on a ray.tune.Callback; run.py wraps this object in one (see _tune_callback)
-    def setup(self, **info: Any) -> None:
-        self.ended = 0
-        self.interrupt_after = int(os.environ.get(INTERRUPT_ENV, "0") or 0)
-
-    def _status(self, trial, **update: Any) -> dict:  # noqa: ANN001
-        path = Path(self.out) / "trials" / trial_key(trial.experiment_tag, trial.trial_id) / TRIAL_STATUS
-        status = {**read_json(path), **update}
-        atomic_write_json(path, status)
-        return status
-
-    def on_trial_start(self, trial) -> None:  # noqa: ANN001
-        st = read_json(Path(self.out) / "trials" / trial_key(trial.experiment_tag, trial.trial_id) / TRIAL_STATUS)
-        self._status(trial, status="running", started=st.get("started") or time.time(),
-                     starts=st.get("starts", 0) + 1)
-
-    def on_trial_recover(self, trial) -> None:  # noqa: ANN001
-        log(f"trial {trial_key(trial.experiment_tag, trial.trial_id)} failed; retrying ({_error_line(trial)})")
-
-    def on_trial_complete(self, trial) -> None:  # noqa: ANN001
-        r = trial.last_result or {}
-        if r.get("final"):
-            status, note = COMPLETED, f"objective {r.get('objective', float('nan')):.4f}"
-        else:
-            status, note = STOPPED, f"stopped early by ASHA after epoch {r.get('epoch', 0)}"
-            self._close_runs(trial.trial_id, "FINISHED", STOPPED, r)
-        self._status(trial, status=status, ended=time.time(), epoch=r.get("epoch"),
-                     objective=r.get("objective"))
-        self._ended(trial, f"{status}: {note}")
-
-    def on_trial_error(self, trial) -> None:  # noqa: ANN001
-        err = _error_line(trial)
-        self._status(trial, status=FAILED, ended=time.time(), error=err)
-        self._close_runs(trial.trial_id, "FAILED", FAILED, trial.last_result or {}, err)
-        self._ended(trial, f"failed after {trial.num_failures} attempt(s): {err} "
-                           f"(log: {Path(self.out) / 'trials' / trial_key(trial.experiment_tag, trial.trial_id) / 'trial.log'})")
-
-    def _ended(self, trial, what: str) -> None:  # noqa: ANN001
-        self.ended += 1
-        params = ", ".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v)}" for k, v in trial.config.items())
-        log(f"trial {trial_key(trial.experiment_tag, trial.trial_id)} ({params}) {what}")
-        if self.interrupt_after and self.ended >= self.interrupt_after:
-            log(f"{INTERRUPT_ENV}={self.interrupt_after}: interrupting the sweep (as Ctrl-C would)")
-            self.interrupt_after = 0
-            os.kill(os.getpid(), signal.SIGINT)
-
-    def _close_runs(self, trial_id: str, status: str, trial_status: str, last: dict, error: str = "") -> None:
-        """The trial's run (and its stage runs left open when Ray ended the process) get a final status."""
-        try:
-            from facefoundry.sweep.trial import _client
-
-            client = _client(self.uri)
-            run_id = last.get("mlflow_run_id") or find_trial_run(client, self.experiment_id, self.sweep_id, trial_id)
-            if not run_id:
-                return
-            for child in client.search_runs([self.experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}' and "
-                                            "attributes.status = 'RUNNING'"):
-                client.set_tag(child.info.run_id, "facefoundry.stopped", f"trial {trial_status}")
-                client.set_terminated(child.info.run_id, "KILLED")
-            client.set_tag(run_id, "facefoundry.trial_status", trial_status)
-            if error:
-                client.set_tag(run_id, "facefoundry.failure", error[:4000])
-            if last.get("objective") is not None:
-                client.log_metric(run_id, "objective", float(last["objective"]))
-            if client.get_run(run_id).info.status == "RUNNING":
-                client.set_terminated(run_id, status)
-        except Exception as exc:  # noqa: BLE001 - bookkeeping must never end the sweep
-            log(f"note: could not close the MLflow run of trial {trial_id}: {type(exc).__name__}: {exc}")
-
-
-def _tune_callback(cb: SweepCallback):  # noqa: ANN202
-    from ray.tune import Callback
-
-    class _Cb(Callback):
-        def __init__(self, inner: SweepCallback):
-            self.inner = inner
-
-        def setup(self, **info: Any) -> None:
-            self.inner.setup(**info)
-
-        def on_trial_start(self, iteration, trials, trial, **info) -> None:  # noqa: ANN001
-            self.inner.on_trial_start(trial)
-
-        def on_trial_recover(self, iteration, trials, trial, **info) -> None:  # noqa: ANN001
-            self.inner.on_trial_recover(trial)
-
-        def on_trial_complete(self, iteration, trials, trial, **info) -> None:  # noqa: ANN001
-            self.inner.on_trial_complete(trial)
-
-        def on_trial_error(self, iteration, trials, trial, **info) -> None:  # noqa: ANN001
-            self.inner.on_trial_error(trial)
-
-    return _Cb(cb)
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-
-def _error_line(trial) -> str:  # noqa: ANN001
-    """The last meaningful line of a trial's error (Ray keeps the traceback in error.txt)."""
-    text = ""
-    try:
-        path = trial.error_file or ""
-        if path and Path(path).is_file():
-            text = Path(path).read_text()
-    except Exception:  # noqa: BLE001
-        pass
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "see the trial's error.txt"
-
-
-@dataclass
-class SweepOutcome:
-    out: Path
-    run_id: str
-    rows: list[dict] = field(default_factory=list)
-    interrupted: bool = False
-    seconds: float = 0.0
-    best: dict | None = None
-
-
 # -- the sweep's benchmarks -----------------------------------------------------------------------------
 def prepare_benchmarks(sweep: Sweep, cfg: Config, out: Path) -> dict[str, str]:
     """Absolute benchmark paths for every trial. The synthetic twins benchmark (the ``benchmark`` stage's
     output) is made once here from the base recipe, so every trial is scored on the same pairs; its
     identities stay clear of every trial's (``generate.identities`` at the space's largest value)."""
-    from facefoundry.sweep.trial import _digest
+    from facefoundry.sweep.keys import _digest
 
     benches: dict[str, str] = {}
     for name, path in cfg.evaluate.benchmarks.items():
@@ -250,7 +109,8 @@ def _open_parent(sweep: Sweep, cfg: Config, out: Path, resume: bool) -> tuple[An
     """(client, experiment id, parent run id, sweep id, tracking uri): the sweep's MLflow run."""
     from mlflow.entities import Param
 
-    from facefoundry.tracking import _mlflow, git_commit
+    from facefoundry.tracking import git_commit
+    from facefoundry.tracking.base import _mlflow
 
     mlflow = _mlflow()
     uri = absolute_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.base.tracking_uri)
@@ -291,65 +151,6 @@ def _open_parent(sweep: Sweep, cfg: Config, out: Path, resume: bool) -> tuple[An
                                            "name": sweep.name, "spec": sweep.path, "tracking_uri": uri,
                                            "experiment": experiment, "created": time.time()})
     return client, exp.experiment_id, run_id, sweep_id, uri
-
-
-def _reachable(address: str, timeout: float = 10.0) -> None:
-    """A ``host:port`` head address must accept a connection (``auto`` and ``ray://`` are Ray's to resolve)."""
-    if address == "auto" or "://" in address or ":" not in address:
-        return
-    host, _, port = address.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            pass
-    except (OSError, ValueError) as exc:
-        raise FaceFoundryError(f"cannot connect to the Ray cluster at {address}: "
-                               f"{getattr(exc, 'strerror', None) or exc} (is its head node running?)") from None
-
-
-def cluster_auth(address: str | None) -> None:
-    """Ray >= 2.59 starts clusters with token authentication, which a driver uses only under
-    ``RAY_AUTH_MODE=token`` — read when ``ray`` is imported, so this runs before that. With a token at
-    hand (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token) token mode reaches clusters with and
-    without authentication alike; a user's own RAY_AUTH_MODE is left alone."""
-    if (address or os.environ.get("RAY_ADDRESS")) and "RAY_AUTH_MODE" not in os.environ and _ray_token_available():
-        os.environ["RAY_AUTH_MODE"] = "token"
-
-
-def _ray_token_available() -> bool:
-    if os.environ.get("RAY_AUTH_TOKEN"):
-        return True
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
-    return os.path.isfile(path)
-
-
-def _init_ray(address: str | None, log_to_driver: bool, env: dict[str, str]) -> bool:
-    """Connect to a cluster (``address`` / RAY_ADDRESS) or start Ray on this machine's cores.
-
-    Returns True when this process started a local Ray (and so shuts it down)."""
-    import ray
-
-    kw: dict[str, Any] = dict(runtime_env={"env_vars": env}, logging_level=logging.ERROR,
-                              log_to_driver=log_to_driver, include_dashboard=False, ignore_reinit_error=True)
-    if address or os.environ.get("RAY_ADDRESS"):
-        where = address or os.environ["RAY_ADDRESS"]
-        _reachable(where)  # Ray itself retries an unreachable head for minutes
-        try:
-            ray.init(address=address, **kw)
-        except (ConnectionError, RuntimeError) as exc:
-            text = f"{exc} {exc.__cause__ or ''}"
-            if "InvalidAuthToken" in text or "AuthenticationError" in text:
-                reason = ("it uses token authentication and this process has no valid token (RAY_AUTH_TOKEN, "
-                          "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
-            else:
-                lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(" ")]
-                reason = lines[-1][:300] if lines else type(exc).__name__
-            raise FaceFoundryError(f"cannot connect to the Ray cluster at {where}: {reason}") from None
-        return False
-    # Ray runs workers at niceness 15 by default: on a shared machine a trial would then crawl beside any other
-    # job. Trials get the priority a plain `facefoundry train` has (RAY_worker_niceness=15 restores Ray's).
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(num_cpus=os.cpu_count() or 1, object_store_memory=200 * 1024 * 1024, **kw)
-    return True
 
 
 def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, verbose: int = 0) -> SweepOutcome:
@@ -526,110 +327,3 @@ def _settle_stopped(client, experiment_id: str, sweep_id: str) -> None:  # noqa:
                     client.set_terminated(child.info.run_id, "KILLED")
     except Exception as exc:  # noqa: BLE001
         log(f"note: could not settle the runs of stopped trials: {type(exc).__name__}: {exc}")
-
-
-# -- results ------------------------------------------------------------------------------------------
-def collect(sweep: Sweep, out: Path) -> list[dict]:
-    """One row per trial from the trial folders (params, status, objective, epochs, times)."""
-    rows = []
-    for folder in sorted((out / "trials").glob("*")):
-        info = read_json(folder / "trial.json")
-        if not info:
-            continue
-        st, res = read_json(folder / TRIAL_STATUS), read_json(folder / "result.json")
-        status = st.get("status", "unfinished")
-        if status == "running":
-            status = "unfinished"
-        row = {"trial": folder.name, "number": info.get("number"), "params": info.get("params", {}),
-               "status": status, "epoch": res.get("epoch", st.get("epoch")),
-               "objective": res.get("objective", st.get("objective")),
-               "val_accuracy": res.get("val_accuracy"), "dataset": info.get("dataset_key"),
-               "run_id": info.get("run_id"), "error": st.get("error"),
-               "attempts": len((folder / "attempts.log").read_text().splitlines())
-               if (folder / "attempts.log").is_file() else 0,
-               "accuracies": {k[4:]: v for k, v in res.items() if k.startswith("acc/")},
-               "seconds": {k: v for k, v in res.items() if k.endswith("_seconds")},
-               "driver_seconds": (st["ended"] - st["started"]) if st.get("ended") and st.get("started") else None}
-        rows.append(row)
-    rows.sort(key=lambda r: (r["number"] if r["number"] is not None else 1 << 30, r["trial"]))
-    return rows
-
-
-def results_table(sweep: Sweep, rows: list[dict]) -> str:
-    keys = list(sweep.dims)
-    benches = sorted({b for r in rows for b in r["accuracies"]})
-    head = ["#", "trial", *[k.rsplit(".", 1)[-1] for k in keys], "status", "epochs", "objective",
-            *[f"{b} acc" for b in benches], "dataset"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        obj = r["objective"]
-        cells = [str(r["number"]), r["trial"], *[_fmt(r["params"].get(k, "")) for k in keys], r["status"],
-                 str(r["epoch"] or "–"), f"{obj:.4f}" if isinstance(obj, (int, float)) else "–",
-                 *[f"{r['accuracies'][b]:.4f}" if b in r["accuracies"] else "–" for b in benches],
-                 (r["dataset"] or "")[:8]]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome) -> None:  # noqa: ANN001
-    from mlflow.entities import Metric
-
-    rows = collect(sweep, out)
-    outcome.rows = rows
-    mode = sweep.spec.objective.mode
-    done = [r for r in rows if r["status"] == COMPLETED and isinstance(r["objective"], (int, float))]
-    if done:
-        outcome.best = (max if mode == "max" else min)(done, key=lambda r: r["objective"])
-    counts = {s: sum(r["status"] == s for r in rows) for s in (COMPLETED, STOPPED, FAILED, "unfinished")}
-    table = results_table(sweep, rows)
-    atomic_write_text(out / "results.md", table)
-    atomic_write_json(out / "results.json", {"rows": rows, "best": outcome.best, "counts": counts,
-                                             "seconds": outcome.seconds, "interrupted": outcome.interrupted})
-    _write_csv(sweep, rows, out / "results.csv")
-    print(table, end="")
-    sys.stdout.flush()
-    try:
-        from facefoundry.sweep.plots import sweep_plots
-
-        figures = sweep_plots(sweep, rows, out / "plots")
-    except Exception as exc:  # noqa: BLE001 - a figure must never lose the results
-        log(f"note: sweep plots failed: {type(exc).__name__}: {exc}")
-        figures = []
-    try:
-        now = int(time.time() * 1000)
-        metrics = {f"trials_{k}": float(v) for k, v in counts.items()}
-        metrics["wall_seconds"] = outcome.seconds
-        if outcome.best:
-            metrics["best_objective"] = float(outcome.best["objective"])
-            client.set_tag(run_id, "facefoundry.best_trial", outcome.best["trial"])
-            if outcome.best.get("run_id"):
-                client.set_tag(run_id, "facefoundry.best_trial_run_id", outcome.best["run_id"])
-        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
-        client.log_text(run_id, table, "sweep_results.md")
-        client.log_artifact(run_id, str(out / "results.json"))
-        client.log_artifact(run_id, str(out / "results.csv"))
-        for fig in figures:
-            client.log_artifact(run_id, str(fig), "plots")
-        client.set_terminated(run_id, "KILLED" if outcome.interrupted else "FINISHED")
-    except Exception as exc:  # noqa: BLE001
-        log(f"note: could not log the sweep summary to MLflow run {run_id}: {type(exc).__name__}: {exc}")
-    best = outcome.best
-    log(f"sweep {sweep.name}: {counts[COMPLETED]} completed, {counts[STOPPED]} stopped early by ASHA, "
-        f"{counts[FAILED]} failed" + (f", {counts['unfinished']} unfinished" if counts["unfinished"] else "")
-        + f" in {outcome.seconds:.0f}s" + (f"; best trial {best['trial']}: {sweep.spec.objective.metric} "
-                                           f"{best['objective']:.4f} ({', '.join(f'{k}={_fmt(v)}' for k, v in best['params'].items())})"
-                                           if best else "") + f"; MLflow run {run_id}")
-
-
-def _write_csv(sweep: Sweep, rows: list[dict], path: Path) -> None:
-    import csv
-    import io
-
-    keys = list(sweep.dims)
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["trial", "number", *keys, "status", "epoch", "objective", "val_accuracy", "dataset", "attempts"])
-    for r in rows:
-        w.writerow([r["trial"], r["number"], *[json.dumps(r["params"].get(k)) for k in keys], r["status"], r["epoch"],
-                    r["objective"], r["val_accuracy"], r["dataset"], r["attempts"]])
-    atomic_write_text(path, buf.getvalue())

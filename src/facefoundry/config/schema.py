@@ -1,126 +1,25 @@
-"""Typed configuration: ``params.yaml`` + deep-merged experiment files + ``--set`` overrides.
-
-One pydantic schema, one section per pipeline stage plus a shared ``base``; unknown
-keys and wrong types are rejected with a single line naming the key, so a typo never
-silently falls back to a default.
-"""
+"""The schema's root, ``Config`` (one section per pipeline stage plus a shared ``base``; unknown keys and wrong
+types are one line naming the key), with the sections of the stages that make data: ``generate`` (each
+generator's settings, SynFace mixup, the plug-in entry-point group), ``benchmark``, ``synlfw``, ``realism``,
+``align``, and the generators' training (``vec2face``, ``idsync``). Those that use data: ``schema_training``."""
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
-from facefoundry.errors import FaceFoundryError
-
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-Prob = Annotated[float, Field(ge=0, le=1)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class _Mark:
-    """A field's kind, declared once in the schema (``Annotated[type, ..., RUNTIME]``) and read by every
-    fingerprint, run key, sweep key, leaderboard grouping and ``dvc exp run -S`` derivation. A field without a
-    mark changes what is learned or made (tests/test_config_marks.py keeps every field decided)."""
-
-    def __init__(self, name: str):
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-RUNTIME = _Mark("RUNTIME")  # how or where it runs (device, threads, workers, logging, tracking, registry names)
-OUTPUT = _Mark("OUTPUT")  # a path it writes (outputs, metrics files, caches)
-INPUT = _Mark("INPUT")  # a path it reads: its content, where it matters, is hashed by whoever reads it
-WIRED = _Mark("WIRED")  # an input the DVC pipeline sets to another stage's output, per recipe (dvc.yaml's --set)
-
-
-def marked(model: type[BaseModel], *marks: _Mark) -> frozenset[str]:
-    """The fields of a section class carrying any of ``marks``."""
-    return frozenset(n for n, f in model.model_fields.items() if any(m in marks for m in f.metadata))
-
-
-def runtime_only(model: type[BaseModel]) -> frozenset[str]:
-    """The fields of a section that never change what it learns or makes: RUNTIME, OUTPUT and INPUT ones."""
-    return marked(model, RUNTIME, OUTPUT, INPUT)
-
-
-def result_settings(section: BaseModel) -> dict[str, Any]:
-    """A section's settings that define what it learns or makes (JSON form; nested sections likewise, a plug-in's
-    extra settings kept): what fingerprints and cache keys hash. Input paths are left out: whoever reads one
-    hashes its content."""
-    skip = runtime_only(type(section))
-    dump = section.model_dump(mode="json")
-    out: dict[str, Any] = {}
-    for name, value in dump.items():
-        if name in skip:
-            continue
-        nested = getattr(section, name, None)
-        out[name] = result_settings(nested) if isinstance(nested, BaseModel) else value
-    return out
-
-
-def section_model(annotation: Any) -> type[BaseModel] | None:
-    """The section class inside a field's annotation (``Annotated[X, ...]``, ``X | None``), if any."""
-    from typing import get_args, get_origin
-
-    if get_origin(annotation) is Annotated:
-        return section_model(get_args(annotation)[0])
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = section_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def dotted_fields(model: type[BaseModel] | None = None, prefix: str = "") -> dict[str, frozenset[str]]:
-    """Every leaf setting of the schema as ``{"train.threads": {"RUNTIME"}, ...}`` (its marks' names)."""
-    out: dict[str, frozenset[str]] = {}
-    for name, field in (model or Config).model_fields.items():
-        sub = section_model(field.annotation)
-        if sub is not None:
-            out.update(dotted_fields(sub, f"{prefix}{name}."))
-        else:
-            out[f"{prefix}{name}"] = frozenset(m.name for m in field.metadata if isinstance(m, _Mark))
-    return out
-
-
-def dotted_marked(*marks: _Mark) -> list[str]:
-    """Every leaf setting (``train.threads``) that carries any of ``marks``."""
-    names = {m.name for m in marks}
-    return [k for k, v in dotted_fields().items() if v & names]
-
-
-class Range(Strict):
-    """A closed interval a per-image variation is drawn from uniformly."""
-
-    min: float
-    max: float
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_pair(cls, v: Any) -> Any:
-        if isinstance(v, (list, tuple)):
-            if len(v) != 2:
-                raise ValueError(f"a range is [min, max], got {list(v)}")
-            return {"min": v[0], "max": v[1]}
-        return v
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Range:
-        if self.min > self.max:
-            raise ValueError(f"range min {self.min} is greater than max {self.max}")
-        return self
+from facefoundry.config.marks import INPUT, OUTPUT, RUNTIME, WIRED
+from facefoundry.config.schema_training import (
+    EvaluateCfg,
+    FuseCfg,
+    IdentityCfg,
+    PromoteCfg,
+    QualityCfg,
+    ReportCfg,
+    TrainCfg,
+)
+from facefoundry.config.schema_types import NonNegFloat, PositiveInt, Prob, Range, RatioGrid, Strict
 
 
 class BaseCfg(Strict):
@@ -225,11 +124,6 @@ class IDSyncGenCfg(Strict):
     solver_order: Annotated[int, Field(ge=1, le=3)] = 2  # DPM-Solver++ order (diffusers default 2)
     grid_identities: Annotated[PositiveInt, RUNTIME] = 8  # sample grid logged to MLflow: rows = identities
     judge_images: Annotated[int, Field(ge=0), RUNTIME] = 400  # images the judges score for intra/inter similarity (0: skip)
-
-
-# SynFace's mixing ratios: the official code draws from linspace(0, 1.05, 21, endpoint=False) = 0, 0.05, …, 1.0;
-# the paper's Syn1 / Syn2 / Syn3 datasets fix φ at 1.0, at 0.8, or draw it from linspace(0.6, 1.0, 11).
-RatioGrid = Literal["official", "syn1", "syn2", "syn3"] | Annotated[list[Prob], Field(min_length=1)]
 
 
 class IdentityMixupCfg(Strict):
@@ -361,199 +255,6 @@ class RealismCfg(Strict):
     gen_blocks: PositiveInt = 3
     ddim_steps: PositiveInt = 20
     unet_width: PositiveInt = 32
-
-
-class BackboneCfg(Strict):
-    name: str = "r18"
-    embedding_size: PositiveInt = 512
-    width: PositiveInt = 64
-    layers: list[PositiveInt] | None = None  # only for name: iresnet (custom depth)
-    se: bool = False
-    dropout: Prob = 0.0
-
-
-class HeadCfg(Strict):
-    """Margin head. For ``combined``: cos(m1*theta + m2) - m3, scaled by s."""
-
-    name: Literal["arcface", "cosface", "sphereface", "combined", "adaface", "softmax"] = "arcface"
-    s: Annotated[float, Field(gt=0)] = 64.0
-    m1: float | None = None
-    m2: float | None = None
-    m3: float | None = None
-    m: float = 0.4  # AdaFace margin
-    h: float = 0.333  # AdaFace norm concentration
-    t_alpha: Prob = 0.01  # AdaFace EMA momentum of norm statistics
-
-
-class AugmentCfg(Strict):
-    """FR training augmentation beyond flips (``data.transforms.FaceAugment``); all off by default."""
-
-    affine_prob: Prob = 0.0
-    rotate: NonNegFloat = 10.0
-    scale: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (0.9, 1.1)
-    translate: Annotated[float, Field(ge=0, le=0.5)] = 0.06
-    color_prob: Prob = 0.0
-    brightness: Prob = 0.3
-    contrast: Prob = 0.3
-    saturation: Prob = 0.3
-    grey_prob: Prob = 0.0
-    blur_prob: Prob = 0.0
-    blur_sigma: tuple[Annotated[float, Field(gt=0)], Annotated[float, Field(gt=0)]] = (0.5, 1.5)
-
-
-class DomainMixupCfg(Strict):
-    """SynFace domain mixup: per batch X = ψ·X_S + (1 − ψ)·X_R and Y = ψ·Y_S + (1 − ψ)·Y_R, R a second labelled
-    dataset whose identities get their own label range after the first's. ψ = 1 everywhere is training on S."""
-
-    dataset: Annotated[str | None, INPUT] = None  # the second domain (any dataset layout); None: off
-    psi: RatioGrid = "official"  # the set ψ is drawn from, per batch
-
-
-class TrainCfg(Strict):
-    dataset: Annotated[str, INPUT, WIRED] = "outputs/datasets/render"
-    out: Annotated[str, OUTPUT] = "outputs/train/render"
-    backbone: BackboneCfg = BackboneCfg()
-    head: HeadCfg = HeadCfg()
-    epochs: PositiveInt = 20
-    batch_size: PositiveInt = 128
-    lr: Annotated[float, Field(gt=0)] = 0.1
-    momentum: Prob = 0.9
-    weight_decay: NonNegFloat = 5e-4
-    schedule: Literal["cosine", "step"] = "cosine"
-    milestones: list[PositiveInt] = [10, 16]  # epochs, for the step schedule
-    gamma: Prob = 0.1
-    warmup_epochs: NonNegFloat = 1.0
-    grad_clip: NonNegFloat = 5.0  # 0 disables
-    amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16/AMX), else off
-    channels_last: Annotated[bool, RUNTIME] = True  # NHWC activations and weights in the step (CPU oneDNN and CUDA tensor cores are faster)
-    num_workers: Annotated[int, Field(ge=0), RUNTIME] = 0
-    preload_max_mb: Annotated[int, Field(ge=0), RUNTIME] = 2048  # decode the dataset once into RAM below this size
-    flip_prob: Prob = 0.5
-    augment: AugmentCfg = AugmentCfg()
-    min_images_per_identity: PositiveInt = 2
-    non_rgb: Annotated[Literal["convert", "reject"], RUNTIME] = "convert"  # greyscale/palette/RGBA images: convert (counted) or refuse
-    verify_data: Annotated[bool, RUNTIME] = True  # check every image's hash and colour mode before training (once per dataset version)
-    log_every: Annotated[PositiveInt, RUNTIME] = 20
-    export_onnx: Annotated[bool, RUNTIME] = True
-    threads: Annotated[int, Field(ge=0), RUNTIME] = 0  # torch CPU threads; 0 = torch default
-    metrics: Annotated[str | None, OUTPUT] = None  # DVC metrics file (reproducible numbers only); None: <out>/metrics.json
-    recipe: Annotated[str | None, RUNTIME] = None  # recipe name (registry alias, leaderboard); None: the dataset folder's name
-    registered_model: Annotated[str | None, RUNTIME] = "facefoundry-fr"  # MLflow Model Registry name; None: do not register
-    init: Annotated[str | None, INPUT] = None  # start from these backbone weights: a model folder, an arcface_torch backbone.pth or an
-    # .onnx that kept IResNet names; the head starts fresh (other classes); None: random initialisation
-    init_arch: str | None = None  # arch of a .pth/.onnx init: r18 | r34 | r50 | r100 | r200; None: read from its keys
-    domain_mixup: DomainMixupCfg = DomainMixupCfg()
-
-
-class EvaluateCfg(Strict):
-    model: Annotated[str, INPUT, WIRED] = "outputs/train/render/model"  # a model folder, an arcface_torch backbone.pth (+ arch) or an insightface .onnx
-    arch: str | None = None  # arch of a .pth model: r18 | r34 | r50 | r100 | r200; None: read from its keys
-    benchmarks: Annotated[dict[str, str], INPUT] = {"twins": "outputs/benchmarks/twins.bin"}
-    out: Annotated[str, OUTPUT] = "outputs/eval"
-    batch_size: Annotated[PositiveInt, RUNTIME] = 256
-    nfolds: Annotated[int, Field(ge=2)] = 10
-    distance: Literal["euclidean", "cosine"] = "euclidean"
-    flip: bool = True
-    far_targets: list[Annotated[float, Field(gt=0, lt=1)]] = [1e-1, 1e-2, 1e-3, 1e-4]
-    resize: bool = True  # benchmark crops of another side are resized to the model's (warned); false: refuse
-
-    @field_validator("benchmarks", mode="before")
-    @classmethod
-    def _drop_nulls(cls, value: Any) -> Any:
-        """``--set evaluate.benchmarks.twins=null`` removes a benchmark (e.g. to score only your own)."""
-        return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
-
-
-class IdentityCfg(Strict):
-    """Identity encoders (``facefoundry.identity``): a registered name (dlib) or a local path."""
-
-    encoder: str = "dlib"  # the identity space generators sample from and train against
-    judges: list[str] = ["dlib"]  # encoders that score every validated dataset ([] = none)
-    judge_max_images: PositiveInt = 2000  # images per dataset a judge embeds (identity-balanced sample)
-    batch_size: Annotated[PositiveInt, RUNTIME] = 64
-
-
-class LeakageCfg(Strict):
-    """Generated faces must not be real people: identities whose centre is too close to any image of a
-    reference set (benchmarks, the generator's real training photos) are listed, gated and droppable."""
-
-    references: Annotated[list[str], INPUT] = []  # verification .bin files or dataset folders whose people must not reappear
-    training_photos: bool = True  # also the generator's training photos, when its manifest records them
-    threshold: Annotated[float, Field(ge=-1, le=1)] = 0.75  # cosine (judge, centred) centre ↔ any reference image
-    max_reference_images: PositiveInt = 3000  # per reference (a random sample beyond it)
-    drop: bool = False  # fuse drops the leaked identities of every source
-    drop_margin: Annotated[float, Field(ge=0, le=1)] = 0.05  # fuse drops from threshold − margin: the gate,
-    # re-measured on the fused set (centred by its own mean, other images sampled), must not find new ones
-
-
-class GatesCfg(Strict):
-    """Great Expectations thresholds (``validate``): a failing expectation stops the stage. None = not checked."""
-
-    enabled: bool = True
-    min_images_per_identity: PositiveInt = 2
-    min_identities: PositiveInt = 2
-    image_size: bool = True  # every image is base.image_size square
-    max_duplicate_images: Annotated[int, Field(ge=0)] | None = 0  # exact (sha256) copies
-    max_near_duplicate_images: Annotated[int, Field(ge=0)] | None = None  # perceptual-hash copies
-    max_mislabelled_fraction: Prob | None = None  # images nearer another identity's centre than their own
-    max_mislabelled_identities: Annotated[int, Field(ge=0)] | None = None  # identities with a split class
-    min_intra_mean: float | None = None  # judge cosine (centred) of same-identity pairs ≥ this
-    max_inter_mean: float | None = None  # and of different-identity pairs ≤ this
-    min_separability: Prob | None = None  # share of identities separable (Vec2Face's measure) ≥ this
-    max_leaked_identities: Annotated[int, Field(ge=0)] | None = 0
-
-
-class QualityCfg(Strict):
-    """Data metrics of a dataset (``facefoundry.quality``), computed once per dataset version, and its gates."""
-
-    judge: str = "dlib"  # the encoder whose space the identity metrics use (identity.judges add histograms)
-    centred: bool = True  # identity metrics on unit(v − dataset mean): dlib's different faces sit at cosine ≈ 0.9
-    images_per_identity: Annotated[int, Field(ge=2)] = 6  # images of every identity the judge embeds
-    separability_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.4  # Vec2Face: max cos to any other < this
-    mislabel_margin: float = 0.0  # an image is mislabelled when cos(other centre) − cos(own) > this
-    mislabel_min_share: Prob = 0.25  # an identity is split when this share of its images is mislabelled
-    near_duplicate_bits: Annotated[int, Field(ge=0, le=64)] = 2  # 64-bit DCT hash: Hamming distance ≤ this
-    reference: Annotated[str | None, INPUT] = None  # dataset folder or .bin: Fréchet distance, kernel MMD, density, coverage, JS
-    reference_max_images: PositiveInt = 2000
-    feature_encoder: str | None = None  # features of those; None: the judge
-    nearest_k: PositiveInt = 5  # density and coverage (Naeem et al. 2020)
-    js_bins: PositiveInt = 50
-    leakage: LeakageCfg = LeakageCfg()
-    gates: GatesCfg = GatesCfg()
-
-
-class FuseSourceCfg(Strict):
-    """One dataset of a fusion: all its identities (neither set), a count, or a share of fuse.identities."""
-
-    path: Annotated[str, INPUT]
-    identities: PositiveInt | None = None  # take this many identities
-    share: Annotated[float, Field(gt=0, le=1)] | None = None  # or this share of fuse.identities
-
-
-class FuseCfg(Strict):
-    """``facefoundry fuse`` (the Dataset Fusion seed): datasets of different generators as one."""
-
-    sources: dict[str, FuseSourceCfg] = {}  # name → source; the name is recorded per image
-    identities: PositiveInt | None = None  # total identities (with shares); None: the sum of the counts
-    strategy: Literal["uniform", "intra_variance"] = "uniform"  # which identities of a source are taken
-    overlap_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.65  # cross-source centres (judge, centred) ≥ this
-    overlap: Literal["drop", "merge", "keep"] = "drop"  # drop the later source's copy, merge labels, or keep
-    out: Annotated[str, OUTPUT] = "outputs/datasets/fused"  # images are linked or copied byte for byte: their hashes survive
-
-    @field_validator("sources", mode="before")
-    @classmethod
-    def _drop_nulls(cls, value: Any) -> Any:
-        """``--set fuse.sources.vec2face=null`` removes a source (e.g. to fuse one dataset alone)."""
-        return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
-
-    @model_validator(mode="after")
-    def _counts(self) -> "FuseCfg":
-        for name, src in self.sources.items():
-            if src.identities is not None and src.share is not None:
-                raise ValueError(f"fuse.sources.{name}: give identities or share, not both")
-            if src.share is not None and self.identities is None:
-                raise ValueError(f"fuse.sources.{name}: a share needs fuse.identities (the fused total)")
-        return self
 
 
 class Vec2FaceCfg(Strict):
@@ -729,42 +430,6 @@ class AlignCfg(Strict):
     labels: Literal["auto", "folders", "none"] = "auto"  # folders: one identity per subfolder; none: one per photo
 
 
-class ReportCfg(Strict):
-    out: Annotated[str, OUTPUT] = "outputs/report"  # the pipeline's leaderboard (stage report; a DVC output)
-    metrics: Annotated[str, INPUT] = "metrics"  # per-recipe metrics the report ranks: <metrics>/<recipe>/{validate,train,eval/metrics}.json
-    leaderboard_out: Annotated[str, OUTPUT] = "outputs/leaderboard"  # `facefoundry leaderboard` (every run in MLflow)
-    top: Annotated[PositiveInt, RUNTIME] = 20
-    benchmark: str | None = None  # rank on this benchmark; None: the mean over benchmarks every row has
-    include_adhoc: bool = False  # `facefoundry leaderboard`: also rank runs started outside a pipeline
-
-
-class GateCfg(Strict):
-    """Quality gate of ``facefoundry promote``: the winning run's data must pass every threshold set here.
-
-    Thresholds read the training run's ``data/*`` metrics (and its dataset's validate run: duplicates,
-    judges). All off (None) by default; a threshold whose metric was never measured fails.
-    """
-
-    enabled: bool = False  # require the gate (``promote --gate`` / ``--no-gate`` override it)
-    min_identities: PositiveInt | None = None  # data/identities ≥ this
-    min_images: PositiveInt | None = None  # data/images ≥ this
-    max_duplicate_images: Annotated[int, Field(ge=0)] | None = None  # data/duplicate_images ≤ this (validate)
-    min_judge_gap: float | None = None  # every judge's intra_mean − inter_mean ≥ this (validate's judge_<name>_*)
-    max_tau: Annotated[float, Field(ge=-1, le=1)] | None = None  # generators trained on real photos: the leakage
-    # filter must be on (avoid_training) with τ ≤ this (data.<generator>.tau)
-    min_accuracy: dict[str, Prob] = {}  # benchmark → minimum accuracy of the run, e.g. {real: 0.6}
-
-
-class PromoteCfg(Strict):
-    """``facefoundry promote``: the best run's FR model becomes ``models:/<name>@champion``."""
-
-    metric: str = "average"  # what "best" means: average | <benchmark> | data/<name> (as `facefoundry leaderboard`)
-    registered_model: Annotated[str | None, RUNTIME] = None  # Model Registry name; None: train.registered_model
-    out: Annotated[str, OUTPUT] = "experiments/promoted.yaml"  # the winning recipe (deep-merge it on params.yaml to reproduce)
-    card: Annotated[str, OUTPUT] = "experiments/promoted_card.md"  # the dataset card written beside it
-    gate: GateCfg = GateCfg()
-
-
 class Config(Strict):
     _sources: str = PrivateAttr(default="in-memory config")  # what load_config read (recorded by every run)
     base: BaseCfg = BaseCfg()
@@ -784,108 +449,3 @@ class Config(Strict):
     vec2face: Vec2FaceCfg = Vec2FaceCfg()
     idsync: IDSyncCfg = IDSyncCfg()
     synlfw: SynLFWCfg = SynLFWCfg()
-
-
-def deep_merge(base: dict, override: dict) -> dict:
-    """Recursively merge ``override`` into a copy of ``base`` (override wins, dicts merge)."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def parse_set(expr: str) -> dict:
-    """Turn ``train.lr=0.05`` into ``{"train": {"lr": 0.05}}`` (value parsed as YAML)."""
-    if "=" not in expr:
-        raise FaceFoundryError(f"--set {expr!r}: expected KEY=VALUE, e.g. train.lr=0.05")
-    key, raw = expr.split("=", 1)
-    parts = [p for p in key.strip().split(".") if p]
-    if not parts:
-        raise FaceFoundryError(f"--set {expr!r}: empty key")
-    value: Any = yaml.safe_load(raw) if raw.strip() else ""
-    for part in reversed(parts):
-        value = {part: value}
-    return value
-
-
-def _read_yaml(path: Path) -> dict:
-    if not path.is_file():
-        raise FaceFoundryError(f"{path}: config file does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line, always
-        raise FaceFoundryError(f"{path}: invalid YAML{where}: {problem}") from None
-    if not isinstance(data, dict):
-        raise FaceFoundryError(f"{path}: top level must be a mapping of sections")
-    return data
-
-
-def format_validation_error(source: str, err: ValidationError) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"] if not str(x).startswith("function-"))
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        got = e.get("input")
-        if e["type"] not in ("extra_forbidden", "missing") and not isinstance(got, (dict, list)):
-            msg += f" (got {got!r})"
-        parts.append(f"{loc}: {msg}")
-    return f"{source}: " + "; ".join(parts)
-
-
-def load_config(
-    params: str | Path = "params.yaml",
-    experiments: list[str | Path] | None = None,
-    sets: list[str] | None = None,
-    required: bool = True,
-) -> Config:
-    """Load ``params`` then deep-merge each experiment file and each ``--set`` in order.
-
-    A named file that does not exist is an error; only with ``required=False`` (no file was asked
-    for) does a missing ``params`` fall back to the built-in defaults. ``config_sources(cfg)``
-    says what was read.
-    """
-    params = Path(params)
-    if params.exists() or required:
-        raw = _read_yaml(params)
-        sources = [str(params)]
-    else:
-        raw, sources = {}, ["built-in defaults"]
-    for exp in experiments or []:
-        raw = deep_merge(raw, _read_yaml(Path(exp)))
-        sources.append(str(exp))
-    for expr in sets or []:
-        if expr.strip():  # MLproject passes an empty --set when no override is given
-            raw = deep_merge(raw, parse_set(expr))
-    if sets:
-        sources.append("--set")
-    try:
-        cfg = Config.model_validate(raw)
-    except ValidationError as err:
-        raise FaceFoundryError(format_validation_error(" + ".join(sources), err)) from None
-    cfg._sources = " + ".join(sources)
-    return cfg
-
-
-def config_sources(cfg: Config) -> str:
-    """What ``cfg`` was read from, e.g. ``params.yaml + experiments/x.yaml + --set``."""
-    return cfg._sources
-
-
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}} -> {"a.b": 1}``: the shape MLflow params and DVC ``-S`` use."""
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out

@@ -1,0 +1,248 @@
+"""The sweep spec's schema and the checked sweep: what a spec file may say, and what every trial receives.
+
+:mod:`facefoundry.sweep.spec` loads a spec file into these models and checks it against the
+configuration schema; the driver and every Ray trial then read the plain :class:`Sweep`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from facefoundry.config import Config, Strict
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Number = int | float
+
+_PRIMITIVE = (type(None), bool, int, float, str)
+
+
+class Dim(Strict):
+    """One dimension of the search space."""
+
+    type: Literal["uniform", "loguniform", "int", "randint", "choice", "grid"]
+    low: Number | None = None
+    high: Number | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Dim:
+        if self.type in ("choice", "grid"):
+            if self.low is not None or self.high is not None:
+                raise ValueError(f"a {self.type} takes values: [...], not low/high")
+            if not self.values:
+                raise ValueError(f"empty {self.type}: values needs at least one value")
+            return self
+        if self.values is not None:
+            raise ValueError(f"a {self.type} range takes low and high, not values")
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} range needs low and high")
+        if self.type in ("int", "randint"):
+            if not (isinstance(self.low, int) and isinstance(self.high, int)):
+                raise ValueError(f"an int range needs integer low and high (got {self.low!r}, {self.high!r})")
+            if self.low > self.high:
+                raise ValueError(f"empty range: low {self.low} > high {self.high}")
+        elif not self.low < self.high:
+            raise ValueError(f"empty range: low {self.low} must be below high {self.high}")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"a loguniform range needs low > 0 (got {self.low})")
+        return self
+
+    @property
+    def encoded(self) -> bool:
+        """Choices that are not plain scalars (lists, mappings) travel as JSON strings (Optuna needs scalars)."""
+        return self.values is not None and not all(isinstance(v, _PRIMITIVE) for v in self.values)
+
+    def candidates(self) -> list[Any]:
+        """Values that must each give a valid config: every choice, or the ends and an inner point."""
+        if self.values is not None:
+            return list(self.values)
+        if self.type in ("int", "randint"):
+            return [self.low, self.high]
+        inner = math.exp(math.log(self.low) + 0.37 * (math.log(self.high) - math.log(self.low))) \
+            if self.type == "loguniform" else self.low + 0.37 * (self.high - self.low)
+        return [self.low, self.high, inner]
+
+    def extremes(self) -> list[Any]:
+        return list(self.values) if self.values is not None else [self.low, self.high]
+
+
+class Objective(Strict):
+    metric: str = "accuracy"  # accuracy (mean over benchmarks) | data/<name>
+    benchmarks: list[str] = ["twins"]  # for accuracy: names in evaluate.benchmarks (synthetic ones)
+    mode: Literal["max", "min"] = "max"
+    allow_real: bool = False  # let a real (evaluation-only) benchmark drive the sweep: off on purpose
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if v != "accuracy" and not (v.startswith("data/") and len(v) > 5):
+            raise ValueError(f"objective metric is 'accuracy' or 'data/<name>', got {v!r}")
+        return v
+
+
+class Validation(Strict):
+    """The accuracy each trial reports after every epoch (ASHA stops trials on it)."""
+
+    benchmark: str = "twins"  # a name in evaluate.benchmarks
+    pairs: Annotated[int, Field(ge=0)] = 300  # score the first N pairs each epoch (0: all); enough to rank trials
+    flip: bool | None = False  # mirrored images too (None: as evaluate.flip); off halves the cost
+
+
+class Budget(Strict):
+    trials: PositiveInt | None = None  # default: the grid's size (a spec without grid must set it)
+    max_concurrent: PositiveInt = 2
+
+
+class Asha(Strict):
+    enabled: bool = True
+    grace_period: PositiveInt = 1  # epochs every trial gets before it can be stopped
+    max_t: PositiveInt | None = None  # None: the most epochs any trial trains (train.epochs)
+    reduction_factor: Annotated[float, Field(gt=1)] = 2.0
+
+
+class Resources(Strict):
+    cpu: Annotated[float, Field(gt=0)] = 1.0  # torch threads of the trial = max(1, int(cpu))
+    gpu: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"  # auto: 1 when the Ray cluster has GPUs
+
+
+class Failure(Strict):
+    max_failures: Annotated[int, Field(ge=-1)] = 1  # retries of a failing trial (-1: forever)
+
+
+class Search(Strict):
+    startup_trials: PositiveInt | None = None  # TPE's random start; None: min(10, max(2, trials // 2))
+
+
+class InjectFailure(Strict):
+    """For tests and drills: make matching trials raise (so failure handling can be watched)."""
+
+    match: dict[str, Any] = {}  # raise when the trial's params contain all of these
+    trials: list[Annotated[int, Field(ge=0)]] = []  # … or for these trial numbers (0 = the first created)
+    attempts: PositiveInt | None = None  # fail only the first N attempts (then it succeeds); None: every one
+
+    @model_validator(mode="after")
+    def _some(self) -> InjectFailure:
+        if not self.match and not self.trials:
+            raise ValueError("inject_failure needs match: {key: value} or trials: [numbers]")
+        return self
+
+
+class SweepSpec(Strict):
+    name: str | None = None
+    description: str = ""
+    params: str = "params.yaml"
+    experiments: list[str] = []
+    base: dict[str, Any] = {}
+    space: dict[str, Dim]
+    objective: Objective = Objective()
+    validation: Validation = Validation()
+    budget: Budget = Budget()
+    asha: Asha = Asha()
+    resources: Resources = Resources()
+    failure: Failure = Failure()
+    search: Search = Search()
+    seed: int = 0
+    realism: bool = False  # translate each trial's dataset with the realism stage before training
+    address: str | None = None
+    out: str | None = None  # default outputs/sweeps/<name>
+    inject_failure: InjectFailure | None = None
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _shorthand(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: ({"type": "choice", "values": d} if isinstance(d, list) else d) for k, d in v.items()}
+        return v
+
+    @field_validator("space")
+    @classmethod
+    def _nonempty(cls, v: dict) -> dict:
+        if not v:
+            raise ValueError("the search space is empty: add at least one dimension")
+        return v
+
+
+@dataclass
+class Sweep:
+    """A checked spec: what ``run`` and every trial need (plain data, so it travels to Ray workers)."""
+
+    spec: SweepSpec
+    path: str
+    name: str
+    base_raw: dict  # params + experiments + base + --set, validated
+    out: Path
+
+    @property
+    def dims(self) -> dict[str, Dim]:
+        return self.spec.space
+
+    @property
+    def grid_size(self) -> int:
+        return math.prod(len(d.values) for d in self.dims.values() if d.type == "grid")
+
+    @property
+    def has_grid(self) -> bool:
+        return any(d.type == "grid" for d in self.dims.values())
+
+    @property
+    def trials(self) -> int:
+        return self.spec.budget.trials or self.grid_size
+
+    @property
+    def base_config(self) -> Config:
+        return Config.model_validate(self.base_raw)
+
+    def digest(self) -> str:
+        """What the sweep is (space, objective, recipe): a resumed sweep must match it."""
+        blob = json.dumps({"spec": self.spec.model_dump(mode="json", exclude={"address", "out", "description"}),
+                           "base": self.base_raw}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def param_space(self) -> dict[str, Any]:
+        """Ray Tune search space, one entry per dimension (keys are the dotted params.yaml keys)."""
+        from ray import tune
+
+        space: dict[str, Any] = {}
+        for key, d in self.dims.items():
+            vals = [json.dumps(v) for v in d.values] if d.encoded else d.values
+            if d.type == "uniform":
+                space[key] = tune.uniform(d.low, d.high)
+            elif d.type == "loguniform":
+                space[key] = tune.loguniform(d.low, d.high)
+            elif d.type in ("int", "randint"):
+                space[key] = tune.randint(d.low, d.high + 1)  # Ray's upper bound is exclusive
+            elif d.type == "choice":
+                space[key] = tune.choice(vals)
+            else:
+                space[key] = tune.grid_search(vals)
+        return space
+
+    def decode(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Trial params as Ray/Optuna hand them over → plain params.yaml values."""
+        out = {}
+        for key, value in params.items():
+            if key not in self.dims:
+                continue
+            value = value.item() if hasattr(value, "item") else value  # numpy scalars
+            out[key] = json.loads(value) if self.dims[key].encoded and isinstance(value, str) else value
+        return out
+
+
+def trial_sets(params: dict[str, Any]) -> list[str]:
+    """A trial's params as ``--set`` expressions: ``{"train.lr": 0.05}`` → ``["train.lr=0.05"]``.
+
+    The values are JSON, which ``--set`` reads as YAML, so a trial's config is exactly what the same
+    ``facefoundry --set ...`` command line would give.
+    """
+    out = []
+    for key, value in params.items():
+        value = value.item() if hasattr(value, "item") else value
+        out.append(f"{key}={json.dumps(value)}")
+    return out

@@ -1,0 +1,41 @@
+"""MLflow itself, imported lazily and quietly, and the two facts about this process every run records:
+whether an MLflow run is open, and the git commit of the code. The lowest module of the package: the
+others import from it, it imports none of them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def run_active() -> bool:
+    """An MLflow run is open in this process (without importing mlflow when nothing has)."""
+    mlflow = sys.modules.get("mlflow")
+    return mlflow is not None and mlflow.active_run() is not None
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _mlflow():  # noqa: ANN202 - imported lazily: mlflow takes seconds to import
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import logging
+
+    import mlflow
+
+    if not os.environ.get("FACEFOUNDRY_MLFLOW_INFO"):  # "creating tables…" notes would bury the stage's own lines
+        for name in ("mlflow", "alembic"):
+            if logging.getLogger(name).level in (logging.NOTSET, logging.INFO):
+                logging.getLogger(name).setLevel(logging.WARNING)
+        # a Ctrl-C that lands inside a store query makes SQLAlchemy log "Error closing cursor" with a traceback
+        # before the interrupt reaches the CLI, which then says what was kept in one line: the log is noise
+        logging.getLogger("sqlalchemy").setLevel(logging.CRITICAL)
+
+    return mlflow

@@ -13,17 +13,21 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict:
-    return {"cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
-            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    return {
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
-def timed(fn, *args, **kw) -> tuple[float, object]:  # noqa: ANN001
+def timed(fn, *args, **kw) -> tuple[float, object]:
     t0 = time.perf_counter()
     out = fn(*args, **kw)
     return time.perf_counter() - t0, out
 
 
-def best_of(fn, repeats: int) -> float:  # noqa: ANN001
+def best_of(fn, repeats: int) -> float:
     """Fastest of ``repeats`` timed calls after one warm-up call, seconds."""
     fn()
     times = []

@@ -80,7 +80,7 @@ def port_raw(enc: DlibEncoder, images: np.ndarray, *, chip: bool) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for s in range(0, len(images), BATCH):
-            x = to_unit_float(images[s:s + BATCH])
+            x = to_unit_float(images[s : s + BATCH])
             out.append(enc.descriptor(x * 255.0 if chip else enc.to_chip(x)).double())
     return torch.cat(out).numpy()
 
@@ -89,9 +89,15 @@ def compare(ref: np.ndarray, other: np.ndarray) -> dict:
     """Euclidean distance and cosine between matching rows of two raw-descriptor arrays."""
     d = np.linalg.norm(ref - other, axis=1)
     cos = (ref * other).sum(1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(other, axis=1))
-    return {"euclid_median": float(np.median(d)), "euclid_p95": float(np.percentile(d, 95)),
-            "euclid_max": float(d.max()), "over_same_person_threshold": int((d > SAME_PERSON).sum()),
-            "cos_median": float(np.median(cos)), "cos_p5": float(np.percentile(cos, 5)), "cos_min": float(cos.min())}
+    return {
+        "euclid_median": float(np.median(d)),
+        "euclid_p95": float(np.percentile(d, 95)),
+        "euclid_max": float(d.max()),
+        "over_same_person_threshold": int((d > SAME_PERSON).sum()),
+        "cos_median": float(np.median(cos)),
+        "cos_p5": float(np.percentile(cos, 5)),
+        "cos_min": float(cos.min()),
+    }
 
 
 def main() -> None:
@@ -118,7 +124,9 @@ def main() -> None:
     both = [i for i in range(len(images)) if dets[i] is not None and ref[i] is not None]
     enc = load_encoder("dlib")
     ref_both = np.stack([ref[i] for i in both])
-    rows = {"port on dlib-bin's own chip (numerical floor)": port_raw(enc, np.stack([chips[i] for i in both]), chip=True)}
+    rows = {
+        "port on dlib-bin's own chip (numerical floor)": port_raw(enc, np.stack([chips[i] for i in both]), chip=True)
+    }
     for size, aligner in aligners.items():
         crops = np.stack([a.crop for a in aligner.warp([images[i] for i in both], [dets[i] for i in both])])
         raw = port_raw(enc, crops, chip=False)
@@ -129,29 +137,42 @@ def main() -> None:
 
     between = np.linalg.norm(ref_both[:, None] - ref_both[None], axis=-1)[np.triu_indices(len(both), 1)]
     source = np.array([paths[i].parent.name for i in both])
-    result = {"photos": len(paths), "data": str(args.data), "torch_threads": torch.get_num_threads(),
-              "both_found": len(both),
-              "dlib_bin_missed": sum(r is None for r in ref), "facefoundry_missed": sum(d is None for d in dets),
-              "missed_by_either": len(paths) - len(both),
-              "photos_by_folder": {f: int((source == f).sum()) for f in sorted(set(source))},
-              "dlib_descriptor_norm_median": float(np.median(np.linalg.norm(ref_both, axis=1))),
-              # scale: dlib-bin's distance between two different photos of the set (nearly all different people)
-              "dlib_bin_between_photos": {"median": float(np.median(between)), "p1": float(np.percentile(between, 1))},
-              "seconds": {"dlib_bin": round(t_dlib, 1), "facefoundry": round(t_ff, 1)},
-              "rows": {name: {"all": compare(ref_both, raw),
-                              **{f: compare(ref_both[source == f], raw[source == f]) for f in sorted(set(source))}}
-                       for name, raw in rows.items()}}
+    result = {
+        "photos": len(paths),
+        "data": str(args.data),
+        "torch_threads": torch.get_num_threads(),
+        "both_found": len(both),
+        "dlib_bin_missed": sum(r is None for r in ref),
+        "facefoundry_missed": sum(d is None for d in dets),
+        "missed_by_either": len(paths) - len(both),
+        "photos_by_folder": {f: int((source == f).sum()) for f in sorted(set(source))},
+        "dlib_descriptor_norm_median": float(np.median(np.linalg.norm(ref_both, axis=1))),
+        # scale: dlib-bin's distance between two different photos of the set (nearly all different people)
+        "dlib_bin_between_photos": {"median": float(np.median(between)), "p1": float(np.percentile(between, 1))},
+        "seconds": {"dlib_bin": round(t_dlib, 1), "facefoundry": round(t_ff, 1)},
+        "rows": {
+            name: {
+                "all": compare(ref_both, raw),
+                **{f: compare(ref_both[source == f], raw[source == f]) for f in sorted(set(source))},
+            }
+            for name, raw in rows.items()
+        },
+    }
     save("encoder_geometry", result)
 
-    print(f"\n{len(both)} of {len(paths)} photos, a face found by both ({result['dlib_bin_missed']} missed by "
-          f"dlib-bin, {result['facefoundry_missed']} by FaceAligner); dlib same-person threshold {SAME_PERSON}; "
-          f"dlib-bin between different photos: median {np.median(between):.3g}\n")
+    print(
+        f"\n{len(both)} of {len(paths)} photos, a face found by both ({result['dlib_bin_missed']} missed by "
+        f"dlib-bin, {result['facefoundry_missed']} by FaceAligner); dlib same-person threshold {SAME_PERSON}; "
+        f"dlib-bin between different photos: median {np.median(between):.3g}\n"
+    )
     print("| against dlib-bin's descriptor | Euclidean median | p95 | max | > 0.6 | cosine median | p5 | min |")
     print("|---|---|---|---|---|---|---|---|")
     for name, r in result["rows"].items():
         a = r["all"]
-        print(f"| {name} | {a['euclid_median']:.3g} | {a['euclid_p95']:.3g} | {a['euclid_max']:.3g} "
-              f"| {a['over_same_person_threshold']} | {a['cos_median']:.4f} | {a['cos_p5']:.4f} | {a['cos_min']:.4f} |")
+        print(
+            f"| {name} | {a['euclid_median']:.3g} | {a['euclid_p95']:.3g} | {a['euclid_max']:.3g} "
+            f"| {a['over_same_person_threshold']} | {a['cos_median']:.4f} | {a['cos_p5']:.4f} | {a['cos_min']:.4f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import save  # noqa: E402
-from facefoundry.identity.encoders import DlibEncoder  # noqa: E402
+from benchmarks._common import save
+from facefoundry.identity.encoders import DlibEncoder
 
 BATCH = 64
 
 
-def rate(fn, n: int, repeats: int = 3) -> float:  # noqa: ANN001
+def rate(fn, n: int, repeats: int = 3) -> float:
     fn(0)  # warm-up
     best = float("inf")
     for _ in range(repeats):
@@ -48,18 +48,23 @@ def main(n: int = 256) -> None:
 
     def port(s: int) -> None:
         with torch.inference_mode():
-            enc.descriptor(chips_t[s:s + BATCH])
+            enc.descriptor(chips_t[s : s + BATCH])
 
     def port_template(s: int) -> None:
         with torch.inference_mode():
-            enc(crops_t[s:s + BATCH])
+            enc(crops_t[s : s + BATCH])
 
     def dlib_bin(s: int) -> None:
-        rec.compute_face_descriptor([c for c in chips[s:s + BATCH]])
+        rec.compute_face_descriptor(list(chips[s : s + BATCH]))
 
-    result = {"images": n, "batch": BATCH, "torch_threads": torch.get_num_threads(),
-              "dlib_bin_img_per_s": rate(dlib_bin, n), "port_img_per_s": rate(port, n),
-              "port_template_crop_img_per_s": rate(port_template, n)}
+    result = {
+        "images": n,
+        "batch": BATCH,
+        "torch_threads": torch.get_num_threads(),
+        "dlib_bin_img_per_s": rate(dlib_bin, n),
+        "port_img_per_s": rate(port, n),
+        "port_template_crop_img_per_s": rate(port_template, n),
+    }
     result["port_over_dlib_bin"] = result["port_img_per_s"] / result["dlib_bin_img_per_s"]
     save("encoder_throughput", result)
 

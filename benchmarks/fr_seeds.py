@@ -38,14 +38,39 @@ def run_one(base: list[str], dataset: str, seed: int, out: Path, threads: int) -
     metrics = out / "eval" / "metrics.json"
     if metrics.is_file():
         return json.loads(metrics.read_text())
-    common = [*base, "--set", f"base.seed={seed}", "--set", f"train.dataset={dataset}",
-              "--set", f"train.out={out / 'train'}", "--set", "train.registered_model=null",
-              "--set", f"train.threads={threads}", "--set", f"train.recipe={out.parent.name}"]
+    common = [
+        *base,
+        "--set",
+        f"base.seed={seed}",
+        "--set",
+        f"train.dataset={dataset}",
+        "--set",
+        f"train.out={out / 'train'}",
+        "--set",
+        "train.registered_model=null",
+        "--set",
+        f"train.threads={threads}",
+        "--set",
+        f"train.recipe={out.parent.name}",
+    ]
     if not (out / "train" / "model").is_dir():
         subprocess.run([*common, "train"], cwd=ROOT, check=True)
-    subprocess.run([*common, "--set", f"evaluate.model={out / 'train' / 'model'}",
-                    "--set", f"evaluate.out={out / 'eval'}", "--set", f"evaluate.benchmarks.real={REAL}",
-                    "--set", f"evaluate.benchmarks.twins={TWINS}", "evaluate"], cwd=ROOT, check=True)
+    subprocess.run(
+        [
+            *common,
+            "--set",
+            f"evaluate.model={out / 'train' / 'model'}",
+            "--set",
+            f"evaluate.out={out / 'eval'}",
+            "--set",
+            f"evaluate.benchmarks.real={REAL}",
+            "--set",
+            f"evaluate.benchmarks.twins={TWINS}",
+            "evaluate",
+        ],
+        cwd=ROOT,
+        check=True,
+    )
     return json.loads(metrics.read_text())
 
 
@@ -55,8 +80,12 @@ def spread(values: list[float]) -> tuple[float, float]:
 
 def summarise(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
     """Per dataset: the per-seed real accuracies and mean/std of every headline metric."""
-    keys = {"accuracy": "real_accuracy", "auc": "real_auc", "tar_at_far_1e-02": "real_tar_at_far_1e-02",
-            "twins_accuracy": "twins_accuracy"}
+    keys = {
+        "accuracy": "real_accuracy",
+        "auc": "real_auc",
+        "tar_at_far_1e-02": "real_tar_at_far_1e-02",
+        "twins_accuracy": "twins_accuracy",
+    }
     out = {}
     for name, by_seed in runs.items():
         row = {"seeds": list(by_seed), "real_accuracy_per_seed": [m["real_accuracy"] for m in by_seed.values()]}
@@ -70,20 +99,29 @@ def summarise(runs: dict[str, dict[int, dict]]) -> dict[str, dict]:
 
 def table(summary: dict[str, dict]) -> str:
     seeds = " / ".join(str(s) for s in next(iter(summary.values()))["seeds"]) if summary else ""
-    lines = [f"| dataset | real accuracy, seeds {seeds} | mean ± std over seeds | AUC | TAR@FAR=0.01 | twins |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"| dataset | real accuracy, seeds {seeds} | mean ± std over seeds | AUC | TAR@FAR=0.01 | twins |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, r in summary.items():
         per = " / ".join(f"{a * 100:.2f}" for a in r["real_accuracy_per_seed"])
-        lines.append(f"| {name} | {per} | {r['accuracy_mean'] * 100:.2f} ± {r['accuracy_std'] * 100:.2f} % | "
-                     f"{r['auc_mean']:.3f} | {r['tar_at_far_1e-02_mean']:.3f} | "
-                     f"{r.get('twins_accuracy_mean', float('nan')) * 100:.1f} % |")
+        lines.append(
+            f"| {name} | {per} | {r['accuracy_mean'] * 100:.2f} ± {r['accuracy_std'] * 100:.2f} % | "
+            f"{r['auc_mean']:.3f} | {r['tar_at_far_1e-02_mean']:.3f} | "
+            f"{r.get('twins_accuracy_mean', float('nan')) * 100:.1f} % |"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--dataset", action="append", required=True, metavar="NAME=PATH",
-                    help="a dataset (manifest folder) to train on; repeatable")
+    ap.add_argument(
+        "--dataset",
+        action="append",
+        required=True,
+        metavar="NAME=PATH",
+        help="a dataset (manifest folder) to train on; repeatable",
+    )
     ap.add_argument("-p", "--params", default=None, help="base parameter file (facefoundry's default otherwise)")
     ap.add_argument("-e", "--experiment", action="append", default=[], help="FR recipe overlay(s), as facefoundry -e")
     ap.add_argument("--seeds", type=int, nargs="+", default=[1234, 2, 3])
@@ -95,9 +133,13 @@ def main() -> None:
     datasets = {}
     for item in args.dataset:
         name, sep, path = item.partition("=")
-        problem = ("expected --dataset NAME=PATH" if not (sep and name and path)
-                   else None if (ROOT / path / "manifest.parquet").is_file()
-                   else "no manifest.parquet (not a dataset folder)")
+        problem = (
+            "expected --dataset NAME=PATH"
+            if not (sep and name and path)
+            else None
+            if (ROOT / path / "manifest.parquet").is_file()
+            else "no manifest.parquet (not a dataset folder)"
+        )
         if problem:
             print(f"{path or item}: {problem}", file=sys.stderr)
             sys.exit(2)
@@ -112,14 +154,22 @@ def main() -> None:
         for seed in args.seeds:
             try:
                 runs[name][seed] = run_one(base, path, seed, root / name / f"seed{seed}", args.threads)
-            except subprocess.CalledProcessError as e:  # facefoundry has printed its own line
+            except subprocess.CalledProcessError as e:  # noqa: PERF203 - per-run handler names dataset and seed
+                # facefoundry has printed its own line
                 print(f"{path}: seed {seed}: `facefoundry {e.cmd[-1]}` exited {e.returncode}", file=sys.stderr)
                 sys.exit(2)
     summary = summarise(runs)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "summary.json").write_text(json.dumps({"fr_recipe": {"params": args.params,
-                                                                         "experiments": args.experiment},
-                                                           "datasets": datasets, "results": summary}, indent=2))
+    (root / "summary.json").write_text(
+        json.dumps(
+            {
+                "fr_recipe": {"params": args.params, "experiments": args.experiment},
+                "datasets": datasets,
+                "results": summary,
+            },
+            indent=2,
+        )
+    )
     print(table(summary))
 
 

@@ -33,10 +33,17 @@ def synthetic_manifest(rows: int, identities: int, size: int) -> Manifest:
     from facefoundry.data.manifest import Manifest
 
     labels = [i % identities for i in range(rows)]
-    return Manifest(path=[f"images/{lab:06d}/{i:08d}.png" for i, lab in enumerate(labels)], label=labels,
-                    identity=[f"person_{lab}" for lab in labels], source=["bench"] * rows, params=["{}"] * rows,
-                    width=[size] * rows, height=[size] * rows, sha256=[f"{i:064x}" for i in range(rows)],
-                    meta={"num_classes": identities, "image_size": size})
+    return Manifest(
+        path=[f"images/{lab:06d}/{i:08d}.png" for i, lab in enumerate(labels)],
+        label=labels,
+        identity=[f"person_{lab}" for lab in labels],
+        source=["bench"] * rows,
+        params=["{}"] * rows,
+        width=[size] * rows,
+        height=[size] * rows,
+        sha256=[f"{i:064x}" for i in range(rows)],
+        meta={"num_classes": identities, "image_size": size},
+    )
 
 
 def main() -> None:
@@ -52,14 +59,32 @@ def main() -> None:
     t0 = time.perf_counter()
     from facefoundry.config import GatesCfg
     from facefoundry.quality.gates import manifest_frame, run_gates
+
     import_s = time.perf_counter() - t0
 
-    gates = GatesCfg(min_images_per_identity=2, min_identities=2, max_duplicate_images=0, max_near_duplicate_images=0,
-                     max_mislabelled_fraction=0.05, max_mislabelled_identities=0, min_intra_mean=0.3,
-                     max_inter_mean=0.2, min_separability=0.9, max_leaked_identities=0)
-    metrics = {"identities": args.identities, "duplicate_images": 0, "near_duplicate_images": 0,
-               "mislabelled_fraction": 0.01, "mislabelled_identities": 0, "intra_mean": 0.55, "inter_mean": 0.02,
-               "separability": 0.97, "leaked_identities": 0}
+    gates = GatesCfg(
+        min_images_per_identity=2,
+        min_identities=2,
+        max_duplicate_images=0,
+        max_near_duplicate_images=0,
+        max_mislabelled_fraction=0.05,
+        max_mislabelled_identities=0,
+        min_intra_mean=0.3,
+        max_inter_mean=0.2,
+        min_separability=0.9,
+        max_leaked_identities=0,
+    )
+    metrics = {
+        "identities": args.identities,
+        "duplicate_images": 0,
+        "near_duplicate_images": 0,
+        "mislabelled_fraction": 0.01,
+        "mislabelled_identities": 0,
+        "intra_mean": 0.55,
+        "inter_mean": 0.02,
+        "separability": 0.97,
+        "leaked_identities": 0,
+    }
     manifest = synthetic_manifest(args.rows, args.identities, args.size)
     res: dict = {"rows": args.rows, "identities": args.identities, "import_s": import_s}
     with tempfile.TemporaryDirectory() as tmp:
@@ -74,7 +99,7 @@ def main() -> None:
             res["expectations"] = out.statistics["evaluated_expectations"]
 
         bad = frame.copy()
-        wrong = bad.index[:: 100]
+        wrong = bad.index[::100]
         bad.loc[wrong, "width"] = args.size + 1
         bad.loc[bad.index[1:101], "sha256"] = bad["sha256"].iloc[0]
         t0 = time.perf_counter()

@@ -48,7 +48,9 @@ def main() -> None:
     base = load_config("params.yaml")
     for need in (base.idsync.dataset, base.idsync.classifier):
         if not Path(need).exists():
-            print(f"error: {need}: missing; run `dvc repro` first (the renders and the render FR model)", file=sys.stderr)
+            print(
+                f"error: {need}: missing; run `dvc repro` first (the renders and the render FR model)", file=sys.stderr
+            )
             raise SystemExit(2)
     import torch
 
@@ -60,12 +62,21 @@ def main() -> None:
     rows = []
     for lam in args.lambdas:
         tag = f"{lam:g}"
-        sets = [f"idsync.identity_weight={lam}", f"idsync.out={out}/lambda_{tag}", f"idsync.cache={out}/cache",
-                f"idsync.epochs={args.epochs}", f"idsync.threads={args.threads}",
-                "base.experiment=facefoundry-idsync-lambda", "generate.generator=idsync",
-                f"generate.out={out}/lambda_{tag}/dataset", f"generate.identities={args.identities}",
-                f"generate.images_per_identity={args.per}", f"generate.batch_size={args.identities * args.per // 4}",
-                f"generate.idsync.model={out}/lambda_{tag}/model", "generate.idsync.judge_images=0"]
+        sets = [
+            f"idsync.identity_weight={lam}",
+            f"idsync.out={out}/lambda_{tag}",
+            f"idsync.cache={out}/cache",
+            f"idsync.epochs={args.epochs}",
+            f"idsync.threads={args.threads}",
+            "base.experiment=facefoundry-idsync-lambda",
+            "generate.generator=idsync",
+            f"generate.out={out}/lambda_{tag}/dataset",
+            f"generate.identities={args.identities}",
+            f"generate.images_per_identity={args.per}",
+            f"generate.batch_size={args.identities * args.per // 4}",
+            f"generate.idsync.model={out}/lambda_{tag}/model",
+            "generate.idsync.judge_images=0",
+        ]
         cfg = load_config("params.yaml", sets=sets)
         t0 = time.perf_counter()
         try:
@@ -77,8 +88,12 @@ def main() -> None:
             raise SystemExit(2) from None
         src = open_source(cfg.generate.out)
         images = np.stack([src.load(i) for i in range(len(src))])
-        row = {"lambda": lam, "train_seconds": t1 - t0, "generate_seconds": time.perf_counter() - t1,
-               "conditioning_effect": effect(cfg)}
+        row = {
+            "lambda": lam,
+            "train_seconds": t1 - t0,
+            "generate_seconds": time.perf_counter() - t1,
+            "conditioning_effect": effect(cfg),
+        }
         for name, enc in judges.items():
             intra, inter = identity_similarities(enc.embed(images, batch_size=64), src.labels)
             row.update({f"{name}_{k}": v for k, v in consistency_metrics(intra, inter).items()})
@@ -88,10 +103,19 @@ def main() -> None:
     fig = figure(rows)
     RESULTS.mkdir(exist_ok=True)
     fig.savefig(RESULTS / "idsync_lambda.png", dpi=110, bbox_inches="tight")
-    result = {"recipe": {"dataset": base.idsync.dataset, "identity_loss": base.idsync.identity_loss,
-                         "epochs": args.epochs, "identities": args.identities, "images_per_identity": args.per,
-                         "seed": base.base.seed, "steps": base.generate.idsync.steps,
-                         "guidance": base.generate.idsync.guidance}, "rows": rows}
+    result = {
+        "recipe": {
+            "dataset": base.idsync.dataset,
+            "identity_loss": base.idsync.identity_loss,
+            "epochs": args.epochs,
+            "identities": args.identities,
+            "images_per_identity": args.per,
+            "seed": base.base.seed,
+            "steps": base.generate.idsync.steps,
+            "guidance": base.generate.idsync.guidance,
+        },
+        "rows": rows,
+    }
     save("idsync_lambda", result)
     from facefoundry.tracking import log_figure, log_metrics, stage_run
 
@@ -105,7 +129,7 @@ def main() -> None:
         mlflow.log_dict(result, "idsync_lambda.json")
 
 
-def effect(cfg) -> float:  # noqa: ANN001
+def effect(cfg) -> float:
     """Pixel spread across identities at one noise ÷ across noises at one identity (0: conditioning ignored)."""
     import torch
 
@@ -119,7 +143,7 @@ def effect(cfg) -> float:  # noqa: ANN001
     return conditioning_effect(model, torch.from_numpy(v), cfg.generate.idsync, cfg.base.seed)
 
 
-def figure(rows: list[dict]):  # noqa: ANN201
+def figure(rows: list[dict]):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,16 +152,21 @@ def figure(rows: list[dict]):  # noqa: ANN201
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     xs = np.arange(len(rows))
     labels = [f"λ = {r['lambda']:g}" + (" (Arc2Face)" if r["lambda"] == 0 else "") for r in rows]
-    for ax, judge, title in zip(axes, ("dlib", "classifier"),
-                                ("judge: dlib (not in the loss)", "judge: the CE classifier (the loss's)")):
+    for ax, judge, title in zip(
+        axes, ("dlib", "classifier"), ("judge: dlib (not in the loss)", "judge: the CE classifier (the loss's)")
+    ):
         for kind, colour in (("intra", "tab:blue"), ("inter", "tab:red")):
             m = [r[f"{judge}_{kind}_mean"] for r in rows]
             s = [r[f"{judge}_{kind}_std"] for r in rows]
-            ax.errorbar(xs, m, yerr=s, marker="o", capsize=4, color=colour,
-                        label=f"{kind}-class cosine (mean ± std)")
+            ax.errorbar(xs, m, yerr=s, marker="o", capsize=4, color=colour, label=f"{kind}-class cosine (mean ± std)")
         for x, r in zip(xs, rows):
-            ax.annotate(f"d′ {r[f'{judge}_d_prime']:.2f}", (x, r[f"{judge}_intra_mean"]), textcoords="offset points",
-                        xytext=(6, 6), fontsize=8)
+            ax.annotate(
+                f"d′ {r[f'{judge}_d_prime']:.2f}",
+                (x, r[f"{judge}_intra_mean"]),
+                textcoords="offset points",
+                xytext=(6, 6),
+                fontsize=8,
+            )
         ax.set_xticks(xs, labels)
         ax.set_title(title)
         ax.grid(alpha=0.3)

@@ -25,16 +25,10 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks._common import best_of, save
     from facefoundry.config import load_config
-    from facefoundry.generators.idsync.generate import sample_images
     from facefoundry.generators.idsync.conditioning import toy_tokenizer
+    from facefoundry.generators.idsync.generate import sample_images
     from facefoundry.generators.idsync.losses import ClassifierIdentityLoss, CosineIdentityLoss
-    from facefoundry.generators.idsync.model import (
-        IDSync,
-        build_scheduler,
-        build_text_encoder,
-        build_unet,
-        build_vae,
-        )
+    from facefoundry.generators.idsync.model import IDSync, build_scheduler, build_text_encoder, build_unet, build_vae
     from facefoundry.generators.idsync.training import draw, idsync_loss
 
     ap = argparse.ArgumentParser()
@@ -49,14 +43,25 @@ def main() -> None:
     torch.manual_seed(0)
     tok = toy_tokenizer()
     latent = c.image_size // 2 ** (len(c.vae_channels) - 1)
-    model = IDSync(build_vae(c), build_unet(c, latent, c.latent_channels, c.text_width), build_text_encoder(c, tok),
-                   tok, build_scheduler(c), {"image_size": c.image_size})
+    model = IDSync(
+        build_vae(c),
+        build_unet(c, latent, c.latent_channels, c.text_width),
+        build_text_encoder(c, tok),
+        tok,
+        build_scheduler(c),
+        {"image_size": c.image_size},
+    )
     for m in (model.vae, model.unet, model.text_encoder):
         m.eval().requires_grad_(False)
-    res = {"config": args.config, "image_size": c.image_size, "latent": latent, "steps": g.steps,
-           "unet_parameters_M": sum(p.numel() for p in model.unet.parameters()) / 1e6,
-           "text_encoder_parameters_M": sum(p.numel() for p in model.text_encoder.parameters()) / 1e6,
-           "vae_parameters_M": sum(p.numel() for p in model.vae.parameters()) / 1e6}
+    res = {
+        "config": args.config,
+        "image_size": c.image_size,
+        "latent": latent,
+        "steps": g.steps,
+        "unet_parameters_M": sum(p.numel() for p in model.unet.parameters()) / 1e6,
+        "text_encoder_parameters_M": sum(p.numel() for p in model.text_encoder.parameters()) / 1e6,
+        "vae_parameters_M": sum(p.numel() for p in model.vae.parameters()) / 1e6,
+    }
     vec = torch.nn.functional.normalize(torch.randn(64, 128), dim=1)
     for guidance in (g.guidance, 1.0):
         gc = g.model_copy(update={"guidance": guidance})
@@ -82,8 +87,12 @@ def main() -> None:
             from facefoundry.models.iresnet import IResNet
 
             t = cfg.train.backbone
-            FRModel(IResNet(t.layers or [1, 1, 1, 1], t.width, t.embedding_size, cfg.base.image_size),
-                    Preprocess(image_size=cfg.base.image_size), {}, MarginHead(100, t.embedding_size)).save(tmp)
+            FRModel(
+                IResNet(t.layers or [1, 1, 1, 1], t.width, t.embedding_size, cfg.base.image_size),
+                Preprocess(image_size=cfg.base.image_size),
+                {},
+                MarginHead(100, t.embedding_size),
+            ).save(tmp)
             id_loss = ClassifierIdentityLoss(tmp, 100)
         else:
             from facefoundry.identity import load_encoder
@@ -110,10 +119,19 @@ def main() -> None:
         t_bare = best_of(bare, args.repeats)
         t_plain = best_of(lambda: platform(0.0), args.repeats)
         t_id = best_of(lambda: platform(c.identity_weight or 0.01), args.repeats)
-    res.update({"batch": b, "identity_loss": c.identity_loss, "identity_batch": c.identity_batch,
-                "bare_step_ms": 1000 * t_bare, "platform_step_lambda0_ms": 1000 * t_plain,
-                "platform_step_identity_ms": 1000 * t_id, "ratio_lambda0_to_bare": t_plain / t_bare,
-                "ratio_identity_to_bare": t_id / t_bare, "train_images_per_second": b / t_id})
+    res.update(
+        {
+            "batch": b,
+            "identity_loss": c.identity_loss,
+            "identity_batch": c.identity_batch,
+            "bare_step_ms": 1000 * t_bare,
+            "platform_step_lambda0_ms": 1000 * t_plain,
+            "platform_step_identity_ms": 1000 * t_id,
+            "ratio_lambda0_to_bare": t_plain / t_bare,
+            "ratio_identity_to_bare": t_id / t_bare,
+            "train_images_per_second": b / t_id,
+        }
+    )
     save(f"idsync_speed_{args.config}", res)
 
 

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import save  # noqa: E402
-from facefoundry.config import load_config  # noqa: E402
-from facefoundry.generators.realism.cyclegan import CycleGANTranslator, ResnetGenerator  # noqa: E402
-from facefoundry.generators.realism.ddim import DDIMTranslator, build_unet  # noqa: E402
-from facefoundry.generators.realism.images import to_signed  # noqa: E402
-from facefoundry.generators.render.generate import sample_identities  # noqa: E402
-from facefoundry.generators.render.renderer import FaceRenderer  # noqa: E402
+from benchmarks._common import save
+from facefoundry.config import load_config
+from facefoundry.generators.realism.cyclegan import CycleGANTranslator, ResnetGenerator
+from facefoundry.generators.realism.ddim import DDIMTranslator, build_unet
+from facefoundry.generators.realism.images import to_signed
+from facefoundry.generators.render.generate import sample_identities
+from facefoundry.generators.render.renderer import FaceRenderer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,16 +33,16 @@ def render_rate(size: int, n: int = 128, batch: int = 64) -> float:
     r.render(ids[:4], var[:4])
     t0 = time.perf_counter()
     for s in range(0, n, batch):
-        r.render(ids[s:s + batch], var[s:s + batch])
+        r.render(ids[s : s + batch], var[s : s + batch])
     return n / (time.perf_counter() - t0)
 
 
-def translate_seconds(translator, size: int, n: int) -> float:  # noqa: ANN001
+def translate_seconds(translator, size: int, n: int) -> float:
     x = to_signed(np.random.default_rng(0).integers(0, 255, (n, size, size, 3), dtype=np.uint8))
     translator(x[:2])
     t0 = time.perf_counter()
     for s in range(0, n, 32):
-        translator(x[s:s + 32])
+        translator(x[s : s + 32])
     return (time.perf_counter() - t0) / n
 
 
@@ -50,7 +50,10 @@ def main() -> None:
     cfg = load_config(ROOT / "params.yaml")
     r = cfg.realism
     size = cfg.base.image_size
-    res = {"render_images_per_s@112": round(render_rate(112), 1), f"render_images_per_s@{size}": round(render_rate(size), 1)}
+    res = {
+        "render_images_per_s@112": round(render_rate(112), 1),
+        f"render_images_per_s@{size}": round(render_rate(size), 1),
+    }
     with torch.inference_mode():
         gen = CycleGANTranslator(ResnetGenerator(r.gen_width, r.gen_blocks).eval(), 1.0)
         res[f"cyclegan_seconds_per_image@{size}"] = round(translate_seconds(gen, size, 256), 5)
@@ -60,7 +63,8 @@ def main() -> None:
         sched = DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2")
         ddim = DDIMTranslator(unet, sched.config, r.ddim_steps, r.strength)
         res[f"ddim_inversion_seconds_per_image@{size} (steps={r.ddim_steps}, strength={r.strength})"] = round(
-            translate_seconds(ddim, size, 32), 4)
+            translate_seconds(ddim, size, 32), 4
+        )
     res["paper_gpu_seconds_per_image"] = {"VSAIT": 0.015, "DDIM inversion": 8.7}
     save("render_throughput", res)
 

@@ -30,8 +30,8 @@ def main() -> None:
     rows, labels = [], []
     for folder in args.datasets:
         src = open_source(folder)
-        for c in np.unique(src.labels)[:args.rows]:
-            idx = np.flatnonzero(src.labels == c)[:args.cols]
+        for c in np.unique(src.labels)[: args.rows]:
+            idx = np.flatnonzero(src.labels == c)[: args.cols]
             rows.append([src.load(int(i)) for i in idx])
             labels.append(f"{Path(folder).name} #{int(c)}")
     fig = labelled_grid(rows, labels, args.title)

@@ -13,6 +13,7 @@ Run from a repository where ``dvc repro`` (and any ``dvc exp run``) has run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -45,9 +46,22 @@ def main() -> None:
     if exp is None:
         sys.exit(f"error: {args.db}: no experiment {args.experiment!r}")
     port = free_port()
-    server = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", uri,
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(120):
@@ -65,9 +79,22 @@ def main() -> None:
         try:
             from playwright.sync_api import sync_playwright
         except ImportError:
-            subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                            f"--window-size={width},{height}", "--virtual-time-budget=30000",
-                            f"--screenshot={shot}", url], check=True, capture_output=True, timeout=180)
+            subprocess.run(
+                [
+                    chromium,
+                    "--headless=new",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--hide-scrollbars",
+                    f"--window-size={width},{height}",
+                    "--virtual-time-budget=30000",
+                    f"--screenshot={shot}",
+                    url,
+                ],
+                check=True,
+                capture_output=True,
+                timeout=180,
+            )
         else:
             with sync_playwright() as pw:
                 browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -76,16 +103,14 @@ def main() -> None:
                 page.wait_for_selector("text=Run Name", timeout=60000)
                 page.wait_for_timeout(3000)
                 for close in page.locator("[aria-label='Close']").all():  # side panels
-                    try:
+                    with contextlib.suppress(Exception):  # not every close button is visible
                         close.click(timeout=1000)
-                    except Exception:  # noqa: BLE001 - not every close button is visible
-                        pass
                 # expand every pipeline group (parent run), bottom first so rows above do not move
                 for button in reversed(page.locator("button[data-component-id*='runnamecellrenderer']").all()):
                     button.click()
                     page.wait_for_timeout(600)
                 page.locator("[role=columnheader]", has_text="Created").first.click()  # oldest first:
-                page.wait_for_timeout(800)                                               # pipeline order
+                page.wait_for_timeout(800)  # pipeline order
                 page.mouse.move(5, 5)  # no tooltip over the table
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(shot))

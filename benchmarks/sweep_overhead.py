@@ -41,26 +41,32 @@ def main() -> None:
     os.chdir(ROOT)
     cpus = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="sweep-overhead-") as tmp:
-        tmp = Path(tmp)
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-        os.environ.setdefault("FACEFOUNDRY_CACHE", str(tmp / "cache"))
+        tmp_dir = Path(tmp)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_dir}/mlflow.db"
+        os.environ.setdefault("FACEFOUNDRY_CACHE", str(tmp_dir / "cache"))
         base = {"base": {"experiment": "bench-sweep-overhead"}}
         if args.size == "smoke":
             base = {**SMOKE_BASE, "base": {**SMOKE_BASE["base"], "experiment": "bench-sweep-overhead"}}
         lrs = [0.1, 0.05, 0.2, 0.03, 0.15, 0.07][: args.trials]
-        spec = {"name": f"overhead_{args.size}", "params": str(ROOT / "params.yaml"), "base": base,
-                "space": {"train.lr": {"type": "grid", "values": lrs}},
-                "budget": {"max_concurrent": 1}, "asha": {"enabled": False},
-                "resources": {"cpu": cpus, "gpu": 0}, "failure": {"max_failures": 0}}
-        (tmp / "spec.yaml").write_text(yaml.safe_dump(spec))
+        spec = {
+            "name": f"overhead_{args.size}",
+            "params": str(ROOT / "params.yaml"),
+            "base": base,
+            "space": {"train.lr": {"type": "grid", "values": lrs}},
+            "budget": {"max_concurrent": 1},
+            "asha": {"enabled": False},
+            "resources": {"cpu": cpus, "gpu": 0},
+            "failure": {"max_failures": 0},
+        }
+        (tmp_dir / "spec.yaml").write_text(yaml.safe_dump(spec))
         from facefoundry.sweep.run import run_sweep
         from facefoundry.sweep.spec import load_spec
 
-        sweep = load_spec(tmp / "spec.yaml", out=str(tmp / "out"))
+        sweep = load_spec(tmp_dir / "spec.yaml", out=str(tmp_dir / "out"))
         t0 = time.perf_counter()
         outcome = run_sweep(sweep)
         wall = time.perf_counter() - t0
-        fit = json.loads((tmp / "out" / "fit.json").read_text())["fit_seconds"]
+        fit = json.loads((tmp_dir / "out" / "fit.json").read_text())["fit_seconds"]
         rows = [r for r in outcome.rows if r["status"] == "completed"]
         assert len(rows) == args.trials, [r["status"] for r in outcome.rows]
         keys = ("generate_seconds", "realism_seconds", "validate_seconds", "train_seconds", "evaluate_seconds")
@@ -70,13 +76,18 @@ def main() -> None:
         overhead = (fit - stage) / len(rows)
         mean_own = sum(own) / len(own)
         result = {
-            "size": args.size, "trials": len(rows), "cpus": cpus, "sweep_wall_s": round(wall, 1),
-            "tuner_fit_s": round(fit, 1), "sweep_fixed_s": round(wall - fit, 1),
+            "size": args.size,
+            "trials": len(rows),
+            "cpus": cpus,
+            "sweep_wall_s": round(wall, 1),
+            "tuner_fit_s": round(fit, 1),
+            "sweep_fixed_s": round(wall - fit, 1),
             "trial_train_plus_evaluate_s": [round(x, 1) for x in own],
             "trial_stage_s": {k: [round(r["seconds"].get(k, 0.0), 1) for r in rows] for k in keys},
             "per_epoch_validation_s": [round(x, 1) for x in validation],
-            "per_epoch_validation_fraction_of_train": round(sum(validation) / sum(r["seconds"]["train_seconds"]
-                                                                                   for r in rows), 4),
+            "per_epoch_validation_fraction_of_train": round(
+                sum(validation) / sum(r["seconds"]["train_seconds"] for r in rows), 4
+            ),
             "overhead_per_trial_s": round(overhead, 2),
             "overhead_fraction": round(overhead / mean_own, 4),
             "trial_mlflow_s": [round(r["seconds"].get("mlflow_seconds", 0.0), 2) for r in rows],

@@ -17,12 +17,25 @@ import sys
 from pathlib import Path
 
 STUDIES = {
-    "identity_mixup": ("Identity mixup on the renders (100 × 16)", [
-        ("render", "none"), ("render_mixup_syn3", "φ ∈ 0.6…1.0 (Syn3)"), ("render_mixup_syn2", "φ = 0.8 (Syn2)"),
-        ("render_mixup_official", "φ ∈ 0…1.0 (official)")]),
-    "domain_mixup": ("Domain mixup across two generators", [
-        ("render", "renders"), ("vec2face", "toy Vec2Face"), ("render+vec2face", "renders ⊕ Vec2Face, ψ official"),
-        ("render+vec2face_psi0.8", "renders ⊕ Vec2Face, ψ = 0.8"), ("vec2face+render", "Vec2Face ⊕ renders, ψ official")]),
+    "identity_mixup": (
+        "Identity mixup on the renders (100 × 16)",
+        [
+            ("render", "none"),
+            ("render_mixup_syn3", "φ ∈ 0.6…1.0 (Syn3)"),
+            ("render_mixup_syn2", "φ = 0.8 (Syn2)"),
+            ("render_mixup_official", "φ ∈ 0…1.0 (official)"),
+        ],
+    ),
+    "domain_mixup": (
+        "Domain mixup across two generators",
+        [
+            ("render", "renders"),
+            ("vec2face", "toy Vec2Face"),
+            ("render+vec2face", "renders ⊕ Vec2Face, ψ official"),
+            ("render+vec2face_psi0.8", "renders ⊕ Vec2Face, ψ = 0.8"),
+            ("vec2face+render", "Vec2Face ⊕ renders, ψ official"),
+        ],
+    ),
 }
 RAW_PIXELS = 0.570  # ../shared/data/real_verification/README.md
 
@@ -48,17 +61,27 @@ def main() -> None:
                 print(f"warning: {path}: missing (run experiments/synface.sh); left out", file=sys.stderr)
                 continue
             m = json.loads(path.read_text())
-            rows.append({"recipe": name, "label": label,
-                         **{f"{b}_{k}": m.get(f"{b}_{k}") for b in ("twins", "real", "synlfw", "synlfw_r08")
-                            for k in ("accuracy", "accuracy_std", "auc", "tar_at_far_1e-02")}})
+            rows.append(
+                {
+                    "recipe": name,
+                    "label": label,
+                    **{
+                        f"{b}_{k}": m.get(f"{b}_{k}")
+                        for b in ("twins", "real", "synlfw", "synlfw_r08")
+                        for k in ("accuracy", "accuracy_std", "auc", "tar_at_far_1e-02")
+                    },
+                }
+            )
         results[study] = rows
         if not rows:
             continue
         fig, ax = plt.subplots(figsize=(9.5, 4.0))
         x = range(len(rows))
-        for off, bench, colour, label in ((-0.27, "twins", "#4c72b0", "synthetic twins"),
-                                          (0.0, "synlfw", "#55a868", "Syn-LFW (the real benchmark's rendered twin)"),
-                                          (0.27, "real", "#dd8452", "real (CelebA pairs, evaluation only)")):
+        for off, bench, colour, label in (
+            (-0.27, "twins", "#4c72b0", "synthetic twins"),
+            (0.0, "synlfw", "#55a868", "Syn-LFW (the real benchmark's rendered twin)"),
+            (0.27, "real", "#dd8452", "real (CelebA pairs, evaluation only)"),
+        ):
             acc = [100 * (r[f"{bench}_accuracy"] or 0) for r in rows]
             std = [100 * (r[f"{bench}_accuracy_std"] or 0) for r in rows]
             bars = ax.bar([i + off for i in x], acc, 0.27, yerr=std, capsize=2, color=colour, label=label)
@@ -89,7 +112,7 @@ def main() -> None:
             for out in figures.values():
                 mlflow.log_artifact(str(out), "figures")
             mlflow.log_dict(results, "synface.json")
-    except Exception as exc:  # noqa: BLE001 - the figures are written either way
+    except Exception as exc:  # the figures are written either way
         print(f"warning: not logged to MLflow ({exc})".splitlines()[0], file=sys.stderr)
 
 

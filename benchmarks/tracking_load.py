@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "infra"))
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
-def _client(url: str, exp_id: str, k: int, metrics: int, artifacts: int, batch: int, q) -> None:  # noqa: ANN001
+def _client(url: str, exp_id: str, k: int, metrics: int, artifacts: int, batch: int, q) -> None:
     from mlflow import MlflowClient
     from mlflow.entities import Metric
 
@@ -35,7 +35,9 @@ def _client(url: str, exp_id: str, k: int, metrics: int, artifacts: int, batch: 
     t0 = time.perf_counter()
     now = int(time.time() * 1000)
     for s in range(0, metrics, batch):
-        c.log_batch(rid, metrics=[Metric("loss", float(k * 1e6 + i), now, i) for i in range(s, min(s + batch, metrics))])
+        c.log_batch(
+            rid, metrics=[Metric("loss", float(k * 1e6 + i), now, i) for i in range(s, min(s + batch, metrics))]
+        )
     t_metrics = time.perf_counter() - t0
     sums = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,8 +63,11 @@ def verify(url: str, result: dict, metrics: int) -> tuple[int, int]:
     want = [float(result["k"] * 1e6 + i) for i in range(metrics)]
     bad_m = sum(1 for a, b in zip([m.value for m in hist], want) if a != b) + abs(len(hist) - metrics)
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(run_id=result["run"], artifact_path="load",
-                                                         tracking_uri=url, dst_path=tmp))
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=result["run"], artifact_path="load", tracking_uri=url, dst_path=tmp
+            )
+        )
         got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in local.iterdir()}
     bad_a = sum(1 for n, h in result["sums"].items() if got.get(n) != h)
     return bad_m, bad_a
@@ -95,8 +100,10 @@ def main() -> int:
 
         exp_id = MlflowClient(tracking_uri=url).create_experiment(f"load-{time.time_ns()}")
         q = mp.get_context("spawn").Queue()
-        procs = [mp.get_context("spawn").Process(target=_client, args=(url, exp_id, k, a.metrics, a.artifacts,
-                                                                       a.batch, q)) for k in range(a.clients)]
+        procs = [
+            mp.get_context("spawn").Process(target=_client, args=(url, exp_id, k, a.metrics, a.artifacts, a.batch, q))
+            for k in range(a.clients)
+        ]
         t0 = time.perf_counter()
         for pr in procs:
             pr.start()
@@ -109,10 +116,16 @@ def main() -> int:
             m, art = verify(url, r, a.metrics)
             lost_m, lost_a = lost_m + m, lost_a + art
         n_m, n_a = a.clients * a.metrics, a.clients * a.artifacts
-        out = {"clients": a.clients, "metrics": n_m, "artifacts": n_a, "wall_s": round(wall, 1),
-               "metrics_per_s": round(n_m / max(r["metrics_s"] for r in results) if results else 0, 1),
-               "artifacts_per_s": round(n_a / max(r["artifacts_s"] for r in results) if results else 0, 1),
-               "lost_metrics": lost_m, "lost_artifacts": lost_a}
+        out = {
+            "clients": a.clients,
+            "metrics": n_m,
+            "artifacts": n_a,
+            "wall_s": round(wall, 1),
+            "metrics_per_s": round(n_m / max(r["metrics_s"] for r in results) if results else 0, 1),
+            "artifacts_per_s": round(n_a / max(r["artifacts_s"] for r in results) if results else 0, 1),
+            "lost_metrics": lost_m,
+            "lost_artifacts": lost_a,
+        }
         print(json.dumps(out))
         if a.json:
             a.json.write_text(json.dumps(out, indent=1))

@@ -21,19 +21,22 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import save  # noqa: E402
-from facefoundry.config import load_config  # noqa: E402
-from facefoundry.data.sources import open_source  # noqa: E402
-from facefoundry.data.transforms import Preprocess, random_hflip  # noqa: E402
-from facefoundry.models.iresnet import build_backbone  # noqa: E402
-from facefoundry.train.feed import Feeder  # noqa: E402
-from facefoundry.train.trainer import Trainer  # noqa: E402
-from tests.conftest import make_dataset  # noqa: E402
+from benchmarks._common import save
+from facefoundry.config import load_config
+from facefoundry.data.sources import open_source
+from facefoundry.data.transforms import Preprocess, random_hflip
+from facefoundry.models.iresnet import build_backbone
+from facefoundry.train.feed import Feeder
+from facefoundry.train.trainer import Trainer
+from tests.conftest import make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {
-    "tiny@56": {"base": 56, "backbone": {"name": "iresnet", "layers": [1, 1, 1, 1], "width": 16,
-                                                   "embedding_size": 128}, "steps": 40},
+    "tiny@56": {
+        "base": 56,
+        "backbone": {"name": "iresnet", "layers": [1, 1, 1, 1], "width": 16, "embedding_size": 128},
+        "steps": 40,
+    },
     "r18@112": {"base": 112, "backbone": {"name": "r18", "embedding_size": 512, "width": 64}, "steps": 6},
 }
 BATCH = 64
@@ -86,10 +89,20 @@ def loader_rate(ds: Path, size: int, preload: bool) -> float:
 
 def trainer_rate(case: dict, ds: Path, out: Path, amp: bool) -> float:
     size = case["base"]
-    cfg = load_config(ROOT / "params.yaml", sets=[
-        f"base.image_size={size}", f"train.dataset={ds}", f"train.out={out}", "train.epochs=2",
-        f"train.batch_size={BATCH}", "train.export_onnx=false", "train.log_every=100000", f"train.amp={str(amp).lower()}",
-        *(f"train.backbone.{k}={v}" for k, v in case["backbone"].items())])
+    cfg = load_config(
+        ROOT / "params.yaml",
+        sets=[
+            f"base.image_size={size}",
+            f"train.dataset={ds}",
+            f"train.out={out}",
+            "train.epochs=2",
+            f"train.batch_size={BATCH}",
+            "train.export_onnx=false",
+            "train.log_every=100000",
+            f"train.amp={str(amp).lower()}",
+            *(f"train.backbone.{k}={v}" for k, v in case["backbone"].items()),
+        ],
+    )
     return Trainer(cfg, log=lambda _m: None).fit().history[-1].images_per_second  # epoch 2: warm
 
 
@@ -108,20 +121,30 @@ def main() -> None:
             case = CASES[name]
             size, steps = case["base"], case["steps"]
             classes = 32
-            ds = make_dataset(Path(tmp) / f"ds{size}", identities=classes, per_identity=BATCH * steps // classes, size=size)
+            ds = make_dataset(
+                Path(tmp) / f"ds{size}", identities=classes, per_identity=BATCH * steps // classes, size=size
+            )
             bare = bare_loop(case["backbone"], ds, size, classes, steps)
             platform_rate = trainer_rate(case, ds, Path(tmp) / f"t{size}", amp=True)
-            row = {"amp": str(cpu_amp).removeprefix("torch.") if cpu_amp else "off (no native bf16)",
-                   "bare_images_per_s": round(bare, 1), "trainer_images_per_s": round(platform_rate, 1),
-                   "trainer_over_bare": round(platform_rate / bare, 3)}
+            row = {
+                "amp": str(cpu_amp).removeprefix("torch.") if cpu_amp else "off (no native bf16)",
+                "bare_images_per_s": round(bare, 1),
+                "trainer_images_per_s": round(platform_rate, 1),
+                "trainer_over_bare": round(platform_rate / bare, 3),
+            }
             if cpu_amp is not None:  # like for like: the trainer without AMP against the bare fp32 loop, and both with
                 fp32 = trainer_rate(case, ds, Path(tmp) / f"f{size}", amp=False)
                 bare_amp = bare_loop(case["backbone"], ds, size, classes, steps, cpu_amp)
-                row.update(trainer_fp32_images_per_s=round(fp32, 1), trainer_fp32_over_bare=round(fp32 / bare, 3),
-                           bare_amp_images_per_s=round(bare_amp, 1),
-                           trainer_over_bare_amp=round(platform_rate / bare_amp, 3))
-            row.update(loader_preloaded_images_per_s=round(loader_rate(ds, size, True)),
-                       loader_streaming_images_per_s=round(loader_rate(ds, size, False)))
+                row.update(
+                    trainer_fp32_images_per_s=round(fp32, 1),
+                    trainer_fp32_over_bare=round(fp32 / bare, 3),
+                    bare_amp_images_per_s=round(bare_amp, 1),
+                    trainer_over_bare_amp=round(platform_rate / bare_amp, 3),
+                )
+            row.update(
+                loader_preloaded_images_per_s=round(loader_rate(ds, size, True)),
+                loader_streaming_images_per_s=round(loader_rate(ds, size, False)),
+            )
             results[name] = row
             print(name, row, flush=True)
     save("train_throughput", results)

@@ -42,12 +42,7 @@ def main() -> None:
     from facefoundry.config import load_config
     from facefoundry.data.sources import open_source
     from facefoundry.generators.vec2face.losses import Vec2FaceLoss
-    from facefoundry.generators.vec2face.training import (
-        build_discriminator,
-        build_generator,
-        loss_weights,
-        train_step,
-    )
+    from facefoundry.generators.vec2face.training import build_discriminator, build_generator, loss_weights, train_step
     from facefoundry.identity import load_encoder
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -90,15 +85,32 @@ def main() -> None:
                     out = model(v_in[:64], mask_ratio=0.15, generator=torch.Generator().manual_seed(1)).images
                     out = out.clamp(-1, 1)
                 model.train()
-                row = {"step": step + 1, "train_mse": terms["mse"], "identity": terms["identity"],
-                       "token": terms["token"], "eval_mse": float(((out - x[:64]) ** 2).mean()),
-                       "output_spread": float(out.var(0).mean()), "seconds": time.perf_counter() - t0}
+                row = {
+                    "step": step + 1,
+                    "train_mse": terms["mse"],
+                    "identity": terms["identity"],
+                    "token": terms["token"],
+                    "eval_mse": float(((out - x[:64]) ** 2).mean()),
+                    "output_spread": float(out.var(0).mean()),
+                    "seconds": time.perf_counter() - t0,
+                }
                 rows.append(row)
-                print(f"{name} step {step + 1}: eval mse {row['eval_mse']:.4f}, output spread "
-                      f"{row['output_spread']:.4f} ({row['seconds']:.0f} s)", flush=True)
+                print(
+                    f"{name} step {step + 1}: eval mse {row['eval_mse']:.4f}, output spread "
+                    f"{row['output_spread']:.4f} ({row['seconds']:.0f} s)",
+                    flush=True,
+                )
         results[name] = rows
-    save("vec2face_loss_probe", {"steps": a.steps, "images": a.images, "lr": a.lr,
-                                 "target_spread": float(x.var(0).mean()), "variants": results})
+    save(
+        "vec2face_loss_probe",
+        {
+            "steps": a.steps,
+            "images": a.images,
+            "lr": a.lr,
+            "target_spread": float(x.var(0).mean()),
+            "variants": results,
+        },
+    )
 
 
 if __name__ == "__main__":

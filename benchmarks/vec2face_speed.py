@@ -63,13 +63,26 @@ def main() -> None:
         loss.backward()
         opt_g.step()
 
-    res: dict = {"config": args.config, "batch": b, "image_size": s, "width": v.width, "depth": v.depth,
-                 "generator_parameters_M": sum(p.numel() for p in model.parameters()) / 1e6}
+    res: dict = {
+        "config": args.config,
+        "batch": b,
+        "image_size": s,
+        "width": v.width,
+        "depth": v.depth,
+        "generator_parameters_M": sum(p.numel() for p in model.parameters()) / 1e6,
+    }
     t_bare = best_of(bare_step, args.steps)
     t_full = best_of(lambda: platform_step(False), args.steps)
     t_gan = best_of(lambda: platform_step(True), args.steps)
-    res.update({"bare_step_ms": 1000 * t_bare, "platform_step_ms": 1000 * t_full, "platform_step_gan_ms": 1000 * t_gan,
-                "ratio_platform_to_bare": t_full / t_bare, "train_images_per_second": b / t_full})
+    res.update(
+        {
+            "bare_step_ms": 1000 * t_bare,
+            "platform_step_ms": 1000 * t_full,
+            "platform_step_gan_ms": 1000 * t_gan,
+            "ratio_platform_to_bare": t_full / t_bare,
+            "train_images_per_second": b / t_full,
+        }
+    )
     model.eval()
     gen_vectors = torch.nn.functional.normalize(torch.randn(100, enc.dim), dim=1)
     t_gen = best_of(lambda: model.generate(gen_vectors, batch_size=100), 3)
@@ -84,8 +97,10 @@ def main() -> None:
     save(f"vec2face_speed_{args.config}", res)
     print(f"\n| Vec2Face ({args.config}: {s} px, width {v.width}, depth {v.depth}, batch {b}) | value |\n|---|---|")
     print(f"| bare torch step (MSE only) | {1000 * t_bare:.0f} ms |")
-    print(f"| platform step (all terms, dlib identity + perceptual) | {1000 * t_full:.0f} ms "
-          f"({t_full / t_bare:.1f}× bare) |")
+    print(
+        f"| platform step (all terms, dlib identity + perceptual) | {1000 * t_full:.0f} ms "
+        f"({t_full / t_bare:.1f}× bare) |"
+    )
     print(f"| platform step with the discriminator on | {1000 * t_gan:.0f} ms |")
     print(f"| generation (batch 100, no AttrOP) | {100 / t_gen:.0f} images/s |")
     print(f"| one AttrOP iteration, 32 vectors | {1000 / res['attrop_iterations_per_second_batch32']:.0f} ms |")

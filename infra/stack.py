@@ -59,8 +59,11 @@ def wait_for(check, what: str, timeout: float, proc: subprocess.Popen | None = N
         time.sleep(0.2)
     tail = log.read_text(errors="replace")[-600:].strip() if log is not None and log.is_file() else ""
     tail = tail.splitlines()[-1] if tail else ""  # one line: the last thing it said
-    why = f"exited with {proc.returncode}" if proc is not None and proc.poll() is not None \
+    why = (
+        f"exited with {proc.returncode}"
+        if proc is not None and proc.poll() is not None
         else f"not ready within {timeout:.0f}s"
+    )
     raise StackError(f"{what}: {why}{' (' + tail + ')' if tail else ''}; log: {log}")
 
 
@@ -75,8 +78,9 @@ def http_ok(url: str) -> bool:
 def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                start_new_session=True)
+        return subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
+        )
 
 
 def stop_pid(pid: int | None, timeout: float = 10.0) -> None:
@@ -103,6 +107,7 @@ def stop_pid(pid: int | None, timeout: float = 10.0) -> None:
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
+
 
 def _pg_bin(name: str) -> str:
     for folder in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
@@ -150,10 +155,14 @@ class Postgres:
     @staticmethod
     def _reachable(folder: Path) -> bool:
         probe = folder if folder.exists() else folder.parent
-        return subprocess.run(_as_postgres_user(["test", "-x", str(probe), "-a", "-w", str(probe)]),
-                              capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                _as_postgres_user(["test", "-x", str(probe), "-a", "-w", str(probe)]), capture_output=True, check=False
+            ).returncode
+            == 0
+        )
 
-    def start(self) -> "Postgres":
+    def start(self) -> Postgres:
         self.folder = Path(self.folder).resolve()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
@@ -163,19 +172,53 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(home, "postgres", "postgres")
         if not (data / "PG_VERSION").is_file():
-            out = subprocess.run(_as_postgres_user([_pg_bin("initdb"), "-D", str(data), "-U", "postgres",
-                                                    "--auth=trust", "-E", "UTF8", "--no-instructions"]),
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                _as_postgres_user(
+                    [
+                        _pg_bin("initdb"),
+                        "-D",
+                        str(data),
+                        "-U",
+                        "postgres",
+                        "--auth=trust",
+                        "-E",
+                        "UTF8",
+                        "--no-instructions",
+                    ]
+                ),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if out.returncode:
                 raise StackError(f"initdb {data} failed: {out.stderr.strip()[-400:]}")
         opts = f"-p {self.port} -k {home} -c listen_addresses={HOST} -c fsync=off"
-        out = subprocess.run(_as_postgres_user([_pg_bin("pg_ctl"), "-D", str(data), "-o", opts, "-l",
-                                                str(home / "postgres.log"), "-w", "-t", "30", "start"]),
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            _as_postgres_user(
+                [
+                    _pg_bin("pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-o",
+                    opts,
+                    "-l",
+                    str(home / "postgres.log"),
+                    "-w",
+                    "-t",
+                    "30",
+                    "start",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if out.returncode:
-            log = (home / "postgres.log")
-            raise StackError(f"PostgreSQL in {data} did not start: {out.stderr.strip()[-300:]} "
-                             f"{log.read_text(errors='replace')[-300:] if log.is_file() else ''}")
+            log = home / "postgres.log"
+            raise StackError(
+                f"PostgreSQL in {data} did not start: {out.stderr.strip()[-300:]} "
+                f"{log.read_text(errors='replace')[-300:] if log.is_file() else ''}"
+            )
         self._create_database()
         return self
 
@@ -194,13 +237,18 @@ class Postgres:
         home = self.home
         data = home / "data"
         if (data / "postmaster.pid").is_file():
-            subprocess.run(_as_postgres_user([_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                           capture_output=True, text=True)
+            subprocess.run(
+                _as_postgres_user([_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
         if remove and home != Path(self.folder).resolve():
             shutil.rmtree(home, ignore_errors=True)
 
 
 # -- S3 ------------------------------------------------------------------------------------------
+
 
 @dataclass
 class S3Server:
@@ -217,17 +265,26 @@ class S3Server:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-                "AWS_DEFAULT_REGION": REGION, "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
-                "AWS_ENDPOINT_URL_S3": self.endpoint}
+        return {
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+            "AWS_ENDPOINT_URL_S3": self.endpoint,
+        }
 
-    def client(self):  # noqa: ANN201
+    def client(self):
         import boto3
 
-        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=ACCESS_KEY,
-                            aws_secret_access_key=SECRET_KEY, region_name=REGION)
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name=REGION,
+        )
 
-    def start(self) -> "S3Server":
+    def start(self) -> S3Server:
         self.folder = Path(self.folder).resolve()
         self.port = self.port or free_port()
         exe = BIN / "moto_server"
@@ -249,6 +306,7 @@ class S3Server:
 
 # -- MLflow tracking server ----------------------------------------------------------------------
 
+
 @dataclass
 class MlflowServer:
     """``mlflow server``: ``backend`` store (PostgreSQL URL), artifacts proxied to ``artifacts`` (s3://…)."""
@@ -264,12 +322,24 @@ class MlflowServer:
     def url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def start(self, timeout: float = 90) -> "MlflowServer":
+    def start(self, timeout: float = 90) -> MlflowServer:
         self.folder = Path(self.folder).resolve()
         self.port = self.port or free_port()
         log = self.folder / "mlflow.log"
-        cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", self.backend, "--artifacts-destination",
-               self.artifacts, "--host", HOST, "--port", str(self.port), "--workers", "1"]
+        cmd = [
+            str(BIN / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            self.backend,
+            "--artifacts-destination",
+            self.artifacts,
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+        ]
         proc = _spawn(cmd, log, self.env)
         self.pid = proc.pid
         wait_for(lambda: http_ok(self.url + "/health"), f"MLflow server on {self.url}", timeout, proc, log)
@@ -281,6 +351,7 @@ class MlflowServer:
 
 
 # -- Ray -----------------------------------------------------------------------------------------
+
 
 @dataclass
 class RayCluster:
@@ -315,21 +386,37 @@ class RayCluster:
             self.token.chmod(0o600)
         env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
         env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", **self.env)
-        return subprocess.run([str(BIN / "ray"), *args], capture_output=True, text=True, timeout=120, env=env)
+        return subprocess.run(
+            [str(BIN / "ray"), *args], capture_output=True, text=True, timeout=120, env=env, check=False
+        )
 
-    def start(self) -> "RayCluster":
+    def start(self) -> RayCluster:
         self.folder = Path(self.folder).resolve()
         self.port = self.port or free_port()
         # Ray's session folder path must stay short (unix sockets): one per stack, under /tmp
         self.temp_dir = self.temp_dir or f"/tmp/ff_ray_{self.port}"
-        head = self._ray("start", "--head", f"--node-ip-address={HOST}", f"--port={self.port}",
-                         f"--num-cpus={self.cpus_per_node}", "--num-gpus=0", "--include-dashboard=false",
-                         "--disable-usage-stats", f"--temp-dir={self.temp_dir}")
+        head = self._ray(
+            "start",
+            "--head",
+            f"--node-ip-address={HOST}",
+            f"--port={self.port}",
+            f"--num-cpus={self.cpus_per_node}",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={self.temp_dir}",
+        )
         if head.returncode:
             raise StackError(f"ray start --head failed: {(head.stderr or head.stdout).strip()[-400:]}")
         for _ in range(self.workers):
-            w = self._ray("start", f"--address={self.address}", f"--node-ip-address={HOST}",
-                          f"--num-cpus={self.cpus_per_node}", "--num-gpus=0", "--disable-usage-stats")
+            w = self._ray(
+                "start",
+                f"--address={self.address}",
+                f"--node-ip-address={HOST}",
+                f"--num-cpus={self.cpus_per_node}",
+                "--num-gpus=0",
+                "--disable-usage-stats",
+            )
             if w.returncode:
                 raise StackError(f"ray start --address {self.address} failed: {(w.stderr or w.stdout).strip()[-400:]}")
         return self
@@ -340,9 +427,13 @@ class RayCluster:
 
 # -- the whole stack (infra/up.sh, infra/down.sh) ------------------------------------------------
 
+
 def stack_env(state: dict) -> dict[str, str]:
-    env = {"MLFLOW_TRACKING_URI": state["mlflow"], **state["s3_env"],
-           "FACEFOUNDRY_DVC_REMOTE": f"s3://{state['bucket']}/dvc"}
+    env = {
+        "MLFLOW_TRACKING_URI": state["mlflow"],
+        **state["s3_env"],
+        "FACEFOUNDRY_DVC_REMOTE": f"s3://{state['bucket']}/dvc",
+    }
     if state.get("ray"):
         env["RAY_ADDRESS"] = state["ray"]
         env["RAY_AUTH_TOKEN_PATH"] = state["ray_token"]
@@ -364,8 +455,16 @@ def up(folder: Path, ray: bool = True) -> dict:
         started.append(s3)
         ml = MlflowServer(folder, pg.url, f"s3://{s3.bucket}/mlflow", s3.env).start()
         started.append(ml)
-        state = {"postgres": pg.url, "postgres_folder": str(pg.folder), "s3": s3.endpoint, "s3_pid": s3.pid,
-                 "bucket": s3.bucket, "s3_env": s3.env, "mlflow": ml.url, "mlflow_pid": ml.pid}
+        state = {
+            "postgres": pg.url,
+            "postgres_folder": str(pg.folder),
+            "s3": s3.endpoint,
+            "s3_pid": s3.pid,
+            "bucket": s3.bucket,
+            "s3_env": s3.env,
+            "mlflow": ml.url,
+            "mlflow_pid": ml.pid,
+        }
         if ray:
             rc = RayCluster(folder)
             started.append(rc)
@@ -434,4 +533,4 @@ if __name__ == "__main__":
     sys.exit(main())
 
 
-__all__ = ["MlflowServer", "Postgres", "RayCluster", "S3Server", "StackError", "asdict", "free_port", "up", "down"]
+__all__ = ["MlflowServer", "Postgres", "RayCluster", "S3Server", "StackError", "asdict", "down", "free_port", "up"]

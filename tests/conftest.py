@@ -23,14 +23,32 @@ if "FACEFOUNDRY_CACHE" not in os.environ:
 
 TINY = {
     "base": {"image_size": 32, "seed": 7},
-    "generate": {"identities": 6, "images_per_identity": 4, "batch_size": 32,
-                 "render": {"mesh_lat": 20, "mesh_lon": 28, "supersample": 1}},
+    "generate": {
+        "identities": 6,
+        "images_per_identity": 4,
+        "batch_size": 32,
+        "render": {"mesh_lat": 20, "mesh_lon": 28, "supersample": 1},
+    },
     "benchmark": {"pairs": 40},
-    "realism": {"train_steps": 4, "batch_size": 2, "gen_width": 8, "gen_blocks": 1, "unet_width": 8,
-                "ddim_steps": 4, "target_images": 8},
-    "train": {"backbone": {"name": "iresnet", "layers": [1, 1, 1, 1], "width": 8, "embedding_size": 32},
-              "head": {"name": "arcface", "s": 16.0}, "epochs": 2, "batch_size": 16, "lr": 0.05,
-              "warmup_epochs": 0, "log_every": 1000, "export_onnx": False},
+    "realism": {
+        "train_steps": 4,
+        "batch_size": 2,
+        "gen_width": 8,
+        "gen_blocks": 1,
+        "unet_width": 8,
+        "ddim_steps": 4,
+        "target_images": 8,
+    },
+    "train": {
+        "backbone": {"name": "iresnet", "layers": [1, 1, 1, 1], "width": 8, "embedding_size": 32},
+        "head": {"name": "arcface", "s": 16.0},
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 0.05,
+        "warmup_epochs": 0,
+        "log_every": 1000,
+        "export_onnx": False,
+    },
     "evaluate": {"batch_size": 64},
 }
 
@@ -41,19 +59,32 @@ def tiny_config(tmp: Path, **sections: dict) -> Config:
 
     from facefoundry.config import deep_merge
 
-    raw = deep_merge(TINY, {
-        "base": {"tracking_uri": f"sqlite:///{tmp}/mlflow.db", "experiment": "tests"},
-        "generate": {"out": str(tmp / "render")},
-        "benchmark": {"out": str(tmp / "twins.bin")},
-        "realism": {"source": str(tmp / "render"), "target_dir": str(tmp / "target"), "out": str(tmp / "real"),
-                    "model_out": str(tmp / "realism_model")},
-        "datasets": {"render": str(tmp / "render")},
-        "train": {"dataset": str(tmp / "render"), "out": str(tmp / "train")},
-        "evaluate": {"model": str(tmp / "train" / "model"), "benchmarks": {"twins": str(tmp / "twins.bin")},
-                     "out": str(tmp / "eval")},
-        "report": {"out": str(tmp / "report"), "metrics": str(tmp / "metrics"),
-                   "leaderboard_out": str(tmp / "leaderboard")},
-    })
+    raw = deep_merge(
+        TINY,
+        {
+            "base": {"tracking_uri": f"sqlite:///{tmp}/mlflow.db", "experiment": "tests"},
+            "generate": {"out": str(tmp / "render")},
+            "benchmark": {"out": str(tmp / "twins.bin")},
+            "realism": {
+                "source": str(tmp / "render"),
+                "target_dir": str(tmp / "target"),
+                "out": str(tmp / "real"),
+                "model_out": str(tmp / "realism_model"),
+            },
+            "datasets": {"render": str(tmp / "render")},
+            "train": {"dataset": str(tmp / "render"), "out": str(tmp / "train")},
+            "evaluate": {
+                "model": str(tmp / "train" / "model"),
+                "benchmarks": {"twins": str(tmp / "twins.bin")},
+                "out": str(tmp / "eval"),
+            },
+            "report": {
+                "out": str(tmp / "report"),
+                "metrics": str(tmp / "metrics"),
+                "leaderboard_out": str(tmp / "leaderboard"),
+            },
+        },
+    )
     raw = deep_merge(raw, sections)
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / "params.yaml"
@@ -71,8 +102,9 @@ def identity_image(label: int, k: int, size: int, rng: np.random.Generator) -> n
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_dataset(path: Path, identities: int = 8, per_identity: int = 6, size: int = 32, seed: int = 0,
-                 fmt: str = "png") -> Path:
+def make_dataset(
+    path: Path, identities: int = 8, per_identity: int = 6, size: int = 32, seed: int = 0, fmt: str = "png"
+) -> Path:
     rng = np.random.default_rng(seed)
     with DatasetWriter(path, {"generator": "test", "num_classes": identities, "image_size": size}, fmt) as w:
         for label in range(identities):
@@ -120,7 +152,7 @@ def scheduling_scope(nodeid: str) -> str:
 
 if importlib.util.find_spec("xdist") is not None:
 
-    def pytest_xdist_make_scheduler(config, log):  # noqa: ANN001, ANN201 - pytest-xdist's hook signature
+    def pytest_xdist_make_scheduler(config, log):  # pytest-xdist's hook signature
         from xdist.scheduler import LoadScopeScheduling
 
         class ModuleScopes(LoadScopeScheduling):

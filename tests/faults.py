@@ -24,7 +24,9 @@ def _install(kind: str, root: str, budget: int) -> None:
 
     def hit(path: object) -> bool:
         try:
-            return os.path.realpath(os.fspath(path)).startswith(root + os.sep) or os.path.realpath(os.fspath(path)) == root
+            return (
+                os.path.realpath(os.fspath(path)).startswith(root + os.sep) or os.path.realpath(os.fspath(path)) == root
+            )
         except TypeError:
             return False
 
@@ -37,22 +39,22 @@ def _install(kind: str, root: str, budget: int) -> None:
 
     real_open, real_os_open, real_mkdir, real_mkstemp = builtins.open, os.open, os.mkdir, tempfile.mkstemp
 
-    def fake_open(file, mode="r", *args, **kwargs):  # noqa: ANN001, ANN202
+    def fake_open(file, mode="r", *args, **kwargs):
         if isinstance(file, (str, bytes, os.PathLike)) and any(c in mode for c in "wax+") and hit(file):
             fail(file)
         return real_open(file, mode, *args, **kwargs)
 
-    def fake_os_open(path, flags, *args, **kwargs):  # noqa: ANN001, ANN202
+    def fake_os_open(path, flags, *args, **kwargs):
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and hit(path):
             fail(path)
         return real_os_open(path, flags, *args, **kwargs)
 
-    def fake_mkdir(path, *args, **kwargs):  # noqa: ANN001, ANN202
+    def fake_mkdir(path, *args, **kwargs):
         if kind == "readonly" and hit(path):
             fail(path)
         return real_mkdir(path, *args, **kwargs)
 
-    def fake_mkstemp(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def fake_mkstemp(*args, **kwargs):
         d = kwargs.get("dir") or (args[2] if len(args) > 2 else None)
         if d is not None and hit(d):
             fail(os.path.join(os.fspath(d), "tmp"))
@@ -65,7 +67,7 @@ def _install(kind: str, root: str, budget: int) -> None:
 def main() -> None:
     args = sys.argv[1:]
     sep = args.index("--")
-    head, rest = args[:sep], args[sep + 1:]
+    head, rest = args[:sep], args[sep + 1 :]
     kind, root = head[0], head[1]
     _install(kind, root, int(head[2]) if len(head) > 2 else 0)
     sys.argv = ["facefoundry", *rest]

@@ -26,8 +26,9 @@ ENV["GIT_PYTHON_REFRESH"] = "quiet"
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(tmp: Path, *args: str, fault: list[str] | None = None, params: bool = True,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run(
+    tmp: Path, *args: str, fault: list[str] | None = None, params: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     head = [sys.executable, "-m", "tests.faults", *fault, "--"] if fault else [sys.executable, "-m", "facefoundry"]
     cli = ["--params", str(tmp / "params.yaml")] if params else []
     env = {**ENV, "PYTHONPATH": f"{ROOT}{os.pathsep}{ENV.get('PYTHONPATH', '')}", **(env or {})}
@@ -69,6 +70,7 @@ def _bin(path: Path, n: int = 20, size: int = 32) -> Path:
 
 # -- config files ------------------------------------------------------------------------------
 
+
 def test_named_params_or_experiment_file_must_exist(tmp_path):
     assert_error(run(tmp_path, "--params", str(tmp_path / "paramz.yaml"), "config", params=False), "paramz.yaml")
     tiny_config(tmp_path)
@@ -76,6 +78,7 @@ def test_named_params_or_experiment_file_must_exist(tmp_path):
 
 
 # -- data ----------------------------------------------------------------------------------------
+
 
 def test_train_lists_every_file_whose_hash_differs(tmp_path):
     ds = make_dataset(tmp_path / "ds", 4, 4)
@@ -99,8 +102,12 @@ def test_greyscale_and_palette_images_are_refused_when_asked(tmp_path):
             im = im.convert("L") if (label, k) == (0, 0) else im.convert("P") if (label, k) == (1, 1) else im
             im.save(tmp_path / "folder" / f"p{label}" / f"{k}.png")
     tiny_config(tmp_path, train={"dataset": str(tmp_path / "folder")})
-    assert_error(run(tmp_path, "--set", "train.non_rgb=reject", "validate", "--dataset", "folder"),
-                 "2 of 16 images are bad", "p0/0.png: greyscale (L)", "p1/1.png: palette (P)")
+    assert_error(
+        run(tmp_path, "--set", "train.non_rgb=reject", "validate", "--dataset", "folder"),
+        "2 of 16 images are bad",
+        "p0/0.png: greyscale (L)",
+        "p1/1.png: palette (P)",
+    )
     ok = run(tmp_path, "validate", "--dataset", "folder", "--out", str(tmp_path / "v.json"))
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "1 greyscale (L), 1 palette (P) image(s) are converted to RGB" in ok.stderr
@@ -125,27 +132,41 @@ def test_convert_and_validate_reject_a_missing_dataset(tmp_path):
 @pytest.mark.slow
 def test_idsync_refuses_a_missing_model_folder_classifier_and_unlabelled_ce(tmp_path):
     tiny_config(tmp_path)
-    assert_error(run(tmp_path, "--set", "generate.idsync.model=elsewhere", "generate", "--generator", "idsync"),
-                 "elsewhere", "not an IDSync model folder")
+    assert_error(
+        run(tmp_path, "--set", "generate.idsync.model=elsewhere", "generate", "--generator", "idsync"),
+        "elsewhere",
+        "not an IDSync model folder",
+    )
     make_dataset(tmp_path / "photos", identities=40, per_identity=1, size=16)  # unlabelled: one photo each
     common = ["--set", "idsync.dataset=photos", "--set", "idsync.image_size=16", "--set", "idsync.vae_channels=[8, 8]"]
-    assert_error(run(tmp_path, *common, "--set", "idsync.classifier=nowhere", "train-idsync"), "nowhere",
-                 "no such FR model folder")
-    assert_error(run(tmp_path, *common, "--set", "idsync.classifier=.", "train-idsync"), "photos",
-                 "no identity labels", "identity_loss=cosine")
+    assert_error(
+        run(tmp_path, *common, "--set", "idsync.classifier=nowhere", "train-idsync"),
+        "nowhere",
+        "no such FR model folder",
+    )
+    assert_error(
+        run(tmp_path, *common, "--set", "idsync.classifier=.", "train-idsync"),
+        "photos",
+        "no identity labels",
+        "identity_loss=cosine",
+    )
 
 
 # -- models --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("damage, expect", [
-    ("missing", "missing (model weights)"),
-    ("truncated", "truncated or corrupt"),
-    ("pickle", "holds objects other than tensors"),
-    ("index", "not valid JSON"),
-    ("preprocess", "no 'preprocess' section"),
-    ("config", "not valid JSON"),
-    ("folds", "5 pairs cannot be split into 10 folds"),
-])
+
+@pytest.mark.parametrize(
+    "damage, expect",
+    [
+        ("missing", "missing (model weights)"),
+        ("truncated", "truncated or corrupt"),
+        ("pickle", "holds objects other than tensors"),
+        ("index", "not valid JSON"),
+        ("preprocess", "no 'preprocess' section"),
+        ("config", "not valid JSON"),
+        ("folds", "5 pairs cannot be split into 10 folds"),
+    ],
+)
 def test_damaged_model_folder(tmp_path, model_dir, damage, expect):
     weights = model_dir / "backbone" / "backbone.pth"
     if damage == "missing":
@@ -160,8 +181,9 @@ def test_damaged_model_folder(tmp_path, model_dir, damage, expect):
         (model_dir / "facefoundry_model.json").write_text('{"backbone": "IResNet"}')
     elif damage == "config":
         (model_dir / "backbone" / "config.json").write_text("[1,")
-    tiny_config(tmp_path, evaluate={"model": str(model_dir), "benchmarks": {"b": str(_bin(tmp_path / "b.bin")),
-                                                                           "twins": None}})
+    tiny_config(
+        tmp_path, evaluate={"model": str(model_dir), "benchmarks": {"b": str(_bin(tmp_path / "b.bin")), "twins": None}}
+    )
     if damage == "folds":  # not the model: a benchmark too small for the protocol
         _bin(tmp_path / "b.bin", n=5)
         assert_error(run(tmp_path, "evaluate"), "b.bin", expect)
@@ -174,8 +196,15 @@ def test_benchmarks_can_all_be_removed_and_then_evaluate_says_so(tmp_path, model
     tiny_config(tmp_path, evaluate={"model": str(model_dir)})
     assert_error(run(tmp_path, "--set", "evaluate.benchmarks.twins=null", "evaluate"), "no benchmark to evaluate on")
     own = _bin(tmp_path / "own.bin")
-    ok = run(tmp_path, "--set", "evaluate.benchmarks.twins=null", "--set", f"evaluate.benchmarks.own={own}",
-             "evaluate", env={"FACEFOUNDRY_PROGRESS": "lines", "FACEFOUNDRY_PROGRESS_EVERY": "0"})
+    ok = run(
+        tmp_path,
+        "--set",
+        "evaluate.benchmarks.twins=null",
+        "--set",
+        f"evaluate.benchmarks.own={own}",
+        "evaluate",
+        env={"FACEFOUNDRY_PROGRESS": "lines", "FACEFOUNDRY_PROGRESS_EVERY": "0"},
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "model on own: 40/40 img (100%)" in ok.stderr  # embedding shows progress (plain lines off a terminal)
     assert "on own: accuracy" in ok.stderr and "twins" not in ok.stderr.split("on own")[0].split("\n")[-1]
@@ -183,13 +212,18 @@ def test_benchmarks_can_all_be_removed_and_then_evaluate_says_so(tmp_path, model
 
 # -- disks ---------------------------------------------------------------------------------------
 
+
 def test_read_only_output_folder_fails_before_work(tmp_path):
     ds = make_dataset(tmp_path / "ds", 4, 4)
     ro = tmp_path / "ro"
     ro.mkdir()
     tiny_config(tmp_path, train={"dataset": str(ds), "out": str(ro / "train")})
-    assert_error(run(tmp_path, "train", fault=["readonly", str(ro)]), str(ro / "train"), "permission denied",
-                 "writable output folder")
+    assert_error(
+        run(tmp_path, "train", fault=["readonly", str(ro)]),
+        str(ro / "train"),
+        "permission denied",
+        "writable output folder",
+    )
     tiny_config(tmp_path, generate={"out": str(ro / "render")})
     assert_error(run(tmp_path, "generate", fault=["readonly", str(ro)]), str(ro), "permission denied")
 
@@ -199,8 +233,12 @@ def test_full_disk_keeps_the_finished_images_says_where_and_resumes(tmp_path):
     out = tmp_path / "data"
     out.mkdir()
     tiny_config(tmp_path, generate={"out": str(out / "render")})
-    line = assert_error(run(tmp_path, "generate", fault=["full", str(out), "10"]), "no space left on the device",
-                        "finished images are kept in", ".render.partial")
+    line = assert_error(
+        run(tmp_path, "generate", fault=["full", str(out), "10"]),
+        "no space left on the device",
+        "finished images are kept in",
+        ".render.partial",
+    )
     partial = out / ".render.partial"
     assert partial.is_dir() and str(partial) in line
     done = int(line.split("; the ")[1].split(" finished")[0])
@@ -218,9 +256,14 @@ def test_ctrl_c_says_what_was_saved_and_exits_130(tmp_path):
     env = {**ENV, "PYTHONPATH": str(ROOT)}
     # a suite started in the background (`cmd &`) inherits SIGINT ignored, and Python then keeps it ignored:
     # give the child the default disposition, as a terminal's foreground process has
-    proc = subprocess.Popen([sys.executable, "-m", "facefoundry", "--params", str(tmp_path / "params.yaml"), "train"],
-                            cwd=tmp_path, stderr=subprocess.PIPE, text=True, env=env,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "facefoundry", "--params", str(tmp_path / "params.yaml"), "train"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509 - Popen cannot reset SIGINT
+    )
     deadline = time.time() + 300
     while not (tmp_path / "train" / "checkpoint.pt").is_file() and time.time() < deadline:
         time.sleep(0.5)
@@ -228,5 +271,7 @@ def test_ctrl_c_says_what_was_saved_and_exits_130(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err
-    assert "interrupted: finished work is kept (epoch " in err and "checkpoint.pt); run the same command again " \
-        "to resume" in err
+    assert (
+        "interrupted: finished work is kept (epoch " in err
+        and "checkpoint.pt); run the same command again to resume" in err
+    )

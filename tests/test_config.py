@@ -41,12 +41,15 @@ def test_wrong_type_names_key_and_value(tmp_path):
         load_config(p)
 
 
-@pytest.mark.parametrize("expr,match", [
-    ("generate.render.yaw=[30, -30]", "generate.render.yaw: range min 30.0 is greater than max -30.0"),
-    ("generate.identities=-5", "generate.identities: Input should be greater than 0"),
-    ("generate.images_per_identity=0", "generate.images_per_identity"),
-    ("generate.render.glasses_prob=1.5", "generate.render.glasses_prob"),
-])
+@pytest.mark.parametrize(
+    "expr,match",
+    [
+        ("generate.render.yaw=[30, -30]", "generate.render.yaw: range min 30.0 is greater than max -30.0"),
+        ("generate.identities=-5", "generate.identities: Input should be greater than 0"),
+        ("generate.images_per_identity=0", "generate.images_per_identity"),
+        ("generate.render.glasses_prob=1.5", "generate.render.glasses_prob"),
+    ],
+)
 def test_bad_ranges_and_counts_fail_clearly(tmp_path, expr, match):
     with pytest.raises(FaceFoundryError, match=match.replace("[", r"\[")):
         load_config(write(tmp_path, "p.yaml", "{}"), sets=[expr])

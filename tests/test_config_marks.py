@@ -19,9 +19,11 @@ def test_every_setting_is_decided():
     fields = dotted_fields()
     unmarked = {k for k, marks in fields.items() if not marks}
     new = sorted(unmarked - _listed())
-    assert not new, (f"settings neither marked nor listed: {new}. Mark each RUNTIME, OUTPUT or INPUT in "
-                     "src/facefoundry/config/schema*.py if it never changes what is learned or made, "
-                     f"else add it to {LISTED.name}")
+    assert not new, (
+        f"settings neither marked nor listed: {new}. Mark each RUNTIME, OUTPUT or INPUT in "
+        "src/facefoundry/config/schema*.py if it never changes what is learned or made, "
+        f"else add it to {LISTED.name}"
+    )
     stale = sorted(_listed() - unmarked)
     assert not stale, f"{LISTED.name} lists settings that are marked or gone: {stale}"
 
@@ -40,11 +42,13 @@ def test_derivations_read_the_marks(tmp_path):
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "params.yaml")
     runtime = {"train.threads": 1, "train.out": "elsewhere", "train.dataset": "moved", "train.log_every": 7}
-    moved = load_config(Path(__file__).resolve().parents[1] / "params.yaml",
-                        sets=[f"{k}={v}" for k, v in runtime.items()])
+    moved = load_config(
+        Path(__file__).resolve().parents[1] / "params.yaml", sets=[f"{k}={v}" for k, v in runtime.items()]
+    )
     assert fingerprint(cfg, "d") == fingerprint(moved, "d")  # how it runs and where paths point: not what is learned
-    assert fingerprint(cfg, "d") != fingerprint(load_config(Path(__file__).resolve().parents[1] / "params.yaml",
-                                                            sets=["train.lr=0.01"]), "d")
+    assert fingerprint(cfg, "d") != fingerprint(
+        load_config(Path(__file__).resolve().parents[1] / "params.yaml", sets=["train.lr=0.01"]), "d"
+    )
     assert fingerprint(cfg, "d") != fingerprint(cfg, "other data")
     assert "threads" not in result_settings(cfg.train) and "lr" in result_settings(cfg.train)
     assert {"train.threads", "train.out", "base.device"} <= set(VOLATILE) and "train.lr" not in VOLATILE

@@ -33,11 +33,15 @@ def test_amp_is_fp16_with_a_scaler_on_cuda_bf16_on_a_bf16_cpu_and_off_elsewhere(
         assert device.amp_dtype(torch.device("cpu")) is want
     monkeypatch.undo()
     ds = make_dataset(tmp_path / "ds", 4, 4)
-    t = Trainer(tiny_config(tmp_path, train={"dataset": str(ds), "amp": True, "epochs": 1, "batch_size": 8}),
-                log=lambda _m: None)
+    t = Trainer(
+        tiny_config(tmp_path, train={"dataset": str(ds), "amp": True, "epochs": 1, "batch_size": 8}),
+        log=lambda _m: None,
+    )
     assert t.amp is device.amp_dtype(t.device)
     assert t.scaler.is_enabled() is (t.amp is torch.float16)  # bf16 needs no loss scaling
     assert t.fit().history[0].loss > 0
-    off = Trainer(tiny_config(tmp_path / "off", train={"dataset": str(ds), "amp": False, "epochs": 1, "batch_size": 8}),
-                  log=lambda _m: None)
+    off = Trainer(
+        tiny_config(tmp_path / "off", train={"dataset": str(ds), "amp": False, "epochs": 1, "batch_size": 8}),
+        log=lambda _m: None,
+    )
     assert off.amp is None and not off.scaler.is_enabled()

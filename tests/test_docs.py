@@ -15,7 +15,10 @@ def test_mkdocs_build_strict(tmp_path):
     site = tmp_path / "site"
     proc = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout}\n{proc.stderr}"
     assert (site / "index.html").is_file()
@@ -27,8 +30,8 @@ def test_mkdocs_build_strict(tmp_path):
 
 def _relative_links(markdown: str) -> list[str]:
     """Targets of markdown links and images that are not web addresses or in-page anchors."""
-    text = re.sub(r"^```.*?^```", "", markdown, flags=re.S | re.M)   # fenced code blocks
-    text = re.sub(r"`[^`\n]*`", "", text)                            # inline code
+    text = re.sub(r"^```.*?^```", "", markdown, flags=re.S | re.M)  # fenced code blocks
+    text = re.sub(r"`[^`\n]*`", "", text)  # inline code
     targets = re.findall(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)", text)
     return [t for t in targets if not re.match(r"^([a-z][a-z0-9+.-]*:|#)", t, flags=re.I)]
 

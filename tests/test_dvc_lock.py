@@ -34,6 +34,10 @@ def test_lock_names_exactly_the_pipeline_stages():
 
 def test_lock_records_the_committed_code():
     lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
-    stale = [f"{name}: {d['path']}" for name, stage in lock.items() for d in stage.get("deps", [])
-             if d["path"].startswith("src/") and dvc_dir_hash(ROOT / d["path"], ("__pycache__",)) != d["md5"]]
+    stale = [
+        f"{name}: {d['path']}"
+        for name, stage in lock.items()
+        for d in stage.get("deps", [])
+        if d["path"].startswith("src/") and dvc_dir_hash(ROOT / d["path"], ("__pycache__",)) != d["md5"]
+    ]
     assert not stale, f"dvc.lock is stale for {stale}: run `dvc repro` and commit dvc.lock and metrics/"

@@ -26,8 +26,9 @@ from facefoundry.sweep.spec import load_spec
 from facefoundry.verification.binfile import read_bin, write_bin
 from tests.conftest import make_dataset
 
-FUZZ = settings(max_examples=30, deadline=5000, suppress_health_check=[HealthCheck.too_slow,
-                                                                        HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=30, deadline=5000, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 
 def one_line(exc: FaceFoundryError, name: str) -> None:
@@ -57,8 +58,13 @@ def ok_or_one_line(call: Callable[[], object], name: str, must_fail: bool = Fals
 
 # -- manifest rows -------------------------------------------------------------------------------
 
-_VALUES = st.one_of(st.none(), st.integers(-2**40, 2**40), st.floats(allow_nan=True, allow_infinity=True),
-                    st.text(max_size=12), st.booleans())
+_VALUES = st.one_of(
+    st.none(),
+    st.integers(-(2**40), 2**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=12),
+    st.booleans(),
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +73,12 @@ def good_dataset(tmp_path_factory) -> Path:
 
 
 @FUZZ
-@given(column=st.sampled_from(["label", "path", "identity", "sha256", "mix_label", "mix_weight", "params", "extra"]),
-       value=_VALUES, row=st.integers(0, 5), drop=st.booleans())
+@given(
+    column=st.sampled_from(["label", "path", "identity", "sha256", "mix_label", "mix_weight", "params", "extra"]),
+    value=_VALUES,
+    row=st.integers(0, 5),
+    drop=st.booleans(),
+)
 def test_fuzzed_manifest_rows_give_one_line(good_dataset, column, value, row, drop) -> None:
     with scratch() as folder:
         shutil.copytree(good_dataset, folder / "ds")
@@ -98,6 +108,7 @@ def test_random_bytes_as_a_manifest_give_one_line(blob) -> None:
 
 # -- .bin benchmarks -----------------------------------------------------------------------------
 
+
 def _good_bin(path: Path) -> bytes:
     rng = np.random.default_rng(0)
     write_bin(path, rng.integers(0, 255, (4, 16, 16, 3), dtype=np.uint8), [True, False])
@@ -117,10 +128,11 @@ def test_truncated_or_corrupted_bins_give_one_line(cut, flips) -> None:
         ok_or_one_line(lambda: read_bin(folder / "bad.bin"), "bad.bin")
 
 
-_PICKLABLE = st.recursive(st.one_of(st.none(), st.integers(), st.text(max_size=5), st.binary(max_size=20),
-                                    st.booleans(), st.floats()),
-                          lambda inner: st.one_of(st.lists(inner, max_size=4), st.tuples(inner, inner)),
-                          max_leaves=10)
+_PICKLABLE = st.recursive(
+    st.one_of(st.none(), st.integers(), st.text(max_size=5), st.binary(max_size=20), st.booleans(), st.floats()),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.tuples(inner, inner)),
+    max_leaves=10,
+)
 
 
 @FUZZ
@@ -133,11 +145,30 @@ def test_bins_of_wrong_structure_give_one_line(obj) -> None:
 
 # -- experiment files and sweep specs ------------------------------------------------------------
 
-_KEYS = st.sampled_from(["base", "train", "generate", "evaluate", "vec2face", "nonsense", "train.lr", "epochs",
-                         "name", "space", "search", "objective", "resources", "trials", "params"])
-_YAML_TREE = st.recursive(_VALUES, lambda inner: st.one_of(st.lists(inner, max_size=3),
-                                                           st.dictionaries(_KEYS, inner, max_size=4)),
-                          max_leaves=12)
+_KEYS = st.sampled_from(
+    [
+        "base",
+        "train",
+        "generate",
+        "evaluate",
+        "vec2face",
+        "nonsense",
+        "train.lr",
+        "epochs",
+        "name",
+        "space",
+        "search",
+        "objective",
+        "resources",
+        "trials",
+        "params",
+    ]
+)
+_YAML_TREE = st.recursive(
+    _VALUES,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_KEYS, inner, max_size=4)),
+    max_leaves=12,
+)
 
 
 @FUZZ
@@ -162,8 +193,10 @@ SMOKE = Path(__file__).resolve().parents[1] / "experiments" / "sweep_smoke.yaml"
 
 
 @FUZZ
-@given(section=st.sampled_from(["space", "search", "objective", "resources", "base", "name", "trials", "extra"]),
-       value=_YAML_TREE)
+@given(
+    section=st.sampled_from(["space", "search", "objective", "resources", "base", "name", "trials", "extra"]),
+    value=_YAML_TREE,
+)
 def test_fuzzed_sweep_specs_give_one_line(section, value) -> None:
     with scratch() as folder:
         spec = yaml.safe_load(SMOKE.read_text())

@@ -7,10 +7,9 @@ def test_atomic_dir_keeps_previous_on_failure(tmp_path):
     out = tmp_path / "ds"
     with atomic_dir(out) as tmp:
         (tmp / "a.txt").write_text("first")
-    with pytest.raises(RuntimeError):
-        with atomic_dir(out) as tmp:
-            (tmp / "a.txt").write_text("half")
-            raise RuntimeError("crash mid-way")
+    with pytest.raises(RuntimeError), atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("half")
+        raise RuntimeError("crash mid-way")
     assert (out / "a.txt").read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no temp debris
 

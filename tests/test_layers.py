@@ -72,8 +72,9 @@ def test_every_package_has_a_layer():
 
 
 def test_no_import_from_a_lower_layer_to_a_higher_one():
-    upward = sorted(f"{m} -> {t}" for m, ts in GRAPH.items() for t in ts
-                    if LAYER.get(_top(t), -1) > LAYER.get(_top(m), len(LAYERS)))
+    upward = sorted(
+        f"{m} -> {t}" for m, ts in GRAPH.items() for t in ts if LAYER.get(_top(t), -1) > LAYER.get(_top(m), len(LAYERS))
+    )
     assert not upward, "\n".join(upward)
 
 
@@ -123,9 +124,12 @@ def test_no_import_circles():
     assert not _cycles(GRAPH)
 
 
-@pytest.mark.parametrize("graph, circle", [
-    ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}, ["a", "b", "c"]),
-    ({"a": {"b"}, "b": set()}, None),
-])
+@pytest.mark.parametrize(
+    "graph, circle",
+    [
+        ({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}, ["a", "b", "c"]),
+        ({"a": {"b"}, "b": set()}, None),
+    ],
+)
 def test_the_circle_finder_finds_circles(graph, circle):
     assert _cycles(graph) == ([circle] if circle else [])

@@ -26,8 +26,9 @@ def test_lines_carry_count_total_rate_eta_and_a_final_line(lines, capfd):
     assert out == ""
     rows = err.strip().splitlines()
     assert len(rows) == 4  # 3 periodic (interval 0; none at 4/4) + the final line
-    assert re.match(r"\[\d\d:\d\d:\d\d\] validate render: 1/4 img \(25%\), [\d.]+ (img/s|s/img), ETA \d+:\d\d:\d\d$",
-                    rows[0])
+    assert re.match(
+        r"\[\d\d:\d\d:\d\d\] validate render: 1/4 img \(25%\), [\d.]+ (img/s|s/img), ETA \d+:\d\d:\d\d$", rows[0]
+    )
     assert "4/4 img (100%)" in rows[-1] and "done in 0:00:00" in rows[-1]
 
 
@@ -50,10 +51,9 @@ def test_lines_are_periodic(monkeypatch, capfd):
 
 
 def test_no_final_line_after_an_error(lines, capfd):
-    with pytest.raises(RuntimeError):
-        with track(total=5, desc="boom") as bar:
-            bar.update(1)
-            raise RuntimeError
+    with pytest.raises(RuntimeError), track(total=5, desc="boom") as bar:
+        bar.update(1)
+        raise RuntimeError
     assert "done in" not in capfd.readouterr().err
 
 
@@ -102,4 +102,4 @@ def test_bar_mode_uses_tqdm(monkeypatch, capfd):
     assert list(track([1, 2], desc="it")) == [1, 2]
     err = capfd.readouterr().err
     assert "bar test" in err and "3/3" in err and "img/s" in err and "a log line" in err
-    assert progress_mod._open_bars == 0
+    assert progress_mod._screen["bars"] == 0

@@ -30,10 +30,14 @@ def env(tmp_path, monkeypatch):
         if key.startswith(("MLFLOW_", "DVC_")) or key in ("FACEFOUNDRY_PIPELINE_ID", "FACEFOUNDRY_PARENT_RUN_ID"):
             monkeypatch.delenv(key)
     monkeypatch.setenv("FACEFOUNDRY_PIPELINE_ID", "promote-tests")  # pipeline runs: ranked without include_adhoc
-    cfg = tiny_config(tmp_path, promote={"out": str(tmp_path / "experiments" / "promoted.yaml"),
-                                         "card": str(tmp_path / "experiments" / "promoted_card.md")},
-                      evaluate={"benchmarks": {"twins": str(tmp_path / "twins.bin"),
-                                               "real": str(tmp_path / "real.bin")}})
+    cfg = tiny_config(
+        tmp_path,
+        promote={
+            "out": str(tmp_path / "experiments" / "promoted.yaml"),
+            "card": str(tmp_path / "experiments" / "promoted_card.md"),
+        },
+        evaluate={"benchmarks": {"twins": str(tmp_path / "twins.bin"), "real": str(tmp_path / "real.bin")}},
+    )
     return tmp_path, cfg
 
 
@@ -42,35 +46,58 @@ def aligned_photos(folder: Path) -> Path:
     from facefoundry.data.writer import DatasetWriter
 
     rng = np.random.default_rng(0)
-    meta = {"generator": "align", "num_classes": 2, "image_size": 16,
-            "source_dir": "../shared/data/real_faces_unlabelled"}
+    meta = {
+        "generator": "align",
+        "num_classes": 2,
+        "image_size": 16,
+        "source_dir": "../shared/data/real_faces_unlabelled",
+    }
     with DatasetWriter(folder, meta) as w:
         for label in range(2):
             w.add(identity_image(label, 0, 16, rng), label, f"photo_{label}", "align", {})
     return folder
 
 
-def fake_recipe(tmp: Path, cfg: Config, recipe: str, accs: dict[str, float], lr: float = 0.1,
-                generator: str = "render", data: dict | None = None) -> tuple[str, Config]:
+def fake_recipe(
+    tmp: Path,
+    cfg: Config,
+    recipe: str,
+    accs: dict[str, float],
+    lr: float = 0.1,
+    generator: str = "render",
+    data: dict | None = None,
+) -> tuple[str, Config]:
     """The runs one pipeline execution leaves: generate, validate, train (+ registered model), evaluate."""
     import mlflow
     import torch
 
     from facefoundry.tracking import log_metrics, log_metrics_to_run, log_torch_model, recipe_params, stage_run
 
-    c = cfg.model_copy(update={"train": cfg.train.model_copy(update={"lr": lr, "recipe": recipe,
-                                                                     "dataset": str(tmp / recipe)}),
-                               "generate": cfg.generate.model_copy(update={"generator": generator,
-                                                                           "out": str(tmp / recipe)})})
+    c = cfg.model_copy(
+        update={
+            "train": cfg.train.model_copy(update={"lr": lr, "recipe": recipe, "dataset": str(tmp / recipe)}),
+            "generate": cfg.generate.model_copy(update={"generator": generator, "out": str(tmp / recipe)}),
+        }
+    )
     digest = f"{recipe}-{lr}.dir"
-    meta = {"generator": generator, "num_classes": 6, "num_images": 24,
-            generator: getattr(c.generate, generator).model_dump(mode="json")}
+    meta = {
+        "generator": generator,
+        "num_classes": 6,
+        "num_images": 24,
+        generator: getattr(c.generate, generator).model_dump(mode="json"),
+    }
     with stage_run(c, "generate", ["generate"], {"facefoundry.generator": generator}):
         mlflow.set_tag("dataset.dvc_md5", digest)
     with stage_run(c, "validate", ["identity"]):
         mlflow.set_tag("dataset.dvc_md5", digest)
-        log_metrics({"data/images": 24, "data/identities": 6, "data/duplicate_images": 0,
-                     **{f"data/{k}": v for k, v in (data or {}).items()}})
+        log_metrics(
+            {
+                "data/images": 24,
+                "data/identities": 6,
+                "data/duplicate_images": 0,
+                **{f"data/{k}": v for k, v in (data or {}).items()},
+            }
+        )
     with stage_run(c, "train", ["train"], {"facefoundry.recipe": recipe}) as run:
         run_id = run.info.run_id
         mlflow.set_tags({"dataset.dvc_md5": digest, "dataset.path": str(tmp / recipe)})
@@ -78,14 +105,24 @@ def fake_recipe(tmp: Path, cfg: Config, recipe: str, accs: dict[str, float], lr:
         log_metrics({"data/images": 24, "data/identities": 6})
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 4))
-        log_torch_model(model, 16, registered_name=NAME, alias=recipe,
-                        tags={"recipe": recipe, "dataset_dvc_md5": digest, "train_run_id": run_id})
+        log_torch_model(
+            model,
+            16,
+            registered_name=NAME,
+            alias=recipe,
+            tags={"recipe": recipe, "dataset_dvc_md5": digest, "train_run_id": run_id},
+        )
     metrics = {}
     for bench, acc in accs.items():
-        metrics.update({f"{bench}/accuracy": acc, f"{bench}/accuracy_std": 0.02, f"{bench}/auc": acc + 0.05,
-                        f"{bench}/tar_at_far_1e-02": acc / 2})
-    with stage_run(c, "evaluate", ["evaluate"], {"facefoundry.train_run_id": run_id,
-                                                 "facefoundry.recipe": recipe}):
+        metrics.update(
+            {
+                f"{bench}/accuracy": acc,
+                f"{bench}/accuracy_std": 0.02,
+                f"{bench}/auc": acc + 0.05,
+                f"{bench}/tar_at_far_1e-02": acc / 2,
+            }
+        )
+    with stage_run(c, "evaluate", ["evaluate"], {"facefoundry.train_run_id": run_id, "facefoundry.recipe": recipe}):
         log_metrics(metrics)
     log_metrics_to_run(run_id, metrics)
     return run_id, c
@@ -97,16 +134,20 @@ def version_of(client, run_id: str) -> str:
 
 
 def aliases(client) -> dict[str, str]:
-    return {a: str(v) for a, v in client.get_registered_model(NAME).aliases.items()
-            if a in (CHAMPION, PREVIOUS)}
+    return {a: str(v) for a, v in client.get_registered_model(NAME).aliases.items() if a in (CHAMPION, PREVIOUS)}
 
 
 def test_promotion_moves_champion_keeps_previous_and_writes_recipe_and_card(env):
     import mlflow
 
     tmp, cfg = env
-    render_run, render_cfg = fake_recipe(tmp, cfg, "render", {"twins": 0.70, "real": 0.55},
-                                         data={"judge_dlib_intra_mean": 0.9, "judge_dlib_inter_mean": 0.5})
+    render_run, render_cfg = fake_recipe(
+        tmp,
+        cfg,
+        "render",
+        {"twins": 0.70, "real": 0.55},
+        data={"judge_dlib_intra_mean": 0.9, "judge_dlib_inter_mean": 0.5},
+    )
     fake_recipe(tmp, cfg, "vec2face", {"twins": 0.60, "real": 0.58}, generator="vec2face")
     client = mlflow.MlflowClient(tracking_uri=cfg.base.tracking_uri)
 
@@ -117,7 +158,9 @@ def test_promotion_moves_champion_keeps_previous_and_writes_recipe_and_card(env)
     assert mv.tags["recipe"] == "render" and mv.tags["dataset.dvc_md5"] == "render-0.1.dir"
     assert mv.tags["promoted.metric"] == "twins" and float(mv.tags["promoted.value"]) == pytest.approx(0.70)
     assert {a.path for a in client.list_artifacts(render_run, "promotion")} == {
-        "promotion/promoted.yaml", "promotion/promoted_card.md"}
+        "promotion/promoted.yaml",
+        "promotion/promoted_card.md",
+    }
 
     # the recipe file: loads on params.yaml into a Config whose sections are the runs' own
     promoted = tmp / "experiments" / "promoted.yaml"
@@ -131,11 +174,10 @@ def test_promotion_moves_champion_keeps_previous_and_writes_recipe_and_card(env)
     def rel(d: dict[str, str]) -> dict[str, str]:  # the file keeps paths inside the checkout relative
         return {k: v.removeprefix(f"{tmp}/") for k, v in d.items()}
 
-    body = text[text.index("\nbase:"):]
+    body = text[text.index("\nbase:") :]
     assert "  dataset: render\n" in body and f" {tmp}/" not in body  # (the sqlite URI stays a URI)
     for section in ("base", "train"):
-        assert rel(logged_form(loaded, section)) == rel({k: v for k, v in train.items()
-                                                         if k.startswith(section + ".")})
+        assert rel(logged_form(loaded, section)) == rel({k: v for k, v in train.items() if k.startswith(section + ".")})
     for section in ("generate", "identity", "evaluate"):
         assert rel(logged_form(loaded, section)) == rel(logged_form(render_cfg, section))
 
@@ -159,8 +201,13 @@ def test_promotion_moves_champion_keeps_previous_and_writes_recipe_and_card(env)
 
     # a failing gate: one line, aliases and files untouched
     before, before_text = aliases(client), promoted.read_text()
-    gated = cfg.model_copy(update={"promote": cfg.promote.model_copy(update={
-        "gate": GateCfg(enabled=True, min_identities=100, max_duplicate_images=0)})})
+    gated = cfg.model_copy(
+        update={
+            "promote": cfg.promote.model_copy(
+                update={"gate": GateCfg(enabled=True, min_identities=100, max_duplicate_images=0)}
+            )
+        }
+    )
     with pytest.raises(FaceFoundryError, match=r"promotion refused: .*data/identities = 6 < 100") as err:
         run_promote(gated, metric="real", params_file=tmp / "params.yaml")
     assert "\n" not in str(err.value)
@@ -168,8 +215,13 @@ def test_promotion_moves_champion_keeps_previous_and_writes_recipe_and_card(env)
     with pytest.raises(FaceFoundryError, match="sets no threshold"):
         run_promote(cfg, metric="real", gate=True, params_file=tmp / "params.yaml")
     # the same gate passes with reachable thresholds
-    ok = gated.model_copy(update={"promote": gated.promote.model_copy(update={
-        "gate": GateCfg(enabled=True, min_identities=6, max_duplicate_images=0)})})
+    ok = gated.model_copy(
+        update={
+            "promote": gated.promote.model_copy(
+                update={"gate": GateCfg(enabled=True, min_identities=6, max_duplicate_images=0)}
+            )
+        }
+    )
     assert run_promote(ok, metric="real", params_file=tmp / "params.yaml")["recipe"] == "vec2face"
 
 
@@ -179,9 +231,15 @@ def test_card_traces_a_generator_to_its_real_sources(env):
     model = tmp / "v2f" / "model"
     model.mkdir(parents=True)
     (model / "vec2face_model.json").write_text(
-        f'{{"dataset": "{photos}", "dataset_dvc_md5": "photos.dir", "encoder_name": "dlib"}}')
-    cfg = cfg.model_copy(update={"generate": cfg.generate.model_copy(update={
-        "vec2face": cfg.generate.vec2face.model_copy(update={"model": str(model), "tau": 0.4})})})
+        f'{{"dataset": "{photos}", "dataset_dvc_md5": "photos.dir", "encoder_name": "dlib"}}'
+    )
+    cfg = cfg.model_copy(
+        update={
+            "generate": cfg.generate.model_copy(
+                update={"vec2face": cfg.generate.vec2face.model_copy(update={"model": str(model), "tau": 0.4})}
+            )
+        }
+    )
     run_id, _ = fake_recipe(tmp, cfg, "vec2face_real", {"real": 0.61, "twins": 0.53}, generator="vec2face")
     res = run_promote(cfg, metric="average", params_file=tmp / "params.yaml")
     assert res["run_id"] == run_id
@@ -219,49 +277,97 @@ def test_cli_leaderboard_and_promote(env):
 def test_recipe_pure_parts():
     assert decode_param("None") is None and decode_param("True") is True and decode_param("[1, 2]") == [1, 2]
     assert decode_param("0.05", 0.1) == 0.05 and decode_param("123", "x") == "123"
-    nested = nest_params({"train.lr": "0.05", "train.backbone.layers": "[1, 1]", "base.experiment": "007",
-                          "data.generator": "render", "train.recipe": "None"})
-    assert nested == {"base": {"experiment": "007"},
-                      "train": {"backbone": {"layers": [1, 1]}, "lr": 0.05, "recipe": None}}
-    recipe = build_recipe({"train": {"train.lr": "0.05"}, "evaluate": {"evaluate.benchmarks.real": "r.bin"}},
-                          {"data.generator": "render", "data.num_classes": "10", "data.num_images": "40",
-                           "data.render.yaw.min": "-45.0", "data.render.yaw.max": "45.0"},
-                          {"evaluate": {"benchmarks": {"twins": "t.bin"}}})
+    nested = nest_params(
+        {
+            "train.lr": "0.05",
+            "train.backbone.layers": "[1, 1]",
+            "base.experiment": "007",
+            "data.generator": "render",
+            "train.recipe": "None",
+        }
+    )
+    assert nested == {
+        "base": {"experiment": "007"},
+        "train": {"backbone": {"layers": [1, 1]}, "lr": 0.05, "recipe": None},
+    }
+    recipe = build_recipe(
+        {"train": {"train.lr": "0.05"}, "evaluate": {"evaluate.benchmarks.real": "r.bin"}},
+        {
+            "data.generator": "render",
+            "data.num_classes": "10",
+            "data.num_images": "40",
+            "data.render.yaw.min": "-45.0",
+            "data.render.yaw.max": "45.0",
+        },
+        {"evaluate": {"benchmarks": {"twins": "t.bin"}}},
+    )
     assert recipe["generate"]["identities"] == 10 and recipe["generate"]["images_per_identity"] == 4
     assert recipe["generate"]["render"]["yaw"] == {"min": -45.0, "max": 45.0}
     assert recipe["evaluate"]["benchmarks"] == {"real": "r.bin", "twins": None}  # dropped on merge
     raw = {"generate": {"render": {"yaw": [-30, 30]}}, "train": {"lr": 0.1}}
     typed = Config.model_validate(raw).model_dump(mode="json")
     assert dvc_overrides(recipe, raw, typed) == [  # as params.yaml writes them; generator render is its own
-        "+generate.identities=10", "+generate.images_per_identity=4", "generate.render.yaw=[-45.0, 45.0]",
-        "train.lr=0.05", "+evaluate.benchmarks.real=\"r.bin\""]
+        "+generate.identities=10",
+        "+generate.images_per_identity=4",
+        "generate.render.yaw=[-45.0, 45.0]",
+        "train.lr=0.05",
+        '+evaluate.benchmarks.real="r.bin"',
+    ]
     # a sweep trial's recipe: its sweep folders, MLflow place and 1-thread CPU settings are not the recipe
-    trial = {"base": {"seed": 3, "device": "cpu", "experiment": "facefoundry-sweeps",
-                      "tracking_uri": "sqlite:////abs/mlflow.db"},
-             "generate": {"out": "/abs/sweeps/s/datasets/ab12", "identities": 10},
-             "benchmark": {"out": "/abs/sweeps/s/benchmarks/twins-1.bin"},
-             "train": {"lr": 0.05, "threads": 1, "registered_model": None, "out": "/abs/sweeps/s/trials/000/train"},
-             "evaluate": {"benchmarks": {"twins": "/abs/sweeps/s/benchmarks/twins-1.bin", "real": "r.bin"}}}
-    assert dvc_overrides(trial, raw, typed) == ["+base.seed=3", "+generate.identities=10", "train.lr=0.05",
-                                                "+evaluate.benchmarks.real=\"r.bin\""]
-    rel = relative_paths({"generate": {"out": "/repo/outputs/sweeps/s/datasets/ab", "sizes": ["/repo/a", 1]},
-                          "identity": {"model": "/elsewhere/m.dat"}, "base": {"tracking_uri": "sqlite:////repo/x.db"}},
-                         Path("/repo"))
-    assert rel == {"generate": {"out": "outputs/sweeps/s/datasets/ab", "sizes": ["a", 1]},
-                   "identity": {"model": "/elsewhere/m.dat"}, "base": {"tracking_uri": "sqlite:////repo/x.db"}}
-    assert [s.name for s in known_sources("../shared/data/real_faces_unlabelled")] == ["ffhq256",
-                                                                                       "celeba_align_89x109"]
+    trial = {
+        "base": {
+            "seed": 3,
+            "device": "cpu",
+            "experiment": "facefoundry-sweeps",
+            "tracking_uri": "sqlite:////abs/mlflow.db",
+        },
+        "generate": {"out": "/abs/sweeps/s/datasets/ab12", "identities": 10},
+        "benchmark": {"out": "/abs/sweeps/s/benchmarks/twins-1.bin"},
+        "train": {"lr": 0.05, "threads": 1, "registered_model": None, "out": "/abs/sweeps/s/trials/000/train"},
+        "evaluate": {"benchmarks": {"twins": "/abs/sweeps/s/benchmarks/twins-1.bin", "real": "r.bin"}},
+    }
+    assert dvc_overrides(trial, raw, typed) == [
+        "+base.seed=3",
+        "+generate.identities=10",
+        "train.lr=0.05",
+        '+evaluate.benchmarks.real="r.bin"',
+    ]
+    rel = relative_paths(
+        {
+            "generate": {"out": "/repo/outputs/sweeps/s/datasets/ab", "sizes": ["/repo/a", 1]},
+            "identity": {"model": "/elsewhere/m.dat"},
+            "base": {"tracking_uri": "sqlite:////repo/x.db"},
+        },
+        Path("/repo"),
+    )
+    assert rel == {
+        "generate": {"out": "outputs/sweeps/s/datasets/ab", "sizes": ["a", 1]},
+        "identity": {"model": "/elsewhere/m.dat"},
+        "base": {"tracking_uri": "sqlite:////repo/x.db"},
+    }
+    assert [s.name for s in known_sources("../shared/data/real_faces_unlabelled")] == ["ffhq256", "celeba_align_89x109"]
     assert known_sources("outputs/realism_target") == [] and "unknown" in known_sources("/my/photos")[0].licence
 
 
 def test_gate_rules():
-    metrics = {"data/identities": 500, "data/images": 10000, "data/duplicate_images": 2,
-               "data/judge_dlib_intra_mean": 0.9, "data/judge_dlib_inter_mean": 0.8, "real/accuracy": 0.6}
+    metrics = {
+        "data/identities": 500,
+        "data/images": 10000,
+        "data/duplicate_images": 2,
+        "data/judge_dlib_intra_mean": 0.9,
+        "data/judge_dlib_inter_mean": 0.8,
+        "real/accuracy": 0.6,
+    }
     params = {"data.generator": "vec2face", "data.vec2face.tau": "0.4", "data.vec2face.avoid_training": "True"}
-    assert gate_failures(GateCfg(min_identities=500, min_images=10000, max_tau=0.4,
-                                 min_accuracy={"real": 0.6}), metrics, params) == []
-    fails = gate_failures(GateCfg(max_duplicate_images=0, min_judge_gap=0.2, max_tau=0.3,
-                                  min_accuracy={"lfw": 0.9}), metrics, params)
+    assert (
+        gate_failures(
+            GateCfg(min_identities=500, min_images=10000, max_tau=0.4, min_accuracy={"real": 0.6}), metrics, params
+        )
+        == []
+    )
+    fails = gate_failures(
+        GateCfg(max_duplicate_images=0, min_judge_gap=0.2, max_tau=0.3, min_accuracy={"lfw": 0.9}), metrics, params
+    )
     assert len(fails) == 4 and "data/duplicate_images = 2 > 0" in fails[0] and "judge dlib" in fails[1]
     assert "tau = 0.4 > 0.3" in fails[2] and "lfw/accuracy not measured" in fails[3]
     off = gate_failures(GateCfg(max_tau=0.5), metrics, {**params, "data.vec2face.avoid_training": "False"})
@@ -276,14 +382,18 @@ def _relative_recipe(folder: Path, **sections: dict) -> Path:
     from facefoundry.config import deep_merge
     from tests.conftest import TINY
 
-    raw = deep_merge(TINY, {
-        "base": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "tests"},
-        "generate": {"out": "render"}, "benchmark": {"out": "twins.bin"},
-        "train": {"dataset": "render", "out": "train", "registered_model": NAME},
-        "evaluate": {"model": "train/model", "benchmarks": {"twins": "twins.bin"}, "out": "eval"},
-        "report": {"out": "report"},
-        "promote": {"out": "experiments/promoted.yaml", "card": "experiments/promoted_card.md"},
-    })
+    raw = deep_merge(
+        TINY,
+        {
+            "base": {"tracking_uri": "sqlite:///mlflow.db", "experiment": "tests"},
+            "generate": {"out": "render"},
+            "benchmark": {"out": "twins.bin"},
+            "train": {"dataset": "render", "out": "train", "registered_model": NAME},
+            "evaluate": {"model": "train/model", "benchmarks": {"twins": "twins.bin"}, "out": "eval"},
+            "report": {"out": "report"},
+            "promote": {"out": "experiments/promoted.yaml", "card": "experiments/promoted_card.md"},
+        },
+    )
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "params.yaml").write_text(yaml.safe_dump(deep_merge(raw, sections)))
     return folder / "params.yaml"
@@ -317,8 +427,9 @@ def test_the_promoted_recipe_reproduces_the_dataset_and_the_model(env, monkeypat
     weights = Path("train/model/backbone/backbone.pth")
     assert (a / weights).read_bytes() == (b / weights).read_bytes()
 
-    res = CliRunner().invoke(app, ["--params", str(params_b), "-e", str(promoted), "pipeline", "--dry-run",
-                                   "-n", "champion"])
+    res = CliRunner().invoke(
+        app, ["--params", str(params_b), "-e", str(promoted), "pipeline", "--dry-run", "-n", "champion"]
+    )
     assert res.exit_code == 0, res.output
     assert "dvc exp run -S base.seed=11 -S generate.identities=5 -S train.lr=0.07 -n champion" in res.output
     res = CliRunner().invoke(app, ["--params", str(params_a), "-e", str(promoted), "pipeline", "--dry-run"])
@@ -334,14 +445,17 @@ def test_pipeline_turns_experiment_files_into_dvc_overrides(tmp_path):
 
     params = _relative_recipe(tmp_path / "p")
     exp = tmp_path / "trial.yaml"
-    exp.write_text("generate: {out: /sweeps/s/datasets/ab12, identities: 9}\n"
-                   "train: {threads: 1, lr: 0.2, registered_model: null}\nbase: {device: cpu}\n")
-    res = CliRunner().invoke(app, ["--params", str(params), "-e", str(exp), "--set", "train.epochs=3",
-                                   "pipeline", "--dry-run", "train.lr=0.3"])
+    exp.write_text(
+        "generate: {out: /sweeps/s/datasets/ab12, identities: 9}\n"
+        "train: {threads: 1, lr: 0.2, registered_model: null}\nbase: {device: cpu}\n"
+    )
+    res = CliRunner().invoke(
+        app,
+        ["--params", str(params), "-e", str(exp), "--set", "train.epochs=3", "pipeline", "--dry-run", "train.lr=0.3"],
+    )
     assert res.exit_code == 0, res.output
     assert "$ -m dvc exp run -S generate.identities=9 -S train.epochs=3 -S train.lr=0.3\n" in res.output
-    res = CliRunner().invoke(app, ["--params", str(params), "-e", str(exp), "pipeline", "--dry-run",
-                                   "train.nope=1"])
+    res = CliRunner().invoke(app, ["--params", str(params), "-e", str(exp), "pipeline", "--dry-run", "train.nope=1"])
     assert isinstance(res.exception, FaceFoundryError) and "train.nope" in str(res.exception)
 
 
@@ -352,12 +466,14 @@ def test_idsync_datasets_face_the_tau_gate_and_their_cards_trace_its_training_ph
 
     # IDSync learns from photos and records no τ filter: a max_tau gate cannot pass on missing evidence
     assert gate_failures(GateCfg(max_tau=0.4), {}, {"data.generator": "idsync"}) == [
-        "data.idsync.tau not recorded (promote.gate.max_tau)"]
+        "data.idsync.tau not recorded (promote.gate.max_tau)"
+    ]
     photos = aligned_photos(tmp_path / "real_aligned")
     model = tmp_path / "idsync" / "model"
     model.mkdir(parents=True)
-    (model / "idsync_model.json").write_text(json.dumps({"dataset": str(photos), "dataset_dvc_md5": "photos.dir",
-                                                          "encoder_name": "dlib"}))
+    (model / "idsync_model.json").write_text(
+        json.dumps({"dataset": str(photos), "dataset_dvc_md5": "photos.dir", "encoder_name": "dlib"})
+    )
     prov = provenance({"data.generator": "idsync", "data.idsync.model": str(model)}, {})
     assert isinstance(prov, Provenance) and prov.model == str(model) and prov.trained_on == str(photos)
     assert prov.trained_on_digest == "photos.dir" and prov.encoder == "dlib"
@@ -379,8 +495,10 @@ def test_a_fused_datasets_card_joins_its_sources_provenance(tmp_path):
     (model / "vec2face_model.json").write_text(json.dumps({"dataset": str(photos), "encoder_name": "dlib"}))
     rng = np.random.default_rng(0)
     sources = {}
-    for name, meta in (("render", {"generator": "render"}),
-                       ("vec2face", {"generator": "vec2face", "vec2face": {"model": str(model), "tau": 0.4}})):
+    for name, meta in (
+        ("render", {"generator": "render"}),
+        ("vec2face", {"generator": "vec2face", "vec2face": {"model": str(model), "tau": 0.4}}),
+    ):
         with DatasetWriter(tmp_path / name, {**meta, "num_classes": 1, "image_size": 16}) as w:
             w.add(identity_image(0, 0, 16, rng), 0, "id", name, {})
         sources[name] = {"path": str(tmp_path / name), "share": 0.5}
@@ -391,8 +509,20 @@ def test_a_fused_datasets_card_joins_its_sources_provenance(tmp_path):
     assert not prov.synthetic_inputs and prov.encoder == "dlib"
     assert any("`render`" in n and "learned from no photo" in n for n in prov.notes)
     assert any("`vec2face`" in n and str(photos) in n for n in prov.notes)
-    card = dataset_card(CardFacts(recipe="fused", run_id="r", experiment="e", dataset=str(tmp_path / "fused"),
-                                  digest="d", params=params, metrics={}, basis="", metric="twins", value=0.5,
-                                  provenance=prov))
+    card = dataset_card(
+        CardFacts(
+            recipe="fused",
+            run_id="r",
+            experiment="e",
+            dataset=str(tmp_path / "fused"),
+            digest="d",
+            params=params,
+            metrics={},
+            basis="",
+            metric="twins",
+            value=0.5,
+            provenance=prov,
+        )
+    )
     assert "**fusion** — dataset fusion" in card and "Not recorded" not in card.split("## Leakage")[0]
     assert "CC BY-NC-SA 4.0" in card and "non-commercial" in card

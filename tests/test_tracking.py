@@ -20,13 +20,19 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_
 ENV["GIT_PYTHON_REFRESH"] = "quiet"
 
 
-def ff(tmp: Path, *args: str, env: dict | None = None, **kw) -> subprocess.Popen:  # noqa: ANN003
-    return subprocess.Popen([sys.executable, "-m", "facefoundry", "--params", str(tmp / "params.yaml"), *args],
-                            cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**ENV, **(env or {})}, **kw)
+def ff(tmp: Path, *args: str, env: dict | None = None, **kw) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "facefoundry", "--params", str(tmp / "params.yaml"), *args],
+        cwd=tmp,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**ENV, **(env or {})},
+        **kw,
+    )
 
 
-def client_for(tmp: Path):  # noqa: ANN201
+def client_for(tmp: Path):
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
@@ -91,8 +97,14 @@ def test_an_epoch_checkpointed_but_not_logged_is_logged_on_resume(tmp_path):
     tiny_config(tmp_path, train={"epochs": 3, "batch_size": 8, "registered_model": None})
     script = tmp_path / "kill.py"
     script.write_text(KILL_BEFORE_LOGGING)
-    proc = subprocess.run([sys.executable, str(script), "--params", str(tmp_path / "params.yaml"), "train"],
-                          cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(script), "--params", str(tmp_path / "params.yaml"), "train"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+    )
     assert proc.returncode == 130, proc.stderr[-2000:]
     [killed] = train_runs(tmp_path)
     logged = [m.step for m in client_for(tmp_path).get_metric_history(killed.info.run_id, "train/loss")]

@@ -13,23 +13,33 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Optional
 
 import typer
 
 from facefoundry.config import Config, load_config
 from facefoundry.errors import FaceFoundryError, write_error_message
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Synthetic face datasets in, verified face-recognition accuracy out.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Synthetic face datasets in, verified face-recognition accuracy out.",
+)
 _state: dict = {}
 
 
 @app.callback()
 def _global(
-    params: Optional[str] = typer.Option(None, "--params", "-p", help="Base parameter file (default: params.yaml, "
-                                         "or the built-in defaults when there is none; a named file must exist)."),
-    experiment: list[str] = typer.Option([], "--experiment", "-e", help="Experiment YAML deep-merged on top (repeatable)."),
+    params: str | None = typer.Option(
+        None,
+        "--params",
+        "-p",
+        help="Base parameter file (default: params.yaml, "
+        "or the built-in defaults when there is none; a named file must exist).",
+    ),
+    experiment: list[str] = typer.Option(
+        [], "--experiment", "-e", help="Experiment YAML deep-merged on top (repeatable)."
+    ),
     set_: list[str] = typer.Option([], "--set", "-s", help="Override, e.g. --set train.lr=0.05 (repeatable)."),
 ) -> None:
     _state.update(params=params, experiment=experiment, sets=set_)
@@ -37,8 +47,12 @@ def _global(
 
 def _cfg(extra: list[str] | None = None) -> Config:
     named = _state.get("params")
-    return load_config(named or "params.yaml", _state.get("experiment"), [*_state.get("sets", []), *(extra or [])],
-                       required=named is not None)
+    return load_config(
+        named or "params.yaml",
+        _state.get("experiment"),
+        [*_state.get("sets", []), *(extra or [])],
+        required=named is not None,
+    )
 
 
 def _writable(*folders: object) -> None:
@@ -63,11 +77,17 @@ def _samples(dataset: str) -> str:
 
 
 @app.command()
-def generate(generator: Optional[str] = typer.Option(None, help="Generator name (default: generate.generator)."),
-             out: Optional[str] = typer.Option(None, "--out", help="Dataset folder (default: generate.out; with "
-                                               "another --generator, a sibling folder named after it)."),
-             products: Optional[str] = typer.Option(None, "--products", help=f"{PRODUCTS_HELP}; default "
-                                                    "outputs/samples/<dataset folder name>.")) -> None:
+def generate(
+    generator: str | None = typer.Option(None, help="Generator name (default: generate.generator)."),
+    out: str | None = typer.Option(
+        None,
+        "--out",
+        help="Dataset folder (default: generate.out; with another --generator, a sibling folder named after it).",
+    ),
+    products: str | None = typer.Option(
+        None, "--products", help=f"{PRODUCTS_HELP}; default outputs/samples/<dataset folder name>."
+    ),
+) -> None:
     """Generate a synthetic face dataset (manifest folder); IDSync trains its model first when it is missing."""
     from pathlib import Path
 
@@ -90,8 +110,11 @@ def generate(generator: Optional[str] = typer.Option(None, help="Generator name 
 
 
 @app.command()
-def benchmark(products: Optional[str] = typer.Option(None, "--products", help=f"{PRODUCTS_HELP}; default "
-                                                     "outputs/samples/<benchmark file stem>.")) -> None:
+def benchmark(
+    products: str | None = typer.Option(
+        None, "--products", help=f"{PRODUCTS_HELP}; default outputs/samples/<benchmark file stem>."
+    ),
+) -> None:
     """Render the synthetic twin verification benchmark (.bin)."""
     from facefoundry.stages.generate import run_benchmark
 
@@ -101,16 +124,23 @@ def benchmark(products: Optional[str] = typer.Option(None, "--products", help=f"
 
 
 @app.command()
-def synlfw(like: Optional[str] = typer.Option(None, "--like", help="Reference .bin whose pair count and "
-                                              "same/different order are copied (default: synlfw.like)."),
-           out: Optional[str] = typer.Option(None, "--out", help=".bin to write (default: synlfw.out)."),
-           ratio: Optional[float] = typer.Option(None, "--ratio", help="Syn-LFW-R: identity mixing ratio R in "
-                                                 "[0, 1]; 1 = plain Syn-LFW (default: synlfw.ratio)."),
-           generator: Optional[str] = typer.Option(None, "--generator", help="Generator name (default: "
-                                                   "synlfw.generator)."),
-           table: Optional[str] = typer.Option(None, "--table", help="render: CSV of per-image variations "
-                                               "(yaw, smile, …), one row per image (default: synlfw.table).")
-           ) -> None:
+def synlfw(
+    like: str | None = typer.Option(
+        None,
+        "--like",
+        help="Reference .bin whose pair count and same/different order are copied (default: synlfw.like).",
+    ),
+    out: str | None = typer.Option(None, "--out", help=".bin to write (default: synlfw.out)."),
+    ratio: float | None = typer.Option(
+        None, "--ratio", help="Syn-LFW-R: identity mixing ratio R in [0, 1]; 1 = plain Syn-LFW (default: synlfw.ratio)."
+    ),
+    generator: str | None = typer.Option(None, "--generator", help="Generator name (default: synlfw.generator)."),
+    table: str | None = typer.Option(
+        None,
+        "--table",
+        help="render: CSV of per-image variations (yaw, smile, …), one row per image (default: synlfw.table).",
+    ),
+) -> None:
     """Syn-LFW (SynFace): a synthetic twin of a verification benchmark (.bin), same pairs, unseen identities."""
     import json
 
@@ -118,19 +148,26 @@ def synlfw(like: Optional[str] = typer.Option(None, "--like", help="Reference .b
 
     given = {"like": like, "out": out, "ratio": ratio, "generator": generator, "table": table}
     # strings as JSON (valid YAML), so a path such as `null` or `2024.bin` stays a path
-    cfg = _cfg([f"synlfw.{k}={v if isinstance(v, float) else json.dumps(v)}" for k, v in given.items()
-                if v is not None])
+    cfg = _cfg(
+        [f"synlfw.{k}={v if isinstance(v, float) else json.dumps(v)}" for k, v in given.items() if v is not None]
+    )
     _writable(os.path.dirname(os.path.abspath(cfg.synlfw.out)))
     run_synlfw(cfg)
 
 
 @app.command()
-def validate(dataset: Optional[str] = typer.Option(None, help="Dataset folder (default: train.dataset)."),
-             out: Optional[str] = typer.Option(None, help="Where to write data metrics (default: a recipe of "
-                                               "datasets: writes <report.metrics>/<recipe>/validate.json, as the "
-                                               "pipeline does; another dataset <products>/metrics.json)."),
-             products: Optional[str] = typer.Option(None, "--products", help=f"{PRODUCTS_HELP}; default "
-                                                    "outputs/validate/<recipe or dataset folder name>.")) -> None:
+def validate(
+    dataset: str | None = typer.Option(None, help="Dataset folder (default: train.dataset)."),
+    out: str | None = typer.Option(
+        None,
+        help="Where to write data metrics (default: a recipe of "
+        "datasets: writes <report.metrics>/<recipe>/validate.json, as the "
+        "pipeline does; another dataset <products>/metrics.json).",
+    ),
+    products: str | None = typer.Option(
+        None, "--products", help=f"{PRODUCTS_HELP}; default outputs/validate/<recipe or dataset folder name>."
+    ),
+) -> None:
     """Check a dataset: every image's size and hash, data metrics, judges and the Great Expectations gates."""
     from pathlib import Path
 
@@ -146,10 +183,13 @@ def validate(dataset: Optional[str] = typer.Option(None, help="Dataset folder (d
 
 
 @app.command()
-def fuse(out: Optional[str] = typer.Option(None, "--out", help="Fused dataset folder (default: fuse.out)."),
-         metrics: Optional[str] = typer.Option(None, "--metrics", help="Where to write the fusion counts (JSON)."),
-         products: Optional[str] = typer.Option(None, "--products", help=f"{PRODUCTS_HELP}; default "
-                                                "outputs/samples/<fused folder name>.")) -> None:
+def fuse(
+    out: str | None = typer.Option(None, "--out", help="Fused dataset folder (default: fuse.out)."),
+    metrics: str | None = typer.Option(None, "--metrics", help="Where to write the fusion counts (JSON)."),
+    products: str | None = typer.Option(
+        None, "--products", help=f"{PRODUCTS_HELP}; default outputs/samples/<fused folder name>."
+    ),
+) -> None:
     """Fuse datasets of different generators (fuse.sources) after a cross-source identity-overlap check."""
     from facefoundry.stages.fuse import run_fuse
 
@@ -159,12 +199,13 @@ def fuse(out: Optional[str] = typer.Option(None, "--out", help="Fused dataset fo
 
 
 @app.command()
-def align(src: str = typer.Argument(..., help="Folder of real photos (identity subfolders are kept as labels)."),
-          out: str = typer.Option(..., "--out", help="Dataset folder to write (manifest + aligned crops)."),
-          size: Optional[int] = typer.Option(None, "--size", help="Crop side (default: base.image_size)."),
-          limit: Optional[int] = typer.Option(None, "--limit", help="Align only the first N photos (sorted)."),
-          labels: Optional[str] = typer.Option(None, "--labels", help="auto | folders | none (default: align.labels).")
-          ) -> None:
+def align(
+    src: str = typer.Argument(..., help="Folder of real photos (identity subfolders are kept as labels)."),
+    out: str = typer.Option(..., "--out", help="Dataset folder to write (manifest + aligned crops)."),
+    size: int | None = typer.Option(None, "--size", help="Crop side (default: base.image_size)."),
+    limit: int | None = typer.Option(None, "--limit", help="Align only the first N photos (sorted)."),
+    labels: str | None = typer.Option(None, "--labels", help="auto | folders | none (default: align.labels)."),
+) -> None:
     """Detect and align real photos (dlib HOG + 68 landmarks → 5-point template); misses go to DST/misses.json."""
     from facefoundry.stages.align import run_align
 
@@ -174,10 +215,13 @@ def align(src: str = typer.Argument(..., help="Folder of real photos (identity s
 
 
 @app.command()
-def convert(src: str = typer.Argument(..., help="Dataset to convert: identity subfolders of images, or a folder "
-                                      "with insightface train.rec/train.idx."),
-            out: str = typer.Option(..., "--out", help="Manifest dataset folder to write."),
-            fmt: str = typer.Option("png", "--format", help="Image format of the copy: png (lossless) or jpg.")) -> None:
+def convert(
+    src: str = typer.Argument(
+        ..., help="Dataset to convert: identity subfolders of images, or a folder with insightface train.rec/train.idx."
+    ),
+    out: str = typer.Option(..., "--out", help="Manifest dataset folder to write."),
+    fmt: str = typer.Option("png", "--format", help="Image format of the copy: png (lossless) or jpg."),
+) -> None:
     """Convert an image-folder or RecordIO dataset to the manifest format (hashes, names, provenance)."""
     from facefoundry.stages.convert import run_convert
 
@@ -198,20 +242,22 @@ STOP_AFTER_HELP = "Stop after this epoch (resume later by running again)."
 
 
 @app.command("train-generator")
-def train_generator(name: str = typer.Argument(..., help="A learned generator: vec2face, idsync, or a plug-in's name."),
-                    stop_after: Optional[int] = typer.Option(None, "--stop-after", help=STOP_AFTER_HELP)) -> None:
+def train_generator(
+    name: str = typer.Argument(..., help="A learned generator: vec2face, idsync, or a plug-in's name."),
+    stop_after: int | None = typer.Option(None, "--stop-after", help=STOP_AFTER_HELP),
+) -> None:
     """Train (or resume) a learned generator on its section's dataset (vec2face.dataset, idsync.dataset, ...)."""
     _train_generator(name, stop_after)
 
 
 @app.command("train-vec2face")
-def train_vec2face(stop_after: Optional[int] = typer.Option(None, "--stop-after", help=STOP_AFTER_HELP)) -> None:
+def train_vec2face(stop_after: int | None = typer.Option(None, "--stop-after", help=STOP_AFTER_HELP)) -> None:
     """Train the Vec2Face generator on vec2face.dataset (= train-generator vec2face)."""
     _train_generator("vec2face", stop_after)
 
 
 @app.command("train-idsync")
-def train_idsync(stop_after: Optional[int] = typer.Option(None, "--stop-after", help=STOP_AFTER_HELP)) -> None:
+def train_idsync(stop_after: int | None = typer.Option(None, "--stop-after", help=STOP_AFTER_HELP)) -> None:
     """Train IDSync (identity-conditioned latent diffusion, λ·identity loss) on idsync.dataset (= train-generator
     idsync)."""
     _train_generator("idsync", stop_after)
@@ -236,8 +282,11 @@ def realism() -> None:
 
 
 @app.command()
-def train(stop_after: Optional[int] = typer.Option(None, "--stop-after", help="Stop after this epoch "
-                                                   "(preemption, tests); the next call resumes.")) -> None:
+def train(
+    stop_after: int | None = typer.Option(
+        None, "--stop-after", help="Stop after this epoch (preemption, tests); the next call resumes."
+    ),
+) -> None:
     """Train an FR model (IResNet + margin head) on train.dataset; resumes from its checkpoint."""
     from facefoundry.stages.train import run_train
 
@@ -248,25 +297,50 @@ def train(stop_after: Optional[int] = typer.Option(None, "--stop-after", help="S
 
 @app.command()
 def evaluate(
-    encoder: list[str] = typer.Option([], "--encoder", help="Score a pretrained identity encoder instead of the "
-                                      "trained model: a name (dlib) or a path (.dat, .onnx, .pth, model folder). Repeatable."),
-    benchmark: list[str] = typer.Option([], "--benchmark", help="NAME=PATH.bin, replacing evaluate.benchmarks. Repeatable."),
-    model: Optional[str] = typer.Option(None, "--model", help="Model to score (default: evaluate.model): a model "
-                                        "folder, an arcface_torch backbone.pth (with --arch) or an insightface .onnx."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of a .pth model: r18, r34, r50, r100, r200 "
-                                       "(default: evaluate.arch, else read from its keys)."),
-    products: Optional[str] = typer.Option(None, "--products", help=f"{PRODUCTS_HELP}; default outputs/eval/<recipe> "
-                                           "(the folder above a model/ folder, else the model's file stem)."),
+    encoder: list[str] = typer.Option(
+        [],
+        "--encoder",
+        help="Score a pretrained identity encoder instead of the "
+        "trained model: a name (dlib) or a path (.dat, .onnx, .pth, model folder). Repeatable.",
+    ),
+    benchmark: list[str] = typer.Option(
+        [], "--benchmark", help="NAME=PATH.bin, replacing evaluate.benchmarks. Repeatable."
+    ),
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        help="Model to score (default: evaluate.model): a model "
+        "folder, an arcface_torch backbone.pth (with --arch) or an insightface .onnx.",
+    ),
+    arch: str | None = typer.Option(
+        None,
+        "--arch",
+        help="Architecture of a .pth model: r18, r34, r50, r100, r200 "
+        "(default: evaluate.arch, else read from its keys).",
+    ),
+    products: str | None = typer.Option(
+        None,
+        "--products",
+        help=f"{PRODUCTS_HELP}; default outputs/eval/<recipe> "
+        "(the folder above a model/ folder, else the model's file stem).",
+    ),
 ) -> None:
     """10-fold verification accuracy, TAR@FAR and ROC on every configured benchmark."""
     from facefoundry.stages.evaluate import default_products, run_evaluate
 
     if encoder and (model or arch):
-        raise FaceFoundryError("--encoder scores identity encoders; --model/--arch score one FR model: use one or the other")
+        raise FaceFoundryError(
+            "--encoder scores identity encoders; --model/--arch score one FR model: use one or the other"
+        )
     cfg = _cfg()
     if model is not None or arch is not None:
-        cfg = cfg.model_copy(update={"evaluate": cfg.evaluate.model_copy(
-            update={k: v for k, v in (("model", model), ("arch", arch)) if v is not None})})
+        cfg = cfg.model_copy(
+            update={
+                "evaluate": cfg.evaluate.model_copy(
+                    update={k: v for k, v in (("model", model), ("arch", arch)) if v is not None}
+                )
+            }
+        )
     products = products or str(default_products(cfg, encoder))
     _writable(cfg.evaluate.out, products)
     run_evaluate(cfg, encoder, benchmark, products)
@@ -274,11 +348,15 @@ def evaluate(
 
 @app.command("import-model")
 def import_model(
-    src: str = typer.Argument(..., help="A released insightface model: an arcface_torch backbone.pth, or an .onnx "
-                              "whose weights kept IResNet names."),
+    src: str = typer.Argument(
+        ...,
+        help="A released insightface model: an arcface_torch backbone.pth, or an .onnx "
+        "whose weights kept IResNet names.",
+    ),
     out: str = typer.Option(..., "--out", help="Model folder to write (must not exist yet)."),
-    arch: Optional[str] = typer.Option(None, "--arch", help="r18, r34, r50, r100 or r200 (default: read from the "
-                                       "weights' keys)."),
+    arch: str | None = typer.Option(
+        None, "--arch", help="r18, r34, r50, r100 or r200 (default: read from the weights' keys)."
+    ),
 ) -> None:
     """Save a released insightface model as a FaceFoundry model folder (for evaluate, train.init, encoders)."""
     from facefoundry.models.released import import_to_folder
@@ -300,14 +378,25 @@ def report() -> None:
 
 @app.command()
 def leaderboard(
-    experiment: list[str] = typer.Option([], "--experiment", help="MLflow experiment to rank (repeatable; default "
-                                         "base.experiment). Not the global -e, which names a config file."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="Rank on: average (the mean over the benchmarks "
-                                         "every ranked run has), a benchmark (twins, real, lfw, …) or data/<name> "
-                                         "(default: report.benchmark, else average)."),
-    top: Optional[int] = typer.Option(None, "--top", min=1, help="Show the best N recipes (default: report.top)."),
-    include_adhoc: Optional[bool] = typer.Option(None, "--include-adhoc/--exclude-adhoc", help="Also rank runs "
-                                                 "started outside a pipeline (default: report.include_adhoc)."),
+    experiment: list[str] = typer.Option(
+        [],
+        "--experiment",
+        help="MLflow experiment to rank (repeatable; default "
+        "base.experiment). Not the global -e, which names a config file.",
+    ),
+    metric: str | None = typer.Option(
+        None,
+        "--metric",
+        help="Rank on: average (the mean over the benchmarks "
+        "every ranked run has), a benchmark (twins, real, lfw, …) or data/<name> "
+        "(default: report.benchmark, else average).",
+    ),
+    top: int | None = typer.Option(None, "--top", min=1, help="Show the best N recipes (default: report.top)."),
+    include_adhoc: bool | None = typer.Option(
+        None,
+        "--include-adhoc/--exclude-adhoc",
+        help="Also rank runs started outside a pipeline (default: report.include_adhoc).",
+    ),
 ) -> None:
     """Rank recipes across runs and experiments: a table per benchmark, the average and the data metrics."""
     from facefoundry.stages.report import run_leaderboard
@@ -319,14 +408,20 @@ def leaderboard(
 
 @app.command()
 def promote(
-    metric: Optional[str] = typer.Option(None, "--metric", help="What best means: average, a benchmark or "
-                                         "data/<name> (default: promote.metric)."),
-    experiment: list[str] = typer.Option([], "--experiment", help="MLflow experiment to pick from (repeatable; "
-                                         "default base.experiment)."),
-    gate: Optional[bool] = typer.Option(None, "--gate/--no-gate", help="Require the quality gate promote.gate "
-                                        "(default: promote.gate.enabled)."),
-    include_adhoc: Optional[bool] = typer.Option(None, "--include-adhoc/--exclude-adhoc", help="Also consider runs "
-                                                 "started outside a pipeline (default: report.include_adhoc)."),
+    metric: str | None = typer.Option(
+        None, "--metric", help="What best means: average, a benchmark or data/<name> (default: promote.metric)."
+    ),
+    experiment: list[str] = typer.Option(
+        [], "--experiment", help="MLflow experiment to pick from (repeatable; default base.experiment)."
+    ),
+    gate: bool | None = typer.Option(
+        None, "--gate/--no-gate", help="Require the quality gate promote.gate (default: promote.gate.enabled)."
+    ),
+    include_adhoc: bool | None = typer.Option(
+        None,
+        "--include-adhoc/--exclude-adhoc",
+        help="Also consider runs started outside a pipeline (default: report.include_adhoc).",
+    ),
 ) -> None:
     """Register the best run's FR model as models:/<name>@champion (the old one keeps @previous), and write
     its recipe (promote.out) and dataset card (promote.card)."""
@@ -337,10 +432,13 @@ def promote(
 
 @app.command()
 def pipeline(
-    overrides: list[str] = typer.Argument(None, help="params.yaml overrides, e.g. train.lr=0.05 (several, or one "
-                                           "space-separated string as `mlflow run -P set=...` passes them)."),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Run only this stage and what it needs."),
-    name: Optional[str] = typer.Option(None, "--name", "-n", help="DVC experiment name (with overrides)."),
+    overrides: list[str] = typer.Argument(
+        None,
+        help="params.yaml overrides, e.g. train.lr=0.05 (several, or one "
+        "space-separated string as `mlflow run -P set=...` passes them).",
+    ),
+    stage: str | None = typer.Option(None, "--stage", help="Run only this stage and what it needs."),
+    name: str | None = typer.Option(None, "--name", "-n", help="DVC experiment name (with overrides)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the DVC command and stop."),
 ) -> None:
     """Run the DVC pipeline: `dvc repro`, or `dvc exp run -S ...` when overrides are given.
@@ -357,9 +455,20 @@ def pipeline(
 
     sets = [tok for arg in overrides or [] for tok in arg.split() if tok]
     named = _state.get("params")
-    cmd = [sys.executable, "-m", "dvc", *dvc_command(Path(named or "params.yaml"), _state.get("experiment") or [],
-                                                      _state.get("sets") or [], sets, stage, name,
-                                                      required=named is not None)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "dvc",
+        *dvc_command(
+            Path(named or "params.yaml"),
+            _state.get("experiment") or [],
+            _state.get("sets") or [],
+            sets,
+            stage,
+            name,
+            required=named is not None,
+        ),
+    ]
     print("$ " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
     if dry_run:
         return
@@ -370,16 +479,31 @@ def pipeline(
 
 @app.command()
 def sweep(
-    spec: str = typer.Argument(..., help="Sweep spec, e.g. experiments/sweep_smoke.yaml (search space, objective, "
-                               "budget, resources per trial)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the stopped sweep in the output folder "
-                                "(Tuner.restore: finished trials are kept, not rerun)."),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster address (default: the spec's "
-                                          "address, else RAY_ADDRESS, else Ray on this machine's cores)."),
-    out: Optional[str] = typer.Option(None, "--out", help="Sweep folder (default: the spec's out, else "
-                                      "outputs/sweeps/<name>)."),
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="Ray Tune's own progress tables and the "
-                                "trials' output on the console (trial logs are always in trials/<id>/trial.log)."),
+    spec: str = typer.Argument(
+        ...,
+        help="Sweep spec, e.g. experiments/sweep_smoke.yaml (search space, objective, budget, resources per trial).",
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue the stopped sweep in the output folder (Tuner.restore: finished trials are kept, not rerun).",
+    ),
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="Ray cluster address (default: the spec's address, else RAY_ADDRESS, else Ray on this machine's cores).",
+    ),
+    out: str | None = typer.Option(
+        None, "--out", help="Sweep folder (default: the spec's out, else outputs/sweeps/<name>)."
+    ),
+    verbose: int = typer.Option(
+        0,
+        "--verbose",
+        "-v",
+        count=True,
+        help="Ray Tune's own progress tables and the "
+        "trials' output on the console (trial logs are always in trials/<id>/trial.log).",
+    ),
 ) -> None:
     """Sweep a space of recipes with Ray Tune (Optuna TPE + ASHA); one MLflow parent run, one child per trial."""
     from facefoundry.sweep.spec import load_spec
@@ -395,11 +519,17 @@ def sweep(
     if outcome is None or outcome.interrupted:
         extra = "".join(f" {o} {v}" for o, v in (("--out", out), ("--address", address)) if v)
         if (s.out / "ray" / "tune").is_dir():
-            print(f"interrupted: finished trials are kept in {s.out}; resume with: facefoundry sweep {spec} --resume"
-                  f"{extra}", file=sys.stderr)
+            print(
+                f"interrupted: finished trials are kept in {s.out}; resume with: facefoundry sweep {spec} --resume"
+                f"{extra}",
+                file=sys.stderr,
+            )
         else:
-            print(f"interrupted before any trial started; run the same command again to start: facefoundry sweep "
-                  f"{spec}{extra}", file=sys.stderr)
+            print(
+                f"interrupted before any trial started; run the same command again to start: facefoundry sweep "
+                f"{spec}{extra}",
+                file=sys.stderr,
+            )
         sys.exit(130)
 
 
@@ -475,9 +605,12 @@ def _interrupted() -> None:
     from facefoundry.errors import saved_work
 
     kept = "; ".join(saved_work())
-    print(f"interrupted: finished work is kept{' (' + kept + ')' if kept else ''}; run the same command again "
-          "to resume", file=sys.stderr)
+    print(
+        f"interrupted: finished work is kept{' (' + kept + ')' if kept else ''}; run the same command again to resume",
+        file=sys.stderr,
+    )
     sys.exit(130)
+
 
 if __name__ == "__main__":
     entry()

@@ -10,9 +10,13 @@ class FaceFoundryError(Exception):
 
 
 # errno values that mean "this output cannot be written": a read-only or full disk, no permission
-_WRITE_ERRNOS = {"EACCES": "permission denied", "EPERM": "operation not permitted",
-                 "EROFS": "read-only file system", "ENOSPC": "no space left on the device",
-                 "EDQUOT": "disk quota exceeded"}
+_WRITE_ERRNOS = {
+    "EACCES": "permission denied",
+    "EPERM": "operation not permitted",
+    "EROFS": "read-only file system",
+    "ENOSPC": "no space left on the device",
+    "EDQUOT": "disk quota exceeded",
+}
 
 
 def write_error_message(exc: OSError) -> str | None:
@@ -22,8 +26,11 @@ def write_error_message(exc: OSError) -> str | None:
     for name, text in _WRITE_ERRNOS.items():
         if exc.errno == getattr(errno, name, None):
             where = exc.filename or "an output file"
-            hint = "free some space and run the same command again to resume" if name in ("ENOSPC", "EDQUOT") \
+            hint = (
+                "free some space and run the same command again to resume"
+                if name in ("ENOSPC", "EDQUOT")
                 else "choose a writable output folder"
+            )
             return f"cannot write {where}: {text} ({hint})"
     return None
 

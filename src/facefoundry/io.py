@@ -8,8 +8,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def _umask() -> int:
@@ -87,7 +88,8 @@ def cache_dir(kind: str) -> Path:
     """The platform's cache for ``kind`` (results keyed by a dataset's hash): ``$FACEFOUNDRY_CACHE`` or
     ``$XDG_CACHE_HOME/facefoundry`` (``~/.cache/facefoundry``)."""
     root = os.environ.get("FACEFOUNDRY_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "facefoundry")
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "facefoundry"
+    )
     return Path(root) / kind
 
 

@@ -22,6 +22,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import Any
 
 import numpy as np
 
@@ -120,9 +121,16 @@ class Leaderboard:
 
     def table(self, top: int | None = None) -> tuple[list[str], list[list[str]]]:
         multi = self.multi_experiment
-        header = ["rank", "recipe", "n", *(["experiment"] if multi else []),
-                  *[f"{label(b)} %" for b in self.columns], *(["average %"] if self.average_over else []),
-                  *[data_label(k) for k in self.data_columns], *[short(p) for p in self.differing]]
+        header = [
+            "rank",
+            "recipe",
+            "n",
+            *(["experiment"] if multi else []),
+            *[f"{label(b)} %" for b in self.columns],
+            *(["average %"] if self.average_over else []),
+            *[data_label(k) for k in self.data_columns],
+            *[short(p) for p in self.differing],
+        ]
         out = []
         for i, r in enumerate(self.rows[:top] if top else self.rows, 1):
             cells = [str(i), r.recipe, str(len(r.runs)), *([", ".join(r.experiments)] if multi else [])]
@@ -136,11 +144,15 @@ class Leaderboard:
     def notes(self) -> list[str]:
         notes = [self.basis]
         if self.average_over and self.metric != AVERAGE:
-            notes.append(f"average: the mean over {', '.join(label(b) for b in self.average_over)}, "
-                         "the benchmarks every ranked run has.")
+            notes.append(
+                f"average: the mean over {', '.join(label(b) for b in self.average_over)}, "
+                "the benchmarks every ranked run has."
+            )
         if any(_JUDGE.match(k) for k in self.data_columns):
-            notes.append("intra/inter: mean cosine similarity of same-/different-identity image pairs by the judge "
-                         "encoder (validate); a wider gap is a cleaner dataset.")
+            notes.append(
+                "intra/inter: mean cosine similarity of same-/different-identity image pairs by the judge "
+                "encoder (validate); a wider gap is a cleaner dataset."
+            )
         return notes
 
     def markdown(self, top: int | None = None) -> str:
@@ -158,26 +170,56 @@ class Leaderboard:
         header, rows = self.table(top)
         ranked = self.ranked_column
         esc = html.escape
-        th = "".join(f'<th{" class=ranked" if h == ranked else ""}>{esc(h)}</th>' for h in header)
-        body = "".join("<tr>" + "".join(f'<td{" class=ranked" if h == ranked else ""}>{esc(c)}</td>'
-                                        for h, c in zip(header, r)) + "</tr>\n" for r in rows)
+        th = "".join(f"<th{' class=ranked' if h == ranked else ''}>{esc(h)}</th>" for h in header)
+        body = "".join(
+            "<tr>"
+            + "".join(f"<td{' class=ranked' if h == ranked else ''}>{esc(c)}</td>" for h, c in zip(header, r))
+            + "</tr>\n"
+            for r in rows
+        )
         notes = "".join(f"<p>{esc(n)}</p>\n" for n in self.notes())
-        left = ("<p>Left out: " + esc(", ".join(f"{n} {why}" for why, n in self.excluded.items())) + ".</p>\n"
-                if self.excluded else "")
-        style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:14px}"
-                 "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#eee}"
-                 ".ranked{font-weight:bold;background:#eef6ff}")
-        return (f"<!doctype html>\n<html><head><meta charset=utf-8><title>{esc(title)}</title>"
-                f"<style>{style}</style></head>\n<body><h1>{esc(title)}</h1>\n{notes}"
-                f"<table><thead><tr>{th}</tr></thead>\n<tbody>\n{body}</tbody></table>\n{left}</body></html>\n")
+        left = (
+            "<p>Left out: " + esc(", ".join(f"{n} {why}" for why, n in self.excluded.items())) + ".</p>\n"
+            if self.excluded
+            else ""
+        )
+        style = (
+            "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:14px}"
+            "th,td{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#eee}"
+            ".ranked{font-weight:bold;background:#eef6ff}"
+        )
+        return (
+            f"<!doctype html>\n<html><head><meta charset=utf-8><title>{esc(title)}</title>"
+            f"<style>{style}</style></head>\n<body><h1>{esc(title)}</h1>\n{notes}"
+            f"<table><thead><tr>{th}</tr></thead>\n<tbody>\n{body}</tbody></table>\n{left}</body></html>\n"
+        )
 
-    def to_json(self) -> dict:
-        return {"basis": self.basis, "metric": self.metric, "benchmarks": self.benchmarks, "columns": self.columns,
-                "average_over": self.average_over, "data_columns": self.data_columns, "differing": self.differing,
-                "excluded": self.excluded, "higher_is_better": self.higher_is_better,
-                "rows": [{"recipe": r.recipe, "runs": r.runs, "experiments": r.experiments, "params": r.params,
-                          "score_mean": r.mean, "score_std": r.std, "per_benchmark": r.per_benchmark,
-                          "average": r.average, "data": r.data} for r in self.rows]}
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "basis": self.basis,
+            "metric": self.metric,
+            "benchmarks": self.benchmarks,
+            "columns": self.columns,
+            "average_over": self.average_over,
+            "data_columns": self.data_columns,
+            "differing": self.differing,
+            "excluded": self.excluded,
+            "higher_is_better": self.higher_is_better,
+            "rows": [
+                {
+                    "recipe": r.recipe,
+                    "runs": r.runs,
+                    "experiments": r.experiments,
+                    "params": r.params,
+                    "score_mean": r.mean,
+                    "score_std": r.std,
+                    "per_benchmark": r.per_benchmark,
+                    "average": r.average,
+                    "data": r.data,
+                }
+                for r in self.rows
+            ],
+        }
 
 
 def pm(values: list[float]) -> str:
@@ -193,14 +235,18 @@ def short(param: str) -> str:
 
 
 def benchmarks_of(metrics: dict[str, float]) -> set[str]:
-    return {k[: -len(ACC)] for k in metrics if k.endswith(ACC) and not k.startswith(("train/", "data/"))
-            and "/" not in k[: -len(ACC)]}
+    return {
+        k[: -len(ACC)]
+        for k in metrics
+        if k.endswith(ACC) and not k.startswith(("train/", "data/")) and "/" not in k[: -len(ACC)]
+    }
 
 
-def recipe_of(run: dict) -> str:
+def recipe_of(run: dict[str, Any]) -> str:
     """The run's recipe name: its tag, else ``train.recipe``, else its dataset folder's name (as training
     names it), else its generator."""
-    tags, params = run["tags"], run["params"]
+    tags: dict[str, str] = run["tags"]
+    params: dict[str, str] = run["params"]
     named = tags.get("facefoundry.recipe") or params.get("train.recipe")
     if named and named != "None":
         return named
@@ -223,7 +269,7 @@ def parse_metric(metric: str | None, benchmark: str | None = None) -> str:
     return m.removesuffix(ACC) or AVERAGE
 
 
-def join_data_metrics(train_runs: list[dict], validate_runs: list[dict]) -> list[dict]:
+def join_data_metrics(train_runs: list[dict[str, Any]], validate_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each training run gains the ``data/*`` metrics of the validate run of its dataset version
     (same ``dataset.dvc_md5`` tag; the newest first in ``validate_runs``). Its own values win."""
     by_digest: dict[str, dict[str, float]] = {}
@@ -238,8 +284,9 @@ def join_data_metrics(train_runs: list[dict], validate_runs: list[dict]) -> list
     return out
 
 
-def build(runs: list[dict], benchmark: str | None = None, include_adhoc: bool = False,
-          metric: str | None = None) -> Leaderboard:
+def build(
+    runs: list[dict[str, Any]], benchmark: str | None = None, include_adhoc: bool = False, metric: str | None = None
+) -> Leaderboard:
     """Group and rank training runs; see the module docstring for the rules.
 
     ``metric``: ``average`` (the mean over the benchmarks every ranked run has), a benchmark name,
@@ -272,8 +319,10 @@ def build(runs: list[dict], benchmark: str | None = None, include_adhoc: bool = 
         basis = f"Ranked on {chosen} accuracy (10-fold mean; ± is the spread across repeated seeds)."
     elif on_data:
         benches = []
-        basis = (f"Ranked on {metric} ({'lower' if lower_is_better(metric) else 'higher'} is better; "
-                 "± is the spread across repeated seeds).")
+        basis = (
+            f"Ranked on {metric} ({'lower' if lower_is_better(metric) else 'higher'} is better; "
+            "± is the spread across repeated seeds)."
+        )
     else:
         if not common and kept:  # no benchmark shared by all: rank the largest group sharing the commonest one
             counts: dict[str, int] = {}
@@ -286,16 +335,23 @@ def build(runs: list[dict], benchmark: str | None = None, include_adhoc: bool = 
             excluded[f"runs not evaluated on {best}"] = before - len(kept)
             common = sorted(set.intersection(*[benchmarks_of(r["metrics"]) for r in kept]))
         benches = common
-        basis = (f"Ranked on the mean accuracy over {', '.join(benches)}, the benchmarks every ranked run has "
-                 "(± is the spread across repeated seeds)." if len(benches) > 1 else
-                 f"Ranked on {benches[0] if benches else '—'} accuracy, the benchmark every ranked run has "
-                 "(± is the spread across repeated seeds).")
+        basis = (
+            f"Ranked on the mean accuracy over {', '.join(benches)}, the benchmarks every ranked run has "
+            "(± is the spread across repeated seeds)."
+            if len(benches) > 1
+            else f"Ranked on {benches[0] if benches else '—'} accuracy, the benchmark every ranked run has "
+            "(± is the spread across repeated seeds)."
+        )
     columns = order_benchmarks(set().union(*[benchmarks_of(r["metrics"]) for r in kept]) if kept else set())
     present = {k for r in kept for k in r["metrics"]}
     data_columns = [k for k in DATA_KEYS if k in present]
     judges = sorted({m.group(1) for k in present if (m := _JUDGE.match(k))})
-    data_columns += [f"data/judge_{j}_{side}_mean" for j in judges for side in ("intra", "inter")
-                     if f"data/judge_{j}_{side}_mean" in present]
+    data_columns += [
+        f"data/judge_{j}_{side}_mean"
+        for j in judges
+        for side in ("intra", "inter")
+        if f"data/judge_{j}_{side}_mean" in present
+    ]
     if on_data and metric not in data_columns:
         data_columns.append(metric)
     groups: dict[str, Row] = {}
@@ -303,8 +359,9 @@ def build(runs: list[dict], benchmark: str | None = None, include_adhoc: bool = 
         params = {k: str(v) for k, v in r["params"].items() if k not in VOLATILE}
         key = json.dumps(params, sort_keys=True)
         recipe = recipe_of(r)
-        row = groups.setdefault(key, Row(recipe, key, [], params, [], {b: [] for b in columns}, [],
-                                         {k: [] for k in data_columns}, []))
+        row = groups.setdefault(
+            key, Row(recipe, key, [], params, [], {b: [] for b in columns}, [], {k: [] for k in data_columns}, [])
+        )
         row.runs.append(r["run_id"])
         exp = r.get("experiment")
         if exp and exp not in row.experiments:
@@ -328,5 +385,6 @@ def build(runs: list[dict], benchmark: str | None = None, include_adhoc: bool = 
     differing.sort(key=lambda k: (k != "data.generator", k))
     if len(differing) > MAX_COLUMNS:
         basis += f" {len(differing) - MAX_COLUMNS} more differing parameters are in leaderboard.json."
-    return Leaderboard(rows, benches, basis, differing[:MAX_COLUMNS], excluded, metric, columns, common,
-                       data_columns, higher)
+    return Leaderboard(
+        rows, benches, basis, differing[:MAX_COLUMNS], excluded, metric, columns, common, data_columns, higher
+    )

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
+
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.transforms import Bbox
 
 
 def image_grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
@@ -17,11 +23,11 @@ def image_grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
     for i, row in enumerate(rows):
         for j, im in enumerate(row):
             y, x = pad + i * (h + pad), pad + j * (w + pad)
-            grid[y:y + h, x:x + w] = im
+            grid[y : y + h, x : x + w] = im
     return grid
 
 
-def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]]):  # noqa: ANN201
+def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]]):
     fig, ax = plt.subplots(figsize=(5, 4.5))
     for name, (fpr, tpr, auc) in curves.items():
         ax.plot(np.maximum(fpr, 1e-5), tpr, label=f"{name} (AUC {auc:.3f})")
@@ -36,12 +42,18 @@ def roc_figure(curves: dict[str, tuple[np.ndarray, np.ndarray, float]]):  # noqa
     return fig
 
 
-def score_histogram(name: str, pos: np.ndarray, neg: np.ndarray, threshold: float | None = None,  # noqa: ANN201
-                    xlabel: str = "squared distance of unit embeddings (lower = more similar)"):
+def score_histogram(
+    name: str,
+    pos: np.ndarray,
+    neg: np.ndarray,
+    threshold: float | None = None,
+    xlabel: str = "squared distance of unit embeddings (lower = more similar)",
+):
     fig, ax = plt.subplots(figsize=(5, 3.5))
     bins = np.linspace(min(pos.min(), neg.min()), max(pos.max(), neg.max()), 50)
-    ax.hist(pos, bins, alpha=0.6, label="same identity", color="tab:green", density=True)
-    ax.hist(neg, bins, alpha=0.6, label="different identity", color="tab:red", density=True)
+    edges = cast("Sequence[float]", bins)  # matplotlib takes an array of bin edges; its stub says Sequence only
+    ax.hist(pos, edges, alpha=0.6, label="same identity", color="tab:green", density=True)
+    ax.hist(neg, edges, alpha=0.6, label="different identity", color="tab:red", density=True)
     if threshold is not None:
         ax.axvline(threshold, color="k", ls="--", lw=1, label="10-fold threshold")
     ax.set_xlabel(xlabel)
@@ -51,7 +63,7 @@ def score_histogram(name: str, pos: np.ndarray, neg: np.ndarray, threshold: floa
     return fig
 
 
-def table_figure(title: str, header: list[str], rows: list[list[str]], caption: str = ""):  # noqa: ANN201
+def table_figure(title: str, header: list[str], rows: list[list[str]], caption: str = ""):
     """A table sized to its text (no blank margins): column widths follow the longest cell."""
     body = rows or [["—"] * len(header)]
     chars = [max(len(str(c)) for c in col) + 2 for col in zip(header, *body)]
@@ -61,8 +73,13 @@ def table_figure(title: str, header: list[str], rows: list[list[str]], caption: 
     fig = plt.figure(figsize=(width, height))
     ax = fig.add_axes((0.01, cap / height, 0.98, table_h / height))
     ax.axis("off")
-    tab = ax.table(cellText=body, colLabels=header, cellLoc="left", bbox=(0, 0, 1, 1),
-                   colWidths=[c / sum(chars) for c in chars])
+    tab = ax.table(
+        cellText=body,
+        colLabels=header,
+        cellLoc="left",
+        bbox=cast("Bbox", (0, 0, 1, 1)),  # matplotlib takes (x, y, w, h) bounds too; its stub says Bbox only
+        colWidths=[c / sum(chars) for c in chars],
+    )
     tab.auto_set_font_size(False)
     tab.set_fontsize(8)
     for (r, _), cell in tab.get_celld().items():
@@ -77,7 +94,7 @@ def table_figure(title: str, header: list[str], rows: list[list[str]], caption: 
     return fig
 
 
-def curve_figure(title: str, series: dict[str, list[float]], xlabel: str = "epoch"):  # noqa: ANN201
+def curve_figure(title: str, series: dict[str, list[float]], xlabel: str = "epoch"):
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, ys in series.items():
         ax.plot(range(1, len(ys) + 1), ys, label=name)
@@ -89,7 +106,7 @@ def curve_figure(title: str, series: dict[str, list[float]], xlabel: str = "epoc
     return fig
 
 
-def training_figure(loss: list[float], accuracy: list[float], title: str = "training"):  # noqa: ANN201
+def training_figure(loss: list[float], accuracy: list[float], title: str = "training"):
     """Loss (left axis) and train accuracy (right axis, 0–1) per epoch: two scales, two axes."""
     fig, ax = plt.subplots(figsize=(5, 3.5))
     x = range(1, len(loss) + 1)
@@ -108,8 +125,13 @@ def training_figure(loss: list[float], accuracy: list[float], title: str = "trai
     return fig
 
 
-def labelled_grid(rows: list[list[np.ndarray]], row_labels: list[str], title: str = "",  # noqa: ANN201
-                  col_labels: list[str] | None = None, cell: float = 0.9):
+def labelled_grid(
+    rows: list[list[np.ndarray]],
+    row_labels: list[str],
+    title: str = "",
+    col_labels: list[str] | None = None,
+    cell: float = 0.9,
+):
     """An image grid with a label per row (and optionally per column): what each row *is*."""
     nrow, ncol = len(rows), max(len(r) for r in rows)
     fig, axes = plt.subplots(nrow, ncol, figsize=(1.6 + cell * ncol, 0.4 + cell * nrow), squeeze=False)
@@ -132,7 +154,7 @@ def labelled_grid(rows: list[list[np.ndarray]], row_labels: list[str], title: st
     return fig
 
 
-def save_figure(fig, path, dpi: int = 100) -> None:  # noqa: ANN001
+def save_figure(fig, path, dpi: int = 100) -> None:
     """PNG with no timestamp or version metadata: the same figure gives the same bytes (git, DVC)."""
     import io
     from pathlib import Path
@@ -145,7 +167,7 @@ def save_figure(fig, path, dpi: int = 100) -> None:  # noqa: ANN001
     atomic_write_bytes(Path(path), buf.getvalue())
 
 
-def count_histogram(title: str, counts: np.ndarray, xlabel: str = "images per identity"):  # noqa: ANN201
+def count_histogram(title: str, counts: np.ndarray, xlabel: str = "images per identity"):
     """How many identities have how many images (a bar per count when few distinct counts)."""
     fig, ax = plt.subplots(figsize=(5, 3.2))
     counts = np.asarray(counts)
@@ -161,8 +183,14 @@ def count_histogram(title: str, counts: np.ndarray, xlabel: str = "images per id
     return fig
 
 
-def centre_map(title: str, centres: np.ndarray, groups: list[str], pairs: list[tuple[int, int]] = (),  # noqa: ANN201
-               marked: list[int] = (), marked_label: str = "flagged"):
+def centre_map(
+    title: str,
+    centres: np.ndarray,
+    groups: list[str],
+    pairs: Sequence[tuple[int, int]] = (),
+    marked: Sequence[int] = (),
+    marked_label: str = "flagged",
+):
     """2-D PCA map of identity centres, one colour per group (e.g. the source generator); ``pairs`` (indices)
     are joined by a line (e.g. cross-source overlaps), ``marked`` ringed (e.g. leaked identities)."""
     fig, ax = plt.subplots(figsize=(5.5, 4.5))

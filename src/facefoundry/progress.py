@@ -21,13 +21,13 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T")
 
 MODES = ("bar", "lines", "off")
 DEFAULT_EVERY = 30.0
-_open_bars = 0  # tqdm bars on screen: log lines must go through tqdm.write then
+_screen = {"bars": 0}  # tqdm bars on screen: log lines must go through tqdm.write then
 
 
 def progress_mode() -> str:
@@ -51,15 +51,23 @@ def line_interval() -> float:
 
 
 def _hms(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 class Progress(Generic[T]):
     """Progress of one piece of work; make it with :func:`track`."""
 
-    def __init__(self, iterable: Iterable[T] | None, total: int | None, desc: str, unit: str, initial: int,
-                 leave: bool, disable: bool):
+    def __init__(
+        self,
+        iterable: Iterable[T] | None,
+        total: int | None,
+        desc: str,
+        unit: str,
+        initial: int,
+        leave: bool,
+        disable: bool,
+    ):
         self.iterable = iterable
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
@@ -74,10 +82,10 @@ class Progress(Generic[T]):
         if self.mode == "bar":
             from tqdm import tqdm
 
-            global _open_bars
-            self._bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, leave=leave, file=sys.stderr,
-                             dynamic_ncols=True)
-            _open_bars += 1
+            self._bar = tqdm(
+                total=total, desc=desc, unit=unit, initial=initial, leave=leave, file=sys.stderr, dynamic_ncols=True
+            )
+            _screen["bars"] += 1
 
     def __iter__(self) -> Iterator[T]:
         if self.iterable is None:
@@ -123,9 +131,8 @@ class Progress(Generic[T]):
             return
         self._closed = True
         if self._bar is not None:
-            global _open_bars
             self._bar.close()
-            _open_bars -= 1
+            _screen["bars"] -= 1
         elif self.mode == "lines" and done:
             now = time.perf_counter()
             if now - self._t0 >= self.every:  # work shorter than one interval ends silently
@@ -134,8 +141,11 @@ class Progress(Generic[T]):
     def _line(self, now: float, final: bool) -> None:
         elapsed = now - self._t0
         rate = (self.n - self.initial) / elapsed if elapsed > 0 else 0.0
-        parts = [f"{self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%)" if self.total
-                 else f"{self.n} {self.unit}"]
+        parts = [
+            f"{self.n}/{self.total} {self.unit} ({100 * self.n / self.total:.0f}%)"
+            if self.total
+            else f"{self.n} {self.unit}"
+        ]
         parts.append(f"{rate:.1f} {self.unit}/s" if rate >= 1 or rate == 0 else f"{1 / rate:.1f} s/{self.unit}")
         if final:
             parts.append(f"done in {_hms(elapsed)}")
@@ -149,7 +159,7 @@ class Progress(Generic[T]):
 
 def write_line(line: str) -> None:
     """Print one line to stderr, above any open progress bar rather than through it."""
-    if _open_bars > 0:
+    if _screen["bars"] > 0:
         from tqdm import tqdm
 
         tqdm.write(line, file=sys.stderr)
@@ -157,8 +167,42 @@ def write_line(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def track(iterable: Iterable[T] | None = None, *, total: int | None = None, desc: str = "", unit: str = "it",
-          initial: int = 0, leave: bool = False, disable: bool = False) -> Progress[T]:
+@overload
+def track(
+    iterable: Iterable[T],
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    initial: int = 0,
+    leave: bool = False,
+    disable: bool = False,
+) -> Progress[T]: ...
+
+
+@overload
+def track(
+    iterable: None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    initial: int = 0,
+    leave: bool = False,
+    disable: bool = False,
+) -> Progress[Any]: ...
+
+
+def track(
+    iterable: Iterable[T] | None = None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    initial: int = 0,
+    leave: bool = False,
+    disable: bool = False,
+) -> Progress[T]:
     """Progress of long work: iterate over it, or use it as a context manager and call ``update(n)``.
 
     ``total`` defaults to ``len(iterable)``; ``initial`` counts work already done (a resumed run);

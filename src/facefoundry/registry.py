@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from facefoundry.errors import FaceFoundryError
 
@@ -20,6 +21,7 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} {name!r} registered twice")
             self._items[name] = fn
             return fn
+
         return deco
 
     def get(self, name: str) -> Callable[..., T]:

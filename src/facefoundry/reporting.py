@@ -49,7 +49,7 @@ def image(array: np.ndarray, name: str) -> None:
         _SINKS[-1].image(array, name)
 
 
-def figure(fig: Any, name: str) -> None:  # noqa: ANN401 - a matplotlib figure
+def figure(fig: Any, name: str) -> None:  # a matplotlib figure
     if _SINKS:
         _SINKS[-1].figure(fig, name)
 

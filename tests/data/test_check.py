@@ -36,9 +36,9 @@ def test_image_folders_and_recordio_validate_like_manifests(tmp_path):
     m = validate_dataset(folder, 32, 2)
     assert m["images"] == 9 and m["identities"] == 3 and m["non_rgb_images"] == 2
     assert m["converted_from_L"] == 1 and m["converted_from_P"] == 1
-    with pytest.raises(FaceFoundryError, match="2 of 9 images are bad: person0/1.png: greyscale"):
+    with pytest.raises(FaceFoundryError, match=r"2 of 9 images are bad: person0/1\.png: greyscale"):
         validate_dataset(folder, 32, 2, non_rgb="reject")
-    with pytest.raises(FaceFoundryError, match="images are bad: person0/0.png: image is 32x32, expected 48x48"):
+    with pytest.raises(FaceFoundryError, match=r"images are bad: person0/0\.png: image is 32x32, expected 48x48"):
         validate_dataset(folder, 48, 2)
 
     rng = np.random.default_rng(1)
@@ -62,8 +62,11 @@ def test_convert_folder_and_recordio_to_a_valid_manifest(tmp_path, tiny):
     assert validate_dataset(out, 32, 2)["non_rgb_images"] == 0
 
     rng = np.random.default_rng(2)
-    write_recordio(tmp_path / "rec", [(lab, encode_image(identity_image(lab, k, 32, rng)))
-                                      for lab in range(2) for k in range(2)], 32)
+    write_recordio(
+        tmp_path / "rec",
+        [(lab, encode_image(identity_image(lab, k, 32, rng))) for lab in range(2) for k in range(2)],
+        32,
+    )
     conv = open_source(run_convert(tiny, tmp_path / "rec", tmp_path / "conv_rec"))
     assert len(conv) == 4 and conv.num_classes == 2 and list(conv.labels) == [0, 0, 1, 1]
     tiny.train.non_rgb = "reject"

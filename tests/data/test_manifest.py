@@ -14,8 +14,16 @@ def test_roundtrip_keeps_rows_and_meta(dataset):
     m = read_manifest(dataset)
     assert len(m) == 48 and m.num_classes == 8
     assert m.meta["generator"] == "test" and m.meta["num_images"] == 48
-    assert set(pq.read_table(dataset / MANIFEST).column_names) >= {"path", "label", "identity", "source", "params",
-                                                                  "width", "height", "sha256"}
+    assert set(pq.read_table(dataset / MANIFEST).column_names) >= {
+        "path",
+        "label",
+        "identity",
+        "source",
+        "params",
+        "width",
+        "height",
+        "sha256",
+    }
     assert m.row_params(5) == {"k": 5}
     src = open_source(dataset)
     assert src.kind == "manifest" and src.load(0).shape == (32, 32, 3)
@@ -41,8 +49,13 @@ def test_identity_with_one_image(tmp_path):
     ds = make_dataset(tmp_path / "d", identities=3, per_identity=2)
     m = read_manifest(ds)
     keep = [i for i in range(len(m)) if not (m.label[i] == 1 and i % 2)]
-    m2 = Manifest(**{c: [getattr(m, c)[i] for i in keep] for c in
-                     ("path", "label", "identity", "source", "params", "width", "height", "sha256")}, meta=m.meta)
+    m2 = Manifest(
+        **{
+            c: [getattr(m, c)[i] for i in keep]
+            for c in ("path", "label", "identity", "source", "params", "width", "height", "sha256")
+        },
+        meta=m.meta,
+    )
     write_manifest(ds, m2)
     with pytest.raises(FaceFoundryError, match=r"identity 'id_001' \(label 1\) has 1 image\(s\); at least 2"):
         validate_dataset(ds, 32, 2)
@@ -75,10 +88,9 @@ def test_failed_generation_leaves_previous_dataset(tmp_path):
     before = read_manifest(ds).sha256
     from facefoundry.data.writer import DatasetWriter
 
-    with pytest.raises(RuntimeError):
-        with DatasetWriter(ds, {"num_classes": 1}) as w:
-            w.add(np.zeros((32, 32, 3), np.uint8), 0, "a", "t", {})
-            raise RuntimeError("generator crashed")
+    with pytest.raises(RuntimeError), DatasetWriter(ds, {"num_classes": 1}) as w:
+        w.add(np.zeros((32, 32, 3), np.uint8), 0, "a", "t", {})
+        raise RuntimeError("generator crashed")
     assert read_manifest(ds).sha256 == before
 
 
@@ -86,7 +98,7 @@ def test_validate_lists_every_bad_image_with_a_count(tmp_path):
 
     ds = make_dataset(tmp_path / "d", identities=4, per_identity=4)
     m = read_manifest(ds)
-    for i in range(0, 14):  # 14 bad images: 12 corrupt, 2 missing
+    for i in range(14):  # 14 bad images: 12 corrupt, 2 missing
         if i < 12:
             (ds / m.path[i]).write_bytes(b"bad")
         else:
@@ -119,10 +131,9 @@ def test_soft_labels_survive_a_resumed_write(tmp_path):
     from facefoundry.data.writer import DatasetWriter
 
     img = np.zeros((8, 8, 3), np.uint8)
-    with pytest.raises(RuntimeError):
-        with DatasetWriter(tmp_path / "d", {"num_classes": 3}, resume_key="k") as w:
-            w.add(img, 0, "a", "t", {}, 2, 0.4)
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), DatasetWriter(tmp_path / "d", {"num_classes": 3}, resume_key="k") as w:
+        w.add(img, 0, "a", "t", {}, 2, 0.4)
+        raise RuntimeError("killed")
     with DatasetWriter(tmp_path / "d", {"num_classes": 3}, resume_key="k") as w:
         assert w.done == 1
         w.add(img, 1, "b", "t", {})

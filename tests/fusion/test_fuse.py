@@ -20,16 +20,24 @@ def people(path: Path, persons: list[int], per: int = 4, size: int = 32, seed: i
     return path
 
 
-def _cfg(tmp: Path, **fuse):  # noqa: ANN001, ANN003
-    return tiny_config(tmp, base={"image_size": 32}, quality={"judge": "pixels", "leakage": {"training_photos": False}},
-                       fuse={"out": str(tmp / "fused"), **fuse})
+def _cfg(tmp: Path, **fuse):
+    return tiny_config(
+        tmp,
+        base={"image_size": 32},
+        quality={"judge": "pixels", "leakage": {"training_photos": False}},
+        fuse={"out": str(tmp / "fused"), **fuse},
+    )
 
 
 def test_fuse_relabels_records_sources_and_drops_cross_source_overlap(tmp_path: Path):
     a = people(tmp_path / "a", [0, 1, 2, 3, 4, 5])
     b = people(tmp_path / "b", [3, 20, 21, 22, 23, 24], seed=1)  # person 3 is in both
-    cfg = _cfg(tmp_path, sources={"a": {"path": str(a), "share": 0.5}, "b": {"path": str(b), "share": 0.5}},
-               identities=10, strategy="intra_variance")
+    cfg = _cfg(
+        tmp_path,
+        sources={"a": {"path": str(a), "share": 0.5}, "b": {"path": str(b), "share": 0.5}},
+        identities=10,
+        strategy="intra_variance",
+    )
     res = fuse(cfg, log=lambda m: None)
     m = read_manifest(tmp_path / "fused")
     assert m.num_classes == 10 and sorted(set(m.label)) == list(range(10))
@@ -54,10 +62,20 @@ def test_fuse_can_drop_identities_leaked_from_a_reference(tmp_path: Path):
     rng = np.random.default_rng(5)
     bench = [identity_image(p, 0, 32, rng) for p in (2, 2, 40, 41)]  # person 2 is in the benchmark
     write_bin(tmp_path / "bench.bin", bench, [True, False])
-    cfg = tiny_config(tmp_path, base={"image_size": 32}, fuse={"out": str(tmp_path / "fused"),
-                                                              "sources": {"a": {"path": str(a)}}},
-                      quality={"judge": "pixels", "leakage": {"references": [str(tmp_path / "bench.bin")], "threshold": 0.7,
-                                                              "training_photos": False, "drop": True}})
+    cfg = tiny_config(
+        tmp_path,
+        base={"image_size": 32},
+        fuse={"out": str(tmp_path / "fused"), "sources": {"a": {"path": str(a)}}},
+        quality={
+            "judge": "pixels",
+            "leakage": {
+                "references": [str(tmp_path / "bench.bin")],
+                "threshold": 0.7,
+                "training_photos": False,
+                "drop": True,
+            },
+        },
+    )
     res = fuse(cfg, log=lambda m: None)
     assert res.leaked == {"a": [2]}
     fused = read_manifest(tmp_path / "fused")
@@ -76,8 +94,9 @@ def test_fuse_keeps_soft_labels_and_remaps_their_partners(tmp_path: Path):
 
     a = make_soft_dataset(tmp_path / "a", identities=6, per_identity=4)  # odd images: partner (label + 1) mod 6
     b = people(tmp_path / "b", [30, 31, 32], seed=1)
-    cfg = _cfg(tmp_path, sources={"a": {"path": str(a), "identities": 4}, "b": {"path": str(b), "share": 1.0}},
-               identities=7)
+    cfg = _cfg(
+        tmp_path, sources={"a": {"path": str(a), "identities": 4}, "b": {"path": str(b), "share": 1.0}}, identities=7
+    )
     fuse(cfg, log=lambda m: None)
     m = read_manifest(tmp_path / "fused")
     src = read_manifest(a)

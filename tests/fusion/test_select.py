@@ -9,15 +9,20 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def _source(name: str, centres: np.ndarray, variance=None) -> SourceIdentities:  # noqa: ANN001
+def _source(name: str, centres: np.ndarray, variance=None) -> SourceIdentities:
     n = len(centres)
-    return SourceIdentities(name, np.arange(n), _unit(centres), np.zeros(n) if variance is None else np.asarray(variance))
+    return SourceIdentities(
+        name, np.arange(n), _unit(centres), np.zeros(n) if variance is None else np.asarray(variance)
+    )
 
 
 def test_quotas_shares_add_up_exactly_and_counts_pass_through():
     assert quotas({"a": 50, "b": 50}, {}, {"a": 0.5, "b": 0.5}, 10) == {"a": 5, "b": 5}
     assert quotas({"a": 50, "b": 50, "c": 50}, {}, {"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}, 10) in (
-        {"a": 4, "b": 3, "c": 3}, {"a": 3, "b": 4, "c": 3}, {"a": 3, "b": 3, "c": 4})
+        {"a": 4, "b": 3, "c": 3},
+        {"a": 3, "b": 4, "c": 3},
+        {"a": 3, "b": 3, "c": 4},
+    )
     assert sum(quotas({"a": 9, "b": 9}, {}, {"a": 0.3, "b": 0.7}, 7).values()) == 7
     assert quotas({"a": 9, "b": 4}, {"a": 2}, {}, None) == {"a": 2, "b": 4}  # b: all it has
 
@@ -30,9 +35,9 @@ def test_intra_variance_strategy_takes_the_most_varied_first():
 
 
 def _overlapping_pair():
-    a = _source("a", np.eye(6)[:3])            # identities along axes 0, 1, 2
+    a = _source("a", np.eye(6)[:3])  # identities along axes 0, 1, 2
     b_c = np.eye(6)[[1, 3, 4, 5]].copy()
-    b_c[0] += 0.05 * np.eye(6)[5]              # b's identity 0 is a's identity 1
+    b_c[0] += 0.05 * np.eye(6)[5]  # b's identity 0 is a's identity 1
     return a, _source("b", b_c)
 
 

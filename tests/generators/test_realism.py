@@ -35,8 +35,21 @@ def test_cyclegan_transform_keeps_labels_and_count(tmp_path):
     ds = make_dataset(tmp_path / "ds", identities=3, per_identity=3, size=16)
     a = to_signed(np.stack([np.zeros((16, 16, 3), np.uint8)] * 4))
     b = to_signed(load_folder(target_folder(tmp_path / "t"), 16))
-    nets = train_cyclegan(a, b, steps=2, batch=2, lr=2e-4, lambda_cycle=10, lambda_identity=5, width=8, blocks=1,
-                          seed=0, device=torch.device("cpu"), out=tmp_path / "model", log=quiet)
+    nets = train_cyclegan(
+        a,
+        b,
+        steps=2,
+        batch=2,
+        lr=2e-4,
+        lambda_cycle=10,
+        lambda_identity=5,
+        width=8,
+        blocks=1,
+        seed=0,
+        device=torch.device("cpu"),
+        out=tmp_path / "model",
+        log=quiet,
+    )
     out = translate_dataset(ds, tmp_path / "out", CycleGANTranslator(nets["generator_ab"], 0.5), 0.5, log=quiet)
     src, dst = read_manifest(ds), read_manifest(out)
     assert dst.label == src.label and dst.identity == src.identity and len(dst) == len(src)
@@ -51,8 +64,9 @@ def test_cyclegan_transform_keeps_labels_and_count(tmp_path):
 
 def test_ddim_inversion_depth_is_strength(tmp_path):
     b = to_signed(load_folder(target_folder(tmp_path / "t"), 16))
-    unet, sched = train_ddim(b, steps=2, batch=2, lr=1e-3, width=8, seed=0, device=torch.device("cpu"),
-                             out=tmp_path / "m", log=quiet)
+    unet, sched = train_ddim(
+        b, steps=2, batch=2, lr=1e-3, width=8, seed=0, device=torch.device("cpu"), out=tmp_path / "m", log=quiet
+    )
     x = to_signed(np.full((2, 16, 16, 3), 128, np.uint8))
     assert torch.equal(DDIMTranslator(unet, sched.config, 4, 0.0)(x), x)  # strength 0: untouched
     y = DDIMTranslator(unet, sched.config, 4, 0.5)(x)

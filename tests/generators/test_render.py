@@ -13,7 +13,7 @@ from facefoundry.generators.sampling import perturb, sample_separated
 from facefoundry.identity.template import similarity_fit, template
 from facefoundry.verification.binfile import read_bin
 
-SMALL = dict(mesh_lat=20, mesh_lon=28, supersample=1)
+SMALL = {"mesh_lat": 20, "mesh_lon": 28, "supersample": 1}
 
 
 def quiet(_):
@@ -65,11 +65,24 @@ def test_landmarks_land_on_template_for_near_frontal_faces():
 
 def test_landmarks_match_rendered_features():
     # the pixel under each projected eye landmark is darker/different from the cheek skin below it
-    r = FaceRenderer(RenderCfg(**SMALL, yaw=[0, 0], pitch=[0, 0], roll=[0, 0], blur_sigma=[0, 0], noise_std=[0, 0],
-                               jpeg_prob=0, glasses_prob=0, hat_prob=0, eye_closure=[0, 0]), 112)
+    r = FaceRenderer(
+        RenderCfg(
+            **SMALL,
+            yaw=[0, 0],
+            pitch=[0, 0],
+            roll=[0, 0],
+            blur_sigma=[0, 0],
+            noise_std=[0, 0],
+            jpeg_prob=0,
+            glasses_prob=0,
+            hat_prob=0,
+            eye_closure=[0, 0],
+        ),
+        112,
+    )
     img, lms = r.render(sample_identities(1, 0.3, seed=3), r.sample_variations(1, np.random.default_rng(0)))
     for x, y in lms[0][:2]:
-        eye, cheek = img[0, int(round(y)), int(round(x))].astype(int), img[0, int(round(y)) + 12, int(round(x))].astype(int)
+        eye, cheek = img[0, round(y), round(x)].astype(int), img[0, round(y) + 12, round(x)].astype(int)
         assert np.abs(eye - cheek).sum() > 40
 
 
@@ -148,8 +161,7 @@ def test_identity_mixup_phi_one_equals_no_mixup_bit_for_bit(tmp_path):
 
     train = {"epochs": 1, "batch_size": 8}
     plain = tiny_config(tmp_path / "a", generate={"identities": 4}, train=train)
-    one = tiny_config(tmp_path / "b", generate={"identities": 4, "mixup": {"enabled": True, "phi": [1.0]}},
-                      train=train)
+    one = tiny_config(tmp_path / "b", generate={"identities": 4, "mixup": {"enabled": True, "phi": [1.0]}}, train=train)
     a, b = read_manifest(generate_render(plain, quiet)), read_manifest(generate_render(one, quiet))
     assert a.sha256 == b.sha256 and not b.has_soft_labels
     wa, wb = _weights_after_training(plain), _weights_after_training(one)
@@ -177,8 +189,18 @@ def test_dataset_shapes_long_tail_fixed_total_and_attribute_control(tmp_path):
     from facefoundry.generators.render.generate import FACTORS
     from tests.conftest import tiny_config
 
-    assert GenerateCfg(identities=10, identity_groups=[2, 2, 6, 40, 200]).image_counts() == \
-        [2, 2, 2, 2, 6, 6, 40, 40, 200, 200]
+    assert GenerateCfg(identities=10, identity_groups=[2, 2, 6, 40, 200]).image_counts() == [
+        2,
+        2,
+        2,
+        2,
+        6,
+        6,
+        40,
+        40,
+        200,
+        200,
+    ]
     assert GenerateCfg(identities=25, total_images=1600).image_counts() == [64] * 25
     with pytest.raises(ValueError, match="do not split into 5 equal"):
         GenerateCfg(identities=12, identity_groups=[2, 2, 6, 40, 200])

@@ -56,8 +56,31 @@ def reference_bin(path: Path, issame: list[bool], size: int = 24) -> Path:
 
 
 def test_copies_pair_count_and_issame_order_of_the_reference(tmp_path):
-    issame = [True, True, False, True, False, False, False, True, True, False, True, False, True,
-              False, False, True, True, True, False, False, True, False, True]  # 23 pairs, not alternating
+    issame = [
+        True,
+        True,
+        False,
+        True,
+        False,
+        False,
+        False,
+        True,
+        True,
+        False,
+        True,
+        False,
+        True,
+        False,
+        False,
+        True,
+        True,
+        True,
+        False,
+        False,
+        True,
+        False,
+        True,
+    ]  # 23 pairs, not alternating
     ref = reference_bin(tmp_path / "lfw.bin", issame)
     out = make_synlfw(cfg_for(tmp_path, like=str(ref)), quiet)
     got = read_bin(out)
@@ -120,12 +143,15 @@ def test_table_overrides_yaw_of_its_rows(tmp_path, spy):
     assert changed == [0, 3]  # only the rows whose yaw the table changed
 
 
-@pytest.mark.parametrize("text,problem", [
-    (None, "does not exist"),
-    ("yaw\n1\n2\n", "2 data rows; Syn-LFW needs one per image, 40"),
-    ("yaw,glasses\n" + "1,0\n" * 40, "unknown column 'glasses'"),
-    ("yaw,smile\n" + "1,0.5\n" * 39 + "1,big\n", "line 41, column 'smile': 'big' is not a finite number"),
-])
+@pytest.mark.parametrize(
+    "text,problem",
+    [
+        (None, "does not exist"),
+        ("yaw\n1\n2\n", "2 data rows; Syn-LFW needs one per image, 40"),
+        ("yaw,glasses\n" + "1,0\n" * 40, "unknown column 'glasses'"),
+        ("yaw,smile\n" + "1,0.5\n" * 39 + "1,big\n", "line 41, column 'smile': 'big' is not a finite number"),
+    ],
+)
 def test_bad_table_is_one_line_naming_file_and_problem(tmp_path, text, problem):
     table = tmp_path / "stats.csv"
     if text is not None:
@@ -141,13 +167,16 @@ FAKE_NAME = "synlfw-test-fake"
 SEEN: list = []  # the configs the fake generator was called with
 
 
-def fake_generate(cfg, log):  # noqa: ANN001, ANN201, ARG001
+def fake_generate(cfg, log):
     """Writes 2 easy images per identity (and honours identity mixup)."""
     g = cfg.generate
     SEEN.append(cfg)
     labels = np.repeat(np.arange(g.identities), g.images_per_identity)
-    mix = draw_partners(labels, g.identities, np.array(g.mixup.phi), np.random.default_rng(0)) \
-        if g.mixup.enabled else None
+    mix = (
+        draw_partners(labels, g.identities, np.array(g.mixup.phi), np.random.default_rng(0))
+        if g.mixup.enabled
+        else None
+    )
     rng = np.random.default_rng(cfg.base.seed)
     with DatasetWriter(g.out, {"generator": FAKE_NAME, "num_classes": g.identities, "image_size": 32}) as w:
         for j, label in enumerate(labels):
@@ -197,7 +226,7 @@ def test_any_registered_generator_makes_the_pairs(tmp_path, fake_generator):
     assert meta["generator"] == name and meta["ratio"] == 0.5 and meta["mixed_images"] == 44
     assert set(meta["phi"]) == {0.5}
 
-    with pytest.raises(FaceFoundryError, match="synlfw.table sets renderer variations"):
+    with pytest.raises(FaceFoundryError, match=r"synlfw\.table sets renderer variations"):
         make_synlfw(cfg_for(tmp_path, generator=name, table=str(tmp_path / "t.csv")), quiet)
     with pytest.raises(FaceFoundryError, match="unknown generator 'nope'"):
         make_synlfw(cfg_for(tmp_path, generator="nope"), quiet)

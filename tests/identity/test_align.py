@@ -29,8 +29,11 @@ def _real(folder: str, n: int = PER_FOLDER) -> list[Path]:
 
 def _noise(path: Path, seed: int, flat: bool = False) -> Path:
     rng = np.random.default_rng(seed)
-    img = (np.full((96, 96, 3), rng.integers(0, 256, 3), np.uint8) if flat
-           else rng.integers(0, 256, (96, 96, 3), dtype=np.uint8))
+    img = (
+        np.full((96, 96, 3), rng.integers(0, 256, 3), np.uint8)
+        if flat
+        else rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(img).save(path)
     return path
@@ -75,8 +78,8 @@ def test_crops_land_on_the_template(photos, aligner):
         # (dlib's nose tip is ~5.7 px off on 200-photo averages, eyes ~2.4 px), but nothing is wild
         assert fit[-1].max() < 15, mapped - tpl
         # the warp: landmarks found again on the crop sit where the similarity maps them
-        l, t_, r, b = f.box
-        corners = np.array([[l, t_], [r, b]], np.float64) @ f.A.T + f.t
+        left, top, right, bottom = f.box
+        corners = np.array([[left, top], [right, bottom]], np.float64) @ f.A.T + f.t
         box = dlib.rectangle(*(round(v) for v in (corners.min(0).tolist() + corners.max(0).tolist())))
         shape = aligner._predictor(f.crop, box)
         again = five_points(np.array([(p.x, p.y) for p in shape.parts()], np.float64))
@@ -101,7 +104,7 @@ def test_layouts(tmp_path):
     assert not flat.labelled and flat.identities[0] == "alice/0"
     _noise(tmp_path / "lab" / "loose.png", 9)
     assert not find_photos(tmp_path / "lab").labelled
-    with pytest.raises(FaceFoundryError, match="loose.png: photo outside an identity subfolder"):
+    with pytest.raises(FaceFoundryError, match=r"loose\.png: photo outside an identity subfolder"):
         find_photos(tmp_path / "lab", "folders")
     (tmp_path / "empty" / "sub").mkdir(parents=True)
     (tmp_path / "empty" / "notes.txt").write_text("no photos")

@@ -92,7 +92,7 @@ def test_template_maps_onto_dlibs_chip_within_a_few_pixels():
     mapped = template(112).double() @ A[0].T + t
     err = (mapped - dlib_chip_points().double()).norm(dim=1)
     assert err.max() < 3.5  # two geometries of the same five points; residual = their shape difference
-    A56, t56 = template_to_chip(56)
+    A56, _t56 = template_to_chip(56)
     assert torch.allclose(A56, 2 * A, atol=1e-6)  # half the crop, twice the scale
 
 
@@ -102,7 +102,7 @@ def test_truncated_or_foreign_dat_is_a_one_line_error(tmp_path):
     with pytest.raises(FaceFoundryError, match=r"cut\.dat.*truncated"):
         read_dlib_net(tmp_path / "cut.dat")
     (tmp_path / "shape.dat").write_bytes(Path(frm.pose_predictor_five_point_model_location()).read_bytes())
-    with pytest.raises(FaceFoundryError, match="shape.dat: not a dlib network file"):
+    with pytest.raises(FaceFoundryError, match=r"shape\.dat: not a dlib network file"):
         read_dlib_net(tmp_path / "shape.dat")
 
 
@@ -111,8 +111,9 @@ def test_truncated_or_foreign_dat_is_a_one_line_error(tmp_path):
 def test_cli_evaluate_encoder_on_the_real_benchmark_matches_dlibs_own_figure(tmp_path):
     from tests.stages.test_cli_pipeline import ff
 
-    (tmp_path / "params.yaml").write_text(f"base: {{tracking_uri: 'sqlite:///{tmp_path}/mlflow.db'}}\n"
-                                          f"evaluate: {{out: {tmp_path}/eval}}\n")
+    (tmp_path / "params.yaml").write_text(
+        f"base: {{tracking_uri: 'sqlite:///{tmp_path}/mlflow.db'}}\nevaluate: {{out: {tmp_path}/eval}}\n"
+    )
     proc = ff(tmp_path, "evaluate", "--encoder", "dlib", "--benchmark", f"real={REAL_BIN}")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| dlib | real | 1290 |" in proc.stdout

@@ -57,19 +57,21 @@ def test_torch_encoder_is_differentiable(bundle):
 
 
 def test_bad_encoder_specs_are_one_line_errors(tmp_path):
-    with pytest.raises(FaceFoundryError, match="neither a registered name.*dlib"):
+    with pytest.raises(FaceFoundryError, match=r"neither a registered name.*dlib"):
         load_encoder("arcface-from-the-internet")
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(FaceFoundryError, match="unknown identity-encoder format"):
         load_encoder(str(tmp_path / "x.txt"))
     (tmp_path / "bad.pth").write_bytes(b"\x80\x04not a zip")
-    with pytest.raises(FaceFoundryError, match="bad.pth: (holds objects other than tensors|not a readable PyTorch weights file)"):
+    with pytest.raises(
+        FaceFoundryError, match=r"bad\.pth: (holds objects other than tensors|not a readable PyTorch weights file)"
+    ):
         load_encoder(str(tmp_path / "bad.pth"))
     torch.save({"a": torch.zeros(1)}, tmp_path / "other.pth")
     with pytest.raises(FaceFoundryError, match="not an arcface_torch IResNet"):
         load_encoder(str(tmp_path / "other.pth"))
     (tmp_path / "bad.onnx").write_bytes(b"garbage")
-    with pytest.raises(FaceFoundryError, match="bad.onnx: not a readable ONNX model"):
+    with pytest.raises(FaceFoundryError, match=r"bad\.onnx: not a readable ONNX model"):
         load_encoder(str(tmp_path / "bad.onnx"))
 
 

@@ -11,8 +11,9 @@ TINY_RENDER = RenderCfg(mesh_lat=20, mesh_lon=28, supersample=1)
 
 def test_pose_regressor_learns_yaw_and_round_trips(tmp_path):
     logs = []
-    model = train_pose_regressor(TINY_RENDER, 32, n_images=768, steps=150, batch_size=32, width=8, seed=0,
-                                 log=logs.append)
+    model = train_pose_regressor(
+        TINY_RENDER, 32, n_images=768, steps=150, batch_size=32, width=8, seed=0, log=logs.append
+    )
     images, angles = render_pose_set(384, seed=99, render=TINY_RENDER)  # held out: other faces, other poses
     err = pose_errors(model, images, angles)
     yaw_std = float(angles[:, 0].std())
@@ -55,6 +56,12 @@ def test_sharpness_quality_ranks_blur_and_drives_attrop():
 
     v0 = 0.3 * torch.randn(3, 8, generator=g)
     target = float(sharpness_quality(decode(v0)).max()) * 1.5
-    r = attrop(v0, decode, encoder, AttrOPTargets(quality=target, quality_tolerance=0.01 * target),
-               quality_fn=sharpness_quality, max_iters=200)
+    r = attrop(
+        v0,
+        decode,
+        encoder,
+        AttrOPTargets(quality=target, quality_tolerance=0.01 * target),
+        quality_fn=sharpness_quality,
+        max_iters=200,
+    )
     assert r.quality_met.all() and (r.identity >= 0.7).all()

@@ -12,10 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra"))
 
-import stack  # noqa: E402 - infra/stack.py: the same launchers as infra/up.sh
+import stack  # infra/stack.py: the same launchers as infra/up.sh
 
 
-def _start(component, what: str):  # noqa: ANN001, ANN202
+def _start(component, what: str):
     try:
         return component.start()
     except (stack.StackError, OSError, ImportError) as exc:
@@ -38,7 +38,9 @@ def s3(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory, postgres, s3):
-    server = _start(stack.MlflowServer(tmp_path_factory.mktemp("mlflow"), postgres.url,
-                                       f"s3://{s3.bucket}/mlflow", s3.env), "MLflow server")
+    server = _start(
+        stack.MlflowServer(tmp_path_factory.mktemp("mlflow"), postgres.url, f"s3://{s3.bucket}/mlflow", s3.env),
+        "MLflow server",
+    )
     yield server
     server.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
 import threading
@@ -45,11 +46,9 @@ class CuttingProxy:
     @staticmethod
     def _reset(*socks: socket.socket) -> None:
         for s in socks:
-            try:
+            with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 s.close()
-            except OSError:
-                pass
 
     def _pump(self, src: socket.socket, dst: socket.socket, state: dict, upstream: bool) -> None:
         try:
@@ -75,10 +74,8 @@ class CuttingProxy:
             pass
         finally:
             if not state["dead"]:
-                try:
+                with contextlib.suppress(OSError):
                     dst.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
 
     def close(self) -> None:
         self.closed = True

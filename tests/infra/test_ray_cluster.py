@@ -33,8 +33,14 @@ def two_nodes(tmp_path):
         cluster.start()  # the head
         head = raylets() - before
         worker = stack.RayCluster(tmp_path / "ray", port=cluster.port, workers=0)
-        w = worker._ray("start", f"--address={cluster.address}", f"--node-ip-address={stack.HOST}", "--num-cpus=1",
-                        "--num-gpus=0", "--disable-usage-stats")
+        w = worker._ray(
+            "start",
+            f"--address={cluster.address}",
+            f"--node-ip-address={stack.HOST}",
+            "--num-cpus=1",
+            "--num-gpus=0",
+            "--disable-usage-stats",
+        )
         if w.returncode:
             pytest.skip(f"a Ray worker node cannot join here: {(w.stderr or w.stdout).strip()[-300:]}")
         joined = raylets() - before - head
@@ -49,24 +55,55 @@ def two_nodes(tmp_path):
 def test_a_sweep_survives_a_worker_node_killed_mid_sweep(tmp_path, two_nodes) -> None:
     address, env, worker_raylets = two_nodes
     assert len(worker_raylets) == 1, worker_raylets
-    probe = subprocess.run([sys.executable, "-c", "from facefoundry.sweep.cluster import cluster_auth; "
-                            f"cluster_auth({address!r}); import ray; ray.init(address={address!r}); "
-                            "print(len([n for n in ray.nodes() if n['Alive']]))"],
-                           capture_output=True, text=True, env=env, timeout=120)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from facefoundry.sweep.cluster import cluster_auth; "
+            f"cluster_auth({address!r}); import ray; ray.init(address={address!r}); "
+            "print(len([n for n in ray.nodes() if n['Alive']]))",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert probe.returncode == 0 and probe.stdout.strip().endswith("2"), probe.stderr[-1500:]
 
     tiny_config(tmp_path, identity={"judge_max_images": 40}, train={"epochs": 6})
-    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
-        "name": "two_nodes", "params": str(tmp_path / "params.yaml"),
-        "space": {"train.lr": {"type": "loguniform", "low": 0.02, "high": 0.2}},
-        "budget": {"trials": 2, "max_concurrent": 2}, "asha": {"enabled": False}, "seed": 1,
-        "failure": {"max_failures": 2},
-    }))
+    (tmp_path / "sweep.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "two_nodes",
+                "params": str(tmp_path / "params.yaml"),
+                "space": {"train.lr": {"type": "loguniform", "low": 0.02, "high": 0.2}},
+                "budget": {"trials": 2, "max_concurrent": 2},
+                "asha": {"enabled": False},
+                "seed": 1,
+                "failure": {"max_failures": 2},
+            }
+        )
+    )
     run_env = {**env, "GIT_PYTHON_REFRESH": "quiet"}
     run_env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen([sys.executable, "-m", "facefoundry", "sweep", str(tmp_path / "sweep.yaml"), "--out",
-                             str(tmp_path / "out"), "--address", address], cwd=tmp_path, env=run_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "facefoundry",
+            "sweep",
+            str(tmp_path / "sweep.yaml"),
+            "--out",
+            str(tmp_path / "out"),
+            "--address",
+            address,
+        ],
+        cwd=tmp_path,
+        env=run_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         # both trials started (one per node: each node has one CPU) → kill the worker node
         deadline = time.monotonic() + 300

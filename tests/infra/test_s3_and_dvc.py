@@ -21,17 +21,21 @@ pytestmark = pytest.mark.services
 BLOB = np.random.default_rng(0).bytes(3 * 1024 * 1024)  # 3 MiB: several TCP segments and s3 chunks
 
 
-def s3_client(endpoint: str, attempts: int):  # noqa: ANN201
+def s3_client(endpoint: str, attempts: int):
     import boto3
     from botocore.config import Config
 
-    return boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=stack.ACCESS_KEY,
-                        aws_secret_access_key=stack.SECRET_KEY, region_name=stack.REGION,
-                        config=Config(retries={"max_attempts": attempts, "mode": "standard"},
-                                      connect_timeout=5, read_timeout=10))
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=stack.ACCESS_KEY,
+        aws_secret_access_key=stack.SECRET_KEY,
+        region_name=stack.REGION,
+        config=Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5, read_timeout=10),
+    )
 
 
-def missing(client, bucket: str, key: str) -> bool:  # noqa: ANN001
+def missing(client, bucket: str, key: str) -> bool:
     from botocore.exceptions import ClientError
 
     try:
@@ -67,7 +71,7 @@ def test_a_cut_upload_without_retries_leaves_no_partial_object(s3) -> None:
 def test_an_unfinished_multipart_upload_is_never_an_object(s3) -> None:
     c, key = s3.client(), f"fault/{uuid.uuid4().hex}.bin"
     up = c.create_multipart_upload(Bucket=s3.bucket, Key=key)
-    c.upload_part(Bucket=s3.bucket, Key=key, UploadId=up["UploadId"], PartNumber=1, Body=BLOB[:5 * 1024 * 1024])
+    c.upload_part(Bucket=s3.bucket, Key=key, UploadId=up["UploadId"], PartNumber=1, Body=BLOB[: 5 * 1024 * 1024])
     assert missing(c, s3.bucket, key)  # parts uploaded, never completed (the client died)
     c.abort_multipart_upload(Bucket=s3.bucket, Key=key, UploadId=up["UploadId"])
     assert missing(c, s3.bucket, key)
@@ -82,20 +86,32 @@ def test_dvc_push_through_a_dropped_link_then_pull_into_a_fresh_clone_is_bit_for
     fresh clone pulls exactly the same files. Endpoint and keys live in the local DVC config and the env,
     never in git."""
     dvc = [sys.executable, "-m", "dvc"]
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
-           "AWS_ACCESS_KEY_ID": stack.ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": stack.SECRET_KEY,
-           "AWS_DEFAULT_REGION": stack.REGION, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t", "DVC_NO_ANALYTICS": "1"}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AWS_")},
+        "AWS_ACCESS_KEY_ID": stack.ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": stack.SECRET_KEY,
+        "AWS_DEFAULT_REGION": stack.REGION,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+        "DVC_NO_ANALYTICS": "1",
+    }
     repo = tmp_path / "repo"
     repo.mkdir()
     make_dataset(repo / "dataset", identities=6, per_identity=5, size=32)
     remote = f"s3://{s3.bucket}/dvc-{uuid.uuid4().hex[:8]}"
     proxy = CuttingProxy(s3.port, after=3_000, cuts=1)
     try:
-        for cmd in (["git", "init", "-q"], [*dvc, "init", "-q"], [*dvc, "add", "-q", "dataset"],
-                    [*dvc, "remote", "add", "-d", "storage", remote],
-                    [*dvc, "remote", "modify", "--local", "storage", "endpointurl", proxy.endpoint],
-                    ["git", "add", "-A"], ["git", "commit", "-qm", "dataset"]):
+        for cmd in (
+            ["git", "init", "-q"],
+            [*dvc, "init", "-q"],
+            [*dvc, "add", "-q", "dataset"],
+            [*dvc, "remote", "add", "-d", "storage", remote],
+            [*dvc, "remote", "modify", "--local", "storage", "endpointurl", proxy.endpoint],
+            ["git", "add", "-A"],
+            ["git", "commit", "-qm", "dataset"],
+        ):
             out = _run(cmd, repo, env)
             assert out.returncode == 0, (cmd, out.stderr[-1500:])
         first = _run([*dvc, "push"], repo, env)
@@ -110,7 +126,9 @@ def test_dvc_push_through_a_dropped_link_then_pull_into_a_fresh_clone_is_bit_for
     clone = tmp_path / "clone"
     assert _run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env).returncode == 0
     assert not (clone / "dataset").exists()
-    assert _run([*dvc, "remote", "modify", "--local", "storage", "endpointurl", s3.endpoint], clone, env).returncode == 0
+    assert (
+        _run([*dvc, "remote", "modify", "--local", "storage", "endpointurl", s3.endpoint], clone, env).returncode == 0
+    )
     pulled = _run([*dvc, "pull"], clone, env)
     assert pulled.returncode == 0, pulled.stderr[-1500:]
     assert dvc_dir_hash(clone / "dataset") == dvc_dir_hash(repo / "dataset")

@@ -21,20 +21,20 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_
 ENV["GIT_PYTHON_REFRESH"] = "quiet"
 
 
-def ff(tmp: Path, *args: str, wait: bool = True, timeout: float = 300):  # noqa: ANN201
+def ff(tmp: Path, *args: str, wait: bool = True, timeout: float = 300):
     cmd = [sys.executable, "-m", "facefoundry", "--params", str(tmp / "params.yaml"), *args]
     if not wait:
         return subprocess.Popen(cmd, cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     return subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=ENV, timeout=timeout)
 
 
-def client(url: str):  # noqa: ANN201
+def client(url: str):
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri=url)
 
 
-def bucket_keys(s3, prefix: str) -> list[str]:  # noqa: ANN001
+def bucket_keys(s3, prefix: str) -> list[str]:
     keys, token = [], None
     while True:
         kw = {"Bucket": s3.bucket, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
@@ -47,8 +47,11 @@ def bucket_keys(s3, prefix: str) -> list[str]:  # noqa: ANN001
 
 def test_a_stage_logs_to_the_server_runs_in_postgres_artifacts_in_s3(tmp_path, mlflow_server, postgres, s3) -> None:
     make_dataset(tmp_path / "ds", identities=6, per_identity=4, size=32)
-    tiny_config(tmp_path, base={"tracking_uri": mlflow_server.url, "experiment": "infra-stage"},
-                train={"dataset": str(tmp_path / "ds"), "epochs": 1, "batch_size": 8})
+    tiny_config(
+        tmp_path,
+        base={"tracking_uri": mlflow_server.url, "experiment": "infra-stage"},
+        train={"dataset": str(tmp_path / "ds"), "epochs": 1, "batch_size": 8},
+    )
     proc = ff(tmp_path, "train")
     assert proc.returncode == 0, proc.stderr[-2000:]
     c = client(mlflow_server.url)
@@ -59,10 +62,12 @@ def test_a_stage_logs_to_the_server_runs_in_postgres_artifacts_in_s3(tmp_path, m
     # the run is a row of the PostgreSQL backend, and its artifacts are objects in the bucket
     import psycopg2
 
-    with psycopg2.connect(host=stack.HOST, port=postgres.port, user="postgres", dbname=postgres.database) as conn:
-        with conn.cursor() as cur:
-            cur.execute("SELECT status FROM runs WHERE run_uuid = %s", (run.info.run_id,))
-            assert cur.fetchone() == ("FINISHED",)
+    with (
+        psycopg2.connect(host=stack.HOST, port=postgres.port, user="postgres", dbname=postgres.database) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SELECT status FROM runs WHERE run_uuid = %s", (run.info.run_id,))
+        assert cur.fetchone() == ("FINISHED",)
     keys = bucket_keys(s3, f"mlflow/{exp.experiment_id}/{run.info.run_id}/")
     assert any(k.endswith("samples/train_grid.png") for k in keys), keys
     # never the store's credentials in what the run records
@@ -75,8 +80,11 @@ def test_the_server_stops_mid_stage_then_a_rerun_completes(tmp_path, postgres, s
     folder = tmp_path / "server"
     server = stack.MlflowServer(folder, postgres.url, f"s3://{s3.bucket}/mlflow", s3.env).start()
     make_dataset(tmp_path / "ds", identities=8, per_identity=12, size=32)
-    tiny_config(tmp_path, base={"tracking_uri": server.url, "experiment": "infra-outage", "tracking_retries": 2},
-                train={"dataset": str(tmp_path / "ds"), "epochs": 40, "batch_size": 8})
+    tiny_config(
+        tmp_path,
+        base={"tracking_uri": server.url, "experiment": "infra-outage", "tracking_retries": 2},
+        train={"dataset": str(tmp_path / "ds"), "epochs": 40, "batch_size": 8},
+    )
     proc = ff(tmp_path, "train", wait=False)
     try:
         ckpt = tmp_path / "train" / "checkpoint.pt"
@@ -88,8 +96,12 @@ def test_the_server_stops_mid_stage_then_a_rerun_completes(tmp_path, postgres, s
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert_one_line_error(subprocess.CompletedProcess(proc.args, proc.returncode, "", err),
-                          server.url, "unreachable", "run the same command again")
+    assert_one_line_error(
+        subprocess.CompletedProcess(proc.args, proc.returncode, "", err),
+        server.url,
+        "unreachable",
+        "run the same command again",
+    )
     assert waited < 120, waited  # bounded: MLflow's own defaults would wait for minutes
     assert ckpt.is_file()  # nothing on disk is lost
     server = stack.MlflowServer(folder, postgres.url, f"s3://{s3.bucket}/mlflow", s3.env, port=server.port).start()
@@ -126,7 +138,7 @@ def test_two_pipelines_at_once_keep_their_own_artifacts(tmp_path, mlflow_server)
                 c.log_metric(run.info.run_id, "step_value", float(k), step=k)
             c.set_terminated(run.info.run_id)
             results[name] = run.info.run_id
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=pipeline, args=(n,)) for n in ("left", "right")]
@@ -136,7 +148,13 @@ def test_two_pipelines_at_once_keep_their_own_artifacts(tmp_path, mlflow_server)
         t.join(120)
     assert not errors, errors
     for name, run_id in results.items():
-        local = Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="out",
-                                                         tracking_uri=mlflow_server.url, dst_path=str(tmp_path / f"dl_{name}")))
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path="out",
+                tracking_uri=mlflow_server.url,
+                dst_path=str(tmp_path / f"dl_{name}"),
+            )
+        )
         assert sorted(p.read_text() for p in local.iterdir()) == sorted(f"{name} {k}" for k in range(10))
         assert [m.value for m in c.get_metric_history(run_id, "step_value")] == [float(k) for k in range(10)]

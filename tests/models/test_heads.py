@@ -18,11 +18,14 @@ def head_and_batch(kind, **kw):
     return h, emb, labels, cos
 
 
-@pytest.mark.parametrize("kind,angle,formula", [
-    ("arcface", lambda th: th + 0.5, lambda th: math.cos(th + 0.5)),
-    ("cosface", lambda th: th, lambda th: math.cos(th) - 0.4),
-    ("sphereface", lambda th: 1.7 * th, lambda th: math.cos(1.7 * th)),
-])
+@pytest.mark.parametrize(
+    "kind,angle,formula",
+    [
+        ("arcface", lambda th: th + 0.5, lambda th: math.cos(th + 0.5)),
+        ("cosface", lambda th: th, lambda th: math.cos(th) - 0.4),
+        ("sphereface", lambda th: 1.7 * th, lambda th: math.cos(1.7 * th)),
+    ],
+)
 def test_margin_logits_follow_formula(kind, angle, formula):
     h, emb, labels, cos = head_and_batch(kind)
     cos = cos.detach()

@@ -42,9 +42,18 @@ def _random_net(size: int = SIZE, seed: int = 0) -> IResNet:
 def _export_named_onnx(net: IResNet, path: Path) -> None:
     """An ONNX export that keeps parameter names (no BatchNorm folding), as some conversions do."""
     buf = io.BytesIO()
-    torch.onnx.export(RawEmbedding(net).eval(), (torch.zeros(1, 3, SIZE, SIZE),), buf, input_names=["data"],
-                      output_names=["embedding"], dynamic_axes={"data": {0: "batch"}}, opset_version=17,
-                      dynamo=False, training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
+    torch.onnx.export(
+        RawEmbedding(net).eval(),
+        (torch.zeros(1, 3, SIZE, SIZE),),
+        buf,
+        input_names=["data"],
+        output_names=["embedding"],
+        dynamic_axes={"data": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+        training=torch.onnx.TrainingMode.PRESERVE,
+        do_constant_folding=False,
+    )
     path.write_bytes(buf.getvalue())
 
 
@@ -104,16 +113,22 @@ def test_bad_files_are_one_line_errors_naming_the_file(released, tmp_path):
     with pytest.raises(FaceFoundryError, match=r"code\.pth: holds objects other than tensors") as err:
         import_arcface_torch(tmp_path / "code.pth")
     assert "weights_only" not in str(err.value)
-    with pytest.raises(FaceFoundryError, match=r"backbone\.pth: state dict does not fit r34 .*missing keys "
-                                               r"\(layer1\.2\..*blocks per stage are \[2, 2, 2, 2\] \(r18\)"):
+    with pytest.raises(
+        FaceFoundryError,
+        match=r"backbone\.pth: state dict does not fit r34 .*missing keys "
+        r"\(layer1\.2\..*blocks per stage are \[2, 2, 2, 2\] \(r18\)",
+    ):
         import_arcface_torch(d / "backbone.pth", "r34")
     with pytest.raises(FaceFoundryError, match=r"unknown arch 'mbf': expected one of r18, r34"):
         import_arcface_torch(d / "backbone.pth", "mbf")
     state = torch.load(d / "backbone.pth", weights_only=True)
     state["extra.weight"] = state.pop("features.weight")
     torch.save(state, tmp_path / "renamed.pth")
-    with pytest.raises(FaceFoundryError, match=r"1 missing keys \(features\.weight\), 1 unexpected keys "
-                                               r"\(extra\.weight\)"):
+    with pytest.raises(
+        FaceFoundryError,
+        match=r"1 missing keys \(features\.weight\), 1 unexpected keys "
+        r"\(extra\.weight\)",
+    ):
         import_arcface_torch(tmp_path / "renamed.pth", "r18")
     (tmp_path / "bad.onnx").write_bytes(b"garbage")
     with pytest.raises(FaceFoundryError, match=r"bad\.onnx: not a readable ONNX model"):
@@ -127,8 +142,14 @@ ENV = {**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}, "G
 
 
 def ff(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facefoundry", "--params", str(tmp / "params.yaml"), *args],
-                          cwd=tmp, capture_output=True, text=True, env=ENV, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "facefoundry", "--params", str(tmp / "params.yaml"), *args],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
 
 
 def cli(capsys, tmp: Path, *args: str) -> tuple[int, str]:
@@ -150,10 +171,19 @@ def test_cli_evaluates_pth_and_onnx_and_imports_a_folder(released, tmp_path):
     d, _ = released
     tiny_config(tmp_path, evaluate={"flip": False})
     accuracy = {}
-    for name, args in {"onnx": ["--model", str(d / "model.onnx")],
-                       "pth": ["--model", str(d / "backbone.pth"), "--arch", "r18"]}.items():
-        proc = ff(tmp_path, "--set", f"evaluate.out={tmp_path / name}", "evaluate", "--benchmark",
-                  f"tiny={d / 'tiny.bin'}", *args)
+    for name, args in {
+        "onnx": ["--model", str(d / "model.onnx")],
+        "pth": ["--model", str(d / "backbone.pth"), "--arch", "r18"],
+    }.items():
+        proc = ff(
+            tmp_path,
+            "--set",
+            f"evaluate.out={tmp_path / name}",
+            "evaluate",
+            "--benchmark",
+            f"tiny={d / 'tiny.bin'}",
+            *args,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "| model | tiny | 20 |" in proc.stdout
         accuracy[name] = json.loads((tmp_path / name / "metrics.json").read_text())["tiny_accuracy"]
@@ -171,12 +201,14 @@ def test_cli_bad_inputs_exit_2_with_one_line(released, tmp_path, capsys):
     raw = (d / "backbone.pth").read_bytes()
     (tmp_path / "cut.pth").write_bytes(raw[: len(raw) // 3])
     (tmp_path / "bad.onnx").write_bytes(b"\x08\x01garbage")
-    cases = [(["evaluate", "--model", str(tmp_path / "cut.pth"), "--arch", "r50"], "cut.pth: "),
-             (["evaluate", "--model", str(tmp_path / "bad.onnx")], "bad.onnx: not a readable ONNX model"),
-             (["evaluate", "--model", str(d / "backbone.pth"), "--arch", "r50"], "does not fit r50"),
-             (["evaluate", "--model", str(d / "backbone.pth"), "--arch", "r9"], "unknown arch 'r9'"),
-             (["import-model", str(d / "model.onnx"), "--out", str(tmp_path / "x")], "not fine-tuned"),
-             (["--set", f"train.init={d / 'model.onnx'}", "train"], "not fine-tuned")]
+    cases = [
+        (["evaluate", "--model", str(tmp_path / "cut.pth"), "--arch", "r50"], "cut.pth: "),
+        (["evaluate", "--model", str(tmp_path / "bad.onnx")], "bad.onnx: not a readable ONNX model"),
+        (["evaluate", "--model", str(d / "backbone.pth"), "--arch", "r50"], "does not fit r50"),
+        (["evaluate", "--model", str(d / "backbone.pth"), "--arch", "r9"], "unknown arch 'r9'"),
+        (["import-model", str(d / "model.onnx"), "--out", str(tmp_path / "x")], "not fine-tuned"),
+        (["--set", f"train.init={d / 'model.onnx'}", "train"], "not fine-tuned"),
+    ]
     for args, fragment in cases:
         code, err = cli(capsys, tmp_path, *args)
         lines = err.strip().splitlines()
@@ -191,14 +223,18 @@ def test_training_starts_from_train_init(released, tmp_path):
 
     d, net = released
     ds = make_dataset(tmp_path / "ds", 4, 4, size=SIZE)
-    cfg = tiny_config(tmp_path, train={"dataset": str(ds), "init": str(d / "backbone.pth"), "init_arch": "r18",
-                                       "epochs": 1, "batch_size": 16})
+    cfg = tiny_config(
+        tmp_path,
+        train={"dataset": str(ds), "init": str(d / "backbone.pth"), "init_arch": "r18", "epochs": 1, "batch_size": 16},
+    )
     trainer = Trainer(cfg, log=lambda _: None)
     assert trainer.head.weight.shape[1] == 32  # the head fits the imported 32-d embedding, not train.backbone's
     for k, v in net.state_dict().items():
         assert torch.equal(trainer.backbone.state_dict()[k], v), k
-    plain = Trainer(cfg.model_copy(update={"train": cfg.train.model_copy(update={"init": None, "init_arch": None})}),
-                    log=lambda _: None)
+    plain = Trainer(
+        cfg.model_copy(update={"train": cfg.train.model_copy(update={"init": None, "init_arch": None})}),
+        log=lambda _: None,
+    )
     assert plain.fingerprint != trainer.fingerprint
     trainer.fit(stop_after=1)
     assert not torch.equal(trainer.backbone.state_dict()["conv1.weight"], net.state_dict()["conv1.weight"])
@@ -213,6 +249,9 @@ def test_train_init_of_another_input_size_is_refused(released, tmp_path):
     torch.save(_random_net(size=64).state_dict(), tmp_path / "big.pth")
     ds = make_dataset(tmp_path / "ds", 4, 4, size=SIZE)
     cfg = tiny_config(tmp_path, train={"dataset": str(ds), "init": str(tmp_path / "big.pth")})
-    with pytest.raises(FaceFoundryError, match=r"train\.init .*big\.pth: the model takes 64-px input but "
-                                               r"base\.image_size is 32"):
+    with pytest.raises(
+        FaceFoundryError,
+        match=r"train\.init .*big\.pth: the model takes 64-px input but "
+        r"base\.image_size is 32",
+    ):
         Trainer(cfg, log=lambda _: None)

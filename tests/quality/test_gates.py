@@ -16,12 +16,30 @@ from facefoundry.quality.gates import GateResult, manifest_frame, manifest_suite
 
 SIZE = 32
 # every threshold set, so a clean run exercises each metric column
-STRICT = GatesCfg(min_images_per_identity=2, min_identities=5, max_duplicate_images=0, max_near_duplicate_images=0,
-                  max_mislabelled_fraction=0.1, max_mislabelled_identities=0, min_intra_mean=0.3,
-                  max_inter_mean=0.2, min_separability=0.9, max_leaked_identities=0)
-CLEAN = {"identities": 5, "duplicate_images": 0, "near_duplicate_images": 0, "mislabelled_fraction": 0.0,
-         "mislabelled_identities": 0, "intra_mean": 0.6, "inter_mean": 0.05, "separability": 1.0,
-         "leaked_identities": 0, "fid": 12.5}
+STRICT = GatesCfg(
+    min_images_per_identity=2,
+    min_identities=5,
+    max_duplicate_images=0,
+    max_near_duplicate_images=0,
+    max_mislabelled_fraction=0.1,
+    max_mislabelled_identities=0,
+    min_intra_mean=0.3,
+    max_inter_mean=0.2,
+    min_separability=0.9,
+    max_leaked_identities=0,
+)
+CLEAN = {
+    "identities": 5,
+    "duplicate_images": 0,
+    "near_duplicate_images": 0,
+    "mislabelled_fraction": 0.0,
+    "mislabelled_identities": 0,
+    "intra_mean": 0.6,
+    "inter_mean": 0.05,
+    "separability": 1.0,
+    "leaked_identities": 0,
+    "fid": 12.5,
+}
 
 
 def path_of(i: int, j: int) -> str:
@@ -46,10 +64,12 @@ def make_manifest(counts: tuple[int, ...] = (4, 4, 4, 4, 4)) -> Manifest:
     return m
 
 
-def run(tmp_path: Path, m: Manifest, metrics: dict | None = None, gates: GatesCfg = STRICT,
-        data_docs: bool = False) -> GateResult:
-    return run_gates(manifest_frame(m), CLEAN if metrics is None else metrics, gates, SIZE, tmp_path / "gates",
-                     data_docs=data_docs)
+def run(
+    tmp_path: Path, m: Manifest, metrics: dict | None = None, gates: GatesCfg = STRICT, data_docs: bool = False
+) -> GateResult:
+    return run_gates(
+        manifest_frame(m), CLEAN if metrics is None else metrics, gates, SIZE, tmp_path / "gates", data_docs=data_docs
+    )
 
 
 def assert_failed(result: GateResult) -> None:
@@ -58,7 +78,8 @@ def assert_failed(result: GateResult) -> None:
     assert result.statistics["unsuccessful_expectations"] == len(result.failures) > 0
     summary = result.summary()
     assert summary.startswith(
-        f"quality gates: {len(result.failures)} of {result.statistics['evaluated_expectations']} expectations failed: ")
+        f"quality gates: {len(result.failures)} of {result.statistics['evaluated_expectations']} expectations failed: "
+    )
     assert "\n" not in summary
     for line in result.failures:
         assert line in summary
@@ -72,8 +93,16 @@ def only_line(result: GateResult, *words: str) -> str:
 
 def test_manifest_frame_counts_images_per_identity() -> None:
     frame = manifest_frame(make_manifest((3, 1, 2)))
-    assert list(frame.columns) == ["path", "label", "identity", "source", "width", "height", "sha256",
-                                   "identity_images"]
+    assert list(frame.columns) == [
+        "path",
+        "label",
+        "identity",
+        "source",
+        "width",
+        "height",
+        "sha256",
+        "identity_images",
+    ]
     assert frame["identity_images"].tolist() == [3, 3, 3, 1, 2, 2]
     assert frame["path"].tolist()[3] == path_of(1, 0)
     assert len(manifest_frame(Manifest())) == 0

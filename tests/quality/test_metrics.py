@@ -30,8 +30,9 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / np.linalg.norm(x, axis=-1, keepdims=True)
 
 
-def _clusters(rng: np.random.Generator, n_ids: int = 6, per_id: int = 10, dim: int = 32,
-              noise: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _clusters(
+    rng: np.random.Generator, n_ids: int = 6, per_id: int = 10, dim: int = 32, noise: float = 0.05
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Unit vectors around orthonormal centres e_0..e_{n_ids-1}: (emb, labels, centres)."""
     centres = np.eye(dim)[:n_ids]
     labels = np.repeat(np.arange(n_ids), per_id)
@@ -40,6 +41,7 @@ def _clusters(rng: np.random.Generator, n_ids: int = 6, per_id: int = 10, dim: i
 
 
 # --- identity space -------------------------------------------------------------------------------------
+
 
 def test_centre_space_unit_rows_zero_stays_zero() -> None:
     rng = np.random.default_rng(0)
@@ -151,8 +153,13 @@ def test_blocked_results_match_one_block(monkeypatch: pytest.MonkeyPatch) -> Non
     hashes[[3, 17, 30]] = hashes[9] ^ np.array([1, 2, 4], dtype=np.uint64)
 
     def run() -> tuple:
-        return (mislabelled(emb, labels), separability(centres), leakage(centres, reference, 0.3),
-                density_coverage(emb[:60], emb[40:], k=3), near_duplicates(hashes))
+        return (
+            mislabelled(emb, labels),
+            separability(centres),
+            leakage(centres, reference, 0.3),
+            density_coverage(emb[:60], emb[40:], k=3),
+            near_duplicates(hashes),
+        )
 
     whole = run()
     monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", 7)  # a few rows per block
@@ -182,6 +189,7 @@ def test_leakage_lists_the_copied_centre() -> None:
 
 
 # --- distribution distances -----------------------------------------------------------------------------
+
 
 def test_frechet_distance_self_closed_form_symmetry_and_shift() -> None:
     rng = np.random.default_rng(7)
@@ -242,6 +250,7 @@ def test_js_divergence_bounds_and_symmetry() -> None:
 
 # --- perceptual hash ------------------------------------------------------------------------------------
 
+
 def _smooth_image(rng: np.random.Generator, size: int = 112) -> np.ndarray:
     low = rng.random((8, 8, 3)) * 255.0
     big = ndimage.zoom(low, (size / 8, size / 8, 1), order=3)
@@ -295,6 +304,7 @@ def test_near_duplicates_groups_copies_only() -> None:
 
 
 # --- pose -----------------------------------------------------------------------------------------------
+
 
 def test_pose_summary_ignores_nan_and_omits_empty_keys() -> None:
     poses = {

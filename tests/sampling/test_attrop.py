@@ -24,7 +24,7 @@ def _toy(max_yaw: float = 60.0):
         return torch.log(x / (1 - x)) @ P
 
     def pose_fn(img):
-        return max_yaw * torch.tanh(4 * (img[..., S // 2:].mean((1, 2, 3)) - img[..., :S // 2].mean((1, 2, 3))))
+        return max_yaw * torch.tanh(4 * (img[..., S // 2 :].mean((1, 2, 3)) - img[..., : S // 2].mean((1, 2, 3))))
 
     return decode, encoder, pose_fn
 
@@ -71,8 +71,15 @@ def test_quality_hinge_and_explicit_identity():
 
     q0 = contrast(decode(v0)).detach()
     target = float(q0.max()) + 0.5
-    r = attrop(v0, decode, encoder, AttrOPTargets(quality=target, quality_tolerance=0.1), identity=v0,
-               quality_fn=contrast, max_iters=300)
+    r = attrop(
+        v0,
+        decode,
+        encoder,
+        AttrOPTargets(quality=target, quality_tolerance=0.1),
+        identity=v0,
+        quality_fn=contrast,
+        max_iters=300,
+    )
     assert r.quality_met.all() and (r.quality >= target - 0.1).all()
     assert (r.identity >= 0.7).all()
 

@@ -86,7 +86,10 @@ def test_twenty_thousand_identities_are_fast():
     v = sample_identities(c, 20000, 0.35, rng)
     elapsed = time.perf_counter() - t
     assert v.shape == (20000, 128)
-    worst = max(float(np.max(np.where(np.eye(len(blk), len(v), s, dtype=bool), -1, blk @ v.T)))
-                for s in range(0, len(v), 5000) for blk in [v[s:s + 5000]])
+    worst = max(
+        float(np.max(np.where(np.eye(len(blk), len(v), s, dtype=bool), -1, blk @ v.T)))
+        for s in range(0, len(v), 5000)
+        for blk in [v[s : s + 5000]]
+    )
     assert worst <= 0.35 + 1e-5
     assert elapsed < 15

@@ -34,8 +34,10 @@ def test_shapes_norms_and_per_dimension_sigma():
 
 def test_larger_sigma_lowers_similarity():
     c = _centres(20, 128, 1.0)
-    means = [perturb(c, 200, np.random.default_rng(2), sigmas=(s,), weights=(1,)).similarity.mean()
-             for s in (0.02, 0.05, 0.1)]
+    means = [
+        perturb(c, 200, np.random.default_rng(2), sigmas=(s,), weights=(1,)).similarity.mean()
+        for s in (0.02, 0.05, 0.1)
+    ]
     assert means[0] > means[1] > means[2]
 
 

@@ -18,8 +18,14 @@ ENV.pop("MLFLOW_TRACKING_URI")
 
 
 def ff(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facefoundry", "--params", str(tmp / "params.yaml"), *args],
-                          cwd=tmp, capture_output=True, text=True, env=ENV, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "facefoundry", "--params", str(tmp / "params.yaml"), *args],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
 
 
 def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -34,10 +40,14 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipe")
-    tiny_config(tmp, generate={"identities": 12, "images_per_identity": 6},  # the pipeline's layout for one recipe
-                train={"epochs": 4, "batch_size": 16, "export_onnx": True, "metrics": str(tmp / "metrics/render/train.json")},
-                evaluate={"out": str(tmp / "metrics/render/eval")}, benchmark={"pairs": 60},
-                report={"include_adhoc": True})  # plain CLI calls are ad hoc: ranked only when asked
+    tiny_config(
+        tmp,
+        generate={"identities": 12, "images_per_identity": 6},  # the pipeline's layout for one recipe
+        train={"epochs": 4, "batch_size": 16, "export_onnx": True, "metrics": str(tmp / "metrics/render/train.json")},
+        evaluate={"out": str(tmp / "metrics/render/eval")},
+        benchmark={"pairs": 60},
+        report={"include_adhoc": True},
+    )  # plain CLI calls are ad hoc: ranked only when asked
     for stage in ("generate", "benchmark", "validate", "train", "evaluate", "report"):
         proc = ff(tmp, stage)
         assert proc.returncode == 0, f"{stage}: {proc.stderr[-2000:]}"
@@ -62,21 +72,27 @@ def test_pipeline_tracks_every_stage(pipeline):
     models = client.search_logged_models(experiment_ids=[exp.experiment_id])
     assert [m for m in models if m.source_run_id == train.info.run_id]  # the trained model, in this store
     evaluate = next(r for r in runs if r.data.tags["facefoundry.stage"] == "evaluate")
-    assert {a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")} >= {"plots/roc.png",
-                                                                                    "plots/hist_twins.png"}
+    assert {a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")} >= {
+        "plots/roc.png",
+        "plots/hist_twins.png",
+    }
     metrics = json.loads((pipeline / "metrics/render/eval/metrics.json").read_text())
     assert metrics["twins_accuracy"] == pytest.approx(m["twins/accuracy"])
     assert (pipeline / "metrics/render/validate.json").is_file()  # validate of a recipe writes where dvc.yaml does
     board = (pipeline / "report" / "leaderboard.md").read_text()
     assert "Ranked on twins accuracy" in board and board.count("\n| 1 | render | 1 |") == 1
     assert {"leaderboard.md", "leaderboard.png", "leaderboard.json", "roc_twins.png"} <= {
-        p.name for p in (pipeline / "report").iterdir()}
+        p.name for p in (pipeline / "report").iterdir()
+    }
     assert (pipeline / "train" / "model" / "backbone.onnx").is_file()
     # every stage's products folder: what the MLflow run shows, as files
-    for folder, names in {"outputs/samples/render": {"samples/grid.png"}, "outputs/samples/twins": {"samples/pairs.png"},
-                          "outputs/validate/render": {"gates.json", "problems.json", "samples/grid.png"},
-                          "train/plots": {"plots/training.png", "samples/train_grid.png"},
-                          "outputs/eval/train": {"plots/hist_twins.png", "results.md"}}.items():
+    for folder, names in {
+        "outputs/samples/render": {"samples/grid.png"},
+        "outputs/samples/twins": {"samples/pairs.png"},
+        "outputs/validate/render": {"gates.json", "problems.json", "samples/grid.png"},
+        "train/plots": {"plots/training.png", "samples/train_grid.png"},
+        "outputs/eval/train": {"plots/hist_twins.png", "results.md"},
+    }.items():
         have = {p.relative_to(pipeline / folder).as_posix() for p in (pipeline / folder).rglob("*") if p.is_file()}
         assert names <= have, (folder, have)
 
@@ -90,8 +106,10 @@ def test_unknown_backbone_and_bad_config(tmp_path):
     tiny_config(tmp_path, train={"dataset": str(make_dataset(tmp_path / "ds", 4, 4))})
     assert_one_line_error(ff(tmp_path, "--set", "train.backbone.name=r999", "train"), "unknown backbone 'r999'", "r50")
     assert_one_line_error(ff(tmp_path, "--set", "train.epochs=-1", "train"), "train.epochs")
-    assert_one_line_error(ff(tmp_path, "--set", "generate.render.yaw=[10, -10]", "generate"),
-                          "generate.render.yaw: range min 10.0 is greater than max -10.0")
+    assert_one_line_error(
+        ff(tmp_path, "--set", "generate.render.yaw=[10, -10]", "generate"),
+        "generate.render.yaw: range min 10.0 is greater than max -10.0",
+    )
 
 
 def test_corrupt_image_stops_training_with_its_name(tmp_path):
@@ -119,8 +137,9 @@ def test_dvc_dir_hash_equals_dvc(tmp_path):
 
 def test_unknown_generator_lists_choices(tmp_path):
     tiny_config(tmp_path)
-    assert_one_line_error(ff(tmp_path, "generate", "--generator", "stylegan9"), "unknown generator 'stylegan9'",
-                          "render")
+    assert_one_line_error(
+        ff(tmp_path, "generate", "--generator", "stylegan9"), "unknown generator 'stylegan9'", "render"
+    )
     assert not (tmp_path / "render").exists()
 
 
@@ -144,6 +163,5 @@ def test_benchmark_of_another_size_is_resized_or_refused(pipeline):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "warning: resizing 64-px benchmark crops to the model's 32 px" in proc.stderr
     assert 0 <= json.loads((out / "metrics.json").read_text())["big_accuracy"] <= 1
-    refused = ff(pipeline, "--set", f"evaluate.benchmarks={{big: {big}}}", "--set", "evaluate.resize=false",
-                 "evaluate")
+    refused = ff(pipeline, "--set", f"evaluate.benchmarks={{big: {big}}}", "--set", "evaluate.resize=false", "evaluate")
     assert_one_line_error(refused, str(big), "images are 64x64, the model expects 32x32")

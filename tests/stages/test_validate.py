@@ -29,18 +29,26 @@ def _dataset(path: Path, persons: list[list[int]], duplicate: bool = False) -> P
     return path
 
 
-def _cfg(tmp: Path):  # noqa: ANN202
+def _cfg(tmp: Path):
     rng = np.random.default_rng(9)
-    write_bin(tmp / "bench.bin", [identity_image(p, 0, 32, rng) for p in BENCH_PEOPLE for _ in (0, 1)],
-              [True, True, True, True])
-    return tiny_config(tmp, base={"image_size": 32}, identity={"judges": []},
-                       quality={"judge": "pixels", "leakage": {"references": [str(tmp / "bench.bin")], "threshold": 0.7,
-                                                               "training_photos": False},
-                                "gates": {"max_mislabelled_identities": 0, "max_leaked_identities": 0,
-                                          "max_duplicate_images": 0}})
+    write_bin(
+        tmp / "bench.bin",
+        [identity_image(p, 0, 32, rng) for p in BENCH_PEOPLE for _ in (0, 1)],
+        [True, True, True, True],
+    )
+    return tiny_config(
+        tmp,
+        base={"image_size": 32},
+        identity={"judges": []},
+        quality={
+            "judge": "pixels",
+            "leakage": {"references": [str(tmp / "bench.bin")], "threshold": 0.7, "training_photos": False},
+            "gates": {"max_mislabelled_identities": 0, "max_leaked_identities": 0, "max_duplicate_images": 0},
+        },
+    )
 
 
-def test_clean_dataset_passes_and_reports_every_metric(tmp_path: Path, monkeypatch):  # noqa: ANN001
+def test_clean_dataset_passes_and_reports_every_metric(tmp_path: Path, monkeypatch):
     from facefoundry.stages.validate import run_validate
 
     monkeypatch.chdir(tmp_path)
@@ -66,14 +74,14 @@ def test_clean_dataset_passes_and_reports_every_metric(tmp_path: Path, monkeypat
     assert not [p for p in tmp_path.rglob("gx_results.json") if "mlruns" not in p.parts]  # only in MLflow
 
 
-def test_broken_dataset_fails_naming_each_problem(tmp_path: Path, monkeypatch):  # noqa: ANN001
+def test_broken_dataset_fails_naming_each_problem(tmp_path: Path, monkeypatch):
     from facefoundry.stages.validate import run_validate
 
     monkeypatch.chdir(tmp_path)
     cfg = _cfg(tmp_path)
     persons = [[p] for p in range(8)]
-    persons[2] = [2, 3]   # half of label 2 is person 3: mislabelled images, a split identity
-    persons[5] = [101]    # label 5 is a benchmark person
+    persons[2] = [2, 3]  # half of label 2 is person 3: mislabelled images, a split identity
+    persons[5] = [101]  # label 5 is a benchmark person
     ds = _dataset(tmp_path / "broken", persons, duplicate=True)
     with pytest.raises(FaceFoundryError) as err:
         run_validate(cfg, str(ds), str(tmp_path / "metrics.json"))
@@ -89,8 +97,9 @@ def test_broken_dataset_fails_naming_each_problem(tmp_path: Path, monkeypatch): 
     assert [d["identity"] for d in problems["leaked"]] == ["id_5"]
     assert len(problems["duplicates"]) == 1
     gates = json.loads((tmp_path / "outputs/validate/broken/gates.json").read_text())
-    assert not gates["success"] and gates["failures"] == [e["failure"] for e in gates["expectations"]
-                                                           if not e["success"]]
+    assert not gates["success"] and gates["failures"] == [
+        e["failure"] for e in gates["expectations"] if not e["success"]
+    ]
     # the failed run keeps the evidence: the full GX result, its Data Docs, the problem lists, the plots
     import mlflow
 
@@ -102,7 +111,7 @@ def test_broken_dataset_fails_naming_each_problem(tmp_path: Path, monkeypatch): 
     assert "plots/identity_centres.png" in {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
 
 
-def test_soft_labelled_dataset_passes_the_gates(tmp_path: Path, monkeypatch):  # noqa: ANN001
+def test_soft_labelled_dataset_passes_the_gates(tmp_path: Path, monkeypatch):
     """SynFace identity mixup's soft labels are checked (partner, weight) and do not trip any gate."""
     import json
 

@@ -25,10 +25,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def spec_file(tmp: Path, **over) -> Path:
     tiny_config(tmp)
-    spec = {"params": str(tmp / "params.yaml"),
-            "space": {"train.lr": {"type": "loguniform", "low": 0.01, "high": 0.2},
-                      "generate.images_per_identity": {"type": "choice", "values": [4, 5]}},
-            "budget": {"trials": 4, "max_concurrent": 2}}
+    spec = {
+        "params": str(tmp / "params.yaml"),
+        "space": {
+            "train.lr": {"type": "loguniform", "low": 0.01, "high": 0.2},
+            "generate.images_per_identity": {"type": "choice", "values": [4, 5]},
+        },
+        "budget": {"trials": 4, "max_concurrent": 2},
+    }
     for k, v in over.items():
         if v is None:
             spec.pop(k, None)
@@ -48,8 +52,14 @@ def error_of(path: Path) -> str:
 
 
 def test_repository_specs_parse():
-    for name in ("sweep_smoke", "sweep_default", "sweep_vec2face", "sweep_render_realism", "sweep_trainer",
-                 "sweep_dataset_shape"):
+    for name in (
+        "sweep_smoke",
+        "sweep_default",
+        "sweep_vec2face",
+        "sweep_render_realism",
+        "sweep_trainer",
+        "sweep_dataset_shape",
+    ):
         s = load_spec(ROOT / "experiments" / f"{name}.yaml")
         assert s.name == name and s.trials >= 2 and len(s.dims) >= 2, name
         assert s.out == Path("outputs/sweeps") / name
@@ -71,34 +81,41 @@ def test_spec_defaults_and_space(tmp_path):
     assert shorthand.dims["train.lr"].type == "choice" and shorthand.dims["train.lr"].values == [0.05, 0.1]
 
 
-@pytest.mark.parametrize("over, fragments", [
-    ({"budgett": {"trials": 3}}, ["budgett: unknown key"]),
-    ({"space": {"train.lrr": {"type": "uniform", "low": 0.01, "high": 0.1}}},
-     ["space.train.lrr: unknown key", "did you mean train.lr"]),
-    ({"space": {"train.lr": {"type": "uniform", "low": 0.3, "high": 0.1}}}, ["space.train.lr", "empty range"]),
-    ({"space": {"train.lr": {"type": "choice", "values": []}}}, ["space.train.lr", "empty choice"]),
-    ({"space": {"train.epochs": {"type": "int", "low": 5, "high": 2}}}, ["space.train.epochs", "empty range"]),
-    ({"space": {"train.lr": {"type": "loguniform", "low": 0, "high": 0.1}}}, ["low > 0"]),
-    ({"space": {"train.lr": {"type": "uniform", "low": "a", "high": 0.1}}}, ["space.train.lr.low"]),
-    ({"space": {"train.epochs": {"type": "uniform", "low": 1, "high": 4}}},
-     ["space.train.epochs: value", "train.epochs", "integer"]),
-    ({"space": {"train.momentum": [0.5, 1.5]}}, ["space.train.momentum: value 1.5", "less than or equal to 1"]),
-    ({"space": {"train.head.name": ["arcface", "nosuchhead"]}}, ["space.train.head.name: value 'nosuchhead'"]),
-    ({"space": {"train.out": ["a", "b"]}}, ["space.train.out", "set per trial"]),
-    ({"space": {"benchmark.pairs": [40, 60]}}, ["space.benchmark.pairs", "set per trial"]),
-    ({"space": {}}, ["space", "empty"]),
-    ({"space": {"train.lr": {"type": "gaussian", "low": 0, "high": 1}}}, ["space.train.lr.type"]),
-    ({"base": {"train.epoks": 3}}, ["base.train.epoks: unknown key"]),
-    ({"base": {"train": {"epochs": "many"}}}, ["train.epochs"]),
-    ({"budget": {"max_concurrent": 2}}, ["budget.trials: required"]),
-    ({"budget": {"trials": 0}}, ["budget.trials"]),
-    ({"objective": {"metric": "loss"}}, ["objective.metric"]),
-    ({"objective": {"metric": "data/identitiez"}}, ["data/identitiez", "did you mean data/identities"]),
-    ({"objective": {"benchmarks": ["lfw"]}}, ["objective.benchmarks: 'lfw' is not in evaluate.benchmarks"]),
-    ({"asha": {"grace_period": 2}}, ["asha.grace_period", "max_t 2"]),
-    ({"inject_failure": {"match": {"train.lrx": 1}}}, ["inject_failure.match.train.lrx: unknown key"]),
-    ({"inject_failure": {}}, ["inject_failure"]),
-])
+@pytest.mark.parametrize(
+    "over, fragments",
+    [
+        ({"budgett": {"trials": 3}}, ["budgett: unknown key"]),
+        (
+            {"space": {"train.lrr": {"type": "uniform", "low": 0.01, "high": 0.1}}},
+            ["space.train.lrr: unknown key", "did you mean train.lr"],
+        ),
+        ({"space": {"train.lr": {"type": "uniform", "low": 0.3, "high": 0.1}}}, ["space.train.lr", "empty range"]),
+        ({"space": {"train.lr": {"type": "choice", "values": []}}}, ["space.train.lr", "empty choice"]),
+        ({"space": {"train.epochs": {"type": "int", "low": 5, "high": 2}}}, ["space.train.epochs", "empty range"]),
+        ({"space": {"train.lr": {"type": "loguniform", "low": 0, "high": 0.1}}}, ["low > 0"]),
+        ({"space": {"train.lr": {"type": "uniform", "low": "a", "high": 0.1}}}, ["space.train.lr.low"]),
+        (
+            {"space": {"train.epochs": {"type": "uniform", "low": 1, "high": 4}}},
+            ["space.train.epochs: value", "train.epochs", "integer"],
+        ),
+        ({"space": {"train.momentum": [0.5, 1.5]}}, ["space.train.momentum: value 1.5", "less than or equal to 1"]),
+        ({"space": {"train.head.name": ["arcface", "nosuchhead"]}}, ["space.train.head.name: value 'nosuchhead'"]),
+        ({"space": {"train.out": ["a", "b"]}}, ["space.train.out", "set per trial"]),
+        ({"space": {"benchmark.pairs": [40, 60]}}, ["space.benchmark.pairs", "set per trial"]),
+        ({"space": {}}, ["space", "empty"]),
+        ({"space": {"train.lr": {"type": "gaussian", "low": 0, "high": 1}}}, ["space.train.lr.type"]),
+        ({"base": {"train.epoks": 3}}, ["base.train.epoks: unknown key"]),
+        ({"base": {"train": {"epochs": "many"}}}, ["train.epochs"]),
+        ({"budget": {"max_concurrent": 2}}, ["budget.trials: required"]),
+        ({"budget": {"trials": 0}}, ["budget.trials"]),
+        ({"objective": {"metric": "loss"}}, ["objective.metric"]),
+        ({"objective": {"metric": "data/identitiez"}}, ["data/identitiez", "did you mean data/identities"]),
+        ({"objective": {"benchmarks": ["lfw"]}}, ["objective.benchmarks: 'lfw' is not in evaluate.benchmarks"]),
+        ({"asha": {"grace_period": 2}}, ["asha.grace_period", "max_t 2"]),
+        ({"inject_failure": {"match": {"train.lrx": 1}}}, ["inject_failure.match.train.lrx: unknown key"]),
+        ({"inject_failure": {}}, ["inject_failure"]),
+    ],
+)
 def test_bad_specs_give_one_line(tmp_path, over, fragments):
     msg = error_of(spec_file(tmp_path, **over))
     assert msg.startswith(str(tmp_path / "sweep.yaml")), msg
@@ -111,8 +128,10 @@ def test_real_benchmark_never_drives_the_sweep(tmp_path):
     params = tmp_path / "p"
     tiny_config(params, evaluate={"benchmarks": {"twins": str(params / "twins.bin"), "real": str(real)}})
     base = {"params": str(params / "params.yaml"), "space": {"train.lr": [0.05, 0.1]}, "budget": {"trials": 2}}
-    for over, frag in (({"objective": {"benchmarks": ["twins", "real"]}}, "objective.benchmarks: 'real'"),
-                       ({"validation": {"benchmark": "real"}}, "validation.benchmark: 'real'")):
+    for over, frag in (
+        ({"objective": {"benchmarks": ["twins", "real"]}}, "objective.benchmarks: 'real'"),
+        ({"validation": {"benchmark": "real"}}, "validation.benchmark: 'real'"),
+    ):
         path = tmp_path / "s.yaml"
         path.write_text(yaml.safe_dump({**base, **over}))
         msg = error_of(path)
@@ -123,8 +142,10 @@ def test_real_benchmark_never_drives_the_sweep(tmp_path):
 
 
 def test_grid_budget(tmp_path):
-    grid = {"generate.identities": {"type": "grid", "values": [6, 8]},
-            "generate.images_per_identity": {"type": "grid", "values": [4, 5, 6]}}
+    grid = {
+        "generate.identities": {"type": "grid", "values": [6, 8]},
+        "generate.images_per_identity": {"type": "grid", "values": [4, 5, 6]},
+    }
     s = load_spec(spec_file(tmp_path, space=grid, budget={"max_concurrent": 2}))
     assert s.has_grid and s.grid_size == 6 and s.trials == 6
     assert "multiple of the grid's 6 points" in error_of(spec_file(tmp_path, space=grid, budget={"trials": 8}))
@@ -133,8 +154,13 @@ def test_grid_budget(tmp_path):
 def test_cli_bad_spec_is_one_line_before_ray(tmp_path):
     path = spec_file(tmp_path, space={"train.lr": {"type": "uniform", "low": 0.5, "high": 0.1}})
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "facefoundry", "sweep", str(path)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "facefoundry", "sweep", str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2, proc.stderr
     lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "empty range" in lines[0], proc.stderr
@@ -142,22 +168,51 @@ def test_cli_bad_spec_is_one_line_before_ray(tmp_path):
 
 
 def test_trial_params_map_to_set_overrides(tmp_path):
-    sets = trial_sets({"train.lr": np.float64(0.07), "train.epochs": np.int64(3), "train.backbone.layers": [2, 1, 1, 1],
-                       "generate.vec2face.attrop.quality": None, "generate.image_format": "jpg"})
-    assert sets == ["train.lr=0.07", "train.epochs=3", "train.backbone.layers=[2, 1, 1, 1]",
-                    "generate.vec2face.attrop.quality=null", 'generate.image_format="jpg"']
+    sets = trial_sets(
+        {
+            "train.lr": np.float64(0.07),
+            "train.epochs": np.int64(3),
+            "train.backbone.layers": [2, 1, 1, 1],
+            "generate.vec2face.attrop.quality": None,
+            "generate.image_format": "jpg",
+        }
+    )
+    assert sets == [
+        "train.lr=0.07",
+        "train.epochs=3",
+        "train.backbone.layers=[2, 1, 1, 1]",
+        "generate.vec2face.attrop.quality=null",
+        'generate.image_format="jpg"',
+    ]
     params = tiny_config(tmp_path)
     via_cli = load_config(tmp_path / "params.yaml", sets=sets)  # what `facefoundry --set ...` would give
-    s = load_spec(spec_file(tmp_path, space={"train.backbone.layers": [[1, 1, 1, 1], [2, 1, 1, 1]],
-                                             "train.lr": {"type": "uniform", "low": 0.01, "high": 0.1}}))
+    s = load_spec(
+        spec_file(
+            tmp_path,
+            space={
+                "train.backbone.layers": [[1, 1, 1, 1], [2, 1, 1, 1]],
+                "train.lr": {"type": "uniform", "low": 0.01, "high": 0.1},
+            },
+        )
+    )
     assert s.dims["train.backbone.layers"].encoded  # lists travel as JSON strings (Optuna takes scalars)
     decoded = s.decode({"train.backbone.layers": "[2, 1, 1, 1]", "train.lr": np.float64(0.07), "other": 1})
     assert decoded == {"train.backbone.layers": [2, 1, 1, 1], "train.lr": 0.07}
-    ctx = {"out": str(tmp_path / "sw"), "tracking_uri": "sqlite:////x/mlflow.db", "experiment": "e", "threads": 1,
-           "gpu": 0, "benchmarks": {"twins": "/abs/twins.bin"}}
+    ctx = {
+        "out": str(tmp_path / "sw"),
+        "tracking_uri": "sqlite:////x/mlflow.db",
+        "experiment": "e",
+        "threads": 1,
+        "gpu": 0,
+        "benchmarks": {"twins": "/abs/twins.bin"},
+    }
     folder = tmp_path / "sw" / "trials" / "003_abcd1234"
-    cfg, keys = trial_config(s, {**decoded, "train.epochs": 3, "generate.image_format": "jpg",
-                                "generate.vec2face.attrop.quality": None}, folder, ctx)
+    cfg, keys = trial_config(
+        s,
+        {**decoded, "train.epochs": 3, "generate.image_format": "jpg", "generate.vec2face.attrop.quality": None},
+        folder,
+        ctx,
+    )
     for section in ("train", "generate"):  # the swept settings: exactly the --set result
         mine, theirs = getattr(cfg, section).model_dump(), getattr(via_cli, section).model_dump()
         for k in ("lr", "epochs", "backbone", "image_format", "identities", "head"):
@@ -171,24 +226,42 @@ def test_trial_params_map_to_set_overrides(tmp_path):
     assert params.train.lr != cfg.train.lr
 
 
-def _trials(s, tmp_path, keys, twins):  # noqa: ANN001, ANN202
+def _trials(s, tmp_path, keys, twins):
     """trial(v1, v2, n=0): the config and dataset keys of trial number n with those values of ``keys``."""
-    ctx = {"out": str(tmp_path / "sw"), "tracking_uri": "sqlite:////x/mlflow.db", "experiment": "e", "threads": 1,
-           "gpu": 0, "benchmarks": {"twins": twins}}
+    ctx = {
+        "out": str(tmp_path / "sw"),
+        "tracking_uri": "sqlite:////x/mlflow.db",
+        "experiment": "e",
+        "threads": 1,
+        "gpu": 0,
+        "benchmarks": {"twins": twins},
+    }
     return lambda *values, n=0: trial_config(s, dict(zip(keys, values)), tmp_path / "sw" / "trials" / f"00{n}_x", ctx)
 
 
 def test_idsync_trials_train_one_model_per_training_setting_and_share_the_vae(tmp_path):
     tiny_config(tmp_path)
-    s = load_spec(spec_file(tmp_path, base={"generate": {"generator": "idsync"}}, space={
-        "idsync.identity_weight": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
-        "generate.idsync.guidance": {"type": "uniform", "low": 1.5, "high": 5}}))
+    s = load_spec(
+        spec_file(
+            tmp_path,
+            base={"generate": {"generator": "idsync"}},
+            space={
+                "idsync.identity_weight": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
+                "generate.idsync.guidance": {"type": "uniform", "low": 1.5, "high": 5},
+            },
+        )
+    )
     trial = _trials(s, tmp_path, ["idsync.identity_weight", "generate.idsync.guidance"], "/abs/twins.bin")
     (a, ka), (b, kb), (c, kc) = trial(1e-3, 2.0), trial(1e-3, 4.0, n=1), trial(1e-2, 2.0, n=2)
     datasets = tmp_path / "sw" / "datasets"
-    assert a.idsync.out == str(datasets / f"{ka['train_generator']}.idsync") and a.generate.idsync.model == a.idsync.out + "/model"
+    assert (
+        a.idsync.out == str(datasets / f"{ka['train_generator']}.idsync")
+        and a.generate.idsync.model == a.idsync.out + "/model"
+    )
     assert a.idsync.cache == c.idsync.cache == str(datasets / "idsync_cache")  # λ changes neither VAE nor vectors
-    assert ka["train_generator"] == kb["train_generator"] != kc["train_generator"]  # guidance is a generation setting: one model for both
+    assert (
+        ka["train_generator"] == kb["train_generator"] != kc["train_generator"]
+    )  # guidance is a generation setting: one model for both
     assert len({ka["generate"], kb["generate"], kc["generate"]}) == 3
     assert a.idsync.threads == 1 and a.generate.generator == "idsync" and b.generate.idsync.guidance == 4.0
 
@@ -198,12 +271,27 @@ def test_fusion_trials_share_one_fused_dataset_per_setting_and_map_leakage_to_th
 
     make_dataset(tmp_path / "a", identities=4)
     make_dataset(tmp_path / "b", identities=4, seed=1)
-    base = {"evaluate": {"benchmarks": {"twins": "bench/twins.bin"}},
-            "quality": {"leakage": {"references": ["bench/twins.bin", "/other.bin"]}},
-            "fuse": {"sources": {"a": {"path": str(tmp_path / "a"), "identities": 2},
-                                 "b": {"path": str(tmp_path / "b"), "share": 1.0}}, "identities": 4}}
-    s = load_spec(spec_file(tmp_path, base=base, space={"fuse.sources.a.identities": [1, 2, 3],
-                                             "fuse.overlap_threshold": {"type": "uniform", "low": 0.4, "high": 0.8}}))
+    base = {
+        "evaluate": {"benchmarks": {"twins": "bench/twins.bin"}},
+        "quality": {"leakage": {"references": ["bench/twins.bin", "/other.bin"]}},
+        "fuse": {
+            "sources": {
+                "a": {"path": str(tmp_path / "a"), "identities": 2},
+                "b": {"path": str(tmp_path / "b"), "share": 1.0},
+            },
+            "identities": 4,
+        },
+    }
+    s = load_spec(
+        spec_file(
+            tmp_path,
+            base=base,
+            space={
+                "fuse.sources.a.identities": [1, 2, 3],
+                "fuse.overlap_threshold": {"type": "uniform", "low": 0.4, "high": 0.8},
+            },
+        )
+    )
     trial = _trials(s, tmp_path, ["fuse.sources.a.identities", "fuse.overlap_threshold"], "/sweep/twins.bin")
     (a, ka), (_, kb), (c, kc) = trial(1, 0.5), trial(1, 0.5, n=1), trial(3, 0.5, n=2)
     assert ka == kb and ka["fuse"] != kc["fuse"] and "fuse" in ka
@@ -219,8 +307,18 @@ def test_dataset_key_covers_generation_only(tmp_path):
         return dataset_key(load_config(tmp_path / "params.yaml", sets=list(sets)))
 
     assert key() == key("train.lr=0.01", "generate.out=/else/where", "generate.vec2face.tau=0.1", "evaluate.flip=false")
-    assert len({key(), key("generate.images_per_identity=5"), key("base.seed=8"), key("base.image_size=40"),
-                key("generate.render.yaw=[-5, 5]")}) == 5
+    assert (
+        len(
+            {
+                key(),
+                key("generate.images_per_identity=5"),
+                key("base.seed=8"),
+                key("base.image_size=40"),
+                key("generate.render.yaw=[-5, 5]"),
+            }
+        )
+        == 5
+    )
     assert cfg.generate.generator == "render"
 
 
@@ -231,7 +329,9 @@ def test_trial_numbers_and_injected_failures(tmp_path):
     s = load_spec(spec_file(tmp_path, inject_failure={"trials": [1], "attempts": 1}))
     assert injected(s, {}, 1, 1) and not injected(s, {}, 1, 2) and not injected(s, {}, 0, 1)
     m = load_spec(spec_file(tmp_path, inject_failure={"match": {"generate.images_per_identity": 5}}))
-    assert injected(m, {"generate.images_per_identity": 5}, 0, 7) and not injected(m, {"generate.images_per_identity": 4}, 0, 1)
+    assert injected(m, {"generate.images_per_identity": 5}, 0, 7) and not injected(
+        m, {"generate.images_per_identity": 4}, 0, 1
+    )
 
 
 def test_a_recipe_error_is_not_redone_on_retry(tmp_path):
@@ -287,15 +387,22 @@ def test_synface_specs_parse_and_every_point_is_a_valid_recipe():
     for name, points in expected.items():
         g = load_spec(ROOT / "experiments" / f"{name}.yaml")
         assert g.has_grid and g.trials == g.grid_size == points, name
-        (key, dim), = g.dims.items()
+        ((key, dim),) = g.dims.items()
         for value in dim.values:  # each grid point gives a valid generate section
             raw = g.base_config.model_dump(mode="json")
             raw["generate"][key.split(".")[1]] = value
             counts = Config.model_validate(raw).generate.image_counts()
             assert min(counts) >= 2, (name, value)
     tail = load_spec(ROOT / "experiments" / "sweep_synface_long_tail.yaml")
-    totals = {sum(Config.model_validate({**tail.base_config.model_dump(mode="json"),
-                                         "generate": {**tail.base_config.generate.model_dump(mode="json"),
-                                                      "identity_groups": v}}).generate.image_counts())
-              for v in tail.dims["generate.identity_groups"].values}
+    totals = {
+        sum(
+            Config.model_validate(
+                {
+                    **tail.base_config.model_dump(mode="json"),
+                    "generate": {**tail.base_config.generate.model_dump(mode="json"), "identity_groups": v},
+                }
+            ).generate.image_counts()
+        )
+        for v in tail.dims["generate.identity_groups"].values
+    }
     assert totals == {2500}  # the paper's splits all hold the same number of images

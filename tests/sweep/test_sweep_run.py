@@ -24,32 +24,53 @@ ENV["GIT_PYTHON_REFRESH"] = "quiet"
 
 
 def sweep_cli(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "facefoundry", "sweep", str(tmp / "sweep.yaml"), "--out",
-                           str(tmp / "out"), *args], cwd=tmp, capture_output=True, text=True,
-                          env={**ENV, **env}, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "facefoundry", "sweep", str(tmp / "sweep.yaml"), "--out", str(tmp / "out"), *args],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        env={**ENV, **env},
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("sweep")
     tiny_config(tmp, identity={"judge_max_images": 40})
-    (tmp / "sweep.yaml").write_text(yaml.safe_dump({
-        "name": "test_sweep", "params": str(tmp / "params.yaml"),
-        "space": {"train.lr": {"type": "loguniform", "low": 0.01, "high": 0.2},
-                  "generate.images_per_identity": {"type": "choice", "values": [4, 5]}},
-        "budget": {"trials": 4, "max_concurrent": 2},
-        "asha": {"grace_period": 1, "reduction_factor": 2},
-        "failure": {"max_failures": 1},
-        "inject_failure": {"trials": [1]},
-        "seed": 3,
-    }))
+    (tmp / "sweep.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "test_sweep",
+                "params": str(tmp / "params.yaml"),
+                "space": {
+                    "train.lr": {"type": "loguniform", "low": 0.01, "high": 0.2},
+                    "generate.images_per_identity": {"type": "choice", "values": [4, 5]},
+                },
+                "budget": {"trials": 4, "max_concurrent": 2},
+                "asha": {"grace_period": 1, "reduction_factor": 2},
+                "failure": {"max_failures": 1},
+                "inject_failure": {"trials": [1]},
+                "seed": 3,
+            }
+        )
+    )
     first = sweep_cli(tmp, FACEFOUNDRY_SWEEP_INTERRUPT_AFTER="2")
-    after_first = {p.parent.name: len(p.read_text().splitlines()) for p in (tmp / "out" / "trials").glob("*/attempts.log")}
+    after_first = {
+        p.parent.name: len(p.read_text().splitlines()) for p in (tmp / "out" / "trials").glob("*/attempts.log")
+    }
     status_first = {p.parent.name: json.loads(p.read_text()) for p in (tmp / "out" / "trials").glob("*/status.json")}
     again = sweep_cli(tmp)  # without --resume: refused, the folder holds a sweep
     second = sweep_cli(tmp, "--resume")
-    return {"tmp": tmp, "first": first, "again": again, "second": second, "attempts_first": after_first,
-            "status_first": status_first, "results": json.loads((tmp / "out" / "results.json").read_text())}
+    return {
+        "tmp": tmp,
+        "first": first,
+        "again": again,
+        "second": second,
+        "attempts_first": after_first,
+        "status_first": status_first,
+        "results": json.loads((tmp / "out" / "results.json").read_text()),
+    }
 
 
 def _runs(tmp: Path):
@@ -71,8 +92,9 @@ def test_interrupt_then_resume_without_repeating_trials(swept):
     assert len(ended_first) >= 2
     trials = sorted(p.name for p in (swept["tmp"] / "out" / "trials").iterdir())
     assert len(trials) == 4 and sorted(int(t.split("_")[0]) for t in trials) == [0, 1, 2, 3]
-    attempts = {p.parent.name: len(p.read_text().splitlines())
-                for p in (swept["tmp"] / "out" / "trials").glob("*/attempts.log")}
+    attempts = {
+        p.parent.name: len(p.read_text().splitlines()) for p in (swept["tmp"] / "out" / "trials").glob("*/attempts.log")
+    }
     for t in ended_first:  # finished before the interrupt: never run again
         assert attempts[t] == swept["attempts_first"][t], t
     for t, n in attempts.items():
@@ -91,7 +113,7 @@ def test_failing_trial_is_reported_and_the_sweep_finishes(swept):
     assert swept["results"]["counts"]["failed"] == 1
     log = swept["first"].stderr + swept["second"].stderr
     assert "failed; retrying" in log and "failed after 2 attempt(s)" in log
-    client, runs = _runs(swept["tmp"])
+    _client, runs = _runs(swept["tmp"])
     failed = [r for r in runs if r.data.tags.get("facefoundry.role") == "trial" and r.info.status == "FAILED"]
     assert len(failed) == 1 and "injected failure" in failed[0].data.tags["facefoundry.failure"]
     assert (swept["tmp"] / "out" / "results.md").read_text().count("| failed |") == 1
@@ -130,8 +152,11 @@ def test_shared_dataset_generated_once(swept):
     out = swept["tmp"] / "out"
     made = [json.loads(ln) for ln in (out / "datasets" / "generations.jsonl").read_text().splitlines()]
     keys = [m["key"] for m in made]
-    used = {json.loads((p / "trial.json").read_text())["dataset_key"] for p in (out / "trials").iterdir()
-            if (p / "trial.json").is_file()}
+    used = {
+        json.loads((p / "trial.json").read_text())["dataset_key"]
+        for p in (out / "trials").iterdir()
+        if (p / "trial.json").is_file()
+    }
     assert len(keys) == len(set(keys)) == len(used) <= 2  # one generation per distinct dataset, 4 trials
     _, runs = _runs(swept["tmp"])
     assert sum(r.data.tags.get("facefoundry.stage") == "generate" for r in runs) == len(keys)

@@ -23,7 +23,7 @@ def weights_of(trainer):
 def test_soft_labels_follow_each_image_from_manifest_to_loss(tmp_path):
     src = open_source(make_soft_dataset(tmp_path / "soft"))
     feeder = Feeder(src, 32, 8, preload_max_mb=0)  # the streaming loader path
-    for images, labels, idx in feeder.epoch(3, indices=True):
+    for _images, labels, idx in feeder.epoch(3, indices=True):
         targets, weights = source_targets(src, labels, idx)
         for r, i in enumerate(idx.tolist()):
             own, partner, phi = int(src.labels[i]), int(src.mix_labels[i]), float(src.mix_weights[i])
@@ -44,15 +44,18 @@ def test_soft_labels_follow_each_image_from_manifest_to_loss(tmp_path):
     t.ddp.forward = spy
     t.fit()
     assert seen and all(tg.shape[1] == 2 and w is not None for tg, w in seen)
-    assert any(bool(((w > 0) & (w < 1)).any()) for _, w in seen) and all(torch.allclose(w.sum(1), torch.ones(len(w)))
-                                                                for _, w in seen)
+    assert any(bool(((w > 0) & (w < 1)).any()) for _, w in seen) and all(
+        torch.allclose(w.sum(1), torch.ones(len(w))) for _, w in seen
+    )
 
 
 def test_domain_mixup_gives_the_second_dataset_its_own_label_range(tmp_path):
     s = make_dataset(tmp_path / "s", identities=5, per_identity=4)
     r = make_soft_dataset(tmp_path / "r", identities=3, per_identity=6, seed=4)
-    cfg = tiny_config(tmp_path, train={"dataset": str(s), "epochs": 1, "batch_size": 8,
-                                       "domain_mixup": {"dataset": str(r), "psi": [0.25]}})
+    cfg = tiny_config(
+        tmp_path,
+        train={"dataset": str(s), "epochs": 1, "batch_size": 8, "domain_mixup": {"dataset": str(r), "psi": [0.25]}},
+    )
     t = Trainer(cfg, log=quiet)
     assert t.head.weight.shape[0] == 8  # 5 + 3 classes
     images, targets, weights = t.domain.next_batch(t.device)
@@ -72,8 +75,16 @@ def test_domain_mixup_gives_the_second_dataset_its_own_label_range(tmp_path):
 def test_domain_mixup_works_with_every_margin_head(tmp_path, head):
     s = make_dataset(tmp_path / "s", identities=4, per_identity=4)
     r = make_dataset(tmp_path / "r", identities=3, per_identity=4, seed=5)
-    cfg = tiny_config(tmp_path, train={"dataset": str(s), "epochs": 1, "batch_size": 8, "head": {"name": head},
-                                       "domain_mixup": {"dataset": str(r)}})
+    cfg = tiny_config(
+        tmp_path,
+        train={
+            "dataset": str(s),
+            "epochs": 1,
+            "batch_size": 8,
+            "head": {"name": head},
+            "domain_mixup": {"dataset": str(r)},
+        },
+    )
     assert np.isfinite(Trainer(cfg, log=quiet).fit().history[0].loss)
 
 
@@ -83,9 +94,13 @@ def test_psi_one_is_training_without_mixup_bit_for_bit(tmp_path):
     plain = Trainer(tiny_config(tmp_path / "a", train={"dataset": str(s), "epochs": 2, "batch_size": 8}), log=quiet)
     plain.fit()
     logs = []
-    one = Trainer(tiny_config(tmp_path / "b", train={"dataset": str(s), "epochs": 2, "batch_size": 8,
-                                                     "domain_mixup": {"dataset": str(r), "psi": [1.0]}}),
-                  log=logs.append)
+    one = Trainer(
+        tiny_config(
+            tmp_path / "b",
+            train={"dataset": str(s), "epochs": 2, "batch_size": 8, "domain_mixup": {"dataset": str(r), "psi": [1.0]}},
+        ),
+        log=logs.append,
+    )
     one.fit()
     a, b = weights_of(plain), weights_of(one)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -96,8 +111,15 @@ def test_domain_mixup_checks_the_second_dataset(tmp_path):
     s = make_dataset(tmp_path / "s", identities=4, per_identity=4)
     r = make_dataset(tmp_path / "r", identities=3, per_identity=4, size=48)
     with pytest.raises(FaceFoundryError, match=r"train.domain_mixup.dataset .*48x48 but base.image_size is 32"):
-        Trainer(tiny_config(tmp_path, train={"dataset": str(s), "batch_size": 8,
-                                             "domain_mixup": {"dataset": str(r)}}), log=quiet)
+        Trainer(
+            tiny_config(tmp_path, train={"dataset": str(s), "batch_size": 8, "domain_mixup": {"dataset": str(r)}}),
+            log=quiet,
+        )
     with pytest.raises(FaceFoundryError, match="does not exist"):
-        Trainer(tiny_config(tmp_path, train={"dataset": str(s), "batch_size": 8,
-                                             "domain_mixup": {"dataset": str(tmp_path / "nope")}}), log=quiet)
+        Trainer(
+            tiny_config(
+                tmp_path,
+                train={"dataset": str(s), "batch_size": 8, "domain_mixup": {"dataset": str(tmp_path / "nope")}},
+            ),
+            log=quiet,
+        )

@@ -55,8 +55,10 @@ def test_learns_identities_and_exports(tmp_path):
 def test_resume_continues_identically(tmp_path):
     ds = make_dataset(tmp_path / "ds", identities=6, per_identity=6)
     straight = tiny_config(tmp_path / "a", train={"dataset": str(ds), "epochs": 3, "out": str(tmp_path / "a" / "t")})
-    resumed = tiny_config(tmp_path / "b", train={"dataset": str(ds), "epochs": 3, "out": str(tmp_path / "b" / "t"),
-                                                 "backbone": {"dropout": 0.0}})
+    resumed = tiny_config(
+        tmp_path / "b",
+        train={"dataset": str(ds), "epochs": 3, "out": str(tmp_path / "b" / "t"), "backbone": {"dropout": 0.0}},
+    )
     full = Trainer(straight, log=quiet)
     full.fit()
     first = Trainer(resumed, log=quiet)
@@ -71,7 +73,9 @@ def test_resume_continues_identically(tmp_path):
 
 def test_changed_settings_do_not_resume(tmp_path):
     ds = make_dataset(tmp_path / "ds", identities=4, per_identity=4)
-    Trainer(tiny_config(tmp_path, train={"dataset": str(ds), "epochs": 2, "batch_size": 8}), log=quiet).fit(stop_after=1)
+    Trainer(tiny_config(tmp_path, train={"dataset": str(ds), "epochs": 2, "batch_size": 8}), log=quiet).fit(
+        stop_after=1
+    )
     t = Trainer(tiny_config(tmp_path, train={"dataset": str(ds), "epochs": 2, "batch_size": 8, "lr": 0.01}), log=quiet)
     assert t.fit().resumed_from == 0
 
@@ -84,8 +88,11 @@ def test_soft_label_mixer_plugs_in(tmp_path):
         calls.append(1)
         perm = torch.arange(len(labels)).flip(0)
         lam = 0.7
-        return lam * x + (1 - lam) * x[perm], torch.stack([labels, labels[perm]], 1), \
-            torch.tensor([[lam, 1 - lam]]).expand(len(labels), 2)
+        return (
+            lam * x + (1 - lam) * x[perm],
+            torch.stack([labels, labels[perm]], 1),
+            torch.tensor([[lam, 1 - lam]]).expand(len(labels), 2),
+        )
 
     t = Trainer(tiny_config(tmp_path, train={"dataset": str(ds), "epochs": 1, "batch_size": 8}), mixer=mixup, log=quiet)
     assert np.isfinite(t.fit().history[0].loss) and calls
@@ -95,9 +102,11 @@ def test_bad_inputs(tmp_path):
     ds = make_dataset(tmp_path / "ds", identities=4, per_identity=4)
     with pytest.raises(FaceFoundryError, match="unknown backbone 'nope'"):
         Trainer(tiny_config(tmp_path, train={"dataset": str(ds), "backbone": {"name": "nope"}}), log=quiet)
-    with pytest.raises(FaceFoundryError, match="images are 32x32 but base.image_size is 48"):
+    with pytest.raises(FaceFoundryError, match=r"images are 32x32 but base\.image_size is 48"):
         Trainer(tiny_config(tmp_path, base={"image_size": 48}, train={"dataset": str(ds)}), log=quiet)
-    with pytest.raises(FaceFoundryError, match=r"has 4 image\(s\); at least 5 are needed \(train.min_images_per_identity"):
+    with pytest.raises(
+        FaceFoundryError, match=r"has 4 image\(s\); at least 5 are needed \(train.min_images_per_identity"
+    ):
         Trainer(tiny_config(tmp_path, train={"dataset": str(ds), "min_images_per_identity": 5}), log=quiet)
     with pytest.raises(FaceFoundryError, match="fewer than one batch"):
         Trainer(tiny_config(tmp_path, train={"dataset": str(ds), "batch_size": 64}), log=quiet)

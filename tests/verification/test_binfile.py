@@ -34,7 +34,9 @@ def test_reads_insightface_style_pickle(tmp_path):
 def test_odd_number_of_images(tmp_path):
     with open(tmp_path / "odd.bin", "wb") as f:
         pickle.dump(([encode_image(i) for i in images(3)], [True]), f)
-    with pytest.raises(FaceFoundryError, match="odd.bin: 3 images for 1 pairs; a .bin needs exactly 2 images per pair"):
+    with pytest.raises(
+        FaceFoundryError, match=r"odd\.bin: 3 images for 1 pairs; a \.bin needs exactly 2 images per pair"
+    ):
         read_bin(tmp_path / "odd.bin")
 
 
@@ -54,7 +56,7 @@ class Evil:
 def test_refuses_code_in_pickle(tmp_path):
     with open(tmp_path / "evil.bin", "wb") as f:
         pickle.dump(([Evil()], []), f)
-    with pytest.raises(FaceFoundryError, match="not an insightface .bin .*refusing to load"):
+    with pytest.raises(FaceFoundryError, match=r"not an insightface \.bin .*refusing to load"):
         read_bin(tmp_path / "evil.bin")
 
 

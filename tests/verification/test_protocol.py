@@ -50,8 +50,14 @@ def test_embed_sums_flipped_then_normalises():
 def test_evaluate_pairs_returns_every_metric():
     rng = np.random.default_rng(0)
     ids = rng.normal(size=(100, 16))
-    emb = np.concatenate([np.stack([ids[i], ids[i] + 0.3 * rng.normal(size=16)]) if i % 2 == 0 else
-                          np.stack([ids[i], ids[(i + 1) % 100]]) for i in range(100)])
+    emb = np.concatenate(
+        [
+            np.stack([ids[i], ids[i] + 0.3 * rng.normal(size=16)])
+            if i % 2 == 0
+            else np.stack([ids[i], ids[(i + 1) % 100]])
+            for i in range(100)
+        ]
+    )
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
     same = np.array([i % 2 == 0 for i in range(100)])
     res = evaluate_pairs("toy", emb, same, nfolds=10, fars=[0.1])

@@ -15,7 +15,7 @@ from facefoundry.config.schema import Config
 from facefoundry.errors import FaceFoundryError
 
 
-def deep_merge(base: dict, override: dict) -> dict:
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     """Recursively merge ``override`` into a copy of ``base`` (override wins, dicts merge)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
@@ -26,7 +26,7 @@ def deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def parse_set(expr: str) -> dict:
+def parse_set(expr: str) -> dict[str, Any]:
     """Turn ``train.lr=0.05`` into ``{"train": {"lr": 0.05}}`` (value parsed as YAML)."""
     if "=" not in expr:
         raise FaceFoundryError(f"--set {expr!r}: expected KEY=VALUE, e.g. train.lr=0.05")
@@ -37,17 +37,18 @@ def parse_set(expr: str) -> dict:
     value: Any = yaml.safe_load(raw) if raw.strip() else ""
     for part in reversed(parts):
         value = {part: value}
-    return value
+    nested: dict[str, Any] = value  # parts is not empty: a dict
+    return nested
 
 
-def apply_sets(raw: dict, sets: list[str]) -> dict:
+def apply_sets(raw: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     """Deep-merge ``--set`` expressions into a raw config dict, in order (``load_config`` and the sweep)."""
     for expr in sets:
         raw = deep_merge(raw, parse_set(expr))
     return raw
 
 
-def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}} -> {"a.b": 1}``: the shape MLflow params and DVC ``-S`` use."""
     out: dict[str, Any] = {}
     for k, v in d.items():

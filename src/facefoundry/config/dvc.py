@@ -34,7 +34,7 @@ def _same_path(a: Any, b: Any) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
-def dvc_overrides(recipe: dict[str, Any], params_raw: dict, params_typed: dict) -> list[str]:
+def dvc_overrides(recipe: dict[str, Any], params_raw: dict[str, Any], params_typed: dict[str, Any]) -> list[str]:
     """``dvc exp run -S`` overrides that turn ``params.yaml`` into the recipe.
 
     Compared in the schema's typed form (``params_typed``: params.yaml loaded and dumped), written
@@ -46,16 +46,18 @@ def dvc_overrides(recipe: dict[str, Any], params_raw: dict, params_typed: dict) 
     out: list[str] = []
     own_benchmark = want.get("benchmark.out")
     for key, value in want.items():
-        if key in DVC_SKIP or key.startswith("evaluate.benchmarks.") and value is None:
+        if key in DVC_SKIP or (key.startswith("evaluate.benchmarks.") and value is None):
             continue
         if key.startswith("evaluate.benchmarks.") and own_benchmark and value == own_benchmark:
             continue  # the benchmark stage's output: params.yaml's benchmark.out is where DVC makes it
-        if have.get(key, _MISSING) == value or (isinstance(value, list) and have.get(key) == list(value)) \
-                or _same_path(have.get(key), value):
+        if (
+            have.get(key, _MISSING) == value
+            or (isinstance(value, list) and have.get(key) == list(value))
+            or _same_path(have.get(key), value)
+        ):
             continue
         parts = key.split(".")
-        prefix = next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in raw),
-                      None)
+        prefix = next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in raw), None)
         if key in raw:
             expr = f"{key}={_hydra(value)}"
         elif prefix is not None and isinstance(raw[prefix], list):  # a range written as [min, max]

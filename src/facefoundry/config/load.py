@@ -4,7 +4,9 @@ against the schema into one ``Config``; a missing file, invalid YAML or a bad se
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -14,7 +16,7 @@ from facefoundry.config.schema import Config
 from facefoundry.errors import FaceFoundryError
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FaceFoundryError(f"{path}: config file does not exist")
     try:
@@ -45,7 +47,7 @@ def format_validation_error(source: str, err: ValidationError) -> str:
 
 def load_config(
     params: str | Path = "params.yaml",
-    experiments: list[str | Path] | None = None,
+    experiments: Sequence[str | Path] | None = None,
     sets: list[str] | None = None,
     required: bool = True,
 ) -> Config:

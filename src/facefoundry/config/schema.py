@@ -64,7 +64,7 @@ class RenderCfg(Strict):
 
     @model_validator(mode="after")
     def _jpeg(self) -> RenderCfg:
-        if not (1 <= self.jpeg_quality.min and self.jpeg_quality.max <= 100):
+        if not (self.jpeg_quality.min >= 1 and self.jpeg_quality.max <= 100):
             raise ValueError("jpeg_quality must lie within [1, 100]")
         return self
 
@@ -108,22 +108,25 @@ class Vec2FaceGenCfg(Strict):
     @model_validator(mode="after")
     def _mixture(self) -> Vec2FaceGenCfg:
         if len(self.sigmas) != len(self.sigma_weights) or not self.sigmas or sum(self.sigma_weights) <= 0:
-            raise ValueError(f"sigmas {self.sigmas} and sigma_weights {self.sigma_weights} need one weight per σ, "
-                             "not all zero")
+            raise ValueError(
+                f"sigmas {self.sigmas} and sigma_weights {self.sigma_weights} need one weight per σ, not all zero"
+            )
         return self
 
 
 class IDSyncGenCfg(Strict):
     """``facefoundry generate --generator idsync``: identities from PCA, DPM-Solver++ sampling (paper defaults)."""
 
-    model: Annotated[str, INPUT] = "outputs/idsync/model"  # folder written by train-idsync (or an Arc2Face-layout diffusers folder)
+    # folder written by train-idsync (or an Arc2Face-layout diffusers folder)
+    model: Annotated[str, INPUT] = "outputs/idsync/model"
     pca_components: PositiveInt | None = 300  # IncrementalPCA on per-image identity vectors (paper 300); capped by data
     noise_variance: NonNegFloat = 0.001  # intra-class: v + N(0, σ²) per dimension, renormalised (paper 0.001)
     steps: PositiveInt = 25  # DPM-Solver++ steps (paper 25)
     guidance: Annotated[float, Field(ge=1)] = 3.0  # classifier-free guidance scale (paper 3; 1 = off)
     solver_order: Annotated[int, Field(ge=1, le=3)] = 2  # DPM-Solver++ order (diffusers default 2)
     grid_identities: Annotated[PositiveInt, RUNTIME] = 8  # sample grid logged to MLflow: rows = identities
-    judge_images: Annotated[int, Field(ge=0), RUNTIME] = 400  # images the judges score for intra/inter similarity (0: skip)
+    # images the judges score for intra/inter similarity (0: skip)
+    judge_images: Annotated[int, Field(ge=0), RUNTIME] = 400
 
 
 class IdentityMixupCfg(Strict):
@@ -174,8 +177,10 @@ class GenerateCfg(Strict):
         if extra:
             unknown = sorted(set(extra) - plugin_generators())
             if unknown:
-                raise ValueError(f"unknown setting {unknown[0]!r} (a sub-section of generate is a generator's "
-                                 "settings: a built-in one or a plug-in's)")
+                raise ValueError(
+                    f"unknown setting {unknown[0]!r} (a sub-section of generate is a generator's "
+                    "settings: a built-in one or a plug-in's)"
+                )
             bad = sorted(k for k, v in extra.items() if not isinstance(v, dict))
             if bad:
                 raise ValueError(f"generate.{bad[0]}: a plug-in generator's settings must be a mapping")
@@ -190,11 +195,13 @@ class GenerateCfg(Strict):
         if self.total_images is not None and self.identity_groups is not None:
             raise ValueError("set total_images or identity_groups, not both")
         if self.total_images is not None and self.total_images < 2 * self.identities:
-            raise ValueError(f"total_images {self.total_images} gives fewer than 2 images to each of "
-                             f"{self.identities} identities")
+            raise ValueError(
+                f"total_images {self.total_images} gives fewer than 2 images to each of {self.identities} identities"
+            )
         if self.identity_groups is not None and self.identities % len(self.identity_groups):
-            raise ValueError(f"identities {self.identities} do not split into {len(self.identity_groups)} equal "
-                             "identity_groups")
+            raise ValueError(
+                f"identities {self.identities} do not split into {len(self.identity_groups)} equal identity_groups"
+            )
         return self
 
     @property
@@ -228,11 +235,14 @@ class SynLFWCfg(Strict):
     """SynFace's Syn-LFW: a synthetic twin of a verification benchmark (same pairs, same issame order, so the
     same 10 folds), unseen identities; Syn-LFW-R mixes every image's identity with another one (ratio R)."""
 
-    like: Annotated[str | None, INPUT] = None  # reference .bin: its pair count and issame order; None: benchmark.pairs, alternating
-    out: Annotated[str, OUTPUT] = "outputs/benchmarks/synlfw.bin"  # the .bin written (a sidecar <out>.json records how it was made)
+    # reference .bin: its pair count and issame order; None: benchmark.pairs, alternating
+    like: Annotated[str | None, INPUT] = None
+    # the .bin written (a sidecar <out>.json records how it was made)
+    out: Annotated[str, OUTPUT] = "outputs/benchmarks/synlfw.bin"
     ratio: Prob = 1.0  # R: α = R·α_own + (1 − R)·α_partner for every image; 1.0 = plain Syn-LFW
     generator: str = "render"  # any registered generator (render, vec2face, idsync, …)
-    table: Annotated[str | None, INPUT] = None  # render: CSV, one row per image (2 × pairs), columns = renderer variations (yaw, …)
+    # render: CSV, one row per image (2 × pairs), columns = renderer variations (yaw, …)
+    table: Annotated[str | None, INPUT] = None
     seed_offset: int = 2_000_003  # added to base.seed: identities unseen in training and in the twin benchmark
 
 
@@ -264,7 +274,8 @@ class Vec2FaceCfg(Strict):
     paper's values are in the comments (112 px, ViT-B fMAE, VQGAN decoder, 100 epochs on 8 GPUs).
     """
 
-    dataset: Annotated[str, INPUT] = "outputs/datasets/render_realism"  # aligned real (or rendered) photos; each is its own target
+    # aligned real (or rendered) photos; each is its own target
+    dataset: Annotated[str, INPUT] = "outputs/datasets/render_realism"
     encoder: str = "dlib"  # identity encoder: the input vectors and the identity loss (paper: ArcFace-R100)
     out: Annotated[str, OUTPUT] = "outputs/vec2face"  # checkpoint, identity-vector cache and model/ folder
     metrics: Annotated[str | None, OUTPUT] = None  # DVC metrics file (final losses); None: <out>/metrics.json
@@ -279,7 +290,12 @@ class Vec2FaceCfg(Strict):
     mlp_ratio: Annotated[float, Field(gt=0)] = 4.0  # paper 4
     dropout: Prob = 0.1  # paper 0.1
     decoder_channels: PositiveInt = 16  # image decoder base channels; paper 128
-    decoder_multipliers: list[PositiveInt] = [1, 1, 2, 2]  # one level per doubling (2^(levels-1) = patch); paper [1,1,2,2,4]
+    decoder_multipliers: list[PositiveInt] = [
+        1,
+        1,
+        2,
+        2,
+    ]  # one level per doubling (2^(levels-1) = patch); paper [1,1,2,2,4]
     z_channels: PositiveInt = 32  # token → decoder input channels; paper 256
     decoder_res_blocks: PositiveInt = 1  # per level; paper 2
     disc_dims: list[PositiveInt] = [16, 32, 64]  # patch discriminator widths; paper [64, 128, 256, 512]
@@ -336,8 +352,10 @@ class Vec2FaceCfg(Strict):
         if self.image_size % self.patch:
             raise ValueError(f"patch {self.patch} does not divide image_size {self.image_size}")
         if 2 ** (len(self.decoder_multipliers) - 1) != self.patch:
-            raise ValueError(f"decoder_multipliers needs one level per doubling: patch {self.patch} "
-                             f"= 2^(levels-1), got {len(self.decoder_multipliers)} levels")
+            raise ValueError(
+                f"decoder_multipliers needs one level per doubling: patch {self.patch} "
+                f"= 2^(levels-1), got {len(self.decoder_multipliers)} levels"
+            )
         for key in ("heads", "decoder_heads"):
             if self.width % getattr(self, key):
                 raise ValueError(f"{key} {getattr(self, key)} does not divide width {self.width}")
@@ -355,16 +373,23 @@ class IDSyncCfg(Strict):
     diffusers folder in the Arc2Face layout (``init``) replaces the built-from-config networks.
     """
 
-    dataset: Annotated[str, INPUT] = "outputs/datasets/render"  # aligned photos; labels are needed only by the CE identity loss
+    # aligned photos; labels are needed only by the CE identity loss
+    dataset: Annotated[str, INPUT] = "outputs/datasets/render"
     encoder: str = "dlib"  # conditioning vectors and the cosine identity loss (paper: ArcFace)
     out: Annotated[str, OUTPUT] = "outputs/idsync"  # vae/ (reusable), checkpoint, vector cache and model/
     metrics: Annotated[str | None, OUTPUT] = None  # DVC metrics file (final losses); None: <out>/metrics.json
-    init: Annotated[str | None, INPUT] = None  # local diffusers folder (Arc2Face layout: arc2face|unet, encoder|text_encoder,
+    # local diffusers folder (Arc2Face layout: arc2face|unet, encoder|text_encoder,
+    init: Annotated[str | None, INPUT] = None
     # vae, tokenizer); None: build the toy networks below and train the VAE first
     image_size: Annotated[int, Field(ge=16, le=1024)] = 56  # paper 224 (SD-2.1 at 224 px)
     # -- VAE (AutoencoderKL; trained once here, reused while its data and settings are unchanged) -----------
-    cache: Annotated[str | None, OUTPUT] = None  # what runs on the same data reuse (the VAE, identity vectors); None: <out> (sweeps share one)
-    vae_channels: list[PositiveInt] = [32, 64, 64]  # one block per level; downsampling 2^(levels−1); SD [128,256,512,512]
+    # what runs on the same data reuse (the VAE, identity vectors); None: <out> (sweeps share one)
+    cache: Annotated[str | None, OUTPUT] = None
+    vae_channels: list[PositiveInt] = [
+        32,
+        64,
+        64,
+    ]  # one block per level; downsampling 2^(levels−1); SD [128,256,512,512]
     latent_channels: PositiveInt = 4  # SD 4
     vae_epochs: PositiveInt = 6
     vae_lr: Annotated[float, Field(gt=0)] = 1e-3
@@ -386,8 +411,10 @@ class IDSyncCfg(Strict):
     # every face (different people: cosine ≈ 0.84), ArcFace's does not (different people ≈ 0; paper: raw vectors)
     # -- identity loss: L = L_denoise + λ·L_id ------------------------------------------------------------
     identity_weight: NonNegFloat = 0.01  # λ; official code 0.01, paper README 0.001; 0 = Arc2Face (plain loss)
-    identity_loss: Literal["ce", "cosine"] = "ce"  # ce: frozen classifier vs the true label; cosine: 1 − cos(encoder(x̂₀), v)
-    classifier: Annotated[str, INPUT] = "outputs/train/render/model"  # ce: a FaceFoundry FR model folder (with its head) that the
+    # ce: frozen classifier vs the true label; cosine: 1 − cos(encoder(x̂₀), v)
+    identity_loss: Literal["ce", "cosine"] = "ce"
+    # ce: a FaceFoundry FR model folder (with its head) that the
+    classifier: Annotated[str, INPUT] = "outputs/train/render/model"
     # platform's trainer trained on `dataset` (the default pipeline's render model); frozen (paper: IR-SE-50)
     identity_batch: PositiveInt | None = None  # images per step the identity loss decodes (None: the whole batch)
     identity_max_timestep: PositiveInt | None = None  # identity loss only for t below this (None: every t, as IDSync)
@@ -413,8 +440,9 @@ class IDSyncCfg(Strict):
         if self.text_width % self.text_heads:
             raise ValueError(f"text_heads {self.text_heads} does not divide text_width {self.text_width}")
         if any(c % self.attention_head_dim for c in self.unet_channels):
-            raise ValueError(f"attention_head_dim {self.attention_head_dim} must divide every unet_channels "
-                             f"{self.unet_channels}")
+            raise ValueError(
+                f"attention_head_dim {self.attention_head_dim} must divide every unet_channels {self.unet_channels}"
+            )
         if self.beta_start >= self.beta_end:
             raise ValueError(f"beta_start {self.beta_start} must be below beta_end {self.beta_end}")
         return self

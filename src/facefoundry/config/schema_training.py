@@ -74,28 +74,36 @@ class TrainCfg(Strict):
     warmup_epochs: NonNegFloat = 1.0
     grad_clip: NonNegFloat = 5.0  # 0 disables
     amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16/AMX), else off
-    channels_last: Annotated[bool, RUNTIME] = True  # NHWC activations and weights in the step (CPU oneDNN and CUDA tensor cores are faster)
+    # NHWC activations and weights in the step (CPU oneDNN and CUDA tensor cores are faster)
+    channels_last: Annotated[bool, RUNTIME] = True
     num_workers: Annotated[int, Field(ge=0), RUNTIME] = 0
     preload_max_mb: Annotated[int, Field(ge=0), RUNTIME] = 2048  # decode the dataset once into RAM below this size
     flip_prob: Prob = 0.5
     augment: AugmentCfg = AugmentCfg()
     min_images_per_identity: PositiveInt = 2
-    non_rgb: Annotated[Literal["convert", "reject"], RUNTIME] = "convert"  # greyscale/palette/RGBA images: convert (counted) or refuse
-    verify_data: Annotated[bool, RUNTIME] = True  # check every image's hash and colour mode before training (once per dataset version)
+    # greyscale/palette/RGBA images: convert (counted) or refuse
+    non_rgb: Annotated[Literal["convert", "reject"], RUNTIME] = "convert"
+    # check every image's hash and colour mode before training (once per dataset version)
+    verify_data: Annotated[bool, RUNTIME] = True
     log_every: Annotated[PositiveInt, RUNTIME] = 20
     export_onnx: Annotated[bool, RUNTIME] = True
     threads: Annotated[int, Field(ge=0), RUNTIME] = 0  # torch CPU threads; 0 = torch default
-    metrics: Annotated[str | None, OUTPUT] = None  # DVC metrics file (reproducible numbers only); None: <out>/metrics.json
-    recipe: Annotated[str | None, RUNTIME] = None  # recipe name (registry alias, leaderboard); None: the dataset folder's name
-    registered_model: Annotated[str | None, RUNTIME] = "facefoundry-fr"  # MLflow Model Registry name; None: do not register
-    init: Annotated[str | None, INPUT] = None  # start from these backbone weights: a model folder, an arcface_torch backbone.pth or an
-    # .onnx that kept IResNet names; the head starts fresh (other classes); None: random initialisation
+    # DVC metrics file (reproducible numbers only); None: <out>/metrics.json
+    metrics: Annotated[str | None, OUTPUT] = None
+    # recipe name (registry alias, leaderboard); None: the dataset folder's name
+    recipe: Annotated[str | None, RUNTIME] = None
+    # MLflow Model Registry name; None: do not register
+    registered_model: Annotated[str | None, RUNTIME] = "facefoundry-fr"
+    # start from these backbone weights: a model folder, an arcface_torch backbone.pth or an .onnx that kept
+    # IResNet names; the head starts fresh (other classes); None: random initialisation
+    init: Annotated[str | None, INPUT] = None
     init_arch: str | None = None  # arch of a .pth/.onnx init: r18 | r34 | r50 | r100 | r200; None: read from its keys
     domain_mixup: DomainMixupCfg = DomainMixupCfg()
 
 
 class EvaluateCfg(Strict):
-    model: Annotated[str, INPUT, WIRED] = "outputs/train/render/model"  # a model folder, an arcface_torch backbone.pth (+ arch) or an insightface .onnx
+    # a model folder, an arcface_torch backbone.pth (+ arch) or an insightface .onnx
+    model: Annotated[str, INPUT, WIRED] = "outputs/train/render/model"
     arch: str | None = None  # arch of a .pth model: r18 | r34 | r50 | r100 | r200; None: read from its keys
     benchmarks: Annotated[dict[str, str], INPUT] = {"twins": "outputs/benchmarks/twins.bin"}
     out: Annotated[str, OUTPUT] = "outputs/eval"
@@ -126,7 +134,9 @@ class LeakageCfg(Strict):
     """Generated faces must not be real people: identities whose centre is too close to any image of a
     reference set (benchmarks, the generator's real training photos) are listed, gated and droppable."""
 
-    references: Annotated[list[str], INPUT] = []  # verification .bin files or dataset folders whose people must not reappear
+    references: Annotated[
+        list[str], INPUT
+    ] = []  # verification .bin files or dataset folders whose people must not reappear
     training_photos: bool = True  # also the generator's training photos, when its manifest records them
     threshold: Annotated[float, Field(ge=-1, le=1)] = 0.75  # cosine (judge, centred) centre ↔ any reference image
     max_reference_images: PositiveInt = 3000  # per reference (a random sample beyond it)
@@ -162,7 +172,8 @@ class QualityCfg(Strict):
     mislabel_margin: float = 0.0  # an image is mislabelled when cos(other centre) − cos(own) > this
     mislabel_min_share: Prob = 0.25  # an identity is split when this share of its images is mislabelled
     near_duplicate_bits: Annotated[int, Field(ge=0, le=64)] = 2  # 64-bit DCT hash: Hamming distance ≤ this
-    reference: Annotated[str | None, INPUT] = None  # dataset folder or .bin: Fréchet distance, kernel MMD, density, coverage, JS
+    # dataset folder or .bin: Fréchet distance, kernel MMD, density, coverage, JS
+    reference: Annotated[str | None, INPUT] = None
     reference_max_images: PositiveInt = 2000
     feature_encoder: str | None = None  # features of those; None: the judge
     nearest_k: PositiveInt = 5  # density and coverage (Naeem et al. 2020)
@@ -187,7 +198,8 @@ class FuseCfg(Strict):
     strategy: Literal["uniform", "intra_variance"] = "uniform"  # which identities of a source are taken
     overlap_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.65  # cross-source centres (judge, centred) ≥ this
     overlap: Literal["drop", "merge", "keep"] = "drop"  # drop the later source's copy, merge labels, or keep
-    out: Annotated[str, OUTPUT] = "outputs/datasets/fused"  # images are linked or copied byte for byte: their hashes survive
+    # images are linked or copied byte for byte: their hashes survive
+    out: Annotated[str, OUTPUT] = "outputs/datasets/fused"
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -196,7 +208,7 @@ class FuseCfg(Strict):
         return {k: v for k, v in value.items() if v is not None} if isinstance(value, dict) else value
 
     @model_validator(mode="after")
-    def _counts(self) -> "FuseCfg":
+    def _counts(self) -> FuseCfg:
         for name, src in self.sources.items():
             if src.identities is not None and src.share is not None:
                 raise ValueError(f"fuse.sources.{name}: give identities or share, not both")
@@ -207,7 +219,8 @@ class FuseCfg(Strict):
 
 class ReportCfg(Strict):
     out: Annotated[str, OUTPUT] = "outputs/report"  # the pipeline's leaderboard (stage report; a DVC output)
-    metrics: Annotated[str, INPUT] = "metrics"  # per-recipe metrics the report ranks: <metrics>/<recipe>/{validate,train,eval/metrics}.json
+    # per-recipe metrics the report ranks: <metrics>/<recipe>/{validate,train,eval/metrics}.json
+    metrics: Annotated[str, INPUT] = "metrics"
     leaderboard_out: Annotated[str, OUTPUT] = "outputs/leaderboard"  # `facefoundry leaderboard` (every run in MLflow)
     top: Annotated[PositiveInt, RUNTIME] = 20
     benchmark: str | None = None  # rank on this benchmark; None: the mean over benchmarks every row has
@@ -236,6 +249,7 @@ class PromoteCfg(Strict):
 
     metric: str = "average"  # what "best" means: average | <benchmark> | data/<name> (as `facefoundry leaderboard`)
     registered_model: Annotated[str | None, RUNTIME] = None  # Model Registry name; None: train.registered_model
-    out: Annotated[str, OUTPUT] = "experiments/promoted.yaml"  # the winning recipe (deep-merge it on params.yaml to reproduce)
+    # the winning recipe (deep-merge it on params.yaml to reproduce)
+    out: Annotated[str, OUTPUT] = "experiments/promoted.yaml"
     card: Annotated[str, OUTPUT] = "experiments/promoted_card.md"  # the dataset card written beside it
     gate: GateCfg = GateCfg()

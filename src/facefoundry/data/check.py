@@ -12,13 +12,15 @@ on the same data does not read it again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -31,8 +33,18 @@ from facefoundry.progress import track
 
 SHOW_BAD = 10
 NonRGB = Literal["convert", "reject"]
-_MODE_NAMES = {"L": "greyscale", "LA": "greyscale+alpha", "P": "palette", "PA": "palette+alpha", "RGBA": "RGBA",
-               "CMYK": "CMYK", "I;16": "16-bit greyscale", "I": "32-bit greyscale", "1": "1-bit", "YCbCr": "YCbCr"}
+_MODE_NAMES = {
+    "L": "greyscale",
+    "LA": "greyscale+alpha",
+    "P": "palette",
+    "PA": "palette+alpha",
+    "RGBA": "RGBA",
+    "CMYK": "CMYK",
+    "I;16": "16-bit greyscale",
+    "I": "32-bit greyscale",
+    "1": "1-bit",
+    "YCbCr": "YCbCr",
+}
 
 
 @dataclass
@@ -58,9 +70,15 @@ class FileCheck:
         return out
 
 
-def check_files(source: FaceSource, image_size: int | None = None, non_rgb: NonRGB = "convert",
-                verify_hash: bool = True, decode: bool = True, desc: str | None = None,
-                keep: bool = False) -> FileCheck:
+def check_files(
+    source: FaceSource,
+    image_size: int | None = None,
+    non_rgb: NonRGB = "convert",
+    verify_hash: bool = True,
+    decode: bool = True,
+    desc: str | None = None,
+    keep: bool = False,
+) -> FileCheck:
     """Check every image of ``source``; never raises for a bad image (see ``FileCheck.raise_if_bad``).
 
     ``keep`` (with ``decode``): hold every decoded image in ``FileCheck.decoded``, so the caller reads each
@@ -93,8 +111,9 @@ def check_files(source: FaceSource, image_size: int | None = None, non_rgb: NonR
             continue
         if mode != "RGB":
             if non_rgb == "reject":
-                res.problems.append(f"{name}: {_MODE_NAMES.get(mode, mode)} ({mode}) image, not RGB "
-                                    "(train.non_rgb=convert converts it)")
+                res.problems.append(
+                    f"{name}: {_MODE_NAMES.get(mode, mode)} ({mode}) image, not RGB (train.non_rgb=convert converts it)"
+                )
                 continue
             res.converted[mode] += 1
         if decode:
@@ -108,8 +127,9 @@ def check_files(source: FaceSource, image_size: int | None = None, non_rgb: NonR
     return res
 
 
-def verify_for_training(source: FaceSource, dataset_digest: str, non_rgb: NonRGB = "convert",
-                        log: Callable[[str], None] = print) -> dict[str, int]:
+def verify_for_training(
+    source: FaceSource, dataset_digest: str, non_rgb: NonRGB = "convert", log: Callable[[str], None] = print
+) -> dict[str, int]:
     """Hashes and colour modes of every image, once per dataset version (cached); raises on bad files.
 
     Returns the conversion counts (``non_rgb_images``, ``converted_from_<mode>``)."""
@@ -122,16 +142,25 @@ def verify_for_training(source: FaceSource, dataset_digest: str, non_rgb: NonRGB
         check = check_files(source, None, non_rgb, verify_hash=True, decode=False, desc=f"verify {source.root.name}")
         check.raise_if_bad(source.root)
         res = check.metrics()
-        try:
-            atomic_write_json(cache, {"ok": True, "dataset": str(source.root), "dvc_md5": dataset_digest,
-                                      "non_rgb": non_rgb, "metrics": res})
-        except OSError:
-            pass  # an unwritable cache only costs the next run another pass
+        with contextlib.suppress(OSError):  # an unwritable cache only costs the next run another pass
+            atomic_write_json(
+                cache,
+                {
+                    "ok": True,
+                    "dataset": str(source.root),
+                    "dvc_md5": dataset_digest,
+                    "non_rgb": non_rgb,
+                    "metrics": res,
+                },
+            )
         what = "hashes match the manifest" if source.expected_sha256(0) is not None else "all images readable"
         log(f"{source.root}: {len(source)} images checked, {what}")
     if res.get("non_rgb_images"):
-        check_modes = ", ".join(f"{n} from {k.removeprefix('converted_from_')}" for k, n in res.items()
-                                if k.startswith("converted_from_"))
-        log(f"{source.root}: {res['non_rgb_images']} images are not RGB and are converted to RGB ({check_modes}); "
-            "train.non_rgb=reject refuses them")
+        check_modes = ", ".join(
+            f"{n} from {k.removeprefix('converted_from_')}" for k, n in res.items() if k.startswith("converted_from_")
+        )
+        log(
+            f"{source.root}: {res['non_rgb_images']} images are not RGB and are converted to RGB ({check_modes}); "
+            "train.non_rgb=reject refuses them"
+        )
     return res

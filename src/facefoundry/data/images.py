@@ -18,9 +18,10 @@ def decode_image(data: bytes, name: str, size: int | None = None) -> np.ndarray:
             arr = np.array(im.convert("RGB"))  # writable copy: torch.from_numpy needs one
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise FaceFoundryError(f"{name}: cannot decode image ({exc.__class__.__name__}: {exc})") from None
-    except Exception as exc:  # noqa: BLE001 - corrupt bytes reach decoder internals (SyntaxError, struct.error…)
-        raise FaceFoundryError(f"{name}: cannot decode image ({exc.__class__.__name__}: "
-                               f"{' '.join(str(exc).split())[:200]})") from None
+    except Exception as exc:  # corrupt bytes reach decoder internals (SyntaxError, struct.error…)
+        raise FaceFoundryError(
+            f"{name}: cannot decode image ({exc.__class__.__name__}: {' '.join(str(exc).split())[:200]})"
+        ) from None
     if size is not None and arr.shape[:2] != (size, size):
         raise FaceFoundryError(
             f"{name}: image is {arr.shape[1]}x{arr.shape[0]}, expected {size}x{size} (aligned face size)"

@@ -66,8 +66,19 @@ class Manifest:
     def __len__(self) -> int:
         return len(self.path)
 
-    def add(self, path: str, label: int, identity: str, source: str, params: dict, data: bytes,
-            width: int, height: int, mix_label: int = -1, mix_weight: float = 1.0) -> None:
+    def add(
+        self,
+        path: str,
+        label: int,
+        identity: str,
+        source: str,
+        params: dict,
+        data: bytes,
+        width: int,
+        height: int,
+        mix_label: int = -1,
+        mix_weight: float = 1.0,
+    ) -> None:
         self.path.append(path)
         self.label.append(int(label))
         self.identity.append(identity)
@@ -147,8 +158,10 @@ def read_manifest(folder: str | Path) -> Manifest:
     present = [c for c in OPTIONAL if c in table.column_names]
     if present and len(present) != len(OPTIONAL):
         raise FaceFoundryError(f"{path}: soft labels need both columns {list(OPTIONAL)}, found only {present}")
-    columns = {c: _typed_column(table, path, c, t) for c, t in [*((f.name, f.type) for f in SCHEMA),
-                                                                  *(OPTIONAL_SCHEMA if present else [])]}
+    columns = {
+        c: _typed_column(table, path, c, t)
+        for c, t in [*((f.name, f.type) for f in SCHEMA), *(OPTIONAL_SCHEMA if present else [])]
+    }
     try:
         meta = json.loads((table.schema.metadata or {}).get(b"facefoundry", b"{}"))
     except (ValueError, UnicodeDecodeError):
@@ -169,8 +182,7 @@ def read_manifest(folder: str | Path) -> Manifest:
     if bad.size:
         i = int(bad[0])
         raise FaceFoundryError(
-            f"{path}: row {i} ({m.path[i]}) has label {m.label[i]} outside [0, {n_cls}) "
-            f"({bad.size} such rows)"
+            f"{path}: row {i} ({m.path[i]}) has label {m.label[i]} outside [0, {n_cls}) ({bad.size} such rows)"
         )
     if present:
         mix, w = np.asarray(m.mix_label), np.asarray(m.mix_weight, dtype=np.float64)
@@ -180,7 +192,8 @@ def read_manifest(folder: str | Path) -> Manifest:
             raise FaceFoundryError(
                 f"{path}: row {i} ({m.path[i]}) has soft label (partner {m.mix_label[i]}, weight {m.mix_weight[i]}); "
                 f"the partner must be -1 or another label in [0, {n_cls}) and the weight within [0, 1] "
-                f"({bad.size} such rows)")
+                f"({bad.size} such rows)"
+            )
     return m
 
 
@@ -196,8 +209,9 @@ def _typed_column(table: pa.Table, path: Path, name: str, kind: pa.DataType) -> 
         raise FaceFoundryError(f"{path}: column {name} holds {col.type}, expected {kind}") from None
 
 
-def check_identity_counts(labels: np.ndarray, identities: list[str], minimum: int, where: str,
-                          setting: str = "train.min_images_per_identity") -> None:
+def check_identity_counts(
+    labels: np.ndarray, identities: list[str], minimum: int, where: str, setting: str = "train.min_images_per_identity"
+) -> None:
     """Verification needs positives: every identity must have at least ``minimum`` images."""
     counts = np.bincount(np.asarray(labels), minlength=len(identities))
     few = np.flatnonzero(counts < minimum)

@@ -53,8 +53,7 @@ class FaceSource:
         return self.raw(i)[1]
 
     def describe(self) -> dict:
-        return {"kind": self.kind, "root": str(self.root), "images": len(self),
-                "identities": self.num_classes}
+        return {"kind": self.kind, "root": str(self.root), "images": len(self), "identities": self.num_classes}
 
 
 class ManifestSource(FaceSource):
@@ -64,7 +63,7 @@ class ManifestSource(FaceSource):
         self.root = root
         self.manifest = read_manifest(root)
         self.labels = np.asarray(self.manifest.label, dtype=np.int64)
-        names = {lab: name for lab, name in zip(self.manifest.label, self.manifest.identity)}
+        names = dict(zip(self.manifest.label, self.manifest.identity))
         self.identities = [names.get(c, f"class_{c}") for c in range(self.manifest.num_classes)]
         if self.manifest.has_soft_labels:
             self.mix_labels = np.asarray(self.manifest.mix_label, dtype=np.int64)
@@ -132,8 +131,9 @@ class RecordIOSource(FaceSource):
         if prop.is_file():
             n_cls = int(prop.read_text().split(",")[0])
             if self.labels.min() < 0 or self.labels.max() >= n_cls:
-                raise FaceFoundryError(f"{root / 'train.rec'}: label {int(self.labels.max())} outside "
-                                       f"[0, {n_cls}) declared in {prop}")
+                raise FaceFoundryError(
+                    f"{root / 'train.rec'}: label {int(self.labels.max())} outside [0, {n_cls}) declared in {prop}"
+                )
         self.identities = [f"id_{c:06d}" for c in range(n_cls)]
 
     def load(self, i: int, size: int | None = None) -> np.ndarray:

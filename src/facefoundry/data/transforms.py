@@ -37,8 +37,9 @@ def random_hflip(x: torch.Tensor, p: float, generator: torch.Generator | None = 
     return random_hflip_mask(x, p, generator)[0]
 
 
-def random_hflip_mask(x: torch.Tensor, p: float,
-                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def random_hflip_mask(
+    x: torch.Tensor, p: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``random_hflip`` that also returns which images were flipped (bool ``[N]``)."""
     if p <= 0:
         return x, torch.zeros(x.shape[0], dtype=torch.bool)
@@ -49,7 +50,7 @@ def random_hflip_mask(x: torch.Tensor, p: float,
     return x, mask
 
 
-def resize_uint8(images, size: int):  # noqa: ANN001, ANN201 - numpy in, numpy out
+def resize_uint8(images, size: int):  # numpy in, numpy out
     """Resize uint8 ``[N,H,W,3]`` crops to ``size``² (bilinear, anti-aliased when shrinking).
 
     Aligned crops keep their geometry under scaling (the alignment template scales with the
@@ -60,8 +61,9 @@ def resize_uint8(images, size: int):  # noqa: ANN001, ANN201 - numpy in, numpy o
     if images.shape[1:3] == (size, size):
         return images
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
-    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                                        antialias=images.shape[1] > size)
+    x = torch.nn.functional.interpolate(
+        x, size=(size, size), mode="bilinear", align_corners=False, antialias=images.shape[1] > size
+    )
     return x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
@@ -77,7 +79,7 @@ class FaceAugment:
     Settings: ``config.AugmentCfg`` (``train.augment``), with keyword overrides.
     """
 
-    def __init__(self, cfg=None, **overrides) -> None:  # noqa: ANN001 - AugmentCfg (imported lazily)
+    def __init__(self, cfg=None, **overrides) -> None:  # AugmentCfg (imported lazily)
         from facefoundry.config import AugmentCfg
 
         self.cfg = (cfg or AugmentCfg()).model_copy(update=overrides)
@@ -128,13 +130,13 @@ class FaceAugment:
         sel = pick(self.cfg.blur_prob)
         if sel.any():
             sigma = self.cfg.blur_sigma[0] + float(torch.rand(1)) * (self.cfg.blur_sigma[1] - self.cfg.blur_sigma[0])
-            r = max(1, int(math.ceil(2 * sigma)))
+            r = max(1, math.ceil(2 * sigma))
             t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
             g = torch.exp(-(t**2) / (2 * sigma**2))
             g = (g / g.sum()).view(1, 1, 1, -1)
             v = x[sel]
-            c = v.shape[1]
-            v = F.conv2d(F.pad(v, (r, r, 0, 0), mode="replicate"), g.expand(c, 1, 1, -1), groups=c)
-            v = F.conv2d(F.pad(v, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+            ch = v.shape[1]
+            v = F.conv2d(F.pad(v, (r, r, 0, 0), mode="replicate"), g.expand(ch, 1, 1, -1), groups=ch)
+            v = F.conv2d(F.pad(v, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1).expand(ch, 1, -1, 1), groups=ch)
             x[sel] = v
         return x

@@ -12,7 +12,7 @@ import json
 import shutil
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TextIO
 
 import numpy as np
 
@@ -31,7 +31,7 @@ class DatasetWriter:
     stage reports the throughput of this invocation's work only.
     """
 
-    last: dict[str, int] = {}
+    last: ClassVar[dict[str, int]] = {}
 
     def __init__(self, out: str | Path, meta: dict[str, Any], image_format: str = "png", resume_key: str | None = None):
         self.out = Path(out)
@@ -40,13 +40,13 @@ class DatasetWriter:
         self.resume_key = resume_key
         self._stack = ExitStack()
         self._tmp: Path | None = None
-        self._journal = None
+        self._journal: TextIO | None = None
 
     @property
     def done(self) -> int:
         return len(self.manifest)
 
-    def __enter__(self) -> "DatasetWriter":
+    def __enter__(self) -> DatasetWriter:
         if self.resume_key is None:
             self._tmp = self._stack.enter_context(atomic_dir(self.out))
             return self
@@ -59,7 +59,7 @@ class DatasetWriter:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp.mkdir(parents=True)
             atomic_write_json(state, {"key": self.resume_key})
-        self._journal = open(self._tmp / JOURNAL, "a", buffering=1)  # noqa: SIM115 - closed in __exit__
+        self._journal = open(self._tmp / JOURNAL, "a", buffering=1)  # closed in __exit__
         self._resumed = len(self.manifest)
         return self
 
@@ -68,13 +68,22 @@ class DatasetWriter:
         for c in (*COLUMNS, *OPTIONAL):
             del getattr(self.manifest, c)[n:]
         if self._journal is not None:
+            assert self._tmp is not None  # __enter__ sets it before the journal
             self._journal.close()
             rows = (self._tmp / JOURNAL).read_text().splitlines()[:n]
             (self._tmp / JOURNAL).write_text("".join(r + "\n" for r in rows))
             self._journal = open(self._tmp / JOURNAL, "a", buffering=1)  # noqa: SIM115
 
-    def add(self, image: np.ndarray, label: int, identity: str, source: str, params: dict,
-            mix_label: int = -1, mix_weight: float = 1.0) -> str:
+    def add(
+        self,
+        image: np.ndarray,
+        label: int,
+        identity: str,
+        source: str,
+        params: dict,
+        mix_label: int = -1,
+        mix_weight: float = 1.0,
+    ) -> str:
         """Write one image; ``mix_label``/``mix_weight``: its soft label under identity mixup."""
         assert self._tmp is not None, "use DatasetWriter as a context manager"
         rel = f"images/{label:06d}/{len(self.manifest):07d}.{self.fmt}"
@@ -82,23 +91,27 @@ class DatasetWriter:
         dst = self._tmp / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         dst.write_bytes(data)
-        self.manifest.add(rel, label, identity, source, params, data, image.shape[1], image.shape[0],
-                          mix_label, mix_weight)
+        self.manifest.add(
+            rel, label, identity, source, params, data, image.shape[1], image.shape[0], mix_label, mix_weight
+        )
         if self._journal is not None:
             self._journal.write(json.dumps(self.manifest.row(len(self.manifest) - 1)) + "\n")
         return rel
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> bool | None:
         resumed = getattr(self, "_resumed", 0)
         DatasetWriter.last = {"resumed": resumed, "written": len(self.manifest) - resumed}
+        assert self._tmp is not None, "use DatasetWriter as a context manager"  # __enter__ always sets it
         if self._journal is None:
             if exc_type is None:
                 write_manifest(self._tmp, self.manifest)
             return self._stack.__exit__(exc_type, exc, tb)
         self._journal.close()
         if isinstance(exc, OSError) and write_error_message(exc):  # full disk: say where the kept work is
-            raise FaceFoundryError(f"{write_error_message(exc)}; the {len(self.manifest)} finished images are kept in "
-                                   f"{self._tmp} (delete it to give up)") from None
+            raise FaceFoundryError(
+                f"{write_error_message(exc)}; the {len(self.manifest)} finished images are kept in "
+                f"{self._tmp} (delete it to give up)"
+            ) from None
         if exc_type is not None:
             note_saved("dataset", f"{len(self.manifest)} finished images in {self._tmp}")
             return False  # keep the partial folder: the next run resumes from it

@@ -47,8 +47,9 @@ def _ext(data: bytes, name: str) -> str:
     return Path(name).suffix.lstrip(".") or "img"
 
 
-def source_identities(name: str, src: FaceSource, enc: IdentityEncoder, cfg: Config,
-                      digest: str | None) -> SourceIdentities:
+def source_identities(
+    name: str, src: FaceSource, enc: IdentityEncoder, cfg: Config, digest: str | None
+) -> SourceIdentities:
     """Unit centres of every identity of ``src`` in the judge's (centred) space, and their intra-class variance."""
     q = cfg.quality
     vec = judge_vectors(src, enc, q.images_per_identity, cfg.identity.batch_size, cfg.base.seed, digest)
@@ -95,33 +96,49 @@ def fuse(cfg: Config, digests: dict[str, str] | None = None, log: Callable[[str]
             ident.excluded = set(leaked[name])
         idents.append(ident)
     available = {i.name: len(i.labels) - len(i.excluded) for i in idents}  # "all": all not leaked
-    wanted = quotas(available, {n: s.identities for n, s in f.sources.items()},
-                    {n: s.share for n, s in f.sources.items()}, f.identities)
+    wanted = quotas(
+        available,
+        {n: s.identities for n, s in f.sources.items()},
+        {n: s.share for n, s in f.sources.items()},
+        f.identities,
+    )
     sel = select(idents, wanted, f.strategy, f.overlap, f.overlap_threshold, cfg.base.seed)
     for p in sel.overlaps[:20]:
-        log(f"overlap: {p['a']}/{srcs[p['a']].identities[p['a_label']]} ~ {p['b']}/{srcs[p['b']].identities[p['b_label']]}"
-            f" (cosine {p['similarity']:.3f})")
+        log(
+            f"overlap: {p['a']}/{srcs[p['a']].identities[p['a_label']]} ~ {p['b']}/{srcs[p['b']].identities[p['b_label']]}"
+            f" (cosine {p['similarity']:.3f})"
+        )
     metrics: dict[str, float] = {"identities": sel.num_classes, "overlapping_pairs": len(sel.overlaps)}
     for name in srcs:
         metrics[f"{name}_identities"] = len(sel.taken[name]) - len(sel.merged[name])
         metrics[f"{name}_dropped_overlap"] = len(sel.dropped[name])
         metrics[f"{name}_merged_overlap"] = len(sel.merged[name])
         metrics[f"{name}_dropped_leaked"] = len(leaked.get(name, []))
-    meta = {"generator": "fusion", "num_classes": sel.num_classes,
-            "fusion": {"sources": {n: s.model_dump(mode="json") for n, s in f.sources.items()},
-                       "identities": f.identities, "strategy": f.strategy, "overlap": f.overlap,
-                       "overlap_threshold": f.overlap_threshold, "judge": cfg.quality.judge,
-                       "centred": cfg.quality.centred, "seed": cfg.base.seed, "taken": metrics},
-            # lists stay out of the "fusion" recipe (MLflow params of every run trained on it)
-            "fusion_overlaps": sel.overlaps[:1000], "fusion_leaked": leaked}
-    sizes = {int(srcs[n].manifest.meta.get("image_size", 0)) for n in srcs if hasattr(srcs[n], "manifest")}
+    meta = {
+        "generator": "fusion",
+        "num_classes": sel.num_classes,
+        "fusion": {
+            "sources": {n: s.model_dump(mode="json") for n, s in f.sources.items()},
+            "identities": f.identities,
+            "strategy": f.strategy,
+            "overlap": f.overlap,
+            "overlap_threshold": f.overlap_threshold,
+            "judge": cfg.quality.judge,
+            "centred": cfg.quality.centred,
+            "seed": cfg.base.seed,
+            "taken": metrics,
+        },
+        # lists stay out of the "fusion" recipe (MLflow params of every run trained on it)
+        "fusion_overlaps": sel.overlaps[:1000],
+        "fusion_leaked": leaked,
+    }
+    sizes = {int(s.manifest.meta.get("image_size", 0)) for s in srcs.values() if hasattr(s, "manifest")}
     if len(sizes) == 1 and 0 not in sizes:
         meta["image_size"] = sizes.pop()
     _write(Path(f.out), srcs, sel, meta)
     metrics["images"] = _count(Path(f.out))
     taken = ", ".join(f"{n}: {int(metrics[n + '_identities'])}" for n in srcs)
-    log(f"fused {taken} identities "
-        f"({len(sel.overlaps)} overlapping pairs across sources) → {f.out}")
+    log(f"fused {taken} identities ({len(sel.overlaps)} overlapping pairs across sources) → {f.out}")
     return FuseResult(Path(f.out), sel, idents, leaked, metrics)
 
 
@@ -133,7 +150,7 @@ def _count(out: Path) -> int:
 
 def _write(out: Path, srcs: dict[str, FaceSource], sel: Selection, meta: dict) -> None:
     rows = [(name, i) for name, src in srcs.items() for i in range(len(src)) if int(src.labels[i]) in sel.target[name]]
-    names = {}  # fused label → identity name (the first source's, for merged identities)
+    names: dict[int, str] = {}  # fused label → identity name (the first source's, for merged identities)
     collapsed = 0  # soft labels whose partner identity was not fused
     with atomic_dir(out) as tmp:
         m = Manifest(meta=meta)
@@ -148,14 +165,20 @@ def _write(out: Path, srcs: dict[str, FaceSource], sel: Selection, meta: dict) -
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.write_bytes(data)
             params = json.loads(src.manifest.params[i]) if hasattr(src, "manifest") else {}
-            params["fused_from"] = {"source": name, "dataset": str(src.root), "image": where, "label": old,
-                                    "identity": src.identities[old]}
+            params["fused_from"] = {
+                "source": name,
+                "dataset": str(src.root),
+                "image": where,
+                "label": old,
+                "identity": src.identities[old],
+            }
             with Image.open(io.BytesIO(data)) as im:
                 w, h = im.size
             partner, phi = -1, 1.0
             if src.mix_labels is not None and src.mix_labels[i] >= 0:  # a soft label: the partner's fused label
                 partner = sel.target[name].get(int(src.mix_labels[i]), -1)
                 if partner >= 0 and partner != new:
+                    assert src.mix_weights is not None  # sources set mix_weights with mix_labels
                     phi = float(src.mix_weights[i])
                 else:  # partner not taken (or merged into this identity): the image keeps its own label only
                     partner = -1
@@ -165,4 +188,3 @@ def _write(out: Path, srcs: dict[str, FaceSource], sel: Selection, meta: dict) -
         if collapsed:
             m.meta["soft_labels_collapsed"] = collapsed
         write_manifest(tmp, m)
-

@@ -42,8 +42,9 @@ class Selection:
     merged: dict[str, list[int]]  # overlapping candidates merged into an earlier source's identity
 
 
-def quotas(available: dict[str, int], counts: dict[str, int | None], shares: dict[str, float | None],
-           total: int | None) -> dict[str, int]:
+def quotas(
+    available: dict[str, int], counts: dict[str, int | None], shares: dict[str, float | None], total: int | None
+) -> dict[str, int]:
     """Identities wanted from each source: its count, its share of ``total`` (largest remainders, so the
     shares add up to ``total`` exactly), or all it has."""
     out: dict[str, int] = {}
@@ -56,12 +57,13 @@ def quotas(available: dict[str, int], counts: dict[str, int | None], shares: dic
         s = sum(with_share.values())
         raw = {k: budget * v / s for k, v in with_share.items()}
         base = {k: int(np.floor(v)) for k, v in raw.items()}
-        for k in sorted(raw, key=lambda k: -(raw[k] - base[k]))[:budget - sum(base.values())]:
+        for k in sorted(raw, key=lambda k: -(raw[k] - base[k]))[: budget - sum(base.values())]:
             base[k] += 1
         out.update(base)
     for k in available:
         if k not in out:
-            out[k] = counts.get(k) if counts.get(k) is not None else available[k]
+            count = counts.get(k)
+            out[k] = count if count is not None else available[k]
     return {k: out[k] for k in available}
 
 
@@ -82,17 +84,26 @@ def cross_overlap(a: SourceIdentities, b: SourceIdentities, threshold: float) ->
     sims = a.centres @ b.centres.T
     i, j = np.nonzero(sims >= threshold)
     order = np.argsort(-sims[i, j], kind="stable")
-    return [{"a": a.name, "a_label": int(a.labels[i[k]]), "b": b.name, "b_label": int(b.labels[j[k]]),
-             "similarity": round(float(sims[i[k], j[k]]), 4)} for k in order]
+    return [
+        {
+            "a": a.name,
+            "a_label": int(a.labels[i[k]]),
+            "b": b.name,
+            "b_label": int(b.labels[j[k]]),
+            "similarity": round(float(sims[i[k], j[k]]), 4),
+        }
+        for k in order
+    ]
 
 
-def select(sources: list[SourceIdentities], wanted: dict[str, int], strategy: str, overlap: str, threshold: float,
-           seed: int) -> Selection:
+def select(
+    sources: list[SourceIdentities], wanted: dict[str, int], strategy: str, overlap: str, threshold: float, seed: int
+) -> Selection:
     """Take ``wanted[name]`` identities of each source, in source order (see the module docstring)."""
     if overlap not in ("drop", "merge", "keep"):
         raise FaceFoundryError(f"fuse.overlap: unknown {overlap!r} (drop | merge | keep)")
     rng = np.random.default_rng(seed)
-    overlaps = [p for i, a in enumerate(sources) for b in sources[i + 1:] for p in cross_overlap(a, b, threshold)]
+    overlaps = [p for i, a in enumerate(sources) for b in sources[i + 1 :] for p in cross_overlap(a, b, threshold)]
     taken: dict[str, list[int]] = {}
     target: dict[str, dict[int, int]] = {}
     dropped: dict[str, list[int]] = {}
@@ -129,5 +140,6 @@ def select(sources: list[SourceIdentities], wanted: dict[str, int], strategy: st
             lost = len(src.excluded) + len(dropped[src.name])
             raise FaceFoundryError(
                 f"fuse.sources.{src.name}: {need} identities wanted, only {len(taken[src.name])} available "
-                f"({len(src.labels)} in the dataset, {lost} excluded as leaked or overlapping)")
+                f"({len(src.labels)} in the dataset, {lost} excluded as leaked or overlapping)"
+            )
     return Selection(taken, target, n, overlaps, dropped, merged)

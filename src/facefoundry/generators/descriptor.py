@@ -21,8 +21,9 @@ entry point of its distribution (see :mod:`facefoundry.generators.table`).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from facefoundry.errors import FaceFoundryError
 
@@ -55,7 +56,8 @@ class GeneratorDescriptor:
     learns_from_photos: bool = False  # its training data may be real photos: the leakage gates apply
     leakage_filter: bool = False  # records data.<name>.tau / avoid_training (identities kept ≤ τ from its photos)
     identity_encoder: bool = False  # generates in an identity encoder's space: identity.* defines its data
-    provenance: str | None = None  # "module:function" (params, recipe) -> {"trained_on", "notes"}, beside the generic one
+    # "module:function" (params, recipe) -> {"trained_on", "notes"}, beside the generic provenance
+    provenance: str | None = None
     describe: str | None = None  # "module:function" (cfg) -> short parts of its training run's name ("w64 d2")
     reconstructions: str | None = None  # "module:function" (model_dir, source, seed=) -> rows of images after training
 
@@ -67,6 +69,8 @@ class GeneratorDescriptor:
         """The ``generate`` or ``train`` entry point, imported now."""
         path = getattr(self, which)
         if path is None:
-            raise FaceFoundryError(f"generator {self.name!r} has no {which} entry point: its datasets are made by "
-                                   f"`facefoundry {self.made_by}`")
+            raise FaceFoundryError(
+                f"generator {self.name!r} has no {which} entry point: its datasets are made by "
+                f"`facefoundry {self.made_by}`"
+            )
         return load_object(path)

@@ -31,11 +31,22 @@ def to_signed(images: torch.Tensor) -> torch.Tensor:
 
 # -- identity vectors ----------------------------------------------------------------------------
 
-def identity_vectors(feed: Feeder, encoder: IdentityEncoder, cache_dir: Path, dataset_digest: str,
-                     batch_size: int = 64, log: Callable[[str], None] = print, progress: bool = True) -> torch.Tensor:
+
+def identity_vectors(
+    feed: Feeder,
+    encoder: IdentityEncoder,
+    cache_dir: Path,
+    dataset_digest: str,
+    batch_size: int = 64,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> torch.Tensor:
     """Every image's unit identity vector ``[N, dim]`` (CPU), cached on disk beside the model output."""
     spec = encoder.spec()
-    path = Path(cache_dir) / f"{cache_key({'data': dataset_digest, 'encoder': spec, 'size': feed.size, 'n': len(feed)})}.npy"
+    path = (
+        Path(cache_dir)
+        / f"{cache_key({'data': dataset_digest, 'encoder': spec, 'size': feed.size, 'n': len(feed)})}.npy"
+    )
     if path.is_file():
         try:
             vec = np.load(path)
@@ -47,13 +58,21 @@ def identity_vectors(feed: Feeder, encoder: IdentityEncoder, cache_dir: Path, da
         log(f"{path}: unreadable or wrong shape; recomputing")
     rows = np.arange(len(feed))
     native = feed.source.load(0).shape[0] == feed.size if len(feed) else False  # stored vectors are of stored images
-    out = embed_rows(lambda i: feed.batch(torch.tensor([i]))[0].numpy(), rows, encoder, batch_size,
-                     "identity vectors" if progress else "", source_keys(feed.source, rows) if native else None)
+    out = embed_rows(
+        lambda i: feed.batch(torch.tensor([i]))[0].numpy(),
+        rows,
+        encoder,
+        batch_size,
+        "identity vectors" if progress else "",
+        source_keys(feed.source, rows) if native else None,
+    )
     buf = io.BytesIO()
     np.save(buf, out)
     atomic_write_bytes(path, buf.getvalue())
-    atomic_write_json(path.with_suffix(".json"), {"dataset_dvc_md5": dataset_digest, "encoder": spec,
-                                                  "image_size": feed.size, "images": len(feed)})
+    atomic_write_json(
+        path.with_suffix(".json"),
+        {"dataset_dvc_md5": dataset_digest, "encoder": spec, "image_size": feed.size, "images": len(feed)},
+    )
     log(f"identity vectors: {len(feed)} × {encoder.dim} → {path}")
     return torch.from_numpy(out)
 

@@ -7,8 +7,14 @@ import numpy as np
 from facefoundry.errors import FaceFoundryError
 
 
-def sample_separated(n: int, dim: int, min_distance: float, rng: np.random.Generator,
-                     existing: np.ndarray | None = None, max_tries: int = 200) -> np.ndarray:
+def sample_separated(
+    n: int,
+    dim: int,
+    min_distance: float,
+    rng: np.random.Generator,
+    existing: np.ndarray | None = None,
+    max_tries: int = 200,
+) -> np.ndarray:
     """``n`` points in ``[-1, 1]^dim``, each at least ``min_distance`` (RMS per coordinate) from all others.
 
     Distance is the ℓ2 norm divided by √dim, so the setting means the same whatever the
@@ -28,7 +34,8 @@ def sample_separated(n: int, dim: int, min_distance: float, rng: np.random.Gener
         else:
             raise FaceFoundryError(
                 f"could not place identity {i + 1} of {n} at min_identity_distance={min_distance} "
-                f"after {max_tries} tries; lower the distance or the identity count")
+                f"after {max_tries} tries; lower the distance or the identity count"
+            )
     return out[keep:]
 
 
@@ -39,10 +46,11 @@ def perturb(points: np.ndarray, distance: float, rng: np.random.Generator) -> np
     return np.clip(points + d, -1, 1)
 
 
-def uniform_count(g) -> int:  # noqa: ANN001 - GenerateCfg
+def uniform_count(g) -> int:  # GenerateCfg
     """Images per identity for generators that make the same number for every identity."""
     counts = set(g.image_counts())
     if len(counts) > 1:
-        raise FaceFoundryError(f"generate.identity_groups: only the render generator makes long-tailed sets "
-                               f"(generator {g.generator!r})")
+        raise FaceFoundryError(
+            f"generate.identity_groups: only the render generator makes long-tailed sets (generator {g.generator!r})"
+        )
     return counts.pop()

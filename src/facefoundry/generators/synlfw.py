@@ -77,15 +77,17 @@ def read_table(path: str | Path, rows: int) -> dict[str, np.ndarray]:
     header = [c.strip() for c in lines[0]]
     unknown = [c for c in header if c not in VARIATION_RANGES]
     if unknown:
-        raise FaceFoundryError(f"{path}: unknown column {unknown[0]!r}; columns name renderer variations: "
-                               f"{', '.join(VARIATION_RANGES)}")
+        raise FaceFoundryError(
+            f"{path}: unknown column {unknown[0]!r}; columns name renderer variations: {', '.join(VARIATION_RANGES)}"
+        )
     dup = sorted({c for c in header if header.count(c) > 1})
     if dup:
         raise FaceFoundryError(f"{path}: column {dup[0]!r} appears twice")
     body = lines[1:]
     if len(body) != rows:
-        raise FaceFoundryError(f"{path}: {len(body)} data rows; Syn-LFW needs one per image, {rows} "
-                               f"(2 × {rows // 2} pairs)")
+        raise FaceFoundryError(
+            f"{path}: {len(body)} data rows; Syn-LFW needs one per image, {rows} (2 × {rows // 2} pairs)"
+        )
     out = {c: np.empty(rows) for c in header}
     for r, line in enumerate(body):
         if len(line) != len(header):
@@ -110,24 +112,39 @@ def make_synlfw(cfg: Config, log: Callable[[str], None] = print) -> Path:
     if s.ratio < 1 and n_ids < 2:
         raise FaceFoundryError("synlfw.ratio < 1 mixes identities, which needs at least 2 of them")
     if s.table and s.generator != "render":
-        raise FaceFoundryError(f"synlfw.table sets renderer variations; generator {s.generator!r} has none "
-                               "(use synlfw.generator: render or drop the table)")
+        raise FaceFoundryError(
+            f"synlfw.table sets renderer variations; generator {s.generator!r} has none "
+            "(use synlfw.generator: render or drop the table)"
+        )
     table = read_table(s.table, 2 * len(issame)) if s.table else None  # a bad table fails before any work
     if s.generator != "render":
         from facefoundry.generators.table import descriptor
 
         descriptor(s.generator).entry("generate")  # an unknown name: one line listing the generators
-    log(f"Syn-LFW: {len(issame)} pairs ({int(issame.sum())} same) like {reference or 'alternating same/different'}, "
-        f"{n_ids} unseen identities, R = {s.ratio:g}, generator {s.generator} → {out}")
+    log(
+        f"Syn-LFW: {len(issame)} pairs ({int(issame.sum())} same) like {reference or 'alternating same/different'}, "
+        f"{n_ids} unseen identities, R = {s.ratio:g}, generator {s.generator} → {out}"
+    )
     if s.generator == "render":
         images, record = _render(cfg, plan, n_ids, table, log)
     else:
         images, record = _from_generator(cfg, plan, n_ids, log)
     write_bin(out, images, issame)
-    atomic_write_json(sidecar_path(out), {
-        "pairs": len(issame), "positives": int(issame.sum()), "identities": n_ids, "ratio": s.ratio,
-        "generator": s.generator, "reference": reference, "table": s.table, "image_size": int(images.shape[1]),
-        "seed": cfg.base.seed + s.seed_offset, **record})
+    atomic_write_json(
+        sidecar_path(out),
+        {
+            "pairs": len(issame),
+            "positives": int(issame.sum()),
+            "identities": n_ids,
+            "ratio": s.ratio,
+            "generator": s.generator,
+            "reference": reference,
+            "table": s.table,
+            "image_size": int(images.shape[1]),
+            "seed": cfg.base.seed + s.seed_offset,
+            **record,
+        },
+    )
     return out
 
 
@@ -149,8 +166,9 @@ def render_identities(cfg: Config, n: int) -> list:
     return sample_identities(n, g.min_identity_distance, cfg.base.seed + cfg.synlfw.seed_offset, train)
 
 
-def _render(cfg: Config, plan: np.ndarray, n_ids: int, table: dict[str, np.ndarray] | None,
-            log: Callable[[str], None]) -> tuple[np.ndarray, dict]:
+def _render(
+    cfg: Config, plan: np.ndarray, n_ids: int, table: dict[str, np.ndarray] | None, log: Callable[[str], None]
+) -> tuple[np.ndarray, dict]:
     from facefoundry.device import resolve_device
     from facefoundry.generators.render.generate import benchmark_render_cfg, render_batches
     from facefoundry.generators.render.renderer import FaceRenderer, Identity
@@ -177,7 +195,7 @@ def _render(cfg: Config, plan: np.ndarray, n_ids: int, table: dict[str, np.ndarr
     size = cfg.base.image_size
     images = np.empty((len(people), size, size, 3), np.uint8)
     for s, imgs, _ in render_batches(renderer, people, variations, cfg.generate.batch_size, log, "syn-lfw"):
-        images[s:s + len(imgs)] = imgs
+        images[s : s + len(imgs)] = imgs
     return images, record
 
 
@@ -186,10 +204,21 @@ def generator_config(cfg: Config, n_ids: int, out: Path) -> Config:
     ``out``, seeded apart from training (``base.seed + synlfw.seed_offset``), identity mixup at R when R < 1."""
     s = cfg.synlfw
     mixup = {"enabled": True, "phi": [s.ratio]} if s.ratio < 1 else {"enabled": False}
-    raw = deep_merge(cfg.model_dump(mode="json"), {
-        "base": {"seed": cfg.base.seed + s.seed_offset},
-        "generate": {"generator": s.generator, "identities": n_ids, "images_per_identity": 2, "out": str(out),
-                     "total_images": None, "identity_groups": None, "mixup": mixup}})
+    raw = deep_merge(
+        cfg.model_dump(mode="json"),
+        {
+            "base": {"seed": cfg.base.seed + s.seed_offset},
+            "generate": {
+                "generator": s.generator,
+                "identities": n_ids,
+                "images_per_identity": 2,
+                "out": str(out),
+                "total_images": None,
+                "identity_groups": None,
+                "mixup": mixup,
+            },
+        },
+    )
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
@@ -212,8 +241,10 @@ def _from_generator(cfg: Config, plan: np.ndarray, n_ids: int, log: Callable[[st
         ids = np.unique(src.labels)
         by_id = {int(k): np.flatnonzero(src.labels == k) for k in ids}
         if len(ids) < n_ids or any(len(by_id[int(ids[k])]) < 2 for k in np.unique(plan[:, 0])):
-            raise FaceFoundryError(f"generator {name} wrote {len(src)} images of {len(ids)} identities; Syn-LFW "
-                                   f"needs 2 images of each of {n_ids} identities")
+            raise FaceFoundryError(
+                f"generator {name} wrote {len(src)} images of {len(ids)} identities; Syn-LFW "
+                f"needs 2 images of each of {n_ids} identities"
+            )
         picks = []
         for a, b in plan:
             ia, ib = by_id[int(ids[a])], by_id[int(ids[b])]
@@ -226,8 +257,10 @@ def _from_generator(cfg: Config, plan: np.ndarray, n_ids: int, log: Callable[[st
         record: dict = {"image_labels": plan.reshape(-1).tolist(), "mixed_images": 0}
         if src.mix_labels is not None:
             partner = src.mix_labels[picks]
-            record.update(mixed_images=int((partner >= 0).sum()), partners=partner.tolist(),
-                          phi=src.mix_weights[picks].tolist())
+            assert src.mix_weights is not None  # sources set mix_weights with mix_labels
+            record.update(
+                mixed_images=int((partner >= 0).sum()), partners=partner.tolist(), phi=src.mix_weights[picks].tolist()
+            )
         return images, record
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,7 +13,7 @@ through it the generator's code) is imported when a name is looked up.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache, lru_cache
 from importlib.metadata import entry_points
 
 from facefoundry.config import PLUGIN_GROUP as GROUP
@@ -33,8 +33,10 @@ def _rows() -> dict[str, str]:
     rows = dict(BUILTIN)
     for ep in entry_points(group=GROUP):
         if ep.name in rows and rows[ep.name] != ep.value:
-            raise FaceFoundryError(f"generator {ep.name!r} is defined twice: {rows[ep.name]} and, by the "
-                                   f"{GROUP} entry point of {getattr(ep.dist, 'name', 'a distribution')}, {ep.value}")
+            raise FaceFoundryError(
+                f"generator {ep.name!r} is defined twice: {rows[ep.name]} and, by the "
+                f"{GROUP} entry point of {getattr(ep.dist, 'name', 'a distribution')}, {ep.value}"
+            )
         rows[ep.name] = ep.value
     return rows
 
@@ -48,7 +50,7 @@ def plugin_names() -> list[str]:
     return sorted(set(_rows()) - set(BUILTIN))
 
 
-@lru_cache(maxsize=None)
+@cache
 def descriptor(name: str) -> GeneratorDescriptor:
     """The descriptor of generator ``name`` (one line listing the names when there is none)."""
     rows = _rows()

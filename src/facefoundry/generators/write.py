@@ -42,13 +42,23 @@ class Written:
 
 def resume_key(meta: dict, g: GenerateCfg, format_version: int) -> str:
     """What must match for a partial dataset to be continued rather than started over."""
-    return hashlib.sha256(json.dumps([meta, g.model_dump(mode="json"), format_version], sort_keys=True,
-                                     default=str).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps([meta, g.model_dump(mode="json"), format_version], sort_keys=True, default=str).encode()
+    ).hexdigest()
 
 
-def write_generated(g: GenerateCfg, meta: dict, labels: Sequence[int] | np.ndarray, batches: Batches, *,
-                    name: str, format_version: int, mix: IdentityMix | None = None, identity_digits: int = 6,
-                    log: Callable[[str], None] = print) -> Written:
+def write_generated(
+    g: GenerateCfg,
+    meta: dict,
+    labels: Sequence[int] | np.ndarray,
+    batches: Batches,
+    *,
+    name: str,
+    format_version: int,
+    mix: IdentityMix | None = None,
+    identity_digits: int = 6,
+    log: Callable[[str], None] = print,
+) -> Written:
     """Write ``len(labels)`` images to ``g.out`` (atomically, resumable); image ``j`` is identity ``labels[j]``,
     named ``<name>_<label>`` and recorded as made by ``name``."""
     t0 = time.perf_counter()

@@ -38,8 +38,10 @@ def load_encoder(spec: str) -> IdentityEncoder:
         return ENCODERS.get(spec)()
     path = Path(spec)
     if not path.exists():
-        raise FaceFoundryError(f"identity encoder {spec!r}: neither a registered name ({', '.join(ENCODERS.names())}) "
-                               "nor an existing path (.dat, .onnx, .pth or a FaceFoundry model folder)")
+        raise FaceFoundryError(
+            f"identity encoder {spec!r}: neither a registered name ({', '.join(ENCODERS.names())}) "
+            "nor an existing path (.dat, .onnx, .pth or a FaceFoundry model folder)"
+        )
     if path.is_dir():
         return enc.TorchFREncoder.from_bundle(path)
     suffix = path.suffix.lower()

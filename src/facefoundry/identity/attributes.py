@@ -28,9 +28,13 @@ WORK_SIZE = 224
 BOX = (0.143, 0.196, 0.929, 1.0)  # left, top, right, bottom as fractions of the aligned crop
 # the 68-point layout mirrored left↔right (jaw, brows, nose, eyes, mouth)
 MIRROR_68 = np.array(
-    list(range(16, -1, -1)) + list(range(26, 16, -1)) + list(range(27, 31)) + list(range(35, 30, -1))
+    list(range(16, -1, -1))
+    + list(range(26, 16, -1))
+    + list(range(27, 31))
+    + list(range(35, 30, -1))
     + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55] + [64, 63, 62, 61, 60, 67, 66, 65]
+    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]
+    + [64, 63, 62, 61, 60, 67, 66, 65]
 )
 
 
@@ -51,7 +55,7 @@ class LandmarkEstimator:
     def __call__(self, images: np.ndarray, progress: bool = False) -> np.ndarray:
         out = np.zeros((len(images), 68, 2), np.float32)
         for s in track(range(0, len(images), 256), desc="landmarks", unit="batch", disable=not progress):
-            big = resize_uint8(images[s:s + 256], WORK_SIZE)
+            big = resize_uint8(images[s : s + 256], WORK_SIZE)
             for k, im in enumerate(big):
                 shape = self._predictor(np.ascontiguousarray(im), self._rect)
                 out[s + k] = [(p.x / WORK_SIZE, p.y / WORK_SIZE) for p in shape.parts()]
@@ -69,7 +73,7 @@ def mirror(landmarks: np.ndarray) -> np.ndarray:
 class GeometryPCA:
     """Whitened PCA of flattened landmarks: ``code = (x − mean) @ basis.T / scale``."""
 
-    mean: np.ndarray   # [136]
+    mean: np.ndarray  # [136]
     basis: np.ndarray  # [k, 136], orthonormal rows
     scale: np.ndarray  # [k], the training codes' standard deviations
 

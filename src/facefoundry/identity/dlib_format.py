@@ -20,6 +20,7 @@ dlib documents the format only in its source (``dlib/serialize.h``, ``dlib/dnn/c
 
 from __future__ import annotations
 
+import builtins
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,13 +35,14 @@ class _Stream:
         self.data, self.pos, self.name = data, 0, name
 
     def fail(self, what: str) -> FaceFoundryError:
-        return FaceFoundryError(f"{self.name}: not a dlib network file this reader understands "
-                                f"({what} at byte {self.pos})")
+        return FaceFoundryError(
+            f"{self.name}: not a dlib network file this reader understands ({what} at byte {self.pos})"
+        )
 
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
             raise self.fail("truncated file")
-        out = self.data[self.pos:self.pos + n]
+        out = self.data[self.pos : self.pos + n]
         self.pos += n
         return out
 
@@ -88,7 +90,7 @@ class _Stream:
         raw = self.take(4 * n)
         return np.frombuffer(raw, dtype="<f4").reshape(shape).astype(np.float32)
 
-    def alias_tensor(self) -> tuple[int, int, int, int]:
+    def alias_tensor(self) -> tuple[builtins.int, builtins.int, builtins.int, builtins.int]:  # int: the method above
         version = self.int()
         if version != 1:
             raise self.fail(f"alias_tensor version {version}")
@@ -148,8 +150,9 @@ def _affine(s: _Stream, version: str) -> DlibLayer:
     ng = int(np.prod(g))
     if params.size != ng + int(np.prod(b)):
         raise s.fail(f"{version}: params size {params.size} does not match gamma {g} + beta {b}")
-    return DlibLayer("affine", version, {"mode": mode, "shape": g},
-                     {"gamma": params[:ng].copy(), "beta": params[ng:].copy()})
+    return DlibLayer(
+        "affine", version, {"mode": mode, "shape": g}, {"gamma": params[:ng].copy(), "beta": params[ng:].copy()}
+    )
 
 
 def _fc(s: _Stream, version: str) -> DlibLayer:
@@ -163,7 +166,7 @@ def _fc(s: _Stream, version: str) -> DlibLayer:
     nw = int(np.prod(w))
     p = {"weight": params[:nw].reshape(n_in, n_out)}  # output = input · W, W is [inputs, outputs]
     if use_bias and params.size > nw:
-        p["bias"] = params[nw:nw + n_out].copy()
+        p["bias"] = params[nw : nw + n_out].copy()
     return DlibLayer("fc", version, {"outputs": n_out, "inputs": n_in}, p)
 
 

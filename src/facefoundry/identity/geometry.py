@@ -19,18 +19,38 @@ import torch
 from facefoundry.identity.template import similarity_fit, template
 
 # dlib's mean face shape, points 36–54 of the 68-point layout (x, y on the unpadded unit square)
-_EYE_L = [(0.121737, 0.216423), (0.187122, 0.178758), (0.265825, 0.179852), (0.334606, 0.231733),
-          (0.260918, 0.245099), (0.182743, 0.244077)]  # 36–41 (image left)
-_EYE_R = [(0.645647, 0.231733), (0.714428, 0.179852), (0.793132, 0.178758), (0.858516, 0.216423),
-          (0.79751, 0.244077), (0.719335, 0.245099)]  # 42–47
+_EYE_L = [
+    (0.121737, 0.216423),
+    (0.187122, 0.178758),
+    (0.265825, 0.179852),
+    (0.334606, 0.231733),
+    (0.260918, 0.245099),
+    (0.182743, 0.244077),
+]  # 36–41 (image left)
+_EYE_R = [
+    (0.645647, 0.231733),
+    (0.714428, 0.179852),
+    (0.793132, 0.178758),
+    (0.858516, 0.216423),
+    (0.79751, 0.244077),
+    (0.719335, 0.245099),
+]  # 42–47
 _NOSE_TIP = (0.490127, 0.515625)  # 30
 _MOUTH_L, _MOUTH_R = (0.254149, 0.780233), (0.726104, 0.780233)  # 48, 54
 
 
 def dlib_chip_points(size: int = 150, padding: float = 0.25) -> torch.Tensor:
     """Where the five template points fall in a dlib face chip of ``size`` px, ``[5, 2]``."""
-    unit = torch.tensor([torch.tensor(_EYE_L).mean(0).tolist(), torch.tensor(_EYE_R).mean(0).tolist(),
-                         list(_NOSE_TIP), list(_MOUTH_L), list(_MOUTH_R)], dtype=torch.float64)
+    unit = torch.tensor(
+        [
+            torch.tensor(_EYE_L).mean(0).tolist(),
+            torch.tensor(_EYE_R).mean(0).tolist(),
+            list(_NOSE_TIP),
+            list(_MOUTH_L),
+            list(_MOUTH_R),
+        ],
+        dtype=torch.float64,
+    )
     return ((padding + unit) / (2 * padding + 1) * size).float()
 
 

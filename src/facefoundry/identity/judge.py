@@ -26,8 +26,9 @@ def sample_balanced(labels: np.ndarray, max_images: int, rng: np.random.Generato
     return np.sort(np.asarray(picks[:max_images]))
 
 
-def identity_similarities(emb: np.ndarray, labels: np.ndarray, max_pairs: int = 200_000,
-                          rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+def identity_similarities(
+    emb: np.ndarray, labels: np.ndarray, max_pairs: int = 200_000, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarities of all same-identity pairs and of (at most ``max_pairs``) different-identity pairs."""
     rng = rng or np.random.default_rng(0)
     labels = np.asarray(labels)
@@ -44,10 +45,12 @@ def identity_similarities(emb: np.ndarray, labels: np.ndarray, max_pairs: int = 
 
 def consistency_metrics(intra: np.ndarray, inter: np.ndarray) -> dict[str, float]:
     """Means, spreads, the gap between them in pooled standard deviations (d′), and overlap."""
-    out = {"intra_mean": float(intra.mean()) if intra.size else float("nan"),
-           "intra_std": float(intra.std()) if intra.size else float("nan"),
-           "inter_mean": float(inter.mean()) if inter.size else float("nan"),
-           "inter_std": float(inter.std()) if inter.size else float("nan")}
+    out = {
+        "intra_mean": float(intra.mean()) if intra.size else float("nan"),
+        "intra_std": float(intra.std()) if intra.size else float("nan"),
+        "inter_mean": float(inter.mean()) if inter.size else float("nan"),
+        "inter_std": float(inter.std()) if inter.size else float("nan"),
+    }
     if intra.size and inter.size:
         pooled = np.sqrt((intra.var() + inter.var()) / 2) or 1e-12
         out["d_prime"] = float((intra.mean() - inter.mean()) / pooled)

@@ -34,8 +34,14 @@ class PoseRegressor(ConfigModule):
         w = width
 
         def block(i: int, o: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(i, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True),
-                                 nn.Conv2d(o, o, 3, 2, 1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(i, o, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(o),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(o, o, 3, 2, 1, bias=False),
+                nn.BatchNorm2d(o),
+                nn.ReLU(inplace=True),
+            )
 
         self.features = nn.Sequential(block(3, w), block(w, 2 * w), block(2 * w, 4 * w))
         self.head = nn.Linear(4 * w * 16, len(ANGLES))
@@ -44,8 +50,13 @@ class PoseRegressor(ConfigModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float()
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
-                              antialias=x.shape[-1] > self.input_size)
+            x = F.interpolate(
+                x,
+                size=(self.input_size, self.input_size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=x.shape[-1] > self.input_size,
+            )
         x = self.features(x * 2 - 1)
         x = F.adaptive_avg_pool2d(x, 4).flatten(1)
         return self.head(x) * self.angle_scale
@@ -60,14 +71,22 @@ def pose_errors(model: PoseRegressor, images: torch.Tensor, angles: torch.Tensor
     """Mean absolute error in degrees per angle, e.g. ``{"yaw": 3.1, "pitch": ..., "roll": ...}``."""
     was = model.training
     model.eval()
-    pred = torch.cat([model(images[s:s + batch]) for s in range(0, len(images), batch)])
+    pred = torch.cat([model(images[s : s + batch]) for s in range(0, len(images), batch)])
     model.train(was)
     return {a: float((pred[:, k] - angles[:, k]).abs().mean()) for k, a in enumerate(ANGLES)}
 
 
-def fit_pose_regressor(images: torch.Tensor, angles: torch.Tensor, angle_scale: float, steps: int = 400,
-                       batch_size: int = 64, lr: float = 3e-3, seed: int = 0, width: int = 16,
-                       log: Callable[[str], None] = print) -> PoseRegressor:
+def fit_pose_regressor(
+    images: torch.Tensor,
+    angles: torch.Tensor,
+    angle_scale: float,
+    steps: int = 400,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    width: int = 16,
+    log: Callable[[str], None] = print,
+) -> PoseRegressor:
     """Train a :class:`PoseRegressor` on ``images`` (float [N, 3, S, S] in [0, 1]) with known ``angles`` [N, 3].
 
     ``angle_scale`` (degrees) normalises the targets: the widest yaw the images show. Augmentation:
@@ -105,7 +124,9 @@ def sharpness_quality(images: torch.Tensor, scale: float = 100.0) -> torch.Tenso
     [B, 3, S, S] in [0, 1]; resolution changes its level, so set AttrOP quality targets on
     images of the size you will score.
     """
-    grey = (images.float() * torch.tensor([0.299, 0.587, 0.114], device=images.device)[None, :, None, None]).sum(1, True)
+    grey = (images.float() * torch.tensor([0.299, 0.587, 0.114], device=images.device)[None, :, None, None]).sum(
+        1, True
+    )
     k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], device=images.device)[None, None]
     lap = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="replicate"), k)
     return scale * lap.pow(2).mean((1, 2, 3))

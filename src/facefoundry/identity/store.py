@@ -37,8 +37,9 @@ class EmbeddingStore:
     """Unit vectors of one encoder (spec, device type, batch size), keyed by image sha256, in one SQLite file."""
 
     def __init__(self, encoder: IdentityEncoder, batch_size: int, root: Path | None = None):
-        spec = json.dumps({**encoder.spec(), "device": encoder.device.type, "batch_size": batch_size},
-                          sort_keys=True, default=str)
+        spec = json.dumps(
+            {**encoder.spec(), "device": encoder.device.type, "batch_size": batch_size}, sort_keys=True, default=str
+        )
         key = hashlib.sha256(spec.encode()).hexdigest()[:20]
         self.path = (root or cache_dir("embeddings")) / f"{encoder.name}-{key}.sqlite"
         self.dim = encoder.dim
@@ -56,9 +57,10 @@ class EmbeddingStore:
         try:
             with self._connect() as con:
                 for s in range(0, len(keys), 500):
-                    part = list(keys[s:s + 500])
-                    rows = con.execute(f"SELECT sha256, vector FROM vectors WHERE sha256 IN ({','.join('?' * len(part))})",
-                                       part).fetchall()
+                    part = list(keys[s : s + 500])
+                    rows = con.execute(
+                        f"SELECT sha256, vector FROM vectors WHERE sha256 IN ({','.join('?' * len(part))})", part
+                    ).fetchall()
                     for sha, blob in rows:
                         vec = np.frombuffer(blob, np.float32)
                         if vec.shape == (self.dim,):
@@ -71,14 +73,22 @@ class EmbeddingStore:
         """Store vectors (silently nothing when the store cannot be written)."""
         try:
             with self._connect() as con:
-                con.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?)",
-                                [(k, np.ascontiguousarray(v, np.float32).tobytes()) for k, v in items.items()])
+                con.executemany(
+                    "INSERT OR REPLACE INTO vectors VALUES (?, ?)",
+                    [(k, np.ascontiguousarray(v, np.float32).tobytes()) for k, v in items.items()],
+                )
         except sqlite3.Error:
             pass
 
 
-def embed_rows(load: Callable[[int], np.ndarray], rows: np.ndarray, encoder: IdentityEncoder, batch_size: int,
-               desc: str, keys: Sequence[str | None] | None = None) -> np.ndarray:
+def embed_rows(
+    load: Callable[[int], np.ndarray],
+    rows: np.ndarray,
+    encoder: IdentityEncoder,
+    batch_size: int,
+    desc: str,
+    keys: Sequence[str | None] | None = None,
+) -> np.ndarray:
     """Unit vectors ``[len(rows), dim]`` of images ``load(i)`` for ``i`` in ``rows``.
 
     ``keys``: each row's image sha256 (or None); rows with a key come from the encoder's
@@ -89,26 +99,30 @@ def embed_rows(load: Callable[[int], np.ndarray], rows: np.ndarray, encoder: Ide
     store = EmbeddingStore(encoder, batch_size) if keys is not None and any(keys) else None
     todo = np.arange(len(rows))
     if store is not None:
+        assert keys is not None  # a store only for rows with keys
         known = store.get([k for k in dict.fromkeys(keys) if k])
-        hit = np.array([bool(k) and k in known for k in keys], bool)
+        hit = np.array([bool(k) and k in known for k in keys], np.bool_)
         for j in np.flatnonzero(hit):
-            out[j] = known[keys[j]]
+            key = keys[int(j)]
+            assert key is not None  # a hit has a key
+            out[j] = known[key]
         todo = np.flatnonzero(~hit)
     chunk = batch_size * max(1, CHUNK // batch_size)
     with track(total=len(todo), desc=desc, unit="img", disable=not desc or not len(todo)) as bar:
         for s in range(0, len(todo), chunk):
-            part = todo[s:s + chunk]
+            part = todo[s : s + chunk]
             images = np.stack([load(int(rows[j])) for j in part])
             if store is not None and len(part) % batch_size:  # full batches only: the same kernels every time
                 pad = batch_size - len(part) % batch_size
                 images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
-            out[part] = encoder.embed(images, batch_size)[:len(part)]
+            out[part] = encoder.embed(images, batch_size)[: len(part)]
             if store is not None:
+                assert keys is not None  # a store only for rows with keys
                 store.put({keys[j]: out[j] for j in part if keys[j]})
             bar.update(len(part))
     return out
 
 
-def source_keys(source, rows: np.ndarray) -> list[str | None]:  # noqa: ANN001 - a FaceSource
+def source_keys(source, rows: np.ndarray) -> list[str | None]:  # a FaceSource
     """The sha256 each row's image file records in its dataset (None where the format records none)."""
     return [source.expected_sha256(int(i)) for i in rows]

@@ -33,8 +33,9 @@ def similarity_fit(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, 
     return A, t
 
 
-def warp_similarity(images: torch.Tensor, A: torch.Tensor, t: torch.Tensor, out_size: int | tuple[int, int],
-                    mode: str = "bilinear") -> torch.Tensor:
+def warp_similarity(
+    images: torch.Tensor, A: torch.Tensor, t: torch.Tensor, out_size: int | tuple[int, int], mode: str = "bilinear"
+) -> torch.Tensor:
     """Differentiable warp: output pixel ``p`` samples the input at ``A⁻¹(p − t)``.
 
     ``images`` is float ``[B,C,H,W]``; ``A`` ``[B,2,2]`` (or ``[2,2]``) and ``t`` ``[B,2]`` map *input*
@@ -49,8 +50,11 @@ def warp_similarity(images: torch.Tensor, A: torch.Tensor, t: torch.Tensor, out_
     t = t.to(images).expand(B, 2)
     Ainv = torch.linalg.inv(A)
     # normalised output coords (align_corners=False) -> output pixels -> input pixels -> normalised input
-    ys, xs = torch.meshgrid(torch.arange(oh, dtype=images.dtype, device=images.device),
-                            torch.arange(ow, dtype=images.dtype, device=images.device), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(oh, dtype=images.dtype, device=images.device),
+        torch.arange(ow, dtype=images.dtype, device=images.device),
+        indexing="ij",
+    )
     out_px = torch.stack([xs, ys], -1).reshape(1, -1, 2)  # [1, oh*ow, 2]
     in_px = torch.einsum("bij,bnj->bni", Ainv, out_px - t[:, None, :])
     scale = torch.tensor([2.0 / W, 2.0 / H], dtype=images.dtype, device=images.device)

@@ -17,10 +17,10 @@ from torch import nn
 from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_bytes, atomic_write_json, load_json_file
 
-_CLASSES: dict[str, type["ConfigModule"]] = {}
+_CLASSES: dict[str, type[ConfigModule]] = {}
 
 
-def register_to_config(init):  # noqa: ANN001, ANN201
+def register_to_config(init):
     """Record the bound constructor arguments of ``init`` as ``self.config``."""
 
     @functools.wraps(init)
@@ -52,7 +52,7 @@ class ConfigModule(nn.Module):
         atomic_write_bytes(folder / self.weights_name, buf.getvalue())
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> "ConfigModule":
+    def from_pretrained(cls, folder: str | Path, map_location: str | torch.device = "cpu") -> ConfigModule:
         folder = Path(folder)
         cfg_path = folder / "config.json"
         if not cfg_path.is_file():
@@ -84,11 +84,13 @@ def load_state_file(path: str | Path, map_location: str | torch.device = "cpu") 
             warnings.simplefilter("ignore")
             state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:  # torch's own text suggests an unsafe reload: never pass it on
-        raise FaceFoundryError(f"{path}: holds objects other than tensors; FaceFoundry loads weights only and "
-                               "refuses it") from None
+        raise FaceFoundryError(
+            f"{path}: holds objects other than tensors; FaceFoundry loads weights only and refuses it"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise FaceFoundryError(f"{path}: not a readable PyTorch weights file, truncated or corrupt "
-                               f"({exc.__class__.__name__})") from None
+        raise FaceFoundryError(
+            f"{path}: not a readable PyTorch weights file, truncated or corrupt ({exc.__class__.__name__})"
+        ) from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -102,10 +104,16 @@ def load_weights(module: nn.Module, path: str | Path, map_location: str | torch.
     own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shaped = [f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}" for k, v in own.items()
-              if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    shaped = [
+        f"{k} {tuple(state[k].shape)}≠{tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
     if missing or unexpected or shaped:
-        parts = [f"{label} {len(keys)} ({', '.join(keys[:3])}{', …' if len(keys) > 3 else ''})"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shaped)) if keys]
+        parts = [
+            f"{label} {len(keys)} ({', '.join(keys[:3])}{', …' if len(keys) > 3 else ''})"
+            for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shaped))
+            if keys
+        ]
         raise FaceFoundryError(f"{path}: weights do not fit {type(module).__name__}: " + "; ".join(parts))
     module.load_state_dict(state)

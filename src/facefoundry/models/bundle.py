@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -34,13 +34,17 @@ class FRModel:
         self.backbone.save_pretrained(folder / "backbone")
         if self.head is not None:
             self.head.save_pretrained(folder / "head")
-        index = {"backbone": "IResNet", "head": "MarginHead" if self.head is not None else None,
-                 "preprocess": self.preprocess.to_dict(), **self.info}
+        index = {
+            "backbone": "IResNet",
+            "head": "MarginHead" if self.head is not None else None,
+            "preprocess": self.preprocess.to_dict(),
+            **self.info,
+        }
         atomic_write_json(folder / INDEX, index)  # written last: its presence marks a complete model
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path, with_head: bool = False, map_location: str = "cpu") -> "FRModel":
+    def load(cls, folder: str | Path, with_head: bool = False, map_location: str | torch.device = "cpu") -> FRModel:
         folder = Path(folder)
         path = folder / INDEX
         if not path.is_file():
@@ -77,8 +81,15 @@ def export_onnx(backbone: IResNet, path: str | Path, input_size: int) -> Path:
     model = RawEmbedding(backbone).eval()
     dummy = torch.zeros(1, 3, input_size, input_size)
     buf = io.BytesIO()
-    torch.onnx.export(model, (dummy,), buf, input_names=["input"], output_names=["embedding"],
-                      dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=17,
-                      dynamo=False)
+    torch.onnx.export(
+        model,
+        (dummy,),
+        cast("str", buf),  # the TorchScript exporter (dynamo=False) writes to a file object too; the stub says path
+        input_names=["input"],
+        output_names=["embedding"],
+        dynamic_axes={"input": {0: "batch"}, "embedding": {0: "batch"}},
+        opset_version=17,
+        dynamo=False,
+    )
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)

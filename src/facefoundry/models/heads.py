@@ -19,8 +19,12 @@ from facefoundry.errors import FaceFoundryError
 from facefoundry.models.base import ConfigModule, register_to_config
 from facefoundry.models.margins import adaface_margin, combined_margin
 
-PRESETS = {"arcface": (1.0, 0.5, 0.0), "cosface": (1.0, 0.0, 0.4), "sphereface": (1.7, 0.0, 0.0),
-           "softmax": (1.0, 0.0, 0.0)}
+PRESETS = {
+    "arcface": (1.0, 0.5, 0.0),
+    "cosface": (1.0, 0.0, 0.4),
+    "sphereface": (1.7, 0.0, 0.0),
+    "softmax": (1.0, 0.0, 0.0),
+}
 
 
 def as_soft(labels: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,15 +39,29 @@ def as_soft(labels: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[
 
 
 class MarginHead(ConfigModule):
+    batch_mean: torch.Tensor  # buffers, registered in __init__
+    batch_std: torch.Tensor
     weights_name = "head.pth"
 
     @register_to_config
-    def __init__(self, num_classes: int, embedding_size: int, kind: str = "arcface", s: float = 64.0,
-                 m1: float | None = None, m2: float | None = None, m3: float | None = None,
-                 m: float = 0.4, h: float = 0.333, t_alpha: float = 0.01):
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_size: int,
+        kind: str = "arcface",
+        s: float = 64.0,
+        m1: float | None = None,
+        m2: float | None = None,
+        m3: float | None = None,
+        m: float = 0.4,
+        h: float = 0.333,
+        t_alpha: float = 0.01,
+    ):
         super().__init__()
         if kind not in (*PRESETS, "combined", "adaface"):
-            raise FaceFoundryError(f"unknown head {kind!r}; choose one of: {', '.join([*PRESETS, 'combined', 'adaface'])}")
+            raise FaceFoundryError(
+                f"unknown head {kind!r}; choose one of: {', '.join([*PRESETS, 'combined', 'adaface'])}"
+            )
         p = PRESETS.get(kind, (1.0, 0.0, 0.0))
         self.margins = (p[0] if m1 is None else m1, p[1] if m2 is None else m2, p[2] if m3 is None else m3)
         self.kind, self.s, self.m, self.h, self.t_alpha = kind, s, m, h, t_alpha
@@ -61,8 +79,9 @@ class MarginHead(ConfigModule):
             self.batch_mean.mul_(1 - a).add_(a * safe.mean())
             self.batch_std.mul_(1 - a).add_(a * safe.std() if safe.numel() > 1 else 0.0)
 
-    def logits(self, emb: torch.Tensor, norms: torch.Tensor, label: torch.Tensor,
-               cos: torch.Tensor | None = None) -> torch.Tensor:
+    def logits(
+        self, emb: torch.Tensor, norms: torch.Tensor, label: torch.Tensor, cos: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Scaled logits with the margin applied to column ``label`` of each row."""
         cos = self.cosines(emb) if cos is None else cos
         target = cos.gather(1, label[:, None]).squeeze(1)
@@ -72,8 +91,9 @@ class MarginHead(ConfigModule):
             adjusted = combined_margin(target, *self.margins)
         return self.s * cos.scatter(1, label[:, None], adjusted[:, None])
 
-    def forward(self, emb: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor,
-                weights: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, emb: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
         labels, weights = as_soft(labels, weights)
         if self.kind == "adaface" and self.training:
             self._update_norm_stats(norms)
@@ -81,7 +101,7 @@ class MarginHead(ConfigModule):
         w = weights.to(cos.dtype)
         z = w[:, :1] * self.logits(emb, norms, labels[:, 0], cos)
         for k in range(1, labels.shape[1]):
-            z = z + w[:, k:k + 1] * self.logits(emb, norms, labels[:, k], cos)
+            z = z + w[:, k : k + 1] * self.logits(emb, norms, labels[:, k], cos)
         loss = emb.new_zeros((), dtype=torch.float32)
         for k in range(labels.shape[1]):
             loss = loss + (w[:, k] * F.cross_entropy(z, labels[:, k], reduction="none")).mean()

@@ -9,13 +9,15 @@ returns ``(unit embedding, norm)`` as AdaFace does, so norm-aware heads plug in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
 from facefoundry.models.base import ConfigModule, register_to_config
 from facefoundry.registry import Registry
 
-BACKBONES: Registry[nn.Module] = Registry("backbone")
+BACKBONES: Registry[IResNet] = Registry("backbone")
 
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -38,8 +40,7 @@ class SEModule(nn.Module):
 class IBasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, cin: int, cout: int, stride: int = 1, downsample: nn.Module | None = None,
-                 se: bool = False):
+    def __init__(self, cin: int, cout: int, stride: int = 1, downsample: nn.Module | None = None, se: bool = False):
         super().__init__()
         self.bn1 = nn.BatchNorm2d(cin, eps=1e-05)
         self.conv1 = conv3x3(cin, cout)
@@ -67,10 +68,21 @@ def _out_side(size: int, stages: int = 4) -> int:
 
 class IResNet(ConfigModule):
     weights_name = "backbone.pth"  # insightface's file name
+    layer1: nn.Sequential  # layer1..4 are set with setattr in __init__
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     @register_to_config
-    def __init__(self, layers: list[int] = (2, 2, 2, 2), width: int = 64, embedding_size: int = 512,
-                 input_size: int = 112, se: bool = False, dropout: float = 0.0):
+    def __init__(
+        self,
+        layers: Sequence[int] = (2, 2, 2, 2),
+        width: int = 64,
+        embedding_size: int = 512,
+        input_size: int = 112,
+        se: bool = False,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         if len(layers) != 4:
             raise ValueError(f"IResNet needs 4 stages, got layers={list(layers)}")
@@ -80,8 +92,15 @@ class IResNet(ConfigModule):
         self.prelu = nn.PReLU(width)
         cin = width
         for i, (n, cout) in enumerate(zip(layers, widths), start=1):
-            blocks = [IBasicBlock(cin, cout, 2, nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False),
-                                                                nn.BatchNorm2d(cout, eps=1e-05)), se)]
+            blocks = [
+                IBasicBlock(
+                    cin,
+                    cout,
+                    2,
+                    nn.Sequential(nn.Conv2d(cin, cout, 1, 2, bias=False), nn.BatchNorm2d(cout, eps=1e-05)),
+                    se,
+                )
+            ]
             blocks += [IBasicBlock(cout, cout, se=se) for _ in range(n - 1)]
             setattr(self, f"layer{i}", nn.Sequential(*blocks))
             cin = cout
@@ -118,10 +137,12 @@ class IResNet(ConfigModule):
 _DEPTHS = {"r18": [2, 2, 2, 2], "r34": [3, 4, 6, 3], "r50": [3, 4, 14, 3], "r100": [3, 13, 30, 3]}
 
 
-def _named(layers: list[int], se: bool):  # noqa: ANN202
-    def build(input_size: int, embedding_size: int = 512, width: int = 64, dropout: float = 0.0,
-              se_: bool = se, **_: object) -> IResNet:
+def _named(layers: list[int], se: bool):
+    def build(
+        input_size: int, embedding_size: int = 512, width: int = 64, dropout: float = 0.0, se_: bool = se, **_: object
+    ) -> IResNet:
         return IResNet(list(layers), width, embedding_size, input_size, se_, dropout)
+
     return build
 
 
@@ -131,16 +152,30 @@ for _name, _layers in _DEPTHS.items():
 
 
 @BACKBONES.register("iresnet")
-def _custom(input_size: int, embedding_size: int = 512, width: int = 64, dropout: float = 0.0,
-            layers: list[int] | None = None, se_: bool = False, **_: object) -> IResNet:
+def _custom(
+    input_size: int,
+    embedding_size: int = 512,
+    width: int = 64,
+    dropout: float = 0.0,
+    layers: list[int] | None = None,
+    se_: bool = False,
+    **_: object,
+) -> IResNet:
     """Free depth/width, e.g. the tiny CPU default ``layers=[1,1,1,1], width=16``."""
     return IResNet(list(layers or [1, 1, 1, 1]), width, embedding_size, input_size, se_, dropout)
 
 
-def build_backbone(name: str, input_size: int, embedding_size: int = 512, width: int = 64,
-                   layers: list[int] | None = None, se: bool = False, dropout: float = 0.0) -> IResNet:
+def build_backbone(
+    name: str,
+    input_size: int,
+    embedding_size: int = 512,
+    width: int = 64,
+    layers: list[int] | None = None,
+    se: bool = False,
+    dropout: float = 0.0,
+) -> IResNet:
     factory = BACKBONES.get(name)
-    kwargs = dict(embedding_size=embedding_size, width=width, dropout=dropout, layers=layers)
+    kwargs = {"embedding_size": embedding_size, "width": width, "dropout": dropout, "layers": layers}
     if se:
         kwargs["se_"] = True
     return factory(input_size, **kwargs)

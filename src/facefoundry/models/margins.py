@@ -29,8 +29,9 @@ def combined_margin(target: torch.Tensor, m1: float, m2: float, m3: float) -> to
     return torch.where(angle <= math.pi, phi, fallback)
 
 
-def adaface_margin(target: torch.Tensor, norms: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                   m: float, h: float) -> torch.Tensor:
+def adaface_margin(
+    target: torch.Tensor, norms: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, m: float, h: float
+) -> torch.Tensor:
     """AdaFace (Kim et al., 2022) on the target column.
 
     The feature norm, standardised by its running batch statistics and scaled by

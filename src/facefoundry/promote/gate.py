@@ -66,8 +66,10 @@ def gate_failures(gate: GateCfg, metrics: dict[str, float], params: dict[str, st
             if intra is None or inter is None:
                 fails.append(f"judge {j}: intra or inter mean not measured (promote.gate.min_judge_gap)")
             elif intra - inter < gate.min_judge_gap:
-                fails.append(f"judge {j} intra − inter = {intra - inter:.3f} < {gate.min_judge_gap:g} "
-                             "(promote.gate.min_judge_gap)")
+                fails.append(
+                    f"judge {j} intra − inter = {intra - inter:.3f} < {gate.min_judge_gap:g} "
+                    "(promote.gate.min_judge_gap)"
+                )
     if gate.max_tau is not None:
         gen = params.get("data.generator", "")
         tau = params.get(f"data.{gen}.tau")
@@ -76,8 +78,10 @@ def gate_failures(gate: GateCfg, metrics: dict[str, float], params: dict[str, st
                 fails.append(f"data.{gen or '<generator>'}.tau not recorded (promote.gate.max_tau)")
         else:
             if params.get(f"data.{gen}.avoid_training") == "False":
-                fails.append(f"data.{gen}.avoid_training is off: identities were not kept away from the "
-                             "training photos (promote.gate.max_tau)")
+                fails.append(
+                    f"data.{gen}.avoid_training is off: identities were not kept away from the "
+                    "training photos (promote.gate.max_tau)"
+                )
             if float(tau) > gate.max_tau:
                 fails.append(f"data.{gen}.tau = {float(tau):g} > {gate.max_tau:g} (promote.gate.max_tau)")
     for bench, limit in gate.min_accuracy.items():

@@ -19,16 +19,21 @@ from facefoundry.promote.recipe import _MISSING, _default_at
 # Real photo collections the project knows, by folder name: (what, licence). A folder of folders
 # (``real_faces_unlabelled``) stands for its parts.
 REAL_SOURCES = {
-    "ffhq256": ("FFHQ (Flickr-Faces-HQ, NVIDIA): 1,100 photos resized to 256 px",
-                "CC BY-NC-SA 4.0 (NVIDIA); each photo also under its own Flickr licence"),
-    "celeba_align_89x109": ("CelebA img_align_celeba 000001–003000: 1,949 photos at 89×109",
-                            "CelebA terms: non-commercial research and education only"),
+    "ffhq256": (
+        "FFHQ (Flickr-Faces-HQ, NVIDIA): 1,100 photos resized to 256 px",
+        "CC BY-NC-SA 4.0 (NVIDIA); each photo also under its own Flickr licence",
+    ),
+    "celeba_align_89x109": (
+        "CelebA img_align_celeba 000001–003000: 1,949 photos at 89×109",
+        "CelebA terms: non-commercial research and education only",
+    ),
 }
 REAL_CONTAINERS = {"real_faces_unlabelled": ("ffhq256", "celeba_align_89x109")}
 SYNTHETIC_FOLDERS = ("realism_target",)  # `facefoundry realism-target`: rendered, no photo
 FUSION = "fusion"  # a fused dataset names no generator of its own: its card and gate read its sources'
-FUSION_DESCRIPTION = ("dataset fusion: identities drawn from several generators' datasets, after a cross-source "
-                      "identity-overlap check")
+FUSION_DESCRIPTION = (
+    "dataset fusion: identities drawn from several generators' datasets, after a cross-source identity-overlap check"
+)
 
 
 def describe_generator(name: str) -> str:
@@ -91,7 +96,7 @@ def _manifest_meta(folder: str | Path) -> dict | None:
         import pyarrow.parquet as pq
 
         return json.loads((pq.read_schema(path).metadata or {}).get(b"facefoundry", b"{}"))
-    except Exception:  # noqa: BLE001 - a damaged manifest: fall back to names
+    except Exception:  # a damaged manifest: fall back to names
         return None
 
 
@@ -129,8 +134,11 @@ def provenance(params: dict[str, str], recipe: dict[str, Any]) -> Provenance:
         trained = recipe.get(desc.train_section or "") or {}
         prov.trained_on = index.get("dataset") or trained.get("dataset")
         prov.trained_on_digest = index.get("dataset_dvc_md5")
-        prov.encoder = (index.get("encoder_name") or trained.get("encoder")
-                        or (_default_at([desc.train_section, "encoder"]) if desc.train_section else None))
+        prov.encoder = (
+            index.get("encoder_name")
+            or trained.get("encoder")
+            or (_default_at([desc.train_section, "encoder"]) if desc.train_section else None)
+        )
         if prov.encoder is _MISSING:
             prov.encoder = None
     if desc.provenance:
@@ -155,8 +163,11 @@ def _fused_provenance(params: dict[str, str]) -> Provenance:
     from facefoundry.tracking import recipe_params
 
     prov = Provenance(FUSION)
-    paths = {k.split(".")[3]: v for k, v in sorted(params.items())
-             if k.startswith("data.fusion.sources.") and k.endswith(".path") and k.count(".") == 4}
+    paths = {
+        k.split(".")[3]: v
+        for k, v in sorted(params.items())
+        if k.startswith("data.fusion.sources.") and k.endswith(".path") and k.count(".") == 4
+    }
     parts: list[Provenance] = []
     for name, path in paths.items():
         meta = _manifest_meta(path)
@@ -167,8 +178,11 @@ def _fused_provenance(params: dict[str, str]) -> Provenance:
         part = provenance({k: str(v) for k, v in recipe_params(meta).items()}, {})
         parts.append(part)
         learned = f"learned from `{part.trained_on}`" if part.trained_on else "learned from no photo"
-        prov.notes.append(f"Source `{name}` (`{path}`): {part.generator}, {learned}"
-                          + (f" (encoder {part.encoder})" if part.encoder else "") + ".")
+        prov.notes.append(
+            f"Source `{name}` (`{path}`): {part.generator}, {learned}"
+            + (f" (encoder {part.encoder})" if part.encoder else "")
+            + "."
+        )
     if parts:
         prov.sources = list({s.name: s for p in parts for s in p.sources}.values())
         prov.synthetic_inputs = not prov.sources and all(p.synthetic_inputs for p in parts)

@@ -79,13 +79,14 @@ def generate_from_data(params: dict[str, str]) -> dict[str, Any]:
         pass
     if params.get("train.dataset"):
         section["out"] = params["train.dataset"]
-    flat = {f"generate.{k[len('data.'):]}": v for k, v in params.items() if k.startswith(f"data.{gen}.")}
+    flat = {f"generate.{k[len('data.') :]}": v for k, v in params.items() if k.startswith(f"data.{gen}.")}
     sub = nest_params(flat).get("generate", {})
     return {**section, **sub}
 
 
-def build_recipe(sections: dict[str, dict[str, str]], params: dict[str, str],
-                 base_params: dict | None = None) -> dict[str, Any]:
+def build_recipe(
+    sections: dict[str, dict[str, str]], params: dict[str, str], base_params: dict | None = None
+) -> dict[str, Any]:
     """The winning recipe as a partial params file: one nested section per section a stage run logged.
 
     ``sections``: section → the flat params the stage run that owns it logged (``base`` and
@@ -135,7 +136,7 @@ def logged_form(cfg: Config, section: str) -> dict[str, str]:
 
 def data_params_from_generate(gen: dict[str, Any]) -> dict[str, str]:
     """``data.*`` params as the manifest would have recorded them, from a ``generate`` section."""
-    name = gen.get("generator")
+    name: Any = gen.get("generator")  # any YAML value (None when unset); str(name) below
     sub = gen.get(name) if isinstance(gen.get(name), dict) else {}
     flat = flatten({name: sub}, "data.") if sub else {}
     out = {k: str(json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in flat.items()}
@@ -158,8 +159,9 @@ def _ranges_as_pairs(node: Any) -> Any:
 
 
 def recipe_yaml(recipe: dict[str, Any], header: str) -> str:
-    body = yaml.dump(_ranges_as_pairs(recipe), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
-                     allow_unicode=True)
+    body = yaml.dump(
+        _ranges_as_pairs(recipe), Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
+    )
     return header + "\n" + body
 
 

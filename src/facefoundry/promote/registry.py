@@ -15,16 +15,22 @@ from facefoundry.promote.provenance import FUSION
 CHAMPION, PREVIOUS = "champion", "previous"
 
 
-def _search(client, experiment_ids: list[str], filter_string: str, n: int = 1) -> list:  # noqa: ANN001
-    return list(client.search_runs(experiment_ids, filter_string + " and attributes.status = 'FINISHED'",
-                                   max_results=n, order_by=["attributes.start_time DESC"]))
+def _search(client, experiment_ids: list[str], filter_string: str, n: int = 1) -> list:
+    return list(
+        client.search_runs(
+            experiment_ids,
+            filter_string + " and attributes.status = 'FINISHED'",
+            max_results=n,
+            order_by=["attributes.start_time DESC"],
+        )
+    )
 
 
 def _q(value: str) -> str:
     return value.replace("'", "\\'")
 
 
-def related_sections(client, run, params: dict[str, str]) -> dict[str, dict[str, str]]:  # noqa: ANN001
+def related_sections(client, run, params: dict[str, str]) -> dict[str, dict[str, str]]:
     """Flat params per config section, each from the stage run that owns the section: ``base`` and
     ``train`` from the training run, ``evaluate`` from its evaluation, ``generate`` / ``realism`` from
     the run that wrote the dataset (same DVC hash), ``identity`` from its validation, a learned
@@ -34,14 +40,18 @@ def related_sections(client, run, params: dict[str, str]) -> dict[str, dict[str,
     own = dict(run.data.params)
     out = {"base": own, "train": own}
     digest = run.data.tags.get("dataset.dvc_md5")
-    ev = _search(client, exp, "tags.`facefoundry.stage` = 'evaluate' and "
-                 f"tags.`facefoundry.train_run_id` = '{_q(run.info.run_id)}'")
+    ev = _search(
+        client,
+        exp,
+        f"tags.`facefoundry.stage` = 'evaluate' and tags.`facefoundry.train_run_id` = '{_q(run.info.run_id)}'",
+    )
     if ev:
         out["evaluate"] = dict(ev[0].data.params)
     if digest:
         for stage, section in (("generate", "generate"), ("realism", "realism"), ("validate", "identity")):
-            found = _search(client, exp, f"tags.`facefoundry.stage` = '{stage}' and "
-                            f"tags.`dataset.dvc_md5` = '{_q(digest)}'")
+            found = _search(
+                client, exp, f"tags.`facefoundry.stage` = '{stage}' and tags.`dataset.dvc_md5` = '{_q(digest)}'"
+            )
             if found:
                 out[section] = dict(found[0].data.params)
     gen = params.get("data.generator", "")
@@ -54,28 +64,35 @@ def related_sections(client, run, params: dict[str, str]) -> dict[str, dict[str,
     if desc is not None and desc.learned and desc.model_setting:
         model = params.get(f"data.{gen}.model") or out.get("generate", {}).get(desc.model_setting)
         if model:  # the generator's training run: its stage `train-<name>` wrote `<section>.out/model`
-            found = _search(client, exp, f"tags.`facefoundry.stage` = 'train-{_q(gen)}' and "
-                            f"params.`{desc.train_section}.out` = '{_q(str(Path(model).parent))}'")
-            if found:
-                out[desc.train_section] = dict(found[0].data.params)
+            found = _search(
+                client,
+                exp,
+                f"tags.`facefoundry.stage` = 'train-{_q(gen)}' and "
+                f"params.`{desc.train_section}.out` = '{_q(str(Path(model).parent))}'",
+            )
+            if found:  # a descriptor with train and model_setting names its train_section too
+                out[desc.train_section] = dict(found[0].data.params)  # type: ignore[index]
     for key, path in out.get("evaluate", {}).items():
         if key.startswith("evaluate.benchmarks."):
-            found = _search(client, exp, f"tags.`facefoundry.stage` = 'benchmark' and params.`benchmark.out` = '{_q(path)}'")
+            found = _search(
+                client, exp, f"tags.`facefoundry.stage` = 'benchmark' and params.`benchmark.out` = '{_q(path)}'"
+            )
             if found:
                 out["benchmark"] = dict(found[0].data.params)
                 break
     return out
 
 
-def find_version(client, name: str, run_id: str):  # noqa: ANN001, ANN201
+def find_version(client, name: str, run_id: str):
     """The newest registry version of ``name`` made from ``run_id`` (None when there is none)."""
     from mlflow.exceptions import MlflowException
 
     try:
         found = list(client.search_model_versions(f"name = '{_q(name)}' and run_id = '{_q(run_id)}'"))
         if not found:  # versions registered from a logged model may lack run_id: the tag log_torch_model sets
-            found = [v for v in client.search_model_versions(f"name = '{_q(name)}'")
-                     if v.tags.get("train_run_id") == run_id]
+            found = [
+                v for v in client.search_model_versions(f"name = '{_q(name)}'") if v.tags.get("train_run_id") == run_id
+            ]
     except MlflowException:
         return None
     if not found:
@@ -84,21 +101,24 @@ def find_version(client, name: str, run_id: str):  # noqa: ANN001, ANN201
     return client.get_model_version(name, str(best.version))  # with its aliases
 
 
-def register_run_model(client, name: str, run, tags: dict[str, str]):  # noqa: ANN001, ANN201
+def register_run_model(client, name: str, run, tags: dict[str, str]):
     """Register the run's logged FR model (``model``) as a new version of ``name``."""
     import mlflow
 
-    models = list(client.search_logged_models([run.info.experiment_id],
-                                              filter_string=f"source_run_id = '{_q(run.info.run_id)}'"))
+    models = list(
+        client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{_q(run.info.run_id)}'")
+    )
     if not models:
-        raise FaceFoundryError(f"run {run.info.run_id} has no logged model to register as {name} (was it trained "
-                               "with train.registered_model: null and no model logged?)")
+        raise FaceFoundryError(
+            f"run {run.info.run_id} has no logged model to register as {name} (was it trained "
+            "with train.registered_model: null and no model logged?)"
+        )
     pick = next((m for m in models if m.name == "model"), models[0])
     mv = mlflow.register_model(f"models:/{pick.model_id}", name, tags=tags)
     return client.get_model_version(name, str(mv.version))
 
 
-def current_champion(client, name: str) -> str | None:  # noqa: ANN001
+def current_champion(client, name: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -107,7 +127,7 @@ def current_champion(client, name: str) -> str | None:  # noqa: ANN001
         return None
 
 
-def move_champion(client, name: str, version: str) -> str | None:  # noqa: ANN001
+def move_champion(client, name: str, version: str) -> str | None:
     """``champion`` → ``version``; the old champion (if another version) becomes ``previous``."""
     old = current_champion(client, name)
     if old is not None and old != str(version):
@@ -116,7 +136,7 @@ def move_champion(client, name: str, version: str) -> str | None:  # noqa: ANN00
     return old
 
 
-def _model_id(mv) -> str | None:  # noqa: ANN001
+def _model_id(mv) -> str | None:
     if getattr(mv, "model_id", None):
         return mv.model_id
     src = mv.source or ""

@@ -30,9 +30,14 @@ from facefoundry.promote.recipe import (
 from facefoundry.promote.registry import _model_id, find_version, move_champion, register_run_model, related_sections
 
 
-def run_promote(cfg: Config, metric: str | None = None, experiments: list[str] | None = None,
-                gate: bool | None = None, include_adhoc: bool | None = None,
-                params_file: str | Path = "params.yaml") -> dict[str, Any]:
+def run_promote(
+    cfg: Config,
+    metric: str | None = None,
+    experiments: list[str] | None = None,
+    gate: bool | None = None,
+    include_adhoc: bool | None = None,
+    params_file: str | Path = "params.yaml",
+) -> dict[str, Any]:
     """Promote the best run (see the package docstring); returns what was done."""
     from facefoundry.config import load_config
     from facefoundry.io import atomic_write_text, ensure_writable
@@ -44,8 +49,9 @@ def run_promote(cfg: Config, metric: str | None = None, experiments: list[str] |
     pc = cfg.promote
     name = pc.registered_model or cfg.train.registered_model
     if not name:
-        raise FaceFoundryError("promote needs a registered model name: set promote.registered_model "
-                               "(or train.registered_model)")
+        raise FaceFoundryError(
+            "promote needs a registered model name: set promote.registered_model (or train.registered_model)"
+        )
     try:
         metric = parse_metric(metric or pc.metric)
     except ValueError as exc:
@@ -65,12 +71,15 @@ def run_promote(cfg: Config, metric: str | None = None, experiments: list[str] |
     recipe_name = row.recipe
     if gate if gate is not None else pc.gate.enabled:
         if not gate_thresholds(pc.gate):
-            raise FaceFoundryError("the quality gate is on but sets no threshold (promote.gate: min_identities, "
-                                   "min_images, max_duplicate_images, min_judge_gap, max_tau, min_accuracy)")
+            raise FaceFoundryError(
+                "the quality gate is on but sets no threshold (promote.gate: min_identities, "
+                "min_images, max_duplicate_images, min_judge_gap, max_tau, min_accuracy)"
+            )
         fails = gate_failures(pc.gate, metrics, params)
         if fails:
-            raise FaceFoundryError(f"promotion refused: {recipe_name} (run {run_id[:8]}) fails the quality gate: "
-                                   + "; ".join(fails))
+            raise FaceFoundryError(
+                f"promotion refused: {recipe_name} (run {run_id[:8]}) fails the quality gate: " + "; ".join(fails)
+            )
     ensure_writable(Path(pc.out).parent)
     ensure_writable(Path(pc.card).parent)
     mlflow = _mlflow()
@@ -86,10 +95,11 @@ def run_promote(cfg: Config, metric: str | None = None, experiments: list[str] |
     try:  # the file must load as a config on top of params.yaml
         check = load_config(params_path, required=False)
         merged = Config.model_validate(_deep_merge(check.model_dump(mode="json"), recipe))
-    except Exception as exc:  # noqa: BLE001 - a recipe the schema no longer accepts
+    except Exception as exc:  # a recipe the schema no longer accepts
         raise FaceFoundryError(f"the recipe of run {run_id} does not load as a config: {exc}") from None
-    differs = sorted({k for s in sections if s in recipe for k, v in logged_form(merged, s).items()
-                      if sections[s].get(k, v) != v})  # a key newer than the run takes params.yaml's value
+    differs = sorted(
+        {k for s in sections if s in recipe for k, v in logged_form(merged, s).items() if sections[s].get(k, v) != v}
+    )  # a key newer than the run takes params.yaml's value
     overrides = dvc_overrides(recipe, params_raw, check.model_dump(mode="json")) if params_path.is_file() else None
     digest = record["tags"].get("dataset.dvc_md5", "unknown")
     dataset = record["tags"].get("dataset.path") or params.get("train.dataset", "unknown")
@@ -101,21 +111,47 @@ def run_promote(cfg: Config, metric: str | None = None, experiments: list[str] |
         log(f"registered run {run_id}'s model as {name} v{mv.version}")
     when = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     prov = provenance(params, recipe)
-    facts = CardFacts(recipe_name, run_id, record.get("experiment", ""), dataset, digest, params, metrics,
-                      board.basis, metric, value, f"{name} v{mv.version}", when, pc.out, prov, judges,
-                      reproduce_commands(pc.out, recipe, overrides, prov))
+    facts = CardFacts(
+        recipe_name,
+        run_id,
+        record.get("experiment", ""),
+        dataset,
+        digest,
+        params,
+        metrics,
+        board.basis,
+        metric,
+        value,
+        f"{name} v{mv.version}",
+        when,
+        pc.out,
+        prov,
+        judges,
+        reproduce_commands(pc.out, recipe, overrides, prov),
+    )
     card = dataset_card(facts)
     text = recipe_yaml(recipe, recipe_header(facts, pc.card))
     atomic_write_text(pc.out, text)
     atomic_write_text(pc.card, card)
     # the registry last: files written, nothing half-promoted
     old = move_champion(client, name, str(mv.version))
-    for k, v in {**tags, "promoted.metric": metric, "promoted.value": f"{value:.6g}", "promoted.at": when,
-                 "promoted.experiment": record.get("experiment", ""), "promoted.recipe_file": pc.out}.items():
+    for k, v in {
+        **tags,
+        "promoted.metric": metric,
+        "promoted.value": f"{value:.6g}",
+        "promoted.at": when,
+        "promoted.experiment": record.get("experiment", ""),
+        "promoted.recipe_file": pc.out,
+    }.items():
         client.set_model_version_tag(name, str(mv.version), k, v)
-    client.update_model_version(name, str(mv.version), description=(
-        f"Champion since {when}: recipe {recipe_name}, {metric} = {value:.4g}. Recipe and dataset card: "
-        f"artifacts promotion/{Path(pc.out).name}, promotion/{Path(pc.card).name} of run {run_id}."))
+    client.update_model_version(
+        name,
+        str(mv.version),
+        description=(
+            f"Champion since {when}: recipe {recipe_name}, {metric} = {value:.4g}. Recipe and dataset card: "
+            f"artifacts promotion/{Path(pc.out).name}, promotion/{Path(pc.card).name} of run {run_id}."
+        ),
+    )
     client.set_tag(run_id, "facefoundry.promoted", f"{name} v{mv.version} champion {when}")
     for path in (pc.out, pc.card):
         client.log_artifact(run_id, path, "promotion")
@@ -123,13 +159,23 @@ def run_promote(cfg: Config, metric: str | None = None, experiments: list[str] |
         if model_id:
             try:
                 client.log_model_artifact(model_id, path, "promotion")
-            except Exception as exc:  # noqa: BLE001 - the run keeps them in any case
+            except Exception as exc:  # the run keeps them in any case
                 log(f"note: {path} not attached to logged model {model_id}: {exc.__class__.__name__}")
     if differs:
         log(f"note: {', '.join(differs)} do not round-trip exactly through {pc.out} on {params_path}")
     prev = f"; previous = v{old}" if old is not None and old != str(mv.version) else ""
-    log(f"{name} v{mv.version} is champion: {recipe_name} (run {run_id}), {metric} = {value:.4g}{prev}; "
-        f"recipe → {pc.out}, card → {pc.card}")
-    return {"name": name, "version": str(mv.version), "previous": old if old != str(mv.version) else None,
-            "run_id": run_id, "recipe": recipe_name, "metric": metric, "value": value, "recipe_file": pc.out,
-            "card_file": pc.card}
+    log(
+        f"{name} v{mv.version} is champion: {recipe_name} (run {run_id}), {metric} = {value:.4g}{prev}; "
+        f"recipe → {pc.out}, card → {pc.card}"
+    )
+    return {
+        "name": name,
+        "version": str(mv.version),
+        "previous": old if old != str(mv.version) else None,
+        "run_id": run_id,
+        "recipe": recipe_name,
+        "metric": metric,
+        "value": value,
+        "recipe_file": pc.out,
+        "card_file": pc.card,
+    }

@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -37,6 +37,9 @@ from facefoundry.config import GatesCfg
 from facefoundry.data.manifest import Manifest
 from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json, ensure_writable
+
+if TYPE_CHECKING:
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
 FRAME_COLUMNS = ("path", "label", "identity", "source", "width", "height", "sha256")
 GX_DIR = "gx"
@@ -74,8 +77,13 @@ class GateResult:
 
     def to_json(self) -> dict:
         """What a person reads (``gates.json``): no run ids, ids or times, so the same data gives the same bytes."""
-        return {"enabled": self.enabled, "success": self.success, "statistics": self.statistics,
-                "failures": self.failures, "expectations": self.expectations}
+        return {
+            "enabled": self.enabled,
+            "success": self.success,
+            "statistics": self.statistics,
+            "failures": self.failures,
+            "expectations": self.expectations,
+        }
 
     def summary(self) -> str:
         """One line for logs and error messages."""
@@ -109,18 +117,21 @@ def metrics_frame(metrics: dict[str, Any]) -> pd.DataFrame:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) or (hasattr(v, "dtype") and getattr(v, "ndim", 1) == 0 and
-                                           getattr(v.dtype, "kind", "") in "biuf")
+    return isinstance(v, (int, float)) or (
+        hasattr(v, "dtype") and getattr(v, "ndim", 1) == 0 and getattr(v.dtype, "kind", "") in "biuf"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- suites
 
 
-def _between(column: str, gate: str | None, lo: float | None = None,
-             hi: float | None = None) -> gx.expectations.Expectation:
+def _between(
+    column: str, gate: str | None, lo: float | None = None, hi: float | None = None
+) -> gx.expectations.Expectation:
     """``column`` values within [lo, hi]; ``gate`` (the setting behind it) is named in failure lines."""
-    return gx.expectations.ExpectColumnValuesToBeBetween(column=column, min_value=lo, max_value=hi,
-                                                         meta={"gate": gate} if gate else None)
+    return gx.expectations.ExpectColumnValuesToBeBetween(
+        column=column, min_value=lo, max_value=hi, meta={"gate": gate} if gate else None
+    )
 
 
 def manifest_suite(gates: GatesCfg, image_size: int, soft_labels: bool = False) -> gx.ExpectationSuite:
@@ -129,16 +140,21 @@ def manifest_suite(gates: GatesCfg, image_size: int, soft_labels: bool = False) 
     exps: list[gx.expectations.Expectation] = [gx.expectations.ExpectTableRowCountToBeBetween(min_value=1)]
     exps += [gx.expectations.ExpectColumnValuesToNotBeNull(column=c) for c in ("path", "label", "identity", "sha256")]
     if gates.max_duplicate_images == 0:
-        exps.append(gx.expectations.ExpectColumnValuesToBeUnique(
-            column="sha256", meta={"gate": "quality.gates.max_duplicate_images = 0"}))
+        exps.append(
+            gx.expectations.ExpectColumnValuesToBeUnique(
+                column="sha256", meta={"gate": "quality.gates.max_duplicate_images = 0"}
+            )
+        )
     exps.append(_between("label", None, lo=0))
     exps.append(_between("identity_images", "quality.gates.min_images_per_identity", lo=gates.min_images_per_identity))
     if gates.image_size:
         gate = f"quality.gates.image_size: base.image_size = {image_size}"
         exps += [_between(c, gate, lo=image_size, hi=image_size) for c in ("width", "height")]
     if soft_labels:
-        exps += [_between("mix_label", "soft labels: partner -1 or a label", lo=-1),
-                 _between("mix_weight", "soft labels: weight within [0, 1]", lo=0, hi=1)]
+        exps += [
+            _between("mix_label", "soft labels: partner -1 or a label", lo=-1),
+            _between("mix_weight", "soft labels: weight within [0, 1]", lo=0, hi=1),
+        ]
     return gx.ExpectationSuite(name="manifest", expectations=exps)
 
 
@@ -157,8 +173,11 @@ def metrics_suite(gates: GatesCfg, measured: Collection[str] | None = None) -> g
 
     ``measured``: only the metrics present (the rest fail before GX, see ``unmeasured``); None = all.
     """
-    exps = [_between(metric, f"quality.gates.{fld}", lo, hi) for metric, fld, lo, hi in metric_thresholds(gates)
-            if measured is None or metric in measured]
+    exps = [
+        _between(metric, f"quality.gates.{fld}", lo, hi)
+        for metric, fld, lo, hi in metric_thresholds(gates)
+        if measured is None or metric in measured
+    ]
     return gx.ExpectationSuite(name="metrics", expectations=exps)
 
 
@@ -192,15 +211,19 @@ def _fresh_context(out_dir: Path) -> Any:
 
 def _result_format(frame: pd.DataFrame) -> dict:
     """SUMMARY (counts + the first unexpected values/rows); rows are named by ``path`` where the frame has it."""
-    fmt: dict[str, Any] = {"result_format": "SUMMARY", "partial_unexpected_count": 20,
-                           "return_unexpected_index_query": False}
+    fmt: dict[str, Any] = {
+        "result_format": "SUMMARY",
+        "partial_unexpected_count": 20,
+        "return_unexpected_index_query": False,
+    }
     if "path" in frame.columns:
         fmt["unexpected_index_column_names"] = ["path"]
     return fmt
 
 
-def _validate(context: Any, suite: gx.ExpectationSuite, frame: pd.DataFrame,
-              data_docs: bool) -> tuple[gx.ExpectationSuite, ExpectationSuiteValidationResult]:
+def _validate(
+    context: Any, suite: gx.ExpectationSuite, frame: pd.DataFrame, data_docs: bool
+) -> tuple[gx.ExpectationSuite, ExpectationSuiteValidationResult]:
     """Run one suite on one DataFrame: through a Checkpoint that updates Data Docs, or its ValidationDefinition.
 
     One Checkpoint per suite: a Checkpoint passes the same batch parameters (the DataFrame) to all its
@@ -215,9 +238,14 @@ def _validate(context: Any, suite: gx.ExpectationSuite, frame: pd.DataFrame,
     params = {"dataframe": frame}
     if not data_docs:
         return suite, vd.run(batch_parameters=params, result_format=_result_format(frame))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=f"{name}_gates", validation_definitions=[vd], result_format=_result_format(frame),
-        actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])]))
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{name}_gates",
+            validation_definitions=[vd],
+            result_format=_result_format(frame),
+            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[DATA_DOCS_SITE])],
+        )
+    )
     run = checkpoint.run(batch_parameters=params)
     return suite, next(iter(run.run_results.values()))
 
@@ -231,8 +259,14 @@ def _docs_dir(context: Any) -> Path | None:
     return path if (path / "index.html").is_file() else None
 
 
-def run_gates(frame: pd.DataFrame, metrics: dict[str, float], gates: GatesCfg, image_size: int,
-              out_dir: str | Path, data_docs: bool = True) -> GateResult:
+def run_gates(
+    frame: pd.DataFrame,
+    metrics: dict[str, float],
+    gates: GatesCfg,
+    image_size: int,
+    out_dir: str | Path,
+    data_docs: bool = True,
+) -> GateResult:
     """Validate ``frame`` (``manifest_frame``) and ``metrics`` against ``gates``; write the results under ``out_dir``.
 
     ``out_dir/gx`` (the GX project, with the Data Docs site when ``data_docs``) is recreated on each call;
@@ -246,17 +280,32 @@ def run_gates(frame: pd.DataFrame, metrics: dict[str, float], gates: GatesCfg, i
     measured, not_measured = unmeasured(metrics, gates)
     context = _fresh_context(out_dir)
     context.data_sources.add_pandas(DATASOURCE)
-    runs = {"manifest": _validate(context, manifest_suite(gates, image_size, "mix_weight" in frame.columns), frame,
-                                      data_docs),
-            "metrics": _validate(context, metrics_suite(gates, measured), metrics_frame(metrics), data_docs)}
+    runs = {
+        "manifest": _validate(
+            context, manifest_suite(gates, image_size, "mix_weight" in frame.columns), frame, data_docs
+        ),
+        "metrics": _validate(context, metrics_suite(gates, measured), metrics_frame(metrics), data_docs),
+    }
     failures = not_measured + [line for name, (suite, r) in runs.items() for line in failure_lines(name, r, suite)]
     stats = _statistics([r for _, r in runs.values()], len(not_measured))
-    result = GateResult(success=not failures, failures=failures, statistics=stats, result_json=result_json,
-                        docs_dir=_docs_dir(context) if data_docs else None,
-                        expectations=[e for name, (suite, r) in runs.items() for e in expectation_records(name, r, suite)])
-    atomic_write_json(result_json, {"success": result.success, "statistics": stats, "failures": failures,
-                                    "not_measured": not_measured,
-                                    "suites": {name: r.to_json_dict() for name, (_, r) in runs.items()}})
+    result = GateResult(
+        success=not failures,
+        failures=failures,
+        statistics=stats,
+        result_json=result_json,
+        docs_dir=_docs_dir(context) if data_docs else None,
+        expectations=[e for name, (suite, r) in runs.items() for e in expectation_records(name, r, suite)],
+    )
+    atomic_write_json(
+        result_json,
+        {
+            "success": result.success,
+            "statistics": stats,
+            "failures": failures,
+            "not_measured": not_measured,
+            "suites": {name: r.to_json_dict() for name, (_, r) in runs.items()},
+        },
+    )
     return result
 
 
@@ -272,10 +321,12 @@ def _disabled(out_dir: Path, result_json: Path) -> GateResult:
     """Gates off: success with no expectations; nothing of GX runs, and no earlier GX folder is left to mislead."""
     shutil.rmtree(out_dir / GX_DIR, ignore_errors=True)
     stats = dict.fromkeys(_STAT_KEYS, 0)
-    atomic_write_json(result_json, {"enabled": False, "success": True, "statistics": stats, "failures": [],
-                                    "suites": {}})
-    return GateResult(success=True, failures=[], statistics=stats, result_json=result_json, docs_dir=None,
-                      enabled=False)
+    atomic_write_json(
+        result_json, {"enabled": False, "success": True, "statistics": stats, "failures": [], "suites": {}}
+    )
+    return GateResult(
+        success=True, failures=[], statistics=stats, result_json=result_json, docs_dir=None, enabled=False
+    )
 
 
 def _statistics(results: Iterable[ExpectationSuiteValidationResult], not_measured: int) -> dict:
@@ -291,8 +342,9 @@ def _statistics(results: Iterable[ExpectationSuiteValidationResult], not_measure
 # ---------------------------------------------------------------------------------------------- failure lines
 
 
-def failure_lines(suite: str, result: ExpectationSuiteValidationResult,
-                  order: gx.ExpectationSuite | None = None) -> list[str]:
+def failure_lines(
+    suite: str, result: ExpectationSuiteValidationResult, order: gx.ExpectationSuite | None = None
+) -> list[str]:
     """One human-readable line per failed expectation of one suite's result.
 
     In the order of the expectations of ``order`` (the suite that ran) when given: GX lists the results of
@@ -301,26 +353,40 @@ def failure_lines(suite: str, result: ExpectationSuiteValidationResult,
     failed = [r for r in result.results if not r.success]
     if order is not None:
         rank = {e.id: i for i, e in enumerate(order.expectations)}
-        failed.sort(key=lambda r: rank.get(r.expectation_config.id, len(rank)))
+        failed.sort(key=lambda r: rank.get(_config(r).id, len(rank)))
     return [f"{suite}: {_describe(suite, r)}" for r in failed]
 
 
-def expectation_records(suite: str, result: ExpectationSuiteValidationResult,
-                        order: gx.ExpectationSuite) -> list[dict]:
+def expectation_records(suite: str, result: ExpectationSuiteValidationResult, order: gx.ExpectationSuite) -> list[dict]:
     """Every expectation of one suite's result, in the suite's order: what it checked, with which bounds,
     and whether it held (the failure line when not). Deterministic: no GX ids, run names or times."""
     rank = {e.id: i for i, e in enumerate(order.expectations)}
     out = []
-    for r in sorted(result.results, key=lambda r: rank.get(r.expectation_config.id, len(rank))):
-        cfg = r.expectation_config
+    for r in sorted(result.results, key=lambda r: rank.get(_config(r).id, len(rank))):
+        cfg = _config(r)
         kw = {k: v for k, v in dict(cfg.kwargs).items() if k not in ("batch_id", "result_format")}
-        out.append({"suite": suite, "expectation": cfg.type, "kwargs": kw, "gate": (cfg.meta or {}).get("gate"),
-                    "success": bool(r.success), "failure": None if r.success else f"{suite}: {_describe(suite, r)}"})
+        out.append(
+            {
+                "suite": suite,
+                "expectation": cfg.type,
+                "kwargs": kw,
+                "gate": (cfg.meta or {}).get("gate"),
+                "success": bool(r.success),
+                "failure": None if r.success else f"{suite}: {_describe(suite, r)}",
+            }
+        )
     return out
 
 
-def _describe(suite: str, r: ExpectationValidationResult) -> str:
+def _config(r: ExpectationValidationResult) -> ExpectationConfiguration:
+    """The expectation a result is for: GX sets it on every result of a suite's validation."""
     cfg = r.expectation_config
+    assert cfg is not None, "a suite's validation result names its expectation"
+    return cfg
+
+
+def _describe(suite: str, r: ExpectationValidationResult) -> str:
+    cfg = _config(r)
     kw, res = dict(cfg.kwargs), dict(r.result or {})
     gate = (cfg.meta or {}).get("gate")
     tail = f" ({gate})" if gate else ""
@@ -333,10 +399,12 @@ def _describe(suite: str, r: ExpectationValidationResult) -> str:
     if suite == "metrics" and cfg.type == "expect_column_values_to_be_between":
         observed = (res.get("partial_unexpected_list") or [None])[0]
         return f"{col} = {_fmt(observed)}, expected {_bound(kw)}{tail}"
-    what = {"expect_column_values_to_be_unique": f"{col} values are not unique",
-            "expect_column_values_to_not_be_null": f"{col} has missing values",
-            "expect_column_values_to_be_between": f"{col} values must be {_bound(kw)}"}
-    what = what.get(cfg.type, f"{cfg.type}({kw})")
+    plain = {
+        "expect_column_values_to_be_unique": f"{col} values are not unique",
+        "expect_column_values_to_not_be_null": f"{col} has missing values",
+        "expect_column_values_to_be_between": f"{col} values must be {_bound(kw)}",
+    }
+    what = plain.get(cfg.type, f"{cfg.type}({kw})")
     return f"{what}: {_row_facts(res)}{tail}"
 
 

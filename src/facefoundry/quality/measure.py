@@ -15,6 +15,7 @@ people, or CelebA people in both). Hence the threshold 0.75: about 1 % false ala
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -60,12 +61,24 @@ class QualityReport:
 
     def save(self, path: Path) -> None:
         buf = io.BytesIO()
-        np.savez(buf, intra=self.intra, inter=self.inter, centres=self.centres, centre_labels=self.centre_labels,
-                 counts=self.counts)
+        np.savez(
+            buf,
+            intra=self.intra,
+            inter=self.inter,
+            centres=self.centres,
+            centre_labels=self.centre_labels,
+            counts=self.counts,
+        )
         atomic_write_bytes(path.with_suffix(".npz"), buf.getvalue())
-        atomic_write_json(path.with_suffix(".json"), {"format": FORMAT, "metrics": self.metrics,
-                                                      "centre_sources": self.centre_sources,
-                                                      "problems": self.problems})
+        atomic_write_json(
+            path.with_suffix(".json"),
+            {
+                "format": FORMAT,
+                "metrics": self.metrics,
+                "centre_sources": self.centre_sources,
+                "problems": self.problems,
+            },
+        )
 
     @classmethod
     def load(cls, path: Path) -> QualityReport | None:
@@ -74,8 +87,12 @@ class QualityReport:
             return None
         try:
             arr = np.load(path.with_suffix(".npz"))
-            return cls(metrics=meta["metrics"], centre_sources=meta["centre_sources"], problems=meta["problems"],
-                       **{k: arr[k] for k in ("intra", "inter", "centres", "centre_labels", "counts")})
+            return cls(
+                metrics=meta["metrics"],
+                centre_sources=meta["centre_sources"],
+                problems=meta["problems"],
+                **{k: arr[k] for k in ("intra", "inter", "centres", "centre_labels", "counts")},
+            )
         except (OSError, ValueError, KeyError):
             return None
 
@@ -114,8 +131,15 @@ class EmbeddingMemo:
         return np.stack([done[int(i)] for i in idx]) if len(idx) else np.zeros((0, encoder.dim), np.float32)
 
 
-def judge_vectors(source: FaceSource, encoder: IdentityEncoder, per_identity: int, batch_size: int, seed: int,
-                  digest: str | None = None, memo: EmbeddingMemo | None = None) -> Vectors:
+def judge_vectors(
+    source: FaceSource,
+    encoder: IdentityEncoder,
+    per_identity: int,
+    batch_size: int,
+    seed: int,
+    digest: str | None = None,
+    memo: EmbeddingMemo | None = None,
+) -> Vectors:
     """Unit judge vectors of up to ``per_identity`` images of every identity; cached when ``digest`` is given,
     and taken from (or added to) ``memo`` when one is given."""
     idx = sample_per_identity(source.labels, per_identity, np.random.default_rng(seed))
@@ -130,15 +154,16 @@ def judge_vectors(source: FaceSource, encoder: IdentityEncoder, per_identity: in
             except (OSError, ValueError):
                 pass
     desc = f"judge {encoder.name} on {source.root.name}"
-    emb = memo.embed(encoder, idx, batch_size, desc) if memo else embed_rows(source.load, idx, encoder, batch_size,
-                                                                             desc, source_keys(source, idx))
+    emb = (
+        memo.embed(encoder, idx, batch_size, desc)
+        if memo
+        else embed_rows(source.load, idx, encoder, batch_size, desc, source_keys(source, idx))
+    )
     if path is not None:
         buf = io.BytesIO()
         np.save(buf, emb)
-        try:
+        with contextlib.suppress(OSError):  # an unwritable cache costs the next run another pass
             atomic_write_bytes(path, buf.getvalue())
-        except OSError:
-            pass  # an unwritable cache costs the next run another pass
     return Vectors(idx, np.asarray(source.labels)[idx], emb)
 
 
@@ -151,8 +176,9 @@ def _stamp(ref: str | Path) -> list:
     return [str(ref.resolve()), st.st_size if st else None, st.st_mtime_ns if st else None]
 
 
-def reference_vectors(ref: str | Path, encoder: IdentityEncoder, max_images: int, batch_size: int,
-                      seed: int = 0) -> np.ndarray:
+def reference_vectors(
+    ref: str | Path, encoder: IdentityEncoder, max_images: int, batch_size: int, seed: int = 0
+) -> np.ndarray:
     """Unit judge vectors of a reference set: every image of a verification ``.bin`` (both sides of every pair)
     or of a dataset folder (a random ``max_images`` beyond that). Cached by path, size and mtime."""
     ref = Path(ref)
@@ -170,21 +196,24 @@ def reference_vectors(ref: str | Path, encoder: IdentityEncoder, max_images: int
         from facefoundry.verification.binfile import read_bin
 
         images = read_bin(ref).images
-        rows = np.arange(len(images)) if len(images) <= max_images else np.sort(rng.choice(len(images), max_images,
-                                                                                             replace=False))
+        rows = (
+            np.arange(len(images))
+            if len(images) <= max_images
+            else np.sort(rng.choice(len(images), max_images, replace=False))
+        )
         emb = embed_rows(lambda i: images[i], rows, encoder, batch_size, f"judge {encoder.name} on {ref.name}")
     else:
         src = open_source(ref)
-        rows = np.arange(len(src)) if len(src) <= max_images else np.sort(rng.choice(len(src), max_images,
-                                                                                       replace=False))
-        emb = embed_rows(src.load, rows, encoder, batch_size, f"judge {encoder.name} on {ref.name}",
-                         source_keys(src, rows))
+        rows = (
+            np.arange(len(src)) if len(src) <= max_images else np.sort(rng.choice(len(src), max_images, replace=False))
+        )
+        emb = embed_rows(
+            src.load, rows, encoder, batch_size, f"judge {encoder.name} on {ref.name}", source_keys(src, rows)
+        )
     buf = io.BytesIO()
     np.save(buf, emb)
-    try:
+    with contextlib.suppress(OSError):
         atomic_write_bytes(path, buf.getvalue())
-    except OSError:
-        pass
     return emb
 
 
@@ -199,8 +228,12 @@ def training_photos(folder: str | Path) -> list[tuple[str | None, str]]:
     except FaceFoundryError:
         return []
     if meta.get("generator") == "fusion":
-        return [(name, photos) for name, s in (meta.get("fusion", {}).get("sources") or {}).items()
-                if Path(s["path"]).is_dir() for _, photos in training_photos(s["path"])]
+        return [
+            (name, photos)
+            for name, s in (meta.get("fusion", {}).get("sources") or {}).items()
+            if Path(s["path"]).is_dir()
+            for _, photos in training_photos(s["path"])
+        ]
     model = meta.get("model")
     if not model or not Path(model).is_dir():
         return []
@@ -227,9 +260,16 @@ def poses(params: list[str]) -> dict[str, np.ndarray]:
     return {k: v for k, v in out.items() if not np.isnan(v).all()}
 
 
-def measure_dataset(folder: str | Path | FaceSource, q: QualityCfg, batch_size: int, seed: int,
-                    digest: str | None = None, sha256: list[str] | None = None, log: Callable[[str], None] = print,
-                    memo: EmbeddingMemo | None = None) -> QualityReport:
+def measure_dataset(
+    folder: str | Path | FaceSource,
+    q: QualityCfg,
+    batch_size: int,
+    seed: int,
+    digest: str | None = None,
+    sha256: list[str] | None = None,
+    log: Callable[[str], None] = print,
+    memo: EmbeddingMemo | None = None,
+) -> QualityReport:
     """All data metrics of one dataset (see the module docstring); cached by ``digest`` and the settings.
 
     ``folder``: the dataset folder, or a source already open (``sources.MemorySource``: decoded once);
@@ -251,9 +291,13 @@ def measure_dataset(folder: str | Path | FaceSource, q: QualityCfg, batch_size: 
     counts = np.bincount(labels, minlength=src.num_classes)
     manifest = getattr(src, "manifest", None)  # a manifest dataset's table (sources, params, hashes)
     names = manifest.path if manifest is not None else [src.name(i) for i in range(len(src))]
-    out: dict[str, float] = {"images": len(src), "identities": int(src.num_classes),
-                             "images_per_identity_min": int(counts.min()), "images_per_identity_mean": float(counts.mean()),
-                             "images_per_identity_max": int(counts.max())}
+    out: dict[str, float] = {
+        "images": len(src),
+        "identities": int(src.num_classes),
+        "images_per_identity_min": int(counts.min()),
+        "images_per_identity_mean": float(counts.mean()),
+        "images_per_identity_max": int(counts.max()),
+    }
     problems: dict[str, list] = {}
 
     # exact and near duplicates, over every image
@@ -265,22 +309,28 @@ def measure_dataset(folder: str | Path | FaceSource, q: QualityCfg, batch_size: 
         dups = [g for g in groups.values() if len(g) > 1]
         out["duplicate_images"] = int(sum(len(g) - 1 for g in dups))
         problems["duplicates"] = [[names[i] for i in g[:20]] for g in dups[:200]]
-    ph = np.concatenate([M.phash(np.stack([src.load(i) for i in range(s, min(s + 512, len(src)))]))
-                         for s in range(0, len(src), 512)])
+    ph = np.concatenate(
+        [M.phash(np.stack([src.load(i) for i in range(s, min(s + 512, len(src)))])) for s in range(0, len(src), 512)]
+    )
     near = M.near_duplicates(ph, q.near_duplicate_bits)
     out["near_duplicate_images"] = int(sum(len(g) - 1 for g in near))
-    problems["near_duplicates"] = [[names[i] for i in g[:20]] + ([f"… {len(g) - 20} more"] if len(g) > 20 else [])
-                                   for g in near[:200]]
+    problems["near_duplicates"] = [
+        [names[i] for i in g[:20]] + ([f"… {len(g) - 20} more"] if len(g) > 20 else []) for g in near[:200]
+    ]
 
     # identities in the judge's space
     enc = load_encoder(q.judge)
     vec = judge_vectors(src, enc, q.images_per_identity, batch_size, seed, digest, memo)
     emb = M.centre_space(vec.emb)[0] if q.centred else vec.emb
     intra, inter = identity_similarities(emb, vec.labels, rng=np.random.default_rng(seed))
-    out.update({"intra_mean": float(intra.mean()) if intra.size else float("nan"),
-                "inter_mean": float(inter.mean()) if inter.size else float("nan"),
-                "intra_std": float(intra.std()) if intra.size else float("nan"),
-                "inter_std": float(inter.std()) if inter.size else float("nan")})
+    out.update(
+        {
+            "intra_mean": float(intra.mean()) if intra.size else float("nan"),
+            "inter_mean": float(inter.mean()) if inter.size else float("nan"),
+            "intra_std": float(intra.std()) if intra.size else float("nan"),
+            "inter_std": float(inter.std()) if inter.size else float("nan"),
+        }
+    )
     if intra.size and inter.size:
         out["js_intra_inter"] = M.js_divergence(intra, inter, q.js_bins)
     centres, classes = M.identity_centres(emb, vec.labels)
@@ -289,10 +339,16 @@ def measure_dataset(folder: str | Path | FaceSource, q: QualityCfg, batch_size: 
     out["separability"] = float(sep["separability"])
     mis = M.mislabelled(emb, vec.labels, q.mislabel_margin, q.mislabel_min_share)
     out["mislabelled_fraction"] = float(mis["fraction"])
-    out["mislabelled_identities"] = int(len(mis["identities"]))
+    out["mislabelled_identities"] = len(mis["identities"])
     ident = list(src.identities)
-    problems["mislabelled"] = [{"image": names[int(vec.index[i])], "identity": ident[int(vec.labels[i])],
-                                "nearer_to": ident[int(mis["nearest"][i])]} for i in mis["images"][:200]]
+    problems["mislabelled"] = [
+        {
+            "image": names[int(vec.index[i])],
+            "identity": ident[int(vec.labels[i])],
+            "nearer_to": ident[int(mis["nearest"][i])],
+        }
+        for i in mis["images"][:200]
+    ]
     problems["split_identities"] = [ident[int(c)] for c in mis["identities"]]
 
     src_names = manifest.source if manifest is not None else ["dataset"] * len(src)
@@ -303,40 +359,54 @@ def measure_dataset(folder: str | Path | FaceSource, q: QualityCfg, batch_size: 
         r = reference_vectors(ref, enc, q.leakage.max_reference_images, batch_size, seed)
         r = M.centre_space(r)[0] if q.centred else r
         lk = M.leakage(centres, r, q.leakage.threshold)
-        for c in lk["identities"]:
-            c = int(c)
+        for found in lk["identities"]:
+            c = int(found)
             if scope is not None and centre_sources[c] != scope:
                 continue
             if c not in leaked or lk["max_similarity"][c] > leaked[c]["similarity"]:
-                leaked[c] = {"identity": ident[int(classes[c])], "label": int(classes[c]), "reference": str(ref),
-                             "reference_image": int(lk["nearest"][c]), "similarity": round(float(lk["max_similarity"][c]), 4)}
+                leaked[c] = {
+                    "identity": ident[int(classes[c])],
+                    "label": int(classes[c]),
+                    "reference": str(ref),
+                    "reference_image": int(lk["nearest"][c]),
+                    "similarity": round(float(lk["max_similarity"][c]), 4),
+                }
     out["leaked_identities"] = len(leaked)
     problems["leaked"] = sorted(leaked.values(), key=lambda d: -d["similarity"])
 
     # distribution against a reference set, in a feature encoder's space
     if q.reference:
         fenc = load_encoder(q.feature_encoder) if q.feature_encoder else enc
-        feats = vec.emb if fenc is enc else judge_vectors(src, fenc, q.images_per_identity, batch_size, seed, digest,
-                                                           memo).emb
-        ref = reference_vectors(q.reference, fenc, q.reference_max_images, batch_size, seed)
-        out["frechet_distance"] = M.frechet_distance(ref, feats)
-        out["kernel_mmd"] = M.kernel_mmd(ref, feats)
-        out["density"], out["coverage"] = M.density_coverage(ref, feats, q.nearest_k)
+        feats = (
+            vec.emb
+            if fenc is enc
+            else judge_vectors(src, fenc, q.images_per_identity, batch_size, seed, digest, memo).emb
+        )
+        ref_emb = reference_vectors(q.reference, fenc, q.reference_max_images, batch_size, seed)
+        out["frechet_distance"] = M.frechet_distance(ref_emb, feats)
+        out["kernel_mmd"] = M.kernel_mmd(ref_emb, feats)
+        out["density"], out["coverage"] = M.density_coverage(ref_emb, feats, q.nearest_k)
         rng = np.random.default_rng(seed)
         mine = M.centre_space(feats)[0] if q.centred else feats
-        theirs = M.centre_space(ref)[0] if q.centred else ref
+        theirs = M.centre_space(ref_emb)[0] if q.centred else ref_emb
         out["js_reference"] = M.js_divergence(_pair_sims(mine, rng), _pair_sims(theirs, rng), q.js_bins)
 
     if manifest is not None:
         angles = poses(manifest.params)
         out.update(M.pose_summary(angles))
-    rep = QualityReport(metrics=out, intra=intra, inter=inter, centres=centres, centre_labels=classes,
-                        centre_sources=centre_sources, counts=counts, problems=problems)
+    rep = QualityReport(
+        metrics=out,
+        intra=intra,
+        inter=inter,
+        centres=centres,
+        centre_labels=classes,
+        centre_sources=centre_sources,
+        counts=counts,
+        problems=problems,
+    )
     if cache is not None:
-        try:
+        with contextlib.suppress(OSError):
             rep.save(cache)
-        except OSError:
-            pass
     return rep
 
 

@@ -19,6 +19,8 @@ Large pairwise computations are done in blocks of rows so memory stays well unde
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import fft as sfft
 from scipy.sparse import coo_matrix, csr_matrix
@@ -36,7 +38,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
     """Rows scaled to unit ℓ2 norm (float64); zero rows stay zero."""
     x = np.asarray(x, dtype=np.float64)
     norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+    unit: np.ndarray = np.divide(x, norm, out=np.zeros_like(x), where=norm > 0)
+    return unit
 
 
 def _rows(x: np.ndarray, name: str) -> np.ndarray:
@@ -73,22 +76,22 @@ def identity_centres(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, n
     return _unit(sums), uniq
 
 
-def separability(centres: np.ndarray, threshold: float = 0.4) -> dict:
+def separability(centres: np.ndarray, threshold: float = 0.4) -> dict[str, Any]:
     """Each identity's highest cosine to any other (unit) centre; separable when it is < ``threshold``."""
     c = _unit(_rows(centres, "centres"))
     n = len(c)
     best = np.full(n, -1.0)
     step = _block_rows(n)
     for lo in range(0, n, step):
-        sims = c[lo:lo + step] @ c.T
+        sims = c[lo : lo + step] @ c.T
         rows = np.arange(len(sims))
         sims[rows, lo + rows] = -np.inf
-        best[lo:lo + step] = np.maximum(sims.max(axis=1, initial=-1.0), -1.0)
+        best[lo : lo + step] = np.maximum(sims.max(axis=1, initial=-1.0), -1.0)
     count = int((best < threshold).sum())
     return {"separable_identities": count, "separability": count / n if n else 0.0, "max_similarity": best}
 
 
-def mislabelled(emb: np.ndarray, labels: np.ndarray, margin: float = 0.0, min_share: float = 0.25) -> dict:
+def mislabelled(emb: np.ndarray, labels: np.ndarray, margin: float = 0.0, min_share: float = 0.25) -> dict[str, Any]:
     """Images closer to another identity's centre than to their own leave-one-out centre.
 
     ``own``: cosine of image i to the centre of its identity without i; ``other``: highest cosine to
@@ -106,7 +109,7 @@ def mislabelled(emb: np.ndarray, labels: np.ndarray, margin: float = 0.0, min_sh
     nearest = labels.copy()  # with a single identity there is no other centre: nearest = own label
     step = _block_rows(c)
     for lo in range(0, n, step):
-        xb, ib = x[lo:lo + step], inv[lo:lo + step]
+        xb, ib = x[lo : lo + step], inv[lo : lo + step]
         rows = np.arange(len(xb))
         # leave-one-out own cosine: x·(S − x) / ‖S − x‖
         dot = np.einsum("ij,ij->i", xb, sums[ib])
@@ -120,16 +123,15 @@ def mislabelled(emb: np.ndarray, labels: np.ndarray, margin: float = 0.0, min_sh
         sims[rows, ib] = -np.inf
         idx = sims.argmax(axis=1)
         other = sims[rows, idx]
-        nearest[lo:lo + step] = uniq[idx]
-        flagged[lo:lo + step] = (other - own > margin) & (counts[ib] > 1)
+        nearest[lo : lo + step] = uniq[idx]
+        flagged[lo : lo + step] = (other - own > margin) & (counts[ib] > 1)
     images = np.flatnonzero(flagged)
     per_class = np.bincount(inv[images], minlength=c)
     bad = (per_class > 0) & (per_class >= min_share * counts)
-    return {"images": images, "fraction": len(images) / n if n else 0.0, "identities": uniq[bad],
-            "nearest": nearest}
+    return {"images": images, "fraction": len(images) / n if n else 0.0, "identities": uniq[bad], "nearest": nearest}
 
 
-def leakage(centres: np.ndarray, reference: np.ndarray, threshold: float) -> dict:
+def leakage(centres: np.ndarray, reference: np.ndarray, threshold: float) -> dict[str, Any]:
     """Centres whose highest cosine to any (unit) reference vector is ≥ ``threshold``."""
     c = _unit(_rows(centres, "centres"))
     ref = _unit(np.asarray(reference, dtype=np.float64).reshape(-1, c.shape[1]))
@@ -138,10 +140,10 @@ def leakage(centres: np.ndarray, reference: np.ndarray, threshold: float) -> dic
     if len(ref):
         step = _block_rows(len(ref))
         for lo in range(0, len(c), step):
-            sims = c[lo:lo + step] @ ref.T
+            sims = c[lo : lo + step] @ ref.T
             idx = sims.argmax(axis=1)
-            nearest[lo:lo + step] = idx
-            best[lo:lo + step] = sims[np.arange(len(sims)), idx]
+            nearest[lo : lo + step] = idx
+            best[lo : lo + step] = sims[np.arange(len(sims)), idx]
     leaked = np.flatnonzero(best >= threshold) if len(ref) else np.zeros(0, dtype=np.int64)
     return {"identities": leaked, "max_similarity": best, "nearest": nearest}
 
@@ -149,7 +151,8 @@ def leakage(centres: np.ndarray, reference: np.ndarray, threshold: float) -> dic
 def _sqrtm_psd(m: np.ndarray) -> np.ndarray:
     """Symmetric square root of a symmetric positive semi-definite matrix (tiny negative eigenvalues clipped)."""
     w, v = np.linalg.eigh((m + m.T) / 2.0)
-    return (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    root: np.ndarray = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    return root
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -170,8 +173,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return max(value, 0.0)
 
 
-def kernel_mmd(a: np.ndarray, b: np.ndarray, degree: int = 3, max_samples: int = 2000,
-               rng: np.random.Generator | None = None) -> float:
+def kernel_mmd(
+    a: np.ndarray, b: np.ndarray, degree: int = 3, max_samples: int = 2000, rng: np.random.Generator | None = None
+) -> float:
     """Unbiased MMD² with the kernel (x·y/d + 1)^degree on ≤ ``max_samples`` random rows of each set (KID)."""
     a, b = _rows(a, "a"), _rows(b, "b")
     if len(a) < 2 or len(b) < 2:
@@ -194,7 +198,8 @@ def kernel_mmd(a: np.ndarray, b: np.ndarray, degree: int = 3, max_samples: int =
 
 
 def _sq_dists(x: np.ndarray, y: np.ndarray, sq_x: np.ndarray, sq_y: np.ndarray) -> np.ndarray:
-    return np.clip(sq_x[:, None] + sq_y[None, :] - 2.0 * (x @ y.T), 0.0, None)
+    dist: np.ndarray = np.clip(sq_x[:, None] + sq_y[None, :] - 2.0 * (x @ y.T), 0.0, None)
+    return dist
 
 
 def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[float, float]:
@@ -219,21 +224,22 @@ def density_coverage(real: np.ndarray, fake: np.ndarray, k: int = 5) -> tuple[fl
     radius = np.empty(len(real))
     step = _block_rows(len(real))
     for lo in range(0, len(real), step):
-        dist = _sq_dists(real[lo:lo + step], real, sq_real[lo:lo + step], sq_real)
+        dist = _sq_dists(real[lo : lo + step], real, sq_real[lo : lo + step], sq_real)
         rows = np.arange(len(dist))
         dist[rows, lo + rows] = np.inf
-        radius[lo:lo + step] = np.partition(dist, k - 1, axis=1)[:, k - 1]
+        radius[lo : lo + step] = np.partition(dist, k - 1, axis=1)[:, k - 1]
     inside = 0
     covered = np.zeros(len(real), dtype=bool)
     for lo in range(0, len(fake), step):
-        hit = _sq_dists(fake[lo:lo + step], real, sq_fake[lo:lo + step], sq_real) <= radius[None, :] + tol
+        hit = _sq_dists(fake[lo : lo + step], real, sq_fake[lo : lo + step], sq_real) <= radius[None, :] + tol
         inside += int(hit.sum())
         covered |= hit.any(axis=0)
     return inside / (k * len(fake)), float(covered.mean())
 
 
-def js_divergence(a: np.ndarray, b: np.ndarray, bins: int = 50,
-                  value_range: tuple[float, float] | None = None) -> float:
+def js_divergence(
+    a: np.ndarray, b: np.ndarray, bins: int = 50, value_range: tuple[float, float] | None = None
+) -> float:
     """Jensen–Shannon divergence (base 2, in [0, 1]) of the histograms of two 1-D samples on shared bins.
 
     Non-finite values are dropped; the range defaults to the joint min/max.
@@ -264,7 +270,7 @@ def _area_matrix(size_in: int, size_out: int) -> np.ndarray:
     scale = size_in / size_out
     start = np.arange(size_out)[:, None] * scale
     j = np.arange(size_in)[None, :]
-    overlap = np.clip(np.minimum(start + scale, j + 1) - np.maximum(start, j), 0.0, None)
+    overlap: np.ndarray = np.clip(np.minimum(start + scale, j + 1) - np.maximum(start, j), 0.0, None)
     return overlap / scale
 
 
@@ -282,20 +288,23 @@ def phash(images: np.ndarray) -> np.ndarray:
     out = np.empty(n, dtype=np.uint64)
     step = max(1, (1 << 22) // max(h * w, 1))
     for lo in range(0, n, step):
-        grey = images[lo:lo + step].astype(np.float64) @ _LUMA
+        grey = images[lo : lo + step].astype(np.float64) @ _LUMA
         small = rows @ grey @ cols.T
         low = sfft.dctn(small, type=2, norm="ortho", axes=(1, 2))[:, :8, :8].reshape(len(small), 64)
         median = np.median(low[:, 1:], axis=1, keepdims=True)
         packed = np.packbits(low > median, axis=1)  # [B, 8] uint8, big-endian bit order
-        out[lo:lo + step] = packed.view(">u8").ravel().astype(np.uint64)
+        out[lo : lo + step] = packed.view(">u8").ravel().astype(np.uint64)
     return out
 
 
 def _popcount(x: np.ndarray) -> np.ndarray:
+    counts: np.ndarray
     if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x)
+        counts = np.bitwise_count(x)
+        return counts
     table = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
-    return table[x.view(np.uint8).reshape(*x.shape, 8)].sum(axis=-1)
+    counts = table[x.view(np.uint8).reshape(*x.shape, 8)].sum(axis=-1)
+    return counts
 
 
 def near_duplicates(hashes: np.ndarray, max_bits: int = 4) -> list[list[int]]:
@@ -307,7 +316,7 @@ def near_duplicates(hashes: np.ndarray, max_bits: int = 4) -> list[list[int]]:
     src, dst = [], []
     step = _block_rows(n)
     for lo in range(0, n, step):
-        block = h[lo:lo + step]
+        block = h[lo : lo + step]
         close = _popcount(block[:, None] ^ h[None, lo:]) <= max_bits  # only columns ≥ lo: upper triangle
         i, j = np.nonzero(close)
         keep = j > i  # drop self and the lower triangle of the diagonal block
@@ -325,7 +334,7 @@ def near_duplicates(hashes: np.ndarray, max_bits: int = 4) -> list[list[int]]:
     return sorted(groups.values(), key=lambda g: g[0])
 
 
-def pose_summary(poses: dict[str, np.ndarray], bins: int = 12) -> dict:
+def pose_summary(poses: dict[str, np.ndarray], bins: int = 12) -> dict[str, Any]:
     """Per angle (degrees; NaN = not recorded): mean, std, min, max, share with |angle| > 30, and entropy.
 
     ``{k}_entropy`` is the normalised entropy (in [0, 1]) of a ``bins``-bin histogram on [-90, 90]
@@ -340,7 +349,14 @@ def pose_summary(poses: dict[str, np.ndarray], bins: int = 12) -> dict:
         hist = np.histogram(np.clip(v, -90.0, 90.0), bins=bins, range=(-90.0, 90.0))[0].astype(np.float64)
         p = hist[hist > 0] / hist.sum()
         entropy = float(-(p * np.log(p)).sum() / np.log(bins)) if bins > 1 else 0.0
-        out.update({f"{key}_mean": float(v.mean()), f"{key}_std": float(v.std()), f"{key}_min": float(v.min()),
-                    f"{key}_max": float(v.max()), f"{key}_abs_gt_30": float((np.abs(v) > 30.0).mean()),
-                    f"{key}_entropy": max(entropy, 0.0)})
+        out.update(
+            {
+                f"{key}_mean": float(v.mean()),
+                f"{key}_std": float(v.std()),
+                f"{key}_min": float(v.min()),
+                f"{key}_max": float(v.max()),
+                f"{key}_abs_gt_30": float((np.abs(v) > 30.0).mean()),
+                f"{key}_entropy": max(entropy, 0.0),
+            }
+        )
     return out

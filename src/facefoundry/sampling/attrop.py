@@ -62,12 +62,21 @@ class AttrOPResult:
 
     @property
     def converged(self) -> np.ndarray:
-        return self.identity_met & self.yaw_met & self.quality_met
+        met: np.ndarray = self.identity_met & self.yaw_met & self.quality_met
+        return met
 
 
-def attrop(vectors: torch.Tensor, decode: Fn, encoder: Fn, targets: AttrOPTargets | None = None,
-           identity: torch.Tensor | None = None, pose_fn: Fn | None = None, quality_fn: Fn | None = None,
-           lr: float = 0.1, max_iters: int = 100) -> AttrOPResult:
+def attrop(
+    vectors: torch.Tensor,
+    decode: Fn,
+    encoder: Fn,
+    targets: AttrOPTargets | None = None,
+    identity: torch.Tensor | None = None,
+    pose_fn: Fn | None = None,
+    quality_fn: Fn | None = None,
+    lr: float = 0.1,
+    max_iters: int = 100,
+) -> AttrOPResult:
     """Run AttrOP on a batch of vectors [B, D].
 
     ``decode``: vectors → images [B, 3, S, S] RGB in [0, 1] (differentiable, e.g. a Vec2Face
@@ -125,17 +134,30 @@ def attrop(vectors: torch.Tensor, decode: Fn, encoder: Fn, targets: AttrOPTarget
                 rec["quality"][a] = q.detach().float().cpu()[a]
             for k, m in (("identity", ok_id), ("yaw", ok_yaw), ("quality", ok_q)):
                 met[k][a] = m.cpu()[a]
-            images = imgs.detach().clone() if images is None else torch.where(
-                active[:, None, None, None], imgs.detach(), images)
+            images = (
+                imgs.detach().clone()
+                if images is None
+                else torch.where(active[:, None, None, None], imgs.detach(), images)
+            )
             active &= ~(ok_id & ok_yaw & ok_q)
         if not active.any() or step == max_iters:
             break
         opt.zero_grad()
-        loss[active].sum().backward()
+        loss[active].sum().backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         snap = v.detach().clone()
         opt.step()
         with torch.no_grad():  # Adam's momentum would still move finished rows: put them back
             v[~active] = snap[~active]
         iters[active.cpu()] += 1
-    return AttrOPResult(v.detach(), images, rec["identity"].numpy(), rec["yaw"].numpy(), rec["quality"].numpy(),
-                        iters.numpy(), met["identity"].numpy(), met["yaw"].numpy(), met["quality"].numpy())
+    assert images is not None  # range(max_iters + 1) with max_iters ≥ 0: the loop ran at least once
+    return AttrOPResult(
+        v.detach(),
+        images,
+        rec["identity"].numpy(),
+        rec["yaw"].numpy(),
+        rec["quality"].numpy(),
+        iters.numpy(),
+        met["identity"].numpy(),
+        met["yaw"].numpy(),
+        met["quality"].numpy(),
+    )

@@ -12,12 +12,16 @@ random choice of a generator (and so every pixel) exactly as without it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from facefoundry.errors import FaceFoundryError
+
+if TYPE_CHECKING:
+    import torch
 
 OFFICIAL = np.round(np.linspace(0, 1.05, 21, endpoint=False), 3)
 PRESETS: dict[str, np.ndarray] = {
@@ -56,17 +60,16 @@ class IdentityMix:
     def mixed(self) -> np.ndarray:
         return self.partner >= 0
 
-    def record(self, j: int) -> dict:
+    def record(self, j: int) -> dict[str, Any]:
         return {"partner": int(self.partner[j]), "phi": float(self.phi[j])}
 
-    def soft_label(self, j: int, params: dict) -> tuple[int, float]:
+    def soft_label(self, j: int, params: dict[str, Any]) -> tuple[int, float]:
         """Image ``j``'s ``(partner, φ)`` for the manifest; notes the mix in its ``params`` too."""
         params["mixup"] = self.record(j)
         return int(self.partner[j]), float(self.phi[j])
 
 
-def draw_partners(labels: np.ndarray, num_identities: int, grid: np.ndarray,
-                  rng: np.random.Generator) -> IdentityMix:
+def draw_partners(labels: np.ndarray, num_identities: int, grid: np.ndarray, rng: np.random.Generator) -> IdentityMix:
     """A partner ≠ own identity and a ratio φ for every image (partners of one identity without
     replacement while there are enough others, as the official code). φ = 1 records no partner."""
     labels = np.asarray(labels, dtype=np.int64)
@@ -98,7 +101,7 @@ def mix_vectors(vectors: np.ndarray, partners: np.ndarray, mix: IdentityMix, ren
     return out
 
 
-def soft_targets(labels, partner, phi):  # noqa: ANN001, ANN201 - torch tensors
+def soft_targets(labels: torch.Tensor, partner: torch.Tensor, phi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``([B, 2] labels, [B, 2] weights)`` for the margin head: own label with φ, partner with 1 − φ
     (a row without partner gets its own label twice, weights 1 and 0)."""
     import torch

@@ -27,7 +27,8 @@ NormMode = Literal["unit", "mean", "raw"]
 
 def _unit(x: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(n, 1e-12)
+    unit: np.ndarray = x / np.maximum(n, 1e-12)
+    return unit
 
 
 def _as_matrix(x: np.ndarray, what: str, dim: int | None = None) -> np.ndarray:
@@ -68,8 +69,9 @@ class IdentityPCA:
         k_max = min(len(x) - 1, x.shape[1])
         k = k_max if self.n_components is None else self.n_components
         if not 1 <= k <= k_max:
-            raise FaceFoundryError(f"IdentityPCA: n_components={k} must lie in [1, {k_max}] "
-                                   f"for {len(x)} centres of dimension {x.shape[1]}")
+            raise FaceFoundryError(
+                f"IdentityPCA: n_components={k} must lie in [1, {k_max}] for {len(x)} centres of dimension {x.shape[1]}"
+            )
         self.mean_ = x.mean(0)
         _, s, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
         self.components_ = vt[:k]
@@ -79,6 +81,7 @@ class IdentityPCA:
     @property
     def dim(self) -> int:
         self._check()
+        assert self.components_ is not None  # _check raised otherwise
         return int(self.components_.shape[1])
 
     def _check(self) -> None:
@@ -88,15 +91,20 @@ class IdentityPCA:
     def transform(self, x: np.ndarray) -> np.ndarray:
         self._check()
         x = _as_matrix(x, "vectors", self.dim)
-        return (x - self.mean_) @ self.components_.T
+        assert self.components_ is not None  # _check raised otherwise
+        scores: np.ndarray = (x - self.mean_) @ self.components_.T
+        return scores
 
     def inverse_transform(self, scores: np.ndarray) -> np.ndarray:
         self._check()
-        return np.asarray(scores) @ self.components_ + self.mean_
+        assert self.components_ is not None and self.mean_ is not None  # fit sets both; _check raised otherwise
+        vectors: np.ndarray = np.asarray(scores) @ self.components_ + self.mean_
+        return vectors
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` raw (not normalised) vectors [n, D] from the Gaussian in PCA space."""
         self._check()
+        assert self.variances_ is not None  # fit sets it with components_; _check raised otherwise
         z = rng.standard_normal((n, len(self.variances_))) * np.sqrt(self.variances_)
         return self.inverse_transform(z)
 
@@ -119,7 +127,7 @@ class _TauFilter:
         for s in range(0, len(ref), self.chunk):
             if not len(live):
                 break
-            hit = (block[live] @ ref[s:s + self.chunk].T > self.tau).any(1)
+            hit = (block[live] @ ref[s : s + self.chunk].T > self.tau).any(1)
             live = live[~hit]
         ok = np.zeros(len(block), bool)
         ok[live] = True
@@ -133,7 +141,7 @@ class _TauFilter:
             alive &= self._clear(u, self.avoid)
         if self.count:
             idx = np.flatnonzero(alive)
-            alive[idx] = self._clear(u[idx], self.kept[:self.count])
+            alive[idx] = self._clear(u[idx], self.kept[: self.count])
         idx = np.flatnonzero(alive)
         sims = u[idx] @ u[idx].T
         ok = np.ones(len(idx), bool)
@@ -145,26 +153,35 @@ class _TauFilter:
             accepted.append(i)
             if len(accepted) == room:
                 break
-            ok[i + 1:] &= sims[i, i + 1:] <= self.tau
+            ok[i + 1 :] &= sims[i, i + 1 :] <= self.tau
         acc = idx[np.asarray(accepted, dtype=np.int64)]
-        self.kept[self.count:self.count + len(acc)] = u[acc]
+        self.kept[self.count : self.count + len(acc)] = u[acc]
         self.count += len(acc)
         return acc
 
 
-def tau_filter(candidates: np.ndarray, tau: float = 0.3, avoid: np.ndarray | None = None,
-               block: int = 4096) -> np.ndarray:
+def tau_filter(
+    candidates: np.ndarray, tau: float = 0.3, avoid: np.ndarray | None = None, block: int = 4096
+) -> np.ndarray:
     """Indices of the greedily kept ``candidates`` (in order): pairwise cosine ≤ τ, and ≤ τ to ``avoid``."""
     x = _as_matrix(candidates, "candidates")
     av = None if avoid is None else _as_matrix(avoid, "avoid vectors", x.shape[1])
     f = _TauFilter(tau, len(x), x.shape[1], av)
-    return np.concatenate([s + f.add(x[s:s + block]) for s in range(0, len(x), block)] or [np.empty(0, np.int64)])
+    return np.concatenate([s + f.add(x[s : s + block]) for s in range(0, len(x), block)] or [np.empty(0, np.int64)])
 
 
-def sample_identities(centres: np.ndarray | IdentityPCA, n: int, tau: float = 0.3,
-                      rng: np.random.Generator | None = None, avoid: np.ndarray | None = None,
-                      norm: NormMode = "unit", n_components: int | None = None, block: int = 4096,
-                      max_rounds: int = 1000, patience: int = 25) -> np.ndarray:
+def sample_identities(
+    centres: np.ndarray | IdentityPCA,
+    n: int,
+    tau: float = 0.3,
+    rng: np.random.Generator | None = None,
+    avoid: np.ndarray | None = None,
+    norm: NormMode = "unit",
+    n_components: int | None = None,
+    block: int = 4096,
+    max_rounds: int = 1000,
+    patience: int = 25,
+) -> np.ndarray:
     """``n`` new identity vectors [n, D] (float32), pairwise cosine ≤ τ and ≤ τ to every ``avoid`` vector.
 
     ``centres`` are per-identity centre vectors (or an already fitted :class:`IdentityPCA`).
@@ -195,7 +212,7 @@ def sample_identities(centres: np.ndarray | IdentityPCA, n: int, tau: float = 0.
         rounds += 1
         cand = pca.sample(block, rng)
         acc = f.add(cand)
-        out[f.count - len(acc):f.count] = cand[acc]
+        out[f.count - len(acc) : f.count] = cand[acc]
         if f.count == n:
             break
         idle = idle + 1 if len(acc) == 0 else 0
@@ -204,10 +221,12 @@ def sample_identities(centres: np.ndarray | IdentityPCA, n: int, tau: float = 0.
     if f.count < n:
         raise FaceFoundryError(
             f"τ filter found only {f.count} of {n} identities at τ={tau} after "
-            f"{rounds} rounds of {block} candidates; raise τ, lower n or fit more diverse centres")
+            f"{rounds} rounds of {block} candidates; raise τ, lower n or fit more diverse centres"
+        )
     if norm == "raw":
         return out.astype(np.float32)
     out = _unit(out)
     if norm == "mean":
+        assert pca.mean_norm_ is not None  # fit sets it; pca.dim above raised for an unfitted PCA
         out *= pca.mean_norm_
     return out.astype(np.float32)

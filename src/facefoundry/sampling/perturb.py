@@ -41,20 +41,24 @@ class PerturbResult:
     shrink: np.ndarray  # [M] factor (≤ 1) applied to the noise after the last try; 1 almost always
 
 
-def sample_sigmas(n: int, rng: np.random.Generator, sigmas: Sequence[float] = SIGMAS,
-                  weights: Sequence[float] = SIGMA_WEIGHTS) -> np.ndarray:
+def sample_sigmas(
+    n: int, rng: np.random.Generator, sigmas: Sequence[float] = SIGMAS, weights: Sequence[float] = SIGMA_WEIGHTS
+) -> np.ndarray:
     """``n`` σ values drawn independently from the mixture ``sigmas`` with probabilities ``weights``."""
     s = np.asarray(sigmas, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     if s.ndim != 1 or len(s) == 0 or s.shape != w.shape:
         raise FaceFoundryError(f"σ mixture: {len(s)} sigmas but {len(w)} weights; give one weight per σ")
     if (s < 0).any() or (w < 0).any() or w.sum() <= 0:
-        raise FaceFoundryError(f"σ mixture: sigmas {s.tolist()} and weights {w.tolist()} must be ≥ 0, weights not all 0")
+        raise FaceFoundryError(
+            f"σ mixture: sigmas {s.tolist()} and weights {w.tolist()} must be ≥ 0, weights not all 0"
+        )
     return s[rng.choice(len(s), size=n, p=w / w.sum())]
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    cos: np.ndarray = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return cos
 
 
 def _shrink_to_floor(c: np.ndarray, noise: np.ndarray, floor: float, steps: int = 50) -> np.ndarray:
@@ -67,9 +71,15 @@ def _shrink_to_floor(c: np.ndarray, noise: np.ndarray, floor: float, steps: int 
     return lo
 
 
-def perturb(centres: np.ndarray, per_centre: int, rng: np.random.Generator, sigmas: Sequence[float] = SIGMAS,
-            weights: Sequence[float] = SIGMA_WEIGHTS, min_similarity: float | None = None,
-            max_tries: int = 20) -> PerturbResult:
+def perturb(
+    centres: np.ndarray,
+    per_centre: int,
+    rng: np.random.Generator,
+    sigmas: Sequence[float] = SIGMAS,
+    weights: Sequence[float] = SIGMA_WEIGHTS,
+    min_similarity: float | None = None,
+    max_tries: int = 20,
+) -> PerturbResult:
     """``per_centre`` variations v + N(0, σ²I) of every centre [N, D], rescaled to ‖v‖, σ per image from the mixture.
 
     With ``min_similarity``, images whose cosine to their centre is below it are redrawn (same

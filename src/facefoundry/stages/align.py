@@ -76,21 +76,27 @@ def find_photos(src: str | Path, labels: str = "auto", exclude: Path | None = No
         files.append(rel)
     files.sort(key=_rel)
     if not files:
-        raise FaceFoundryError(f"{root}: no image files ({', '.join(sorted(IMAGE_EXTS))}) found in the folder "
-                               "or its subfolders")
+        raise FaceFoundryError(
+            f"{root}: no image files ({', '.join(sorted(IMAGE_EXTS))}) found in the folder or its subfolders"
+        )
     if labels == "auto":
         by_folder: dict[str, int] = {}
         for f in files:
             key = f.parts[0] if len(f.parts) == 2 else ""  # "": a photo at the top or deeper than one level
             by_folder[key] = by_folder.get(key, 0) + 1
-        labelled = ("" not in by_folder and len(by_folder) >= 2
-                    and float(np.median(list(by_folder.values()))) <= MAX_IDENTITY_PHOTOS)
+        labelled = (
+            "" not in by_folder
+            and len(by_folder) >= 2
+            and float(np.median(list(by_folder.values()))) <= MAX_IDENTITY_PHOTOS
+        )
     elif labels == "folders":
         labelled = True
         loose = [f for f in files if len(f.parts) < 2]
         if loose:
-            raise FaceFoundryError(f"{root / loose[0]}: photo outside an identity subfolder (align.labels=folders "
-                                   f"puts each identity in its own subfolder; {len(loose)} such photos)")
+            raise FaceFoundryError(
+                f"{root / loose[0]}: photo outside an identity subfolder (align.labels=folders "
+                f"puts each identity in its own subfolder; {len(loose)} such photos)"
+            )
     else:
         labelled = False
     identities = [f.parts[0] if labelled else _rel(f.with_suffix("")) for f in files]
@@ -100,9 +106,16 @@ def find_photos(src: str | Path, labels: str = "auto", exclude: Path | None = No
 def _resume_key(cfg: Config, photos: PhotoSet) -> str:
     h = hashlib.sha256()
     a = cfg.align
-    settings = {"size": cfg.base.image_size, "upsample": a.upsample, "retry_upsample": a.retry_upsample,
-                "min_score": a.min_score, "image_format": a.image_format, "labelled": photos.labelled,
-                "template": "arcface", "root": str(photos.root.resolve())}
+    settings = {
+        "size": cfg.base.image_size,
+        "upsample": a.upsample,
+        "retry_upsample": a.retry_upsample,
+        "min_score": a.min_score,
+        "image_format": a.image_format,
+        "labelled": photos.labelled,
+        "template": "arcface",
+        "root": str(photos.root.resolve()),
+    }
     h.update(json.dumps(settings, sort_keys=True).encode())
     for f in photos.files:
         h.update(f"{_rel(f)}\0{(photos.root / f).stat().st_size}\n".encode())
@@ -134,7 +147,7 @@ def _sample_grid(out: Path, n: int = 64, cols: int = 8) -> np.ndarray:
     src = open_source(out)
     picks = np.unique(np.linspace(0, len(src) - 1, min(n, len(src))).round().astype(int))
     crops = [src.load(int(i)) for i in picks]
-    return image_grid([crops[k:k + cols] for k in range(0, len(crops), cols)])
+    return image_grid([crops[k : k + cols] for k in range(0, len(crops), cols)])
 
 
 def run_align(cfg: Config, src: str | Path, out: str | Path, limit: int | None = None) -> dict:
@@ -152,23 +165,40 @@ def run_align(cfg: Config, src: str | Path, out: str | Path, limit: int | None =
         photos = PhotoSet(photos.root, photos.files[:limit], photos.identities[:limit], photos.labelled)
     n = len(photos.files)
     size, a = cfg.base.image_size, cfg.align
-    log(f"{photos.root}: {n} photos, " + (f"{len(set(photos.identities))} identity subfolders" if photos.labelled
-                                          else "unlabelled (each photo its own identity)")
-        + f"; aligning to {size}x{size}")
+    log(
+        f"{photos.root}: {n} photos, "
+        + (
+            f"{len(set(photos.identities))} identity subfolders"
+            if photos.labelled
+            else "unlabelled (each photo its own identity)"
+        )
+        + f"; aligning to {size}x{size}"
+    )
     aligner = FaceAligner(size, a.upsample, a.retry_upsample, a.min_score)
-    meta = {"generator": "align", "image_size": size, "template": "arcface", "photos": n,
-            "labelled": photos.labelled, "source_dir": str(photos.root)}
+    meta = {
+        "generator": "align",
+        "image_size": size,
+        "template": "arcface",
+        "photos": n,
+        "labelled": photos.labelled,
+        "source_dir": str(photos.root),
+    }
     index = {_rel(f): i for i, f in enumerate(photos.files)}
     misses: list[dict] = []
     partial = out.parent / f".{out.name}.partial"  # DatasetWriter's resume folder
 
-    with stage_run(cfg, "align", ["align"], {"facefoundry.align.source": str(photos.root)},
-                   name=run_name("align", photos.root.name)):
+    with stage_run(
+        cfg,
+        "align",
+        ["align"],
+        {"facefoundry.align.source": str(photos.root)},
+        name=run_name("align", photos.root.name),
+    ):
         t0 = time.perf_counter()
         try:
             with DatasetWriter(out, meta, a.image_format, resume_key=_resume_key(cfg, photos)) as w:
                 m = w.manifest
-                label_of = {ident: lab for ident, lab in zip(m.identity, m.label)}
+                label_of = dict(zip(m.identity, m.label))
                 start = index[json.loads(m.params[-1])["source_path"]] + 1 if len(m) else 0
                 if start:
                     log(f"resuming: {len(m)} crops of the first {start} photos already written")
@@ -176,8 +206,12 @@ def run_align(cfg: Config, src: str | Path, out: str | Path, limit: int | None =
                     for i in range(start):  # the earlier misses are not journalled: find their reasons again
                         if _rel(photos.files[i]) not in aligned:
                             img, why = _miss_reason(aligner, photos, i)
-                            misses.append({"path": _rel(photos.files[i]),
-                                           "reason": why if img is None else "not aligned in the interrupted run"})
+                            misses.append(
+                                {
+                                    "path": _rel(photos.files[i]),
+                                    "reason": why if img is None else "not aligned in the interrupted run",
+                                }
+                            )
                 bar = track(total=n, initial=start, desc="align", unit="photo", leave=True)
                 for c0 in range(start, n, CHUNK):
                     found: list[tuple[int, np.ndarray, Detection]] = []
@@ -186,23 +220,34 @@ def run_align(cfg: Config, src: str | Path, out: str | Path, limit: int | None =
                         if img is None:
                             misses.append({"path": _rel(photos.files[i]), "reason": det})
                         else:
+                            assert not isinstance(det, str)  # _miss_reason: an image comes with its detection
                             found.append((i, img, det))
                         bar.update(1)
                     faces = aligner.warp([f[1] for f in found], [f[2] for f in found])
                     for (i, _, _), face in zip(found, faces):
                         ident = photos.identities[i]
                         label = label_of.setdefault(ident, len(label_of))
-                        w.add(face.crop, label, ident, "align",
-                              {"source_path": _rel(photos.files[i]), "score": round(face.score, 4),
-                               "box": list(face.box), "landmarks5": np.round(face.landmarks5, 2).tolist(),
-                               "upsample": face.upsample})
+                        w.add(
+                            face.crop,
+                            label,
+                            ident,
+                            "align",
+                            {
+                                "source_path": _rel(photos.files[i]),
+                                "score": round(face.score, 4),
+                                "box": list(face.box),
+                                "landmarks5": np.round(face.landmarks5, 2).tolist(),
+                                "upsample": face.upsample,
+                            },
+                        )
                     bar.set_postfix(misses=len(misses))
                 bar.close()
                 if w.done == 0:
                     first = misses[0]
                     raise FaceFoundryError(
                         f"{photos.root}: no face found in any of the {n} images (e.g. {first['path']}: "
-                        f"{first['reason']}); try align.upsample={a.upsample + 1} or a lower align.min_score")
+                        f"{first['reason']}); try align.upsample={a.upsample + 1} or a lower align.min_score"
+                    )
                 misses.sort(key=lambda x: index[x["path"]])
                 m.meta.update(misses=len(misses), num_classes=len(label_of), aligned=w.done)
         except FaceFoundryError:
@@ -213,13 +258,23 @@ def run_align(cfg: Config, src: str | Path, out: str | Path, limit: int | None =
         atomic_write_json(out / MISSES, summary)
         done = n - start
         rate = done / secs if secs > 0 else float("nan")
-        log_metrics({"photos": n, "aligned": n - len(misses), "misses": len(misses),
-                     "miss_rate": len(misses) / n, "identities": len(label_of), "seconds": secs,
-                     "images_per_second": rate})
+        log_metrics(
+            {
+                "photos": n,
+                "aligned": n - len(misses),
+                "misses": len(misses),
+                "miss_rate": len(misses) / n,
+                "identities": len(label_of),
+                "seconds": secs,
+                "images_per_second": rate,
+            }
+        )
         log_image(_sample_grid(out), "samples/grid.png")
         log_dataset_version(out)
     where = ", ".join(f"{k}: {v}" for k, v in summary["by_folder"].items())
-    log(f"wrote {n - len(misses)} aligned crops of {len(label_of)} identities to {out} "
+    log(
+        f"wrote {n - len(misses)} aligned crops of {len(label_of)} identities to {out} "
         f"({rate:.1f} photos/s); {len(misses)} of {n} photos had no face"
-        + (f" ({where}), listed in {out / MISSES}" if misses else ""))
+        + (f" ({where}), listed in {out / MISSES}" if misses else "")
+    )
     return summary

@@ -33,14 +33,24 @@ def run_convert(cfg: Config, src: str | Path, out: str | Path, image_format: str
     check.raise_if_bad(source.root)
     if check.converted:
         log(f"{source.root}: converting {check.summary()} image(s) to RGB")
-    meta = {"generator": "convert", "source": str(source.root), "source_kind": source.kind,
-            "num_classes": source.num_classes, "converted_to_rgb": dict(check.converted)}
+    meta = {
+        "generator": "convert",
+        "source": str(source.root),
+        "source_kind": source.kind,
+        "num_classes": source.num_classes,
+        "converted_to_rgb": dict(check.converted),
+    }
     key = hashlib.sha256(json.dumps([meta, image_format, check.sha256], sort_keys=True).encode()).hexdigest()
     with DatasetWriter(out, meta, image_format, resume_key=key) as w:
         if w.done:
             log(f"{out}: resuming after {w.done} converted images")
-        for i in track(range(w.done, len(source)), total=len(source), initial=w.done, desc=f"convert {source.root.name}",
-                       unit="img"):
+        for i in track(
+            range(w.done, len(source)),
+            total=len(source),
+            initial=w.done,
+            desc=f"convert {source.root.name}",
+            unit="img",
+        ):
             label = int(source.labels[i])
             w.add(source.load(i), label, source.identities[label], source.kind, {"from": source.name(i)})
     log(f"{out}: {len(source)} images of {source.num_classes} identities ({source.kind} → manifest)")

@@ -9,8 +9,9 @@ same protocol.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -56,8 +57,14 @@ def parse_benchmarks(items: list[str]) -> dict[str, str]:
     return out
 
 
-def evaluate_embedder(embedder: Embedder, benchmarks: dict[str, str], cfg: Config, image_size: int | None = None,
-                      label: str = "model", where: str = "evaluate.benchmarks.") -> list[VerificationResult]:
+def evaluate_embedder(
+    embedder: Embedder,
+    benchmarks: dict[str, str],
+    cfg: Config,
+    image_size: int | None = None,
+    label: str = "model",
+    where: str = "evaluate.benchmarks.",
+) -> list[VerificationResult]:
     """Pure evaluation (no tracking): read each ``.bin`` → embed → k-fold, TAR@FAR, ROC.
 
     ``where`` names where the benchmark list came from, for error messages.
@@ -69,18 +76,23 @@ def evaluate_embedder(embedder: Embedder, benchmarks: dict[str, str], cfg: Confi
     if missing:
         raise FaceFoundryError(f"benchmark file does not exist ({'; '.join(missing)})")
     loaded = {name: read_bin(path, image_size) for name, path in benchmarks.items()}  # every file is checked
-    small = [f"{benchmarks[n]}: {len(p.issame)} pairs cannot be split into {e.nfolds} folds (evaluate.nfolds)"
-             for n, p in loaded.items() if len(p.issame) < e.nfolds]
+    small = [
+        f"{benchmarks[n]}: {len(p.issame)} pairs cannot be split into {e.nfolds} folds (evaluate.nfolds)"
+        for n, p in loaded.items()
+        if len(p.issame) < e.nfolds
+    ]
     if small:
         raise FaceFoundryError("; ".join(small))
-    results = []                                                                      # before any is scored
+    results = []  # before any is scored
     for name, pairs in loaded.items():
         t0 = time.perf_counter()
         emb = embedder(pairs.images, f"{label} on {name}")
         res = evaluate_pairs(name, emb, pairs.issame, e.nfolds, e.distance, e.far_targets)
         res.embed_seconds = time.perf_counter() - t0
-        log(f"{label} on {name}: accuracy {res.accuracy:.4f} ± {res.accuracy_std:.4f} over {res.pairs} pairs, "
-            f"AUC {res.auc:.4f}, " + ", ".join(f"TAR@FAR={f:g} {t:.3f}" for f, t in res.tar_at_far.items()))
+        log(
+            f"{label} on {name}: accuracy {res.accuracy:.4f} ± {res.accuracy_std:.4f} over {res.pairs} pairs, "
+            f"AUC {res.auc:.4f}, " + ", ".join(f"TAR@FAR={f:g} {t:.3f}" for f, t in res.tar_at_far.items())
+        )
         results.append(res)
     return results
 
@@ -99,20 +111,27 @@ def model_embedder(model: FRModel | OnnxModel, cfg: Config) -> Embedder:
 
     def run(images: np.ndarray, desc: str = "") -> np.ndarray:
         if images.shape[1] != size:
-            log(f"warning: resizing {images.shape[1]}-px benchmark crops to the model's {size} px "
-                "(as insightface does for non-native sizes; evaluate.resize: false to refuse)")
+            log(
+                f"warning: resizing {images.shape[1]}-px benchmark crops to the model's {size} px "
+                "(as insightface does for non-native sizes; evaluate.resize: false to refuse)"
+            )
         return embed(forward, resize_uint8(images, size), model.preprocess, e.batch_size, e.flip, device, desc)
 
     return run
 
 
-def encoder_embedder(encoder, cfg: Config) -> Embedder:  # noqa: ANN001
+def encoder_embedder(encoder, cfg: Config) -> Embedder:
     encoder.to(resolve_device(cfg.base.device))
-    return lambda images, desc="": encoder.embed(images, cfg.evaluate.batch_size, cfg.evaluate.flip, desc)
+
+    def run(images: np.ndarray, desc: str = "") -> np.ndarray:
+        return encoder.embed(images, cfg.evaluate.batch_size, cfg.evaluate.flip, desc)
+
+    return run
 
 
-def evaluate_model(model: FRModel | OnnxModel, benchmarks: dict[str, str], cfg: Config,
-                   where: str = "evaluate.benchmarks.") -> list[VerificationResult]:
+def evaluate_model(
+    model: FRModel | OnnxModel, benchmarks: dict[str, str], cfg: Config, where: str = "evaluate.benchmarks."
+) -> list[VerificationResult]:
     """The trained FR model on every benchmark (crops of another side are resized to the model's)."""
     native = None if cfg.evaluate.resize else model.preprocess.image_size  # refuse other sizes when loading
     return evaluate_embedder(model_embedder(model, cfg), benchmarks, cfg, native, where=where)
@@ -124,8 +143,14 @@ def results_table(rows: list[tuple[str, VerificationResult]]) -> str:
     head = ["model", "benchmark", "pairs", "accuracy", "AUC", *[f"TAR@FAR={f:g}" for f in fars]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for who, r in rows:
-        cells = [who, r.name, str(r.pairs), f"{100 * r.accuracy:.2f} ± {100 * r.accuracy_std:.2f} %", f"{r.auc:.4f}",
-                 *[f"{r.tar_at_far[f]:.3f}" if f in r.tar_at_far else "–" for f in fars]]
+        cells = [
+            who,
+            r.name,
+            str(r.pairs),
+            f"{100 * r.accuracy:.2f} ± {100 * r.accuracy_std:.2f} %",
+            f"{r.auc:.4f}",
+            *[f"{r.tar_at_far[f]:.3f}" if f in r.tar_at_far else "–" for f in fars],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -134,8 +159,10 @@ def _log_results(results: list[VerificationResult], prefix: str = "") -> dict[st
     metrics: dict[str, float] = {}
     for r in results:
         metrics.update({prefix + k: v for k, v in r.metrics().items()})
-        log_figure(score_histogram(prefix + r.name, r.pos_scores, r.neg_scores, r.threshold),
-                   f"plots/hist_{prefix.replace('/', '_')}{r.name}.png")
+        log_figure(
+            score_histogram(prefix + r.name, r.pos_scores, r.neg_scores, r.threshold),
+            f"plots/hist_{prefix.replace('/', '_')}{r.name}.png",
+        )
     metrics[prefix + "mean_accuracy"] = float(np.mean([r.accuracy for r in results]))
     return metrics
 
@@ -147,10 +174,13 @@ def _write_outputs(out: Path, metrics: dict[str, float], labelled: list[tuple[st
     atomic_write_json(out / "metrics.json", {k.replace("/", "_"): v for k, v in metrics.items()})
     for who, r in labelled:
         key = f"{who}_{r.name}" if who else r.name
-        atomic_write_json(out / f"roc_{key}.json", {"roc": [{"fpr": max(float(f), 1e-4), "tpr": float(t)}
-                                                            for f, t in _thin(r.fpr, r.tpr)]})
-    atomic_write_json(out / "folds.json", {(f"{who}/{r.name}" if who else r.name): r.fold_accuracies
-                                           for who, r in labelled})
+        atomic_write_json(
+            out / f"roc_{key}.json",
+            {"roc": [{"fpr": max(float(f), 1e-4), "tpr": float(t)} for f, t in _thin(r.fpr, r.tpr)]},
+        )
+    atomic_write_json(
+        out / "folds.json", {(f"{who}/{r.name}" if who else r.name): r.fold_accuracies for who, r in labelled}
+    )
     fig = roc_figure({(f"{who}/{r.name}" if who else r.name): (r.fpr, r.tpr, r.auc) for who, r in labelled})
     save_figure(fig, out / "roc.png")
     log_artifact(out / "roc.png", "plots")
@@ -165,8 +195,12 @@ def default_products(cfg: Config, encoders: list[str] | None = None) -> Path:
     return Path("outputs/eval") / (model.parent.name if model.name == "model" and model.parent.name else model.stem)
 
 
-def run_evaluate(cfg: Config, encoders: list[str] | None = None, benchmarks: list[str] | None = None,
-                 products: str | Path | None = None) -> dict:
+def run_evaluate(
+    cfg: Config,
+    encoders: list[str] | None = None,
+    benchmarks: list[str] | None = None,
+    products: str | Path | None = None,
+) -> dict:
     """Score the trained model, or each ``--encoder``, on the configured (or ``--benchmark``) files.
 
     DVC metrics and plots go to ``evaluate.out``; histograms and the results table to ``products``
@@ -174,8 +208,10 @@ def run_evaluate(cfg: Config, encoders: list[str] | None = None, benchmarks: lis
     benches = parse_benchmarks(benchmarks) if benchmarks else dict(cfg.evaluate.benchmarks)
     where = "--benchmark " if benchmarks else "evaluate.benchmarks."
     if not benches:
-        raise FaceFoundryError("no benchmark to evaluate on: evaluate.benchmarks is empty (add NAME=PATH.bin "
-                               "with --benchmark or --set evaluate.benchmarks.NAME=PATH.bin)")
+        raise FaceFoundryError(
+            "no benchmark to evaluate on: evaluate.benchmarks is empty (add NAME=PATH.bin "
+            "with --benchmark or --set evaluate.benchmarks.NAME=PATH.bin)"
+        )
     if encoders:
         return _run_encoders(cfg, encoders, benches, where, products)
     if Path(cfg.evaluate.model).suffix.lower() in RELEASED_SUFFIXES and not Path(cfg.evaluate.model).is_dir():
@@ -184,8 +220,7 @@ def run_evaluate(cfg: Config, encoders: list[str] | None = None, benchmarks: lis
     record = run_record(cfg.evaluate.model)  # the training run's side file (never a DVC output)
     train_run, recipe = record.get("run_id"), record.get("recipe") or model.info.get("recipe")
     tags = {"facefoundry.train_run_id": str(train_run), "facefoundry.recipe": str(recipe)}
-    with stage_run(cfg, "evaluate", ["evaluate"], tags, name=run_name("evaluate", recipe, *benches),
-                   products=products):
+    with stage_run(cfg, "evaluate", ["evaluate"], tags, name=run_name("evaluate", recipe, *benches), products=products):
         with torch.inference_mode():
             results = evaluate_model(model, benches, cfg, where)
         metrics = _report(cfg, results)
@@ -194,7 +229,7 @@ def run_evaluate(cfg: Config, encoders: list[str] | None = None, benchmarks: lis
     if train_run and record.get("fingerprint") == model.info.get("fingerprint"):
         try:  # the training run carries its accuracies too, so leaderboards sort training runs
             log_metrics_to_run(train_run, metrics)
-        except Exception as exc:  # noqa: BLE001 - the training run may live in another store
+        except Exception as exc:  # the training run may live in another store
             log(f"could not add metrics to training run {train_run}: {exc.__class__.__name__}")
     return metrics
 
@@ -218,25 +253,36 @@ def _run_released(cfg: Config, benches: dict[str, str], where: str, products: st
     model = load_model(spec, cfg.evaluate.arch, resolve_device(cfg.base.device))  # every problem: one line
     fmt, arch = model.info["source_format"], model.info.get("arch")
     log(f"evaluating {spec} ({fmt}{', ' + arch if arch else ''}, {model.preprocess.image_size}-px input)")
-    tags = {"facefoundry.model": str(spec), "facefoundry.model_format": fmt,
-            **({"facefoundry.arch": arch} if arch else {})}
-    with stage_run(cfg, "evaluate", ["evaluate"], tags, name=run_name("evaluate", spec.name, *benches),
-                   products=products):
+    tags = {
+        "facefoundry.model": str(spec),
+        "facefoundry.model_format": fmt,
+        **({"facefoundry.arch": arch} if arch else {}),
+    }
+    with stage_run(
+        cfg, "evaluate", ["evaluate"], tags, name=run_name("evaluate", spec.name, *benches), products=products
+    ):
         with torch.inference_mode():
             results = evaluate_model(model, benches, cfg, where)
         return _report(cfg, results)
 
 
-def _run_encoders(cfg: Config, encoders: list[str], benches: dict[str, str], where: str,
-                  products: str | Path | None) -> dict:
+def _run_encoders(
+    cfg: Config, encoders: list[str], benches: dict[str, str], where: str, products: str | Path | None
+) -> dict:
     """Pretrained encoders as judges: one metric set per encoder (prefixed when there are several)."""
     from facefoundry.identity import load_encoder
 
     several = len(encoders) > 1
     metrics: dict[str, float] = {}
     labelled: list[tuple[str, VerificationResult]] = []
-    with stage_run(cfg, "evaluate", ["evaluate"], {"facefoundry.encoders": ",".join(encoders)},
-                   name=run_name("evaluate", "encoders " + ",".join(encoders), *benches), products=products):
+    with stage_run(
+        cfg,
+        "evaluate",
+        ["evaluate"],
+        {"facefoundry.encoders": ",".join(encoders)},
+        name=run_name("evaluate", "encoders " + ",".join(encoders), *benches),
+        products=products,
+    ):
         for spec in encoders:
             enc = load_encoder(spec)
             who = enc.name if enc.name != "onnx" else Path(spec).stem

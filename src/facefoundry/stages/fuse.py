@@ -21,9 +21,14 @@ def run_fuse(cfg: Config, metrics_out: str | None = None, products: str | Path |
     f = cfg.fuse
     digests = {name: dvc_dir_hash(s.path) for name, s in f.sources.items() if Path(s.path).is_dir()}
     what = " + ".join(f"{n} ({s.identities or (f'{s.share:.0%}' if s.share else 'all')})" for n, s in f.sources.items())
-    with stage_run(cfg, "fuse", ["fuse", "quality"], {"facefoundry.dataset": f.out},
-                   name=run_name("fuse", what, f.strategy, f"overlap {f.overlap} ≥ {f.overlap_threshold:g}"),
-                   products=products):
+    with stage_run(
+        cfg,
+        "fuse",
+        ["fuse", "quality"],
+        {"facefoundry.dataset": f.out},
+        name=run_name("fuse", what, f.strategy, f"overlap {f.overlap} ≥ {f.overlap_threshold:g}"),
+        products=products,
+    ):
         for name, s in f.sources.items():
             if name in digests:
                 log_dataset_version(s.path, prefix=f"source.{name}", digest=digests[name], context="fusion")
@@ -35,8 +40,17 @@ def run_fuse(cfg: Config, metrics_out: str | None = None, products: str | Path |
         pos = {(s.name, int(lab)): offset[s.name] + k for s in res.sources for k, lab in enumerate(s.labels)}
         pairs = [(pos[(p["a"], p["a_label"])], pos[(p["b"], p["b_label"])]) for p in res.selection.overlaps]
         leaked = [pos[(n, lab)] for n, labs in res.leaked.items() for lab in labs]
-        log_figure(centre_map(f"fusion: identity centres by source ({len(pairs)} overlapping pairs)", centres, groups,
-                              pairs, leaked, "leaked"), "plots/fusion_identity_centres.png")
+        log_figure(
+            centre_map(
+                f"fusion: identity centres by source ({len(pairs)} overlapping pairs)",
+                centres,
+                groups,
+                pairs,
+                leaked,
+                "leaked",
+            ),
+            "plots/fusion_identity_centres.png",
+        )
         log_metrics({f"fuse/{k}": v for k, v in res.metrics.items()})
         log_dataset_version(res.out, digest=dvc_dir_hash(res.out), context="fused")
         atomic_write_json(metrics_out or Path(f.out).with_name(f"{Path(f.out).name}_fuse.json"), res.metrics)

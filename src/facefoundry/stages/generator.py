@@ -88,28 +88,37 @@ def run_key(cfg: Config, desc: GeneratorDescriptor, digest: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def run_train_generator(cfg: Config, name: str, stop_after: int | None = None,
-                        products: str | Path | None = None) -> dict:
+def run_train_generator(
+    cfg: Config, name: str, stop_after: int | None = None, products: str | Path | None = None
+) -> dict:
     """Train (or resume) generator ``name`` on its section's ``dataset`` and log it; returns the final numbers."""
     from facefoundry.data.sources import open_source
 
     desc = descriptor(name)
     section = training_section(cfg, desc)
+    assert desc.train_section is not None  # training_section raised otherwise
     train = desc.entry("train")
     source = open_source(section.dataset)
     parts = list(load_object(desc.describe)(cfg)) if desc.describe else []
     log(f"{name}: {source.describe()}; encoder {getattr(section, 'encoder', '-')}; {', '.join(parts)}")
     size, epochs = getattr(section, "image_size", None), getattr(section, "epochs", None)
-    label = run_name(f"train-{name}", source.root.name, *parts, f"{size}px" if size else None,
-                     f"{epochs} ep" if epochs else None)
+    label = run_name(
+        f"train-{name}", source.root.name, *parts, f"{size}px" if size else None, f"{epochs} ep" if epochs else None
+    )
     out = Path(section.out)
     digest = dvc_dir_hash(source.root)  # once: the run key, the dataset input and the training caches name it
     key = run_key(cfg, desc, digest)
     record = read_run_record(out)
     reopen = record.get("run_id") if record.get("key") == key and (out / CHECKPOINT).is_file() else None
-    with stage_run(cfg, f"train-{name}", [desc.train_section], {"facefoundry.dataset": str(source.root),
-                                                                "facefoundry.generator": name},
-                   run_id=reopen, name=label, products=products) as run:
+    with stage_run(
+        cfg,
+        f"train-{name}",
+        [desc.train_section],
+        {"facefoundry.dataset": str(source.root), "facefoundry.generator": name},
+        run_id=reopen,
+        name=label,
+        products=products,
+    ) as run:
         write_run_record(out, {"run_id": run.info.run_id, "key": key})
         if run.info.run_id != reopen:
             log_dataset_version(source.root, digest=digest)
@@ -120,14 +129,18 @@ def run_train_generator(cfg: Config, name: str, stop_after: int | None = None,
             log_metrics({f"{name}/{k}": v for k, v in h.items() if k != "epoch"}, step=int(h["epoch"]))
         if result.history:
             keys = [k for k in result.history[0] if k not in NOT_METRICS]
-            log_figure(curve_figure(f"{name} losses", {k: [h.get(k, float("nan")) for h in result.history]
-                                                        for k in keys}), f"plots/{name}_losses.png")
+            log_figure(
+                curve_figure(f"{name} losses", {k: [h.get(k, float("nan")) for h in result.history] for k in keys}),
+                f"plots/{name}_losses.png",
+            )
         if desc.reconstructions and Path(result.model_dir).is_dir():
             rows = load_object(desc.reconstructions)(result.model_dir, source, seed=cfg.base.seed)
             log_image(image_grid(rows), f"samples/{name}_reconstruction.png")
         # DVC metrics: reproducible numbers only (no run ids, digests or timings)
-        final = {"epochs": len(result.history), **({k: v for k, v in result.history[-1].items()
-                                                    if k not in NOT_METRICS} if result.history else {})}
+        final = {
+            "epochs": len(result.history),
+            **({k: v for k, v in result.history[-1].items() if k not in NOT_METRICS} if result.history else {}),
+        }
         atomic_write_json(getattr(section, "metrics", None) or f"{section.out}/metrics.json", final)
         log(f"{name} model saved to {result.model_dir}")
         return final

@@ -22,8 +22,15 @@ def _key(expr: str) -> str:
     return expr.split("=", 1)[0].lstrip("+")
 
 
-def dvc_command(params_file: Path, experiments: list[str], global_sets: list[str], overrides: list[str],
-                stage: str | None = None, name: str | None = None, required: bool = True) -> list[str]:
+def dvc_command(
+    params_file: Path,
+    experiments: list[str],
+    global_sets: list[str],
+    overrides: list[str],
+    stage: str | None = None,
+    name: str | None = None,
+    required: bool = True,
+) -> list[str]:
     """The ``dvc`` arguments (after ``python -m dvc``) that run the pipeline with these settings.
 
     ``overrides`` are validated first (a malformed or unknown one is a one-line error before DVC starts);

@@ -30,17 +30,28 @@ FINISHED = "attributes.status = 'FINISHED'"
 
 def _records(experiments: list[str], stage: str) -> list[dict]:
     mlflow = _mlflow()
-    runs = mlflow.search_runs(experiment_names=experiments, output_format="list", max_results=5000,
-                              filter_string=f"tags.`facefoundry.stage` = '{stage}' and {FINISHED}",
-                              order_by=["attributes.start_time DESC"])
+    runs = mlflow.search_runs(
+        experiment_names=experiments,
+        output_format="list",
+        max_results=5000,
+        filter_string=f"tags.`facefoundry.stage` = '{stage}' and {FINISHED}",
+        order_by=["attributes.start_time DESC"],
+    )
     names: dict[str, str] = {}
     out = []
     for r in runs:
         eid = r.info.experiment_id
         if eid not in names:
             names[eid] = mlflow.MlflowClient().get_experiment(eid).name
-        out.append({"run_id": r.info.run_id, "params": dict(r.data.params), "metrics": dict(r.data.metrics),
-                    "tags": dict(r.data.tags), "experiment": names[eid]})
+        out.append(
+            {
+                "run_id": r.info.run_id,
+                "params": dict(r.data.params),
+                "metrics": dict(r.data.metrics),
+                "tags": dict(r.data.tags),
+                "experiment": names[eid],
+            }
+        )
     return out
 
 
@@ -51,7 +62,7 @@ def training_runs(experiment: str | list[str]) -> list[dict]:
     return join_data_metrics(_records(names, "train"), _records(names, "validate"))
 
 
-def leaderboard_figure(board: Leaderboard, title: str, top: int):  # noqa: ANN201
+def leaderboard_figure(board: Leaderboard, title: str, top: int):
     header, rows = board.table(top)
     return table_figure(title, header, rows, caption=board.basis)
 
@@ -69,11 +80,22 @@ def recipe_records(cfg: Config) -> list[dict]:
         for key, value in flat.items():
             bench = next((b for b in benches if key.startswith(b + "_")), None)
             if bench is not None and isinstance(value, (int, float)):
-                metrics[f"{bench}/{key[len(bench) + 1:]}"] = float(value)
-        metrics.update({f"data/{k}": float(v) for k, v in read_json(root / recipe / "validate.json").items()
-                        if isinstance(v, (int, float))})
-        out.append({"run_id": recipe, "params": {"train.dataset": dataset}, "metrics": metrics,
-                    "tags": {"facefoundry.recipe": recipe}})
+                metrics[f"{bench}/{key[len(bench) + 1 :]}"] = float(value)
+        metrics.update(
+            {
+                f"data/{k}": float(v)
+                for k, v in read_json(root / recipe / "validate.json").items()
+                if isinstance(v, (int, float))
+            }
+        )
+        out.append(
+            {
+                "run_id": recipe,
+                "params": {"train.dataset": dataset},
+                "metrics": metrics,
+                "tags": {"facefoundry.recipe": recipe},
+            }
+        )
     return out
 
 
@@ -86,8 +108,11 @@ def _roc_overlays(cfg: Config, board: Leaderboard) -> None:
             points = read_json(root / row.recipe / "eval" / f"roc_{bench}.json").get("roc") or []
             auc = read_json(root / row.recipe / "eval" / "metrics.json").get(f"{bench}_auc", float("nan"))
             if points:
-                curves[row.recipe] = (np.array([p["fpr"] for p in points]), np.array([p["tpr"] for p in points]),
-                                      float(auc))
+                curves[row.recipe] = (
+                    np.array([p["fpr"] for p in points]),
+                    np.array([p["tpr"] for p in points]),
+                    float(auc),
+                )
         if curves:
             log_figure(roc_figure(curves), f"roc_{bench}.png")
 
@@ -101,10 +126,13 @@ def run_report(cfg: Config) -> Path:
     records = recipe_records(cfg)
     missing = [r["run_id"] for r in records if not any(k.endswith(ACC) for k in r["metrics"])]
     if len(missing) == len(records):  # before the run empties report.out
-        raise FaceFoundryError(f"report: no recipe of datasets: ({', '.join(cfg.datasets)}) has been evaluated "
-                               f"yet (no {rep.metrics}/<recipe>/eval/metrics.json); run `dvc repro` first")
-    with stage_run(cfg, "report", ["report"], name=run_name("report", rep.benchmark or "common benchmarks"),
-                   products=out):
+        raise FaceFoundryError(
+            f"report: no recipe of datasets: ({', '.join(cfg.datasets)}) has been evaluated "
+            f"yet (no {rep.metrics}/<recipe>/eval/metrics.json); run `dvc repro` first"
+        )
+    with stage_run(
+        cfg, "report", ["report"], name=run_name("report", rep.benchmark or "common benchmarks"), products=out
+    ):
         board = build(records, rep.benchmark, include_adhoc=True)
         title = f"FaceFoundry leaderboard · {cfg.base.experiment}"
         md = f"# {title}\n\n{board.markdown(rep.top)}"
@@ -135,8 +163,10 @@ def check_experiments(names: list[str]) -> None:
     missing = [n for n in names if client.get_experiment_by_name(n) is None]
     if missing:
         known = sorted(e.name for e in client.search_experiments())
-        raise FaceFoundryError(f"no MLflow experiment {', '.join(map(repr, missing))} in "
-                               f"{_mlflow().get_tracking_uri()} (experiments: {', '.join(known) or 'none'})")
+        raise FaceFoundryError(
+            f"no MLflow experiment {', '.join(map(repr, missing))} in "
+            f"{_mlflow().get_tracking_uri()} (experiments: {', '.join(known) or 'none'})"
+        )
 
 
 def print_board(board: Leaderboard, title: str, top: int | None) -> None:
@@ -151,8 +181,12 @@ def print_board(board: Leaderboard, title: str, top: int | None) -> None:
     table = Table(title=title, caption="\n".join(board.notes()), caption_justify="left")
     ranked = board.ranked_column
     for h in header:
-        table.add_column(h, style="bold cyan" if h == ranked else None, header_style="bold",
-                         justify="right" if h in ("rank", "n") or h.endswith("%") else "left")
+        table.add_column(
+            h,
+            style="bold cyan" if h == ranked else None,
+            header_style="bold",
+            justify="right" if h in ("rank", "n") or h.endswith("%") else "left",
+        )
     for r in rows:
         table.add_row(*r)
     console = Console()
@@ -161,8 +195,13 @@ def print_board(board: Leaderboard, title: str, top: int | None) -> None:
         console.print("Left out: " + ", ".join(f"{n} {why}" for why, n in board.excluded.items()) + ".")
 
 
-def run_leaderboard(cfg: Config, experiments: list[str] | None = None, metric: str | None = None,
-                    top: int | None = None, include_adhoc: bool | None = None) -> Leaderboard:
+def run_leaderboard(
+    cfg: Config,
+    experiments: list[str] | None = None,
+    metric: str | None = None,
+    top: int | None = None,
+    include_adhoc: bool | None = None,
+) -> Leaderboard:
     """``facefoundry leaderboard``: rank recipes across experiments; print, write and log the table."""
     rep = cfg.report
     names = list(dict.fromkeys(experiments or [cfg.base.experiment]))
@@ -186,12 +225,14 @@ def run_leaderboard(cfg: Config, experiments: list[str] | None = None, metric: s
         log_text(md, "leaderboard.md")
         log_text(page, "leaderboard.html")
         mlflow = _mlflow()
-        mlflow.set_tags({"facefoundry.leaderboard.metric": metric,
-                         "facefoundry.leaderboard.experiments": ",".join(names)})
+        mlflow.set_tags(
+            {"facefoundry.leaderboard.metric": metric, "facefoundry.leaderboard.experiments": ",".join(names)}
+        )
         if board.rows:
-            row, run_id, value = board.best()
-            mlflow.set_tags({"facefoundry.leaderboard.best_recipe": row.recipe,
-                             "facefoundry.leaderboard.best_run": run_id})
+            row, run_id, _ = board.best()
+            mlflow.set_tags(
+                {"facefoundry.leaderboard.best_recipe": row.recipe, "facefoundry.leaderboard.best_run": run_id}
+            )
         print_board(board, title, top)
         log(f"leaderboard of {len(board.rows)} recipes written to {out}/leaderboard.{{md,html,json}}")
         return board

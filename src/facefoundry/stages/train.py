@@ -8,8 +8,8 @@ MLflow run id and the registry version go to a side file (``tracking.RUN_FILE`` 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from facefoundry.config import Config
 from facefoundry.io import atomic_write_json, read_json
@@ -52,9 +52,12 @@ def backbone_label(cfg: Config) -> str:
     return f"{b.name}{list(b.layers) if b.layers else ''}w{b.width}"
 
 
-def run_train(cfg: Config, stop_after: int | None = None,
-              epoch_hook: Callable[[EpochStats, Trainer], None] | None = None,
-              products: str | Path | None = None) -> dict:
+def run_train(
+    cfg: Config,
+    stop_after: int | None = None,
+    epoch_hook: Callable[[EpochStats, Trainer], None] | None = None,
+    products: str | Path | None = None,
+) -> dict:
     """Train, export and log one FR model.
 
     ``epoch_hook(stats, trainer)`` runs after each epoch's checkpoint, inside the training run (a sweep
@@ -71,17 +74,24 @@ def run_train(cfg: Config, stop_after: int | None = None,
     if index.get("fingerprint") == trainer.fingerprint and metrics_path.is_file():
         log(f"{out / 'model'} is up to date for these settings and data: nothing to do (no new MLflow run)")
         return read_json(metrics_path)
-    log(f"{trainer.source.describe()} on {trainer.device}; "
+    log(
+        f"{trainer.source.describe()} on {trainer.device}; "
         f"{'preloaded in RAM' if trainer.feeder.preloaded else 'streaming'}; "
-        f"{sum(p.numel() for p in trainer.backbone.parameters()) / 1e6:.2f}M backbone parameters")
-    reopen = (record.get("run_id") if record.get("fingerprint") == trainer.fingerprint
-              and (out / CHECKPOINT).is_file() else None)
+        f"{sum(p.numel() for p in trainer.backbone.parameters()) / 1e6:.2f}M backbone parameters"
+    )
+    reopen = (
+        record.get("run_id")
+        if record.get("fingerprint") == trainer.fingerprint and (out / CHECKPOINT).is_file()
+        else None
+    )
     init = trainer.init_info  # train.init: the starting weights, recorded on the run and in the model folder
     label = f"{init['arch']} from {Path(init['path']).name}" if init else backbone_label(cfg)
-    name = run_name("train", recipe, label, t.head.name, f"lr {t.lr:g}", f"{t.epochs} ep",
-                    f"seed {cfg.base.seed}")
-    tags = {"facefoundry.dataset": str(trainer.source.root), "facefoundry.recipe": recipe,
-            **({"facefoundry.init": init["path"], "facefoundry.init_md5": init["md5"]} if init else {})}
+    name = run_name("train", recipe, label, t.head.name, f"lr {t.lr:g}", f"{t.epochs} ep", f"seed {cfg.base.seed}")
+    tags = {
+        "facefoundry.dataset": str(trainer.source.root),
+        "facefoundry.recipe": recipe,
+        **({"facefoundry.init": init["path"], "facefoundry.init_md5": init["md5"]} if init else {}),
+    }
     with stage_run(cfg, "train", ["train"], tags, run_id=reopen, name=name, products=products) as run:
         write_run_record(out, {"run_id": run.info.run_id, "fingerprint": trainer.fingerprint, "recipe": recipe})
         resumed = reopen is not None and run.info.run_id == reopen
@@ -90,15 +100,27 @@ def run_train(cfg: Config, stop_after: int | None = None,
             meta = getattr(getattr(trainer.source, "manifest", None), "meta", None)
             if meta:
                 _mlflow().log_params(recipe_params(meta))
-            log_metrics({"data/images": len(trainer.source), "data/identities": trainer.source.num_classes,
-                         **{f"data/{k}": v for k, v in trainer.data_checks.items()}})
+            log_metrics(
+                {
+                    "data/images": len(trainer.source),
+                    "data/identities": trainer.source.num_classes,
+                    **{f"data/{k}": v for k, v in trainer.data_checks.items()},
+                }
+            )
         else:
             digest = trainer.dataset_digest
         log_image(dataset_grid(trainer.source, seed=cfg.base.seed), "samples/train_grid.png")
 
         def epoch_metrics(s: EpochStats) -> None:
-            log_metrics({"train/loss": s.loss, "train/accuracy": s.accuracy, "train/lr": s.lr,
-                         "train/images_per_second": s.images_per_second}, step=s.epoch)
+            log_metrics(
+                {
+                    "train/loss": s.loss,
+                    "train/accuracy": s.accuracy,
+                    "train/lr": s.lr,
+                    "train/images_per_second": s.images_per_second,
+                },
+                step=s.epoch,
+            )
 
         def on_epoch(s: EpochStats) -> None:
             epoch_metrics(s)
@@ -120,19 +142,34 @@ def run_train(cfg: Config, stop_after: int | None = None,
             log(f"stopped after epoch {len(hist)} of {t.epochs}; run again to resume (run {run.info.run_id})")
             return {"epochs": len(hist)}
         if hist:
-            log_figure(training_figure([h.loss for h in hist], [h.accuracy for h in hist],
-                                       f"training · {recipe}"), "plots/training.png")
+            log_figure(
+                training_figure([h.loss for h in hist], [h.accuracy for h in hist], f"training · {recipe}"),
+                "plots/training.png",
+            )
         model = trainer.export({"recipe": recipe})
         onnx = out / "model" / "backbone.onnx"
-        reg = log_torch_model(RawEmbedding(model.backbone), cfg.base.image_size, "model",
-                              registered_name=t.registered_model, onnx_path=onnx, alias=_alias(recipe),
-                              tags={"recipe": recipe, "dataset_dvc_md5": digest, "train_run_id": run.info.run_id,
-                                    "backbone": label, "head": t.head.name})
-        write_run_record(out, {"run_id": run.info.run_id, "fingerprint": trainer.fingerprint, "recipe": recipe,
-                               **reg})
+        reg = log_torch_model(
+            RawEmbedding(model.backbone),
+            cfg.base.image_size,
+            "model",
+            registered_name=t.registered_model,
+            onnx_path=onnx,
+            alias=_alias(recipe),
+            tags={
+                "recipe": recipe,
+                "dataset_dvc_md5": digest,
+                "train_run_id": run.info.run_id,
+                "backbone": label,
+                "head": t.head.name,
+            },
+        )
+        write_run_record(out, {"run_id": run.info.run_id, "fingerprint": trainer.fingerprint, "recipe": recipe, **reg})
         # DVC metrics: reproducible numbers only (no run ids, digests or timings)
-        final = {"epochs": len(hist), "loss": hist[-1].loss if hist else None,
-                 "train_accuracy": hist[-1].accuracy if hist else None}
+        final = {
+            "epochs": len(hist),
+            "loss": hist[-1].loss if hist else None,
+            "train_accuracy": hist[-1].accuracy if hist else None,
+        }
         atomic_write_json(metrics_path, final)
         where = f", registered as {reg['registered_name']} v{reg['version']}" if "version" in reg else ""
         log(f"model saved to {result.model_dir} (run {run.info.run_id}{where})")

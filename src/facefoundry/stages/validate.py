@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -28,8 +29,9 @@ class CheckedDataset:
     source: FaceSource
 
 
-def check_dataset(folder: str | Path, image_size: int, min_per_identity: int, non_rgb: NonRGB = "convert",
-                  keep_mb: float = 0) -> CheckedDataset:
+def check_dataset(
+    folder: str | Path, image_size: int, min_per_identity: int, non_rgb: NonRGB = "convert", keep_mb: float = 0
+) -> CheckedDataset:
     """Check a dataset of any layout the trainer reads (manifest, image folders, RecordIO) end to end:
     identity counts, then every image (readable, manifest hash, decodes at ``image_size``, RGB or
     converted as ``non_rgb`` says); raises listing the bad images. Decoded images are kept in RAM when
@@ -45,22 +47,36 @@ def check_dataset(folder: str | Path, image_size: int, min_per_identity: int, no
     counts = np.bincount(np.asarray(src.labels), minlength=src.num_classes)
     if check.converted:
         log(f"{folder}: {check.summary()} image(s) are converted to RGB when read (train.non_rgb=reject refuses them)")
-    metrics = {"images": len(src), "identities": int(src.num_classes), "images_per_identity_min": int(counts.min()),
-               "images_per_identity_mean": float(counts.mean()), "images_per_identity_max": int(counts.max()),
-               "duplicate_images": int(len(hashes) - len(set(hashes))), **check.metrics()}
-    source = MemorySource(src, check.decoded) if check.decoded is not None else src
+    metrics = {
+        "images": len(src),
+        "identities": int(src.num_classes),
+        "images_per_identity_min": int(counts.min()),
+        "images_per_identity_mean": float(counts.mean()),
+        "images_per_identity_max": int(counts.max()),
+        "duplicate_images": int(len(hashes) - len(set(hashes))),
+        **check.metrics(),
+    }
+    decoded = cast("list[np.ndarray] | None", check.decoded)  # raise_if_bad above: every image decoded
+    source = MemorySource(src, decoded) if decoded is not None else src
     return CheckedDataset(metrics, check.sha256, source)
 
 
-def validate_dataset(folder: str | Path, image_size: int, min_per_identity: int,
-                     non_rgb: NonRGB = "convert", with_hashes: bool = False) -> dict | tuple[dict, list[str]]:
+def validate_dataset(
+    folder: str | Path, image_size: int, min_per_identity: int, non_rgb: NonRGB = "convert", with_hashes: bool = False
+) -> dict | tuple[dict, list[str]]:
     """:func:`check_dataset`'s data metrics (and every image's sha256 ``with_hashes``)."""
     checked = check_dataset(folder, image_size, min_per_identity, non_rgb)
     return (checked.metrics, checked.sha256) if with_hashes else checked.metrics
 
 
-def judge_dataset(folder: str | Path | FaceSource, judges: list[str], max_images: int, batch_size: int,
-                  seed: int = 0, memo: EmbeddingMemo | None = None) -> dict[str, dict]:
+def judge_dataset(
+    folder: str | Path | FaceSource,
+    judges: list[str],
+    max_images: int,
+    batch_size: int,
+    seed: int = 0,
+    memo: EmbeddingMemo | None = None,
+) -> dict[str, dict]:
     """Each judge encoder's intra/inter-identity cosine similarities on an identity-balanced sample.
 
     Returns ``{judge: {"metrics": {...}, "intra": array, "inter": array}}``; pure (no tracking). ``memo``
@@ -83,41 +99,69 @@ def judge_dataset(folder: str | Path | FaceSource, judges: list[str], max_images
     return out
 
 
-def _gate_frame(src: FaceSource, sha256: list[str], image_size: int):  # noqa: ANN202
+def _gate_frame(src: FaceSource, sha256: list[str], image_size: int):
     """The manifest table the gates check; other layouts as one (their sizes were checked while decoding)."""
     from facefoundry.data.manifest import Manifest
     from facefoundry.quality.gates import manifest_frame
 
     if src.kind == "manifest":
-        return manifest_frame(src.manifest)  # read once, by the source
-    m = Manifest(path=[src.name(i) for i in range(len(src))], label=[int(x) for x in src.labels],
-                 identity=[src.identities[int(x)] for x in src.labels], source=[src.kind] * len(src),
-                 params=["{}"] * len(src), width=[image_size] * len(src), height=[image_size] * len(src),
-                 sha256=list(sha256))
+        # a ManifestSource, or a MemorySource over one: both have .manifest
+        return manifest_frame(src.manifest)  # type: ignore[attr-defined]  # read once, by the source
+    m = Manifest(
+        path=[src.name(i) for i in range(len(src))],
+        label=[int(x) for x in src.labels],
+        identity=[src.identities[int(x)] for x in src.labels],
+        source=[src.kind] * len(src),
+        params=["{}"] * len(src),
+        width=[image_size] * len(src),
+        height=[image_size] * len(src),
+        sha256=list(sha256),
+    )
     return manifest_frame(m)
 
 
-def _log_quality(folder: Path, report, ident_judges: dict[str, dict]) -> None:  # noqa: ANN001
+def _log_quality(folder: Path, report, ident_judges: dict[str, dict]) -> None:
     from facefoundry.plots import centre_map, count_histogram
 
     name = folder.name
     for judge, res in ident_judges.items():
-        log_figure(score_histogram(f"{name}: judge {judge}", res["intra"], res["inter"],
-                                   xlabel="cosine similarity of identity vectors (higher = more alike)"),
-                   f"plots/identity_similarity_{judge}.png")
+        log_figure(
+            score_histogram(
+                f"{name}: judge {judge}",
+                res["intra"],
+                res["inter"],
+                xlabel="cosine similarity of identity vectors (higher = more alike)",
+            ),
+            f"plots/identity_similarity_{judge}.png",
+        )
     if report.intra.size and report.inter.size:
-        log_figure(score_histogram(f"{name}: intra- vs inter-class, judge centred", report.intra, report.inter,
-                                   xlabel="cosine similarity, centred judge space (higher = more alike)"),
-                   "plots/intra_inter_centred.png")
+        log_figure(
+            score_histogram(
+                f"{name}: intra- vs inter-class, judge centred",
+                report.intra,
+                report.inter,
+                xlabel="cosine similarity, centred judge space (higher = more alike)",
+            ),
+            "plots/intra_inter_centred.png",
+        )
     log_figure(count_histogram(f"{name}: images per identity", report.counts), "plots/images_per_identity.png")
     leaked = {d["label"] for d in report.problems.get("leaked", [])}
     marked = [i for i, c in enumerate(report.centre_labels) if int(c) in leaked]
-    log_figure(centre_map(f"{name}: identity centres (judge, PCA)", report.centres, report.centre_sources,
-                          marked=marked, marked_label="leaked"), "plots/identity_centres.png")
+    log_figure(
+        centre_map(
+            f"{name}: identity centres (judge, PCA)",
+            report.centres,
+            report.centre_sources,
+            marked=marked,
+            marked_label="leaked",
+        ),
+        "plots/identity_centres.png",
+    )
 
 
-def run_validate(cfg: Config, dataset: str | None = None, out: str | None = None,
-                 products: str | Path | None = None) -> dict:
+def run_validate(
+    cfg: Config, dataset: str | None = None, out: str | None = None, products: str | Path | None = None
+) -> dict:
     """File checks, data metrics (``facefoundry.quality``) and the Great Expectations gates of one dataset.
 
     ``products`` (default ``outputs/validate/<dataset>``) receives what a person reads: ``gates.json`` (every
@@ -135,29 +179,46 @@ def run_validate(cfg: Config, dataset: str | None = None, out: str | None = None
 
     folder = Path(dataset or cfg.train.dataset)
     products = Path(products) if products is not None else Path("outputs/validate") / folder.name
-    checked = check_dataset(folder, cfg.base.image_size, cfg.train.min_images_per_identity, cfg.train.non_rgb,
-                            keep_mb=cfg.train.preload_max_mb)
+    checked = check_dataset(
+        folder,
+        cfg.base.image_size,
+        cfg.train.min_images_per_identity,
+        cfg.train.non_rgb,
+        keep_mb=cfg.train.preload_max_mb,
+    )
     metrics, sha256, source = dict(checked.metrics), checked.sha256, checked.source
     digest = dvc_dir_hash(folder)
     memo = EmbeddingMemo(source)
-    with stage_run(cfg, "validate", ["identity", "quality"], {"facefoundry.dataset": str(folder)},
-                   name=run_name("validate", folder.name), products=products), \
-            tempfile.TemporaryDirectory(prefix="facefoundry-gx-") as gx_dir:
+    with (
+        stage_run(
+            cfg,
+            "validate",
+            ["identity", "quality"],
+            {"facefoundry.dataset": str(folder)},
+            name=run_name("validate", folder.name),
+            products=products,
+        ),
+        tempfile.TemporaryDirectory(prefix="facefoundry-gx-") as gx_dir,
+    ):
         ident = cfg.identity
         judged = judge_dataset(source, ident.judges, ident.judge_max_images, ident.batch_size, cfg.base.seed, memo)
         for name, res in judged.items():
             metrics.update({f"judge_{name}_{k}": v for k, v in res["metrics"].items()})
-            log(f"judge {name}: intra-identity cosine {res['metrics']['intra_mean']:.3f}, "
-                f"inter-identity {res['metrics']['inter_mean']:.3f}")
-        report = measure_dataset(source, cfg.quality, ident.batch_size, cfg.base.seed, digest, sha256, log=log,
-                                 memo=memo)
+            log(
+                f"judge {name}: intra-identity cosine {res['metrics']['intra_mean']:.3f}, "
+                f"inter-identity {res['metrics']['inter_mean']:.3f}"
+            )
+        report = measure_dataset(
+            source, cfg.quality, ident.batch_size, cfg.base.seed, digest, sha256, log=log, memo=memo
+        )
         metrics.update(report.metrics)
         _log_quality(folder, report, judged)
         log_image(dataset_grid(source, seed=cfg.base.seed), "samples/grid.png")
         atomic_write_json(products / "problems.json", report.problems)
         log_artifact(products / "problems.json", "quality")
-        gate = run_gates(_gate_frame(source, sha256, cfg.base.image_size), metrics, cfg.quality.gates,
-                         cfg.base.image_size, gx_dir)
+        gate = run_gates(
+            _gate_frame(source, sha256, cfg.base.image_size), metrics, cfg.quality.gates, cfg.base.image_size, gx_dir
+        )
         atomic_write_json(products / "gates.json", gate.to_json())
         log_artifact(products / "gates.json", "quality")
         if cfg.quality.gates.enabled:
@@ -168,9 +229,11 @@ def run_validate(cfg: Config, dataset: str | None = None, out: str | None = None
         metrics["gates_failed"] = len(gate.failures)
         log_metrics({f"data/{k}": v for k, v in metrics.items()})
         log_dataset_version(folder, context="validation", digest=digest)
-        log(f"{folder}: identities separable {metrics['separability']:.2f}, intra {metrics['intra_mean']:.3f} / "
+        log(
+            f"{folder}: identities separable {metrics['separability']:.2f}, intra {metrics['intra_mean']:.3f} / "
             f"inter {metrics['inter_mean']:.3f} (judge {cfg.quality.judge}, centred), "
-            f"{metrics['leaked_identities']} leaked, {metrics['near_duplicate_images']} near duplicates")
+            f"{metrics['leaked_identities']} leaked, {metrics['near_duplicate_images']} near duplicates"
+        )
         if not gate.success:
             raise FaceFoundryError(f"{folder}: {gate.summary()} (details: {products}/gates.json, problems.json)")
         log(gate.summary())

@@ -14,7 +14,7 @@ from facefoundry.io import atomic_write_json, file_lock, read_json
 from facefoundry.sweep.keys import validation_key
 
 
-def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tuple[dict, dict, dict]:  # noqa: ANN001
+def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tuple[dict, dict, dict]:
     """Generate (once per key), translate (with realism, once per key) and validate (once per key and
     validate settings) the trial's dataset; trials with the same keys wait for and reuse it.
 
@@ -33,27 +33,59 @@ def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tup
         name = cfg.generate.generator
         desc, section = descriptor(name), training_section(cfg, name)
         parts = list(load_object(desc.describe)(cfg)) if desc.describe else []
-        _make_once(Path(section.out), keys["train_generator"], name, trial_id, times,
-                   lambda: run_train_generator(cfg, name), log, f"{name} {' '.join(parts)}".strip(),
-                   {"generator": name, "settings": parts})
+        _make_once(
+            Path(section.out),
+            keys["train_generator"],
+            name,
+            trial_id,
+            times,
+            lambda: run_train_generator(cfg, name),
+            log,
+            f"{name} {' '.join(parts)}".strip(),
+            {"generator": name, "settings": parts},
+        )
     gen = cfg.generate
     if "fuse" in keys:  # the sweep searches fusion settings: fuse once per key, from the recipe's sources
         from facefoundry.stages.fuse import run_fuse
 
         f = cfg.fuse
-        info = _make_once(Path(f.out), keys["fuse"], "fuse", trial_id, times, lambda: run_fuse(cfg), log,
-                          f"fusion of {', '.join(f.sources)} ({f.strategy}, overlap {f.overlap} ≥ {f.overlap_threshold:g})",
-                          {"sources": list(f.sources), "seed": cfg.base.seed})
+        info = _make_once(
+            Path(f.out),
+            keys["fuse"],
+            "fuse",
+            trial_id,
+            times,
+            lambda: run_fuse(cfg),
+            log,
+            f"fusion of {', '.join(f.sources)} ({f.strategy}, overlap {f.overlap} ≥ {f.overlap_threshold:g})",
+            {"sources": list(f.sources), "seed": cfg.base.seed},
+        )
     else:
-        info = _make_once(Path(cfg.generate.out), keys["generate"], "generate", trial_id, times,
-                          lambda: run_generate(cfg), log, f"{gen.generator}, {gen.shape}",
-                          {"generator": gen.generator, "seed": cfg.base.seed, "image_size": cfg.base.image_size})
+        info = _make_once(
+            Path(cfg.generate.out),
+            keys["generate"],
+            "generate",
+            trial_id,
+            times,
+            lambda: run_generate(cfg),
+            log,
+            f"{gen.generator}, {gen.shape}",
+            {"generator": gen.generator, "seed": cfg.base.seed, "image_size": cfg.base.image_size},
+        )
     if "realism" in keys:
         from facefoundry.stages.realism import run_realism
 
-        info = _make_once(Path(cfg.realism.out), keys["realism"], "realism", trial_id, times,
-                          lambda: run_realism(cfg), log, f"realism {cfg.realism.method} of {keys['generate']}",
-                          {"source": keys["generate"], "method": cfg.realism.method})
+        info = _make_once(
+            Path(cfg.realism.out),
+            keys["realism"],
+            "realism",
+            trial_id,
+            times,
+            lambda: run_realism(cfg),
+            log,
+            f"realism {cfg.realism.method} of {keys['generate']}",
+            {"source": keys["generate"], "method": cfg.realism.method},
+        )
     folder = Path(cfg.train.dataset)
     vmarker = folder.parent / f"{folder.name}.validate-{validation_key(cfg, folder.name)}.json"
     t0 = time.perf_counter()
@@ -67,8 +99,9 @@ def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tup
     return info, metrics, times
 
 
-def _make_once(folder: Path, key: str, kind: str, trial_id: str, times: dict, make, log, what: str,  # noqa: ANN001
-               extra: dict) -> dict:
+def _make_once(
+    folder: Path, key: str, kind: str, trial_id: str, times: dict, make, log, what: str, extra: dict
+) -> dict:
     from facefoundry.data.hashing import dvc_dir_hash
 
     root = folder.parent
@@ -84,8 +117,15 @@ def _make_once(folder: Path, key: str, kind: str, trial_id: str, times: dict, ma
         t0 = time.perf_counter()
         make()
         secs = time.perf_counter() - t0
-        info = {"key": key, "kind": kind, "path": str(folder), "dvc_md5": dvc_dir_hash(folder),
-                "generated_by": trial_id, "seconds": secs, **extra}
+        info = {
+            "key": key,
+            "kind": kind,
+            "path": str(folder),
+            "dvc_md5": dvc_dir_hash(folder),
+            "generated_by": trial_id,
+            "seconds": secs,
+            **extra,
+        }
         atomic_write_json(marker, info)
         with open(root / "generations.jsonl", "a") as fh:
             fh.write(json.dumps({"key": key, "kind": kind, "trial": trial_id, "seconds": round(secs, 3)}) + "\n")

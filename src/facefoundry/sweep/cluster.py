@@ -21,8 +21,10 @@ def _reachable(address: str, timeout: float = 10.0) -> None:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
             pass
     except (OSError, ValueError) as exc:
-        raise FaceFoundryError(f"cannot connect to the Ray cluster at {address}: "
-                               f"{getattr(exc, 'strerror', None) or exc} (is its head node running?)") from None
+        raise FaceFoundryError(
+            f"cannot connect to the Ray cluster at {address}: "
+            f"{getattr(exc, 'strerror', None) or exc} (is its head node running?)"
+        ) from None
 
 
 def cluster_auth(address: str | None) -> None:
@@ -47,8 +49,13 @@ def _init_ray(address: str | None, log_to_driver: bool, env: dict[str, str]) -> 
     Returns True when this process started a local Ray (and so shuts it down)."""
     import ray
 
-    kw: dict[str, Any] = dict(runtime_env={"env_vars": env}, logging_level=logging.ERROR,
-                              log_to_driver=log_to_driver, include_dashboard=False, ignore_reinit_error=True)
+    kw: dict[str, Any] = {
+        "runtime_env": {"env_vars": env},
+        "logging_level": logging.ERROR,
+        "log_to_driver": log_to_driver,
+        "include_dashboard": False,
+        "ignore_reinit_error": True,
+    }
     if address or os.environ.get("RAY_ADDRESS"):
         where = address or os.environ["RAY_ADDRESS"]
         _reachable(where)  # Ray itself retries an unreachable head for minutes
@@ -57,8 +64,10 @@ def _init_ray(address: str | None, log_to_driver: bool, env: dict[str, str]) -> 
         except (ConnectionError, RuntimeError) as exc:
             text = f"{exc} {exc.__cause__ or ''}"
             if "InvalidAuthToken" in text or "AuthenticationError" in text:
-                reason = ("it uses token authentication and this process has no valid token (RAY_AUTH_TOKEN, "
-                          "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)")
+                reason = (
+                    "it uses token authentication and this process has no valid token (RAY_AUTH_TOKEN, "
+                    "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)"
+                )
             else:
                 lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(" ")]
                 reason = lines[-1][:300] if lines else type(exc).__name__

@@ -63,8 +63,16 @@ def train_key(cfg: Config, name: str) -> str:
 
 def realism_key(cfg: Config, key: str) -> str:
     """Hash of the realism stage's settings on top of dataset ``key`` (its target folder by path)."""
-    return _digest({"dataset": key, "realism": result_settings(cfg.realism), "target": cfg.realism.target_dir,
-                    "seed": cfg.base.seed, "size": cfg.base.image_size, "device": cfg.base.device})
+    return _digest(
+        {
+            "dataset": key,
+            "realism": result_settings(cfg.realism),
+            "target": cfg.realism.target_dir,
+            "seed": cfg.base.seed,
+            "size": cfg.base.image_size,
+            "device": cfg.base.device,
+        }
+    )
 
 
 def fuse_key(cfg: Config) -> str:
@@ -74,8 +82,12 @@ def fuse_key(cfg: Config) -> str:
 
     f = result_settings(cfg.fuse)
     q = cfg.quality
-    judge = {"judge": q.judge, "centred": q.centred, "per": q.images_per_identity,
-             "leakage": q.leakage.model_dump(mode="json")}
+    judge = {
+        "judge": q.judge,
+        "centred": q.centred,
+        "per": q.images_per_identity,
+        "leakage": q.leakage.model_dump(mode="json"),
+    }
     data = {name: dvc_dir_hash(s.path) if Path(s.path).is_dir() else s.path for name, s in cfg.fuse.sources.items()}
     return _digest({"fuse": f, "quality": judge, "seed": cfg.base.seed, "sources": data})
 
@@ -83,9 +95,17 @@ def fuse_key(cfg: Config) -> str:
 def validation_key(cfg: Config, key: str) -> str:
     """Hash of what ``validate`` reads besides the dataset itself."""
     t = cfg.train
-    return _digest({"dataset": key, "size": cfg.base.image_size, "seed": cfg.base.seed,
-                    "min": t.min_images_per_identity, "non_rgb": t.non_rgb,
-                    "identity": cfg.identity.model_dump(mode="json"), "quality": cfg.quality.model_dump(mode="json")})
+    return _digest(
+        {
+            "dataset": key,
+            "size": cfg.base.image_size,
+            "seed": cfg.base.seed,
+            "min": t.min_images_per_identity,
+            "non_rgb": t.non_rgb,
+            "identity": cfg.identity.model_dump(mode="json"),
+            "quality": cfg.quality.model_dump(mode="json"),
+        }
+    )
 
 
 def trial_key(experiment_tag: str, trial_id: str) -> str:

@@ -10,11 +10,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from facefoundry.plots import save_figure  # noqa: E402
-from facefoundry.sweep.spec_model import Sweep  # noqa: E402
+from facefoundry.plots import save_figure
+from facefoundry.sweep.spec_model import Sweep
 
 _MARKERS = {"completed": ("o", "tab:blue"), "stopped": ("v", "tab:orange")}
 
@@ -28,11 +28,14 @@ def _numeric(values: list[Any]) -> tuple[list[float], list[str] | None]:
 
 
 def _scored(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["status"] in _MARKERS and isinstance(r["objective"], (int, float))
-            and math.isfinite(r["objective"])]
+    return [
+        r
+        for r in rows
+        if r["status"] in _MARKERS and isinstance(r["objective"], (int, float)) and math.isfinite(r["objective"])
+    ]
 
 
-def objective_vs_params(sweep: Sweep, rows: list[dict]):  # noqa: ANN201
+def objective_vs_params(sweep: Sweep, rows: list[dict]):
     keys = list(sweep.dims)
     scored = _scored(rows)
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
@@ -42,8 +45,14 @@ def objective_vs_params(sweep: Sweep, rows: list[dict]):  # noqa: ANN201
         for status, (marker, colour) in _MARKERS.items():
             idx = [i for i, r in enumerate(have) if r["status"] == status]
             if idx:
-                ax.scatter([xs[i] for i in idx], [have[i]["objective"] for i in idx], marker=marker, c=colour,
-                           label=status if status == "completed" else "stopped early (ASHA)", alpha=0.85)
+                ax.scatter(
+                    [xs[i] for i in idx],
+                    [have[i]["objective"] for i in idx],
+                    marker=marker,
+                    c=colour,
+                    label=status if status == "completed" else "stopped early (ASHA)",
+                    alpha=0.85,
+                )
         if cats:
             ax.set_xticks(range(len(cats)), cats, rotation=30, fontsize=7)
         if sweep.dims[key].type == "loguniform":
@@ -57,7 +66,7 @@ def objective_vs_params(sweep: Sweep, rows: list[dict]):  # noqa: ANN201
     return fig
 
 
-def parallel_coordinates(sweep: Sweep, rows: list[dict]):  # noqa: ANN201
+def parallel_coordinates(sweep: Sweep, rows: list[dict]):
     keys = list(sweep.dims)
     scored = [r for r in _scored(rows) if all(k in r["params"] for k in keys)]
     axes_names = [*keys, sweep.spec.objective.metric]
@@ -77,23 +86,33 @@ def parallel_coordinates(sweep: Sweep, rows: list[dict]):  # noqa: ANN201
         cmap = plt.get_cmap("viridis")
         span = (obj.max() - obj.min()) or 1.0
         for j, r in enumerate(scored):
-            ax.plot(range(len(axes_names)), norm[:, j], color=cmap((obj[j] - obj.min()) / span),
-                    linestyle="-" if r["status"] == "completed" else ":", alpha=0.9)
+            ax.plot(
+                range(len(axes_names)),
+                norm[:, j],
+                color=cmap((obj[j] - obj.min()) / span),
+                linestyle="-" if r["status"] == "completed" else ":",
+                alpha=0.9,
+            )
         for i, name in enumerate(axes_names):
             log = name in sweep.dims and sweep.dims[name].type == "loguniform"
             lo_v, hi_v = (10 ** data[i].min(), 10 ** data[i].max()) if log else (data[i].min(), data[i].max())
-            ax.annotate(f"{lo_v:.3g}", (i, 0), fontsize=7, ha="center", va="top", xytext=(0, -2),
-                        textcoords="offset points")
-            ax.annotate(f"{hi_v:.3g}", (i, 1), fontsize=7, ha="center", va="bottom", xytext=(0, 2),
-                        textcoords="offset points")
-    ax.set_xticks(range(len(axes_names)), [a + (" (log)" if a in sweep.dims and sweep.dims[a].type == "loguniform"
-                                                else "") for a in axes_names], fontsize=8, rotation=15)
+            ax.annotate(
+                f"{lo_v:.3g}", (i, 0), fontsize=7, ha="center", va="top", xytext=(0, -2), textcoords="offset points"
+            )
+            ax.annotate(
+                f"{hi_v:.3g}", (i, 1), fontsize=7, ha="center", va="bottom", xytext=(0, 2), textcoords="offset points"
+            )
+    ax.set_xticks(
+        range(len(axes_names)),
+        [a + (" (log)" if a in sweep.dims and sweep.dims[a].type == "loguniform" else "") for a in axes_names],
+        fontsize=8,
+        rotation=15,
+    )
     ax.set_ylim(-0.08, 1.08)
     ax.set_yticks([])
     for i in range(len(axes_names)):
         ax.axvline(i, color="grey", lw=0.6)
-    ax.set_title(f"sweep {sweep.name}: parallel coordinates (colour = objective; dotted = stopped early)",
-                 fontsize=9)
+    ax.set_title(f"sweep {sweep.name}: parallel coordinates (colour = objective; dotted = stopped early)", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -104,7 +123,7 @@ def optuna_importance(sweep: Sweep, rows: list[dict]) -> tuple[dict[str, float],
 
     Returns the importances and which trials they rest on."""
     import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     scored = [r for r in _scored(rows) if all(k in r["params"] for k in sweep.dims)]
@@ -114,17 +133,18 @@ def optuna_importance(sweep: Sweep, rows: list[dict]) -> tuple[dict[str, float],
         done, basis = scored, "all trials; stopped ones at their last validation accuracy"
     if len(done) < 2:
         return {}, basis
-    dists, enc = {}, {}
+    dists: dict[str, BaseDistribution] = {}
+    enc: dict[str, bool] = {}
     for key, d in sweep.dims.items():
         if d.type == "uniform":
-            dists[key] = FloatDistribution(d.low, d.high)
+            dists[key] = FloatDistribution(*d.bounds())
         elif d.type == "loguniform":
-            dists[key] = FloatDistribution(d.low, d.high, log=True)
+            dists[key] = FloatDistribution(*d.bounds(), log=True)
         elif d.type in ("int", "randint"):
-            dists[key] = IntDistribution(d.low, d.high)
+            dists[key] = IntDistribution(*d.int_bounds())
         else:
             enc[key] = d.encoded
-            dists[key] = CategoricalDistribution([json.dumps(v) if d.encoded else v for v in d.values])
+            dists[key] = CategoricalDistribution([json.dumps(v) if d.encoded else v for v in d.choices()])
     study = optuna.create_study(direction="maximize" if sweep.spec.objective.mode == "max" else "minimize")
     for r in done:
         params = {k: json.dumps(v) if enc.get(k) else v for k, v in r["params"].items() if k in dists}
@@ -134,7 +154,7 @@ def optuna_importance(sweep: Sweep, rows: list[dict]) -> tuple[dict[str, float],
     return dict(optuna.importance.get_param_importances(study)), basis
 
 
-def importance_figure(sweep: Sweep, importance: dict[str, float], basis: str = "completed trials"):  # noqa: ANN201
+def importance_figure(sweep: Sweep, importance: dict[str, float], basis: str = "completed trials"):
     fig, ax = plt.subplots(figsize=(6.5, 0.9 + 0.45 * max(1, len(importance))))
     names = list(importance)[::-1]
     ax.barh(names, [importance[n] for n in names], color="tab:blue")
@@ -147,16 +167,18 @@ def importance_figure(sweep: Sweep, importance: dict[str, float], basis: str = "
 
 def sweep_plots(sweep: Sweep, rows: list[dict], out: Path) -> list[Path]:
     """Write the figures to ``out`` (PNG); returns their paths."""
-    paths = []
+    paths: list[Path] = []
     if not _scored(rows):
         return paths
-    for name, fig in (("objective_vs_params.png", objective_vs_params(sweep, rows)),
-                      ("parallel_coordinates.png", parallel_coordinates(sweep, rows))):
+    for name, fig in (
+        ("objective_vs_params.png", objective_vs_params(sweep, rows)),
+        ("parallel_coordinates.png", parallel_coordinates(sweep, rows)),
+    ):
         save_figure(fig, out / name)
         paths.append(out / name)
     try:
         imp, basis = optuna_importance(sweep, rows)
-    except Exception:  # noqa: BLE001 - e.g. too few distinct trials for fANOVA
+    except Exception:  # e.g. too few distinct trials for fANOVA
         imp, basis = {}, ""
     if imp:
         save_figure(importance_figure(sweep, imp, basis), out / "param_importance.png")

@@ -42,16 +42,24 @@ def collect(sweep: Sweep, out: Path) -> list[dict]:
         status = st.get("status", "unfinished")
         if status == "running":
             status = "unfinished"
-        row = {"trial": folder.name, "number": info.get("number"), "params": info.get("params", {}),
-               "status": status, "epoch": res.get("epoch", st.get("epoch")),
-               "objective": res.get("objective", st.get("objective")),
-               "val_accuracy": res.get("val_accuracy"), "dataset": info.get("dataset_key"),
-               "run_id": info.get("run_id"), "error": st.get("error"),
-               "attempts": len((folder / "attempts.log").read_text().splitlines())
-               if (folder / "attempts.log").is_file() else 0,
-               "accuracies": {k[4:]: v for k, v in res.items() if k.startswith("acc/")},
-               "seconds": {k: v for k, v in res.items() if k.endswith("_seconds")},
-               "driver_seconds": (st["ended"] - st["started"]) if st.get("ended") and st.get("started") else None}
+        row = {
+            "trial": folder.name,
+            "number": info.get("number"),
+            "params": info.get("params", {}),
+            "status": status,
+            "epoch": res.get("epoch", st.get("epoch")),
+            "objective": res.get("objective", st.get("objective")),
+            "val_accuracy": res.get("val_accuracy"),
+            "dataset": info.get("dataset_key"),
+            "run_id": info.get("run_id"),
+            "error": st.get("error"),
+            "attempts": len((folder / "attempts.log").read_text().splitlines())
+            if (folder / "attempts.log").is_file()
+            else 0,
+            "accuracies": {k[4:]: v for k, v in res.items() if k.startswith("acc/")},
+            "seconds": {k: v for k, v in res.items() if k.endswith("_seconds")},
+            "driver_seconds": (st["ended"] - st["started"]) if st.get("ended") and st.get("started") else None,
+        }
         rows.append(row)
     rows.sort(key=lambda r: (r["number"] if r["number"] is not None else 1 << 30, r["trial"]))
     return rows
@@ -60,20 +68,34 @@ def collect(sweep: Sweep, out: Path) -> list[dict]:
 def results_table(sweep: Sweep, rows: list[dict]) -> str:
     keys = list(sweep.dims)
     benches = sorted({b for r in rows for b in r["accuracies"]})
-    head = ["#", "trial", *[k.rsplit(".", 1)[-1] for k in keys], "status", "epochs", "objective",
-            *[f"{b} acc" for b in benches], "dataset"]
+    head = [
+        "#",
+        "trial",
+        *[k.rsplit(".", 1)[-1] for k in keys],
+        "status",
+        "epochs",
+        "objective",
+        *[f"{b} acc" for b in benches],
+        "dataset",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         obj = r["objective"]
-        cells = [str(r["number"]), r["trial"], *[_fmt(r["params"].get(k, "")) for k in keys], r["status"],
-                 str(r["epoch"] or "–"), f"{obj:.4f}" if isinstance(obj, (int, float)) else "–",
-                 *[f"{r['accuracies'][b]:.4f}" if b in r["accuracies"] else "–" for b in benches],
-                 (r["dataset"] or "")[:8]]
+        cells = [
+            str(r["number"]),
+            r["trial"],
+            *[_fmt(r["params"].get(k, "")) for k in keys],
+            r["status"],
+            str(r["epoch"] or "–"),
+            f"{obj:.4f}" if isinstance(obj, (int, float)) else "–",
+            *[f"{r['accuracies'][b]:.4f}" if b in r["accuracies"] else "–" for b in benches],
+            (r["dataset"] or "")[:8],
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome) -> None:  # noqa: ANN001
+def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome) -> None:
     from mlflow.entities import Metric
 
     rows = collect(sweep, out)
@@ -85,8 +107,16 @@ def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome)
     counts = {s: sum(r["status"] == s for r in rows) for s in (COMPLETED, STOPPED, FAILED, "unfinished")}
     table = results_table(sweep, rows)
     atomic_write_text(out / "results.md", table)
-    atomic_write_json(out / "results.json", {"rows": rows, "best": outcome.best, "counts": counts,
-                                             "seconds": outcome.seconds, "interrupted": outcome.interrupted})
+    atomic_write_json(
+        out / "results.json",
+        {
+            "rows": rows,
+            "best": outcome.best,
+            "counts": counts,
+            "seconds": outcome.seconds,
+            "interrupted": outcome.interrupted,
+        },
+    )
     _write_csv(sweep, rows, out / "results.csv")
     print(table, end="")
     sys.stdout.flush()
@@ -94,7 +124,7 @@ def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome)
         from facefoundry.sweep.plots import sweep_plots
 
         figures = sweep_plots(sweep, rows, out / "plots")
-    except Exception as exc:  # noqa: BLE001 - a figure must never lose the results
+    except Exception as exc:  # a figure must never lose the results
         log(f"note: sweep plots failed: {type(exc).__name__}: {exc}")
         figures = []
     try:
@@ -113,14 +143,22 @@ def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome)
         for fig in figures:
             client.log_artifact(run_id, str(fig), "plots")
         client.set_terminated(run_id, "KILLED" if outcome.interrupted else "FINISHED")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log(f"note: could not log the sweep summary to MLflow run {run_id}: {type(exc).__name__}: {exc}")
     best = outcome.best
-    log(f"sweep {sweep.name}: {counts[COMPLETED]} completed, {counts[STOPPED]} stopped early by ASHA, "
-        f"{counts[FAILED]} failed" + (f", {counts['unfinished']} unfinished" if counts["unfinished"] else "")
-        + f" in {outcome.seconds:.0f}s" + (f"; best trial {best['trial']}: {sweep.spec.objective.metric} "
-                                           f"{best['objective']:.4f} ({', '.join(f'{k}={_fmt(v)}' for k, v in best['params'].items())})"
-                                           if best else "") + f"; MLflow run {run_id}")
+    log(
+        f"sweep {sweep.name}: {counts[COMPLETED]} completed, {counts[STOPPED]} stopped early by ASHA, "
+        f"{counts[FAILED]} failed"
+        + (f", {counts['unfinished']} unfinished" if counts["unfinished"] else "")
+        + f" in {outcome.seconds:.0f}s"
+        + (
+            f"; best trial {best['trial']}: {sweep.spec.objective.metric} "
+            f"{best['objective']:.4f} ({', '.join(f'{k}={_fmt(v)}' for k, v in best['params'].items())})"
+            if best
+            else ""
+        )
+        + f"; MLflow run {run_id}"
+    )
 
 
 def _write_csv(sweep: Sweep, rows: list[dict], path: Path) -> None:
@@ -132,6 +170,17 @@ def _write_csv(sweep: Sweep, rows: list[dict], path: Path) -> None:
     w = csv.writer(buf)
     w.writerow(["trial", "number", *keys, "status", "epoch", "objective", "val_accuracy", "dataset", "attempts"])
     for r in rows:
-        w.writerow([r["trial"], r["number"], *[json.dumps(r["params"].get(k)) for k in keys], r["status"], r["epoch"],
-                    r["objective"], r["val_accuracy"], r["dataset"], r["attempts"]])
+        w.writerow(
+            [
+                r["trial"],
+                r["number"],
+                *[json.dumps(r["params"].get(k)) for k in keys],
+                r["status"],
+                r["epoch"],
+                r["objective"],
+                r["val_accuracy"],
+                r["dataset"],
+                r["attempts"],
+            ]
+        )
     atomic_write_text(path, buf.getvalue())

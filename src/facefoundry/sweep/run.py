@@ -13,12 +13,13 @@ Layout of a sweep folder (``outputs/sweeps/<name>`` or ``--out``)::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from facefoundry.config import Config
 from facefoundry.config.dotted import apply_sets
@@ -32,15 +33,18 @@ from facefoundry.sweep.spec import describe, dump_yaml
 from facefoundry.sweep.spec_model import Sweep, trial_sets
 from facefoundry.sweep.trial import COMPLETED, FAILED, STOPPED, TRIAL_STATUS, run_trial
 
+if TYPE_CHECKING:
+    from ray.tune.search import SearchAlgorithm, Searcher
+
 EXPERIMENT = "tune"  # Ray Tune's experiment folder under <out>/ray
 
 
 def absolute_uri(uri: str) -> str:
     """Trials run in other processes (and folders): a relative SQLite or file store made absolute."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
     if uri.startswith("file:") or "://" not in uri:
-        path = uri[len("file:"):] if uri.startswith("file:") else uri
+        path = uri[len("file:") :] if uri.startswith("file:") else uri
         if not path.startswith("/"):
             return "file:" + str(Path(path).resolve())
     return uri
@@ -62,9 +66,14 @@ def prepare_benchmarks(sweep: Sweep, cfg: Config, out: Path) -> dict[str, str]:
                 sets["generate.identities"] = int(max(ids.extremes()))
             bcfg = Config.model_validate(apply_sets(cfg.model_dump(mode="json"), trial_sets(sets))) if sets else cfg
             b = bcfg.model_dump(mode="json")
-            key = _digest({"benchmark": {k: v for k, v in b["benchmark"].items() if k != "out"},
-                           "seed": bcfg.base.seed, "size": bcfg.base.image_size,
-                           "generate": {k: b["generate"][k] for k in ("identities", "min_identity_distance", "render")}})
+            key = _digest(
+                {
+                    "benchmark": {k: v for k, v in b["benchmark"].items() if k != "out"},
+                    "seed": bcfg.base.seed,
+                    "size": bcfg.base.image_size,
+                    "generate": {k: b["generate"][k] for k in ("identities", "min_identity_distance", "render")},
+                }
+            )
             target = out / "benchmarks" / f"{name}-{key}.bin"
             if not target.is_file():
                 from facefoundry.stages.generate import run_benchmark
@@ -126,30 +135,56 @@ def _open_parent(sweep: Sweep, cfg: Config, out: Path, resume: bool) -> tuple[An
         for k, v in tags.items():
             client.set_tag(run_id, k, v)
         return client, exp.experiment_id, run_id, record["sweep_id"], uri
-    tags.update({"facefoundry.role": "sweep", "facefoundry.stage": "sweep", "facefoundry.sweep": sweep.name,
-                 "facefoundry.sweep_spec": sweep.path, "facefoundry.sweep_out": str(out),
-                 "mlflow.note.content": sweep.spec.description or f"sweep {sweep.name}: {sweep.path}"})
+    tags.update(
+        {
+            "facefoundry.role": "sweep",
+            "facefoundry.stage": "sweep",
+            "facefoundry.sweep": sweep.name,
+            "facefoundry.sweep_spec": sweep.path,
+            "facefoundry.sweep_out": str(out),
+            "mlflow.note.content": sweep.spec.description or f"sweep {sweep.name}: {sweep.path}",
+        }
+    )
     commit = git_commit()
     if commit:
         tags["mlflow.source.git.commit"] = commit
     s = sweep.spec
-    run = client.create_run(exp.experiment_id, run_name=f"sweep · {sweep.name} · {s.objective.metric} · "
-                                                         f"{sweep.trials} trials", tags=tags)
+    run = client.create_run(
+        exp.experiment_id, run_name=f"sweep · {sweep.name} · {s.objective.metric} · {sweep.trials} trials", tags=tags
+    )
     run_id = run.info.run_id
     sweep_id = run_id[:12]
     client.set_tag(run_id, "facefoundry.sweep_id", sweep_id)
-    params = {"sweep.objective": s.objective.metric, "sweep.mode": s.objective.mode,
-              "sweep.objective_benchmarks": ",".join(s.objective.benchmarks),
-              "sweep.validation": s.validation.benchmark, "sweep.trials": sweep.trials,
-              "sweep.max_concurrent": s.budget.max_concurrent, "sweep.search": "grid" if sweep.has_grid else "optuna-tpe",
-              "sweep.seed": s.seed, "sweep.asha": s.asha.enabled, "sweep.cpu": s.resources.cpu,
-              "sweep.gpu": s.resources.gpu, "sweep.max_failures": s.failure.max_failures,
-              **{f"space.{k}": line.split(": ", 1)[1] for k, line in zip(sweep.dims, describe(sweep).splitlines())}}
+    params = {
+        "sweep.objective": s.objective.metric,
+        "sweep.mode": s.objective.mode,
+        "sweep.objective_benchmarks": ",".join(s.objective.benchmarks),
+        "sweep.validation": s.validation.benchmark,
+        "sweep.trials": sweep.trials,
+        "sweep.max_concurrent": s.budget.max_concurrent,
+        "sweep.search": "grid" if sweep.has_grid else "optuna-tpe",
+        "sweep.seed": s.seed,
+        "sweep.asha": s.asha.enabled,
+        "sweep.cpu": s.resources.cpu,
+        "sweep.gpu": s.resources.gpu,
+        "sweep.max_failures": s.failure.max_failures,
+        **{f"space.{k}": line.split(": ", 1)[1] for k, line in zip(sweep.dims, describe(sweep).splitlines())},
+    }
     client.log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
     client.log_text(run_id, dump_yaml(sweep), "sweep_spec.yaml")
-    atomic_write_json(out / "sweep.json", {"run_id": run_id, "sweep_id": sweep_id, "digest": sweep.digest(),
-                                           "name": sweep.name, "spec": sweep.path, "tracking_uri": uri,
-                                           "experiment": experiment, "created": time.time()})
+    atomic_write_json(
+        out / "sweep.json",
+        {
+            "run_id": run_id,
+            "sweep_id": sweep_id,
+            "digest": sweep.digest(),
+            "name": sweep.name,
+            "spec": sweep.path,
+            "tracking_uri": uri,
+            "experiment": experiment,
+            "created": time.time(),
+        },
+    )
     return client, exp.experiment_id, run_id, sweep_id, uri
 
 
@@ -163,14 +198,19 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, ve
     restorable = exp_path.is_dir() and _restorable(exp_path)
     if resume:
         if not restorable:
-            raise FaceFoundryError(f"{out}: no sweep to resume there (no Ray Tune state in {exp_path}); "
-                                   "run without --resume to start it")
+            raise FaceFoundryError(
+                f"{out}: no sweep to resume there (no Ray Tune state in {exp_path}); run without --resume to start it"
+            )
         if record.get("digest") and record["digest"] != sweep.digest():
-            raise FaceFoundryError(f"{sweep.path}: the spec or its recipe changed since the sweep in {out} started; "
-                                   "resume with the same spec, or start a new sweep with --out")
+            raise FaceFoundryError(
+                f"{sweep.path}: the spec or its recipe changed since the sweep in {out} started; "
+                "resume with the same spec, or start a new sweep with --out"
+            )
     elif restorable:
-        raise FaceFoundryError(f"{out} already holds sweep {record.get('name', sweep.name)!r}: --resume continues it, "
-                               "--out DIR starts another")
+        raise FaceFoundryError(
+            f"{out} already holds sweep {record.get('name', sweep.name)!r}: --resume continues it, "
+            "--out DIR starts another"
+        )
     elif record and record.get("digest") != sweep.digest():
         raise FaceFoundryError(f"{out} holds the start of another sweep ({record.get('spec')}): --out DIR for this one")
     from facefoundry.io import ensure_writable
@@ -192,16 +232,32 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, ve
         finally:
             os.environ.pop(PARENT_RUN_ENV, None)
             os.environ.pop(PIPELINE_ENV, None)
-        env = {k: os.environ[k] for k in ("FACEFOUNDRY_CACHE", "FACEFOUNDRY_MLFLOW_INFO", "GIT_PYTHON_REFRESH")
-               if k in os.environ}
+        env = {
+            k: os.environ[k]
+            for k in ("FACEFOUNDRY_CACHE", "FACEFOUNDRY_MLFLOW_INFO", "GIT_PYTHON_REFRESH")
+            if k in os.environ
+        }
         env["MLFLOW_TRACKING_URI"] = uri
         env["TUNE_FUNCTION_THREAD_TIMEOUT_S"] = os.environ.get("TUNE_FUNCTION_THREAD_TIMEOUT_S", "30")
         if verbose == 0:  # our one line per trial instead of Ray Tune's tables, banners and tracebacks
             os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
             logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
         started_ray = _init_ray(address or sweep.spec.address, verbose > 0, env)
-        outcome.interrupted = _tune(sweep, cfg, out, exp_path, resume, benchmarks, realism_target, uri,
-                                    experiment_id, run_id, sweep_id, env, verbose)
+        outcome.interrupted = _tune(
+            sweep,
+            cfg,
+            out,
+            exp_path,
+            resume,
+            benchmarks,
+            realism_target,
+            uri,
+            experiment_id,
+            run_id,
+            sweep_id,
+            env,
+            verbose,
+        )
         ok = True
     except KeyboardInterrupt:
         outcome.interrupted = True
@@ -220,9 +276,21 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, ve
     return outcome
 
 
-def _tune(sweep: Sweep, cfg: Config, out: Path, exp_path: Path, resume: bool, benchmarks: dict[str, str],
-          realism_target: str | None, uri: str, experiment_id: str, run_id: str, sweep_id: str, env: dict[str, str],
-          verbose: int) -> bool:
+def _tune(
+    sweep: Sweep,
+    cfg: Config,
+    out: Path,
+    exp_path: Path,
+    resume: bool,
+    benchmarks: dict[str, str],
+    realism_target: str | None,
+    uri: str,
+    experiment_id: str,
+    run_id: str,
+    sweep_id: str,
+    env: dict[str, str],
+    verbose: int,
+) -> bool:
     """Build (or restore) the Tuner and run it; True when it was interrupted before the budget was spent."""
     import ray
     from ray import tune
@@ -232,43 +300,69 @@ def _tune(sweep: Sweep, cfg: Config, out: Path, exp_path: Path, resume: bool, be
     if gpu == "auto":
         gpu = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     threads = max(1, int(s.resources.cpu))
-    ctx = {"root": str(Path.cwd().resolve()), "out": str(out), "tracking_uri": uri, "experiment_id": experiment_id,
-           "experiment": os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.base.experiment,
-           "sweep_run_id": run_id, "sweep_id": sweep_id, "benchmarks": benchmarks, "threads": threads,
-           "realism_target": realism_target,
-           "gpu": gpu, "env": env, "register_models": "registered_model" in s.base.get("train", {})
-           or "train.registered_model" in s.base,
-           "sweep": {"spec": s.model_dump(mode="json"), "path": sweep.path, "name": sweep.name,
-                     "base_raw": sweep.base_raw, "out": str(out)}}
+    ctx = {
+        "root": str(Path.cwd().resolve()),
+        "out": str(out),
+        "tracking_uri": uri,
+        "experiment_id": experiment_id,
+        "experiment": os.environ.get("MLFLOW_EXPERIMENT_NAME") or cfg.base.experiment,
+        "sweep_run_id": run_id,
+        "sweep_id": sweep_id,
+        "benchmarks": benchmarks,
+        "threads": threads,
+        "realism_target": realism_target,
+        "gpu": gpu,
+        "env": env,
+        "register_models": "registered_model" in s.base.get("train", {}) or "train.registered_model" in s.base,
+        "sweep": {
+            "spec": s.model_dump(mode="json"),
+            "path": sweep.path,
+            "name": sweep.name,
+            "base_raw": sweep.base_raw,
+            "out": str(out),
+        },
+    }
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": s.resources.cpu, "gpu": gpu})
     cb = SweepCallback(str(out), uri, experiment_id, sweep_id, sweep.trials)
     if resume:
         log(f"resuming sweep {sweep.name} from {exp_path}")
-        tuner = tune.Tuner.restore(str(exp_path), trainable, resume_unfinished=True, resume_errored=False,
-                                   restart_errored=False)
-        try:  # a fresh bookkeeping callback (the pickled one would do too)
-            tuner._local_tuner.get_run_config().callbacks = [_tune_callback(cb)]
-        except AttributeError:
-            pass
+        tuner = tune.Tuner.restore(
+            str(exp_path), trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+        )
+        with contextlib.suppress(AttributeError):  # a fresh bookkeeping callback (the pickled one would do too)
+            # None in Ray client mode: the AttributeError is suppressed
+            tuner._local_tuner.get_run_config().callbacks = [_tune_callback(cb)]  # type: ignore[union-attr]
     else:
-        tuner = tune.Tuner(trainable, param_space=sweep.param_space(),
-                           tune_config=_tune_config(sweep), run_config=tune.RunConfig(
-                               name=EXPERIMENT, storage_path=str(out / "ray"), verbose=verbose,
-                               failure_config=tune.FailureConfig(max_failures=s.failure.max_failures),
-                               callbacks=[_tune_callback(cb)]))
-        log(f"sweep {sweep.name}: {sweep.trials} trials, {s.budget.max_concurrent} at a time, "
+        tuner = tune.Tuner(
+            trainable,
+            param_space=sweep.param_space(),
+            tune_config=_tune_config(sweep),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT,
+                storage_path=str(out / "ray"),
+                verbose=verbose,
+                failure_config=tune.FailureConfig(max_failures=s.failure.max_failures),
+                callbacks=[_tune_callback(cb)],
+            ),
+        )
+        log(
+            f"sweep {sweep.name}: {sweep.trials} trials, {s.budget.max_concurrent} at a time, "
             f"{s.resources.cpu:g} CPU{f' + {gpu:g} GPU' if gpu else ''} each; "
             f"{'grid' if sweep.has_grid else 'Optuna TPE'}{' + ASHA' if s.asha.enabled else ''}; "
-            f"objective {s.objective.metric} ({s.objective.mode}); output {out}")
+            f"objective {s.objective.metric} ({s.objective.mode}); output {out}"
+        )
     t0 = time.perf_counter()
     tuner.fit()
     atomic_write_json(out / "fit.json", {"fit_seconds": time.perf_counter() - t0, "resumed": resume})
-    ended = sum(1 for p in (out / "trials").glob(f"*/{TRIAL_STATUS}")
-                if read_json(p).get("status") in (COMPLETED, STOPPED, FAILED))
+    ended = sum(
+        1
+        for p in (out / "trials").glob(f"*/{TRIAL_STATUS}")
+        if read_json(p).get("status") in (COMPLETED, STOPPED, FAILED)
+    )
     return ended < sweep.trials
 
 
-def _tune_config(sweep: Sweep):  # noqa: ANN202
+def _tune_config(sweep: Sweep):
     from ray import tune
 
     s = sweep.spec
@@ -278,9 +372,15 @@ def _tune_config(sweep: Sweep):  # noqa: ANN202
 
         from facefoundry.sweep.spec import _max_epochs
 
-        scheduler = ASHAScheduler(time_attr="epoch", metric="val_accuracy", mode="max",
-                                  max_t=s.asha.max_t or _max_epochs(sweep), grace_period=s.asha.grace_period,
-                                  reduction_factor=s.asha.reduction_factor)
+        scheduler = ASHAScheduler(
+            time_attr="epoch",
+            metric="val_accuracy",
+            mode="max",
+            max_t=s.asha.max_t or _max_epochs(sweep),
+            grace_period=s.asha.grace_period,
+            reduction_factor=s.asha.reduction_factor,
+        )
+    search: Searcher | SearchAlgorithm
     if sweep.has_grid:
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -292,38 +392,53 @@ def _tune_config(sweep: Sweep):  # noqa: ANN202
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         startup = s.search.startup_trials or min(10, max(2, sweep.trials // 2))
-        search = OptunaSearch(metric="objective", mode=s.objective.mode,
-                              sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup))
+        search = OptunaSearch(
+            metric="objective",
+            mode=s.objective.mode,
+            sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup),
+        )
         samples = sweep.trials
     # reuse_actors: a worker process runs trial after trial (no new Python, torch, MLflow imports each time);
     # Ray starts the next trial only once the previous one's thread has ended (TUNE_FUNCTION_THREAD_TIMEOUT_S)
-    return tune.TuneConfig(search_alg=search, scheduler=scheduler, num_samples=samples,
-                           max_concurrent_trials=s.budget.max_concurrent, trial_name_creator=trial_name,
-                           trial_dirname_creator=trial_dirname, reuse_actors=True)
+    return tune.TuneConfig(
+        search_alg=search,
+        scheduler=scheduler,
+        num_samples=samples,
+        max_concurrent_trials=s.budget.max_concurrent,
+        trial_name_creator=trial_name,
+        trial_dirname_creator=trial_dirname,
+        reuse_actors=True,
+    )
 
 
-def _close_open_trials(client, experiment_id: str, sweep_id: str) -> None:  # noqa: ANN001
+def _close_open_trials(client, experiment_id: str, sweep_id: str) -> None:
     """Runs of trials cut short by an interrupt: KILLED (a resumed sweep reopens them)."""
     try:
-        for r in client.search_runs([experiment_id], f"tags.`facefoundry.sweep_id` = '{sweep_id}' and "
-                                    "attributes.status = 'RUNNING' and tags.`facefoundry.role` = 'trial'"):
-            for child in client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{r.info.run_id}' and "
-                                            "attributes.status = 'RUNNING'"):
+        for r in client.search_runs(
+            [experiment_id],
+            f"tags.`facefoundry.sweep_id` = '{sweep_id}' and "
+            "attributes.status = 'RUNNING' and tags.`facefoundry.role` = 'trial'",
+        ):
+            for child in client.search_runs(
+                [experiment_id], f"tags.`mlflow.parentRunId` = '{r.info.run_id}' and attributes.status = 'RUNNING'"
+            ):
                 client.set_terminated(child.info.run_id, "KILLED")
             client.set_terminated(r.info.run_id, "KILLED")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log(f"note: could not close open trial runs: {type(exc).__name__}: {exc}")
 
 
-def _settle_stopped(client, experiment_id: str, sweep_id: str) -> None:  # noqa: ANN001
+def _settle_stopped(client, experiment_id: str, sweep_id: str) -> None:
     """Stage runs of trials ASHA stopped: KILLED, not FAILED (Ray ends a stopped trial with SystemExit, which
     MLflow records as a failure after the trial's own bookkeeping may already have run)."""
     try:
-        for r in client.search_runs([experiment_id], f"tags.`facefoundry.sweep_id` = '{sweep_id}' and "
-                                    "tags.`facefoundry.trial_status` = 'stopped'"):
+        for r in client.search_runs(
+            [experiment_id],
+            f"tags.`facefoundry.sweep_id` = '{sweep_id}' and tags.`facefoundry.trial_status` = 'stopped'",
+        ):
             for child in client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{r.info.run_id}'"):
                 if child.info.status in ("FAILED", "RUNNING"):
                     client.set_tag(child.info.run_id, "facefoundry.stopped", "trial stopped early by ASHA")
                     client.set_terminated(child.info.run_id, "KILLED")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         log(f"note: could not settle the runs of stopped trials: {type(exc).__name__}: {exc}")

@@ -27,7 +27,7 @@ class EpochScorer:
         self.flip = cfg.evaluate.flip if flip is None else flip
         self.seconds = 0.0
 
-    def __call__(self, trainer) -> float:  # noqa: ANN001
+    def __call__(self, trainer) -> float:
         import torch
 
         from facefoundry.data.transforms import resize_uint8

@@ -54,20 +54,33 @@ from facefoundry.errors import FaceFoundryError
 from facefoundry.sweep.spec_model import Sweep, SweepSpec
 
 # set by the sweep for each trial (its own folders, the shared dataset, the sweep's benchmark and store)
-PER_TRIAL_KEYS = ("generate.out", "train.dataset", "train.out", "train.metrics", "evaluate.model",
-                  "evaluate.out", "evaluate.benchmarks", "benchmark", "realism.source", "realism.out",
-                  "realism.model_out", "realism.target_dir", "base.tracking_uri", "base.experiment", "fuse.out")
+PER_TRIAL_KEYS = (
+    "generate.out",
+    "train.dataset",
+    "train.out",
+    "train.metrics",
+    "evaluate.model",
+    "evaluate.out",
+    "evaluate.benchmarks",
+    "benchmark",
+    "realism.source",
+    "realism.out",
+    "realism.model_out",
+    "realism.target_dir",
+    "base.tracking_uri",
+    "base.experiment",
+    "fuse.out",
+)
 
 
 def _expand_dotted(d: dict) -> dict:
     """``{"train.lr": 0.1, "generate": {...}}`` → nested sections (dotted keys as ``--set`` reads them)."""
     out: dict = {}
     for key, value in d.items():
-        if isinstance(value, dict):
-            value = _expand_dotted(value)
+        node = _expand_dotted(value) if isinstance(value, dict) else value
         for part in reversed(str(key).split(".")):
-            value = {part: value}
-        out = deep_merge(out, value)
+            node = {part: node}
+        out = deep_merge(out, node)
     return out
 
 
@@ -80,8 +93,7 @@ def _unwrap(ann: Any) -> Any:
         return dict
     if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
         found = [_unwrap(a) for a in typing.get_args(ann)]
-        return next((f for f in found if f is not None and f is not dict), None) or \
-            (dict if dict in found else None)
+        return next((f for f in found if f is not None and f is not dict), None) or (dict if dict in found else None)
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return ann
     if ann is dict:
@@ -132,12 +144,21 @@ def is_real_benchmark(name: str, path: str) -> bool:
 
 def data_metric_names(cfg: Config) -> set[str]:
     """The ``data/<name>`` metrics ``facefoundry validate`` reports for this config."""
-    names = {"images", "identities", "images_per_identity_min", "images_per_identity_mean",
-             "images_per_identity_max", "duplicate_images", "non_rgb_images"}
-    for judge in cfg.identity.judges:
-        judge = Path(judge).stem if "/" in judge or "." in judge else judge
-        names |= {f"judge_{judge}_{k}" for k in ("intra_mean", "intra_std", "inter_mean", "inter_std",
-                                                 "d_prime", "intra_above_inter_p99")}
+    names = {
+        "images",
+        "identities",
+        "images_per_identity_min",
+        "images_per_identity_mean",
+        "images_per_identity_max",
+        "duplicate_images",
+        "non_rgb_images",
+    }
+    for spec in cfg.identity.judges:
+        judge = Path(spec).stem if "/" in spec or "." in spec else spec
+        names |= {
+            f"judge_{judge}_{k}"
+            for k in ("intra_mean", "intra_std", "inter_mean", "inter_std", "d_prime", "intra_above_inter_p99")
+        }
     return names
 
 
@@ -155,8 +176,13 @@ def _max_epochs(sweep: Sweep) -> int:
     return int(max(d.extremes()))
 
 
-def load_spec(path: str | Path, params: str | None = None, experiments: list[str] | None = None,
-              sets: list[str] | None = None, out: str | None = None) -> Sweep:
+def load_spec(
+    path: str | Path,
+    params: str | None = None,
+    experiments: list[str] | None = None,
+    sets: list[str] | None = None,
+    out: str | None = None,
+) -> Sweep:
     """Read and check a sweep spec; every problem is one :class:`FaceFoundryError` line, before Ray starts.
 
     ``params`` / ``experiments`` / ``sets`` are the CLI's global ``--params`` / ``-e`` / ``--set``: the
@@ -193,42 +219,54 @@ def load_spec(path: str | Path, params: str | None = None, experiments: list[str
         if not key_exists(key):
             raise FaceFoundryError(f"{where}: space.{key}: {_unknown(key)}")
         if key in PER_TRIAL_KEYS or any(key.startswith(k + ".") for k in PER_TRIAL_KEYS):
-            why = ("the benchmarks are made or chosen once per sweep (the same yardstick for every trial); "
-                   "set them in base" if key.startswith(("benchmark", "evaluate.benchmarks"))
-                   else "its own folders and store; sweep the settings, not the paths")
+            why = (
+                "the benchmarks are made or chosen once per sweep (the same yardstick for every trial); "
+                "set them in base"
+                if key.startswith(("benchmark", "evaluate.benchmarks"))
+                else "its own folders and store; sweep the settings, not the paths"
+            )
             raise FaceFoundryError(f"{where}: space.{key}: set per trial by the sweep ({why})")
         if key.startswith("realism.") and not spec.realism:
-            raise FaceFoundryError(f"{where}: space.{key}: trials only run the realism stage with realism: true "
-                                   "in the spec (else this setting would change nothing)")
+            raise FaceFoundryError(
+                f"{where}: space.{key}: trials only run the realism stage with realism: true "
+                "in the spec (else this setting would change nothing)"
+            )
         for value in dim.candidates():
             try:
                 Config.model_validate(deep_merge(raw, parse_set(f"{key}={json.dumps(value)}")))
-            except ValidationError as err:
+            except ValidationError as err:  # noqa: PERF203 - the first bad value ends the loop with one line
                 msg = format_validation_error("", err).removeprefix(": ")
-                raise FaceFoundryError(f"{where}: space.{key}: value {value!r} ({dim.type}) is invalid: {msg}") from None
+                raise FaceFoundryError(
+                    f"{where}: space.{key}: value {value!r} ({dim.type}) is invalid: {msg}"
+                ) from None
     if spec.inject_failure:
         for key in spec.inject_failure.match:
             if not key_exists(key):
                 raise FaceFoundryError(f"{where}: inject_failure.match.{key}: {_unknown(key)}")
 
-    sweep = Sweep(spec=spec, path=str(path), name=name, base_raw=raw,
-                  out=Path(out or spec.out or f"outputs/sweeps/{name}"))
+    sweep = Sweep(
+        spec=spec, path=str(path), name=name, base_raw=raw, out=Path(out or spec.out or f"outputs/sweeps/{name}")
+    )
     _check_objective(sweep, cfg, where)
 
     # budget, grid and ASHA
     b = spec.budget
     if sweep.has_grid:
         if b.trials is not None and b.trials % sweep.grid_size:
-            raise FaceFoundryError(f"{where}: budget.trials: {b.trials} is not a multiple of the grid's "
-                                   f"{sweep.grid_size} points (each run of the grid is {sweep.grid_size} trials)")
+            raise FaceFoundryError(
+                f"{where}: budget.trials: {b.trials} is not a multiple of the grid's "
+                f"{sweep.grid_size} points (each run of the grid is {sweep.grid_size} trials)"
+            )
     elif b.trials is None:
         raise FaceFoundryError(f"{where}: budget.trials: required (how many trials to sample)")
     a = spec.asha
     if a.enabled:
         max_t = a.max_t or _max_epochs(sweep)
         if a.grace_period >= max_t:
-            raise FaceFoundryError(f"{where}: asha.grace_period: {a.grace_period} is not below max_t {max_t} "
-                                   "(epochs): ASHA could never stop a trial; lower it or set asha.enabled: false")
+            raise FaceFoundryError(
+                f"{where}: asha.grace_period: {a.grace_period} is not below max_t {max_t} "
+                "(epochs): ASHA could never stop a trial; lower it or set asha.enabled: false"
+            )
     return sweep
 
 
@@ -258,33 +296,46 @@ def _check_objective(sweep: Sweep, cfg: Config, where: str) -> None:
     benches = cfg.evaluate.benchmarks
     if o.metric == "accuracy":
         if not o.benchmarks:
-            raise FaceFoundryError(f"{where}: objective.benchmarks: empty; name at least one of "
-                                   f"evaluate.benchmarks ({', '.join(benches) or 'none configured'})")
+            raise FaceFoundryError(
+                f"{where}: objective.benchmarks: empty; name at least one of "
+                f"evaluate.benchmarks ({', '.join(benches) or 'none configured'})"
+            )
         for name in o.benchmarks:
             if name not in benches:
-                raise FaceFoundryError(f"{where}: objective.benchmarks: {name!r} is not in evaluate.benchmarks "
-                                       f"({', '.join(benches) or 'none configured'})")
+                raise FaceFoundryError(
+                    f"{where}: objective.benchmarks: {name!r} is not in evaluate.benchmarks "
+                    f"({', '.join(benches) or 'none configured'})"
+                )
             if is_real_benchmark(name, benches[name]) and not o.allow_real:
-                raise FaceFoundryError(f"{where}: objective.benchmarks: {name!r} ({benches[name]}) is the real "
-                                       "verification benchmark: evaluation-only, every trial reports it but it "
-                                       "must not drive the sweep (objective.allow_real: true overrides)")
+                raise FaceFoundryError(
+                    f"{where}: objective.benchmarks: {name!r} ({benches[name]}) is the real "
+                    "verification benchmark: evaluation-only, every trial reports it but it "
+                    "must not drive the sweep (objective.allow_real: true overrides)"
+                )
     else:
         name = o.metric.removeprefix("data/")
         known = data_metric_names(cfg)
         if name not in known and not name.startswith("converted_from_"):
             near = difflib.get_close_matches(name, sorted(known), n=1)
-            raise FaceFoundryError(f"{where}: objective.metric: {o.metric!r} is not a data metric of validate"
-                                   + (f" (did you mean data/{near[0]}?)" if near else
-                                      f" (one of data/{', data/'.join(sorted(known))})"))
+            raise FaceFoundryError(
+                f"{where}: objective.metric: {o.metric!r} is not a data metric of validate"
+                + (f" (did you mean data/{near[0]}?)" if near else f" (one of data/{', data/'.join(sorted(known))})")
+            )
     if v.benchmark not in benches:
-        raise FaceFoundryError(f"{where}: validation.benchmark: {v.benchmark!r} is not in evaluate.benchmarks "
-                               f"({', '.join(benches) or 'none configured'})")
+        raise FaceFoundryError(
+            f"{where}: validation.benchmark: {v.benchmark!r} is not in evaluate.benchmarks "
+            f"({', '.join(benches) or 'none configured'})"
+        )
     if is_real_benchmark(v.benchmark, benches[v.benchmark]) and not o.allow_real:
-        raise FaceFoundryError(f"{where}: validation.benchmark: {v.benchmark!r} ({benches[v.benchmark]}) is the real "
-                               "verification benchmark: evaluation-only, it must not drive ASHA")
+        raise FaceFoundryError(
+            f"{where}: validation.benchmark: {v.benchmark!r} ({benches[v.benchmark]}) is the real "
+            "verification benchmark: evaluation-only, it must not drive ASHA"
+        )
     if v.pairs and v.pairs < cfg.evaluate.nfolds:
-        raise FaceFoundryError(f"{where}: validation.pairs: {v.pairs} pairs cannot be split into "
-                               f"{cfg.evaluate.nfolds} folds (evaluate.nfolds)")
+        raise FaceFoundryError(
+            f"{where}: validation.pairs: {v.pairs} pairs cannot be split into "
+            f"{cfg.evaluate.nfolds} folds (evaluate.nfolds)"
+        )
 
 
 def describe(sweep: Sweep) -> str:

@@ -54,6 +54,22 @@ class Dim(Strict):
             raise ValueError(f"a loguniform range needs low > 0 (got {self.low})")
         return self
 
+    def bounds(self) -> tuple[Number, Number]:
+        """``(low, high)`` of a range dimension: ``_check`` requires both."""
+        assert self.low is not None and self.high is not None, f"a {self.type} dimension has no low/high"
+        return self.low, self.high
+
+    def int_bounds(self) -> tuple[int, int]:
+        """``(low, high)`` of an int/randint dimension: ``_check`` requires integers."""
+        low, high = self.bounds()
+        assert isinstance(low, int) and isinstance(high, int), f"a {self.type} dimension has non-integer ends"
+        return low, high
+
+    def choices(self) -> list[Any]:
+        """``values`` of a choice/grid dimension: ``_check`` requires them."""
+        assert self.values is not None, f"a {self.type} dimension has no values"
+        return self.values
+
     @property
     def encoded(self) -> bool:
         """Choices that are not plain scalars (lists, mappings) travel as JSON strings (Optuna needs scalars)."""
@@ -65,9 +81,13 @@ class Dim(Strict):
             return list(self.values)
         if self.type in ("int", "randint"):
             return [self.low, self.high]
-        inner = math.exp(math.log(self.low) + 0.37 * (math.log(self.high) - math.log(self.low))) \
-            if self.type == "loguniform" else self.low + 0.37 * (self.high - self.low)
-        return [self.low, self.high, inner]
+        low, high = self.bounds()
+        inner = (
+            math.exp(math.log(low) + 0.37 * (math.log(high) - math.log(low)))
+            if self.type == "loguniform"
+            else low + 0.37 * (high - low)
+        )
+        return [low, high, inner]
 
     def extremes(self) -> list[Any]:
         return list(self.values) if self.values is not None else [self.low, self.high]
@@ -185,7 +205,7 @@ class Sweep:
 
     @property
     def grid_size(self) -> int:
-        return math.prod(len(d.values) for d in self.dims.values() if d.type == "grid")
+        return math.prod(len(d.choices()) for d in self.dims.values() if d.type == "grid")
 
     @property
     def has_grid(self) -> bool:
@@ -201,8 +221,14 @@ class Sweep:
 
     def digest(self) -> str:
         """What the sweep is (space, objective, recipe): a resumed sweep must match it."""
-        blob = json.dumps({"spec": self.spec.model_dump(mode="json", exclude={"address", "out", "description"}),
-                           "base": self.base_raw}, sort_keys=True, default=str)
+        blob = json.dumps(
+            {
+                "spec": self.spec.model_dump(mode="json", exclude={"address", "out", "description"}),
+                "base": self.base_raw,
+            },
+            sort_keys=True,
+            default=str,
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def param_space(self) -> dict[str, Any]:
@@ -211,26 +237,29 @@ class Sweep:
 
         space: dict[str, Any] = {}
         for key, d in self.dims.items():
-            vals = [json.dumps(v) for v in d.values] if d.encoded else d.values
+            vals = [json.dumps(v) for v in d.choices()] if d.encoded else d.values
             if d.type == "uniform":
-                space[key] = tune.uniform(d.low, d.high)
+                space[key] = tune.uniform(*d.bounds())
             elif d.type == "loguniform":
-                space[key] = tune.loguniform(d.low, d.high)
+                space[key] = tune.loguniform(*d.bounds())
             elif d.type in ("int", "randint"):
-                space[key] = tune.randint(d.low, d.high + 1)  # Ray's upper bound is exclusive
+                low, high = d.int_bounds()
+                space[key] = tune.randint(low, high + 1)  # Ray's upper bound is exclusive
             elif d.type == "choice":
+                assert vals is not None  # Dim._check: a choice has values
                 space[key] = tune.choice(vals)
             else:
+                assert vals is not None  # Dim._check: a grid has values
                 space[key] = tune.grid_search(vals)
         return space
 
     def decode(self, params: dict[str, Any]) -> dict[str, Any]:
         """Trial params as Ray/Optuna hand them over → plain params.yaml values."""
         out = {}
-        for key, value in params.items():
+        for key, given in params.items():
             if key not in self.dims:
                 continue
-            value = value.item() if hasattr(value, "item") else value  # numpy scalars
+            value = given.item() if hasattr(given, "item") else given  # numpy scalars
             out[key] = json.loads(value) if self.dims[key].encoded and isinstance(value, str) else value
         return out
 
@@ -242,7 +271,7 @@ def trial_sets(params: dict[str, Any]) -> list[str]:
     ``facefoundry --set ...`` command line would give.
     """
     out = []
-    for key, value in params.items():
-        value = value.item() if hasattr(value, "item") else value
+    for key, given in params.items():
+        value = given.item() if hasattr(given, "item") else given
         out.append(f"{key}={json.dumps(value)}")
     return out

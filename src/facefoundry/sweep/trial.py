@@ -14,9 +14,10 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from facefoundry.config import Config
 from facefoundry.config.dotted import apply_sets
@@ -37,8 +38,13 @@ FAILED = "failed"
 # -- the trial's config ------------------------------------------------------------------------------
 def sweep_from_ctx(ctx: dict) -> Sweep:
     s = ctx["sweep"]
-    return Sweep(spec=SweepSpec.model_validate(s["spec"]), path=s["path"], name=s["name"], base_raw=s["base_raw"],
-                 out=Path(s["out"]))
+    return Sweep(
+        spec=SweepSpec.model_validate(s["spec"]),
+        path=s["path"],
+        name=s["name"],
+        base_raw=s["base_raw"],
+        out=Path(s["out"]),
+    )
 
 
 def trial_config(sweep: Sweep, params: dict[str, Any], folder: Path, ctx: dict) -> tuple[Config, dict[str, str]]:
@@ -55,8 +61,11 @@ def trial_config(sweep: Sweep, params: dict[str, Any], folder: Path, ctx: dict) 
     raw = apply_sets(sweep.base_raw, trial_sets(params))
     where = f"{sweep.path} trial {folder.name}"
     datasets = Path(ctx["out"]) / "datasets"
-    paths: dict[str, Any] = {"base.tracking_uri": ctx["tracking_uri"], "base.experiment": ctx["experiment"],
-                             "train.threads": ctx["threads"]}
+    paths: dict[str, Any] = {
+        "base.tracking_uri": ctx["tracking_uri"],
+        "base.experiment": ctx["experiment"],
+        "train.threads": ctx["threads"],
+    }
     if not ctx.get("gpu") and raw.get("base", {}).get("device", "auto") == "auto":
         paths["base.device"] = "cpu"
     if ctx.get("realism_target"):
@@ -73,6 +82,7 @@ def trial_config(sweep: Sweep, params: dict[str, Any], folder: Path, ctx: dict) 
         desc, section = descriptor(learned), training_section(first, learned)
         keys = {"train_generator": train_key(first, learned)}
         model = datasets / f"{keys['train_generator']}.{learned}"
+        assert desc.model_setting is not None  # searched_generator names only generators with one
         paths.update({f"{desc.train_section}.out": str(model), desc.model_setting: str(model / "model")})
         if "cache" in type(section).model_fields:  # what variants on the same data share (IDSync's VAE)
             paths[f"{desc.train_section}.cache"] = str(datasets / f"{learned}_cache")
@@ -89,15 +99,25 @@ def trial_config(sweep: Sweep, params: dict[str, Any], folder: Path, ctx: dict) 
     data = datasets / keys["generate"]
     if sweep.spec.realism:
         keys["realism"] = realism_key(first, keys["generate"])
-        paths.update({"realism.source": str(data), "realism.out": str(datasets / keys["realism"]),
-                      "realism.model_out": str(datasets / f"{keys['realism']}.model")})
+        paths.update(
+            {
+                "realism.source": str(data),
+                "realism.out": str(datasets / keys["realism"]),
+                "realism.model_out": str(datasets / f"{keys['realism']}.model"),
+            }
+        )
     final = datasets / keys.get("realism", keys["generate"])
-    paths.update({
-        "generate.out": str(data), "train.dataset": str(final), "train.out": str(folder / "train"),
-        "train.metrics": str(folder / "train" / "metrics.json"), "evaluate.model": str(folder / "train" / "model"),
-        "evaluate.out": str(folder / "eval"),
-        "train.recipe": raw.get("train", {}).get("recipe") or f"{sweep.name}-{folder.name}",
-    })
+    paths.update(
+        {
+            "generate.out": str(data),
+            "train.dataset": str(final),
+            "train.out": str(folder / "train"),
+            "train.metrics": str(folder / "train" / "metrics.json"),
+            "evaluate.model": str(folder / "train" / "model"),
+            "evaluate.out": str(folder / "eval"),
+            "train.recipe": raw.get("train", {}).get("recipe") or f"{sweep.name}-{folder.name}",
+        }
+    )
     if not ctx.get("register_models"):
         paths["train.registered_model"] = None
     for name, path in ctx["benchmarks"].items():
@@ -222,7 +242,7 @@ def _trial(config: dict, ctx: dict, trial_id: str, folder: Path, attempt: int, t
             objective = float(data_objective)
         timings = _log_result(t, metrics, objective, times, stage_times, train_rec, t_start)
         _report_final(t, info, data, metrics, objective, timings)
-    except BaseException as exc:  # noqa: BLE001 - recorded on the run, then Ray retries or reports it
+    except BaseException as exc:  # recorded on the run, then Ray retries or reports it
         _record_end(t, exc)
         raise
 
@@ -246,8 +266,10 @@ def _open_trial(config: dict, ctx: dict, trial_id: str, folder: Path, attempt: i
     run = TrialRun(ctx, trial_id, number, params, cfg)
     mlflow_seconds = time.perf_counter() - t_mlflow
     os.environ[PARENT_RUN_ENV] = run.run_id
-    atomic_write_json(folder / "trial.json", {"trial_id": trial_id, "number": number, "params": params,
-                                              "run_id": run.run_id, "dataset_key": key})
+    atomic_write_json(
+        folder / "trial.json",
+        {"trial_id": trial_id, "number": number, "params": params, "run_id": run.run_id, "dataset_key": key},
+    )
     return _Trial(trial_id, folder, sweep, params, number, cfg, keys, key, run, mlflow_seconds)
 
 
@@ -257,24 +279,31 @@ def _dataset(t: _Trial) -> tuple[dict, dict, dict]:
 
     info, data, times = shared_dataset(t.cfg, t.keys, t.trial_id, log)
     t0 = time.perf_counter()
-    t.run.tags({"dataset.dvc_md5": info["dvc_md5"], "dataset.path": info["path"],
-                "facefoundry.dataset_key": t.key, "facefoundry.dataset_generated_by": info.get("generated_by", "")})
+    t.run.tags(
+        {
+            "dataset.dvc_md5": info["dvc_md5"],
+            "dataset.path": info["path"],
+            "facefoundry.dataset_key": t.key,
+            "facefoundry.dataset_generated_by": info.get("generated_by", ""),
+        }
+    )
     t.run.metrics({f"data/{k}": v for k, v in data.items() if isinstance(v, (int, float))})
     t.mlflow_seconds += time.perf_counter() - t0
     return info, data, times
 
 
-def _data_objective(t: _Trial, data: dict) -> Any:  # noqa: ANN401 - a data metric's value
+def _data_objective(t: _Trial, data: dict) -> Any:  # a data metric's value
     """The objective's value among the dataset's data metrics (None when the objective is accuracy)."""
     o = t.sweep.spec.objective
     data_objective = data.get(o.metric.removeprefix("data/")) if o.metric != "accuracy" else None
     if o.metric != "accuracy" and data_objective is None:
-        raise FaceFoundryError(f"objective {o.metric}: not among this dataset's data metrics "
-                               f"({', '.join(sorted(data))})")
+        raise FaceFoundryError(
+            f"objective {o.metric}: not among this dataset's data metrics ({', '.join(sorted(data))})"
+        )
     return data_objective
 
 
-def _train_and_evaluate(t: _Trial, data_objective: Any) -> tuple[dict, dict[str, float], dict]:  # noqa: ANN401
+def _train_and_evaluate(t: _Trial, data_objective: Any) -> tuple[dict, dict[str, float], dict]:
     """``train`` (scored on the validation benchmark after every epoch), then ``evaluate``: (the evaluation's
     metrics, the stages' timings, the training run's record)."""
     v = t.sweep.spec.validation
@@ -290,28 +319,37 @@ def _train_and_evaluate(t: _Trial, data_objective: Any) -> tuple[dict, dict[str,
     t0 = time.perf_counter()
     metrics = run_evaluate(t.cfg)
     evaluate_seconds = time.perf_counter() - t0
-    return metrics, {"train_seconds": train_seconds, "validation_seconds": scorer.seconds,
-                     "evaluate_seconds": evaluate_seconds}, train_rec
+    return (
+        metrics,
+        {"train_seconds": train_seconds, "validation_seconds": scorer.seconds, "evaluate_seconds": evaluate_seconds},
+        train_rec,
+    )
 
 
-def _epoch_hook(t: _Trial, scorer: EpochScorer, data_objective: Any) -> Callable:  # noqa: ANN401
+def _epoch_hook(t: _Trial, scorer: EpochScorer, data_objective: Any) -> Callable:
     """The training stage's per-epoch hook: score, log, and report every epoch but the last to Ray Tune."""
     from ray import tune
 
     v = t.sweep.spec.validation
 
-    def on_epoch(stats, trainer) -> None:  # noqa: ANN001
+    def on_epoch(stats, trainer) -> None:
         from facefoundry.tracking import log_metrics
 
         acc = scorer(trainer)
         t1 = time.perf_counter()
         log_metrics({f"val/{v.benchmark}_accuracy": acc}, step=stats.epoch)  # into the training run
-        t.run.metrics({"val/accuracy": acc, "train/loss": stats.loss, "train/accuracy": stats.accuracy},
-                      step=stats.epoch)
-        result = {"epoch": stats.epoch, "val_accuracy": acc, "train_loss": stats.loss,
-                  "train_accuracy": stats.accuracy,
-                  "objective": acc if data_objective is None else float(data_objective),
-                  "mlflow_run_id": t.run.run_id, "dataset_key": t.key}
+        t.run.metrics(
+            {"val/accuracy": acc, "train/loss": stats.loss, "train/accuracy": stats.accuracy}, step=stats.epoch
+        )
+        result = {
+            "epoch": stats.epoch,
+            "val_accuracy": acc,
+            "train_loss": stats.loss,
+            "train_accuracy": stats.accuracy,
+            "objective": acc if data_objective is None else float(data_objective),
+            "mlflow_run_id": t.run.run_id,
+            "dataset_key": t.key,
+        }
         t.last.clear()
         t.last.update(result)
         if stats.epoch < t.cfg.train.epochs:  # the last epoch's numbers go out with the final result
@@ -325,8 +363,15 @@ def _epoch_hook(t: _Trial, scorer: EpochScorer, data_objective: Any) -> Callable
     return on_epoch
 
 
-def _log_result(t: _Trial, metrics: dict, objective: float, times: dict, stage_times: dict[str, float],
-                train_rec: dict, t_start: float) -> dict[str, float]:
+def _log_result(
+    t: _Trial,
+    metrics: dict,
+    objective: float,
+    times: dict,
+    stage_times: dict[str, float],
+    train_rec: dict,
+    t_start: float,
+) -> dict[str, float]:
     """The trial's metrics, objective and timings onto its run, which is then closed as completed."""
     t0 = time.perf_counter()
     timings = {**times, **stage_times}
@@ -338,18 +383,28 @@ def _log_result(t: _Trial, metrics: dict, objective: float, times: dict, stage_t
     return timings
 
 
-def _report_final(t: _Trial, info: dict, data: dict, metrics: dict, objective: float,
-                  timings: dict[str, float]) -> None:
+def _report_final(
+    t: _Trial, info: dict, data: dict, metrics: dict, objective: float, timings: dict[str, float]
+) -> None:
     """The final result: ``result.json`` in the trial folder, then the last report to Ray Tune."""
     from ray import tune
 
     last, v = t.last, t.sweep.spec.validation
-    final = {**last, "epoch": last.get("epoch", t.cfg.train.epochs), "objective": objective, "final": 1,
-             **{f"acc/{k.removesuffix('/accuracy')}": x for k, x in metrics.items() if k.endswith("/accuracy")},
-             "mean_accuracy": metrics.get("mean_accuracy"),
-             **{f"data/{k}": x for k, x in data.items() if isinstance(x, (int, float))},
-             **timings, "report_seconds": t.report_seconds, "mlflow_seconds": t.mlflow_seconds,
-             "mlflow_run_id": t.run.run_id, "dataset_key": t.key, "dataset_md5": info["dvc_md5"]}
+    final = {
+        **last,
+        "epoch": last.get("epoch", t.cfg.train.epochs),
+        "objective": objective,
+        "final": 1,
+        **{f"acc/{k.removesuffix('/accuracy')}": x for k, x in metrics.items() if k.endswith("/accuracy")},
+        "mean_accuracy": metrics.get("mean_accuracy"),
+        **{f"data/{k}": x for k, x in data.items() if isinstance(x, (int, float))},
+        **timings,
+        "report_seconds": t.report_seconds,
+        "mlflow_seconds": t.mlflow_seconds,
+        "mlflow_run_id": t.run.run_id,
+        "dataset_key": t.key,
+        "dataset_md5": info["dvc_md5"],
+    }
     final.setdefault("val_accuracy", metrics.get(f"{v.benchmark}/accuracy", objective))  # nothing left to train
     atomic_write_json(t.folder / "result.json", final)
     t.stopped.append("after its final result")  # Ray ends the trial inside this report
@@ -392,5 +447,6 @@ def repeat_user_error(folder: Path, params: dict[str, Any]) -> None:
 
 def _is_stop(exc: BaseException) -> bool:
     """Ray ending the trial (ASHA, Ctrl-C) rather than the trial failing."""
-    return type(exc).__name__ in ("StopIteration", "SystemExit", "KeyboardInterrupt") or \
+    return type(exc).__name__ in ("StopIteration", "SystemExit", "KeyboardInterrupt") or (
         "ray" in type(exc).__module__ and "Stop" in type(exc).__name__
+    )

@@ -14,16 +14,19 @@ from typing import Any
 from facefoundry.config import Config, flatten
 
 
-def _client(uri: str):  # noqa: ANN202
+def _client(uri: str):
     from facefoundry.tracking.base import _mlflow
 
     return _mlflow().MlflowClient(tracking_uri=uri)
 
 
-def find_trial_run(client, experiment_id: str, sweep_id: str, trial_id: str) -> str | None:  # noqa: ANN001
-    found = client.search_runs([experiment_id], f"tags.`facefoundry.sweep_id` = '{sweep_id}' and "
-                               f"tags.`facefoundry.trial_id` = '{trial_id}' and tags.`facefoundry.role` = 'trial'",
-                               max_results=1)
+def find_trial_run(client, experiment_id: str, sweep_id: str, trial_id: str) -> str | None:
+    found = client.search_runs(
+        [experiment_id],
+        f"tags.`facefoundry.sweep_id` = '{sweep_id}' and "
+        f"tags.`facefoundry.trial_id` = '{trial_id}' and tags.`facefoundry.role` = 'trial'",
+        max_results=1,
+    )
     return found[0].info.run_id if found else None
 
 
@@ -52,11 +55,17 @@ class TrialRun:
                     self.client.delete_tag(run_id, tag)
             self.client.set_tag(run_id, "facefoundry.pid", str(os.getpid()))
         else:
-            tags = {"facefoundry.role": "trial", "mlflow.parentRunId": ctx["sweep_run_id"],
-                    "facefoundry.sweep_id": ctx["sweep_id"], "facefoundry.sweep": ctx["sweep"]["name"],
-                    "facefoundry.trial_id": trial_id, "facefoundry.trial_number": str(number),
-                    "facefoundry.pid": str(os.getpid()),
-                    "facefoundry.host": socket.gethostname(), "facefoundry.config": cfg._sources}
+            tags = {
+                "facefoundry.role": "trial",
+                "mlflow.parentRunId": ctx["sweep_run_id"],
+                "facefoundry.sweep_id": ctx["sweep_id"],
+                "facefoundry.sweep": ctx["sweep"]["name"],
+                "facefoundry.trial_id": trial_id,
+                "facefoundry.trial_number": str(number),
+                "facefoundry.pid": str(os.getpid()),
+                "facefoundry.host": socket.gethostname(),
+                "facefoundry.config": cfg._sources,
+            }
             commit = git_commit()
             if commit:
                 tags["mlflow.source.git.commit"] = commit
@@ -75,7 +84,7 @@ class TrialRun:
         flat.update(params)
         items = [Param(k, (json.dumps(v) if isinstance(v, (list, dict)) else str(v))[:6000]) for k, v in flat.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i:i + 100])
+            self.client.log_batch(run_id, params=items[i : i + 100])
 
     def metrics(self, values: dict[str, float], step: int = 0) -> None:
         from mlflow.entities import Metric
@@ -85,7 +94,7 @@ class TrialRun:
         now = int(time.time() * 1000)
         ms = [Metric(k, v, now, step) for k, v in _clean(values).items()]
         for i in range(0, len(ms), 500):
-            self.client.log_batch(self.run_id, metrics=ms[i:i + 500])
+            self.client.log_batch(self.run_id, metrics=ms[i : i + 500])
 
     def tags(self, values: dict[str, str]) -> None:
         from mlflow.entities import RunTag
@@ -95,8 +104,9 @@ class TrialRun:
     def close_children(self, status: str, note: str) -> None:
         """Stage runs of this trial still open (or failed by an ended trial): ``status``, with a note."""
         with contextlib.suppress(Exception):
-            for r in self.client.search_runs([self.ctx["experiment_id"]],
-                                             f"tags.`mlflow.parentRunId` = '{self.run_id}'"):
+            for r in self.client.search_runs(
+                [self.ctx["experiment_id"]], f"tags.`mlflow.parentRunId` = '{self.run_id}'"
+            ):
                 if r.info.status == "RUNNING" or (note and r.info.status == "FAILED"):
                     if note:
                         self.client.set_tag(r.info.run_id, "facefoundry.stopped", note)

@@ -17,7 +17,7 @@ from facefoundry.tracking.base import _mlflow
 from facefoundry.tracking.products import _logged_product
 
 
-def log_figure(fig, name: str) -> None:  # noqa: ANN001
+def log_figure(fig, name: str) -> None:
     """A matplotlib figure as the artifact ``name`` (and a products file, rendered once)."""
     import matplotlib.pyplot as plt
 
@@ -67,8 +67,9 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     _mlflow().log_metrics(_clean(metrics), step=step)
 
 
-def log_dataset_version(path: str | Path, prefix: str = "dataset", digest: str | None = None,
-                        context: str = "training") -> str:
+def log_dataset_version(
+    path: str | Path, prefix: str = "dataset", digest: str | None = None, context: str = "training"
+) -> str:
     """Name the run's exact data: DVC-hash tags, and an MLflow dataset input (the UI's Dataset column).
 
     A manifest dataset is logged as its table (path, label, identity, …) with the DVC hash as
@@ -84,15 +85,16 @@ def log_dataset_version(path: str | Path, prefix: str = "dataset", digest: str |
         df = _dataset_frame(Path(path))
         with warnings.catch_warnings():  # schema hints about integer columns and source kinds: noise here
             warnings.simplefilter("ignore", UserWarning)
-            ds = mlflow.data.from_pandas(df, source=str(Path(path).resolve()), name=Path(path).name,
-                                         digest=digest.removesuffix(".dir")[:36])
+            ds = mlflow.data.from_pandas(
+                df, source=str(Path(path).resolve()), name=Path(path).name, digest=digest.removesuffix(".dir")[:36]
+            )
             mlflow.log_input(ds, context=context)
-    except Exception as exc:  # noqa: BLE001 - the data tags above already name the version
+    except Exception as exc:  # the data tags above already name the version
         print(f"note: dataset input not logged for {path}: {exc.__class__.__name__}: {exc}", file=sys.stderr)
     return digest
 
 
-def _dataset_frame(root: Path):  # noqa: ANN202
+def _dataset_frame(root: Path):
     import pandas as pd
 
     if (root / "manifest.parquet").is_file():
@@ -106,9 +108,12 @@ def _dataset_frame(root: Path):  # noqa: ANN202
 
 def recipe_params(meta: dict) -> dict[str, Any]:
     """A dataset's generation recipe from its manifest metadata, flattened as ``data.*`` params."""
-    gen = meta.get("generator")
-    keep: dict[str, Any] = {"generator": gen, "num_classes": meta.get("num_classes"),
-                            "num_images": meta.get("num_images")}
+    gen: Any = meta.get("generator")  # any JSON value (None when unset): meta.get(gen) below is not a dict then
+    keep: dict[str, Any] = {
+        "generator": gen,
+        "num_classes": meta.get("num_classes"),
+        "num_images": meta.get("num_images"),
+    }
     if isinstance(meta.get(gen), dict):
         keep[gen] = meta[gen]
     flat = flatten(keep, "data.")

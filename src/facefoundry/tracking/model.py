@@ -13,9 +13,15 @@ from facefoundry.tracking.base import _mlflow
 from facefoundry.tracking.log import _clean
 
 
-def log_torch_model(module, input_size: int, name: str = "model", registered_name: str | None = None,
-                    onnx_path: str | Path | None = None, tags: dict[str, str] | None = None,
-                    alias: str | None = None) -> dict[str, str]:
+def log_torch_model(
+    module,
+    input_size: int,
+    name: str = "model",
+    registered_name: str | None = None,
+    onnx_path: str | Path | None = None,
+    tags: dict[str, str] | None = None,
+    alias: str | None = None,
+) -> dict[str, str]:
     """``mlflow.pytorch.log_model`` (``pickle`` format), the ONNX export beside it, and a Model Registry
     version (``registered_name``) tagged and aliased.
 
@@ -34,16 +40,20 @@ def log_torch_model(module, input_size: int, name: str = "model", registered_nam
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # its notice that pickles run code when loaded: the ONNX model is the safe form
     try:
-        info = mlflow.pytorch.log_model(module.eval(), name=name, input_example=example, serialization_format="pickle",
-                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+        info = mlflow.pytorch.log_model(
+            module.eval(),
+            name=name,
+            input_example=example,
+            serialization_format="pickle",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )
     finally:
         quiet.setLevel(level)
     out = {"model_id": info.model_id, "model_uri": info.model_uri}
     if onnx_path is not None and Path(onnx_path).is_file():
         import onnx
 
-        mlflow.onnx.log_model(onnx.load(str(onnx_path)), name=f"{name}_onnx",
-                              pip_requirements=["onnxruntime"])
+        mlflow.onnx.log_model(onnx.load(str(onnx_path)), name=f"{name}_onnx", pip_requirements=["onnxruntime"])
     if registered_name:
         mv = mlflow.register_model(info.model_uri, registered_name, tags=tags)
         client = mlflow.MlflowClient()

@@ -23,7 +23,7 @@ def _proc_stat(pid: int) -> tuple[int, str] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2:].split()
+    fields = raw[raw.rindex(")") + 2 :].split()
     return int(fields[1]), fields[19]
 
 
@@ -69,22 +69,27 @@ def pipeline_context() -> dict[str, str] | None:
     return {"id": pid, "source": source, "dvc_exp": exp, "name": os.environ.get(PIPELINE_NAME_ENV, "")}
 
 
-def _pipeline_parent(client, experiment_id: str, ctx: dict[str, str], outer: str | None,  # noqa: ANN001
-                     commit: str | None) -> str:
+def _pipeline_parent(client, experiment_id: str, ctx: dict[str, str], outer: str | None, commit: str | None) -> str:
     """The parent run grouping one pipeline execution (created, and closed, by its first stage)."""
     if outer is not None:  # `mlflow run` opened a run for us: group under it when it is in our experiment
         try:
             if client.get_run(outer).info.experiment_id == experiment_id:
                 return outer
-        except Exception:  # noqa: BLE001 - it lives in another store
+        except Exception:  # it lives in another store
             pass
-    found = client.search_runs([experiment_id], f"tags.`facefoundry.pipeline_id` = '{ctx['id']}' and "
-                               "tags.`facefoundry.role` = 'pipeline'", max_results=1)
+    found = client.search_runs(
+        [experiment_id],
+        f"tags.`facefoundry.pipeline_id` = '{ctx['id']}' and tags.`facefoundry.role` = 'pipeline'",
+        max_results=1,
+    )
     if found:
         return found[0].info.run_id
     label = ctx["name"] or ctx["dvc_exp"] or ("dvc repro" if ctx["source"] == "dvc" else "pipeline")
-    tags = {"facefoundry.role": "pipeline", "facefoundry.pipeline_id": ctx["id"],
-            "facefoundry.pipeline_source": ctx["source"]}
+    tags = {
+        "facefoundry.role": "pipeline",
+        "facefoundry.pipeline_id": ctx["id"],
+        "facefoundry.pipeline_source": ctx["source"],
+    }
     if ctx["dvc_exp"]:
         tags["facefoundry.dvc_exp"] = ctx["dvc_exp"]
     if os.environ.get("DVC_EXP_BASELINE_REV"):
@@ -93,7 +98,8 @@ def _pipeline_parent(client, experiment_id: str, ctx: dict[str, str], outer: str
         tags["mlflow.source.git.commit"] = commit
     if outer:
         tags["facefoundry.mlflow_project_run"] = outer
-    run = client.create_run(experiment_id, run_name=f"{label} · {(commit or 'no-git')[:7]} · {ctx['id'][:6]}",
-                            tags=tags)
+    run = client.create_run(
+        experiment_id, run_name=f"{label} · {(commit or 'no-git')[:7]} · {ctx['id'][:6]}", tags=tags
+    )
     client.set_terminated(run.info.run_id, "FINISHED")  # a group header: never left RUNNING
     return run.info.run_id

@@ -6,8 +6,8 @@ MLflow shows.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from facefoundry.tracking.base import _mlflow
 

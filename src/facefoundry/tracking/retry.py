@@ -9,9 +9,11 @@ import sys
 
 from facefoundry.config import Config
 
-_RETRY_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "tracking_retries",
-              "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "tracking_backoff",
-              "MLFLOW_HTTP_REQUEST_TIMEOUT": "tracking_timeout"}
+_RETRY_ENV = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "tracking_retries",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "tracking_backoff",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "tracking_timeout",
+}
 
 
 def bound_retries(cfg: Config) -> None:
@@ -36,19 +38,33 @@ def tracking_failure(exc: BaseException) -> str | None:
         return None
     text = str(exc)
     requests = sys.modules.get("requests")
-    network = requests is not None and isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout))
+    network = requests is not None and isinstance(
+        exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)
+    )
     from mlflow.exceptions import MlflowException
 
-    if not network and not (isinstance(exc, MlflowException) and "API request to" in text
-                            and any(k in text for k in ("Max retries", "Connection", "connect", "timed out",
-                                                        "Read timed out", "502", "503", "504"))):
+    if not network and not (
+        isinstance(exc, MlflowException)
+        and "API request to" in text
+        and any(
+            k in text
+            for k in ("Max retries", "Connection", "connect", "timed out", "Read timed out", "502", "503", "504")
+        )
+    ):
         return None
-    reason = "connection refused" if "refused" in text.lower() else "timed out" if "timed out" in text.lower() \
+    reason = (
+        "connection refused"
+        if "refused" in text.lower()
+        else "timed out"
+        if "timed out" in text.lower()
         else "no answer"
+    )
     retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "?")
     from facefoundry.errors import saved_work
 
     kept = "; ".join(saved_work())
-    return (f"tracking server {uri} unreachable ({reason}, after {retries} retries): "
-            f"{'kept: ' + kept + '; ' if kept else ''}run the same command again when the server is back "
-            "(a resumable stage resumes and reopens its MLflow run)")
+    return (
+        f"tracking server {uri} unreachable ({reason}, after {retries} retries): "
+        f"{'kept: ' + kept + '; ' if kept else ''}run the same command again when the server is back "
+        "(a resumable stage resumes and reopens its MLflow run)"
+    )

@@ -9,8 +9,9 @@ import contextlib
 import json
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, cast
 
 import numpy as np
 
@@ -48,9 +49,15 @@ def run_name(stage: str, *parts: object) -> str:
 
 
 @contextlib.contextmanager
-def stage_run(cfg: Config, stage: str, sections: list[str], tags: dict[str, str] | None = None,
-              run_id: str | None = None, name: str | None = None,
-              products: str | Path | None = None) -> Iterator[Any]:
+def stage_run(
+    cfg: Config,
+    stage: str,
+    sections: list[str],
+    tags: dict[str, str] | None = None,
+    run_id: str | None = None,
+    name: str | None = None,
+    products: str | Path | None = None,
+) -> Iterator[Any]:
     """Start (or reopen, with ``run_id``) the MLflow run of a pipeline stage and log its config.
 
     Runs of one pipeline execution hang under one parent run (the MLflow UI groups them);
@@ -71,15 +78,23 @@ def stage_run(cfg: Config, stage: str, sections: list[str], tags: dict[str, str]
     experiment = mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", cfg.base.experiment))
     client = mlflow.MlflowClient()
     stale = fail_stale_runs(client, experiment.experiment_id)
-    all_tags = {"facefoundry.stage": stage, "facefoundry.config": config_sources(cfg), "facefoundry.pid": str(os.getpid()),
-                "facefoundry.host": socket.gethostname(), **(tags or {})}
+    all_tags = {
+        "facefoundry.stage": stage,
+        "facefoundry.config": config_sources(cfg),
+        "facefoundry.pid": str(os.getpid()),
+        "facefoundry.host": socket.gethostname(),
+        **(tags or {}),
+    }
     commit = git_commit()
     ctx = pipeline_context()
     if ctx is None and outer is not None:
         ctx = {"id": outer[:12], "source": "mlflow", "dvc_exp": "", "name": "mlflow run"}
     parent = os.environ.get(PARENT_RUN_ENV)
     if ctx is not None or parent:
-        all_tags["mlflow.parentRunId"] = parent or _pipeline_parent(client, experiment.experiment_id, ctx, outer, commit)
+        # _pipeline_parent runs only without a parent run id, so ctx is set then
+        all_tags["mlflow.parentRunId"] = parent or _pipeline_parent(
+            client, experiment.experiment_id, cast("dict[str, str]", ctx), outer, commit
+        )
     if ctx is not None:
         all_tags["facefoundry.pipeline_id"] = ctx["id"]
         if ctx["dvc_exp"]:
@@ -92,10 +107,14 @@ def stage_run(cfg: Config, stage: str, sections: list[str], tags: dict[str, str]
         try:
             if "facefoundry.failure" in client.get_run(run_id).data.tags:
                 client.delete_tag(run_id, "facefoundry.failure")
-        except Exception:  # noqa: BLE001 - deleted or in another store: start a new run
+        except Exception:  # deleted or in another store: start a new run
             run_id = None
-    with _close_on_signal(), _products_at(products), reporting.sink(_RunSink()), \
-            mlflow.start_run(run_id=run_id, run_name=None if run_id else (name or stage), tags=all_tags) as run:
+    with (
+        _close_on_signal(),
+        _products_at(products),
+        reporting.sink(_RunSink()),
+        mlflow.start_run(run_id=run_id, run_name=None if run_id else (name or stage), tags=all_tags) as run,
+    ):
         if stale:
             mlflow.set_tag("facefoundry.marked_stale", ",".join(stale))
         if run_id is None:
@@ -115,7 +134,7 @@ def _close_on_signal() -> Iterator[None]:
         yield
         return
 
-    def _raise(signum, frame):  # noqa: ANN001, ARG001
+    def _raise(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     previous = signal.signal(signal.SIGTERM, _raise)
@@ -131,7 +150,7 @@ class _RunSink:
     def image(self, image: np.ndarray, name: str) -> None:
         log_image(image, name)
 
-    def figure(self, fig: Any, name: str) -> None:  # noqa: ANN401 - a matplotlib figure
+    def figure(self, fig: Any, name: str) -> None:  # a matplotlib figure
         log_figure(fig, name)
 
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:

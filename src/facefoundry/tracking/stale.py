@@ -20,7 +20,7 @@ def _alive(host: str | None, pid: str | None) -> bool:
     return True
 
 
-def fail_stale_runs(client, experiment_id: str) -> list[str]:  # noqa: ANN001
+def fail_stale_runs(client, experiment_id: str) -> list[str]:
     """Mark RUNNING runs whose recorded process (same host) is gone as FAILED; returns their ids."""
     stale = []
     for r in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=500):

@@ -15,7 +15,9 @@ from typing import Any
 import torch
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device, log: Callable[[str], None]) -> dict[str, Any] | None:
+def read_checkpoint(
+    path: str | Path, map_location: str | torch.device, log: Callable[[str], None]
+) -> dict[str, Any] | None:
     """The checkpoint's dict, or None when there is none or it is unreadable (then kept as ``<name>.unreadable``)."""
     path = Path(path)
     if not path.is_file():
@@ -27,7 +29,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device, log: Cal
         if not isinstance(state, dict):
             raise ValueError("not a dict")
         return state
-    except Exception as exc:  # noqa: BLE001 - a damaged checkpoint must not stop a fresh start
+    except Exception as exc:  # a damaged checkpoint must not stop a fresh start
         aside = path.with_name(path.name + ".unreadable")
         try:
             os.replace(path, aside)

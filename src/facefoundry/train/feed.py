@@ -50,9 +50,18 @@ class Feeder:
     crops of any stored size at ``size`` (generators), else a stored size other than ``size`` is an error.
     """
 
-    def __init__(self, source: FaceSource, size: int, batch_size: int, preload_max_mb: int,
-                 num_workers: int = 0, rank: int = 0, world: int = 1,
-                 progress: Callable[[str], None] | None = None, resize: bool = False):
+    def __init__(
+        self,
+        source: FaceSource,
+        size: int,
+        batch_size: int,
+        preload_max_mb: int,
+        num_workers: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        progress: Callable[[str], None] | None = None,
+        resize: bool = False,
+    ):
         self.source, self.size, self.batch_size = source, size, batch_size
         self.num_workers, self.rank, self.world, self.resize = num_workers, rank, world, resize
         self.labels = torch.from_numpy(np.asarray(source.labels))
@@ -87,18 +96,23 @@ class Feeder:
         """Batches of ``(uint8 NHWC, labels)`` in an order fixed by ``seed`` (drop-last); with ``indices``,
         ``(images, labels, dataset indices)`` so per-image facts (soft labels, identity vectors) can follow."""
         g = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self.source), generator=g)[self.rank::self.world]
+        order = torch.randperm(len(self.source), generator=g)[self.rank :: self.world]
         n = self.steps_per_epoch() * self.batch_size
         order = order[:n]
         if self.images is not None:
             for s in range(0, n, self.batch_size):
-                idx = order[s:s + self.batch_size]
+                idx = order[s : s + self.batch_size]
                 yield (self.images[idx], self.labels[idx], idx) if indices else (self.images[idx], self.labels[idx])
             return
         reader = _Images(self.source, self.size, indices, self.resize)
-        loader = DataLoader(torch.utils.data.Subset(reader, order.tolist()),
-                            batch_size=self.batch_size, num_workers=self.num_workers, drop_last=True,
-                            persistent_workers=False, pin_memory=torch.cuda.is_available())
+        loader = DataLoader(
+            torch.utils.data.Subset(reader, order.tolist()),
+            batch_size=self.batch_size,
+            num_workers=self.num_workers,
+            drop_last=True,
+            persistent_workers=False,
+            pin_memory=torch.cuda.is_available(),
+        )
         if not indices:
             yield from loader
             return
@@ -112,8 +126,12 @@ class Feeder:
                 idx = torch.arange(s, min(s + batch, len(self.source)))
                 yield self.images[idx], idx
             return
-        loader = DataLoader(_Images(self.source, self.size, True, self.resize), batch_size=batch,
-                            num_workers=self.num_workers, pin_memory=torch.cuda.is_available())
+        loader = DataLoader(
+            _Images(self.source, self.size, True, self.resize),
+            batch_size=batch,
+            num_workers=self.num_workers,
+            pin_memory=torch.cuda.is_available(),
+        )
         for images, _, idx in loader:
             yield images, idx.long()
 

@@ -8,7 +8,7 @@ soft labels of either dataset (identity mixup) carry through, each scaled by its
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -22,7 +22,9 @@ from facefoundry.sampling.mixup import ratio_grid, soft_targets
 from facefoundry.train.feed import Feeder, image_size_of
 
 
-def source_targets(source: FaceSource, labels: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def source_targets(
+    source: FaceSource, labels: torch.Tensor, idx: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A batch's targets: hard labels, or ``([B,2], [B,2])`` soft labels when the dataset records them."""
     if source.mix_labels is None:
         return labels, None
@@ -31,8 +33,9 @@ def source_targets(source: FaceSource, labels: torch.Tensor, idx: torch.Tensor) 
     return soft_targets(labels, partner, phi)
 
 
-def combine(t_s: torch.Tensor, w_s: torch.Tensor | None, t_r: torch.Tensor, w_r: torch.Tensor | None,
-            psi: float) -> tuple[torch.Tensor, torch.Tensor]:
+def combine(
+    t_s: torch.Tensor, w_s: torch.Tensor | None, t_r: torch.Tensor, w_r: torch.Tensor | None, psi: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``ψ·Y_S + (1 − ψ)·Y_R`` as concatenated soft targets (R's labels already offset)."""
     t_s, w_s = as_soft(t_s, w_s)
     t_r, w_r = as_soft(t_r, w_r)
@@ -42,26 +45,41 @@ def combine(t_s: torch.Tensor, w_s: torch.Tensor | None, t_r: torch.Tensor, w_r:
 class DomainMixup:
     """The second domain R: its batches (labels offset by ``offset``) and the per-batch ψ."""
 
-    def __init__(self, cfg: DomainMixupCfg, size: int, batch_size: int, preload_max_mb: int, num_workers: int,
-                 offset: int, seed: int, min_images: int, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        cfg: DomainMixupCfg,
+        size: int,
+        batch_size: int,
+        preload_max_mb: int,
+        num_workers: int,
+        offset: int,
+        seed: int,
+        min_images: int,
+        log: Callable[[str], None] = print,
+    ):
         assert cfg.dataset is not None
         self.source = open_source(cfg.dataset)
         where = f"train.domain_mixup.dataset {self.source.root}"
         check_identity_counts(self.source.labels, self.source.identities, min_images, where)
         actual = image_size_of(self.source)
         if actual != size:
-            raise FaceFoundryError(f"{where}: images are {actual}x{actual} but base.image_size is {size}; both "
-                                   "domains must have the same crop size")
+            raise FaceFoundryError(
+                f"{where}: images are {actual}x{actual} but base.image_size is {size}; both "
+                "domains must have the same crop size"
+            )
         if len(self.source) < batch_size:
-            raise FaceFoundryError(f"{where}: {len(self.source)} images are fewer than one batch "
-                                   f"(train.batch_size={batch_size})")
+            raise FaceFoundryError(
+                f"{where}: {len(self.source)} images are fewer than one batch (train.batch_size={batch_size})"
+            )
         self.grid = ratio_grid(cfg.psi)
         self.offset, self.seed = offset, seed
         self.feeder = Feeder(self.source, size, batch_size, preload_max_mb, num_workers, progress=log)
         self._batches: Iterator | None = None
         self.rng = np.random.default_rng([seed, 61])
-        log(f"domain mixup: {self.source.num_classes} identities of {self.source.root} as labels "
-            f"[{offset}, {offset + self.source.num_classes}); ψ from {self.grid.tolist()}")
+        log(
+            f"domain mixup: {self.source.num_classes} identities of {self.source.root} as labels "
+            f"[{offset}, {offset + self.source.num_classes}); ψ from {self.grid.tolist()}"
+        )
 
     @property
     def num_classes(self) -> int:
@@ -85,6 +103,7 @@ class DomainMixup:
         """``(uint8 NHWC images, targets, weights)`` of R, labels in R's range."""
         if self._batches is None:
             self.start_epoch(0)
+        assert self._batches is not None  # start_epoch sets it
         images, labels, idx = next(self._batches)
         labels = labels.to(device)
         targets, weights = source_targets(self.source, labels, idx)

@@ -5,8 +5,15 @@ from __future__ import annotations
 import math
 
 
-def lr_at(step: int, total: int, base_lr: float, warmup: int, schedule: str,
-          milestones: list[int] | None = None, gamma: float = 0.1) -> float:
+def lr_at(
+    step: int,
+    total: int,
+    base_lr: float,
+    warmup: int,
+    schedule: str,
+    milestones: list[int] | None = None,
+    gamma: float = 0.1,
+) -> float:
     if warmup > 0 and step < warmup:
         return base_lr * (step + 1) / warmup
     if schedule == "cosine":

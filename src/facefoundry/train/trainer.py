@@ -11,9 +11,10 @@ import hashlib
 import io
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -52,8 +53,7 @@ class _Net(nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None,
-                amp: torch.dtype | None):
+    def forward(self, x: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, amp: torch.dtype | None):
         with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             emb, norm = self.backbone(x)
         loss = self.head(emb.float(), norm.float(), labels, weights)
@@ -77,8 +77,9 @@ class TrainResult:
     resumed_from: int = 0
 
 
-def fingerprint(cfg: Config, dataset_digest: str, init_digest: str | None = None,
-                domain_digest: str | None = None) -> str:
+def fingerprint(
+    cfg: Config, dataset_digest: str, init_digest: str | None = None, domain_digest: str | None = None
+) -> str:
     t = result_settings(cfg.train)  # what changes what is learned (the schema's marks say); a checkpoint made
     if domain_digest is None:  # under other runtime settings resumes. No second domain: no domain entry
         t.pop("domain_mixup", None)
@@ -88,29 +89,40 @@ def fingerprint(cfg: Config, dataset_digest: str, init_digest: str | None = None
         t.pop("init_arch", None)
     else:  # the starting weights themselves, not their path
         t["init_digest"] = init_digest
-    blob = json.dumps({"train": t, "seed": cfg.base.seed, "size": cfg.base.image_size, "data": dataset_digest},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"train": t, "seed": cfg.base.seed, "size": cfg.base.image_size, "data": dataset_digest}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class Trainer:
-    def __init__(self, cfg: Config, source: FaceSource | None = None, mixer: BatchMixer | None = None,
-                 log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        cfg: Config,
+        source: FaceSource | None = None,
+        mixer: BatchMixer | None = None,
+        log: Callable[[str], None] = print,
+    ):
         self.cfg, self.t, self.log, self.mixer = cfg, cfg.train, log, mixer
         self.rank, self.world = dist_info()
         self.device = resolve_device(cfg.base.device)
         if self.t.threads:
             torch.set_num_threads(self.t.threads)
         self.source = source or open_source(self.t.dataset)
-        check_identity_counts(self.source.labels, self.source.identities, self.t.min_images_per_identity,
-                              str(self.source.root))
+        check_identity_counts(
+            self.source.labels, self.source.identities, self.t.min_images_per_identity, str(self.source.root)
+        )
         self.size = cfg.base.image_size
         actual = image_size_of(self.source)
         if actual != self.size:
-            raise FaceFoundryError(f"{self.source.root}: images are {actual}x{actual} but base.image_size is {self.size}")
+            raise FaceFoundryError(
+                f"{self.source.root}: images are {actual}x{actual} but base.image_size is {self.size}"
+            )
         if len(self.source) < self.t.batch_size * self.world:
-            raise FaceFoundryError(f"{self.source.root}: {len(self.source)} images are fewer than one batch "
-                                   f"(train.batch_size={self.t.batch_size})")
+            raise FaceFoundryError(
+                f"{self.source.root}: {len(self.source)} images are fewer than one batch "
+                f"(train.batch_size={self.t.batch_size})"
+            )
         self.preprocess = Preprocess(image_size=self.size)
         self.augment = FaceAugment(self.t.augment)
         b = self.t.backbone
@@ -125,32 +137,47 @@ class Trainer:
         self.domain = self._domain_mixup()
         classes = self.source.num_classes + (self.domain.num_classes if self.domain is not None else 0)
         if self.source.mix_labels is not None:
-            log(f"{self.source.root}: soft labels (identity mixup) on {int((self.source.mix_labels >= 0).sum())} "
-                f"of {len(self.source)} images")
+            log(
+                f"{self.source.root}: soft labels (identity mixup) on {int((self.source.mix_labels >= 0).sum())} "
+                f"of {len(self.source)} images"
+            )
         h = self.t.head
-        self.head = MarginHead(classes, self.backbone.config["embedding_size"], h.name, h.s, h.m1,
-                               h.m2, h.m3, h.m, h.h, h.t_alpha)
+        self.head = MarginHead(
+            classes, self.backbone.config["embedding_size"], h.name, h.s, h.m1, h.m2, h.m3, h.m, h.h, h.t_alpha
+        )
         self.memory_format = torch.channels_last if self.t.channels_last else torch.contiguous_format
-        self.net = _Net(self.backbone, self.head).to(self.device, memory_format=self.memory_format)
+        # Module.to takes memory_format at run time; torch's stub does not list it
+        self.net = _Net(self.backbone, self.head).to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.ddp = self.net
         if self.world > 1:
             self.ddp = nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         self.amp = amp_dtype(self.device) if self.t.amp else None  # fp16 on CUDA, bf16 on a bf16 CPU, else off
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=self.t.lr, momentum=self.t.momentum,
-                                   weight_decay=self.t.weight_decay)
+        self.opt = torch.optim.SGD(
+            self.net.parameters(), lr=self.t.lr, momentum=self.t.momentum, weight_decay=self.t.weight_decay
+        )
         self.out = Path(self.t.out)
         self.dataset_digest = dvc_dir_hash(self.source.root)
         # every image's hash and colour mode, before any is decoded (once per dataset version, cached)
-        self.data_checks = verify_for_training(self.source, self.dataset_digest, self.t.non_rgb, log) \
-            if self.t.verify_data else {}
-        self.feeder = Feeder(self.source, self.size, self.t.batch_size, self.t.preload_max_mb,
-                             self.t.num_workers, self.rank, self.world, progress=log)
+        self.data_checks = (
+            verify_for_training(self.source, self.dataset_digest, self.t.non_rgb, log) if self.t.verify_data else {}
+        )
+        self.feeder = Feeder(
+            self.source,
+            self.size,
+            self.t.batch_size,
+            self.t.preload_max_mb,
+            self.t.num_workers,
+            self.rank,
+            self.world,
+            progress=log,
+        )
         self.domain_digest = dvc_dir_hash(self.domain.source.root) if self.domain is not None else None
         self.fingerprint = fingerprint(cfg, self.dataset_digest, self.init_info.get("md5"), self.domain_digest)
 
-    def _domain_mixup(self):  # noqa: ANN202 - DomainMixup | None
+    def _domain_mixup(self):  # DomainMixup | None
         """``train.domain_mixup``: the second domain, or None (off, or ψ = 1 everywhere: training on S alone)."""
         dm = self.t.domain_mixup
         if dm.dataset is None:
@@ -159,11 +186,22 @@ class Trainer:
         from facefoundry.train.mixup import DomainMixup
 
         if is_identity(dm.psi):
-            self.log(f"train.domain_mixup: ψ = 1 for every batch, which is training on {self.source.root} alone; "
-                     f"{dm.dataset} is not used")
+            self.log(
+                f"train.domain_mixup: ψ = 1 for every batch, which is training on {self.source.root} alone; "
+                f"{dm.dataset} is not used"
+            )
             return None
-        return DomainMixup(dm, self.size, self.t.batch_size, self.t.preload_max_mb, self.t.num_workers,
-                           self.source.num_classes, self.cfg.base.seed, self.t.min_images_per_identity, self.log)
+        return DomainMixup(
+            dm,
+            self.size,
+            self.t.batch_size,
+            self.t.preload_max_mb,
+            self.t.num_workers,
+            self.source.num_classes,
+            self.cfg.base.seed,
+            self.t.min_images_per_identity,
+            self.log,
+        )
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         x = self.augment(random_hflip(self.preprocess(images), self.t.flip_prob))
@@ -173,28 +211,42 @@ class Trainer:
         """``train.init``: backbone weights and preprocessing to start from (a folder, ``.pth`` or ``.onnx``)."""
         from facefoundry.models.released import file_digest, load_backbone
 
+        assert self.t.init is not None  # called only when train.init is set
         start = load_backbone(self.t.init, self.t.init_arch)
         side = start.preprocess.image_size
         if side != self.size:
-            raise FaceFoundryError(f"train.init {self.t.init}: the model takes {side}-px input but base.image_size is "
-                                   f"{self.size}; train on {side}-px crops (base.image_size={side}) or start from a "
-                                   f"{self.size}-px model")
+            raise FaceFoundryError(
+                f"train.init {self.t.init}: the model takes {side}-px input but base.image_size is "
+                f"{self.size}; train on {side}-px crops (base.image_size={side}) or start from a "
+                f"{self.size}-px model"
+            )
         self.preprocess = start.preprocess  # the colour order and normalisation the weights were trained with
         c = start.backbone.config
         arch = start.info.get("arch") or f"iresnet{list(c['layers'])}"
-        self.init_info = {"path": str(self.t.init), "md5": file_digest(self.t.init), "arch": arch,
-                          "format": start.info.get("source_format", "facefoundry")}
-        self.log(f"starting from {self.t.init} ({arch}, width {c['width']}, {c['embedding_size']}-d); "
-                 f"a fresh {self.t.head.name} head for {self.source.num_classes} classes")
+        self.init_info = {
+            "path": str(self.t.init),
+            "md5": file_digest(self.t.init),
+            "arch": arch,
+            "format": start.info.get("source_format", "facefoundry"),
+        }
+        self.log(
+            f"starting from {self.t.init} ({arch}, width {c['width']}, {c['embedding_size']}-d); "
+            f"a fresh {self.t.head.name} head for {self.source.num_classes} classes"
+        )
         return start
 
     # -- checkpoints -----------------------------------------------------------------
     def _save_checkpoint(self, epoch: int, history: list[EpochStats]) -> None:
         if self.rank != 0:
             return
-        state = {"epoch": epoch, "fingerprint": self.fingerprint, "net": self.net.state_dict(),
-                 "opt": self.opt.state_dict(), "scaler": self.scaler.state_dict(),
-                 "history": [s.__dict__ for s in history]}
+        state = {
+            "epoch": epoch,
+            "fingerprint": self.fingerprint,
+            "net": self.net.state_dict(),
+            "opt": self.opt.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": [s.__dict__ for s in history],
+        }
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.out / CHECKPOINT, buf.getvalue())
@@ -215,8 +267,12 @@ class Trainer:
         return int(state["epoch"]), [EpochStats(**s) for s in state["history"]]
 
     # -- loop ------------------------------------------------------------------------
-    def fit(self, on_epoch: Callable[[EpochStats], None] | None = None, stop_after: int | None = None,
-            on_resume: Callable[[list[EpochStats]], None] | None = None) -> TrainResult:
+    def fit(
+        self,
+        on_epoch: Callable[[EpochStats], None] | None = None,
+        stop_after: int | None = None,
+        on_resume: Callable[[list[EpochStats]], None] | None = None,
+    ) -> TrainResult:
         """Train to ``train.epochs`` (or stop after epoch ``stop_after``, for tests and preemption).
 
         ``on_resume`` receives the checkpoint's epochs when a run resumes: a process killed between
@@ -226,7 +282,7 @@ class Trainer:
         if start and on_resume:
             on_resume(list(history))
         steps = self.feeder.steps_per_epoch()
-        total, warm = steps * self.t.epochs, int(round(self.t.warmup_epochs * steps))
+        total, warm = steps * self.t.epochs, round(self.t.warmup_epochs * steps)
         milestones = [m * steps for m in self.t.milestones]
         last = min(self.t.epochs, stop_after or self.t.epochs)
         for epoch in range(start, last):
@@ -234,17 +290,22 @@ class Trainer:
             self.net.train()
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
             lr = self.t.lr
-            batches = track(self.feeder.epoch(self.cfg.base.seed + epoch, indices=True), total=steps, unit="batch",
-                            desc=f"train {epoch + 1}/{self.t.epochs}", disable=self.rank != 0)
+            batches = track(
+                self.feeder.epoch(self.cfg.base.seed + epoch, indices=True),
+                total=steps,
+                unit="batch",
+                desc=f"train {epoch + 1}/{self.t.epochs}",
+                disable=self.rank != 0,
+            )
             if self.domain is not None:
                 self.domain.start_epoch(epoch)
-            for i, (images, labels, idx) in enumerate(batches):
+            for i, (images, batch_labels, idx) in enumerate(batches):
                 step = epoch * steps + i
                 lr = lr_at(step, total, self.t.lr, warm, self.t.schedule, milestones, self.t.gamma)
                 for g in self.opt.param_groups:
                     g["lr"] = lr
                 x = self._prepare(images)
-                labels = labels.to(self.device)
+                labels = batch_labels.to(self.device)
                 targets, weights = source_targets(self.source, labels, idx)  # soft labels of identity mixup
                 if self.domain is not None:  # SynFace domain mixup, one ψ per batch
                     r_images, r_targets, r_weights = self.domain.next_batch(self.device)
@@ -268,16 +329,21 @@ class Trainer:
                 batches.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.4f}")
                 if self.rank == 0 and (i + 1) % self.t.log_every == 0:
                     rate = seen / (time.perf_counter() - t0)
-                    self.log(f"epoch {epoch + 1}/{self.t.epochs} step {i + 1}/{steps} loss {loss_sum / seen:.3f} "
-                             f"lr {lr:.4f} {rate:.0f} img/s")
+                    self.log(
+                        f"epoch {epoch + 1}/{self.t.epochs} step {i + 1}/{steps} loss {loss_sum / seen:.3f} "
+                        f"lr {lr:.4f} {rate:.0f} img/s"
+                    )
             secs = time.perf_counter() - t0
-            stats = EpochStats(epoch + 1, loss_sum / max(1, seen), correct / max(1, seen), lr,
-                               seen / max(secs, 1e-9), secs)
+            stats = EpochStats(
+                epoch + 1, loss_sum / max(1, seen), correct / max(1, seen), lr, seen / max(secs, 1e-9), secs
+            )
             history.append(stats)
             self._save_checkpoint(epoch + 1, history)
             if self.rank == 0:
-                self.log(f"epoch {stats.epoch}/{self.t.epochs}: loss {stats.loss:.3f} train-acc {stats.accuracy:.3f} "
-                         f"{stats.images_per_second:.0f} img/s ({secs:.1f}s)")
+                self.log(
+                    f"epoch {stats.epoch}/{self.t.epochs}: loss {stats.loss:.3f} train-acc {stats.accuracy:.3f} "
+                    f"{stats.images_per_second:.0f} img/s ({secs:.1f}s)"
+                )
             if on_epoch:
                 on_epoch(stats)
         return TrainResult(model_dir=self.out / "model", history=history, resumed_from=start)
@@ -287,21 +353,34 @@ class Trainer:
         if self.source.mix_labels is not None:
             out["soft_labels"] = int((self.source.mix_labels >= 0).sum())
         if self.domain is not None:
-            out["domain_mixup"] = {"dataset": str(self.domain.source.root), "dataset_dvc_md5": self.domain_digest,
-                                   "label_offset": self.source.num_classes, "classes": self.domain.num_classes,
-                                   "psi": self.domain.grid.tolist()}
+            out["domain_mixup"] = {
+                "dataset": str(self.domain.source.root),
+                "dataset_dvc_md5": self.domain_digest,
+                "label_offset": self.source.num_classes,
+                "classes": self.domain.num_classes,
+                "psi": self.domain.grid.tolist(),
+            }
         return out
 
     def export(self, info: dict) -> FRModel:
         """Write the model folder (+ ONNX) from the current weights."""
         self.net.eval()
-        self.backbone.to("cpu", memory_format=torch.contiguous_format)  # saved weights in the standard layout
-        model = FRModel(self.backbone, self.preprocess,
-                        {"num_classes": self.head.weight.shape[0], "dataset": str(self.source.root),
-                         **self._mixup_info(),
-                         "dataset_dvc_md5": self.dataset_digest, "fingerprint": self.fingerprint,
-                         **({"init": self.init_info} if self.init_info else {}), **info},
-                        self.head.cpu())
+        # saved weights in the standard layout (Module.to takes memory_format; torch's stub does not list it)
+        self.backbone.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
+        model = FRModel(
+            self.backbone,
+            self.preprocess,
+            {
+                "num_classes": self.head.weight.shape[0],
+                "dataset": str(self.source.root),
+                **self._mixup_info(),
+                "dataset_dvc_md5": self.dataset_digest,
+                "fingerprint": self.fingerprint,
+                **({"init": self.init_info} if self.init_info else {}),
+                **info,
+            },
+            self.head.cpu(),
+        )
         model.save(self.out / "model")
         if self.t.export_onnx:
             export_onnx(self.backbone, self.out / "model" / "backbone.onnx", self.size)

@@ -18,12 +18,14 @@ from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_bytes
 
 _ALLOWED = {
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "dtype"), ("numpy", "ndarray"), ("builtins", "bytearray"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "dtype"),
+    ("numpy", "ndarray"),
+    ("builtins", "bytearray"),
 }
-
-
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
@@ -41,12 +43,15 @@ def _empty_bytes(*args: object) -> bytes:
 
 
 # Python 3 writers using protocol 2 (common for .bin files) encode bytes through these two: safe wrappers only
-_WRAPPED = {("_codecs", "encode"): _latin1_encode, ("builtins", "bytes"): _empty_bytes,
-            ("__builtin__", "bytes"): _empty_bytes}
+_WRAPPED = {
+    ("_codecs", "encode"): _latin1_encode,
+    ("builtins", "bytes"): _empty_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
+}
 
 
 class _SafeUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # noqa: ANN201
+    def find_class(self, module: str, name: str):
         if (module, name) in _WRAPPED:
             return _WRAPPED[(module, name)]
         if (module, name) in _ALLOWED:
@@ -68,12 +73,24 @@ def read_bin(path: str | Path, image_size: int | None = None) -> PairSet:
     try:
         with open(path, "rb") as fh:
             loaded = _SafeUnpickler(fh, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
-            ImportError, MemoryError, RecursionError, OverflowError) as exc:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        ImportError,
+        MemoryError,
+        RecursionError,
+        OverflowError,
+    ) as exc:
         raise FaceFoundryError(f"{path}: not an insightface .bin ({' '.join(str(exc).split())[:200]})") from None
     if not isinstance(loaded, (tuple, list)) or len(loaded) != 2:
-        raise FaceFoundryError(f"{path}: not an insightface .bin (expected a pair (images, issame), "
-                               f"got {type(loaded).__name__})")
+        raise FaceFoundryError(
+            f"{path}: not an insightface .bin (expected a pair (images, issame), got {type(loaded).__name__})"
+        )
     bins, issame = loaded
     try:
         bins, issame = list(bins), list(issame)
@@ -103,8 +120,13 @@ def read_bin(path: str | Path, image_size: int | None = None) -> PairSet:
     return PairSet(name=path.stem, images=arr, issame=issame)
 
 
-def write_bin(path: str | Path, images: list[np.ndarray] | np.ndarray, issame: list[bool] | np.ndarray,
-              fmt: str = "jpg", quality: int = 95) -> None:
+def write_bin(
+    path: str | Path,
+    images: list[np.ndarray] | np.ndarray,
+    issame: list[bool] | np.ndarray,
+    fmt: str = "jpg",
+    quality: int = 95,
+) -> None:
     if len(images) != 2 * len(issame):
         raise FaceFoundryError(f"{path}: {len(images)} images for {len(issame)} pairs (need 2 per pair)")
     bins = [encode_image(im, fmt, quality) for im in images]

@@ -8,8 +8,8 @@ measured on the held-out one. TAR@FAR and ROC are computed on all pairs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -22,8 +22,15 @@ COSINE_GRID = np.arange(-1, 1, 0.005)
 
 
 @torch.no_grad()
-def embed(forward: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, preprocess: Preprocess,
-          batch_size: int = 256, flip: bool = True, device: str | torch.device = "cpu", desc: str = "") -> np.ndarray:
+def embed(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    images: np.ndarray,
+    preprocess: Preprocess,
+    batch_size: int = 256,
+    flip: bool = True,
+    device: str | torch.device = "cpu",
+    desc: str = "",
+) -> np.ndarray:
     """Unnormalised embeddings of images (+ mirrored images), summed and ℓ2-normalised.
 
     A ``desc`` shows progress under that name (output only; the result is the same).
@@ -31,7 +38,7 @@ def embed(forward: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, p
     out = []
     with track(total=len(images), desc=desc, unit="img", disable=not desc) as bar:
         for start in range(0, len(images), batch_size):
-            x = preprocess(torch.from_numpy(images[start:start + batch_size])).to(device)
+            x = preprocess(torch.from_numpy(images[start : start + batch_size])).to(device)
             e = forward(x)
             if flip:
                 e = e + forward(x.flip(-1))
@@ -43,17 +50,21 @@ def embed(forward: Callable[[torch.Tensor], torch.Tensor], images: np.ndarray, p
 def pair_scores(emb: np.ndarray, distance: str = "euclidean") -> np.ndarray:
     """Per-pair score where *lower means same* (squared distance, or negated cosine)."""
     a, b = emb[0::2], emb[1::2]
+    scores: np.ndarray
     if distance == "euclidean":
-        return np.sum((a - b) ** 2, axis=1)
-    return -np.sum(a * b, axis=1)
+        scores = np.sum((a - b) ** 2, axis=1)
+        return scores
+    scores = -np.sum(a * b, axis=1)
+    return scores
 
 
 def _acc(scores: np.ndarray, issame: np.ndarray, thr: float) -> float:
     return float(np.mean((scores < thr) == issame))
 
 
-def kfold_accuracy(scores: np.ndarray, issame: np.ndarray, thresholds: np.ndarray,
-                   nfolds: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def kfold_accuracy(
+    scores: np.ndarray, issame: np.ndarray, thresholds: np.ndarray, nfolds: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-fold test accuracy and the threshold picked on the other folds.
 
     Folds are contiguous (sklearn ``KFold(shuffle=False)``), so results match the
@@ -127,15 +138,29 @@ class VerificationResult:
         return m
 
 
-def evaluate_pairs(name: str, emb: np.ndarray, issame: np.ndarray, nfolds: int = 10,
-                   distance: str = "euclidean", fars: list[float] | None = None) -> VerificationResult:
+def evaluate_pairs(
+    name: str,
+    emb: np.ndarray,
+    issame: np.ndarray,
+    nfolds: int = 10,
+    distance: str = "euclidean",
+    fars: list[float] | None = None,
+) -> VerificationResult:
     scores = pair_scores(emb, distance)
     grid = EUCLIDEAN_GRID if distance == "euclidean" else COSINE_GRID
     accs, thrs = kfold_accuracy(scores, issame, grid, nfolds)
     fpr, tpr, _ = roc(scores, issame)
     return VerificationResult(
-        name=name, pairs=len(issame), accuracy=float(accs.mean()), accuracy_std=float(accs.std()),
-        threshold=float(np.mean(thrs)), fold_accuracies=accs.tolist(),
-        auc=float(np.trapezoid(tpr, fpr)), tar_at_far=tar_at_far(scores, issame, fars or []),
-        fpr=fpr, tpr=tpr, pos_scores=scores[issame], neg_scores=scores[~issame],
+        name=name,
+        pairs=len(issame),
+        accuracy=float(accs.mean()),
+        accuracy_std=float(accs.std()),
+        threshold=float(np.mean(thrs)),
+        fold_accuracies=accs.tolist(),
+        auc=float(np.trapezoid(tpr, fpr)),
+        tar_at_far=tar_at_far(scores, issame, fars or []),
+        fpr=fpr,
+        tpr=tpr,
+        pos_scores=scores[issame],
+        neg_scores=scores[~issame],
     )

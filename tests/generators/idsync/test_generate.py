@@ -25,17 +25,30 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     ds = make_dataset(tmp / "ds", identities=6, per_identity=4, size=16)
-    cfg = tiny_config(tmp, base={"device": "cpu"}, idsync={**TINY_IDSYNC, "epochs": 1, "identity_weight": 0.0,
-                                                           "out": str(tmp / "idsync")})
+    cfg = tiny_config(
+        tmp,
+        base={"device": "cpu"},
+        idsync={**TINY_IDSYNC, "epochs": 1, "identity_weight": 0.0, "out": str(tmp / "idsync")},
+    )
     out = train_idsync(cfg, ds, TinyEncoder(ID_DIM), log=lambda m: None, progress=False).model_dir
     torch.set_num_threads(n)
     return out
 
 
 def gen_cfg(tmp: Path, model_dir: Path, out: str, seed: int = 7):
-    return tiny_config(tmp, base={"device": "cpu", "seed": seed}, identity={"judges": []}, generate={
-        "generator": "idsync", "out": str(tmp / out), "identities": 5, "images_per_identity": 3, "batch_size": 4,
-        "idsync": {"model": str(model_dir), "steps": 3, "guidance": 3.0, "noise_variance": 0.001}})
+    return tiny_config(
+        tmp,
+        base={"device": "cpu", "seed": seed},
+        identity={"judges": []},
+        generate={
+            "generator": "idsync",
+            "out": str(tmp / out),
+            "identities": 5,
+            "images_per_identity": 3,
+            "batch_size": 4,
+            "idsync": {"model": str(model_dir), "steps": 3, "guidance": 3.0, "noise_variance": 0.001},
+        },
+    )
 
 
 def test_centring_removes_the_part_every_face_shares() -> None:
@@ -68,13 +81,20 @@ class Killed(Exception):
     pass
 
 
-def test_generation_counts_seeds_meta_and_resume(tmp_path: Path, model_dir: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_generation_counts_seeds_meta_and_resume(
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     gen = descriptor("idsync").entry("generate")
     m = read_manifest(gen(gen_cfg(tmp_path, model_dir, "a"), lambda s: None))
     assert len(m) == 15 and [m.label.count(c) for c in range(5)] == [3] * 5  # exactly N × per, not batch²
-    for key, want in (("identity_weight", 0.0), ("noise_variance", 0.001), ("steps", 3), ("guidance", 3.0),
-                      ("seed", 7), ("generator", "idsync")):
+    for key, want in (
+        ("identity_weight", 0.0),
+        ("noise_variance", 0.001),
+        ("steps", 3),
+        ("guidance", 3.0),
+        ("seed", 7),
+        ("generator", "idsync"),
+    ):
         assert m.meta[key] == want, key
     assert "identity_loss" in m.meta and m.meta["image_size"] == 16
     assert m.meta["centre_vectors"] is True and (model_dir / "id_mean.npy").is_file()  # dlib-like spaces: centred

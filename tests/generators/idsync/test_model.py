@@ -40,7 +40,7 @@ def unit(n: int, d: int = ID_DIM, seed: int = 0) -> torch.Tensor:
     return F.normalize(torch.randn(n, d, generator=torch.Generator().manual_seed(seed)), dim=1)
 
 
-def embeddings_module(text_encoder):  # noqa: ANN001, ANN201 - transformers 4 nests it under text_model, 5 does not
+def embeddings_module(text_encoder):  # transformers 4 nests it under text_model, 5 does not
     return getattr(text_encoder, "text_model", text_encoder).embeddings
 
 
@@ -56,7 +56,7 @@ def test_the_id_token_embedding_becomes_vector_plus_position_and_nothing_else_ch
     handle.remove()
     x = seen["x"]  # token embedding + position embedding, [3, L, W]
     table = m.text_encoder.get_input_embeddings().weight
-    position = embeddings_module(m.text_encoder).position_embedding.weight[:len(ids)]
+    position = embeddings_module(m.text_encoder).position_embedding.weight[: len(ids)]
     want_id = F.pad(v, (0, table.shape[1] - ID_DIM)) + position[pos]
     torch.testing.assert_close(x[:, pos], want_id)
     others = [i for i in range(len(ids)) if i != pos]
@@ -73,11 +73,11 @@ def test_pred_original_sample_is_the_schedulers() -> None:
     t = torch.tensor([0, 10, 500, 999])
     ours = pred_original_sample(sched, eps, t, x)
     for i in range(4):
-        ref = sched.step(eps[i:i + 1], int(t[i]), x[i:i + 1]).pred_original_sample
-        torch.testing.assert_close(ours[i:i + 1], ref)
+        ref = sched.step(eps[i : i + 1], int(t[i]), x[i : i + 1]).pred_original_sample
+        torch.testing.assert_close(ours[i : i + 1], ref)
 
 
-def _grads(m: IDSync, weight: float, loss_fn) -> dict[str, torch.Tensor]:  # noqa: ANN001
+def _grads(m: IDSync, weight: float, loss_fn) -> dict[str, torch.Tensor]:
     for p in [*m.unet.parameters(), *m.text_encoder.parameters(), *m.vae.parameters()]:
         p.grad = None
     g = torch.Generator().manual_seed(5)
@@ -86,17 +86,22 @@ def _grads(m: IDSync, weight: float, loss_fn) -> dict[str, torch.Tensor]:  # noq
     d.timesteps[:] = torch.tensor([3, 40, 200, 700])
     loss, parts = idsync_loss(m, lat, unit(4), torch.tensor([0, 1, 2, 0]), d, weight, loss_fn)
     loss.backward()
-    named = {**{f"unet.{k}": p for k, p in m.unet.named_parameters()},
-             **{f"text.{k}": p for k, p in m.text_encoder.named_parameters()},
-             **{f"vae.{k}": p for k, p in m.vae.named_parameters()}}
+    named = {
+        **{f"unet.{k}": p for k, p in m.unet.named_parameters()},
+        **{f"text.{k}": p for k, p in m.text_encoder.named_parameters()},
+        **{f"vae.{k}": p for k, p in m.vae.named_parameters()},
+    }
     return {k: (p.grad.clone() if p.grad is not None else None) for k, p in named.items()}, parts
 
 
 @pytest.mark.parametrize("variant", ["cosine", "ce"])
 def test_identity_gradient_reaches_unet_and_text_encoder_not_vae_nor_token_table(variant: str, tmp_path: Path) -> None:
     m = tiny_model()
-    loss_fn = CosineIdentityLoss(TinyEncoder(ID_DIM)) if variant == "cosine" else \
-        ClassifierIdentityLoss(make_classifier(tmp_path / "clf", 3), 3)
+    loss_fn = (
+        CosineIdentityLoss(TinyEncoder(ID_DIM))
+        if variant == "cosine"
+        else ClassifierIdentityLoss(make_classifier(tmp_path / "clf", 3), 3)
+    )
     plain, p0 = _grads(m, 0.0, loss_fn)
     withid, p1 = _grads(m, 1.0, loss_fn)
     assert "identity" not in p0 and p1["identity"] > 0 and p1["denoise"] == p0["denoise"]
@@ -114,7 +119,9 @@ def test_lambda_zero_is_exactly_the_plain_denoising_loss() -> None:
     lat = torch.randn(4, 4, 8, 8, generator=g)
     d = draw(g, tuple(lat.shape), 1000, 0.5)
     v = unit(4)
-    loss, parts = idsync_loss(m, lat, v, torch.zeros(4, dtype=torch.long), d, 0.0, CosineIdentityLoss(TinyEncoder(ID_DIM)))
+    loss, parts = idsync_loss(
+        m, lat, v, torch.zeros(4, dtype=torch.long), d, 0.0, CosineIdentityLoss(TinyEncoder(ID_DIM))
+    )
     noisy = m.scheduler.add_noise(lat, d.noise, d.timesteps)
     hidden = torch.where(d.dropped.view(-1, 1, 1), m.unconditional().expand(4, -1, -1), m.condition(v))
     plain = F.mse_loss(m.unet(noisy, d.timesteps, hidden).sample, d.noise)
@@ -126,8 +133,16 @@ def test_dropped_rows_and_late_timesteps_get_no_identity_loss() -> None:
     m = tiny_model()
     lat = torch.randn(4, 4, 8, 8)
     d = StepDraws(torch.randn(4, 4, 8, 8), torch.tensor([900, 900, 900, 900]), torch.tensor([False] * 4))
-    _, parts = idsync_loss(m, lat, unit(4), torch.zeros(4, dtype=torch.long), d, 1.0,
-                           CosineIdentityLoss(TinyEncoder(ID_DIM)), max_timestep=500)
+    _, parts = idsync_loss(
+        m,
+        lat,
+        unit(4),
+        torch.zeros(4, dtype=torch.long),
+        d,
+        1.0,
+        CosineIdentityLoss(TinyEncoder(ID_DIM)),
+        max_timestep=500,
+    )
     assert "identity" not in parts  # every row at t ≥ 500
 
 

@@ -31,6 +31,7 @@ def test_killed_run_resumes_to_the_uninterrupted_weights_and_reuses_the_vae(tmp_
     def crash(msg: str) -> None:  # dies mid-epoch 2, after epoch 1's checkpoint
         if msg.startswith("idsync epoch 2/3 step 2"):
             raise Killed
+
     with pytest.raises(Killed):
         train_idsync(cfg_b, ds, TinyEncoder(ID_DIM), log=crash, progress=False)
     assert torch.load(tmp_path / "b" / "idsync" / CHECKPOINT, weights_only=False)["epoch"] == 1
@@ -49,15 +50,26 @@ def test_killed_run_resumes_to_the_uninterrupted_weights_and_reuses_the_vae(tmp_
 def test_cosine_variant_trains_on_unlabelled_photos_and_ce_refuses_them(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path / "ds", identities=16, per_identity=1, size=16)  # each photo its own identity
     with pytest.raises(FaceFoundryError, match="no identity labels"):
-        train_idsync(cfg_for(tmp_path, identity_loss="ce", classifier=str(make_classifier(tmp_path / "c", 16)),
-                             epochs=1), ds, TinyEncoder(ID_DIM), log=lambda m: None, progress=False)
-    res = train_idsync(cfg_for(tmp_path, identity_loss="cosine", identity_batch=2, epochs=1), ds,
-                       TinyEncoder(ID_DIM), log=lambda m: None, progress=False)
+        train_idsync(
+            cfg_for(tmp_path, identity_loss="ce", classifier=str(make_classifier(tmp_path / "c", 16)), epochs=1),
+            ds,
+            TinyEncoder(ID_DIM),
+            log=lambda m: None,
+            progress=False,
+        )
+    res = train_idsync(
+        cfg_for(tmp_path, identity_loss="cosine", identity_batch=2, epochs=1),
+        ds,
+        TinyEncoder(ID_DIM),
+        log=lambda m: None,
+        progress=False,
+    )
     assert res.history[0]["identity"] > 0 and load_model_folder(res.model_dir).info["identity_loss"] == "cosine"
 
 
 def test_identity_vectors_wider_than_the_text_encoder_are_refused(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path / "ds", identities=4, per_identity=4, size=16)
     with pytest.raises(FaceFoundryError, match="128-d but the text encoder is 32 wide"):
-        train_idsync(cfg_for(tmp_path, identity_weight=0, epochs=1), ds, TinyEncoder(128), log=lambda m: None,
-                     progress=False)
+        train_idsync(
+            cfg_for(tmp_path, identity_weight=0, epochs=1), ds, TinyEncoder(128), log=lambda m: None, progress=False
+        )

@@ -11,6 +11,22 @@ from torch import nn
 
 from facefoundry.identity.base import EncoderInput, IdentityEncoder
 
+# the smallest Vec2Face that trains in seconds on CPU (32 px, one block each side); tests add epochs and schedule
+TINY_VEC2FACE = {
+    "image_size": 32,
+    "patch": 8,
+    "width": 32,
+    "depth": 1,
+    "heads": 2,
+    "decoder_depth": 1,
+    "decoder_heads": 2,
+    "decoder_channels": 8,
+    "decoder_multipliers": [1, 1, 2, 2],
+    "z_channels": 16,
+    "disc_dims": [8, 16, 32],
+    "batch_size": 8,
+}
+
 
 class TinyEncoder(IdentityEncoder):
     """A fixed random conv net + ℓ2-normalise: differentiable, any input side, ``features()`` optional."""

@@ -39,9 +39,19 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def gen_cfg(tmp: Path, model_dir: Path, out: str, **v2f):
-    return tiny_config(tmp, base={"device": "cpu"}, identity={"judges": []}, generate={
-        "generator": "vec2face", "out": str(tmp / out), "identities": 5, "images_per_identity": 4, "batch_size": 6,
-        "vec2face": {"model": str(model_dir), "judge_images": 0, "tau": 0.5, **v2f}})
+    return tiny_config(
+        tmp,
+        base={"device": "cpu"},
+        identity={"judges": []},
+        generate={
+            "generator": "vec2face",
+            "out": str(tmp / out),
+            "identities": 5,
+            "images_per_identity": 4,
+            "batch_size": 6,
+            "vec2face": {"model": str(model_dir), "judge_images": 0, "tau": 0.5, **v2f},
+        },
+    )
 
 
 def test_model_folder_holds_the_training_identity_space(model_dir: Path) -> None:
@@ -80,8 +90,9 @@ def test_variations_keep_the_papers_cosines_and_the_floor() -> None:
     for s, w, expected in ((0.3, 0.4, 0.965), (0.5, 0.4, 0.911), (0.7, 0.2, 0.846)):  # r/√(r²+σ²·512), r=25
         assert abs((sigma == s).mean() - w) < 0.03
         assert abs(sim[sigma == s].mean() - expected) < 0.01
-    floored = variations(space, photos[:20], 50, Vec2FaceGenCfg(sigmas=[3.0], sigma_weights=[1], min_similarity=0.6),
-                         rng)[2]
+    floored = variations(
+        space, photos[:20], 50, Vec2FaceGenCfg(sigmas=[3.0], sigma_weights=[1], min_similarity=0.6), rng
+    )[2]
     assert floored.min() >= 0.6 - 1e-6
 
 
@@ -90,7 +101,8 @@ class Killed(Exception):
 
 
 def test_generation_writes_sigma_tau_attrop_and_resumes_to_the_same_dataset(
-        tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(identity_pkg, "load_encoder", lambda spec: TinyEncoder())
     attrop = {"enabled": True, "yaw_targets": [], "max_iters": 3, "min_identity": 0.9999}
     cfg = gen_cfg(tmp_path, model_dir, "full", attrop=attrop)
@@ -132,19 +144,27 @@ def test_judges_see_one_vector_alike_and_sigma_study_shape(model_dir: Path) -> N
     centres = new_identities(space, 4, Vec2FaceGenCfg(tau=0.9), np.random.default_rng(0))
     g = Vec2FaceGenCfg(judge_images=64)
     study = sigma_study(model, space, centres, g, {"tiny": TinyEncoder()}, torch.device("cpu"), seed=0)
-    assert set(study) == {"judge_tiny_same_vector", "judge_tiny_different_vectors", "judge_tiny_intra_sigma_0.3",
-                          "judge_tiny_intra_sigma_0.5", "judge_tiny_intra_sigma_0.7"}
+    assert set(study) == {
+        "judge_tiny_same_vector",
+        "judge_tiny_different_vectors",
+        "judge_tiny_intra_sigma_0.3",
+        "judge_tiny_intra_sigma_0.5",
+        "judge_tiny_intra_sigma_0.7",
+    }
     assert study["judge_tiny_same_vector"] > study["judge_tiny_different_vectors"]
     grid = sigma_grid(model, space, centres, g, torch.device("cpu"), seed=0)
     assert len(grid) == 4 and all(len(row) == 4 for row in grid) and grid[0][0].shape == (32, 32, 3)
 
 
 def test_identity_mixup_mixes_vectors_and_phi_one_changes_no_pixel(
-        tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """SynFace identity mixup on Vec2Face: soft labels in the manifest; φ = 1 is the plain dataset."""
     monkeypatch.setattr(identity_pkg, "load_encoder", lambda spec: TinyEncoder())
     off = {"enabled": False}
-    plain = read_manifest(descriptor("vec2face").entry("generate")(gen_cfg(tmp_path, model_dir, "plain", attrop=off), lambda m: None))
+    plain = read_manifest(
+        descriptor("vec2face").entry("generate")(gen_cfg(tmp_path, model_dir, "plain", attrop=off), lambda m: None)
+    )
     one = gen_cfg(tmp_path, model_dir, "one", attrop=off)
     one.generate.mixup.enabled, one.generate.mixup.phi = True, [1.0]
     assert read_manifest(descriptor("vec2face").entry("generate")(one, lambda m: None)).sha256 == plain.sha256

@@ -60,8 +60,9 @@ def test_effective_axes_is_scale_free() -> None:
     small = code_statistics(iso * 0.01)
     assert small["nuisance_active_axes"] == 0 and small["nuisance_effective_axes"] == pytest.approx(4, abs=0.1)
     assert code_statistics(iso)["nuisance_effective_axes"] == pytest.approx(small["nuisance_effective_axes"], abs=1e-3)
-    assert code_statistics(iso[:, :1] * torch.tensor([[1.0, -2.0, 0.5, 3.0]]))["nuisance_effective_axes"] == \
-        pytest.approx(1.0, abs=1e-3)
+    assert code_statistics(iso[:, :1] * torch.tensor([[1.0, -2.0, 0.5, 3.0]]))[
+        "nuisance_effective_axes"
+    ] == pytest.approx(1.0, abs=1e-3)
     assert code_statistics(torch.ones(5, 4))["nuisance_effective_axes"] == 0.0
 
 
@@ -119,12 +120,16 @@ def test_training_learns_a_code_saves_its_encoder_and_generation_draws_one_per_i
     ds = make_dataset(tmp_path / "ds", identities=12, per_identity=2, size=32)
     cfg = tiny_config(tmp_path, base={"device": "cpu"}, vec2face={**TINY_V2F, "epochs": 2, "nuisance_codes": 4})
     plain = tiny_config(tmp_path / "p", base={"device": "cpu"}, vec2face={**TINY_V2F, "epochs": 2})
-    other_kl = tiny_config(tmp_path / "k", base={"device": "cpu"},
-                           vec2face={**TINY_V2F, "epochs": 2, "nuisance_codes": 4, "nuisance_kl_weight": 0.1})
+    other_kl = tiny_config(
+        tmp_path / "k",
+        base={"device": "cpu"},
+        vec2face={**TINY_V2F, "epochs": 2, "nuisance_codes": 4, "nuisance_kl_weight": 0.1},
+    )
     assert len({fingerprint(c, "d", {}) for c in (cfg, plain, other_kl)}) == 3
     # off, the weight does not touch the fingerprint (models made before the option keep theirs)
-    plain_kl = tiny_config(tmp_path / "q", base={"device": "cpu"}, vec2face={**TINY_V2F, "epochs": 2,
-                                                                            "nuisance_kl_weight": 0.5})
+    plain_kl = tiny_config(
+        tmp_path / "q", base={"device": "cpu"}, vec2face={**TINY_V2F, "epochs": 2, "nuisance_kl_weight": 0.5}
+    )
     assert fingerprint(plain, "d", {}) == fingerprint(plain_kl, "d", {})
 
     res = train_vec2face(cfg, ds, TinyEncoder(), tmp_path / "v2f", lambda m: None, progress=False)
@@ -133,11 +138,22 @@ def test_training_learns_a_code_saves_its_encoder_and_generation_draws_one_per_i
 
     # free bits and swapped codes: the objective counts every axis at ≥ its floor, a quarter of each batch is
     # judged by identity alone, and both change the fingerprint (off, they leave it as it was: asserted above)
-    swap = tiny_config(tmp_path / "s", base={"device": "cpu"},
-                       vec2face={**TINY_V2F, "epochs": 1, "nuisance_codes": 4, "nuisance_free_bits": 0.5,
-                                 "nuisance_swap_fraction": 0.25})
-    assert fingerprint(swap, "d", {}) != fingerprint(tiny_config(tmp_path / "s2", base={"device": "cpu"}, vec2face={
-        **TINY_V2F, "epochs": 1, "nuisance_codes": 4}), "d", {})
+    swap = tiny_config(
+        tmp_path / "s",
+        base={"device": "cpu"},
+        vec2face={
+            **TINY_V2F,
+            "epochs": 1,
+            "nuisance_codes": 4,
+            "nuisance_free_bits": 0.5,
+            "nuisance_swap_fraction": 0.25,
+        },
+    )
+    assert fingerprint(swap, "d", {}) != fingerprint(
+        tiny_config(tmp_path / "s2", base={"device": "cpu"}, vec2face={**TINY_V2F, "epochs": 1, "nuisance_codes": 4}),
+        "d",
+        {},
+    )
     hist = train_vec2face(swap, ds, TinyEncoder(), tmp_path / "v2f_s", lambda m: None, progress=False).history
     assert hist[0]["kl_objective"] >= 4 * 0.5 - 1e-6 and 0 < hist[0]["identity_swapped"] < 2
     model, index = load_model_folder(res.model_dir)
@@ -173,18 +189,25 @@ def test_training_learns_a_code_saves_its_encoder_and_generation_draws_one_per_i
     # "bank": every image borrows one training photo's code (the model folder keeps them), recorded per image
     bank = np.load(res.model_dir / "nuisance_codes.npy")
     assert bank.shape == (24, 4) and np.isfinite(bank).all()
-    out_b = Path(descriptor("vec2face").entry("generate")(gen_cfg(tmp_path, res.model_dir, "gen_b", nuisance_sampling="bank"),
-                                            lambda m: None))
+    out_b = Path(
+        descriptor("vec2face").entry("generate")(
+            gen_cfg(tmp_path, res.model_dir, "gen_b", nuisance_sampling="bank"), lambda m: None
+        )
+    )
     params_b = [json.loads(p) for p in open_source(out_b).manifest.params]
     photos = np.array([p["nuisance_photo"] for p in params_b])
     assert ((photos >= 0) & (photos < 24)).all() and len(set(photos.tolist())) > 1
     np.testing.assert_allclose([p["nuisance"] for p in params_b], bank[photos], atol=1e-3)
     (res.model_dir / "nuisance_codes.npy").unlink()  # a folder without its codes: one clear line
-    with pytest.raises(FaceFoundryError, match="nuisance_codes.npy: missing"):
-        descriptor("vec2face").entry("generate")(gen_cfg(tmp_path, res.model_dir, "gen_c", nuisance_sampling="bank"), lambda m: None)
+    with pytest.raises(FaceFoundryError, match=r"nuisance_codes\.npy: missing"):
+        descriptor("vec2face").entry("generate")(
+            gen_cfg(tmp_path, res.model_dir, "gen_c", nuisance_sampling="bank"), lambda m: None
+        )
 
 
 def test_bank_sampling_needs_a_nuisance_model(request: pytest.FixtureRequest, tmp_path) -> None:
     plain_model = request.getfixturevalue("model_dir")  # a model trained without nuisance codes
-    with pytest.raises(FaceFoundryError, match="needs a model trained with vec2face.nuisance_codes"):
-        descriptor("vec2face").entry("generate")(gen_cfg(tmp_path, plain_model, "g", nuisance_sampling="bank"), lambda m: None)
+    with pytest.raises(FaceFoundryError, match=r"needs a model trained with vec2face\.nuisance_codes"):
+        descriptor("vec2face").entry("generate")(
+            gen_cfg(tmp_path, plain_model, "g", nuisance_sampling="bank"), lambda m: None
+        )

@@ -13,12 +13,16 @@ from facefoundry.errors import FaceFoundryError
 from facefoundry.generators.vec2face import MODEL_INDEX, load_model_folder
 from facefoundry.generators.vec2face.training import CHECKPOINT, random_erasing, train_vec2face
 from tests.conftest import make_dataset, tiny_config
-from tests.generators.vec2face import TinyEncoder, single_thread  # noqa: F401 - autouse fixture
+from tests.generators.vec2face import TINY_VEC2FACE, TinyEncoder, single_thread  # noqa: F401 - autouse fixture
 
-TINY_V2F = {"image_size": 32, "patch": 8, "width": 32, "depth": 1, "heads": 2, "decoder_depth": 1,
-            "decoder_heads": 2, "decoder_channels": 8, "decoder_multipliers": [1, 1, 2, 2], "z_channels": 16,
-            "disc_dims": [8, 16, 32], "batch_size": 8, "epochs": 3, "warmup_epochs": 1, "disc_start_epoch": 1,
-            "base_lr": 0.02, "log_every": 2}
+TINY_V2F = {
+    **TINY_VEC2FACE,
+    "epochs": 3,
+    "warmup_epochs": 1,
+    "disc_start_epoch": 1,
+    "base_lr": 0.02,
+    "log_every": 2,
+}
 
 
 def cfg_for(tmp: Path, **kw) -> Config:
@@ -43,6 +47,7 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(tmp_path: Path) -> None
     def crash(msg: str) -> None:  # dies mid-epoch 2, after epoch 1's checkpoint
         if msg.startswith("vec2face epoch 2/3 step 2"):
             raise Killed
+
     with pytest.raises(Killed):
         train_vec2face(cfg, ds, TinyEncoder(), tmp_path / "b", crash, progress=False)
     assert torch.load(tmp_path / "b" / CHECKPOINT, weights_only=False)["epoch"] == 1
@@ -69,18 +74,19 @@ def test_other_settings_start_afresh(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path / "ds", identities=2, per_identity=4, size=32)
     train_vec2face(cfg_for(tmp_path, epochs=1), ds, TinyEncoder(), tmp_path / "o", lambda m: None, progress=False)
     logs: list[str] = []
-    res = train_vec2face(cfg_for(tmp_path, epochs=1, ssim_weight=0.5), ds, TinyEncoder(), tmp_path / "o",
-                         logs.append, progress=False)
+    res = train_vec2face(
+        cfg_for(tmp_path, epochs=1, ssim_weight=0.5), ds, TinyEncoder(), tmp_path / "o", logs.append, progress=False
+    )
     assert res.resumed_from == 0 and any("starting afresh" in m for m in logs)
 
 
 def test_too_small_dataset_and_bad_config_are_one_line_errors(tmp_path: Path) -> None:
     ds = make_dataset(tmp_path / "ds", identities=2, per_identity=2, size=32)
-    with pytest.raises(FaceFoundryError, match="vec2face.batch_size"):
+    with pytest.raises(FaceFoundryError, match=r"vec2face\.batch_size"):
         train_vec2face(cfg_for(tmp_path), ds, TinyEncoder(), tmp_path / "o", progress=False)
-    with pytest.raises(FaceFoundryError, match="vec2face.*decoder_multipliers"):
+    with pytest.raises(FaceFoundryError, match=r"vec2face.*decoder_multipliers"):
         tiny_config(tmp_path / "c", vec2face={"patch": 8, "decoder_multipliers": [1, 2]})
-    with pytest.raises(FaceFoundryError, match="vec2face.*patch"):
+    with pytest.raises(FaceFoundryError, match=r"vec2face.*patch"):
         tiny_config(tmp_path / "d", vec2face={"image_size": 56, "patch": 16, "decoder_multipliers": [1, 1, 2, 2, 4]})
 
 

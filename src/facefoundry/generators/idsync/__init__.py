@@ -14,8 +14,16 @@ the decoded x̂₀. λ = 0 is Arc2Face.
 from facefoundry.generators.idsync.conditioning import PROMPT, encode_identity, replace_id_token
 from facefoundry.generators.idsync.model import MODEL_INDEX, IDSync, load_model_folder, save_model_folder
 
-__all__ = ["MODEL_INDEX", "PROMPT", "IDSync", "encode_identity", "load_model_folder", "replace_id_token",
-           "save_model_folder", "train_idsync"]
+__all__ = [
+    "MODEL_INDEX",
+    "PROMPT",
+    "IDSync",
+    "encode_identity",
+    "load_model_folder",
+    "replace_id_token",
+    "save_model_folder",
+    "train_idsync",
+]
 
 
 def __getattr__(name: str):

@@ -15,10 +15,14 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 PROMPT = "photo of a id person"
 ID_WORD = "id"
@@ -41,10 +45,10 @@ def toy_tokenizer(max_length: int = 8):
         add(ch + "</w>")
     merges: list[str] = []
     for w in words:  # merge left to right until the word is one token
-        toks = list(w[:-1]) + [w[-1] + "</w>"]
+        toks = [*list(w[:-1]), w[-1] + "</w>"]
         while len(toks) > 1:
             merges.append(f"{toks[0]} {toks[1]}")
-            toks = [toks[0] + toks[1]] + toks[2:]
+            toks = [toks[0] + toks[1], *toks[2:]]
             add(toks[0])
     add(BOS)
     add(EOS)
@@ -54,21 +58,23 @@ def toy_tokenizer(max_length: int = 8):
         return CLIPTokenizer(str(Path(d) / "vocab.json"), str(Path(d) / "merges.txt"), model_max_length=max_length)
 
 
-def prompt_ids(tokenizer, prompt: str = PROMPT) -> torch.Tensor:  # noqa: ANN001
+def prompt_ids(tokenizer, prompt: str = PROMPT) -> torch.Tensor:
     """``[1, L]`` token ids of ``prompt``, padded to the tokenizer's maximum length."""
-    return tokenizer(prompt, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
-                     return_tensors="pt").input_ids
+    return tokenizer(
+        prompt, padding="max_length", truncation=True, max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
 
 
-def id_token(tokenizer) -> int:  # noqa: ANN001
+def id_token(tokenizer) -> int:
     ids = tokenizer.encode(ID_WORD, add_special_tokens=False)
     if len(ids) != 1:
         raise ValueError(f"the tokenizer splits {ID_WORD!r} into {len(ids)} tokens; IDSync needs exactly one")
     return int(ids[0])
 
 
-def replace_id_token(token_embeds: torch.Tensor, input_ids: torch.Tensor, token: int,
-                     vectors: torch.Tensor) -> torch.Tensor:
+def replace_id_token(
+    token_embeds: torch.Tensor, input_ids: torch.Tensor, token: int, vectors: torch.Tensor
+) -> torch.Tensor:
     """Token embeddings ``[B, L, W]`` with the ``token`` position replaced by ``vectors`` ``[B, D]`` zero-padded to W."""
     width = token_embeds.shape[-1]
     if vectors.shape[-1] > width:
@@ -78,8 +84,9 @@ def replace_id_token(token_embeds: torch.Tensor, input_ids: torch.Tensor, token:
     return torch.where(where, padded[:, None, :], token_embeds)
 
 
-def encode_identity(text_encoder: nn.Module, input_ids: torch.Tensor, token: int,
-                    vectors: torch.Tensor) -> torch.Tensor:
+def encode_identity(
+    text_encoder: PreTrainedModel, input_ids: torch.Tensor, token: int, vectors: torch.Tensor
+) -> torch.Tensor:
     """Prompt hidden states ``[B, L, W]`` conditioned on unit identity ``vectors`` ``[B, D]``."""
     ids = input_ids.to(vectors.device).expand(len(vectors), -1)
 
@@ -93,6 +100,6 @@ def encode_identity(text_encoder: nn.Module, input_ids: torch.Tensor, token: int
         handle.remove()
 
 
-def encode_empty(text_encoder: nn.Module, tokenizer, device: torch.device | str = "cpu") -> torch.Tensor:  # noqa: ANN001
+def encode_empty(text_encoder: nn.Module, tokenizer, device: torch.device | str = "cpu") -> torch.Tensor:
     """``[1, L, W]`` hidden states of the empty prompt: the unconditional branch of classifier-free guidance."""
     return text_encoder(input_ids=prompt_ids(tokenizer, "").to(device)).last_hidden_state

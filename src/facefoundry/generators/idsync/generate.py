@@ -46,8 +46,14 @@ def identity_pca(vectors: np.ndarray, components: int | None) -> IdentityPCA:
     return IdentityPCA(k).fit(vectors)
 
 
-def sample_vectors(pca: IdentityPCA, identities: int, per_identity: int, noise_variance: float,
-                   rng_centres: np.random.Generator, rng_noise: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_vectors(
+    pca: IdentityPCA,
+    identities: int,
+    per_identity: int,
+    noise_variance: float,
+    rng_centres: np.random.Generator,
+    rng_noise: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """(unit centres ``[N, D]``, unit image vectors ``[N·per, D]`` in identity order)."""
     centres = pca.sample(identities, rng_centres)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True).clip(1e-12)
@@ -58,13 +64,15 @@ def sample_vectors(pca: IdentityPCA, identities: int, per_identity: int, noise_v
 def make_sampler(model: IDSync, g: IDSyncGenCfg):
     from diffusers import DPMSolverMultistepScheduler
 
-    return DPMSolverMultistepScheduler.from_config(model.scheduler.config, algorithm_type="dpmsolver++",
-                                                   solver_order=g.solver_order)
+    return DPMSolverMultistepScheduler.from_config(
+        model.scheduler.config, algorithm_type="dpmsolver++", solver_order=g.solver_order
+    )
 
 
 @torch.no_grad()
-def sample_images(model: IDSync, vectors: torch.Tensor, g: IDSyncGenCfg, generator: torch.Generator,
-                  sampler=None) -> torch.Tensor:  # noqa: ANN001
+def sample_images(
+    model: IDSync, vectors: torch.Tensor, g: IDSyncGenCfg, generator: torch.Generator, sampler=None
+) -> torch.Tensor:
     """Images ``[B, 3, S, S]`` in ``[-1, 1]`` for unit identity ``vectors`` (noise from ``generator``, CPU)."""
     sampler = sampler or make_sampler(model, g)
     dev = model.device
@@ -95,7 +103,9 @@ def conditioning_effect(model: IDSync, vectors: torch.Tensor, g: IDSyncGenCfg, s
     if n < 2:
         return float("nan")
     v = vectors[:n]
-    same_noise = torch.cat([sample_images(model, v[i:i + 1], g, torch.Generator().manual_seed(seed)) for i in range(n)])
+    same_noise = torch.cat(
+        [sample_images(model, v[i : i + 1], g, torch.Generator().manual_seed(seed)) for i in range(n)]
+    )
     same_id = torch.cat([sample_images(model, v[:1], g, torch.Generator().manual_seed(seed + k)) for k in range(n)])
 
     def spread(x: torch.Tensor) -> float:
@@ -125,8 +135,9 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
     seed = cfg.base.seed
     pca = identity_pca(vectors, gi.pca_components)
     per = uniform_count(g)
-    centres, vecs = sample_vectors(pca, g.identities, per, gi.noise_variance,
-                                   np.random.default_rng([seed, 41]), np.random.default_rng([seed, 42]))
+    centres, vecs = sample_vectors(
+        pca, g.identities, per, gi.noise_variance, np.random.default_rng([seed, 41]), np.random.default_rng([seed, 42])
+    )
     sim = (vecs * np.repeat(centres, per, 0)).sum(1)
     labels = np.repeat(np.arange(g.identities), per)
     mix = None
@@ -134,18 +145,32 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
         mix = draw_partners(labels, g.identities, ratio_grid(g.mixup.phi), np.random.default_rng([seed, 51]))
         vecs = mix_vectors(vecs, centres[np.maximum(mix.partner, 0)], mix, renormalise=True)
     info = model.info
-    log(f"idsync: {len(vectors)} training vectors ({info.get('encoder_name', '?')} space, {vectors.shape[1]}-d"
+    assert pca.variances_ is not None  # identity_pca fitted it
+    log(
+        f"idsync: {len(vectors)} training vectors ({info.get('encoder_name', '?')} space, {vectors.shape[1]}-d"
         f"{', centred' if mean is not None else ''}), "
         f"PCA {len(pca.variances_)} components; {g.identities} identities × {per}, "
         f"noise σ²={gi.noise_variance:g} (cos to centre {sim.mean():.3f}); DPM-Solver++ {gi.steps} steps, "
-        f"guidance {gi.guidance:g}")
-    meta = {"generator": "idsync", "num_classes": g.identities, "image_size": model.image_size, "seed": seed,
-            "model": str(gi.model), "model_fingerprint": info.get("fingerprint"), "encoder": info.get("encoder"),
-            "identity_weight": info.get("identity_weight"), "identity_loss": info.get("identity_loss"),
-            "noise_variance": gi.noise_variance, "steps": gi.steps, "guidance": gi.guidance,
-            "solver": f"dpmsolver++ order {gi.solver_order}", "pca_components": len(pca.variances_),
-            "centre_vectors": mean is not None,
-            "idsync": gi.model_dump(mode="json")}
+        f"guidance {gi.guidance:g}"
+    )
+    meta = {
+        "generator": "idsync",
+        "num_classes": g.identities,
+        "image_size": model.image_size,
+        "seed": seed,
+        "model": str(gi.model),
+        "model_fingerprint": info.get("fingerprint"),
+        "encoder": info.get("encoder"),
+        "identity_weight": info.get("identity_weight"),
+        "identity_loss": info.get("identity_loss"),
+        "noise_variance": gi.noise_variance,
+        "steps": gi.steps,
+        "guidance": gi.guidance,
+        "solver": f"dpmsolver++ order {gi.solver_order}",
+        "pca_components": len(pca.variances_),
+        "centre_vectors": mean is not None,
+        "idsync": gi.model_dump(mode="json"),
+    }
     if mix is not None:
         meta["mixup"] = {"phi": ratio_grid(g.mixup.phi).tolist(), "mixed_images": int(mix.mixed.sum())}
     sampler = make_sampler(model, gi)
@@ -153,13 +178,20 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
     def batches(start: int):
         for s in range(start, len(vecs), g.batch_size):
             gen = torch.Generator().manual_seed(seed * 1_000_003 + s)
-            imgs = to_uint8(sample_images(model, torch.from_numpy(vecs[s:s + g.batch_size]), gi, gen, sampler))
-            yield imgs, [{"similarity_to_centre": round(float(sim[s + k]), 5), "noise_variance": gi.noise_variance}
-                         for k in range(len(imgs))]
+            imgs = to_uint8(sample_images(model, torch.from_numpy(vecs[s : s + g.batch_size]), gi, gen, sampler))
+            yield (
+                imgs,
+                [
+                    {"similarity_to_centre": round(float(sim[s + k]), 5), "noise_variance": gi.noise_variance}
+                    for k in range(len(imgs))
+                ],
+            )
 
     written = write_generated(g, meta, labels, batches, name="idsync", format_version=FORMAT_VERSION, mix=mix, log=log)
-    log(f"idsync: {written.images} images in {written.seconds:.0f}s ({written.images_per_second:.2f} img/s at "
-        f"{gi.steps} steps)")
+    log(
+        f"idsync: {written.images} images in {written.seconds:.0f}s ({written.images_per_second:.2f} img/s at "
+        f"{gi.steps} steps)"
+    )
 
     if reporting.active():
         from facefoundry.data.sources import open_source
@@ -171,9 +203,11 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
             idx = np.flatnonzero(src.labels == c)[:8]
             rows.append([src.load(int(i)) for i in idx])
         reporting.image(image_grid(rows), "samples/idsync_grid.png")
-        metrics = {"generation_images_per_second": written.images_per_second,
-                   "similarity_to_centre": float(sim.mean()),
-                   "conditioning_effect": conditioning_effect(model, torch.from_numpy(centres), gi, seed)}
+        metrics = {
+            "generation_images_per_second": written.images_per_second,
+            "similarity_to_centre": float(sim.mean()),
+            "conditioning_effect": conditioning_effect(model, torch.from_numpy(centres), gi, seed),
+        }
         if gi.judge_images and cfg.identity.judges:
             from facefoundry.identity import load_encoder
             from facefoundry.identity.judge import sample_balanced

@@ -23,8 +23,9 @@ from facefoundry.errors import FaceFoundryError
 from facefoundry.identity.base import IdentityEncoder
 
 
-def pred_original_sample(scheduler, model_output: torch.Tensor, timesteps: torch.Tensor,  # noqa: ANN001
-                         sample: torch.Tensor) -> torch.Tensor:
+def pred_original_sample(
+    scheduler, model_output: torch.Tensor, timesteps: torch.Tensor, sample: torch.Tensor
+) -> torch.Tensor:
     """x̂₀ for each row (its own timestep), as ``DDPMScheduler.step(...).pred_original_sample``."""
     ab = scheduler.alphas_cumprod.to(sample.device, sample.dtype)[timesteps].view(-1, 1, 1, 1)
     kind = scheduler.config.prediction_type
@@ -37,8 +38,7 @@ def pred_original_sample(scheduler, model_output: torch.Tensor, timesteps: torch
     raise FaceFoundryError(f"scheduler prediction_type {kind!r}: expected epsilon, v_prediction or sample")
 
 
-def denoising_target(scheduler, latents: torch.Tensor, noise: torch.Tensor,  # noqa: ANN001
-                     timesteps: torch.Tensor) -> torch.Tensor:
+def denoising_target(scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
         return noise
@@ -58,12 +58,16 @@ class ClassifierIdentityLoss(nn.Module):
 
         m = FRModel.load(folder, with_head=True, map_location=map_location)
         if m.head is None:
-            raise FaceFoundryError(f"{folder}: the FR model has no classification head; the CE identity loss needs "
-                                   "one (models from `facefoundry train` save it)")
+            raise FaceFoundryError(
+                f"{folder}: the FR model has no classification head; the CE identity loss needs "
+                "one (models from `facefoundry train` save it)"
+            )
         classes = m.head.weight.shape[0] if hasattr(m.head, "weight") else m.info.get("num_classes")
         if classes != num_labels:
-            raise FaceFoundryError(f"{folder}: its head has {classes} classes but the IDSync dataset has {num_labels} "
-                                   "identities; train the classifier on the same dataset (idsync.classifier)")
+            raise FaceFoundryError(
+                f"{folder}: its head has {classes} classes but the IDSync dataset has {num_labels} "
+                "identities; train the classifier on the same dataset (idsync.classifier)"
+            )
         self.backbone = m.backbone.eval().requires_grad_(False)
         self.head = m.head.eval().requires_grad_(False)
         self.pre = m.preprocess
@@ -91,8 +95,10 @@ class CosineIdentityLoss(nn.Module):
     def __init__(self, encoder: IdentityEncoder, mean: torch.Tensor | None = None):
         super().__init__()
         if not encoder.differentiable:
-            raise FaceFoundryError(f"identity encoder {encoder.name}: not differentiable; the cosine identity loss "
-                                   "needs a torch encoder (dlib, a .pth or a FaceFoundry model folder)")
+            raise FaceFoundryError(
+                f"identity encoder {encoder.name}: not differentiable; the cosine identity loss "
+                "needs a torch encoder (dlib, a .pth or a FaceFoundry model folder)"
+            )
         self.encoder = encoder.eval().requires_grad_(False)
         self.mean = mean  # set when the model is conditioned on centred vectors: compare in that space
 

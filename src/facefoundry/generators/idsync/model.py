@@ -51,10 +51,17 @@ def build_vae(c: IDSyncCfg):
     from diffusers import AutoencoderKL
 
     n = len(c.vae_channels)
-    return AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
-                         up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=tuple(c.vae_channels),
-                         layers_per_block=1, latent_channels=c.latent_channels, norm_num_groups=_groups(c.vae_channels),
-                         sample_size=c.image_size)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=tuple(c.vae_channels),
+        layers_per_block=1,
+        latent_channels=c.latent_channels,
+        norm_num_groups=_groups(c.vae_channels),
+        sample_size=c.image_size,
+    )
 
 
 def build_unet(c: IDSyncCfg, latent_size: int, latent_channels: int, cross_dim: int):
@@ -64,27 +71,48 @@ def build_unet(c: IDSyncCfg, latent_size: int, latent_channels: int, cross_dim: 
     down = ("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",)  # SD: attention everywhere but the deepest level
     up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1)
     heads = tuple(ch // c.attention_head_dim for ch in c.unet_channels)  # diffusers' `attention_head_dim` = heads
-    return UNet2DConditionModel(sample_size=latent_size, in_channels=latent_channels, out_channels=latent_channels,
-                                down_block_types=down, up_block_types=up, block_out_channels=tuple(c.unet_channels),
-                                layers_per_block=c.unet_layers_per_block, cross_attention_dim=cross_dim,
-                                attention_head_dim=heads, norm_num_groups=_groups(c.unet_channels))
+    return UNet2DConditionModel(
+        sample_size=latent_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=tuple(c.unet_channels),
+        layers_per_block=c.unet_layers_per_block,
+        cross_attention_dim=cross_dim,
+        attention_head_dim=heads,
+        norm_num_groups=_groups(c.unet_channels),
+    )
 
 
-def build_text_encoder(c: IDSyncCfg, tokenizer):  # noqa: ANN001
+def build_text_encoder(c: IDSyncCfg, tokenizer):
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    cfg = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=c.text_width, intermediate_size=4 * c.text_width,
-                         num_hidden_layers=c.text_layers, num_attention_heads=c.text_heads,
-                         max_position_embeddings=tokenizer.model_max_length, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    cfg = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=c.text_width,
+        intermediate_size=4 * c.text_width,
+        num_hidden_layers=c.text_layers,
+        num_attention_heads=c.text_heads,
+        max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return CLIPTextModel(cfg)
 
 
 def build_scheduler(c: IDSyncCfg):
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(num_train_timesteps=c.train_timesteps, beta_start=c.beta_start, beta_end=c.beta_end,
-                         beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False)
+    return DDPMScheduler(
+        num_train_timesteps=c.train_timesteps,
+        beta_start=c.beta_start,
+        beta_end=c.beta_end,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        clip_sample=False,
+    )
 
 
 def _groups(channels: list[int]) -> int:
@@ -125,7 +153,7 @@ class IDSync:
     def latent_size(self) -> int:
         return self.image_size // 2 ** (len(self.vae.config.block_out_channels) - 1)
 
-    def to(self, device: torch.device | str) -> "IDSync":
+    def to(self, device: torch.device | str) -> IDSync:
         for m in (self.vae, self.unet, self.text_encoder):
             m.to(device)
         return self
@@ -149,8 +177,9 @@ def conditioning_space(vectors: np.ndarray, mean: np.ndarray | None) -> np.ndarr
     return (v / np.linalg.norm(v, axis=-1, keepdims=True).clip(1e-12)).astype(np.float32)
 
 
-def save_model_folder(model: IDSync, folder: str | Path, vectors: np.ndarray, labels: np.ndarray,
-                      mean: np.ndarray | None = None) -> Path:
+def save_model_folder(
+    model: IDSync, folder: str | Path, vectors: np.ndarray, labels: np.ndarray, mean: np.ndarray | None = None
+) -> Path:
     quiet()
     folder = Path(folder)
     with atomic_dir(folder) as tmp:
@@ -171,8 +200,10 @@ def _first(folder: Path, names: tuple[str, ...]) -> Path:
     for n in names:
         if (folder / n).is_dir():
             return folder / n
-    raise FaceFoundryError(f"{folder}: no {' or '.join(f'{n}/' for n in names)} subfolder "
-                           "(an IDSync folder from train-idsync, or a diffusers folder in the Arc2Face layout)")
+    raise FaceFoundryError(
+        f"{folder}: no {' or '.join(f'{n}/' for n in names)} subfolder "
+        "(an IDSync folder from train-idsync, or a diffusers folder in the Arc2Face layout)"
+    )
 
 
 def load_components(folder: str | Path, map_location: str | torch.device = "cpu") -> IDSync:
@@ -190,8 +221,9 @@ def load_components(folder: str | Path, map_location: str | torch.device = "cpu"
         text = CLIPTextModel.from_pretrained(_first(folder, TEXT_DIRS))
         vae = AutoencoderKL.from_pretrained(_first(folder, ("vae",)))
         tok = CLIPTokenizer.from_pretrained(_first(folder, ("tokenizer",)))
-        sched = DDPMScheduler.from_pretrained(_first(folder, ("scheduler",))) if (folder / "scheduler").is_dir() \
-            else None
+        sched = (
+            DDPMScheduler.from_pretrained(_first(folder, ("scheduler",))) if (folder / "scheduler").is_dir() else None
+        )
     except (OSError, ValueError, KeyError) as exc:
         raise FaceFoundryError(f"{folder}: unreadable model component ({str(exc).splitlines()[0]})") from None
     if sched is None:
@@ -204,8 +236,9 @@ def load_model_folder(folder: str | Path, map_location: str | torch.device = "cp
     """A folder written by ``train-idsync`` (it has the index and the training identity vectors)."""
     folder = Path(folder)
     if not (folder / MODEL_INDEX).is_file():
-        raise FaceFoundryError(f"{folder}: not an IDSync model folder (no {MODEL_INDEX}); train one with "
-                               "`facefoundry train-idsync`")
+        raise FaceFoundryError(
+            f"{folder}: not an IDSync model folder (no {MODEL_INDEX}); train one with `facefoundry train-idsync`"
+        )
     model = load_components(folder, map_location)
     for m in (model.vae, model.unet, model.text_encoder):
         m.eval().requires_grad_(False)

@@ -73,12 +73,21 @@ def _save_state(path: Path, state: dict) -> None:
 
 # -- the VAE -------------------------------------------------------------------------------------
 
+
 def vae_key(c: IDSyncCfg, digest: str, seed: int) -> str:
     return cache_key({"data": digest, "seed": seed, **{k: getattr(c, k) for k in _VAE_KEYS}})
 
 
-def train_vae(c: IDSyncCfg, feed: Feeder, out: Path, digest: str, seed: int, device: torch.device,
-              log: Callable[[str], None] = print, progress: bool = True):
+def train_vae(
+    c: IDSyncCfg,
+    feed: Feeder,
+    out: Path,
+    digest: str,
+    seed: int,
+    device: torch.device,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+):
     """The cached VAE of ``out/vae/`` when its key matches, else train one (resumable per epoch)."""
     from diffusers import AutoencoderKL
 
@@ -94,8 +103,18 @@ def train_vae(c: IDSyncCfg, feed: Feeder, out: Path, digest: str, seed: int, dev
         return _train_vae(c, feed, out, folder, key, digest, seed, device, log, progress)
 
 
-def _train_vae(c: IDSyncCfg, feed: Feeder, out: Path, folder: Path, key: str, digest: str, seed: int,
-               device: torch.device, log: Callable[[str], None], progress: bool):
+def _train_vae(
+    c: IDSyncCfg,
+    feed: Feeder,
+    out: Path,
+    folder: Path,
+    key: str,
+    digest: str,
+    seed: int,
+    device: torch.device,
+    log: Callable[[str], None],
+    progress: bool,
+):
     seed_everything(seed)
     vae = build_vae(c).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=c.vae_lr)
@@ -111,10 +130,11 @@ def _train_vae(c: IDSyncCfg, feed: Feeder, out: Path, folder: Path, key: str, di
         seed_everything(seed + 101 * (epoch + 1))
         gen = torch.Generator().manual_seed(seed + 211 * (epoch + 1))
         order = torch.randperm(len(feed), generator=gen)
-        sums, t0 = defaultdict(float), time.perf_counter()
+        sums: defaultdict[str, float] = defaultdict(float)
+        t0 = time.perf_counter()
         vae.train()
         for s in track(range(steps), desc=f"idsync VAE {epoch + 1}/{c.vae_epochs}", unit="step", disable=not progress):
-            idx = order[s * c.vae_batch_size:(s + 1) * c.vae_batch_size]
+            idx = order[s * c.vae_batch_size : (s + 1) * c.vae_batch_size]
             x = to_signed(feed.batch(idx)).to(device)
             post = vae.encode(x).latent_dist
             z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(device)
@@ -127,15 +147,23 @@ def _train_vae(c: IDSyncCfg, feed: Feeder, out: Path, folder: Path, key: str, di
             opt.step()
             for k, v in (("l1", l1), ("mse", mse), ("kl", kl)):
                 sums[k] += float(v.detach())
-        log(f"idsync VAE epoch {epoch + 1}/{c.vae_epochs}: " + " ".join(f"{k} {v / steps:.4f}" for k, v in sums.items())
-            + f" ({time.perf_counter() - t0:.0f}s)")
-        _save_state(out / VAE_CHECKPOINT, {"key": key, "epoch": epoch + 1, "vae": vae.state_dict(),
-                                           "opt": opt.state_dict()})
+        log(
+            f"idsync VAE epoch {epoch + 1}/{c.vae_epochs}: "
+            + " ".join(f"{k} {v / steps:.4f}" for k, v in sums.items())
+            + f" ({time.perf_counter() - t0:.0f}s)"
+        )
+        _save_state(
+            out / VAE_CHECKPOINT, {"key": key, "epoch": epoch + 1, "vae": vae.state_dict(), "opt": opt.state_dict()}
+        )
         note_saved("idsync VAE", f"epoch {epoch + 1} checkpoint in {out / VAE_CHECKPOINT}")
     vae.eval()
     with torch.no_grad():  # Stable Diffusion's convention: unit-variance latents after scaling
-        sample = torch.cat([vae.encode(to_signed(feed.batch(torch.arange(s, min(s + 64, len(feed))))).to(device))
-                            .latent_dist.mean for s in range(0, min(len(feed), 512), 64)])
+        sample = torch.cat(
+            [
+                vae.encode(to_signed(feed.batch(torch.arange(s, min(s + 64, len(feed))))).to(device)).latent_dist.mean
+                for s in range(0, min(len(feed), 512), 64)
+            ]
+        )
     vae.register_to_config(scaling_factor=float(1.0 / sample.std().clamp_min(1e-6)))
     with atomic_dir(folder) as tmp:
         vae.save_pretrained(tmp)
@@ -146,14 +174,20 @@ def _train_vae(c: IDSyncCfg, feed: Feeder, out: Path, folder: Path, key: str, di
 
 
 @torch.no_grad()
-def encode_latents(vae, feed: Feeder, device: torch.device, batch: int = 64,  # noqa: ANN001
-                   progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_latents(
+    vae, feed: Feeder, device: torch.device, batch: int = 64, progress: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Posterior (mean, std) of every photo and of its mirror image: ``[2, N, C, h, w]`` each (CPU)."""
     means, stds = [], []
     for flip in (False, True):
         m, s = [], []
-        for imgs, _ in track(feed.ordered(batch), total=math.ceil(len(feed) / batch), unit="batch",
-                             desc=f"idsync latents{' (mirrored)' if flip else ''}", disable=not progress):
+        for imgs, _ in track(
+            feed.ordered(batch),
+            total=math.ceil(len(feed) / batch),
+            unit="batch",
+            desc=f"idsync latents{' (mirrored)' if flip else ''}",
+            disable=not progress,
+        ):
             x = to_signed(imgs).to(device)
             post = vae.encode(x.flip(-1) if flip else x).latent_dist
             m.append(post.mean.cpu())
@@ -165,6 +199,7 @@ def encode_latents(vae, feed: Feeder, device: torch.device, batch: int = 64,  # 
 
 # -- one step ------------------------------------------------------------------------------------
 
+
 @dataclass
 class StepDraws:
     """Everything random in one step, drawn from one generator (so a step is reproducible)."""
@@ -175,13 +210,24 @@ class StepDraws:
 
 
 def draw(gen: torch.Generator, shape: tuple[int, ...], timesteps: int, dropout: float) -> StepDraws:
-    return StepDraws(torch.randn(shape, generator=gen), torch.randint(0, timesteps, (shape[0],), generator=gen),
-                     torch.rand(shape[0], generator=gen) < dropout)
+    return StepDraws(
+        torch.randn(shape, generator=gen),
+        torch.randint(0, timesteps, (shape[0],), generator=gen),
+        torch.rand(shape[0], generator=gen) < dropout,
+    )
 
 
-def idsync_loss(model: IDSync, latents: torch.Tensor, vectors: torch.Tensor, labels: torch.Tensor, d: StepDraws,
-                weight: float = 0.0, identity_loss: torch.nn.Module | None = None, identity_batch: int | None = None,
-                max_timestep: int | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def idsync_loss(
+    model: IDSync,
+    latents: torch.Tensor,
+    vectors: torch.Tensor,
+    labels: torch.Tensor,
+    d: StepDraws,
+    weight: float = 0.0,
+    identity_loss: torch.nn.Module | None = None,
+    identity_batch: int | None = None,
+    max_timestep: int | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """L = L_denoise + λ·L_id for one batch of (scaled) latents; returns (loss, parts).
 
     With ``weight == 0`` the identity branch is never computed: the loss is the plain denoising loss.
@@ -216,6 +262,7 @@ def idsync_loss(model: IDSync, latents: torch.Tensor, vectors: torch.Tensor, lab
 
 # -- training --------------------------------------------------------------------------------------
 
+
 @dataclass
 class IDSyncResult:
     model_dir: Path
@@ -233,41 +280,60 @@ def fingerprint(cfg: Config, digest: str, encoder_spec: dict) -> str:
     return cache_key({"idsync": keep, "seed": cfg.base.seed, "data": digest, "encoder": encoder_spec})
 
 
-def _identity_loss(c: IDSyncCfg, encoder, source: FaceSource, device: torch.device):  # noqa: ANN001
+def _identity_loss(c: IDSyncCfg, encoder, source: FaceSource, device: torch.device):
     if c.identity_weight == 0:
         return None
     if c.identity_loss == "cosine":
         return CosineIdentityLoss(encoder)
     if not Path(c.classifier).is_dir():
-        raise FaceFoundryError(f"idsync.classifier={c.classifier!r}: no such FR model folder; the CE identity loss "
-                               "needs a classifier trained on idsync.dataset (`facefoundry train`), or use "
-                               "idsync.identity_loss=cosine")
+        raise FaceFoundryError(
+            f"idsync.classifier={c.classifier!r}: no such FR model folder; the CE identity loss "
+            "needs a classifier trained on idsync.dataset (`facefoundry train`), or use "
+            "idsync.identity_loss=cosine"
+        )
     if len(np.unique(source.labels)) == len(source):
-        raise FaceFoundryError(f"{source.root}: every photo is its own identity (no identity labels); the CE "
-                               "identity loss needs labels: set idsync.identity_loss=cosine")
+        raise FaceFoundryError(
+            f"{source.root}: every photo is its own identity (no identity labels); the CE "
+            "identity loss needs labels: set idsync.identity_loss=cosine"
+        )
     return ClassifierIdentityLoss(c.classifier, source.num_classes, device).to(device)
 
 
-def build_model(c: IDSyncCfg, vae, id_dim: int, device: torch.device) -> IDSync:  # noqa: ANN001
+def build_model(c: IDSyncCfg, vae, id_dim: int, device: torch.device) -> IDSync:
     if c.init:
         base = load_components(c.init, device)
-        model = IDSync(vae if vae is not None else base.vae, base.unet, base.text_encoder, base.tokenizer,
-                       base.scheduler)
+        model = IDSync(
+            vae if vae is not None else base.vae, base.unet, base.text_encoder, base.tokenizer, base.scheduler
+        )
     else:
         tok = toy_tokenizer()
         latent = c.image_size // 2 ** (len(c.vae_channels) - 1)
-        model = IDSync(vae, build_unet(c, latent, c.latent_channels, c.text_width), build_text_encoder(c, tok), tok,
-                       build_scheduler(c))
+        model = IDSync(
+            vae,
+            build_unet(c, latent, c.latent_channels, c.text_width),
+            build_text_encoder(c, tok),
+            tok,
+            build_scheduler(c),
+        )
     width = model.text_encoder.config.hidden_size
     if id_dim > width:
-        raise FaceFoundryError(f"identity vectors are {id_dim}-d but the text encoder is {width} wide "
-                               "(idsync.text_width must be at least the encoder's dimension)")
+        raise FaceFoundryError(
+            f"identity vectors are {id_dim}-d but the text encoder is {width} wide "
+            "(idsync.text_width must be at least the encoder's dimension)"
+        )
     return model.to(device)
 
 
-def train_idsync(cfg: Config, dataset: FaceSource | str | Path | None = None, encoder=None,  # noqa: ANN001
-                 out: str | Path | None = None, log: Callable[[str], None] = print, stop_after: int | None = None,
-                 progress: bool = True, digest: str | None = None) -> IDSyncResult:
+def train_idsync(
+    cfg: Config,
+    dataset: FaceSource | str | Path | None = None,
+    encoder=None,
+    out: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    stop_after: int | None = None,
+    progress: bool = True,
+    digest: str | None = None,
+) -> IDSyncResult:
     """Train (or resume) to ``idsync.epochs`` — or stop after epoch ``stop_after`` (tests, preemption).
 
     ``digest``: the dataset's DVC hash when the caller already has it (the stage does), else computed here.
@@ -278,8 +344,9 @@ def train_idsync(cfg: Config, dataset: FaceSource | str | Path | None = None, en
         torch.set_num_threads(c.threads)
     source = dataset if isinstance(dataset, FaceSource) else open_source(dataset or c.dataset)
     if len(source) < c.batch_size:
-        raise FaceFoundryError(f"{source.root}: {len(source)} images are fewer than one batch "
-                               f"(idsync.batch_size={c.batch_size})")
+        raise FaceFoundryError(
+            f"{source.root}: {len(source)} images are fewer than one batch (idsync.batch_size={c.batch_size})"
+        )
     if encoder is None:
         from facefoundry.identity import load_encoder
 
@@ -290,16 +357,18 @@ def train_idsync(cfg: Config, dataset: FaceSource | str | Path | None = None, en
     out.mkdir(parents=True, exist_ok=True)
     digest = digest or dvc_dir_hash(source.root)
     feed = Feeder(source, c.image_size, c.batch_size, c.preload_max_mb, resize=True)
-    raw = identity_vectors(feed, encoder, Path(c.cache or out) / "id_vectors", digest, c.id_batch_size, log,
-                           progress)
+    raw = identity_vectors(feed, encoder, Path(c.cache or out) / "id_vectors", digest, c.id_batch_size, log, progress)
     mean = raw.numpy().mean(0) if c.centre_vectors else None
     vectors = torch.from_numpy(conditioning_space(raw.numpy(), mean))  # what the model is conditioned on
     if isinstance(id_loss, CosineIdentityLoss) and mean is not None:
         id_loss.mean = torch.from_numpy(mean).to(device)
     labels = torch.as_tensor(np.asarray(source.labels), dtype=torch.long)
 
-    vae = None if c.init and (Path(c.init) / "vae").is_dir() else \
-        train_vae(c, feed, out, digest, cfg.base.seed, device, log, progress)  # the folder's VAE, else our own
+    vae = (
+        None
+        if c.init and (Path(c.init) / "vae").is_dir()
+        else train_vae(c, feed, out, digest, cfg.base.seed, device, log, progress)
+    )  # the folder's VAE, else our own
     seed_everything(cfg.base.seed)
     model = build_model(c, vae, encoder.dim, device)
     model.vae.eval().requires_grad_(False)
@@ -336,7 +405,7 @@ def train_idsync(cfg: Config, dataset: FaceSource | str | Path | None = None, en
         bar = track(range(steps), desc=f"idsync {epoch + 1}/{c.epochs}", unit="step", disable=not progress)
         opt.zero_grad(set_to_none=True)
         for i in bar:
-            idx = order[i * c.batch_size:(i + 1) * c.batch_size]
+            idx = order[i * c.batch_size : (i + 1) * c.batch_size]
             flip = (torch.rand(len(idx), generator=gen) < c.flip_prob).long()
             eps = torch.randn((len(idx), *means.shape[2:]), generator=gen)
             z = (means[flip, idx] + stds[flip, idx] * eps) * model.scaling
@@ -344,8 +413,17 @@ def train_idsync(cfg: Config, dataset: FaceSource | str | Path | None = None, en
             update = epoch * updates_per_epoch + i // c.grad_accumulation
             for g in opt.param_groups:
                 g["lr"] = c.lr * min(1.0, (update + 1) / max(1, c.warmup_steps))
-            loss, parts = idsync_loss(model, z.to(device), vectors[idx].to(device), labels[idx], d,
-                                      c.identity_weight, id_loss, c.identity_batch, c.identity_max_timestep)
+            loss, parts = idsync_loss(
+                model,
+                z.to(device),
+                vectors[idx].to(device),
+                labels[idx],
+                d,
+                c.identity_weight,
+                id_loss,
+                c.identity_batch,
+                c.identity_max_timestep,
+            )
             (loss / c.grad_accumulation).backward()
             if (i + 1) % c.grad_accumulation == 0:
                 if c.grad_clip:
@@ -357,26 +435,53 @@ def train_idsync(cfg: Config, dataset: FaceSource | str | Path | None = None, en
                 counts[k] += len(idx)
             bar.set_postfix(loss=f"{parts['loss']:.4f}")
             if (i + 1) % c.log_every == 0:
-                log(f"idsync epoch {epoch + 1}/{c.epochs} step {i + 1}/{steps} "
-                    + " ".join(f"{k} {s / counts[k]:.4f}" for k, s in sums.items()))
+                log(
+                    f"idsync epoch {epoch + 1}/{c.epochs} step {i + 1}/{steps} "
+                    + " ".join(f"{k} {s / counts[k]:.4f}" for k, s in sums.items())
+                )
         secs = time.perf_counter() - t0
-        stats = {"epoch": epoch + 1, **{k: s / counts[k] for k, s in sums.items()},
-                 "lr": opt.param_groups[0]["lr"], "images_per_second": steps * c.batch_size / max(secs, 1e-9),
-                 "seconds": secs}
+        stats = {
+            "epoch": epoch + 1,
+            **{k: s / counts[k] for k, s in sums.items()},
+            "lr": opt.param_groups[0]["lr"],
+            "images_per_second": steps * c.batch_size / max(secs, 1e-9),
+            "seconds": secs,
+        }
         history.append(stats)
-        _save_state(out / CHECKPOINT, {"epoch": epoch + 1, "fingerprint": fp, "history": history,
-                                       "unet": model.unet.state_dict(), "text_encoder": model.text_encoder.state_dict(),
-                                       "opt": opt.state_dict()})
+        _save_state(
+            out / CHECKPOINT,
+            {
+                "epoch": epoch + 1,
+                "fingerprint": fp,
+                "history": history,
+                "unet": model.unet.state_dict(),
+                "text_encoder": model.text_encoder.state_dict(),
+                "opt": opt.state_dict(),
+            },
+        )
         note_saved("idsync", f"epoch {epoch + 1} checkpoint in {out / CHECKPOINT}")
-        log(f"idsync epoch {epoch + 1}/{c.epochs}: loss {stats['loss']:.4f} denoise {stats['denoise']:.4f}"
+        log(
+            f"idsync epoch {epoch + 1}/{c.epochs}: loss {stats['loss']:.4f} denoise {stats['denoise']:.4f}"
             + (f" identity {stats['identity']:.4f}" if "identity" in stats else "")
-            + f" ({stats['images_per_second']:.0f} img/s, {secs:.0f}s)")
+            + f" ({stats['images_per_second']:.0f} img/s, {secs:.0f}s)"
+        )
 
-    model.info = {"image_size": c.image_size, "encoder": encoder.spec(), "encoder_name": c.encoder,
-                  "id_dim": encoder.dim, "dataset": str(source.root), "dataset_dvc_md5": digest, "fingerprint": fp,
-                  "epochs_trained": len(history), "epochs": c.epochs, "identity_weight": c.identity_weight,
-                  "identity_loss": c.identity_loss if c.identity_weight else None,
-                  "classifier": c.classifier if c.identity_weight and c.identity_loss == "ce" else None,
-                  "condition_dropout": c.condition_dropout, "centre_vectors": c.centre_vectors, "init": c.init}
+    model.info = {
+        "image_size": c.image_size,
+        "encoder": encoder.spec(),
+        "encoder_name": c.encoder,
+        "id_dim": encoder.dim,
+        "dataset": str(source.root),
+        "dataset_dvc_md5": digest,
+        "fingerprint": fp,
+        "epochs_trained": len(history),
+        "epochs": c.epochs,
+        "identity_weight": c.identity_weight,
+        "identity_loss": c.identity_loss if c.identity_weight else None,
+        "classifier": c.classifier if c.identity_weight and c.identity_loss == "ce" else None,
+        "condition_dropout": c.condition_dropout,
+        "centre_vectors": c.centre_vectors,
+        "init": c.init,
+    }
     save_model_folder(model, out / "model", raw.numpy(), np.asarray(source.labels, np.int64), mean)
     return IDSyncResult(model_dir=out / "model", history=history, resumed_from=start)

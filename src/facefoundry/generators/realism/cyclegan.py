@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -28,8 +28,15 @@ INDEX = "facefoundry_realism.json"
 class _Res(nn.Module):
     def __init__(self, c: int):
         super().__init__()
-        self.body = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), nn.InstanceNorm2d(c), nn.ReLU(True),
-                                  nn.ReflectionPad2d(1), nn.Conv2d(c, c, 3), nn.InstanceNorm2d(c))
+        self.body = nn.Sequential(
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(c, c, 3),
+            nn.InstanceNorm2d(c),
+            nn.ReLU(True),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(c, c, 3),
+            nn.InstanceNorm2d(c),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
@@ -47,8 +54,12 @@ class ResnetGenerator(ConfigModule):
             layers += [nn.Conv2d(w * m, w * m * 2, 3, 2, 1), nn.InstanceNorm2d(w * m * 2), nn.ReLU(True)]
         layers += [_Res(w * 4) for _ in range(blocks)]
         for m in (4, 2):  # resize-then-convolve: no checkerboard artefacts of transposed convolutions
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w * m, w * m // 2, 3, 1, 1),
-                       nn.InstanceNorm2d(w * m // 2), nn.ReLU(True)]
+            layers += [
+                nn.Upsample(scale_factor=2, mode="nearest"),
+                nn.Conv2d(w * m, w * m // 2, 3, 1, 1),
+                nn.InstanceNorm2d(w * m // 2),
+                nn.ReLU(True),
+            ]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(w, 3, 7), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
@@ -65,8 +76,11 @@ class PatchDiscriminator(ConfigModule):
         mods: list[nn.Module] = [nn.Conv2d(3, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
         c = width
         for i in range(1, layers):
-            mods += [nn.Conv2d(c, c * 2, 4, 2 if i < layers - 1 else 1, 1), nn.InstanceNorm2d(c * 2),
-                     nn.LeakyReLU(0.2, True)]
+            mods += [
+                nn.Conv2d(c, c * 2, 4, 2 if i < layers - 1 else 1, 1),
+                nn.InstanceNorm2d(c * 2),
+                nn.LeakyReLU(0.2, True),
+            ]
             c *= 2
         mods += [nn.Conv2d(c, 1, 4, 1, 1)]
         self.net = nn.Sequential(*mods)
@@ -88,13 +102,29 @@ class CycleGANTranslator:
         return (1 - self.strength) * x + self.strength * self.g_ab(x)
 
 
-def train_cyclegan(a: torch.Tensor, b: torch.Tensor, steps: int, batch: int, lr: float, lambda_cycle: float,
-                   lambda_identity: float, width: int, blocks: int, seed: int, device: torch.device,
-                   out: Path | None = None, log: Callable[[str], None] = print) -> dict[str, nn.Module]:
+def train_cyclegan(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    steps: int,
+    batch: int,
+    lr: float,
+    lambda_cycle: float,
+    lambda_identity: float,
+    width: int,
+    blocks: int,
+    seed: int,
+    device: torch.device,
+    out: Path | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, nn.Module]:
     """Train on two unpaired image sets (float NCHW in [-1, 1]); returns the four networks."""
     torch.manual_seed(seed)
-    nets = {"generator_ab": ResnetGenerator(width, blocks), "generator_ba": ResnetGenerator(width, blocks),
-            "discriminator_a": PatchDiscriminator(width), "discriminator_b": PatchDiscriminator(width)}
+    nets = {
+        "generator_ab": ResnetGenerator(width, blocks),
+        "generator_ba": ResnetGenerator(width, blocks),
+        "discriminator_a": PatchDiscriminator(width),
+        "discriminator_b": PatchDiscriminator(width),
+    }
     for n in nets.values():
         n.to(device).train()
     g_ab, g_ba, d_a, d_b = (nets[k] for k in ("generator_ab", "generator_ba", "discriminator_a", "discriminator_b"))
@@ -115,19 +145,23 @@ def train_cyclegan(a: torch.Tensor, b: torch.Tensor, steps: int, batch: int, lr:
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        loss_d = 0.0
+        loss_d: torch.Tensor | float = 0.0
         for d, real, fake in ((d_b, rb, fake_b), (d_a, ra, fake_a)):
             pr, pf = d(real), d(fake.detach())
             loss_d = loss_d + 0.5 * (mse(pr, torch.ones_like(pr)) + mse(pf, torch.zeros_like(pf)))
         opt_d.zero_grad(set_to_none=True)
+        assert isinstance(loss_d, torch.Tensor)  # both discriminators' terms were added to it
         loss_d.backward()
         opt_d.step()
         if step % 50 == 0 or step == steps:
-            loss_g, loss_gan, loss_cyc, loss_id, loss_d = (float(v.detach()) for v in (loss_g, loss_gan, loss_cyc,
-                                                                                       loss_id, loss_d))
+            shown_g, shown_gan, shown_cyc, shown_id, shown_d = (
+                float(v.detach()) for v in (loss_g, loss_gan, loss_cyc, loss_id, loss_d)
+            )
             rate = step / (time.perf_counter() - t0)
-            log(f"cyclegan step {step}/{steps}: G {loss_g:.3f} (gan {loss_gan:.3f} cycle {loss_cyc:.3f} "
-                f"id {loss_id:.3f}) D {loss_d:.3f}, {rate:.1f} steps/s")
+            log(
+                f"cyclegan step {step}/{steps}: G {shown_g:.3f} (gan {shown_gan:.3f} cycle {shown_cyc:.3f} "
+                f"id {shown_id:.3f}) D {shown_d:.3f}, {rate:.1f} steps/s"
+            )
     for n in nets.values():
         n.eval()
     if out is not None:

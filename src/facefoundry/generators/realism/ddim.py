@@ -9,8 +9,8 @@ the more the target prior replaces rendered appearance (strength = realism).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -21,17 +21,32 @@ from facefoundry.io import atomic_write_json
 from facefoundry.progress import track
 
 
-def build_unet(size: int, width: int):  # noqa: ANN201
+def build_unet(size: int, width: int):
     from diffusers import UNet2DModel
 
-    return UNet2DModel(sample_size=size, in_channels=3, out_channels=3, layers_per_block=1,
-                       block_out_channels=(width, width * 2, width * 2),
-                       down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-                       up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), norm_num_groups=8)
+    return UNet2DModel(
+        sample_size=size,
+        in_channels=3,
+        out_channels=3,
+        layers_per_block=1,
+        block_out_channels=(width, width * 2, width * 2),
+        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
 
 
-def train_ddim(b: torch.Tensor, steps: int, batch: int, lr: float, width: int, seed: int, device: torch.device,
-               out: Path | None = None, log: Callable[[str], None] = print):  # noqa: ANN201
+def train_ddim(
+    b: torch.Tensor,
+    steps: int,
+    batch: int,
+    lr: float,
+    width: int,
+    seed: int,
+    device: torch.device,
+    out: Path | None = None,
+    log: Callable[[str], None] = print,
+):
     """Fit a small ε-prediction UNet to the target images (float NCHW in [-1, 1])."""
     from diffusers import DDPMScheduler
 
@@ -51,7 +66,9 @@ def train_ddim(b: torch.Tensor, steps: int, batch: int, lr: float, width: int, s
         loss.backward()
         opt.step()
         if step % 50 == 0 or step == steps:
-            log(f"ddim unet step {step}/{steps}: loss {float(loss.detach()):.4f}, {step / (time.perf_counter() - t0):.1f} steps/s")
+            log(
+                f"ddim unet step {step}/{steps}: loss {float(loss.detach()):.4f}, {step / (time.perf_counter() - t0):.1f} steps/s"
+            )
     unet.eval()
     if out is not None:
         unet.save_pretrained(str(Path(out) / "unet"))
@@ -63,7 +80,7 @@ def train_ddim(b: torch.Tensor, steps: int, batch: int, lr: float, width: int, s
 class DDIMTranslator:
     method = "ddim"
 
-    def __init__(self, unet, train_scheduler_config: dict, steps: int, strength: float):  # noqa: ANN001
+    def __init__(self, unet, train_scheduler_config: dict, steps: int, strength: float):
         from diffusers import DDIMInverseScheduler, DDIMScheduler
 
         self.unet, self.strength, self.steps = unet, strength, steps
@@ -74,11 +91,11 @@ class DDIMTranslator:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        depth = int(round(self.strength * self.steps))
+        depth = round(self.strength * self.steps)
         if depth == 0:
             return x
         for t in self.inv.timesteps[:depth]:  # x_0 → x_t, deterministic
             x = self.inv.step(self.unet(x, t).sample, t, x).prev_sample
-        for t in self.fwd.timesteps[self.steps - depth:]:  # x_t → x_0 under the target prior
+        for t in self.fwd.timesteps[self.steps - depth :]:  # x_t → x_0 under the target prior
             x = self.fwd.step(self.unet(x, t).sample, t, x, eta=0.0).prev_sample
         return x.clamp(-1, 1)

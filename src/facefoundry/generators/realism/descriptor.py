@@ -16,6 +16,12 @@ def provenance(params: dict[str, str], recipe: dict) -> dict:
     """The translator learned the look of ``realism.target_dir``; the faces are renders."""
     real = recipe.get("realism") or {}
     target = real.get("target_dir")
-    notes = [f"The translator learned the photographic look from `{target}` (unpaired: images only, no "
-             f"identities); the faces are the renders of `{real.get('source', 'the render dataset')}`."] if target else []
+    notes = (
+        [
+            f"The translator learned the photographic look from `{target}` (unpaired: images only, no "
+            f"identities); the faces are the renders of `{real.get('source', 'the render dataset')}`."
+        ]
+        if target
+        else []
+    )
     return {"trained_on": target, "notes": notes}

@@ -28,7 +28,7 @@ def resize_square(img: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
     h, w = img.shape[:2]
     side = int(min(h, w) * crop)
     y, x = (h - side) // 2, (w - side) // 2
-    t = torch.from_numpy(np.ascontiguousarray(img[y:y + side, x:x + side])).permute(2, 0, 1)[None].float()
+    t = torch.from_numpy(np.ascontiguousarray(img[y : y + side, x : x + side])).permute(2, 0, 1)[None].float()
     t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return t[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 

@@ -8,8 +8,8 @@ real domain gap to learn. Real users point ``realism.target_dir`` at photos inst
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -21,9 +21,18 @@ from facefoundry.generators.render.generate import render_batches, sample_identi
 from facefoundry.generators.render.renderer import FaceRenderer
 from facefoundry.io import atomic_dir
 
-PHOTO_LOOK = {"ambient": [0.45, 0.6], "light_elevation": [20, 45], "light_azimuth": [-30, 30],
-              "color_temperature": [3200, 4500], "light_intensity": [0.5, 0.7], "blur_sigma": [0.4, 0.9],
-              "noise_std": [0.0, 0.005], "jpeg_prob": 0.0, "glasses_prob": 0.05, "hat_prob": 0.0}
+PHOTO_LOOK = {
+    "ambient": [0.45, 0.6],
+    "light_elevation": [20, 45],
+    "light_azimuth": [-30, 30],
+    "color_temperature": [3200, 4500],
+    "light_intensity": [0.5, 0.7],
+    "blur_sigma": [0.4, 0.9],
+    "noise_std": [0.0, 0.005],
+    "jpeg_prob": 0.0,
+    "glasses_prob": 0.05,
+    "hat_prob": 0.0,
+}
 
 
 def photographic_look(img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
@@ -47,8 +56,9 @@ def make_photographic_target(cfg: Config, out: str | Path, log: Callable[[str], 
     rng = np.random.default_rng([cfg.base.seed, 7])
     variations = renderer.sample_variations(len(idents), rng)
     with atomic_dir(out) as tmp:
-        for s, imgs, _ in render_batches(renderer, idents, variations, cfg.generate.batch_size, log,
-                                         "photographic target"):
+        for s, imgs, _ in render_batches(
+            renderer, idents, variations, cfg.generate.batch_size, log, "photographic target"
+        ):
             looked = photographic_look(torch.from_numpy(imgs).float() / 255, rng)
             for k, im in enumerate((looked * 255 + 0.5).to(torch.uint8).numpy()):
                 (tmp / f"{s + k:06d}.jpg").write_bytes(encode_image(im, "jpg", 90))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -46,14 +47,25 @@ def load_translator(folder: str | Path, strength: float, ddim_steps: int) -> Tra
     return DDIMTranslator(unet, DDPMScheduler.from_pretrained(str(folder / "scheduler")).config, ddim_steps, strength)
 
 
-def translate_dataset(source: str | Path, out: str | Path, translator: Translator, strength: float,
-                      batch: int = 32, device: torch.device | str = "cpu",
-                      log: Callable[[str], None] = print) -> Path:
+def translate_dataset(
+    source: str | Path,
+    out: str | Path,
+    translator: Translator,
+    strength: float,
+    batch: int = 32,
+    device: torch.device | str = "cpu",
+    log: Callable[[str], None] = print,
+) -> Path:
     """Write ``out``: every image of ``source`` translated, same label and identity."""
     src = open_source(source)
     params = src.manifest if isinstance(src, ManifestSource) else None
-    meta = {"generator": "realism", "method": translator.method, "strength": strength, "source": str(source),
-            "num_classes": src.num_classes}
+    meta = {
+        "generator": "realism",
+        "method": translator.method,
+        "strength": strength,
+        "source": str(source),
+        "num_classes": src.num_classes,
+    }
     with DatasetWriter(out, meta) as w, track(total=len(src), desc=f"realism {translator.method}", unit="img") as bar:
         for s in range(0, len(src), batch):
             idx = range(s, min(s + batch, len(src)))
@@ -61,9 +73,15 @@ def translate_dataset(source: str | Path, out: str | Path, translator: Translato
             y = to_uint8(translator(x))
             for k, i in enumerate(idx):
                 origin = params.path[i] if params else str(i)
-                extra = {"source_image": origin, "method": translator.method, "strength": strength,
-                         "source_params": params.row_params(i) if params else {}}
-                w.add(y[k], int(src.labels[i]), src.identities[int(src.labels[i])], f"realism:{translator.method}", extra)
+                extra = {
+                    "source_image": origin,
+                    "method": translator.method,
+                    "strength": strength,
+                    "source_params": params.row_params(i) if params else {},
+                }
+                w.add(
+                    y[k], int(src.labels[i]), src.identities[int(src.labels[i])], f"realism:{translator.method}", extra
+                )
             bar.update(len(idx))
     log(f"realism {translator.method}: {len(src)} images → {out}")
     return Path(out)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -28,8 +28,11 @@ def sample_identities(n: int, min_distance: float, seed: int, existing: np.ndarr
 
 
 # SynFace's attribute-controlled datasets: the factors each `generate.vary` lets change per image
-FACTORS = {"pose": ("yaw", "pitch", "roll"), "expression": ("smile", "mouth_open", "brows", "eye_closure"),
-           "illumination": ("light_azimuth", "light_elevation", "light_intensity", "ambient", "color_temperature")}
+FACTORS = {
+    "pose": ("yaw", "pitch", "roll"),
+    "expression": ("smile", "mouth_open", "brows", "eye_closure"),
+    "illumination": ("light_azimuth", "light_elevation", "light_intensity", "ambient", "color_temperature"),
+}
 
 
 def controlled(variations: list[dict], cfg: RenderCfg, vary: str) -> list[dict]:
@@ -42,7 +45,7 @@ def controlled(variations: list[dict], cfg: RenderCfg, vary: str) -> list[dict]:
     out = []
     for v in variations:
         w = dict(v)
-        for name, value in v.items():
+        for name in v:
             if name in keep:
                 continue
             r = getattr(cfg, name, None)
@@ -56,14 +59,21 @@ def controlled(variations: list[dict], cfg: RenderCfg, vary: str) -> list[dict]:
     return out
 
 
-def render_batches(renderer: FaceRenderer, idents: list[Identity], variations: list[dict], batch: int,
-                   log: Callable[[str], None], what: str, start: int = 0):
+def render_batches(
+    renderer: FaceRenderer,
+    idents: list[Identity],
+    variations: list[dict],
+    batch: int,
+    log: Callable[[str], None],
+    what: str,
+    start: int = 0,
+):
     """Yield ``(offset, images, landmarks)`` per batch, showing progress and ETA under ``what``."""
     if start:
         log(f"{what}: resuming after {start} finished images")
     with track(total=len(idents), initial=start, desc=what, unit="img") as bar:
         for s in range(start, len(idents), batch):
-            imgs, lms = renderer.render(idents[s:s + batch], variations[s:s + batch])
+            imgs, lms = renderer.render(idents[s : s + batch], variations[s : s + batch])
             bar.update(len(imgs))
             yield s, imgs, lms
 
@@ -75,15 +85,22 @@ def generate_render(cfg: Config, log: Callable[[str], None] = print) -> Path:
     rng = np.random.default_rng([cfg.base.seed, 1])
     jobs = [label for label, n in enumerate(g.image_counts()) for _ in range(n)]
     variations = controlled(renderer.sample_variations(len(jobs), rng), g.render, g.vary)
-    meta = {"generator": "render", "num_classes": g.identities, "image_size": cfg.base.image_size,
-            "seed": cfg.base.seed, "render": g.render.model_dump(mode="json"), "triangles": renderer.num_triangles}
+    meta = {
+        "generator": "render",
+        "num_classes": g.identities,
+        "image_size": cfg.base.image_size,
+        "seed": cfg.base.seed,
+        "render": g.render.model_dump(mode="json"),
+        "triangles": renderer.num_triangles,
+    }
     if g.vary != "all":
         meta["vary"] = g.vary
     people = [idents[j] for j in jobs]
     mix = None
     if g.mixup.enabled:  # SynFace identity mixup of the identity parameters (own stream: φ = 1 changes nothing)
-        mix = draw_partners(np.asarray(jobs), g.identities, ratio_grid(g.mixup.phi),
-                            np.random.default_rng([cfg.base.seed, 51]))
+        mix = draw_partners(
+            np.asarray(jobs), g.identities, ratio_grid(g.mixup.phi), np.random.default_rng([cfg.base.seed, 51])
+        )
         own = np.stack([p.vector for p in people])
         mixed = mix_vectors(own, np.stack([idents[max(p, 0)].vector for p in mix.partner]), mix, renormalise=False)
         people = [Identity(mixed[j], p.texture_seed) for j, p in enumerate(people)]
@@ -91,12 +108,22 @@ def generate_render(cfg: Config, log: Callable[[str], None] = print) -> Path:
 
     def batches(start: int):
         for s in range(start, len(people), g.batch_size):
-            imgs, lms = renderer.render(people[s:s + g.batch_size], variations[s:s + g.batch_size])
-            yield imgs, [{**idents[jobs[s + k]].as_params(), "variation": variations[s + k],
-                          "landmarks": np.round(lm, 3).tolist()} for k, lm in enumerate(lms)]
+            imgs, lms = renderer.render(people[s : s + g.batch_size], variations[s : s + g.batch_size])
+            yield (
+                imgs,
+                [
+                    {
+                        **idents[jobs[s + k]].as_params(),
+                        "variation": variations[s + k],
+                        "landmarks": np.round(lm, 3).tolist(),
+                    }
+                    for k, lm in enumerate(lms)
+                ],
+            )
 
-    written = write_generated(g, meta, jobs, batches, name="render", format_version=FORMAT_VERSION, mix=mix,
-                              identity_digits=5, log=log)
+    written = write_generated(
+        g, meta, jobs, batches, name="render", format_version=FORMAT_VERSION, mix=mix, identity_digits=5, log=log
+    )
     return written.out
 
 
@@ -121,8 +148,10 @@ def generate_twin_benchmark(cfg: Config, log: Callable[[str], None] = print) -> 
     n_neg = b.pairs - n_pos
     anchors = sample_identities(max(n_pos, n_neg), g.min_identity_distance, cfg.base.seed + b.seed_offset, train)
     rng = np.random.default_rng([cfg.base.seed + b.seed_offset, 2])
-    n_twin = int(round(b.twin_fraction * n_neg))
-    twins = perturb(np.stack([a.vector for a in anchors[:n_twin]]), b.twin_distance, rng) if n_twin else []
+    n_twin = round(b.twin_fraction * n_neg)
+    twins: np.ndarray | list[np.ndarray] = (
+        perturb(np.stack([a.vector for a in anchors[:n_twin]]), b.twin_distance, rng) if n_twin else []
+    )
     pairs: list[tuple[Identity, Identity, bool]] = [(anchors[i], anchors[i], True) for i in range(n_pos)]
     pairs += [(anchors[i], Identity(twins[i], int(rng.integers(2**31))), False) for i in range(n_twin)]
     for i in range(n_twin, n_neg):
@@ -133,6 +162,6 @@ def generate_twin_benchmark(cfg: Config, log: Callable[[str], None] = print) -> 
     variations = renderer.sample_variations(len(flat), rng)
     images = np.empty((len(flat), cfg.base.image_size, cfg.base.image_size, 3), np.uint8)
     for s, imgs, _ in render_batches(renderer, flat, variations, g.batch_size, log, "twin benchmark"):
-        images[s:s + len(imgs)] = imgs
+        images[s : s + len(imgs)] = imgs
     write_bin(b.out, images, [same for _, _, same in pairs])
     return Path(b.out)

@@ -8,34 +8,81 @@ texture all hang off the same coordinates and stay attached under expressions.
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 
 PI = math.pi
 
 SHAPE = [
-    "head_width", "head_length", "head_depth", "jaw_width", "chin_protrusion", "chin_length",
-    "cheekbone_height", "cheekbone_width", "cheek_fullness", "nose_length", "nose_width",
-    "nose_protrusion", "nose_bridge", "nose_tip_height", "eye_size", "eye_spacing", "eye_depth",
-    "eye_height", "brow_ridge", "brow_height", "forehead_slope", "lip_thickness", "mouth_width",
-    "mouth_height", "philtrum_depth", "ear_position", "ear_size", "temple_width", "face_taper",
-    "crown_height", "nasolabial_depth", "asymmetry",
+    "head_width",
+    "head_length",
+    "head_depth",
+    "jaw_width",
+    "chin_protrusion",
+    "chin_length",
+    "cheekbone_height",
+    "cheekbone_width",
+    "cheek_fullness",
+    "nose_length",
+    "nose_width",
+    "nose_protrusion",
+    "nose_bridge",
+    "nose_tip_height",
+    "eye_size",
+    "eye_spacing",
+    "eye_depth",
+    "eye_height",
+    "brow_ridge",
+    "brow_height",
+    "forehead_slope",
+    "lip_thickness",
+    "mouth_width",
+    "mouth_height",
+    "philtrum_depth",
+    "ear_position",
+    "ear_size",
+    "temple_width",
+    "face_taper",
+    "crown_height",
+    "nasolabial_depth",
+    "asymmetry",
 ]
 APPEARANCE = [
-    "skin_tone", "skin_redness", "skin_texture", "eyebrow_thickness", "eyebrow_arch", "eyebrow_darkness",
-    "eye_color", "lip_color", "facial_hair", "facial_hair_style", "hairline", "hair_length",
-    "hair_color", "hair_lightness",
+    "skin_tone",
+    "skin_redness",
+    "skin_texture",
+    "eyebrow_thickness",
+    "eyebrow_arch",
+    "eyebrow_darkness",
+    "eye_color",
+    "lip_color",
+    "facial_hair",
+    "facial_hair_style",
+    "hairline",
+    "hair_length",
+    "hair_color",
+    "hair_lightness",
 ]
 IDENTITY = SHAPE + APPEARANCE
 EXPRESSION = ["smile", "mouth_open", "brows", "eye_closure", "age"]
 
-HAIR_PALETTE = torch.tensor([[0.08, 0.06, 0.05], [0.25, 0.15, 0.08], [0.45, 0.28, 0.14],
-                             [0.72, 0.55, 0.30], [0.55, 0.20, 0.08], [0.30, 0.28, 0.27]])
-IRIS_PALETTE = torch.tensor([[0.25, 0.15, 0.08], [0.45, 0.30, 0.12], [0.30, 0.45, 0.25],
-                             [0.25, 0.40, 0.65], [0.45, 0.50, 0.55]])
+HAIR_PALETTE = torch.tensor(
+    [
+        [0.08, 0.06, 0.05],
+        [0.25, 0.15, 0.08],
+        [0.45, 0.28, 0.14],
+        [0.72, 0.55, 0.30],
+        [0.55, 0.20, 0.08],
+        [0.30, 0.28, 0.27],
+    ]
+)
+IRIS_PALETTE = torch.tensor(
+    [[0.25, 0.15, 0.08], [0.45, 0.30, 0.12], [0.30, 0.45, 0.25], [0.25, 0.40, 0.65], [0.45, 0.50, 0.55]]
+)
 
 
-def _g(phi: torch.Tensor, theta: torch.Tensor, pc, tc, sp, st) -> torch.Tensor:  # noqa: ANN001
+def _g(phi: torch.Tensor, theta: torch.Tensor, pc, tc, sp, st) -> torch.Tensor:
     """Anisotropic Gaussian bump on the sphere-coordinate chart."""
     return torch.exp(-0.5 * (((phi - pc) / sp) ** 2 + ((theta - tc) / st) ** 2))
 
@@ -69,8 +116,9 @@ class Layout:
         return self.mouth_t[:, None] - 0.045 * self.smile[:, None] * u**2
 
 
-def surface(phi: torch.Tensor, theta: torch.Tensor, ident: dict[str, torch.Tensor],
-            expr: dict[str, torch.Tensor]) -> torch.Tensor:
+def surface(
+    phi: torch.Tensor, theta: torch.Tensor, ident: dict[str, torch.Tensor], expr: dict[str, torch.Tensor]
+) -> torch.Tensor:
     """3D points [B, N, 3] (x right, y up, z toward the camera) for coordinates [B, N]."""
     p = {k: v[:, None] for k, v in ident.items()}
     e = {k: v[:, None] for k, v in expr.items()}
@@ -90,18 +138,23 @@ def surface(phi: torch.Tensor, theta: torch.Tensor, ident: dict[str, torch.Tenso
         d = d - 0.06 * (1 + 0.5 * p["eye_depth"]) * _g(phi, theta, s * ep, et, 0.12 * (1 + 0.15 * p["eye_size"]), 0.07)
         d = d + 0.045 * (1 + 0.6 * p["brow_ridge"]) * _g(phi, theta, s * ep, et - 0.09, 0.17, 0.04)
         d = d + 0.05 * (1 + 0.6 * p["cheekbone_height"]) * _g(
-            phi, theta, s * (0.56 + 0.07 * p["cheekbone_width"]), PI * 0.53, 0.15, 0.08)
+            phi, theta, s * (0.56 + 0.07 * p["cheekbone_width"]), PI * 0.53, 0.15, 0.08
+        )
         d = d + 0.04 * p["cheek_fullness"] * _g(phi, theta, s * 0.45, PI * 0.61, 0.16, 0.1)
-        d = d + 0.13 * (1 + 0.3 * p["ear_size"]) * _g(phi, theta, s * PI / 2, PI * (0.5 + 0.03 * p["ear_position"]),
-                                                      0.08 * (1 + 0.3 * p["ear_size"]), 0.13)
+        d = d + 0.13 * (1 + 0.3 * p["ear_size"]) * _g(
+            phi, theta, s * PI / 2, PI * (0.5 + 0.03 * p["ear_position"]), 0.08 * (1 + 0.3 * p["ear_size"]), 0.13
+        )
         d = d - 0.02 * (1 + p["nasolabial_depth"]) * _g(phi, theta, s * 0.2, PI * 0.62, 0.03, 0.06)
-        d = d + 0.05 * (1 + p["nose_width"]) * 0.5 * _g(phi, theta, s * 0.1 * (1 + 0.3 * p["nose_width"]), nt + 0.02, 0.05, 0.04)
+        d = d + 0.05 * (1 + p["nose_width"]) * 0.5 * _g(
+            phi, theta, s * 0.1 * (1 + 0.3 * p["nose_width"]), nt + 0.02, 0.05, 0.04
+        )
         d = d + 0.03 * (e["age"]) * _g(phi, theta, s * 0.45, PI * 0.7, 0.12, 0.08)
         d = d + 0.03 * e["smile"] * _g(phi, theta, s * 0.33, PI * 0.585, 0.1, 0.05)
     d = d * asym
     d = d + (0.05 + 0.03 * p["nose_bridge"]) * _g(phi, theta, 0, et + 0.03, 0.06, 0.06)
-    d = d + 0.11 * (1 + 0.25 * p["nose_protrusion"]) * _g(phi, theta, 0, (et + nt) / 2, 0.055,
-                                                           0.09 * (1 + 0.25 * p["nose_length"]))
+    d = d + 0.11 * (1 + 0.25 * p["nose_protrusion"]) * _g(
+        phi, theta, 0, (et + nt) / 2, 0.055, 0.09 * (1 + 0.25 * p["nose_length"])
+    )
     d = d + 0.17 * (1 + 0.3 * p["nose_protrusion"]) * _g(phi, theta, 0, nt, 0.08 * (1 + 0.3 * p["nose_width"]), 0.06)
     d = d - 0.015 * (1 + p["philtrum_depth"]) * _g(phi, theta, 0, mt - 0.05, 0.03, 0.025)
     lips = 0.035 * (1 + 0.5 * p["lip_thickness"])
@@ -130,8 +183,16 @@ def landmark_coords(ident: dict[str, torch.Tensor], expr: dict[str, torch.Tensor
     return phi, theta
 
 
-def albedo(phi: torch.Tensor, theta: torch.Tensor, ident: dict[str, torch.Tensor], expr: dict[str, torch.Tensor],
-           noise: torch.Tensor, glasses: torch.Tensor, hat: torch.Tensor, hat_color: torch.Tensor) -> torch.Tensor:
+def albedo(
+    phi: torch.Tensor,
+    theta: torch.Tensor,
+    ident: dict[str, torch.Tensor],
+    expr: dict[str, torch.Tensor],
+    noise: torch.Tensor,
+    glasses: torch.Tensor,
+    hat: torch.Tensor,
+    hat_color: torch.Tensor,
+) -> torch.Tensor:
     """Procedural colour [B, H, W, 3] at per-pixel coordinates [B, H, W].
 
     ``noise`` [B, 2, h, w] is each identity's fixed skin/hair noise field, sampled by
@@ -147,14 +208,17 @@ def albedo(phi: torch.Tensor, theta: torch.Tensor, ident: dict[str, torch.Tensor
     fine, coarse = n[:, 0][..., None], n[:, 1][..., None]
     tone = (p["skin_tone"] + 1) / 2
     light, dark = torch.tensor([0.95, 0.78, 0.66]), torch.tensor([0.34, 0.21, 0.14])
-    skin = (light * (1 - tone[..., None]) + dark * tone[..., None])
+    skin = light * (1 - tone[..., None]) + dark * tone[..., None]
     skin = skin * (1 + 0.05 * p["skin_redness"][..., None] * torch.tensor([1.0, -0.6, -0.6]))
     skin = skin * (1 + (0.04 + 0.03 * p["skin_texture"][..., None]) * fine + 0.05 * coarse)
-    blush = sum(_g(phi, theta, s * 0.42, PI * 0.6, 0.14, 0.07) for s in (-1.0, 1.0))
+    blush = cast(
+        torch.Tensor, sum(_g(phi, theta, s * 0.42, PI * 0.6, 0.14, 0.07) for s in (-1.0, 1.0))
+    )  # a sum of tensors
     skin = skin * (1 + 0.08 * blush[..., None] * torch.tensor([0.4, -0.3, -0.3]))
     wrinkles = e["age"] * (0.5 + 0.5 * torch.sin(theta * 140)) * _g(phi, theta, 0, PI * 0.33, 0.5, 0.06)
     wrinkles = wrinkles + e["age"] * sum(_g(phi, theta, s * (ep + 0.14), et, 0.04, 0.04) for s in (-1.0, 1.0)) * (
-        0.5 + 0.5 * torch.sin(theta * 200 + phi * 50))
+        0.5 + 0.5 * torch.sin(theta * 200 + phi * 50)
+    )
     col = skin * (1 - 0.12 * wrinkles[..., None])
     col = col * (1 - 0.25 * torch.sigmoid((theta - PI * 0.8) / 0.03)[..., None])  # shadowed neck
 
@@ -167,10 +231,11 @@ def albedo(phi: torch.Tensor, theta: torch.Tensor, ident: dict[str, torch.Tensor
     u = (phi / L.mouth_w.view(B, 1, 1)).clamp(-1.2, 1.2)
     span = (1 - u**2).clamp_min(0)
     lip_h = 0.028 * (1 + 0.4 * p["lip_thickness"]) * span.sqrt()
-    lip_rgb = torch.stack([0.62 + 0.1 * ident["lip_color"], 0.30 - 0.05 * ident["lip_color"],
-                           0.30 - 0.02 * ident["lip_color"]], -1) * (0.7 + 0.3 * (1 - tone.view(B, 1)))
+    lip_rgb = torch.stack(
+        [0.62 + 0.1 * ident["lip_color"], 0.30 - 0.05 * ident["lip_color"], 0.30 - 0.02 * ident["lip_color"]], -1
+    ) * (0.7 + 0.3 * (1 - tone.view(B, 1)))
     inside = (span > 0).float()
-    col = paint(col, torch.sigmoid(((lip_h - (theta - curve).abs()) / 0.004)) * inside, lip_rgb)
+    col = paint(col, torch.sigmoid((lip_h - (theta - curve).abs()) / 0.004) * inside, lip_rgb)
     gap = 0.5 * 0.05 * e["mouth_open"] * span.sqrt()
     col = paint(col, torch.sigmoid((gap - (theta - curve).abs()) / 0.003) * inside, torch.tensor([0.12, 0.04, 0.04]))
     # eyes: sclera, iris, pupil, then eyelid closure
@@ -201,15 +266,20 @@ def albedo(phi: torch.Tensor, theta: torch.Tensor, ident: dict[str, torch.Tensor
     hairline = PI * (0.26 + 0.05 * p["hairline"]) + 0.18 * (phi.abs() / 1.2).clamp(max=1) ** 2
     back = PI * (0.62 + 0.12 * p["hair_length"])
     hair_mask = torch.sigmoid((hairline - theta) / 0.02) + torch.sigmoid((phi.abs() - 1.45) / 0.08) * torch.sigmoid(
-        (back - theta) / 0.03)
+        (back - theta) / 0.03
+    )
     hair_col = (hair_rgb.view(B, 1, 1, 3) * (1 - grey) + torch.tensor([0.7, 0.7, 0.7]) * grey) * strands
     col = paint(col, hair_mask, hair_col)
     # facial hair: beard (style > 0) or moustache only
     amount = (p["facial_hair"] - 0.2).clamp_min(0) / 0.8
     stubble = (0.6 + 0.4 * fine.squeeze(-1)).clamp(0, 1)
-    beard = torch.sigmoid((theta - curve - 0.035) / 0.01) * torch.sigmoid((PI * 0.84 - theta) / 0.02) * (phi.abs() < 1.3)
+    beard = (
+        torch.sigmoid((theta - curve - 0.035) / 0.01) * torch.sigmoid((PI * 0.84 - theta) / 0.02) * (phi.abs() < 1.3)
+    )
     beard = beard * (p["facial_hair_style"] > 0)
-    moustache = torch.sigmoid((0.02 - (theta - (curve - 0.045)).abs()) / 0.005) * (phi.abs() < L.mouth_w.view(B, 1, 1) * 1.1)
+    moustache = torch.sigmoid((0.02 - (theta - (curve - 0.045)).abs()) / 0.005) * (
+        phi.abs() < L.mouth_w.view(B, 1, 1) * 1.1
+    )
     col = paint(col, (beard + moustache).clamp(0, 1) * amount * stubble, hair_col * 0.9)
     # accessories
     hat_mask = hat.view(B, 1, 1) * torch.sigmoid((PI * 0.24 - theta) / 0.01)

@@ -18,8 +18,9 @@ from facefoundry.generators.render.renderer import FaceRenderer
 from facefoundry.identity.pose import ANGLES, PoseRegressor, fit_pose_regressor
 
 
-def render_pose_set(n: int, seed: int, render: RenderCfg | None = None, image_size: int = 32,
-                    identities: int = 64, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+def render_pose_set(
+    n: int, seed: int, render: RenderCfg | None = None, image_size: int = 32, identities: int = 64, batch: int = 128
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` renders (float [n, 3, S, S] in [0, 1]) of ``identities`` random faces and their true angles [n, 3]."""
     cfg = render or RenderCfg()
     renderer = FaceRenderer(cfg, image_size, "cpu")
@@ -29,15 +30,23 @@ def render_pose_set(n: int, seed: int, render: RenderCfg | None = None, image_si
     var = renderer.sample_variations(n, rng)
     imgs = np.empty((n, image_size, image_size, 3), np.uint8)
     for s in range(0, n, batch):
-        imgs[s:s + batch] = renderer.render([idents[i] for i in who[s:s + batch]], var[s:s + batch])[0]
+        imgs[s : s + batch] = renderer.render([idents[i] for i in who[s : s + batch]], var[s : s + batch])[0]
     angles = torch.tensor([[v[a] for a in ANGLES] for v in var], dtype=torch.float32)
     return torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255, angles
 
 
-def train_pose_regressor(render: RenderCfg | None = None, image_size: int = 32, n_images: int = 2048,
-                         steps: int = 400, batch_size: int = 64, lr: float = 3e-3, seed: int = 0,
-                         yaw_range: tuple[float, float] | None = None, width: int = 16,
-                         log: Callable[[str], None] = print) -> PoseRegressor:
+def train_pose_regressor(
+    render: RenderCfg | None = None,
+    image_size: int = 32,
+    n_images: int = 2048,
+    steps: int = 400,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    yaw_range: tuple[float, float] | None = None,
+    width: int = 16,
+    log: Callable[[str], None] = print,
+) -> PoseRegressor:
     """Render ``n_images`` faces with known pose, train a :class:`PoseRegressor` on them for ``steps`` steps (CPU).
 
     ``yaw_range`` widens or narrows the renderer's yaw range (``render.yaw``) for training;
@@ -51,5 +60,6 @@ def train_pose_regressor(render: RenderCfg | None = None, image_size: int = 32, 
     images, angles = render_pose_set(n_images, seed, cfg, image_size)
     log(f"pose regressor: rendered {n_images} images in {time.perf_counter() - t0:.1f}s")
     scale = max(abs(cfg.yaw.min), abs(cfg.yaw.max), 1.0)
-    return fit_pose_regressor(images, angles, float(scale), steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                              width=width, log=log)
+    return fit_pose_regressor(
+        images, angles, float(scale), steps=steps, batch_size=batch_size, lr=lr, seed=seed, width=width, log=log
+    )

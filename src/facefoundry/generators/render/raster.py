@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 
 
-def rasterize(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int,
-              max_candidates: int = 6_000_000) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def rasterize(
+    verts: torch.Tensor, faces: torch.Tensor, height: int, width: int, max_candidates: int = 6_000_000
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rasterise screen-space triangles.
 
     verts: [B, V, 3] with x, y in pixels (pixel centres at +0.5) and z = depth (smaller is nearer).
@@ -30,17 +31,23 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int,
     zbuf = torch.full((B * height * width,), float("inf"), device=dev)
     best = torch.full((B * height * width,), -1, dtype=torch.long, device=dev)
     if len(b_idx) == 0:
-        return best.view(B, height, width), torch.zeros(B, height, width, 3, device=dev), best.view(B, height, width) >= 0
+        return (
+            best.view(B, height, width),
+            torch.zeros(B, height, width, 3, device=dev),
+            best.view(B, height, width) >= 0,
+        )
     span = (hi - lo)[b_idx, f_idx].amax(-1).long() + 1
-    cand_pix, cand_tri, cand_bary = [], [], []
+    cand_pix: list[torch.Tensor] = []
+    cand_tri: list[torch.Tensor] = []
+    cand_bary: list[torch.Tensor] = []
     K = 2
     while True:  # bucket triangles by box size so a few big ones don't inflate every candidate set
         sel = ((span <= K) & (span > K // 2)) if K > 2 else (span <= K)
         ids = sel.nonzero().flatten()
         for s in range(0, len(ids), max(1, max_candidates // (K * K))):
-            chunk = ids[s:s + max(1, max_candidates // (K * K))]
+            chunk = ids[s : s + max(1, max_candidates // (K * K))]
             _candidates(chunk, b_idx, f_idx, lo, hi, p0, p1, p2, area, K, height, width, cand_pix, cand_tri, cand_bary)
-        if K >= int(span.max()):
+        if int(span.max()) <= K:
             break
         K *= 2
     pix_id, tri_id, bary = torch.cat(cand_pix), torch.cat(cand_tri), torch.cat(cand_bary)
@@ -60,7 +67,7 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, height: int, width: int,
 
 def interpolate(attrs: torch.Tensor, faces: torch.Tensor, face_id: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
     """Per-pixel attributes [B, H, W, A] from per-vertex ``attrs`` [B, V, A]."""
-    B, H, W = face_id.shape
+    B = face_id.shape[0]
     fid = face_id.clamp_min(0)
     vidx = faces[fid]  # B, H, W, 3
     b = torch.arange(B, device=attrs.device)[:, None, None, None].expand_as(vidx)
@@ -68,7 +75,7 @@ def interpolate(attrs: torch.Tensor, faces: torch.Tensor, face_id: torch.Tensor,
     return (vals * bary[..., None]).sum(-2)
 
 
-def _candidates(chunk, b_idx, f_idx, lo, hi, p0, p1, p2, area, K, height, width, cand_pix, cand_tri, cand_bary):  # noqa: ANN001
+def _candidates(chunk, b_idx, f_idx, lo, hi, p0, p1, p2, area, K, height, width, cand_pix, cand_tri, cand_bary):
     """Pixels of a KxK box per triangle of ``chunk`` that pass the edge-function test."""
     dev = lo.device
     offs = torch.stack(torch.meshgrid(torch.arange(K, device=dev), torch.arange(K, device=dev), indexing="xy"), -1)
@@ -79,8 +86,12 @@ def _candidates(chunk, b_idx, f_idx, lo, hi, p0, p1, p2, area, K, height, width,
     c = pix + 0.5
     a0, a1, a2 = p0[bi, fi][:, None], p1[bi, fi][:, None], p2[bi, fi][:, None]
     inv = 1.0 / area[bi, fi][:, None]
-    w0 = ((a1[..., 0] - c[..., 0]) * (a2[..., 1] - c[..., 1]) - (a1[..., 1] - c[..., 1]) * (a2[..., 0] - c[..., 0])) * inv
-    w1 = ((a2[..., 0] - c[..., 0]) * (a0[..., 1] - c[..., 1]) - (a2[..., 1] - c[..., 1]) * (a0[..., 0] - c[..., 0])) * inv
+    w0 = (
+        (a1[..., 0] - c[..., 0]) * (a2[..., 1] - c[..., 1]) - (a1[..., 1] - c[..., 1]) * (a2[..., 0] - c[..., 0])
+    ) * inv
+    w1 = (
+        (a2[..., 0] - c[..., 0]) * (a0[..., 1] - c[..., 1]) - (a2[..., 1] - c[..., 1]) * (a0[..., 0] - c[..., 0])
+    ) * inv
     w2 = 1.0 - w0 - w1
     inside = inside_box & (w0 >= -1e-6) & (w1 >= -1e-6) & (w2 >= -1e-6)
     t, k = inside.nonzero(as_tuple=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,9 +21,25 @@ from facefoundry.generators.render.head import EXPRESSION, IDENTITY, PI, albedo,
 from facefoundry.generators.render.raster import interpolate, rasterize
 from facefoundry.identity.template import similarity_fit, template
 
-VARIATION_RANGES = ["yaw", "pitch", "roll", "smile", "mouth_open", "brows", "eye_closure", "age",
-                    "light_azimuth", "light_elevation", "light_intensity", "ambient", "color_temperature",
-                    "camera_distance", "blur_sigma", "noise_std", "jpeg_quality"]
+VARIATION_RANGES = [
+    "yaw",
+    "pitch",
+    "roll",
+    "smile",
+    "mouth_open",
+    "brows",
+    "eye_closure",
+    "age",
+    "light_azimuth",
+    "light_elevation",
+    "light_intensity",
+    "ambient",
+    "color_temperature",
+    "camera_distance",
+    "blur_sigma",
+    "noise_std",
+    "jpeg_quality",
+]
 BACKGROUNDS = ["flat", "gradient", "noise"]
 
 
@@ -38,9 +55,14 @@ def kelvin_rgb(kelvin: torch.Tensor) -> torch.Tensor:
     """Approximate light colour of a black body (Tanner Helland's fit), normalised to green = 1."""
     t = kelvin / 100
     r = torch.where(t <= 66, torch.ones_like(t), (329.7 * (t - 60).clamp_min(1e-3) ** -0.1332) / 255)
-    g = torch.where(t <= 66, (99.47 * torch.log(t) - 161.12) / 255, (288.12 * (t - 60).clamp_min(1e-3) ** -0.0755) / 255)
-    b = torch.where(t >= 66, torch.ones_like(t), torch.where(t <= 19, torch.zeros_like(t),
-                                                              (138.52 * torch.log((t - 10).clamp_min(1e-3)) - 305.04) / 255))
+    g = torch.where(
+        t <= 66, (99.47 * torch.log(t) - 161.12) / 255, (288.12 * (t - 60).clamp_min(1e-3) ** -0.0755) / 255
+    )
+    b = torch.where(
+        t >= 66,
+        torch.ones_like(t),
+        torch.where(t <= 19, torch.zeros_like(t), (138.52 * torch.log((t - 10).clamp_min(1e-3)) - 305.04) / 255),
+    )
     rgb = torch.stack([r, g, b], -1).clamp(0.05, 1)
     return rgb / rgb[..., 1:2]
 
@@ -65,16 +87,22 @@ class FaceRenderer:
         T, P = np.meshgrid(theta, phi, indexing="ij")
         self.vphi = torch.tensor(P.ravel(), dtype=torch.float32)
         self.vtheta = torch.tensor(T.ravel(), dtype=torch.float32)
-        faces = []
+        triangles: list[tuple[int, int, int]] = []
         nl, nc = cfg.mesh_lat, cfg.mesh_lon
         for i in range(nl - 1):
             for j in range(nc):
                 a, b = i * nc + j, i * nc + (j + 1) % nc
                 c, d = a + nc, b + nc
-                faces += [(a, c, b), (b, c, d)]
-        faces = torch.tensor(faces, dtype=torch.long)
-        unit = torch.stack([torch.sin(self.vtheta) * torch.sin(self.vphi), torch.cos(self.vtheta),
-                            torch.sin(self.vtheta) * torch.cos(self.vphi)], -1)
+                triangles += [(a, c, b), (b, c, d)]
+        faces = torch.tensor(triangles, dtype=torch.long)
+        unit = torch.stack(
+            [
+                torch.sin(self.vtheta) * torch.sin(self.vphi),
+                torch.cos(self.vtheta),
+                torch.sin(self.vtheta) * torch.cos(self.vphi),
+            ],
+            -1,
+        )
         tri = unit[faces]
         normal = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         outward = (normal * tri.mean(1)).sum(-1) > 0
@@ -90,7 +118,7 @@ class FaceRenderer:
         """Per-image nuisance parameters, each drawn from its own range in ``params.yaml``."""
         out = []
         for _ in range(n):
-            v = {}
+            v: dict[str, Any] = {}
             for name in VARIATION_RANGES:
                 r: Range = getattr(self.cfg, name)
                 v[name] = float(rng.uniform(r.min, r.max))
@@ -108,8 +136,9 @@ class FaceRenderer:
     def _noise_field(self, seed: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(int(seed))
         fine = F.avg_pool2d(torch.randn(1, 1, 66, 130, generator=g), 3, 1)
-        coarse = F.interpolate(torch.randn(1, 1, 6, 12, generator=g), size=(64, 128), mode="bilinear",
-                               align_corners=False)
+        coarse = F.interpolate(
+            torch.randn(1, 1, 6, 12, generator=g), size=(64, 128), mode="bilinear", align_corners=False
+        )
         return torch.cat([fine / fine.std(), coarse], 1)[0]
 
     # -- rendering ---------------------------------------------------------------------
@@ -120,8 +149,7 @@ class FaceRenderer:
         H = S * ss
         vec = torch.tensor(np.stack([i.vector for i in identities]), dtype=torch.float32, device=dev)
         ident = {k: vec[:, j] for j, k in enumerate(IDENTITY)}
-        var = {k: torch.tensor([v[k] for v in variations], dtype=torch.float32, device=dev)
-               for k in VARIATION_RANGES}
+        var = {k: torch.tensor([v[k] for v in variations], dtype=torch.float32, device=dev) for k in VARIATION_RANGES}
         expr = {k: var[k] for k in EXPRESSION}
         verts = surface(self.vphi.expand(B, -1), self.vtheta.expand(B, -1), ident, expr)
         lphi, ltheta = landmark_coords(ident, expr)
@@ -140,7 +168,9 @@ class FaceRenderer:
         depth = D - verts[..., 2]
         face_id, bary, mask = rasterize(torch.cat([scr, depth[..., None]], -1), self.faces, H, H)
         normals = _vertex_normals(verts, self.faces)
-        attrs = torch.cat([self.vphi.expand(B, -1)[..., None], self.vtheta.expand(B, -1)[..., None], normals, verts], -1)
+        attrs = torch.cat(
+            [self.vphi.expand(B, -1)[..., None], self.vtheta.expand(B, -1)[..., None], normals, verts], -1
+        )
         px = interpolate(attrs, self.faces, face_id, bary)
         noise = torch.stack([self._noise_field(i.texture_seed) for i in identities]).to(dev)
         flags = {k: torch.tensor([float(v[k]) for v in variations], device=dev) for k in ("glasses", "hat")}
@@ -154,7 +184,7 @@ class FaceRenderer:
         out = (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
         for i, v in enumerate(variations):
             if v["jpeg"]:
-                out[i] = jpeg_roundtrip(out[i], int(round(v["jpeg_quality"])))
+                out[i] = jpeg_roundtrip(out[i], round(v["jpeg_quality"]))
         return out, lm_img.cpu().numpy()
 
     def _shade(self, alb: torch.Tensor, n: torch.Tensor, pos: torch.Tensor, var: dict) -> torch.Tensor:
@@ -183,8 +213,9 @@ class FaceRenderer:
                 bg = (c[0] * (1 - w) + c[1] * w).expand(H, H, 3)
             else:
                 g = torch.Generator().manual_seed(v["background_seed"])
-                blob = F.interpolate(torch.rand(1, 3, 6, 6, generator=g), size=(H, H), mode="bicubic",
-                                     align_corners=False)[0].permute(1, 2, 0)
+                blob = F.interpolate(
+                    torch.rand(1, 3, 6, 6, generator=g), size=(H, H), mode="bicubic", align_corners=False
+                )[0].permute(1, 2, 0)
                 bg = c[0] * 0.5 + 0.5 * blob
             out.append(bg)
         return torch.stack(out).to(self.device).clamp(0, 1)
@@ -197,10 +228,12 @@ class FaceRenderer:
         g1 = torch.exp(-0.5 * (ax[None] / sig[:, None]) ** 2)
         g1 = g1 / g1.sum(1, keepdim=True)
         ker = (g1[:, :, None] * g1[:, None, :]).repeat_interleave(3, 0)[:, None]  # B*3,1,k,k
-        img = F.conv2d(F.pad(img.reshape(1, B * 3, *img.shape[2:]), (k // 2,) * 4, mode="replicate"), ker,
-                       groups=B * 3).view_as(img)
-        noise = torch.stack([torch.randn(img.shape[1:], generator=torch.Generator().manual_seed(v["noise_seed"]))
-                             for v in variations]).to(img.device)
+        img = F.conv2d(
+            F.pad(img.reshape(1, B * 3, *img.shape[2:]), (k // 2,) * 4, mode="replicate"), ker, groups=B * 3
+        ).view_as(img)
+        noise = torch.stack(
+            [torch.randn(img.shape[1:], generator=torch.Generator().manual_seed(v["noise_seed"])) for v in variations]
+        ).to(img.device)
         return img + noise * var["noise_std"].view(B, 1, 1, 1)
 
 

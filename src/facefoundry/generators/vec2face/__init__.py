@@ -25,9 +25,23 @@ from facefoundry.generators.vec2face.model import (
     save_model_folder,
 )
 
-__all__ = ["GENERATE_MASKING", "MODEL_INDEX", "TRAIN_MASKING", "LossWeights", "MaskRatioSampler", "PatchDiscriminator",
-           "RowMasks", "Vec2Face", "Vec2FaceLoss", "Vec2FaceOutput", "load_model_folder", "row_masks",
-           "save_model_folder", "ssim", "train_vec2face"]
+__all__ = [
+    "GENERATE_MASKING",
+    "MODEL_INDEX",
+    "TRAIN_MASKING",
+    "LossWeights",
+    "MaskRatioSampler",
+    "PatchDiscriminator",
+    "RowMasks",
+    "Vec2Face",
+    "Vec2FaceLoss",
+    "Vec2FaceOutput",
+    "load_model_folder",
+    "row_masks",
+    "save_model_folder",
+    "ssim",
+    "train_vec2face",
+]
 
 
 def __getattr__(name: str):

@@ -5,8 +5,8 @@ from facefoundry.generators.descriptor import GeneratorDescriptor
 DESCRIPTOR = GeneratorDescriptor(
     name="vec2face",
     description="Vec2Face: a feature-masked autoencoder decodes sampled identity vectors into faces; new identities "
-                "are drawn in the identity encoder's space and kept ≤ τ from each other and from the generator's "
-                "training photos",
+    "are drawn in the identity encoder's space and kept ≤ τ from each other and from the generator's "
+    "training photos",
     generate="facefoundry.generators.vec2face.generate:generate_vec2face",
     settings="generate.vec2face",
     train="facefoundry.generators.vec2face.training:train_vec2face",
@@ -21,6 +21,6 @@ DESCRIPTOR = GeneratorDescriptor(
 )
 
 
-def describe(cfg) -> list[str]:  # noqa: ANN001 - a Config
+def describe(cfg) -> list[str]:  # a Config
     """The training run's name parts: the transformer's width and depth."""
     return [f"w{cfg.vec2face.width} d{cfg.vec2face.depth}"]

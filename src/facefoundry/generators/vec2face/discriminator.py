@@ -54,11 +54,11 @@ class PatchDiscriminator(ConfigModule):
         dims = list(dims)
         layers: list[nn.Module] = [nn.Sequential(_CrossEmbed(3, dims[0]), nn.LeakyReLU(0.1))]
         for cin, cout in itertools.pairwise(dims):
-            layers.append(nn.Sequential(nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.1), _gn(cout),
-                                        _Res(cout)))
+            layers.append(
+                nn.Sequential(nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.LeakyReLU(0.1), _gn(cout), _Res(cout))
+            )
         self.layers = nn.Sequential(*layers)
-        self.to_logits = nn.Sequential(nn.Conv2d(dims[-1], dims[-1], 1), nn.LeakyReLU(0.1),
-                                       nn.Conv2d(dims[-1], 1, 4))
+        self.to_logits = nn.Sequential(nn.Conv2d(dims[-1], dims[-1], 1), nn.LeakyReLU(0.1), nn.Conv2d(dims[-1], 1, 4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_logits(self.layers(x))

@@ -53,6 +53,7 @@ FORMAT_VERSION = 1  # bump when generation changes, so an old partial run is not
 
 # -- the identity space --------------------------------------------------------------------------
 
+
 class IdentitySpace:
     """Training identity centres and the map between unit vectors and the space τ and σ act in."""
 
@@ -93,8 +94,10 @@ def load_identity_space(model_dir: str | Path, centred: bool) -> IdentitySpace:
     model_dir = Path(model_dir)
     path = model_dir / ID_VECTORS
     if not path.is_file():
-        raise FaceFoundryError(f"{path}: missing; the Vec2Face model folder must come from train-vec2face "
-                               "(it saves the training identity vectors there)")
+        raise FaceFoundryError(
+            f"{path}: missing; the Vec2Face model folder must come from train-vec2face "
+            "(it saves the training identity vectors there)"
+        )
     vectors = np.load(path)
     lp = model_dir / ID_LABELS
     labels = np.load(lp) if lp.is_file() else np.arange(len(vectors))
@@ -109,8 +112,9 @@ def new_identities(space: IdentitySpace, n: int, g: Vec2FaceGenCfg, rng: np.rand
     return space.to_unit(new)
 
 
-def variations(space: IdentitySpace, centres: np.ndarray, per_centre: int, g: Vec2FaceGenCfg,
-               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def variations(
+    space: IdentitySpace, centres: np.ndarray, per_centre: int, g: Vec2FaceGenCfg, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(unit vectors [N·per_centre, D], σ per image, cosine to the centre in the σ space)."""
     c = space.to_space(centres)
     norms = np.linalg.norm(c, axis=1, keepdims=True).clip(1e-12)
@@ -126,8 +130,10 @@ def nuisance_bank_codes(model_dir: Path, n: int, dim: int, rng: np.random.Genera
     """(training photo index, its nuisance code ``[dim]``) for each of ``n`` images, photos drawn uniformly."""
     path = model_dir / NUISANCE_BANK
     if not path.is_file():
-        raise FaceFoundryError(f"{path}: missing; generate.vec2face.nuisance_sampling=bank needs a model folder "
-                               "written by train-vec2face with vec2face.nuisance_codes > 0 (retrain or use posterior)")
+        raise FaceFoundryError(
+            f"{path}: missing; generate.vec2face.nuisance_sampling=bank needs a model folder "
+            "written by train-vec2face with vec2face.nuisance_codes > 0 (retrain or use posterior)"
+        )
     try:
         bank = np.load(path)
     except (OSError, ValueError) as exc:
@@ -139,6 +145,7 @@ def nuisance_bank_codes(model_dir: Path, n: int, dim: int, rng: np.random.Genera
 
 
 # -- AttrOP ------------------------------------------------------------------------------------
+
 
 def _pose_model(a: AttrOPCfg, cache: Path, seed: int, log: Callable[[str], None]):
     from facefoundry.generators.render.pose_set import train_pose_regressor
@@ -155,16 +162,29 @@ def _pose_model(a: AttrOPCfg, cache: Path, seed: int, log: Callable[[str], None]
     return model
 
 
-def run_attrop(model: Vec2Face, encoder, centres: np.ndarray, a: AttrOPCfg, rng: np.random.Generator,
-               pose, device: torch.device, mask_ratio: float, seed: int,
-               log: Callable[[str], None]) -> tuple[np.ndarray, list[dict]]:
+def run_attrop(
+    model: Vec2Face,
+    encoder,
+    centres: np.ndarray,
+    a: AttrOPCfg,
+    rng: np.random.Generator,
+    pose,
+    device: torch.device,
+    mask_ratio: float,
+    seed: int,
+    log: Callable[[str], None],
+) -> tuple[np.ndarray, list[dict]]:
     """Optimise each centre (official ``gen_image``); returns the new centres and a record per identity."""
     from facefoundry.identity.pose import sharpness_quality
     from facefoundry.sampling import AttrOPTargets, attrop
 
-    yaw_targets = (np.asarray(a.yaw_targets, np.float64)[rng.integers(len(a.yaw_targets), size=len(centres))]
-                   if a.yaw_targets else None)
-    out, records = centres.copy(), []
+    yaw_targets = (
+        np.asarray(a.yaw_targets, np.float64)[rng.integers(len(a.yaw_targets), size=len(centres))]
+        if a.yaw_targets
+        else None
+    )
+    out = centres.copy()
+    records: list[dict] = []
     for s in track(range(0, len(centres), a.batch_size), desc="AttrOP", unit="batch"):
         sl = slice(s, s + a.batch_size)
         gen = torch.Generator(device="cpu").manual_seed(seed + s)
@@ -173,19 +193,38 @@ def run_attrop(model: Vec2Face, encoder, centres: np.ndarray, a: AttrOPCfg, rng:
             gen.manual_seed(seed + offset)  # the same mask at every step: only the vector moves
             return (model(v, mask_ratio=mask_ratio, generator=gen).images.clamp(-1, 1) + 1) / 2
 
-        targets = AttrOPTargets(yaw=None if yaw_targets is None else yaw_targets[sl].tolist(),
-                                yaw_tolerance=a.yaw_tolerance, min_identity=a.min_identity, quality=a.quality,
-                                identity_weight=a.identity_weight)
+        targets = AttrOPTargets(
+            yaw=None if yaw_targets is None else yaw_targets[sl].tolist(),
+            yaw_tolerance=a.yaw_tolerance,
+            min_identity=a.min_identity,
+            quality=a.quality,
+            identity_weight=a.identity_weight,
+        )
         v = torch.from_numpy(centres[sl]).float().to(device)
-        res = attrop(v, decode, encoder, targets, identity=v, pose_fn=pose.yaw if pose is not None else None,
-                     quality_fn=sharpness_quality if a.quality is not None else None, lr=a.lr, max_iters=a.max_iters)
+        res = attrop(
+            v,
+            decode,
+            encoder,
+            targets,
+            identity=v,
+            pose_fn=pose.yaw if pose is not None else None,
+            quality_fn=sharpness_quality if a.quality is not None else None,
+            lr=a.lr,
+            max_iters=a.max_iters,
+        )
         out[sl] = torch.nn.functional.normalize(res.vectors.float(), dim=1).cpu().numpy()
-        for k in range(len(res.iterations)):
-            records.append({"yaw_target": None if yaw_targets is None else float(yaw_targets[s + k]),
-                            "quality_target": a.quality,
-                            "identity_reached": _num(res.identity[k]), "yaw_reached": _num(res.yaw[k]),
-                            "quality_reached": _num(res.quality[k]), "iterations": int(res.iterations[k]),
-                            "converged": bool(res.converged[k])})
+        records.extend(
+            {
+                "yaw_target": None if yaw_targets is None else float(yaw_targets[s + k]),
+                "quality_target": a.quality,
+                "identity_reached": _num(res.identity[k]),
+                "yaw_reached": _num(res.yaw[k]),
+                "quality_reached": _num(res.quality[k]),
+                "iterations": int(res.iterations[k]),
+                "converged": bool(res.converged[k]),
+            }
+            for k in range(len(res.iterations))
+        )
     conv = np.mean([r["converged"] for r in records])
     log(f"AttrOP: {len(records)} identities, {conv:.0%} met all targets within {a.max_iters} iterations")
     return out, records
@@ -197,8 +236,17 @@ def _num(x: float) -> float | None:
 
 # -- judges ------------------------------------------------------------------------------------
 
-def sigma_study(model: Vec2Face, space: IdentitySpace, centres: np.ndarray, g: Vec2FaceGenCfg,
-                judges: dict, device: torch.device, seed: int, repeats: int = 4) -> dict[str, float]:
+
+def sigma_study(
+    model: Vec2Face,
+    space: IdentitySpace,
+    centres: np.ndarray,
+    g: Vec2FaceGenCfg,
+    judges: dict,
+    device: torch.device,
+    seed: int,
+    repeats: int = 4,
+) -> dict[str, float]:
     """Judge metrics: images of one vector vs of different vectors, and same-identity similarity per σ.
 
     For ``k`` identities (≈ ``judge_images`` images in all): ``repeats`` images of the centre
@@ -209,12 +257,12 @@ def sigma_study(model: Vec2Face, space: IdentitySpace, centres: np.ndarray, g: V
     rng = np.random.default_rng([seed, 31])
     rows, groups, labels = [], [], []
     for i in range(k):
-        rows.append(np.repeat(centres[i:i + 1], repeats, 0))
+        rows.append(np.repeat(centres[i : i + 1], repeats, 0))
         groups += [0.0] * repeats
         labels += [i] * repeats
         for s in g.sigmas:
             one = g.model_copy(update={"sigmas": [s], "sigma_weights": [1.0]})
-            rows.append(variations(space, centres[i:i + 1], repeats, one, rng)[0])
+            rows.append(variations(space, centres[i : i + 1], repeats, one, rng)[0])
             groups += [float(s)] * repeats
             labels += [i] * repeats
     vecs = torch.from_numpy(np.concatenate(rows)).float().to(device)
@@ -236,24 +284,27 @@ def sigma_study(model: Vec2Face, space: IdentitySpace, centres: np.ndarray, g: V
     return out
 
 
-def sigma_grid(model: Vec2Face, space: IdentitySpace, centres: np.ndarray, g: Vec2FaceGenCfg,
-               device: torch.device, seed: int) -> list[list[np.ndarray]]:
+def sigma_grid(
+    model: Vec2Face, space: IdentitySpace, centres: np.ndarray, g: Vec2FaceGenCfg, device: torch.device, seed: int
+) -> list[list[np.ndarray]]:
     """Rows = identities, columns = σ = 0 (the centre), then each σ of the mixture."""
     rng = np.random.default_rng([seed, 37])
     rows = []
     gen = torch.Generator(device="cpu").manual_seed(seed + 11)
     for i in range(min(g.grid_identities, len(centres))):
-        vecs = [centres[i:i + 1]]
+        vecs = [centres[i : i + 1]]
         for s in g.sigmas:
             one = g.model_copy(update={"sigmas": [s], "sigma_weights": [1.0]})
-            vecs.append(variations(space, centres[i:i + 1], 1, one, rng)[0])
-        imgs = model.generate(torch.from_numpy(np.concatenate(vecs)).float().to(device), mask_ratio=g.mask_ratio,
-                              generator=gen)
+            vecs.append(variations(space, centres[i : i + 1], 1, one, rng)[0])
+        imgs = model.generate(
+            torch.from_numpy(np.concatenate(vecs)).float().to(device), mask_ratio=g.mask_ratio, generator=gen
+        )
         rows.append(list(to_uint8(imgs)))
     return rows
 
 
 # -- the generator -------------------------------------------------------------------------------
+
 
 def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
     g, gv = cfg.generate, cfg.generate.vec2face
@@ -261,8 +312,10 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
     model, index = load_model_folder(gv.model, map_location=device)
     space = load_identity_space(gv.model, gv.centred)
     seed = cfg.base.seed
-    log(f"vec2face: {space.centres.shape[0]} training identities ({index.get('encoder_name', '?')} space, "
-        f"{space.dim}-d); sampling {g.identities} at τ={gv.tau}{' (centred)' if gv.centred else ''}")
+    log(
+        f"vec2face: {space.centres.shape[0]} training identities ({index.get('encoder_name', '?')} space, "
+        f"{space.dim}-d); sampling {g.identities} at τ={gv.tau}{' (centred)' if gv.centred else ''}"
+    )
     t0 = time.perf_counter()
     centres = new_identities(space, g.identities, gv, np.random.default_rng([seed, 21]))
     log(f"vec2face: {g.identities} identities in {time.perf_counter() - t0:.1f}s")
@@ -278,11 +331,24 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
 
     records: list[dict] = [{} for _ in range(g.identities)]
     if gv.attrop.enabled:
-        pose = _pose_model(gv.attrop, Path(gv.model).parent / "pose_regressor", seed, log) if gv.attrop.yaw_targets \
+        pose = (
+            _pose_model(gv.attrop, Path(gv.model).parent / "pose_regressor", seed, log)
+            if gv.attrop.yaw_targets
             else None
+        )
         mask = gv.mask_ratio if gv.mask_ratio is not None else model.generate_sampler.expected()
-        centres, records = run_attrop(model, get_encoder(), centres, gv.attrop, np.random.default_rng([seed, 22]),
-                                      pose.to(device) if pose is not None else None, device, mask, seed, log)
+        centres, records = run_attrop(
+            model,
+            get_encoder(),
+            centres,
+            gv.attrop,
+            np.random.default_rng([seed, 22]),
+            pose.to(device) if pose is not None else None,
+            device,
+            mask,
+            seed,
+            log,
+        )
     per = uniform_count(g)
     vecs, sigma, sim = variations(space, centres, per, gv, np.random.default_rng([seed, 23]))
     labels = np.repeat(np.arange(g.identities), per)
@@ -294,19 +360,24 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
     geometry = borrowed = None
     code_kind = "nuisance" if index.get("nuisance_codes") else "geometry"
     if gv.nuisance_sampling == "bank" and code_kind != "nuisance":
-        raise FaceFoundryError(f"{gv.model}: generate.vec2face.nuisance_sampling=bank needs a model trained with "
-                               "vec2face.nuisance_codes > 0")
+        raise FaceFoundryError(
+            f"{gv.model}: generate.vec2face.nuisance_sampling=bank needs a model trained with "
+            "vec2face.nuisance_codes > 0"
+        )
     if model.attr_dim and gv.nuisance_sampling == "bank":  # one training photo's nuisance code per image
-        borrowed, geometry = nuisance_bank_codes(Path(gv.model), len(vecs), model.attr_dim,
-                                                 np.random.default_rng([seed, 25]))
+        borrowed, geometry = nuisance_bank_codes(
+            Path(gv.model), len(vecs), model.attr_dim, np.random.default_rng([seed, 25])
+        )
         log(f"vec2face: {model.attr_dim} nuisance codes per image, each a training photo's")
     elif model.attr_dim:  # each image its own code: pose and expression (geometry) or learned nuisance, N(0, I)
         from facefoundry.identity.attributes import sample_codes
 
         geometry = sample_codes(len(vecs), model.attr_dim, np.random.default_rng([seed, 24]), gv.geometry_scale)
         if code_kind == "nuisance" and index.get("nuisance_code_std"):  # the training photos' aggregate posterior
-            geometry = (np.asarray(index["nuisance_code_mean"], np.float32)
-                        + np.asarray(index["nuisance_code_std"], np.float32) * geometry).astype(np.float32)
+            geometry = (
+                np.asarray(index["nuisance_code_mean"], np.float32)
+                + np.asarray(index["nuisance_code_std"], np.float32) * geometry
+            ).astype(np.float32)
         log(f"vec2face: {model.attr_dim} {code_kind} codes per image, spread {gv.geometry_scale:g}")
 
     judges = {}
@@ -319,32 +390,49 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
         log(f"vec2face judge: {k} = {val:.4f}")
 
     mask_note = gv.mask_ratio if gv.mask_ratio is not None else list(map(float, model.config["generate_mask"]))
-    meta = {"generator": "vec2face", "num_classes": g.identities, "image_size": model.image_size, "seed": seed,
-            "model": str(gv.model), "model_fingerprint": index.get("fingerprint"), "encoder": index.get("encoder"),
-            "vec2face": gv.model_dump(mode="json"), "mask_ratio": mask_note, "judge": study}
+    meta = {
+        "generator": "vec2face",
+        "num_classes": g.identities,
+        "image_size": model.image_size,
+        "seed": seed,
+        "model": str(gv.model),
+        "model_fingerprint": index.get("fingerprint"),
+        "encoder": index.get("encoder"),
+        "vec2face": gv.model_dump(mode="json"),
+        "mask_ratio": mask_note,
+        "judge": study,
+    }
     if mix is not None:
         meta["mixup"] = {"phi": ratio_grid(g.mixup.phi).tolist(), "mixed_images": int(mix.mixed.sum())}
 
     def batches(start: int):
         for s in range(start, len(vecs), g.batch_size):
             gen = torch.Generator(device="cpu").manual_seed(seed * 1_000_003 + s)
-            batch = torch.from_numpy(vecs[s:s + g.batch_size]).to(device)
-            attrs = None if geometry is None else torch.from_numpy(geometry[s:s + g.batch_size]).to(device)
-            imgs = to_uint8(model.generate(batch, mask_ratio=gv.mask_ratio, generator=gen, batch_size=g.batch_size,
-                                           attributes=attrs))
+            batch = torch.from_numpy(vecs[s : s + g.batch_size]).to(device)
+            attrs = None if geometry is None else torch.from_numpy(geometry[s : s + g.batch_size]).to(device)
+            imgs = to_uint8(
+                model.generate(
+                    batch, mask_ratio=gv.mask_ratio, generator=gen, batch_size=g.batch_size, attributes=attrs
+                )
+            )
             yield imgs, [image_params(s + k) for k in range(len(imgs))]
 
     def image_params(j: int) -> dict:
-        params = {"sigma": float(sigma[j]), "similarity_to_centre": round(float(sim[j]), 5), "tau": gv.tau,
-                  "attrop": records[int(labels[j])]}
+        params = {
+            "sigma": float(sigma[j]),
+            "similarity_to_centre": round(float(sim[j]), 5),
+            "tau": gv.tau,
+            "attrop": records[int(labels[j])],
+        }
         if geometry is not None:
             params[code_kind] = [round(float(c), 3) for c in geometry[j]]
         if borrowed is not None:
             params["nuisance_photo"] = int(borrowed[j])
         return params
 
-    written = write_generated(g, meta, labels, batches, name="vec2face", format_version=FORMAT_VERSION, mix=mix,
-                              log=log)
+    written = write_generated(
+        g, meta, labels, batches, name="vec2face", format_version=FORMAT_VERSION, mix=mix, log=log
+    )
     log(f"vec2face: {written.images} images in {written.seconds:.0f}s ({written.images_per_second:.1f} img/s)")
 
     if reporting.active():

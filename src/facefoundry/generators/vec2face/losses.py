@@ -22,7 +22,9 @@ Generator total (paper §3, official ``VQLPIPSWithDiscriminator``)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +35,7 @@ from facefoundry.identity.base import IdentityEncoder
 
 # -- SSIM ----------------------------------------------------------------------------------------
 
+
 def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """A normalised 1-D Gaussian ``[size]``."""
     x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
@@ -40,8 +43,7 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return g / g.sum()
 
 
-def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, size: int = 11,
-         sigma: float = 1.5) -> torch.Tensor:
+def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     """Mean SSIM of two ``[B,C,H,W]`` batches (separable Gaussian window, valid borders), always in
     fp32: E[x²]−E[x]² loses everything in fp16 (the official code disables autocast here too)."""
     c = x.shape[1]
@@ -64,8 +66,11 @@ def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, size: int = 
 
 # -- perceptual ----------------------------------------------------------------------------------
 
+
 class RandomConvFeatures(nn.Module):
     """A fixed, seeded random-init conv net (4 stages, ×2 channels, ÷2 side): the fallback feature space."""
+
+    mean: torch.Tensor  # a buffer, registered in __init__
 
     def __init__(self, width: int = 16, stages: int = 4, seed: int = 0):
         super().__init__()
@@ -75,6 +80,7 @@ class RandomConvFeatures(nn.Module):
             conv = nn.Conv2d(c, width * 2**i, 3, padding=1)
             with torch.no_grad():
                 conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2.0 / (c * 9)) ** 0.5)
+                assert conv.bias is not None  # nn.Conv2d's default bias=True
                 conv.bias.zero_()
             convs.append(conv)
             c = width * 2**i
@@ -95,13 +101,14 @@ def feature_distance(a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tens
     """LPIPS-style distance (unit weights) between two lists of feature maps: per layer the channel-summed
     squared difference of unit-normalised features, averaged over space and batch; then over layers."""
     total = a[0].new_zeros((), dtype=torch.float32)
-    for fa, fb in zip(a, b):
-        fa, fb = F.normalize(fa.float(), dim=1, eps=1e-10), F.normalize(fb.float(), dim=1, eps=1e-10)
+    for raw_a, raw_b in zip(a, b):
+        fa, fb = F.normalize(raw_a.float(), dim=1, eps=1e-10), F.normalize(raw_b.float(), dim=1, eps=1e-10)
         total = total + (fa - fb).pow(2).sum(1).mean()
     return total / max(1, len(a))
 
 
 # -- adversarial ---------------------------------------------------------------------------------
+
 
 def lsgan_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return 0.5 * ((real.float() - 1).pow(2).mean() + fake.float().pow(2).mean())
@@ -119,6 +126,7 @@ def adaptive_weight(nll: torch.Tensor, g: torch.Tensor, last_layer: torch.Tensor
 
 
 # -- the combined loss ---------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class LossWeights:
@@ -138,8 +146,7 @@ class Vec2FaceLoss:
     ``"encoder"`` or ``"random"``. The encoder is frozen (``requires_grad_(False)``, eval mode).
     """
 
-    def __init__(self, encoder: IdentityEncoder, weights: LossWeights = LossWeights(),
-                 perceptual_net: str = "auto"):
+    def __init__(self, encoder: IdentityEncoder, weights: LossWeights = LossWeights(), perceptual_net: str = "auto"):
         self.encoder = encoder.eval().requires_grad_(False)
         self.w = weights
         has = callable(getattr(encoder, "features", None))
@@ -147,20 +154,33 @@ class Vec2FaceLoss:
             raise FaceFoundryError(f"vec2face.perceptual_net={perceptual_net!r}: expected auto, encoder or random")
         if perceptual_net == "encoder" and not has:
             raise FaceFoundryError(f"vec2face.perceptual_net=encoder but encoder {encoder.name!r} has no features()")
-        self.features = encoder.features if has and perceptual_net != "random" else None
+        self.features: Callable[[torch.Tensor], list[torch.Tensor]] | None = (
+            cast("Callable[[torch.Tensor], list[torch.Tensor]]", encoder.features)  # a method of some encoders
+            if has and perceptual_net != "random"
+            else None
+        )
         self.random_net = None if self.features is not None else RandomConvFeatures().to(encoder.device)
         self.perceptual_source = "encoder" if self.features is not None else "random_conv"
 
     def _features(self, x01: torch.Tensor) -> list[torch.Tensor]:
         if self.features is not None:
             return self.features(x01)
+        assert self.random_net is not None  # __init__ makes it exactly when there are no encoder features
         if self.random_net.mean.device != x01.device:
             self.random_net.to(x01.device)
         return self.random_net.features(x01)
 
-    def __call__(self, generated: torch.Tensor, target: torch.Tensor, id_vectors: torch.Tensor,
-                 logits: torch.Tensor, tokens: torch.Tensor, discriminator: nn.Module | None = None,
-                 last_layer: torch.Tensor | None = None, reconstruct: int | None = None) -> dict[str, torch.Tensor]:
+    def __call__(
+        self,
+        generated: torch.Tensor,
+        target: torch.Tensor,
+        id_vectors: torch.Tensor,
+        logits: torch.Tensor,
+        tokens: torch.Tensor,
+        discriminator: nn.Module | None = None,
+        last_layer: torch.Tensor | None = None,
+        reconstruct: int | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Images in ``[-1,1]``; ``discriminator`` given = the GAN term is on. ``reconstruct``: only the first
         that many rows have ``target`` as their target (MSE, perceptual, SSIM); the rest (made with another
         photo's nuisance code) are judged by the identity, token and GAN terms only, and their identity term
@@ -186,8 +206,13 @@ class Vec2FaceLoss:
         terms["identity"] = per_image.mean()
         if r < len(x):
             terms["identity_swapped"] = per_image[r:].mean().detach()
-        nll = (self.w.mse * terms["mse"] + self.w.perceptual * terms["perceptual"] + self.w.ssim * terms["ssim"]
-               + self.w.token * terms["token"] + self.w.identity * terms["identity"])
+        nll = (
+            self.w.mse * terms["mse"]
+            + self.w.perceptual * terms["perceptual"]
+            + self.w.ssim * terms["ssim"]
+            + self.w.token * terms["token"]
+            + self.w.identity * terms["identity"]
+        )
         terms["nll"] = nll
         if discriminator is not None:
             g = lsgan_g_loss(discriminator(generated))

@@ -37,8 +37,9 @@ class MaskRatioSampler:
 
     def sample(self, n: int = 1, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` ratios (float64, CPU), each in ``[min, max]``."""
-        normal = torch.distributions.Normal(torch.tensor(0.0, dtype=torch.float64),
-                                            torch.tensor(1.0, dtype=torch.float64))
+        normal = torch.distributions.Normal(
+            torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+        )
         lo = normal.cdf(torch.tensor((self.min - self.mean) / self.std, dtype=torch.float64))
         hi = normal.cdf(torch.tensor((self.max - self.mean) / self.std, dtype=torch.float64))
         u = torch.rand(n, generator=generator, dtype=torch.float64)
@@ -48,8 +49,13 @@ class MaskRatioSampler:
     def expected(self) -> float:
         """The truncated distribution's mean (what ``sample`` averages to)."""
         a, b = (self.min - self.mean) / self.std, (self.max - self.mean) / self.std
-        pdf = lambda x: math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-        cdf = lambda x: 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+        def pdf(x: float) -> float:
+            return math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+        def cdf(x: float) -> float:
+            return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
         z = cdf(b) - cdf(a)
         return self.mean + self.std * (pdf(a) - pdf(b)) / z if z > 0 else self.mean
 
@@ -75,8 +81,9 @@ class RowMasks:
         return RowMasks(self.masked.to(device), self.dropped.to(device), self.kept.to(device), self.ratio)
 
 
-def row_masks(batch: int, rows: int, ratio: float, drop_ratio: float,
-              generator: torch.Generator | None = None) -> RowMasks:
+def row_masks(
+    batch: int, rows: int, ratio: float, drop_ratio: float, generator: torch.Generator | None = None
+) -> RowMasks:
     """Mask ``ceil(rows·ratio)`` random rows per image; drop the ``ceil(rows·min(drop_ratio, ratio))`` first.
 
     The rows are ranked by one uniform draw per row (ties broken by ``argsort``, so the counts are

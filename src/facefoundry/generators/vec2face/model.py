@@ -40,6 +40,7 @@ MODEL_INDEX = "vec2face_model.json"
 
 # -- transformer ---------------------------------------------------------------------------------
 
+
 class _Attention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float):
         super().__init__()
@@ -63,8 +64,9 @@ class _Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.norm1, self.norm2 = nn.LayerNorm(dim, eps=1e-6), nn.LayerNorm(dim, eps=1e-6)
         self.attn = _Attention(dim, heads, dropout)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim),
-                                 nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -72,6 +74,7 @@ class _Block(nn.Module):
 
 
 # -- VQGAN-style image decoder -------------------------------------------------------------------
+
 
 def _norm(c: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(32, c), c, eps=1e-6)
@@ -118,6 +121,7 @@ class ImageDecoder(nn.Module):
 
 # -- Vec2Face ------------------------------------------------------------------------------------
 
+
 @dataclass
 class Vec2FaceOutput:
     """``images``: ``[B,3,S,S]``, trained towards ``[-1,1]`` (unclamped, as in the paper; ``generate``
@@ -134,15 +138,31 @@ class Vec2Face(ConfigModule):
     """Feature expansion + fMAE encoder/decoder + image decoder."""
 
     weights_name = "vec2face.pth"
+    id_mean: torch.Tensor  # buffers, registered in __init__ only with standardise_inputs
+    id_scale: torch.Tensor
 
     @register_to_config
-    def __init__(self, id_dim: int = 128, image_size: int = 56, patch: int = 8, width: int = 64, depth: int = 2,
-                 heads: int = 4, decoder_depth: int = 2, decoder_heads: int = 4, mlp_ratio: float = 4.0,
-                 dropout: float = 0.1, decoder_channels: int = 16,
-                 decoder_multipliers: Sequence[int] = (1, 1, 2, 2), z_channels: int = 32,
-                 decoder_res_blocks: int = 1, train_mask: Sequence[float] = (0.5, 0.75, 0.25),
-                 generate_mask: Sequence[float] = (0.1, 0.15, 0.25), standardise_inputs: bool = False,
-                 attr_dim: int = 0):
+    def __init__(
+        self,
+        id_dim: int = 128,
+        image_size: int = 56,
+        patch: int = 8,
+        width: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        decoder_depth: int = 2,
+        decoder_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.1,
+        decoder_channels: int = 16,
+        decoder_multipliers: Sequence[int] = (1, 1, 2, 2),
+        z_channels: int = 32,
+        decoder_res_blocks: int = 1,
+        train_mask: Sequence[float] = (0.5, 0.75, 0.25),
+        generate_mask: Sequence[float] = (0.1, 0.15, 0.25),
+        standardise_inputs: bool = False,
+        attr_dim: int = 0,
+    ):
         super().__init__()
         check_geometry(image_size, patch, decoder_multipliers, width, heads, decoder_heads)
         self.image_size, self.patch, self.width = image_size, patch, width
@@ -169,8 +189,9 @@ class Vec2Face(ConfigModule):
         self.norm = nn.LayerNorm(width, eps=1e-6)
         self.decoder_embed = nn.Linear(width, width)
         self.decoder_pos_embed = nn.Parameter(torch.zeros(1, self.rows + 1, width))
-        self.decoder_blocks = nn.ModuleList(_Block(width, decoder_heads, mlp_ratio, dropout)
-                                            for _ in range(decoder_depth))
+        self.decoder_blocks = nn.ModuleList(
+            _Block(width, decoder_heads, mlp_ratio, dropout) for _ in range(decoder_depth)
+        )
         self.decoder_norm = nn.LayerNorm(width, eps=1e-6)
         # image decoder
         self.im_decoder_proj = nn.Linear(width, z_channels)
@@ -213,13 +234,15 @@ class Vec2Face(ConfigModule):
         self.id_scale.copy_(1.0 / (v - self.id_mean).norm(dim=1).mean().clamp_min(1e-8))
 
     # -- pieces ----------------------------------------------------------------------------------
-    def expand(self, id_vectors: torch.Tensor,
-               attributes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def expand(
+        self, id_vectors: torch.Tensor, attributes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Feature expansion: ``[B,id_dim]`` (+ geometry codes ``[B,attr_dim]``; none: the mean, zeros)
         → (projected vector ``[B,W]``, feature map ``[B,N,W]``)."""
         if id_vectors.ndim != 2 or id_vectors.shape[1] != self.id_dim:
-            raise FaceFoundryError(f"Vec2Face: identity vectors must be [B, {self.id_dim}], "
-                                   f"got {list(id_vectors.shape)}")
+            raise FaceFoundryError(
+                f"Vec2Face: identity vectors must be [B, {self.id_dim}], got {list(id_vectors.shape)}"
+            )
         if self.standardise_inputs:
             id_vectors = (id_vectors - self.id_mean) * self.id_scale
         v = self.id_proj(id_vectors)
@@ -227,13 +250,16 @@ class Vec2Face(ConfigModule):
             raise FaceFoundryError("Vec2Face: this model takes no attribute codes (attr_dim=0)")
         if self.attr_proj is not None and attributes is not None:
             if tuple(attributes.shape) != (id_vectors.shape[0], self.attr_dim):
-                raise FaceFoundryError(f"Vec2Face: attribute codes must be [{id_vectors.shape[0]}, {self.attr_dim}], "
-                                       f"got {list(attributes.shape)}")
+                raise FaceFoundryError(
+                    f"Vec2Face: attribute codes must be [{id_vectors.shape[0]}, {self.attr_dim}], "
+                    f"got {list(attributes.shape)}"
+                )
             v = v + self.attr_proj(attributes.to(v.dtype))
         return v, self.feature_token(v.unsqueeze(-1)).transpose(1, 2)
 
-    def _masks(self, batch: int, mask_ratio: float | MaskRatioSampler | None,
-               generator: torch.Generator | None) -> RowMasks:
+    def _masks(
+        self, batch: int, mask_ratio: float | MaskRatioSampler | None, generator: torch.Generator | None
+    ) -> RowMasks:
         sampler = self.train_sampler if self.training else self.generate_sampler
         if isinstance(mask_ratio, MaskRatioSampler):
             sampler, mask_ratio = mask_ratio, None
@@ -273,45 +299,66 @@ class Vec2Face(ConfigModule):
         return self.im_decoder(z)
 
     # -- entry points ----------------------------------------------------------------------------
-    def forward(self, id_vectors: torch.Tensor, images: torch.Tensor | None = None,
-                mask_ratio: float | MaskRatioSampler | None = None,
-                generator: torch.Generator | None = None, attributes: torch.Tensor | None = None) -> Vec2FaceOutput:
+    def forward(
+        self,
+        id_vectors: torch.Tensor,
+        images: torch.Tensor | None = None,
+        mask_ratio: float | MaskRatioSampler | None = None,
+        generator: torch.Generator | None = None,
+        attributes: torch.Tensor | None = None,
+    ) -> Vec2FaceOutput:
         """Identity vectors → images. ``mask_ratio``: a fixed ratio, a sampler, or ``None`` for the
         model's own training (``.train()``) or generation (``.eval()``) distribution. ``images``, when
         given, are the targets the caller will compare against; only their shape is checked."""
         if images is not None and tuple(images.shape[1:]) != (3, self.image_size, self.image_size):
-            raise FaceFoundryError(f"Vec2Face: target images are {list(images.shape[1:])}, this model "
-                                   f"makes [3, {self.image_size}, {self.image_size}]")
+            raise FaceFoundryError(
+                f"Vec2Face: target images are {list(images.shape[1:])}, this model "
+                f"makes [3, {self.image_size}, {self.image_size}]"
+            )
         v, tokens = self.expand(id_vectors, attributes)
         masks = self._masks(v.shape[0], mask_ratio, generator).to(v.device)
         logits = self.decode_tokens(self.encode(v, tokens, masks), masks)[:, 1:]
         return Vec2FaceOutput(self.render(logits), logits, tokens.detach(), masks)
 
     @torch.no_grad()
-    def generate(self, id_vectors: torch.Tensor, mask_ratio: float | MaskRatioSampler | None = None,
-                 generator: torch.Generator | None = None, batch_size: int = 64,
-                 attributes: torch.Tensor | None = None) -> torch.Tensor:
+    def generate(
+        self,
+        id_vectors: torch.Tensor,
+        mask_ratio: float | MaskRatioSampler | None = None,
+        generator: torch.Generator | None = None,
+        batch_size: int = 64,
+        attributes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Images in ``[-1,1]`` (clamped), eval mode, generation mask-ratio distribution by default."""
         was = self.training
         self.eval()
         try:
-            out = [self(id_vectors[s:s + batch_size], mask_ratio=mask_ratio, generator=generator,
-                        attributes=None if attributes is None else attributes[s:s + batch_size]).images
-                   for s in range(0, len(id_vectors), batch_size)]
+            out = [
+                self(
+                    id_vectors[s : s + batch_size],
+                    mask_ratio=mask_ratio,
+                    generator=generator,
+                    attributes=None if attributes is None else attributes[s : s + batch_size],
+                ).images
+                for s in range(0, len(id_vectors), batch_size)
+            ]
         finally:
             self.train(was)
         return torch.cat(out).clamp(-1, 1) if out else torch.zeros(0, 3, self.image_size, self.image_size)
 
 
-def check_geometry(image_size: int, patch: int, multipliers: Sequence[int], width: int, heads: int,
-                   decoder_heads: int) -> None:
+def check_geometry(
+    image_size: int, patch: int, multipliers: Sequence[int], width: int, heads: int, decoder_heads: int
+) -> None:
     """One-line errors for sizes that cannot fit together."""
     if patch < 1 or image_size % patch:
         raise FaceFoundryError(f"vec2face.patch={patch} does not divide vec2face.image_size={image_size}")
     if not multipliers or 2 ** (len(multipliers) - 1) != patch:
-        raise FaceFoundryError(f"vec2face.decoder_multipliers={list(multipliers)}: the image decoder doubles the "
-                               f"side per extra level, so patch {patch} needs {int(math.log2(patch)) + 1} levels "
-                               "(patch must be a power of two)")
+        raise FaceFoundryError(
+            f"vec2face.decoder_multipliers={list(multipliers)}: the image decoder doubles the "
+            f"side per extra level, so patch {patch} needs {int(math.log2(patch)) + 1} levels "
+            "(patch must be a power of two)"
+        )
     for key, h in (("heads", heads), ("decoder_heads", decoder_heads)):
         if h < 1 or width % h:
             raise FaceFoundryError(f"vec2face.{key}={h} does not divide vec2face.width={width}")
@@ -319,8 +366,14 @@ def check_geometry(image_size: int, patch: int, multipliers: Sequence[int], widt
 
 # -- the model folder ----------------------------------------------------------------------------
 
-def save_model_folder(folder: str | Path, generator: Vec2Face, discriminator: ConfigModule | None,
-                      info: dict[str, Any], extras: dict[str, ConfigModule] | None = None) -> None:
+
+def save_model_folder(
+    folder: str | Path,
+    generator: Vec2Face,
+    discriminator: ConfigModule | None,
+    info: dict[str, Any],
+    extras: dict[str, ConfigModule] | None = None,
+) -> None:
     """``folder/vec2face_model.json`` + ``generator/`` (+ ``discriminator/``, + one subfolder per training-only
     component in ``extras``, e.g. ``nuisance_encoder/``), diffusers-style."""
     from facefoundry.io import atomic_write_json

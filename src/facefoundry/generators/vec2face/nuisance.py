@@ -46,14 +46,14 @@ class NuisanceEncoder(ConfigModule):
     def __init__(self, dim: int = 16, channels: int = 32, levels: int = 3, init_logvar: float = -6.0):
         super().__init__()
         if dim < 1 or channels < 1 or levels < 1:
-            raise FaceFoundryError(f"NuisanceEncoder: dim, channels and levels must be ≥ 1, got {dim}, {channels}, "
-                                   f"{levels}")
+            raise FaceFoundryError(
+                f"NuisanceEncoder: dim, channels and levels must be ≥ 1, got {dim}, {channels}, {levels}"
+            )
         layers: list[nn.Module] = []
         cin = 3
         for level in range(levels):
             cout = channels * 2**level
-            layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.GroupNorm(math.gcd(32, cout), cout),
-                       nn.SiLU()]
+            layers += [nn.Conv2d(cin, cout, 4, stride=2, padding=1), nn.GroupNorm(math.gcd(32, cout), cout), nn.SiLU()]
             cin = cout
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(cin, 2 * dim)
@@ -68,8 +68,7 @@ class NuisanceEncoder(ConfigModule):
         return mean, logvar.clamp(-10.0, 5.0)
 
 
-def reparameterise(mean: torch.Tensor, logvar: torch.Tensor,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+def reparameterise(mean: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """``mean + exp(logvar/2)·ε``, ε ~ N(0, I) (from ``generator`` when given; CPU stream, moved)."""
     eps = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device)
     return mean + (0.5 * logvar).exp() * eps
@@ -95,8 +94,9 @@ def free_bits_kl(mean: torch.Tensor, logvar: torch.Tensor, free_bits: float = 0.
     return _floored(kl_per_axis(mean, logvar), free_bits)
 
 
-def nuisance_codes(encoder: NuisanceEncoder, images: torch.Tensor, generator: torch.Generator | None = None,
-                   free_bits: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def nuisance_codes(
+    encoder: NuisanceEncoder, images: torch.Tensor, generator: torch.Generator | None = None, free_bits: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(sampled codes ``[B, dim]``, KL in nats, the KL objective with ``free_bits``) for a batch of targets."""
     mean, logvar = encoder(images)
     per_axis = kl_per_axis(mean, logvar)  # once, for both the logged KL and the objective
@@ -130,11 +130,22 @@ def code_statistics(means: torch.Tensor) -> dict[str, object]:
     var = cov.diagonal()
     total = float(var.sum())  # Σλ; and Σλ² is the squared Frobenius norm: no eigendecomposition needed
     effective = total**2 / float(cov.pow(2).sum()) if total > 0 else 0.0
-    return {"nuisance_code_mean": [round(float(x), 6) for x in means.mean(dim=0)],
-            "nuisance_code_std": [round(float(x), 6) for x in var.sqrt()],
-            "nuisance_mean_variance": float(var.mean()), "nuisance_active_axes": int((var > 0.01).sum()),
-            "nuisance_effective_axes": round(effective, 3)}
+    return {
+        "nuisance_code_mean": [round(float(x), 6) for x in means.mean(dim=0)],
+        "nuisance_code_std": [round(float(x), 6) for x in var.sqrt()],
+        "nuisance_mean_variance": float(var.mean()),
+        "nuisance_active_axes": int((var > 0.01).sum()),
+        "nuisance_effective_axes": round(effective, 3),
+    }
 
 
-__all__ = ["NuisanceEncoder", "code_statistics", "free_bits_kl", "kl_per_axis", "kl_to_prior", "nuisance_codes",
-           "reparameterise", "swap_codes"]
+__all__ = [
+    "NuisanceEncoder",
+    "code_statistics",
+    "free_bits_kl",
+    "kl_per_axis",
+    "kl_to_prior",
+    "nuisance_codes",
+    "reparameterise",
+    "swap_codes",
+]

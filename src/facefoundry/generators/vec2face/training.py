@@ -25,6 +25,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -48,6 +49,9 @@ from facefoundry.train.checkpoint import read_checkpoint
 from facefoundry.train.feed import Feeder, load_resized
 from facefoundry.train.schedule import lr_at
 
+if TYPE_CHECKING:
+    from facefoundry.models.base import ConfigModule
+
 CHECKPOINT = "checkpoint.pt"
 ID_VECTORS, ID_LABELS = "id_vectors.npy", "id_labels.npy"  # in the model folder: the training identity space
 GEOMETRY_PCA = "geometry_pca.npz"  # in the model folder when vec2face.geometry_codes > 0
@@ -57,15 +61,28 @@ NUISANCE_BANK = "nuisance_codes.npy"  # in the model folder when vec2face.nuisan
 
 # -- building blocks from the config -------------------------------------------------------------
 
+
 def build_generator(v: Vec2FaceCfg, id_dim: int) -> Vec2Face:
-    return Vec2Face(id_dim=id_dim, image_size=v.image_size, patch=v.patch, width=v.width, depth=v.depth,
-                    heads=v.heads, decoder_depth=v.decoder_depth, decoder_heads=v.decoder_heads,
-                    mlp_ratio=v.mlp_ratio, dropout=v.dropout, decoder_channels=v.decoder_channels,
-                    decoder_multipliers=list(v.decoder_multipliers), z_channels=v.z_channels,
-                    decoder_res_blocks=v.decoder_res_blocks, attr_dim=v.geometry_codes or v.nuisance_codes,
-                    train_mask=[v.train_mask_min, v.train_mask_mean, v.train_mask_std],
-                    generate_mask=[v.gen_mask_min, v.gen_mask_mean, v.gen_mask_std],
-                    standardise_inputs=v.standardise_inputs)
+    return Vec2Face(
+        id_dim=id_dim,
+        image_size=v.image_size,
+        patch=v.patch,
+        width=v.width,
+        depth=v.depth,
+        heads=v.heads,
+        decoder_depth=v.decoder_depth,
+        decoder_heads=v.decoder_heads,
+        mlp_ratio=v.mlp_ratio,
+        dropout=v.dropout,
+        decoder_channels=v.decoder_channels,
+        decoder_multipliers=list(v.decoder_multipliers),
+        z_channels=v.z_channels,
+        decoder_res_blocks=v.decoder_res_blocks,
+        attr_dim=v.geometry_codes or v.nuisance_codes,
+        train_mask=[v.train_mask_min, v.train_mask_mean, v.train_mask_std],
+        generate_mask=[v.gen_mask_min, v.gen_mask_mean, v.gen_mask_std],
+        standardise_inputs=v.standardise_inputs,
+    )
 
 
 def build_discriminator(v: Vec2FaceCfg) -> PatchDiscriminator:
@@ -78,8 +95,15 @@ def build_nuisance(v: Vec2FaceCfg) -> NuisanceEncoder | None:
 
 
 def loss_weights(v: Vec2FaceCfg) -> LossWeights:
-    return LossWeights(v.mse_weight, v.perceptual_weight, v.ssim_weight, v.token_weight, v.identity_weight,
-                       v.gan_weight, v.adaptive_gan_weight)
+    return LossWeights(
+        v.mse_weight,
+        v.perceptual_weight,
+        v.ssim_weight,
+        v.token_weight,
+        v.identity_weight,
+        v.gan_weight,
+        v.adaptive_gan_weight,
+    )
 
 
 def swapped_rows(v: Vec2FaceCfg, batch: int) -> int:
@@ -95,9 +119,15 @@ def learning_rate(v: Vec2FaceCfg) -> float:
 
 # -- augmentation --------------------------------------------------------------------------------
 
-def random_erasing(x: torch.Tensor, p: float, generator: torch.Generator | None = None,
-                   scale: tuple[float, float] = (0.02, 0.33), ratio: tuple[float, float] = (0.3, 3.3),
-                   value: float = 0.0) -> torch.Tensor:
+
+def random_erasing(
+    x: torch.Tensor,
+    p: float,
+    generator: torch.Generator | None = None,
+    scale: tuple[float, float] = (0.02, 0.33),
+    ratio: tuple[float, float] = (0.3, 3.3),
+    value: float = 0.0,
+) -> torch.Tensor:
     """Erase one random rectangle (area ``scale`` of the image, aspect ``ratio``, log-uniform) per
     NCHW image with probability ``p``, filled with ``value`` (0 = mid-grey in ``[-1,1]``)."""
     if p <= 0:
@@ -112,13 +142,24 @@ def random_erasing(x: torch.Tensor, p: float, generator: torch.Generator | None 
     left = (u[:, 3] * (w - ew + 1)).long()
     on = u[:, 4] < p
     ys, xs = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
-    box = ((ys >= top.view(-1, 1, 1)) & (ys < (top + eh).view(-1, 1, 1)) & (xs >= left.view(-1, 1, 1))
-           & (xs < (left + ew).view(-1, 1, 1)) & on.view(-1, 1, 1))
+    box = (
+        (ys >= top.view(-1, 1, 1))
+        & (ys < (top + eh).view(-1, 1, 1))
+        & (xs >= left.view(-1, 1, 1))
+        & (xs < (left + ew).view(-1, 1, 1))
+        & on.view(-1, 1, 1)
+    )
     return torch.where(box.unsqueeze(1).to(x.device), torch.full_like(x, value), x)
 
 
-def geometry_landmarks(feed: Feeder, cache_dir: Path, dataset_digest: str, batch_size: int = 256,
-                       log: Callable[[str], None] = print, progress: bool = True) -> np.ndarray:
+def geometry_landmarks(
+    feed: Feeder,
+    cache_dir: Path,
+    dataset_digest: str,
+    batch_size: int = 256,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> np.ndarray:
     """Every training image's 68 landmarks ``[N, 68, 2]`` on its crop, cached like the identity vectors."""
     from facefoundry.identity.attributes import LandmarkEstimator
 
@@ -133,8 +174,13 @@ def geometry_landmarks(feed: Feeder, cache_dir: Path, dataset_digest: str, batch
             pass
     est = LandmarkEstimator()
     out = np.zeros((len(feed), 68, 2), np.float32)
-    for imgs, idx in track(feed.ordered(batch_size), total=math.ceil(len(feed) / batch_size), desc="landmarks",
-                           unit="batch", disable=not progress):
+    for imgs, idx in track(
+        feed.ordered(batch_size),
+        total=math.ceil(len(feed) / batch_size),
+        desc="landmarks",
+        unit="batch",
+        disable=not progress,
+    ):
         out[idx.numpy()] = est(imgs.numpy())  # uint8 [B,S,S,3]
     buf = io.BytesIO()
     np.save(buf, out)
@@ -145,12 +191,26 @@ def geometry_landmarks(feed: Feeder, cache_dir: Path, dataset_digest: str, batch
 
 # -- one step ------------------------------------------------------------------------------------
 
-def train_step(model: Vec2Face, disc: nn.Module, loss_fn: Vec2FaceLoss, images: torch.Tensor,
-               id_vectors: torch.Tensor, opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer | None,
-               scaler: torch.amp.GradScaler, use_disc: bool = False, amp: bool = False,
-               grad_clip: float = 0.0, attributes: torch.Tensor | None = None,
-               nuisance: NuisanceEncoder | None = None, nuisance_images: torch.Tensor | None = None,
-               kl_weight: float = 0.0, free_bits: float = 0.0, swapped: int = 0) -> dict[str, float]:
+
+def train_step(
+    model: Vec2Face,
+    disc: nn.Module,
+    loss_fn: Vec2FaceLoss,
+    images: torch.Tensor,
+    id_vectors: torch.Tensor,
+    opt_g: torch.optim.Optimizer,
+    opt_d: torch.optim.Optimizer | None,
+    scaler: torch.amp.GradScaler,
+    use_disc: bool = False,
+    amp: bool = False,
+    grad_clip: float = 0.0,
+    attributes: torch.Tensor | None = None,
+    nuisance: NuisanceEncoder | None = None,
+    nuisance_images: torch.Tensor | None = None,
+    kl_weight: float = 0.0,
+    free_bits: float = 0.0,
+    swapped: int = 0,
+) -> dict[str, float]:
     """One generator (+ discriminator, when ``use_disc``) update; returns every loss term as a float.
 
     With a ``nuisance`` encoder, its sampled code of ``nuisance_images`` (the targets before random
@@ -164,14 +224,22 @@ def train_step(model: Vec2Face, disc: nn.Module, loss_fn: Vec2FaceLoss, images: 
         kl = None
         if nuisance is not None:
             attributes, kl, kl_objective = nuisance_codes(
-                nuisance, images if nuisance_images is None else nuisance_images, free_bits=free_bits)
+                nuisance, images if nuisance_images is None else nuisance_images, free_bits=free_bits
+            )
             attributes = swap_codes(attributes, swapped)
         elif swapped:
             raise FaceFoundryError("train_step: swapped rows need a nuisance encoder")
         out = model(id_vectors, images, attributes=attributes)
-        terms = loss_fn(out.images, images, id_vectors, out.logits, out.tokens,
-                        disc if use_disc else None, model.last_layer if use_disc else None,
-                        reconstruct=len(images) - swapped)
+        terms = loss_fn(
+            out.images,
+            images,
+            id_vectors,
+            out.logits,
+            out.tokens,
+            disc if use_disc else None,
+            model.last_layer if use_disc else None,
+            reconstruct=len(images) - swapped,
+        )
         if kl is not None:
             terms["kl"], terms["kl_objective"] = kl, kl_objective
             terms["total"] = terms["total"] + kl_weight * kl_objective
@@ -198,6 +266,7 @@ def train_step(model: Vec2Face, disc: nn.Module, loss_fn: Vec2FaceLoss, images: 
 
 # -- the loop ------------------------------------------------------------------------------------
 
+
 def _ramp(step: int, span: float) -> float:
     """0 → 1 linearly over ``span`` steps (1 at once when ``span`` is 0)."""
     return 1.0 if span <= 0 else min(1.0, step / span)
@@ -220,13 +289,19 @@ def fingerprint(cfg: Config, dataset_digest: str, encoder_spec: dict) -> str:
     for key in ("nuisance_free_bits", "nuisance_swap_fraction"):  # added later: at 0 the earlier fingerprints hold
         if not v.get(key):
             v.pop(key, None)
-    blob = json.dumps({"vec2face": v, "seed": cfg.base.seed, "data": dataset_digest, "encoder": encoder_spec},
-                      sort_keys=True)
+    blob = json.dumps(
+        {"vec2face": v, "seed": cfg.base.seed, "data": dataset_digest, "encoder": encoder_spec}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _load_checkpoint(path: Path, fp: str, nets: dict[str, nn.Module | torch.optim.Optimizer | torch.amp.GradScaler],
-                     device: torch.device, log: Callable[[str], None]) -> tuple[int, list[dict]]:
+def _load_checkpoint(
+    path: Path,
+    fp: str,
+    nets: dict[str, nn.Module | torch.optim.Optimizer | torch.amp.GradScaler],
+    device: torch.device,
+    log: Callable[[str], None],
+) -> tuple[int, list[dict]]:
     state = read_checkpoint(path, device, log)
     if state is None:
         return 0, []
@@ -239,10 +314,16 @@ def _load_checkpoint(path: Path, fp: str, nets: dict[str, nn.Module | torch.opti
     return int(state["epoch"]), list(state["history"])
 
 
-def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
-                   encoder: IdentityEncoder | None = None, out: str | Path | None = None,
-                   log: Callable[[str], None] = print, stop_after: int | None = None,
-                   progress: bool = True, digest: str | None = None) -> Vec2FaceResult:
+def train_vec2face(
+    cfg: Config,
+    dataset: FaceSource | str | Path | None = None,
+    encoder: IdentityEncoder | None = None,
+    out: str | Path | None = None,
+    log: Callable[[str], None] = print,
+    stop_after: int | None = None,
+    progress: bool = True,
+    digest: str | None = None,
+) -> Vec2FaceResult:
     """Train (or resume) to ``vec2face.epochs`` — or stop after epoch ``stop_after`` (tests, preemption).
 
     ``digest``: the dataset's DVC hash when the caller already has it (the stage does), else computed here.
@@ -253,15 +334,18 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
         torch.set_num_threads(v.threads)
     source = dataset if isinstance(dataset, FaceSource) else open_source(dataset or v.dataset)
     if len(source) < v.batch_size:
-        raise FaceFoundryError(f"{source.root}: {len(source)} images are fewer than one batch "
-                               f"(vec2face.batch_size={v.batch_size})")
+        raise FaceFoundryError(
+            f"{source.root}: {len(source)} images are fewer than one batch (vec2face.batch_size={v.batch_size})"
+        )
     if encoder is None:
         from facefoundry.identity import load_encoder
 
         encoder = load_encoder(v.encoder)
     if not encoder.differentiable and v.identity_weight > 0:
-        raise FaceFoundryError(f"vec2face.encoder={v.encoder!r} is not differentiable; the identity loss needs "
-                               "one (or set vec2face.identity_weight=0)")
+        raise FaceFoundryError(
+            f"vec2face.encoder={v.encoder!r} is not differentiable; the identity loss needs "
+            "one (or set vec2face.identity_weight=0)"
+        )
     encoder = encoder.to(device).eval()
     out = Path(out or v.out)
     feed = Feeder(source, v.image_size, v.batch_size, v.preload_max_mb, v.num_workers, resize=True)
@@ -291,7 +375,13 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
     amp = v.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     fp = fingerprint(cfg, digest, encoder.spec())
-    stateful = {"generator": model, "discriminator": disc, "opt_g": opt_g, "opt_d": opt_d, "scaler": scaler}
+    stateful: dict[str, nn.Module | torch.optim.Optimizer | torch.amp.GradScaler] = {
+        "generator": model,
+        "discriminator": disc,
+        "opt_g": opt_g,
+        "opt_d": opt_d,
+        "scaler": scaler,
+    }
     if nuisance is not None:
         stateful["nuisance"] = nuisance
     start, history = _load_checkpoint(out / CHECKPOINT, fp, stateful, device, log)
@@ -310,8 +400,13 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
         t0, seen, lr_now = time.perf_counter(), 0, lr
-        bar = track(feed.epoch(cfg.base.seed + epoch, indices=True), total=steps, desc=f"vec2face {epoch + 1}/{v.epochs}",
-                    unit="step", disable=not progress)
+        bar = track(
+            feed.epoch(cfg.base.seed + epoch, indices=True),
+            total=steps,
+            desc=f"vec2face {epoch + 1}/{v.epochs}",
+            unit="step",
+            disable=not progress,
+        )
         for i, (imgs, _, idx) in enumerate(bar):
             lr_now = lr_at(epoch * steps + i, total, lr, warm, "cosine")
             for opt in (opt_g, opt_d):
@@ -320,12 +415,28 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
             x, flipped = random_hflip_mask(to_signed(imgs), v.flip_prob, aug)
             clean = x  # the nuisance encoder sees the flipped target before erasing
             x = random_erasing(x, v.random_erasing, aug)
-            attrs = None if codes is None else torch.where(flipped.unsqueeze(1), codes[1][idx], codes[0][idx]).to(device)
-            terms = train_step(model, disc, loss_fn, x.to(device, non_blocking=True), vectors[idx].to(device),
-                               opt_g, opt_d, scaler, use_disc, amp, v.grad_clip, attrs, nuisance,
-                               clean.to(device, non_blocking=True) if nuisance is not None else None,
-                               v.nuisance_kl_weight * _ramp(epoch * steps + i, v.nuisance_kl_warmup_epochs * steps),
-                               v.nuisance_free_bits, swapped_rows(v, len(idx)))
+            attrs = (
+                None if codes is None else torch.where(flipped.unsqueeze(1), codes[1][idx], codes[0][idx]).to(device)
+            )
+            terms = train_step(
+                model,
+                disc,
+                loss_fn,
+                x.to(device, non_blocking=True),
+                vectors[idx].to(device),
+                opt_g,
+                opt_d,
+                scaler,
+                use_disc,
+                amp,
+                v.grad_clip,
+                attrs,
+                nuisance,
+                clean.to(device, non_blocking=True) if nuisance is not None else None,
+                v.nuisance_kl_weight * _ramp(epoch * steps + i, v.nuisance_kl_warmup_epochs * steps),
+                v.nuisance_free_bits,
+                swapped_rows(v, len(idx)),
+            )
             for k, val in terms.items():
                 if math.isfinite(val):  # an fp16 step the scaler skips has an infinite gradient norm
                     sums[k] += val * len(idx)
@@ -333,39 +444,64 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
             seen += len(idx)
             bar.set_postfix(loss=f"{terms['total']:.3f}", id=f"{terms['identity']:.3f}")
             if (i + 1) % v.log_every == 0:
-                log(f"vec2face epoch {epoch + 1}/{v.epochs} step {i + 1}/{steps} "
-                    + " ".join(f"{k} {s / counts[k]:.4f}" for k, s in sums.items()))
+                log(
+                    f"vec2face epoch {epoch + 1}/{v.epochs} step {i + 1}/{steps} "
+                    + " ".join(f"{k} {s / counts[k]:.4f}" for k, s in sums.items())
+                )
         secs = time.perf_counter() - t0
-        stats = {"epoch": epoch + 1, **{k: s / counts[k] for k, s in sums.items()}, "lr": lr_now,
-                 "disc_on": float(use_disc), "images_per_second": seen / max(secs, 1e-9), "seconds": secs}
+        stats = {
+            "epoch": epoch + 1,
+            **{k: s / counts[k] for k, s in sums.items()},
+            "lr": lr_now,
+            "disc_on": float(use_disc),
+            "images_per_second": seen / max(secs, 1e-9),
+            "seconds": secs,
+        }
         history.append(stats)
-        state = {"epoch": epoch + 1, "fingerprint": fp, "history": history,
-                 **{k: obj.state_dict() for k, obj in stateful.items()}}
+        state = {
+            "epoch": epoch + 1,
+            "fingerprint": fp,
+            "history": history,
+            **{k: obj.state_dict() for k, obj in stateful.items()},
+        }
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(out / CHECKPOINT, buf.getvalue())
         note_saved("vec2face", f"epoch {epoch + 1} checkpoint in {out / CHECKPOINT}")
-        log(f"vec2face epoch {epoch + 1}/{v.epochs}: total {stats.get('total', 0):.4f} mse {stats.get('mse', 0):.4f} "
+        log(
+            f"vec2face epoch {epoch + 1}/{v.epochs}: total {stats.get('total', 0):.4f} mse {stats.get('mse', 0):.4f} "
             f"identity {stats.get('identity', 0):.4f} token {stats.get('token', 0):.4f}"
             + (f" disc {stats['disc']:.4f}" if "disc" in stats else "")
             + (f" kl {stats['kl']:.2f}" if "kl" in stats else "")
-            + f" ({stats['images_per_second']:.0f} img/s, {secs:.1f}s)")
+            + f" ({stats['images_per_second']:.0f} img/s, {secs:.1f}s)"
+        )
 
     model.eval()
     disc.eval()
-    info = {"encoder": encoder.spec(), "encoder_name": v.encoder, "id_dim": encoder.dim, "image_size": v.image_size,
-            "dataset": str(source.root), "dataset_dvc_md5": digest, "fingerprint": fp,
-            "epochs_trained": len(history), "epochs": v.epochs, "perceptual": loss_fn.perceptual_source,
-            "geometry_codes": v.geometry_codes}
-    extras = {}
+    info = {
+        "encoder": encoder.spec(),
+        "encoder_name": v.encoder,
+        "id_dim": encoder.dim,
+        "image_size": v.image_size,
+        "dataset": str(source.root),
+        "dataset_dvc_md5": digest,
+        "fingerprint": fp,
+        "epochs_trained": len(history),
+        "epochs": v.epochs,
+        "perceptual": loss_fn.perceptual_source,
+        "geometry_codes": v.geometry_codes,
+    }
+    extras: dict[str, ConfigModule] = {}
     if nuisance is not None:
         nuisance.eval()
         with torch.no_grad():
             means = torch.cat([nuisance(to_signed(imgs).to(device))[0].cpu() for imgs, _ in feed.ordered(v.batch_size)])
         info.update(nuisance_codes=v.nuisance_codes, **code_statistics(means))
-        log(f"vec2face: nuisance code, {info['nuisance_active_axes']} of {v.nuisance_codes} axes active "
+        log(
+            f"vec2face: nuisance code, {info['nuisance_active_axes']} of {v.nuisance_codes} axes active "
             f"(mean variance {info['nuisance_mean_variance']:.3f}), {info['nuisance_effective_axes']:.1f} "
-            "effective axes (participation ratio)")
+            "effective axes (participation ratio)"
+        )
         extras["nuisance_encoder"] = nuisance
     with atomic_dir(out / "model") as tmp:
         save_model_folder(tmp, model, disc, info, extras)
@@ -379,8 +515,9 @@ def train_vec2face(cfg: Config, dataset: FaceSource | str | Path | None = None,
     return Vec2FaceResult(model_dir=out / "model", history=history, resumed_from=start)
 
 
-def reconstruction_grid(model_dir: str | Path, source: FaceSource, n: int = 8, variations: int = 3,
-                        seed: int = 0) -> list[list[np.ndarray]]:
+def reconstruction_grid(
+    model_dir: str | Path, source: FaceSource, n: int = 8, variations: int = 3, seed: int = 0
+) -> list[list[np.ndarray]]:
     """Rows of [training photo, ``variations`` images generated from that photo's identity vector]."""
     from facefoundry.generators.vec2face.model import load_model_folder
 
@@ -389,5 +526,7 @@ def reconstruction_grid(model_dir: str | Path, source: FaceSource, n: int = 8, v
     pick = np.random.default_rng(seed).choice(len(source), size=min(n, len(source)), replace=False)
     g = torch.Generator().manual_seed(seed)
     gen = [to_uint8(model.generate(vectors[pick], generator=g)) for _ in range(variations)]
-    return [[load_resized(source, int(i), model.image_size)] + [gen[k][r] for k in range(variations)]
-            for r, i in enumerate(pick)]
+    return [
+        [load_resized(source, int(i), model.image_size)] + [gen[k][r] for k in range(variations)]
+        for r, i in enumerate(pick)
+    ]

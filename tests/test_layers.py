@@ -18,7 +18,7 @@ ROOT = Path(facefoundry.__file__).parent
 
 # low → high; a package may import from its own row and the rows above it.
 LAYERS: list[set[str]] = [
-    {"__init__", "errors", "io", "progress", "registry", "device", "plots", "reporting"},
+    {"__init__", "errors", "io", "progress", "registry", "device", "plots", "reporting", "stats"},
     {"config", "sampling"},
     {"data", "verification"},
     {"models", "identity"},

@@ -41,6 +41,7 @@ from facefoundry.config.schema import (
 from facefoundry.config.schema_training import (
     AugmentCfg,
     BackboneCfg,
+    CompareCfg,
     DomainMixupCfg,
     EvaluateCfg,
     FuseCfg,
@@ -69,6 +70,7 @@ __all__ = [
     "BackboneCfg",
     "BaseCfg",
     "BenchmarkCfg",
+    "CompareCfg",
     "Config",
     "DomainMixupCfg",
     "EvaluateCfg",

@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from facefoundry.config.marks import INPUT, OUTPUT, RUNTIME, WIRED
 from facefoundry.config.schema_training import (
+    CompareCfg,
     EvaluateCfg,
     FuseCfg,
     IdentityCfg,
@@ -470,6 +471,7 @@ class Config(Strict):
     evaluate: EvaluateCfg = EvaluateCfg()
     report: ReportCfg = ReportCfg()
     promote: PromoteCfg = PromoteCfg()
+    compare: CompareCfg = CompareCfg()
     align: AlignCfg = AlignCfg()
     identity: IdentityCfg = IdentityCfg()
     quality: QualityCfg = QualityCfg()

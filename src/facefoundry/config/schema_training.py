@@ -225,6 +225,9 @@ class ReportCfg(Strict):
     top: Annotated[PositiveInt, RUNTIME] = 20
     benchmark: str | None = None  # rank on this benchmark; None: the mean over benchmarks every row has
     include_adhoc: bool = False  # `facefoundry leaderboard`: also rank runs started outside a pipeline
+    # significance level: rows whose difference from the top row is not significant at it are marked as ties
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    level: Annotated[float, Field(gt=0, lt=1)] = 0.95  # confidence level of the intervals shown over seeds
 
 
 class GateCfg(Strict):
@@ -253,3 +256,21 @@ class PromoteCfg(Strict):
     out: Annotated[str, OUTPUT] = "experiments/promoted.yaml"
     card: Annotated[str, OUTPUT] = "experiments/promoted_card.md"  # the dataset card written beside it
     gate: GateCfg = GateCfg()
+    # evidence: the challenger replaces the champion only when its mean over at least `min_seeds` FR seeds beats
+    # the champion's with p < alpha (one-sided; the paired t-test over shared seeds, else Welch's)
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    min_seeds: Annotated[int, Field(ge=2)] = 3
+
+
+class CompareCfg(Strict):
+    """``facefoundry compare``: dataset recipes × FR seeds, each pair trained and evaluated as stage runs under one
+    MLflow parent; mean ± std, t-intervals and tests against a baseline recipe."""
+
+    # recipe name → a dataset folder, or an experiment file (.yaml) deep-merged on the config for that recipe
+    recipes: Annotated[dict[str, str], INPUT] = {}
+    seeds: list[int] = [1234, 2, 3]  # FR seeds (base.seed) every recipe is trained with
+    baseline: str | None = None  # the recipe every other is tested against; None: the first
+    out: Annotated[str, OUTPUT] = "outputs/compare"  # <out>/<name>/<recipe>/seed<S>/{train,eval}, summary files
+    name: Annotated[str, OUTPUT] = "compare"  # the comparison's folder and parent run name
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05  # significance level of the table's verdicts
+    level: Annotated[float, Field(gt=0, lt=1)] = 0.95  # confidence level of the intervals

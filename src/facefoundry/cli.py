@@ -377,6 +377,52 @@ def report() -> None:
 
 
 @app.command()
+def compare(
+    recipe: list[str] = typer.Option(
+        [], "--recipe", help="NAME=DATASET_FOLDER or NAME=EXPERIMENT.yaml, replacing compare.recipes. Repeatable."
+    ),
+    seeds: str | None = typer.Option(None, "--seeds", help="FR seeds, comma-separated (default: compare.seeds)."),
+    baseline: str | None = typer.Option(
+        None, "--baseline", help="Recipe the others are tested against (default: compare.baseline, else the first)."
+    ),
+) -> None:
+    """Dataset recipes × FR seeds: train and evaluate each pair (resumable), then mean ± std, confidence intervals
+    and tests against a baseline; summary.json, compare.md and a self-contained compare.html under compare.out."""
+    import json
+
+    from facefoundry.stages.compare import run_compare
+
+    extra = []
+    if recipe:
+        split = [item.partition("=") for item in recipe]
+        bad = next((item for item, (name, _, value) in zip(recipe, split) if not (name and value)), None)
+        if bad is not None:
+            raise FaceFoundryError(f"--recipe {bad}: expected NAME=DATASET_FOLDER or NAME=EXPERIMENT.yaml")
+        pairs = {name: value for name, _, value in split}
+        extra.append(f"compare.recipes={json.dumps(pairs)}")
+    if seeds:
+        try:
+            extra.append(f"compare.seeds={json.dumps([int(s) for s in seeds.split(',') if s.strip()])}")
+        except ValueError:
+            raise FaceFoundryError(f"--seeds {seeds}: expected integers separated by commas, e.g. 1234,2,3") from None
+    if baseline:
+        extra.append(f"compare.baseline={json.dumps(baseline)}")
+    cfg = _cfg(extra)
+    _writable(cfg.compare.out)
+    named = _state.get("params")
+
+    def load(experiments: list[str], sets: list[str]) -> Config:
+        return load_config(
+            named or "params.yaml",
+            [*(_state.get("experiment") or []), *experiments],
+            [*_state.get("sets", []), *extra, *sets],
+            required=named is not None,
+        )
+
+    run_compare(cfg, load)
+
+
+@app.command()
 def leaderboard(
     experiment: list[str] = typer.Option(
         [],

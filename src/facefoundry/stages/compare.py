@@ -1,0 +1,250 @@
+"""Stage ``compare``: dataset recipes × FR seeds, so that no comparison of recipes is a coin flip.
+
+One FR run moves by up to 3 points with its seed on a 1,290-pair benchmark, as much as most differences
+between recipes. ``facefoundry compare`` trains and evaluates every recipe (``compare.recipes``: name →
+a dataset folder, or an experiment file merged on the config) with every FR seed (``compare.seeds``),
+each pair as ordinary ``train`` and ``evaluate`` stage runs grouped under one MLflow parent run. A
+finished pair (its ``eval/metrics.json`` exists) is not repeated, so running the command again resumes.
+
+Per recipe it reports every benchmark's accuracy, AUC and TAR@FAR as mean ± std over seeds with a
+t-based confidence interval (``compare.level``), and tests each recipe's accuracy against the baseline
+(``compare.baseline``, else the first recipe): the paired t-test over the seeds both ran, and Welch's.
+It writes ``<out>/<name>/{summary.json, compare.md, compare.html}`` and logs them to the parent run.
+The real benchmark is for evaluation only: nothing here trains or selects weights on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from facefoundry.config import Config
+from facefoundry.errors import FaceFoundryError
+from facefoundry.io import atomic_write_json, atomic_write_text
+from facefoundry.stages.common import log
+from facefoundry.stats import summarise, versus
+from facefoundry.tracking.parent import PIPELINE_ENV, PIPELINE_NAME_ENV, pipeline_context
+
+Loader = Callable[[list[str], list[str]], Config]
+"""``load(experiment_files, sets)``: the configuration with these merged on the command's own."""
+
+SKIP_SUFFIXES = ("_threshold", "_accuracy_std")  # per-run details, not scores
+
+
+@dataclass(frozen=True)
+class Pair:
+    recipe: str
+    seed: int
+    folder: Path
+
+
+def is_experiment(value: str) -> bool:
+    return value.endswith((".yaml", ".yml"))
+
+
+def pair_sets(recipe: str, value: str, seed: int, folder: Path) -> list[str]:
+    """The ``--set`` overrides of one recipe × seed: its own folders, its seed, never the registry."""
+    sets = {
+        "base.seed": seed,
+        "train.out": str(folder / "train"),
+        "train.metrics": str(folder / "train" / "metrics.json"),
+        "train.recipe": recipe,
+        "train.registered_model": None,
+        "evaluate.model": str(folder / "train" / "model"),
+        "evaluate.out": str(folder / "eval"),
+    }
+    if not is_experiment(value):
+        sets["train.dataset"] = value
+    return [f"{k}={json.dumps(v)}" for k, v in sets.items()]
+
+
+def check_recipes(cfg: Config) -> dict[str, str]:
+    c = cfg.compare
+    if not c.recipes:
+        raise FaceFoundryError(
+            'compare.recipes is empty: name the recipes, e.g. --set \'compare.recipes={"renders": '
+            '"outputs/datasets/render", "codebank": "experiments/vec2face_real.yaml"}\''
+        )
+    for name, value in c.recipes.items():
+        path = Path(value)
+        if is_experiment(value) and not path.is_file():
+            raise FaceFoundryError(f"compare.recipes.{name}: {value}: experiment file not found")
+        if not is_experiment(value) and not path.is_dir():
+            raise FaceFoundryError(f"compare.recipes.{name}: {value}: dataset folder not found")
+    if c.baseline is not None and c.baseline not in c.recipes:
+        raise FaceFoundryError(
+            f"compare.baseline: {c.baseline!r} is not one of compare.recipes ({', '.join(c.recipes)})"
+        )
+    if len(set(c.seeds)) != len(c.seeds) or not c.seeds:
+        raise FaceFoundryError(f"compare.seeds: {c.seeds}: give distinct FR seeds")
+    return dict(c.recipes)
+
+
+def _scores(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if not k.endswith(SKIP_SUFFIXES)}
+
+
+def run_pair(load: Loader, recipe: str, value: str, pair: Pair) -> dict[str, float]:
+    """Train and evaluate one recipe × seed (each a stage run), unless its metrics exist; its scores."""
+    from facefoundry.stages.evaluate import run_evaluate
+    from facefoundry.stages.train import run_train
+
+    done = pair.folder / "eval" / "metrics.json"
+    if done.is_file():
+        log(f"compare: {recipe} seed {pair.seed}: done before ({done})")
+        return _scores(json.loads(done.read_text()))
+    cfg = load([value] if is_experiment(value) else [], pair_sets(recipe, value, pair.seed, pair.folder))
+    log(f"compare: {recipe} seed {pair.seed}: training on {cfg.train.dataset}")
+    run_train(cfg)
+    run_evaluate(cfg)
+    return _scores(json.loads(done.read_text()))  # the DVC metrics file: the same keys whether resumed or not
+
+
+def summary(per_seed: dict[str, dict[int, dict[str, float]]], baseline: str, level: float) -> dict[str, Any]:
+    """Per recipe: seeds, every score's summary, and each accuracy tested against ``baseline``."""
+    out: dict[str, Any] = {"baseline": baseline, "level": level, "recipes": {}}
+    for recipe, by_seed in per_seed.items():
+        keys = sorted({k for m in by_seed.values() for k in m})
+        row: dict[str, Any] = {"seeds": sorted(by_seed), "per_seed": {str(s): m for s, m in sorted(by_seed.items())}}
+        row["scores"] = {
+            k: summarise([m[k] for m in by_seed.values() if k in m], level).as_dict()
+            for k in keys
+            if any(k in m for m in by_seed.values())
+        }
+        if recipe != baseline:
+            row["versus_baseline"] = {
+                k: versus(
+                    {s: m[k] for s, m in by_seed.items() if k in m},
+                    {s: m[k] for s, m in per_seed[baseline].items() if k in m},
+                    "two-sided",
+                    level,
+                ).as_dict()
+                for k in keys
+                if k.endswith("accuracy") and all(k in m for m in per_seed[baseline].values())
+            }
+        out["recipes"][recipe] = row
+    return out
+
+
+def _pct(s: dict[str, float]) -> str:
+    return f"{s['mean'] * 100:.2f} ± {s['std'] * 100:.2f}"
+
+
+def benchmarks_of(result: dict[str, Any]) -> list[str]:
+    keys = {k for r in result["recipes"].values() for k in r["scores"]}
+    return sorted(k.removesuffix("_accuracy") for k in keys if k.endswith("_accuracy") and k != "mean_accuracy")
+
+
+def verdict(test: dict[str, Any], alpha: float) -> tuple[str, float]:
+    """(words, p) for one accuracy's test against the baseline: the paired test where it is defined."""
+    t = test["paired"] if test["paired"] is not None and test["paired"]["p"] == test["paired"]["p"] else test["welch"]
+    p = float(t["p"])
+    if p != p:
+        return "untested (one seed, or no spread)", p
+    if p >= alpha:
+        return f"no significant difference ({t['test']})", p
+    return ("higher" if test["difference"] > 0 else "lower") + f" ({t['test']})", p
+
+
+def markdown(result: dict[str, Any], alpha: float) -> str:
+    """One table per benchmark: mean ± std over seeds, the interval, AUC, TAR@FAR=1e-2, the test."""
+    level = round(result["level"] * 100)
+    lines: list[str] = []
+    for bench in benchmarks_of(result):
+        lines += [
+            f"### {bench}",
+            "",
+            f"| recipe | seeds | accuracy % (mean ± std) | {level} % CI | AUC | TAR@FAR=1e-2 | Δ vs {result['baseline']} | p | verdict (α = {alpha:g}) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for recipe, r in result["recipes"].items():
+            acc = r["scores"].get(f"{bench}_accuracy")
+            if acc is None:
+                continue
+            auc = r["scores"].get(f"{bench}_auc", {}).get("mean", float("nan"))
+            tar = r["scores"].get(f"{bench}_tar_at_far_1e-02", {}).get("mean", float("nan"))
+            test = r.get("versus_baseline", {}).get(f"{bench}_accuracy")
+            if test is None:
+                delta, p_text, words = "baseline", "", ""
+            else:
+                words, p = verdict(test, alpha)
+                delta, p_text = f"{test['difference'] * 100:+.2f}", "" if p != p else f"{p:.3g}"
+            lines.append(
+                f"| {recipe} | {len(r['seeds'])} | {_pct(acc)} | {acc['ci_low'] * 100:.2f}–{acc['ci_high'] * 100:.2f} "
+                f"| {auc:.3f} | {tar:.3f} | {delta} | {p_text} | {words} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def comparison_id(cfg: Config) -> str:
+    """The same comparison (recipes, seeds, configuration) gets the same parent run when it resumes."""
+    blob = json.dumps(
+        {"compare": cfg.compare.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")}, sort_keys=True
+    )
+    return f"compare-{cfg.compare.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+
+def run_compare(cfg: Config, load: Loader) -> dict[str, Any]:
+    """Every recipe × seed (resuming), then the summary, the tables and the page; returns the summary."""
+    from facefoundry.progress import track
+
+    c = cfg.compare
+    recipes = check_recipes(cfg)
+    baseline = c.baseline or next(iter(recipes))
+    root = Path(c.out) / c.name
+    os.environ[PIPELINE_ENV] = comparison_id(cfg)
+    os.environ.setdefault(PIPELINE_NAME_ENV, f"compare {c.name}")
+    per_seed: dict[str, dict[int, dict[str, float]]] = {r: {} for r in recipes}
+    pairs = [Pair(r, s, root / r / f"seed{s}") for r in recipes for s in c.seeds]
+    for pair in track(pairs, desc="compare", unit="run"):
+        per_seed[pair.recipe][pair.seed] = run_pair(load, pair.recipe, recipes[pair.recipe], pair)
+    result = summary(per_seed, baseline, c.level)
+    result["alpha"], result["recipe_sources"] = c.alpha, recipes
+    table = markdown(result, c.alpha)
+    atomic_write_json(root / "summary.json", result)
+    atomic_write_text(root / "compare.md", table)
+    from facefoundry.stages.compare_page import write_page
+
+    page = write_page(root / "compare.html", result, recipes, pairs, c.alpha)
+    print(table)
+    log(f"compare: {root / 'summary.json'}, {root / 'compare.md'}, {page}")
+    _log_to_parent(cfg, root, result)
+    return result
+
+
+def _log_to_parent(cfg: Config, root: Path, result: dict[str, Any]) -> None:
+    """The summary, table and page on the comparison's parent run (the one its stage runs hang under)."""
+    from facefoundry.tracking.base import _mlflow
+
+    mlflow = _mlflow()
+    mlflow.set_tracking_uri(cfg.base.tracking_uri)
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(os.environ.get("MLFLOW_EXPERIMENT_NAME", cfg.base.experiment))
+    if exp is None:
+        return
+    ctx = pipeline_context()
+    if ctx is None:
+        return
+    found = client.search_runs(
+        [exp.experiment_id],
+        f"tags.`facefoundry.pipeline_id` = '{ctx['id']}' and tags.`facefoundry.role` = 'pipeline'",
+        max_results=1,
+    )
+    if not found:
+        return
+    run_id = found[0].info.run_id
+    client.set_tag(run_id, "facefoundry.compare", cfg.compare.name)
+    client.set_tag(run_id, "facefoundry.compare.baseline", result["baseline"])
+    for recipe, r in result["recipes"].items():
+        for key, s in r["scores"].items():
+            if key.endswith("accuracy"):
+                client.log_metric(run_id, f"{recipe}/{key}_mean", s["mean"])
+                client.log_metric(run_id, f"{recipe}/{key}_std", s["std"])
+    for name in ("summary.json", "compare.md", "compare.html"):
+        client.log_artifact(run_id, str(root / name), "compare")

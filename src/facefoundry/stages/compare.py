@@ -27,7 +27,8 @@ from facefoundry.config import Config
 from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json, atomic_write_text
 from facefoundry.stages.common import log
-from facefoundry.stats import summarise, versus
+from facefoundry.stages.compare_page import write_page
+from facefoundry.stages.compare_table import markdown, summary
 from facefoundry.tracking.parent import PIPELINE_ENV, PIPELINE_NAME_ENV, pipeline_context
 
 Loader = Callable[[list[str], list[str]], Config]
@@ -105,83 +106,6 @@ def run_pair(load: Loader, recipe: str, value: str, pair: Pair) -> dict[str, flo
     return _scores(json.loads(done.read_text()))  # the DVC metrics file: the same keys whether resumed or not
 
 
-def summary(per_seed: dict[str, dict[int, dict[str, float]]], baseline: str, level: float) -> dict[str, Any]:
-    """Per recipe: seeds, every score's summary, and each accuracy tested against ``baseline``."""
-    out: dict[str, Any] = {"baseline": baseline, "level": level, "recipes": {}}
-    for recipe, by_seed in per_seed.items():
-        keys = sorted({k for m in by_seed.values() for k in m})
-        row: dict[str, Any] = {"seeds": sorted(by_seed), "per_seed": {str(s): m for s, m in sorted(by_seed.items())}}
-        row["scores"] = {
-            k: summarise([m[k] for m in by_seed.values() if k in m], level).as_dict()
-            for k in keys
-            if any(k in m for m in by_seed.values())
-        }
-        if recipe != baseline:
-            row["versus_baseline"] = {
-                k: versus(
-                    {s: m[k] for s, m in by_seed.items() if k in m},
-                    {s: m[k] for s, m in per_seed[baseline].items() if k in m},
-                    "two-sided",
-                    level,
-                ).as_dict()
-                for k in keys
-                if k.endswith("accuracy") and all(k in m for m in per_seed[baseline].values())
-            }
-        out["recipes"][recipe] = row
-    return out
-
-
-def _pct(s: dict[str, float]) -> str:
-    return f"{s['mean'] * 100:.2f} ± {s['std'] * 100:.2f}"
-
-
-def benchmarks_of(result: dict[str, Any]) -> list[str]:
-    keys = {k for r in result["recipes"].values() for k in r["scores"]}
-    return sorted(k.removesuffix("_accuracy") for k in keys if k.endswith("_accuracy") and k != "mean_accuracy")
-
-
-def verdict(test: dict[str, Any], alpha: float) -> tuple[str, float]:
-    """(words, p) for one accuracy's test against the baseline: the paired test where it is defined."""
-    t = test["paired"] if test["paired"] is not None and test["paired"]["p"] == test["paired"]["p"] else test["welch"]
-    p = float(t["p"])
-    if p != p:
-        return "untested (one seed, or no spread)", p
-    if p >= alpha:
-        return f"no significant difference ({t['test']})", p
-    return ("higher" if test["difference"] > 0 else "lower") + f" ({t['test']})", p
-
-
-def markdown(result: dict[str, Any], alpha: float) -> str:
-    """One table per benchmark: mean ± std over seeds, the interval, AUC, TAR@FAR=1e-2, the test."""
-    level = round(result["level"] * 100)
-    lines: list[str] = []
-    for bench in benchmarks_of(result):
-        lines += [
-            f"### {bench}",
-            "",
-            f"| recipe | seeds | accuracy % (mean ± std) | {level} % CI | AUC | TAR@FAR=1e-2 | Δ vs {result['baseline']} | p | verdict (α = {alpha:g}) |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for recipe, r in result["recipes"].items():
-            acc = r["scores"].get(f"{bench}_accuracy")
-            if acc is None:
-                continue
-            auc = r["scores"].get(f"{bench}_auc", {}).get("mean", float("nan"))
-            tar = r["scores"].get(f"{bench}_tar_at_far_1e-02", {}).get("mean", float("nan"))
-            test = r.get("versus_baseline", {}).get(f"{bench}_accuracy")
-            if test is None:
-                delta, p_text, words = "baseline", "", ""
-            else:
-                words, p = verdict(test, alpha)
-                delta, p_text = f"{test['difference'] * 100:+.2f}", "" if p != p else f"{p:.3g}"
-            lines.append(
-                f"| {recipe} | {len(r['seeds'])} | {_pct(acc)} | {acc['ci_low'] * 100:.2f}–{acc['ci_high'] * 100:.2f} "
-                f"| {auc:.3f} | {tar:.3f} | {delta} | {p_text} | {words} |"
-            )
-        lines.append("")
-    return "\n".join(lines)
-
-
 def comparison_id(cfg: Config) -> str:
     """The same comparison (recipes, seeds, configuration) gets the same parent run when it resumes."""
     blob = json.dumps(
@@ -209,8 +133,6 @@ def run_compare(cfg: Config, load: Loader) -> dict[str, Any]:
     table = markdown(result, c.alpha)
     atomic_write_json(root / "summary.json", result)
     atomic_write_text(root / "compare.md", table)
-    from facefoundry.stages.compare_page import write_page
-
     page = write_page(root / "compare.html", result, recipes, pairs, c.alpha)
     print(table)
     log(f"compare: {root / 'summary.json'}, {root / 'compare.md'}, {page}")

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from facefoundry.io import atomic_write_text
+from facefoundry.stages.compare_table import benchmarks_of, verdict
 
 
 def _png_uri(data: bytes) -> str:
@@ -91,8 +92,6 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _significance(result: dict[str, Any], bench: str, alpha: float) -> str:
-    from facefoundry.stages.compare import verdict
-
     rows = []
     for recipe, r in result["recipes"].items():
         acc = r["scores"].get(f"{bench}_accuracy")
@@ -149,8 +148,6 @@ gap:1em}.grids figure{margin:0}img{image-rendering:pixelated}"""
 
 def write_page(path: Path, result: dict[str, Any], recipes: dict[str, str], pairs: list[Any], alpha: float) -> Path:
     """Write the page to ``path`` (atomically) and return it."""
-    from facefoundry.stages.compare import benchmarks_of
-
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>compare</title><style>{STYLE}</style></head><body>",
         f"<h1>Recipes over FR seeds ({', '.join(map(str, next(iter(result['recipes'].values()))['seeds']))})</h1>",

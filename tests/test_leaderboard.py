@@ -171,6 +171,8 @@ def test_data_columns_come_from_the_datasets_validate_run():
     assert header[3:] == [
         "twins %",
         "average %",
+        "95% CI",
+        "vs top",  # the ranked column's interval and tie marker follow it
         "identities",
         "images",
         "intra (dlib)",
@@ -178,9 +180,148 @@ def test_data_columns_come_from_the_datasets_validate_run():
         "generator",
         "dataset",
     ]  # then the differing parameters
-    assert rows[0][1] == "vec2face" and rows[0][5:9] == ["500", "10000", "—", "—"]
-    assert rows[1][5:9] == ["100", "1600", "0.910", "0.520"]
+    assert rows[0][1] == "vec2face" and rows[0][7:11] == ["500", "10000", "—", "—"]
+    assert rows[1][7:11] == ["100", "1600", "0.910", "0.520"]
     assert "judge encoder" in board.markdown()
     page = board.html("board <1>")
     assert "<title>board &lt;1&gt;</title>" in page and page.count("<tr>") == 3 and "class=ranked" in page
     assert board.to_json()["rows"][1]["data"]["data/judge_dlib_intra_mean"] == [0.91]
+
+
+# ---- seeds: one row per recipe with n, mean ± std, the t-interval, and ties with the top row ----
+
+
+def seeded(recipe: str, values: list[float], seeds: tuple[int, ...] = (1, 2, 3), **kw) -> list[dict]:
+    """One run per seed of ``recipe`` (``kw``: what makes it another recipe, e.g. ``lr``)."""
+    return [rec(f"{recipe}{s}", recipe, {"twins": v}, seed=s, **kw) for s, v in zip(seeds, values)]
+
+
+def t_half_width(std: float, n: int, level: float = 0.95) -> float:
+    from scipy import stats
+
+    return float(stats.t.ppf(0.5 + level / 2, n - 1)) * std / n**0.5
+
+
+def test_seeds_of_a_recipe_aggregate_into_one_row_with_mean_std_and_interval():
+    runs = seeded("A", [0.80, 0.81, 0.79]) + seeded("B", [0.70, 0.72, 0.74], lr=0.2)
+    board = build(runs)
+    a, b = board.rows
+    assert (a.recipe, b.recipe) == ("A", "B") and a.n == b.n == 3
+    assert a.by_seed == pytest.approx({1: 0.80, 2: 0.81, 3: 0.79})  # seed → value stays on the row
+    assert a.mean == pytest.approx(0.80) and a.std == pytest.approx(0.01)
+    assert b.mean == pytest.approx(0.72) and b.std == pytest.approx(0.02)
+    assert a.summary is not None and b.summary is not None
+    assert (a.summary.ci_low, a.summary.ci_high) == pytest.approx((0.80 - 0.0248416, 0.80 + 0.0248416), abs=1e-6)
+    assert b.summary.half_width == pytest.approx(t_half_width(0.02, 3))
+    header, rows = board.table()
+    at = header.index("average %")
+    assert header[at : at + 3] == ["average %", "95% CI", "vs top"] and header[2] == "n"
+    assert rows[0][2] == "3" and rows[0][at : at + 2] == ["80.00 ± 1.00", "77.52 – 82.48"]
+    assert rows[1][at : at + 2] == ["72.00 ± 2.00", "67.03 – 76.97"]
+    row = board.to_json()["rows"][1]
+    # new keys beside the old ones (score_mean, score_std, runs are read as before)
+    assert row["score_mean"] == pytest.approx(0.72) and row["score_std"] == pytest.approx(0.02)
+    assert row["runs"] == ["B1", "B2", "B3"] and row["n"] == 3
+    assert row["seeds"] == pytest.approx({"1": 0.70, "2": 0.72, "3": 0.74})
+    assert (row["score_ci_low"], row["score_ci_high"]) == pytest.approx((b.summary.ci_low, b.summary.ci_high))
+    assert board.to_json()["level"] == 0.95
+    # report.level sets the interval
+    narrow = build(runs, level=0.80)
+    assert "80% CI" in narrow.table()[0]
+    assert narrow.rows[0].summary is not None
+    assert narrow.rows[0].summary.half_width == pytest.approx(t_half_width(0.01, 3, 0.80))
+
+
+def test_a_seed_run_twice_counts_once_its_newest_run():
+    runs = [rec("A1new", "A", {"twins": 0.80}, seed=1), *seeded("A", [0.70, 0.82])]  # newest first, as MLflow
+    (row,) = build(runs).rows
+    assert row.runs == ["A1new", "A1", "A2"] and row.n == 2 and row.by_seed == pytest.approx({1: 0.80, 2: 0.82})
+    assert row.mean == pytest.approx(0.81) and build(runs).table()[1][0][2] == "2 (3 runs)"
+
+
+def test_a_real_difference_is_not_a_tie_and_a_difference_within_the_noise_is():
+    runs = (
+        seeded("A", [0.80, 0.82, 0.78])  # top: 80 ± 2
+        + seeded("B", [0.75, 0.765, 0.74], lr=0.2)  # 5 points below with ~1 point of spread
+        + seeded("C", [0.817, 0.777, 0.797], lr=0.3)  # 0.3 points below with 2 points of spread
+    )
+    board = build(runs, alpha=0.05)
+    assert [r.recipe for r in board.rows] == ["A", "C", "B"]
+    top, c, b = board.rows
+    assert top.marker == "top" and top.tie is None
+    assert c.tie is True and c.marker.startswith("≈ p=") and c.vs_top is not None and c.vs_top.p > 0.05
+    assert b.tie is False and b.marker.startswith("p=") and b.vs_top is not None and b.vs_top.p < 0.05
+    assert c.vs_top.kind == b.vs_top.kind == "paired"  # the same seeds: paired
+    header, rows = board.table()
+    assert [r[header.index("vs top")] for r in rows] == [top.marker, c.marker, b.marker]
+    md = board.markdown()
+    assert "≈ marks a row" in md and "α = 0.05" in md and "paired t-test" in md and "Welch" in md
+    out = board.to_json()
+    assert out["alpha"] == 0.05 and [r["tie"] for r in out["rows"]] == [None, True, False]
+    assert out["rows"][1]["vs_top"]["test"] == "paired" and out["rows"][1]["marker"] == c.marker
+    # report.alpha decides: at α = 0.001 the 5 points are not shown apart any more
+    assert build(runs, alpha=0.001).rows[2].tie is True
+    # no seed in common: Welch's test
+    other = build(seeded("A", [0.80, 0.82, 0.78]) + seeded("B", [0.75, 0.765, 0.74], seeds=(4, 5, 6), lr=0.2))
+    assert other.rows[1].vs_top is not None and other.rows[1].vs_top.kind == "welch" and other.rows[1].tie is False
+
+
+def test_a_one_run_row_is_untested_and_flagged_when_ranked_above_a_repeated_one():
+    runs = [
+        *seeded("A", [0.80, 0.81, 0.79]),
+        rec("D", "D", {"twins": 0.795}, lr=0.4),  # one run, between A and B
+        *seeded("B", [0.70, 0.72, 0.74], lr=0.2),
+        rec("E", "E", {"twins": 0.60}, lr=0.5),  # one run below every repeated row
+    ]
+    board = build(runs)
+    # ranked by mean whatever n; the one-run row above a repeated one says so
+    assert [r.recipe for r in board.rows] == ["A", "D", "B", "E"]
+    _, d, b, e = board.rows
+    assert d.n == 1 and d.tie is None and d.vs_top is None and d.marker == "n=1: untested †"
+    assert e.marker == "n=1: untested"  # below every repeated row: nothing to flag
+    assert b.vs_top is not None and b.tie is False
+    header, rows = board.table()
+    assert rows[1][header.index("95% CI")] == "—"  # no interval from one run
+    assert board.to_json()["rows"][1]["score_ci_low"] is None
+    md = board.markdown()
+    assert "† ranked on one run above a recipe repeated over seeds (D)" in md
+    # a one-run top row: nothing can be tested against it, and it is flagged
+    lucky = build([*runs, rec("L", "L", {"twins": 0.83}, lr=0.6)])
+    assert [r.marker for r in lucky.rows[:3]] == ["top †", "untested (top n=1)", "n=1: untested †"]
+    assert all(r.tie is None for r in lucky.rows) and "The top row is a single run" in lucky.markdown()
+    # the report stage's case: one record per recipe (no seeds at all): everything untested, said once
+    single = build([rec("x", "render", {"twins": 0.7}), rec("y", "vec2face", {"twins": 0.6})])
+    assert [r.marker for r in single.rows] == ["top", "n=1: untested"]
+    assert "No recipe was run with more than one FR seed" in single.markdown() and "†" not in single.markdown()
+
+
+def test_runs_without_a_seed_are_independent_values_tested_by_welch():
+    def unseeded(run_id: str, recipe: str, v: float) -> dict:
+        r = rec(run_id, recipe, {"twins": v})
+        del r["params"]["base.seed"]
+        return r
+
+    runs = [unseeded(f"a{i}", "A", v) for i, v in enumerate((0.80, 0.81, 0.79))]
+    runs += [unseeded(f"b{i}", "B", v) for i, v in enumerate((0.70, 0.72, 0.74))]
+    for r in runs[3:]:
+        r["params"]["train.lr"] = "0.2"
+    board = build(runs)
+    assert [r.n for r in board.rows] == [3, 3] and board.rows[0].by_seed == {}
+    assert board.rows[1].vs_top is not None and board.rows[1].vs_top.kind == "welch" and board.rows[1].tie is False
+
+
+def test_the_leaderboard_picture_shows_the_new_columns_and_shades_the_ties():
+    from facefoundry.stages.report import leaderboard_figure
+
+    runs = seeded("A", [0.80, 0.82, 0.78]) + seeded("C", [0.817, 0.777, 0.797], lr=0.3)
+    board = build(runs)
+    fig = leaderboard_figure(board, "board", 20)
+    texts = [t.get_text() for t in fig.texts]
+    assert any("α = 0.05" in t for t in texts)
+    cells = fig.axes[0].tables[0].get_celld()
+    header = [cells[0, j].get_text().get_text() for j in range(len(board.table()[0]))]
+    assert {"n", "95% CI", "vs top"} <= set(header)
+    assert cells[2, 0].get_facecolor() != cells[1, 0].get_facecolor()  # the tie (row 2) is tinted
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)

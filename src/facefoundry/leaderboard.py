@@ -3,8 +3,21 @@
 Pure functions over plain run records (``{"run_id", "params", "metrics", "tags"}``, optionally
 ``"experiment"``), so the ranking rules are tested without MLflow:
 
-- repeats of one recipe (same parameters, other seed) form one row: mean ± std and ``n``, also
-  across MLflow experiments (the experiment is not a recipe parameter);
+- repeats of one recipe (same parameters, other seed) form one row, also across MLflow experiments
+  (the experiment is not a recipe parameter): ``n`` FR seeds (``base.seed``; a seed run twice counts once, its
+  newest run, as ``promote``'s evidence counts it: a rerun is no new draw of the seed's noise; a run
+  without a seed counts as one),
+  the ranked score's mean ± sample std over them and its t-based confidence interval (``report.level``),
+  by :func:`facefoundry.stats.summarise`; the seed → value pairs stay on the row (:attr:`Row.by_seed`);
+- one FR run moves by up to 3 points with its seed, so every row is tested against the top row
+  (:func:`facefoundry.stats.versus`, two-sided: the paired t-test over the seeds both ran where at least
+  two are shared, else Welch's): a difference not significant at ``report.alpha`` is marked ``≈``
+  (statistically indistinguishable from the top), a significant one by its p-value; a row with one
+  seed (or a one-seed top row) cannot be tested and says so (``n=1: untested``);
+- rows are ranked by their mean, whatever their ``n``: sorting repeated rows first would put a lower
+  mean above a higher one and make the order depend on how often a recipe was run. Instead a one-seed
+  row ranked above a repeated one is marked ``†`` and a footnote names it: its place rests on a single
+  run. The top row is the mean's winner (what ``promote`` takes), ties and daggers included;
 - only the parameters that differ between rows are shown;
 - runs started outside a pipeline (ad hoc) are left out unless asked for;
 - accuracies are never averaged over different benchmark sets: the score is one chosen
@@ -27,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from facefoundry.config import OUTPUT, RUNTIME, dotted_marked
+from facefoundry.stats import Summary, TTest, summarise, versus
 
 # parameters that never make two runs different recipes: the seed (repeats are one row), and every setting of the
 # training run's sections that the schema marks as how it runs or where it writes
@@ -39,6 +53,11 @@ KNOWN_BENCHMARKS = ("twins", "real", "lfw", "cfp_fp", "agedb_30", "calfw", "cplf
 LABELS = {"lfw": "LFW", "cfp_fp": "CFP-FP", "agedb_30": "AgeDB-30", "calfw": "CALFW", "cplfw": "CPLFW"}
 DATA_KEYS = ("data/identities", "data/images")  # always shown when present
 _JUDGE = re.compile(r"^data/judge_(.+)_(intra|inter)_mean$")
+TIE = "≈"  # the row's difference from the top row is not significant at report.alpha
+UNTESTED = "n=1: untested"
+DAGGER = "†"  # a one-seed row ranked above a repeated one
+TOP = "top"
+VS_TOP = "vs top"  # the header of the markers' column
 
 
 def label(bench: str) -> str:
@@ -64,6 +83,14 @@ def _fmt(values: list[float]) -> str:
     return f"{m:.0f}" if float(m).is_integer() and abs(m) >= 1 else f"{m:.3f}"
 
 
+def seed_of(run: dict[str, Any]) -> int | None:
+    """The run's FR seed (``base.seed``), None when it has none (e.g. the report stage's metrics files)."""
+    try:
+        return int(str(run["params"].get("base.seed")))
+    except ValueError:
+        return None
+
+
 @dataclass
 class Row:
     recipe: str
@@ -75,14 +102,47 @@ class Row:
     average: list[float] = field(default_factory=list)  # per run: mean over Leaderboard.average_over
     data: dict[str, list[float]] = field(default_factory=dict)  # data column → the runs' values
     experiments: list[str] = field(default_factory=list)
+    seeds: list[int | None] = field(default_factory=list)  # per run: its base.seed (None: none logged)
+    summary: Summary | None = None  # of samples, at Leaderboard.level (set by build)
+    vs_top: TTest | None = None  # the test against the top row; None for the top row and n=1 rows
+    tie: bool | None = None  # not significantly different from the top row; None: untested (or the top row)
+    marker: str = ""  # the "vs top" cell: top | ≈ p=… | p=… | n=1: untested [†] | untested (…)
+
+    @property
+    def by_seed(self) -> dict[int, float]:
+        """Seed → the ranked value, by seed; a seed run twice counts once: its first run here, the newest where
+        the runs come newest first (as from MLflow, and as ``promote``'s evidence counts it). Runs without a
+        seed are left out."""
+        values: dict[int, float] = {}
+        for seed, v in zip(self.seeds, self.score):
+            if seed is not None and seed not in values:
+                values[seed] = v
+        return {s: values[s] for s in sorted(values)}
+
+    @property
+    def unseeded(self) -> list[float]:
+        """The ranked values of runs that logged no seed: one independent value each."""
+        return [v for seed, v in zip(self.seeds, self.score) if seed is None]
+
+    @property
+    def samples(self) -> list[float]:
+        """One value per seed (then per unseeded run): what n, mean, std, the interval and the tests read."""
+        if len(self.seeds) != len(self.score):  # a row built without seeds: every run counts
+            return list(self.score)
+        return [*self.by_seed.values(), *self.unseeded]
+
+    @property
+    def n(self) -> int:
+        return len(self.samples)
 
     @property
     def mean(self) -> float:
-        return float(np.mean(self.score))
+        return float(np.mean(self.samples))
 
     @property
     def std(self) -> float:
-        return float(np.std(self.score, ddof=1)) if len(self.score) > 1 else 0.0
+        x = self.samples
+        return float(np.std(x, ddof=1)) if len(x) > 1 else 0.0
 
 
 @dataclass
@@ -97,6 +157,8 @@ class Leaderboard:
     average_over: list[str] = field(default_factory=list)  # the benchmarks every ranked run has
     data_columns: list[str] = field(default_factory=list)
     higher_is_better: bool = True
+    alpha: float = 0.05  # report.alpha: rows whose difference from the top row is not significant at it are ties
+    level: float = 0.95  # report.level: of the confidence intervals over seeds
 
     @property
     def multi_experiment(self) -> bool:
@@ -119,7 +181,13 @@ class Leaderboard:
         pick = int(np.argmax(row.score) if self.higher_is_better else np.argmin(row.score))
         return row, row.runs[pick], row.score[pick]
 
+    @property
+    def ci_column(self) -> str:
+        return f"{100 * self.level:g}% CI"
+
     def table(self, top: int | None = None) -> tuple[list[str], list[list[str]]]:
+        """Header and cells; the ranked column (mean ± std over seeds) is followed by its confidence
+        interval and the ``vs top`` marker."""
         multi = self.multi_experiment
         header = [
             "rank",
@@ -131,13 +199,22 @@ class Leaderboard:
             *[data_label(k) for k in self.data_columns],
             *[short(p) for p in self.differing],
         ]
+        ranked = self.ranked_column
+        pos = header.index(ranked) if ranked in header else -1
+        at = pos + 1 if pos >= 0 else len(header) - len(self.differing)
+        percent = not self.metric.startswith("data/")
+        header[at:at] = [self.ci_column, VS_TOP]
         out = []
         for i, r in enumerate(self.rows[:top] if top else self.rows, 1):
-            cells = [str(i), r.recipe, str(len(r.runs)), *([", ".join(r.experiments)] if multi else [])]
+            n = str(r.n) if r.n == len(r.runs) else f"{r.n} ({len(r.runs)} runs)"
+            cells = [str(i), r.recipe, n, *([", ".join(r.experiments)] if multi else [])]
             cells += [pm(r.per_benchmark[b]) if r.per_benchmark.get(b) else "—" for b in self.columns]
             cells += [pm(r.average)] if self.average_over else []
             cells += [_fmt(r.data.get(k, [])) for k in self.data_columns]
             cells += [r.params.get(p, "—") for p in self.differing]
+            if pos >= 0:  # the ranked cell from the seeds' summary (runs sharing a seed count once)
+                cells[pos] = mean_std(r.samples, percent)
+            cells[at:at] = [interval(r.summary, percent), r.marker]
             out.append(cells)
         return header, out
 
@@ -155,12 +232,47 @@ class Leaderboard:
             )
         return notes
 
+    @property
+    def above_repeated(self) -> list[Row]:
+        """One-seed rows ranked above at least one repeated row (marked ``†``)."""
+        last = max((i for i, r in enumerate(self.rows) if r.n > 1), default=0)
+        return [r for r in self.rows[:last] if r.n == 1]
+
+    def footnotes(self) -> list[str]:
+        """What ``n``, the interval and the ``vs top`` markers mean: the lines under the table."""
+        lines = [
+            f"n: FR seeds (a seed run twice counts once, its newest run); the ranked score is their mean ± sample std, "
+            f"{self.ci_column}: its t-based {100 * self.level:g}% confidence interval."
+        ]
+        lines.append(
+            f"vs top: {TIE} marks a row whose difference from the top row is not significant at "
+            f"α = {self.alpha:g} (statistically indistinguishable from it; two-sided paired t-test over the "
+            "seeds both ran where at least two are shared, else Welch's t-test); p = the test's p-value "
+            f"where it is significant; '{UNTESTED}': a row with one seed cannot be tested."
+        )
+        if self.rows and not any(r.n > 1 for r in self.rows):
+            lines.append(
+                "No recipe was run with more than one FR seed: the order rests on single runs, which move by "
+                "up to 3 points with their seed, and no difference is tested."
+            )
+        elif self.rows and self.rows[0].n == 1:
+            lines.append("The top row is a single run: no row can be tested against it (repeat it over seeds).")
+        lifted = self.above_repeated
+        if lifted:
+            lines.append(
+                f"{DAGGER} ranked on one run above a recipe repeated over seeds ({', '.join(r.recipe for r in lifted)}): "
+                "rows are ranked by mean, but a single run moves by up to 3 points with its seed; "
+                "repeat it before trusting its place."
+            )
+        return lines
+
     def markdown(self, top: int | None = None) -> str:
         header, rows = self.table(top)
         ranked = self.ranked_column
         head = [f"**{h}**" if h == ranked else h for h in header]
         md = "\n\n".join(self.notes()) + "\n\n| " + " | ".join(head) + " |\n|" + "---|" * len(header) + "\n"
         md += "".join("| " + " | ".join(r) + " |\n" for r in rows)
+        md += "\n" + "\n\n".join(self.footnotes()) + "\n"
         if self.excluded:
             md += "\nLeft out: " + ", ".join(f"{n} {why}" for why, n in self.excluded.items()) + ".\n"
         return md
@@ -178,6 +290,7 @@ class Leaderboard:
             for r in rows
         )
         notes = "".join(f"<p>{esc(n)}</p>\n" for n in self.notes())
+        foot = "".join(f"<p>{esc(n)}</p>\n" for n in self.footnotes())
         left = (
             "<p>Left out: " + esc(", ".join(f"{n} {why}" for why, n in self.excluded.items())) + ".</p>\n"
             if self.excluded
@@ -191,7 +304,7 @@ class Leaderboard:
         return (
             f"<!doctype html>\n<html><head><meta charset=utf-8><title>{esc(title)}</title>"
             f"<style>{style}</style></head>\n<body><h1>{esc(title)}</h1>\n{notes}"
-            f"<table><thead><tr>{th}</tr></thead>\n<tbody>\n{body}</tbody></table>\n{left}</body></html>\n"
+            f"<table><thead><tr>{th}</tr></thead>\n<tbody>\n{body}</tbody></table>\n{foot}{left}</body></html>\n"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -205,6 +318,10 @@ class Leaderboard:
             "differing": self.differing,
             "excluded": self.excluded,
             "higher_is_better": self.higher_is_better,
+            "alpha": self.alpha,
+            "level": self.level,
+            "tie_test": "two-sided paired t-test over shared seeds (at least two), else Welch's t-test, "
+            "against the top row",
             "rows": [
                 {
                     "recipe": r.recipe,
@@ -213,6 +330,14 @@ class Leaderboard:
                     "params": r.params,
                     "score_mean": r.mean,
                     "score_std": r.std,
+                    "n": r.n,
+                    "seeds": {str(s): v for s, v in r.by_seed.items()},
+                    "run_seeds": r.seeds,
+                    "score_ci_low": r.summary.ci_low if r.summary is not None and r.n > 1 else None,
+                    "score_ci_high": r.summary.ci_high if r.summary is not None and r.n > 1 else None,
+                    "tie": r.tie,
+                    "vs_top": None if r.vs_top is None else _json_test(r.vs_top),
+                    "marker": r.marker,
                     "per_benchmark": r.per_benchmark,
                     "average": r.average,
                     "data": r.data,
@@ -220,6 +345,67 @@ class Leaderboard:
                 for r in self.rows
             ],
         }
+
+
+def _json_test(t: TTest) -> dict[str, float | str | int | None]:
+    """``TTest.as_dict`` with ``None`` for undefined numbers (JSON has no NaN)."""
+    return {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in t.as_dict().items()}
+
+
+def _num(v: float, percent: bool) -> str:
+    if percent:
+        return f"{100 * v:.2f}"
+    return f"{v:.0f}" if float(v).is_integer() and abs(v) >= 1 else f"{v:.3f}"
+
+
+def mean_std(values: list[float], percent: bool = True) -> str:
+    """``mean ± std`` over seeds (``±`` only for repeats), in percent for accuracies."""
+    if not values:
+        return "—"
+    s = summarise(values)
+    return f"{_num(s.mean, percent)} ± {_num(s.std, percent)}" if s.n > 1 else _num(s.mean, percent)
+
+
+def interval(summary: Summary | None, percent: bool = True) -> str:
+    """``low – high``: the t-interval of the mean; ``—`` for one seed (no interval)."""
+    if summary is None or summary.n < 2:
+        return "—"
+    return f"{_num(summary.ci_low, percent)} – {_num(summary.ci_high, percent)}"
+
+
+def compare(row: Row, top: Row, level: float = 0.95) -> TTest:
+    """``row`` against ``top`` (two-sided): paired over the seeds both ran (at least two), else Welch's.
+
+    Runs without a seed cannot be paired: where either row has one, both are passed under disjoint keys
+    so :func:`facefoundry.stats.versus` falls back to Welch's test."""
+    a, b = row.by_seed, top.by_seed
+    if len(a) != row.n or len(b) != top.n:
+        a = dict(enumerate(row.samples))
+        b = {len(a) + i: v for i, v in enumerate(top.samples)}
+    return versus(a, b, "two-sided", level).best
+
+
+def judge(rows: list[Row], alpha: float, level: float) -> None:
+    """Set each row's summary, its test against the top row, ``tie`` and the ``vs top`` marker."""
+    last_repeated = max((i for i, r in enumerate(rows) if r.n > 1), default=-1)
+    for i, r in enumerate(rows):
+        r.summary = summarise(r.samples, level)
+        r.vs_top, r.tie = None, None
+        if i == 0:
+            r.marker = TOP
+        elif r.n == 1:
+            r.marker = UNTESTED
+        elif rows[0].n == 1:
+            r.marker = "untested (top n=1)"
+        else:
+            r.vs_top = compare(r, rows[0], level)
+            if not r.vs_top.defined:
+                r.marker = "untested (no spread)"
+            else:
+                r.tie = not r.vs_top.significant(alpha)
+                r.marker = f"{TIE} p={r.vs_top.p:.2g}" if r.tie else f"p={r.vs_top.p:.2g}"
+        if r.n == 1 and i < last_repeated:
+            r.marker += f" {DAGGER}"
 
 
 def pm(values: list[float]) -> str:
@@ -285,12 +471,19 @@ def join_data_metrics(train_runs: list[dict[str, Any]], validate_runs: list[dict
 
 
 def build(
-    runs: list[dict[str, Any]], benchmark: str | None = None, include_adhoc: bool = False, metric: str | None = None
+    runs: list[dict[str, Any]],
+    benchmark: str | None = None,
+    include_adhoc: bool = False,
+    metric: str | None = None,
+    alpha: float = 0.05,
+    level: float = 0.95,
 ) -> Leaderboard:
     """Group and rank training runs; see the module docstring for the rules.
 
     ``metric``: ``average`` (the mean over the benchmarks every ranked run has), a benchmark name,
     or ``data/<name>``; ``None`` falls back to ``benchmark`` (``report.benchmark``), then ``average``.
+    ``alpha`` (``report.alpha``): the significance level of the ties with the top row; ``level``
+    (``report.level``): of the confidence intervals over seeds.
     """
     metric = parse_metric(metric, benchmark)
     on_data = metric.startswith("data/")
@@ -363,6 +556,7 @@ def build(
             key, Row(recipe, key, [], params, [], {b: [] for b in columns}, [], {k: [] for k in data_columns}, [])
         )
         row.runs.append(r["run_id"])
+        row.seeds.append(seed_of(r))
         exp = r.get("experiment")
         if exp and exp not in row.experiments:
             row.experiments.append(exp)
@@ -378,6 +572,7 @@ def build(
         row.score.append(float(m[metric]) if on_data else float(np.mean([float(m[b + ACC]) for b in benches])))
     higher = not (on_data and lower_is_better(metric))
     rows = sorted(groups.values(), key=lambda row: ((-row.mean if higher else row.mean), row.recipe))
+    judge(rows, alpha, level)
     keys = sorted({k for row in rows for k in row.params})
     # a parameter only some rows have (another generator's) is explained by data.generator: shown
     # only when it differs among the rows that have it
@@ -386,5 +581,16 @@ def build(
     if len(differing) > MAX_COLUMNS:
         basis += f" {len(differing) - MAX_COLUMNS} more differing parameters are in leaderboard.json."
     return Leaderboard(
-        rows, benches, basis, differing[:MAX_COLUMNS], excluded, metric, columns, common, data_columns, higher
+        rows,
+        benches,
+        basis,
+        differing[:MAX_COLUMNS],
+        excluded,
+        metric,
+        columns,
+        common,
+        data_columns,
+        higher,
+        alpha,
+        level,
     )

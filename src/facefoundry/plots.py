@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -63,12 +64,17 @@ def score_histogram(
     return fig
 
 
-def table_figure(title: str, header: list[str], rows: list[list[str]], caption: str = ""):
-    """A table sized to its text (no blank margins): column widths follow the longest cell."""
+def table_figure(title: str, header: list[str], rows: list[list[str]], caption: str = "", shaded: Sequence[int] = ()):
+    """A table sized to its text (no blank margins): column widths follow the longest cell. ``caption`` may have
+    several lines (each gets its height); ``shaded``: indices of body rows given a tint (the leaderboard's ties
+    with the top row)."""
     body = rows or [["—"] * len(header)]
     chars = [max(len(str(c)) for c in col) + 2 for col in zip(header, *body)]
     width = max(4.0, min(18.0, 0.2 + 0.068 * sum(chars)))
-    top, cap, table_h = (0.35 if title else 0.05), (0.3 if caption else 0.05), 0.22 * (len(body) + 1)
+    if caption:  # wrapped to the figure's width (about 17 characters an inch at 7 pt)
+        caption = "\n".join(textwrap.fill(line, max(40, int(width * 17))) for line in caption.split("\n"))
+    lines = caption.count("\n") + 1 if caption else 0
+    top, cap, table_h = (0.35 if title else 0.05), (0.18 + 0.12 * lines if caption else 0.05), 0.22 * (len(body) + 1)
     height = top + table_h + cap
     fig = plt.figure(figsize=(width, height))
     ax = fig.add_axes((0.01, cap / height, 0.98, table_h / height))
@@ -87,6 +93,8 @@ def table_figure(title: str, header: list[str], rows: list[list[str]], caption: 
         if r == 0:
             cell.set_facecolor("#e8e8e8")
             cell.set_text_props(weight="bold")
+        elif r - 1 in shaded:
+            cell.set_facecolor("#fff4d6")
     if title:
         fig.text(0.5, 1 - 0.08 / height, title, fontsize=10, ha="center", va="top")
     if caption:

@@ -63,8 +63,11 @@ def training_runs(experiment: str | list[str]) -> list[dict]:
 
 
 def leaderboard_figure(board: Leaderboard, title: str, top: int):
+    """The table as a picture: n, the interval and the ``vs top`` markers beside the ranked column, ties with
+    the top row shaded, and what the markers mean under it."""
     header, rows = board.table(top)
-    return table_figure(title, header, rows, caption=board.basis)
+    ties = [i for i, r in enumerate(board.rows[: len(rows)]) if r.tie]
+    return table_figure(title, header, rows, caption="\n".join([board.basis, *board.footnotes()]), shaded=ties)
 
 
 def recipe_records(cfg: Config) -> list[dict]:
@@ -133,7 +136,7 @@ def run_report(cfg: Config) -> Path:
     with stage_run(
         cfg, "report", ["report"], name=run_name("report", rep.benchmark or "common benchmarks"), products=out
     ):
-        board = build(records, rep.benchmark, include_adhoc=True)
+        board = build(records, rep.benchmark, include_adhoc=True, alpha=rep.alpha, level=rep.level)
         title = f"FaceFoundry leaderboard · {cfg.base.experiment}"
         md = f"# {title}\n\n{board.markdown(rep.top)}"
         if missing:
@@ -178,14 +181,14 @@ def print_board(board: Leaderboard, title: str, top: int | None) -> None:
     from rich.table import Table
 
     header, rows = board.table(top)
-    table = Table(title=title, caption="\n".join(board.notes()), caption_justify="left")
+    table = Table(title=title, caption="\n".join([*board.notes(), *board.footnotes()]), caption_justify="left")
     ranked = board.ranked_column
     for h in header:
         table.add_column(
             h,
             style="bold cyan" if h == ranked else None,
             header_style="bold",
-            justify="right" if h in ("rank", "n") or h.endswith("%") else "left",
+            justify="right" if h in ("rank", "n", board.ci_column) or h.endswith("%") else "left",
         )
     for r in rows:
         table.add_row(*r)
@@ -214,7 +217,7 @@ def run_leaderboard(
     connect(cfg)
     check_experiments(names)
     with stage_run(cfg, "leaderboard", ["report"], name=run_name("leaderboard", metric, *names)):
-        board = build(training_runs(names), include_adhoc=adhoc, metric=metric)
+        board = build(training_runs(names), include_adhoc=adhoc, metric=metric, alpha=rep.alpha, level=rep.level)
         title = f"FaceFoundry leaderboard · {', '.join(names)}"
         out = Path(rep.leaderboard_out)
         md = f"# {title}\n\n{board.markdown(top)}"

@@ -124,3 +124,20 @@ def test_soft_labelled_dataset_passes_the_gates(tmp_path: Path, monkeypatch):
     assert m["images"] == 48 and m["mislabelled_identities"] == 0
     gates = json.loads((tmp_path / "outputs/validate/soft/gates.json").read_text())
     assert "mix_weight" in json.dumps(gates["expectations"])
+
+
+def test_setting_grid_lays_out_one_image_per_sigma(tmp_path):
+    from facefoundry.data.sources import open_source
+    from facefoundry.data.writer import DatasetWriter
+    from facefoundry.stages.common import setting_grid
+    from tests.conftest import identity_image, make_dataset
+
+    rng = np.random.default_rng(0)
+    with DatasetWriter(tmp_path / "v2f", {"generator": "vec2face", "num_classes": 3, "image_size": 32}) as w:
+        for label in range(3):
+            for sigma in (0.3, 0.0, 0.6, 0.3):
+                w.add(identity_image(label, 0, 32, rng), label, f"id_{label}", "vec2face", {"sigma": sigma})
+    fig = setting_grid(open_source(tmp_path / "v2f"))
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["σ = 0", "σ = 0.3", "σ = 0.6"] and len(fig.axes) == 9  # 3 identities × 3 settings
+    assert setting_grid(open_source(make_dataset(tmp_path / "plain"))) is None  # no setting recorded

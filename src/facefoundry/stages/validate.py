@@ -15,7 +15,7 @@ from facefoundry.data.sources import FaceSource, MemorySource, open_source
 from facefoundry.io import atomic_write_json
 from facefoundry.plots import score_histogram
 from facefoundry.quality.measure import EmbeddingMemo
-from facefoundry.stages.common import dataset_grid, log
+from facefoundry.stages.common import dataset_grid, log, setting_grid
 from facefoundry.tracking import log_dataset_version, log_figure, log_image, log_metrics, run_name, stage_run
 
 
@@ -214,6 +214,9 @@ def run_validate(
         metrics.update(report.metrics)
         _log_quality(folder, report, judged)
         log_image(dataset_grid(source, seed=cfg.base.seed), "samples/grid.png")
+        by_setting = setting_grid(source, seed=cfg.base.seed)
+        if by_setting is not None:  # one image per σ (Vec2Face): what the setting does, side by side
+            log_figure(by_setting, "samples/grid_by_setting.png")
         atomic_write_json(products / "problems.json", report.problems)
         log_artifact(products / "problems.json", "quality")
         gate = run_gates(

@@ -163,3 +163,53 @@ def test_shared_dataset_generated_once(swept):
     for r in swept["results"]["rows"]:
         if r["status"] == "completed":
             assert r["seconds"]["generate_seconds"] >= 0 and r["dataset"] in used
+
+
+def test_warm_start_feeds_the_earlier_trials_to_optuna(swept):
+    """A second sweep, ``--warm-start tests`` (the first sweep's experiment), 2 new trials: its Optuna study holds
+    the first sweep's finished trials, with their objectives, before its own (``--warm-start`` in docs/sweeps.md)."""
+    import pickle
+
+    tmp = swept["tmp"]
+    spec = yaml.safe_load((tmp / "sweep.yaml").read_text())
+    spec.update(name="test_sweep_warm", budget={"trials": 2, "max_concurrent": 2})
+    del spec["inject_failure"]
+    (tmp / "sweep_warm.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp / "out_warm"
+    cmd = [sys.executable, "-m", "facefoundry", "sweep", str(tmp / "sweep_warm.yaml"), "--out", str(out)]
+    warm = subprocess.run(
+        [*cmd, "--warm-start", "tests"],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        env={**ENV, "MLFLOW_EXPERIMENT_NAME": "tests-warm"},
+        timeout=600,
+    )
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    _client, runs = _runs(tmp)  # experiment tests: the first sweep's runs
+    earlier = {
+        (r.data.params["train.lr"], r.data.params["generate.images_per_identity"]): r.data.metrics["objective"]
+        for r in runs
+        if r.data.tags.get("facefoundry.role") == "trial" and r.info.status == "FINISHED"
+    }
+    assert len(earlier) == 3  # the failed trial is left out
+    assert "warm start from experiment 'tests': 3 earlier trial(s) fed to Optuna" in warm.stderr
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    exp = client.get_experiment_by_name("tests-warm")
+    parent = next(
+        r
+        for r in client.search_runs([exp.experiment_id], max_results=100)
+        if r.data.tags.get("facefoundry.role") == "sweep"
+    )
+    tags = parent.data.tags
+    assert tags["facefoundry.warm_start"] == "tests" and tags["facefoundry.warm_start_points"] == "3"
+    assert tags["facefoundry.warm_start_skipped"] == "1: 1 run FAILED"
+    # the searcher's saved state (Ray Tune's experiment folder): the earlier trials, then the 2 new ones
+    (state,) = (out / "ray" / "tune").glob("searcher-state-*.pkl")
+    trials = pickle.loads(state.read_bytes())["_ot_study"].trials  # OptunaSearch.save: its __dict__
+    assert len(trials) == 5 and all(t.state.name == "COMPLETE" for t in trials[:3])
+    fed = {(repr(t.params["train.lr"]), str(t.params["generate.images_per_identity"])): t.value for t in trials[:3]}
+    assert fed == {k: pytest.approx(v) for k, v in earlier.items()}
+    assert len(json.loads((out / "results.json").read_text())["rows"]) == 2  # not run again, not in the budget

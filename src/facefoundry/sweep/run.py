@@ -32,22 +32,14 @@ from facefoundry.sweep.results import SweepOutcome, _finish
 from facefoundry.sweep.spec import describe, dump_yaml
 from facefoundry.sweep.spec_model import Sweep, trial_sets
 from facefoundry.sweep.trial import COMPLETED, FAILED, STOPPED, TRIAL_STATUS, run_trial
+from facefoundry.tracking.base import absolute_uri
 
 if TYPE_CHECKING:
     from ray.tune.search import SearchAlgorithm, Searcher
 
+    from facefoundry.sweep.warm import WarmStart
+
 EXPERIMENT = "tune"  # Ray Tune's experiment folder under <out>/ray
-
-
-def absolute_uri(uri: str) -> str:
-    """Trials run in other processes (and folders): a relative SQLite or file store made absolute."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
-    if uri.startswith("file:") or "://" not in uri:
-        path = uri[len("file:") :] if uri.startswith("file:") else uri
-        if not path.startswith("/"):
-            return "file:" + str(Path(path).resolve())
-    return uri
 
 
 # -- the sweep's benchmarks -----------------------------------------------------------------------------
@@ -188,8 +180,13 @@ def _open_parent(sweep: Sweep, cfg: Config, out: Path, resume: bool) -> tuple[An
     return client, exp.experiment_id, run_id, sweep_id, uri
 
 
-def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, verbose: int = 0) -> SweepOutcome:
-    """Run (or resume) a sweep to the end of its budget; a Ctrl-C keeps finished trials for ``--resume``."""
+def run_sweep(
+    sweep: Sweep, resume: bool = False, address: str | None = None, verbose: int = 0, warm_start: str | None = None
+) -> SweepOutcome:
+    """Run (or resume) a sweep to the end of its budget; a Ctrl-C keeps finished trials for ``--resume``.
+
+    ``warm_start``: an MLflow experiment whose compatible trials the Optuna searcher starts from (:mod:`.warm`).
+    """
     t0 = time.perf_counter()
     cluster_auth(address or sweep.spec.address)
     out = sweep.out.resolve()
@@ -217,9 +214,20 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, ve
 
     ensure_writable(out)
     cfg = sweep.base_config
+    warm: WarmStart | None = None
+    if warm_start and resume:
+        log(f"--warm-start {warm_start}: not used by --resume (the restored searcher keeps the points it was given)")
+    elif warm_start:
+        from facefoundry.sweep.warm import load
+
+        warm = load(warm_start, sweep, absolute_uri(os.environ.get("MLFLOW_TRACKING_URI") or cfg.base.tracking_uri))
     # a folder whose sweep never got to Ray (stopped while making its benchmark) starts again, same parent run
     client, experiment_id, run_id, sweep_id, uri = _open_parent(sweep, cfg, out, bool(record.get("run_id")))
     outcome = SweepOutcome(out=out, run_id=run_id)
+    if warm is not None:
+        from facefoundry.sweep.warm import record as record_warm
+
+        record_warm(client, run_id, warm)
     from facefoundry.tracking import PARENT_RUN_ENV, PIPELINE_ENV
 
     ok = False
@@ -257,6 +265,7 @@ def run_sweep(sweep: Sweep, resume: bool = False, address: str | None = None, ve
             sweep_id,
             env,
             verbose,
+            warm,
         )
         ok = True
     except KeyboardInterrupt:
@@ -290,6 +299,7 @@ def _tune(
     sweep_id: str,
     env: dict[str, str],
     verbose: int,
+    warm: WarmStart | None = None,
 ) -> bool:
     """Build (or restore) the Tuner and run it; True when it was interrupted before the budget was spent."""
     import ray
@@ -336,7 +346,7 @@ def _tune(
         tuner = tune.Tuner(
             trainable,
             param_space=sweep.param_space(),
-            tune_config=_tune_config(sweep),
+            tune_config=_tune_config(sweep, warm),
             run_config=tune.RunConfig(
                 name=EXPERIMENT,
                 storage_path=str(out / "ray"),
@@ -362,7 +372,7 @@ def _tune(
     return ended < sweep.trials
 
 
-def _tune_config(sweep: Sweep):
+def _tune_config(sweep: Sweep, warm: WarmStart | None = None):
     from ray import tune
 
     s = sweep.spec
@@ -392,10 +402,18 @@ def _tune_config(sweep: Sweep):
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         startup = s.search.startup_trials or min(10, max(2, sweep.trials // 2))
+        points: list[dict[str, Any]] = []
+        rewards: list[float] = []
+        if warm is not None:  # earlier trials: completed trials of the Optuna study, not run again
+            from facefoundry.sweep.warm import searcher_points
+
+            points, rewards = searcher_points(sweep, warm.points)
         search = OptunaSearch(
             metric="objective",
             mode=s.objective.mode,
             sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup),
+            points_to_evaluate=points or None,
+            evaluated_rewards=rewards or None,
         )
         samples = sweep.trials
     # reuse_actors: a worker process runs trial after trial (no new Python, torch, MLflow imports each time);

@@ -1,5 +1,6 @@
 """MLflow itself, imported lazily and quietly, and the two facts about this process every run records:
-whether an MLflow run is open, and the git commit of the code. The lowest module of the package: the
+whether an MLflow run is open, and the git commit of the code; and a tracking URI made absolute for other
+processes. The lowest module of the package: the
 others import from it, it imports none of them.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def run_active() -> bool:
@@ -39,3 +41,14 @@ def _mlflow():  # imported lazily: mlflow takes seconds to import
         logging.getLogger("sqlalchemy").setLevel(logging.CRITICAL)
 
     return mlflow
+
+
+def absolute_uri(uri: str) -> str:
+    """Trials run in other processes (and folders): a relative SQLite or file store made absolute."""
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).resolve())
+    if uri.startswith("file:") or "://" not in uri:
+        path = uri[len("file:") :] if uri.startswith("file:") else uri
+        if not path.startswith("/"):
+            return "file:" + str(Path(path).resolve())
+    return uri

@@ -325,3 +325,97 @@ def test_the_leaderboard_picture_shows_the_new_columns_and_shades_the_ties():
     import matplotlib.pyplot as plt
 
     plt.close(fig)
+
+
+def test_pareto_front_keeps_the_non_dominated_rows_ties_included_and_counts_rows_without_cost():
+    from facefoundry.leaderboard import pareto_front
+
+    rows = [
+        {"name": "cheap", "acc": 0.80, "cost": 10.0},
+        {"name": "mid", "acc": 0.90, "cost": 100.0},
+        {"name": "mid_twin", "acc": 0.90, "cost": 100.0},  # tied with mid on both: neither dominates
+        {"name": "mid_dearer", "acc": 0.90, "cost": 150.0},  # same score, costs more: dominated
+        {"name": "cheap_worse", "acc": 0.70, "cost": 10.0},  # same cost, scores less: dominated
+        {"name": "worse_dearer", "acc": 0.85, "cost": 500.0},  # dominated by mid
+        {"name": "best", "acc": 0.95, "cost": 1000.0},
+        {"name": "no_cost", "acc": 0.99, "cost": None},  # would top the front: left out, counted
+        {"name": "nan_cost", "acc": 0.99, "cost": float("nan")},
+        {"name": "no_score", "acc": float("nan"), "cost": 1.0},
+    ]
+    front = pareto_front(rows, lambda r: r["acc"], lambda r: r["cost"])
+    assert [r["name"] for r in front.rows] == ["cheap", "mid", "mid_twin", "best"]  # cheapest first
+    assert front.without_cost == 2 and front.without_score == 1
+    assert len(front.points) == 7 and front.on_front(rows[1]) and not front.on_front(rows[3])
+    empty = pareto_front(rows[7:9], lambda r: r["acc"], lambda r: r["cost"])
+    assert empty.rows == [] and empty.without_cost == 2
+
+
+def cost_rec(run_id: str, recipe: str, acc: float, digest: str, train_s: float | None, seed: int = 1) -> dict:
+    r = rec(run_id, recipe, {"twins": acc}, seed=seed)
+    r["tags"]["dataset.dvc_md5"] = digest
+    if train_s is not None:
+        r["metrics"]["cost/train_seconds"] = train_s
+    return r
+
+
+def gen_rec(run_id: str, digest: str, generation: float, generator: float | None) -> dict:
+    m = {
+        "cost/generation_seconds": generation,
+        **({} if generator is None else {"cost/generator_training_seconds": generator}),
+    }
+    return {"run_id": run_id, "params": {}, "metrics": m, "tags": {"dataset.dvc_md5": digest}}
+
+
+def test_costs_join_on_the_dataset_version_and_the_board_shows_them():
+    from facefoundry.leaderboard import DATASET_SECONDS, TOTAL_SECONDS, join_costs
+
+    train = [
+        cost_rec("a1", "render", 0.80, "d-render", 50.0, seed=1),
+        cost_rec("a2", "render", 0.82, "d-render", 70.0, seed=2),
+        cost_rec("b", "vec2face", 0.90, "d-v2f", 100.0),
+        cost_rec("c", "idsync", 0.70, "d-idsync", 100.0),  # its generator's training cost is unknown
+        cost_rec("d", "fused", 0.95, "d-unknown", 100.0),  # no generate run wrote its dataset
+    ]
+    generate = [
+        gen_rec("g-new", "d-render", 10.0, 0.0),  # newest first: this one counts
+        gen_rec("g-old", "d-render", 99.0, 0.0),
+        gen_rec("g-v2f", "d-v2f", 20.0, 1000.0),
+        gen_rec("g-id", "d-idsync", 5.0, None),
+    ]
+    joined = {r["run_id"]: r["metrics"] for r in join_costs(train, generate)}
+    assert joined["a1"][DATASET_SECONDS] == 10.0 and joined["a1"][TOTAL_SECONDS] == 60.0
+    assert joined["b"][TOTAL_SECONDS] == 1120.0
+    assert DATASET_SECONDS not in joined["c"] and TOTAL_SECONDS not in joined["d"]
+
+    board = build(join_costs(train, generate))
+    by = {r.recipe: r for r in board.rows}
+    assert by["render"].seconds(TOTAL_SECONDS) == pytest.approx(70.0)  # the mean over its two seeds
+    assert by["fused"].seconds(TOTAL_SECONDS) is None
+    front = board.pareto()
+    assert [r.recipe for r in front.rows] == ["render", "vec2face"] and front.without_cost == 2
+    header, rows = board.table()
+    at = header.index("dataset s")
+    assert header[at : at + 3] == ["dataset s", "FR train s", "total s"]
+    assert rows[0][header.index("total s")] == "—" and rows[0][1] == "fused"
+    assert "Pareto front" in board.markdown() and board.to_json()["pareto"] == ["render", "vec2face"]
+
+
+def test_a_board_without_costs_has_no_cost_columns_and_no_front():
+    board = build([rec("a", "render", {"twins": 0.6}), rec("b", "vec2face", {"twins": 0.7})])
+    assert board.cost_columns == [] and "pareto" not in board.to_json() and "Pareto" not in board.markdown()
+    assert board.pareto().rows == [] and board.pareto().without_cost == 2
+
+
+def test_the_pareto_figure_is_written(tmp_path):
+    from facefoundry.leaderboard import join_costs
+    from facefoundry.plots import save_figure
+    from facefoundry.stages.report import pareto_of
+
+    train = [cost_rec("a", "render", 0.8, "d1", 50.0), cost_rec("b", "vec2face", 0.9, "d2", 500.0)]
+    train.append(cost_rec("c", "idsync", 0.7, "d2", 900.0))
+    board = build(join_costs(train, [gen_rec("g1", "d1", 10.0, 0.0), gen_rec("g2", "d2", 20.0, 100.0)]))
+    fig = pareto_of(board, "test")
+    assert fig is not None
+    save_figure(fig, tmp_path / "pareto.png")
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert pareto_of(build([rec("a", "render", {"twins": 0.6})]), "test") is None

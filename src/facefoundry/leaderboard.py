@@ -25,7 +25,12 @@ Pure functions over plain run records (``{"run_id", "params", "metrics", "tags"}
   metric (``data/<name>``), and the caption says which;
 - every benchmark any ranked run has is a column (``—`` where a row lacks it), then the
   average over the common set, then the key data metrics (identities, images, judge
-  intra/inter-identity similarity).
+  intra/inter-identity similarity);
+- cost is a second objective: each training run's ``cost/train_seconds`` and, through its dataset version,
+  the ``cost/generation_seconds`` + ``cost/generator_training_seconds`` of the ``generate`` run that wrote
+  that dataset (:func:`join_costs`, on the ``dataset.dvc_md5`` tag both runs carry) are columns where
+  known (the mean over the row's runs), and :func:`pareto_front` picks the rows no other row beats on both
+  score and total seconds.
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -58,6 +64,14 @@ UNTESTED = "n=1: untested"
 DAGGER = "†"  # a one-seed row ranked above a repeated one
 TOP = "top"
 VS_TOP = "vs top"  # the header of the markers' column
+# cost, in wall-clock seconds, logged to MLflow only (never to DVC outputs: those stay byte-identical)
+GENERATION_SECONDS = "cost/generation_seconds"  # the generate run: writing the dataset
+GENERATOR_TRAINING_SECONDS = "cost/generator_training_seconds"  # the generate run: its generator's training (0: none)
+TRAIN_SECONDS = "cost/train_seconds"  # the FR training run
+DATASET_SECONDS = "cost/dataset_seconds"  # joined: generator training + generation of the run's dataset
+TOTAL_SECONDS = "cost/total_seconds"  # joined: dataset + FR training
+COST_KEYS = (DATASET_SECONDS, TRAIN_SECONDS, TOTAL_SECONDS)
+COST_LABELS = {DATASET_SECONDS: "dataset s", TRAIN_SECONDS: "FR train s", TOTAL_SECONDS: "total s"}
 
 
 def label(bench: str) -> str:
@@ -107,6 +121,12 @@ class Row:
     vs_top: TTest | None = None  # the test against the top row; None for the top row and n=1 rows
     tie: bool | None = None  # not significantly different from the top row; None: untested (or the top row)
     marker: str = ""  # the "vs top" cell: top | ≈ p=… | p=… | n=1: untested [†] | untested (…)
+    cost: dict[str, list[float]] = field(default_factory=dict)  # cost key → the values of the runs that have it
+
+    def seconds(self, key: str = TOTAL_SECONDS) -> float | None:
+        """The mean of a cost (``cost/…_seconds``) over the row's runs that have it; None when none has."""
+        values = self.cost.get(key) or []
+        return float(np.mean(values)) if values else None
 
     @property
     def by_seed(self) -> dict[int, float]:
@@ -159,6 +179,12 @@ class Leaderboard:
     higher_is_better: bool = True
     alpha: float = 0.05  # report.alpha: rows whose difference from the top row is not significant at it are ties
     level: float = 0.95  # report.level: of the confidence intervals over seeds
+    cost_columns: list[str] = field(default_factory=list)  # the COST_KEYS some ranked run has
+
+    def pareto(self) -> Front[Row]:
+        """The rows no other row beats on both the ranked score and the total seconds (``cost/total_seconds``)."""
+        sign = 1.0 if self.higher_is_better else -1.0
+        return pareto_front(self.rows, lambda r: sign * r.mean, lambda r: r.seconds(TOTAL_SECONDS))
 
     @property
     def multi_experiment(self) -> bool:
@@ -197,6 +223,7 @@ class Leaderboard:
             *[f"{label(b)} %" for b in self.columns],
             *(["average %"] if self.average_over else []),
             *[data_label(k) for k in self.data_columns],
+            *[COST_LABELS[k] for k in self.cost_columns],
             *[short(p) for p in self.differing],
         ]
         ranked = self.ranked_column
@@ -211,6 +238,7 @@ class Leaderboard:
             cells += [pm(r.per_benchmark[b]) if r.per_benchmark.get(b) else "—" for b in self.columns]
             cells += [pm(r.average)] if self.average_over else []
             cells += [_fmt(r.data.get(k, [])) for k in self.data_columns]
+            cells += [_seconds(r.seconds(k)) for k in self.cost_columns]
             cells += [r.params.get(p, "—") for p in self.differing]
             if pos >= 0:  # the ranked cell from the seeds' summary (runs sharing a seed count once)
                 cells[pos] = mean_std(r.samples, percent)
@@ -229,6 +257,14 @@ class Leaderboard:
             notes.append(
                 "intra/inter: mean cosine similarity of same-/different-identity image pairs by the judge "
                 "encoder (validate); a wider gap is a cleaner dataset."
+            )
+        if self.cost_columns:
+            front = self.pareto()
+            notes.append(
+                "Cost in wall-clock seconds (mean over the row's runs; — unknown): dataset = its generator's "
+                "training + generation, total = dataset + FR training. Pareto front (no row both scores higher "
+                f"and costs less): {', '.join(r.recipe for r in front.rows) or '—'}"
+                + (f"; left off, without a total cost: {front.without_cost}." if front.without_cost else ".")
             )
         return notes
 
@@ -318,6 +354,8 @@ class Leaderboard:
             "differing": self.differing,
             "excluded": self.excluded,
             "higher_is_better": self.higher_is_better,
+            "cost_columns": self.cost_columns,
+            **({"pareto": [r.recipe for r in self.pareto().rows]} if self.cost_columns else {}),
             "alpha": self.alpha,
             "level": self.level,
             "tie_test": "two-sided paired t-test over shared seeds (at least two), else Welch's t-test, "
@@ -341,10 +379,87 @@ class Leaderboard:
                     "per_benchmark": r.per_benchmark,
                     "average": r.average,
                     "data": r.data,
+                    **({"cost": {k: r.seconds(k) for k in self.cost_columns}} if self.cost_columns else {}),
                 }
                 for r in self.rows
             ],
         }
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Front(Generic[T]):
+    """What :func:`pareto_front` returns: the front, every point it was chosen from, and what had no point."""
+
+    rows: list[T]  # the non-dominated rows, cheapest first
+    points: list[tuple[T, float, float]]  # (row, score, cost) of every row with both: the front's candidates
+    without_cost: int = 0  # rows left out: no (finite) cost
+    without_score: int = 0  # rows left out: no (finite) score
+
+    def on_front(self, row: T) -> bool:
+        return any(row is r for r in self.rows)
+
+
+def _finite(v: float | None) -> bool:
+    return v is not None and bool(np.isfinite(v))
+
+
+def pareto_front(rows: Sequence[T], score: Callable[[T], float | None], cost: Callable[[T], float | None]) -> Front[T]:
+    """The non-dominated rows: higher ``score``, lower ``cost``. A row is dominated when another is at least as
+    good on both and strictly better on one, so rows tied on both stay on the front together, and of rows with
+    the same score only the cheapest stay (of the same cost, only the best). Rows without a finite cost (or
+    score) cannot be placed: they are left out and counted."""
+    points: list[tuple[T, float, float]] = []
+    without_cost = without_score = 0
+    for r in rows:
+        s, c = score(r), cost(r)
+        if not _finite(c):
+            without_cost += 1
+        elif not _finite(s):
+            without_score += 1
+        else:
+            assert s is not None and c is not None
+            points.append((r, float(s), float(c)))
+    front = [
+        (r, s, c) for r, s, c in points if not any(s2 >= s and c2 <= c and (s2 > s or c2 < c) for _, s2, c2 in points)
+    ]
+    front.sort(key=lambda p: (p[2], -p[1]))
+    return Front([r for r, _, _ in front], points, without_cost, without_score)
+
+
+def join_costs(train_runs: list[dict[str, Any]], generate_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each training run gains ``cost/dataset_seconds`` (its generator's training + generation seconds, from the
+    newest ``generate`` run in ``generate_runs``, newest first, that wrote the same dataset version: the same
+    ``dataset.dvc_md5`` tag) and ``cost/total_seconds`` (that + its own ``cost/train_seconds``) where both are
+    known. A dataset made by a learned generator whose training cost was not found has no dataset cost."""
+    by_digest: dict[str, float] = {}
+    for g in generate_runs:
+        digest = g["tags"].get("dataset.dvc_md5")
+        m = g["metrics"]
+        if digest and digest not in by_digest:
+            parts = [m.get(GENERATION_SECONDS), m.get(GENERATOR_TRAINING_SECONDS)]
+            if all(_finite(p) for p in parts):
+                by_digest[digest] = float(sum(p for p in parts if p is not None))
+    out = []
+    for r in train_runs:
+        extra: dict[str, float] = {}
+        dataset = by_digest.get(r["tags"].get("dataset.dvc_md5", ""))
+        if dataset is not None:
+            extra[DATASET_SECONDS] = dataset
+            train = r["metrics"].get(TRAIN_SECONDS)
+            if _finite(train):
+                extra[TOTAL_SECONDS] = dataset + float(train)
+        out.append({**r, "metrics": {**extra, **r["metrics"]}} if extra else r)
+    return out
+
+
+def _seconds(v: float | None) -> str:
+    """Seconds, short: ``—`` unknown, ``42``, ``1.3k``."""
+    if v is None:
+        return "—"
+    return f"{v:.0f}" if v < 10_000 else f"{v / 1000:.1f}k"
 
 
 def _json_test(t: TTest) -> dict[str, float | str | int | None]:
@@ -547,6 +662,7 @@ def build(
     ]
     if on_data and metric not in data_columns:
         data_columns.append(metric)
+    cost_columns = [k for k in COST_KEYS if any(_finite(r["metrics"].get(k)) for r in kept)]
     groups: dict[str, Row] = {}
     for r in kept:
         params = {k: str(v) for k, v in r["params"].items() if k not in VOLATILE}
@@ -569,6 +685,9 @@ def build(
         for k in data_columns:
             if k in m and np.isfinite(m[k]):
                 row.data[k].append(float(m[k]))
+        for k in cost_columns:
+            if _finite(m.get(k)):
+                row.cost.setdefault(k, []).append(float(m[k]))
         row.score.append(float(m[metric]) if on_data else float(np.mean([float(m[b + ACC]) for b in benches])))
     higher = not (on_data and lower_is_better(metric))
     rows = sorted(groups.values(), key=lambda row: ((-row.mean if higher else row.mean), row.recipe))
@@ -593,4 +712,5 @@ def build(
         higher,
         alpha,
         level,
+        cost_columns,
     )

@@ -223,3 +223,39 @@ def centre_map(
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
+
+
+def pareto_figure(
+    points: Sequence[tuple[str, float, float]],
+    front: Sequence[tuple[str, float, float]],
+    title: str = "accuracy vs cost",
+    ylabel: str = "accuracy",
+    xlabel: str = "total cost (seconds: generator training + generation + FR training)",
+    caption: str = "",
+):
+    """Score against cost on a log x axis: ``points`` are (label, cost, score) of every row with both, in grey;
+    ``front`` (cheapest first) are the non-dominated ones, connected and labelled."""
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    on = {(lab, c, s) for lab, c, s in front}
+    rest = [p for p in points if p not in on]
+    if rest:
+        ax.scatter([p[1] for p in rest], [p[2] for p in rest], color="0.65", s=22, label="dominated", zorder=2)
+    if front:
+        xs, ys = [p[1] for p in front], [p[2] for p in front]
+        ax.plot(xs, ys, "-o", color="tab:blue", ms=6, lw=1.5, label="Pareto front", zorder=3)
+        for lab, c, s in front:
+            ax.annotate(lab, (c, s), textcoords="offset points", xytext=(5, 5), fontsize=8, color="tab:blue")
+    ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.1)  # room for the labels at the ends
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(loc="lower right", fontsize=8)
+    if caption:
+        wrapped = textwrap.fill(caption, 110)
+        fig.text(0.01, 0.01, wrapped, fontsize=7, va="bottom")
+        fig.tight_layout(rect=(0, 0.02 + 0.035 * (wrapped.count("\n") + 1), 1, 1))
+    else:
+        fig.tight_layout()
+    return fig

@@ -6,13 +6,16 @@ from and whose ``out`` holds ``model/``) and, optionally, the parts of its run n
 look at. The stage around it is the same for all: the dataset hashed once (its DVC hash names the run's
 data and the training caches), an MLflow run reopened when a killed training resumes with the same
 settings and data, per-epoch metrics, the loss curves and samples in ``products`` and MLflow, and a DVC
-metrics file of final numbers (no run ids or timings).
+metrics file of final numbers (no run ids or timings). What training cost goes to MLflow only:
+``cost/generator_training_seconds``, wall-clock seconds of the training function, summed over the
+invocations of a resumed run; ``generate`` copies it onto the datasets made with the model.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from facefoundry.data.hashing import dvc_dir_hash
 from facefoundry.generators.descriptor import GeneratorDescriptor, load_object
 from facefoundry.generators.table import descriptor
 from facefoundry.io import atomic_write_json, ensure_writable
+from facefoundry.leaderboard import GENERATOR_TRAINING_SECONDS
 from facefoundry.plots import curve_figure, image_grid
 from facefoundry.stages.common import log
 from facefoundry.tracking import (
@@ -122,7 +126,11 @@ def run_train_generator(
         write_run_record(out, {"run_id": run.info.run_id, "key": key})
         if run.info.run_id != reopen:
             log_dataset_version(source.root, digest=digest)
+        before = _mlflow().MlflowClient().get_run(run.info.run_id).data.metrics.get(GENERATOR_TRAINING_SECONDS, 0.0)
+        t0 = time.perf_counter()
         result = train(cfg, source, log=log, stop_after=stop_after, digest=digest)
+        # cumulative over a resumed run's invocations; MLflow only (the DVC metrics file has no timings)
+        log_metrics({GENERATOR_TRAINING_SECONDS: float(before) + time.perf_counter() - t0})
         if result.resumed_from:
             _mlflow().set_tag("resumed_from_epoch", str(result.resumed_from))
         for h in result.history:

@@ -7,7 +7,9 @@ The ranking rules live in ``facefoundry.leaderboard``. Two sources feed them:
   overlay of all recipes per benchmark) is a function of them: a declared DVC output, identical on every
   reproduction, and logged to the pipeline's MLflow group;
 - ``facefoundry leaderboard`` ranks every training run in MLflow (sweeps, experiments, ad-hoc runs when
-  asked), joined with their dataset's validate metrics, into ``report.leaderboard_out``.
+  asked), joined with their dataset's validate metrics and its cost (the ``generate`` run that wrote the same
+  dataset version), into ``report.leaderboard_out``, with ``pareto.png``: accuracy against total seconds.
+  The report stage's metrics files carry no cost, so it draws no front.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ import numpy as np
 from facefoundry.config import Config
 from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json, atomic_write_text, read_json
-from facefoundry.leaderboard import ACC, Leaderboard, build, join_data_metrics, parse_metric
-from facefoundry.plots import roc_figure, table_figure
+from facefoundry.leaderboard import ACC, Leaderboard, build, join_costs, join_data_metrics, parse_metric
+from facefoundry.plots import pareto_figure, roc_figure, save_figure, table_figure
 from facefoundry.stages.common import log
-from facefoundry.tracking import _mlflow, log_figure, log_text, products_dir, run_name, set_tag, stage_run
+from facefoundry.tracking import _mlflow, log_artifact, log_figure, log_text, products_dir, run_name, set_tag, stage_run
 
 FINISHED = "attributes.status = 'FINISHED'"
 
@@ -57,9 +59,34 @@ def _records(experiments: list[str], stage: str) -> list[dict]:
 
 def training_runs(experiment: str | list[str]) -> list[dict]:
     """Finished training runs of one or more experiments as plain records (newest first), each with
-    the ``data/*`` metrics of its dataset's validate run (same DVC hash) added."""
+    the ``data/*`` metrics of its dataset's validate run and the ``cost/*`` seconds of the generate run that
+    wrote it (both: same DVC hash, ``dataset.dvc_md5``) added."""
     names = [experiment] if isinstance(experiment, str) else list(experiment)
-    return join_data_metrics(_records(names, "train"), _records(names, "validate"))
+    runs = join_data_metrics(_records(names, "train"), _records(names, "validate"))
+    return join_costs(runs, _records(names, "generate"))
+
+
+PARETO = "pareto.png"
+
+
+def pareto_of(board: Leaderboard, title: str):
+    """Accuracy against total seconds, the front connected and labelled; None when no row has a total cost."""
+    front = board.pareto()
+    if not front.points:
+        return None
+    scale = 1.0 if board.metric.startswith("data/") else 100.0  # accuracies in percent, as the table
+    points = [(r.recipe, c, scale * r.mean) for r, _, c in front.points]
+    on = [(r.recipe, c, scale * r.mean) for r, _, c in front.points if front.on_front(r)]
+    on.sort(key=lambda p: (p[1], -p[2]))
+    n = front.without_cost
+    left = f"{n} {'row' if n == 1 else 'rows'} without a total cost not shown. " if n else ""
+    return pareto_figure(
+        points,
+        on,
+        title=f"{title}: score vs cost",
+        ylabel=board.ranked_column.replace(" %", " (%)"),
+        caption=f"{left}Each point: a recipe's mean over its runs. {board.basis}",
+    )
 
 
 def leaderboard_figure(board: Leaderboard, title: str, top: int):
@@ -144,6 +171,9 @@ def run_report(cfg: Config) -> Path:
         log_text(md, "leaderboard.md")
         log_text(json.dumps(board.to_json(), indent=2, sort_keys=True) + "\n", "leaderboard.json")
         log_figure(leaderboard_figure(board, title, rep.top), "leaderboard.png")
+        fig = pareto_of(board, title)  # the metrics files carry no cost: only where costs are known
+        if fig is not None:
+            log_figure(fig, PARETO)
         _roc_overlays(cfg, board)
         best = board.rows[0].recipe
         set_tag("facefoundry.leaderboard.best_recipe", best)
@@ -227,6 +257,12 @@ def run_leaderboard(
         atomic_write_json(out / "leaderboard.json", board.to_json())
         log_text(md, "leaderboard.md")
         log_text(page, "leaderboard.html")
+        fig = pareto_of(board, title)
+        if fig is not None:  # written, then logged as those bytes
+            save_figure(fig, out / PARETO)
+            log_artifact(out / PARETO)
+        else:  # no costs known: no front (and none left from an earlier call)
+            (out / PARETO).unlink(missing_ok=True)
         mlflow = _mlflow()
         mlflow.set_tags(
             {"facefoundry.leaderboard.metric": metric, "facefoundry.leaderboard.experiments": ",".join(names)}

@@ -3,16 +3,22 @@
 DVC sees only reproducible files: the model folder and a metrics file of final numbers. The
 MLflow run id and the registry version go to a side file (``tracking.RUN_FILE`` in
 ``train.out``, not a DVC output), which a resumed run reopens and ``evaluate`` reads.
+
+What training cost goes to MLflow only: ``cost/train_seconds``, wall-clock seconds of the fit (summed over the
+invocations of a resumed run, logged also when ``stop_after`` stops it early), and the tag
+``facefoundry.device``; the leaderboard adds its dataset's cost to it.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from facefoundry.config import Config
 from facefoundry.io import atomic_write_json, read_json
+from facefoundry.leaderboard import TRAIN_SECONDS
 from facefoundry.models.bundle import INDEX, RawEmbedding
 from facefoundry.plots import training_figure
 from facefoundry.stages.common import dataset_grid, log
@@ -134,7 +140,11 @@ def run_train(
                 if s.epoch not in logged:
                     epoch_metrics(s)
 
+        before = _mlflow().MlflowClient().get_run(run.info.run_id).data.metrics.get(TRAIN_SECONDS, 0.0)
+        _mlflow().set_tag("facefoundry.device", str(trainer.device))
+        t0 = time.perf_counter()
         result = trainer.fit(on_epoch, stop_after=stop_after, on_resume=on_resume)
+        log_metrics({TRAIN_SECONDS: float(before) + time.perf_counter() - t0})  # MLflow only: no timings in DVC
         if result.resumed_from:
             _mlflow().set_tag("resumed_from_epoch", str(result.resumed_from))
         hist = result.history

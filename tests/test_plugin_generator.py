@@ -121,7 +121,7 @@ def test_a_plugin_generator_goes_through_the_pipeline_a_sweep_and_promotion(plug
     }
     assert noises == {8.0, 16.0}
 
-    ff(tmp, env, "promote", "--include-adhoc")
+    ff(tmp, env, "promote", "--include-adhoc", "--force")  # one seed per recipe: evidence is not the point here
     card = (tmp / "promoted_card.md").read_text()
     assert "**toy** — toy colour-layout faces (a test plug-in)" in card and "| toy.noise |" in card
     assert "None: no real photo was used" in card  # it learns nothing

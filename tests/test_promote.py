@@ -1,6 +1,7 @@
 """Promotion against a real MLflow SQLite store: the champion alias follows the best run, the old
 champion keeps ``previous``, the recipe file reproduces the run's config, the card says where the
-data came from, and a failing quality gate changes nothing."""
+data came from, a failing quality gate changes nothing, and a challenger replaces the champion only on
+evidence over FR seeds (or ``--force``, recorded)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from facefoundry.promote.run import run_promote
 from tests.conftest import identity_image, tiny_config
 
 NAME = "facefoundry-fr"
+SEEDS = (7, 2, 3)  # 7: the tiny params.yaml's base.seed, so a best run on seed 7 is params.yaml's recipe
 
 
 @pytest.fixture
@@ -66,8 +68,10 @@ def fake_recipe(
     lr: float = 0.1,
     generator: str = "render",
     data: dict | None = None,
+    seed: int | None = None,
 ) -> tuple[str, Config]:
-    """The runs one pipeline execution leaves: generate, validate, train (+ registered model), evaluate."""
+    """The runs one pipeline execution leaves: generate, validate, train (+ registered model), evaluate;
+    ``seed``: the FR seed (``base.seed``), the one parameter repeats of a recipe differ in."""
     import mlflow
     import torch
 
@@ -75,6 +79,7 @@ def fake_recipe(
 
     c = cfg.model_copy(
         update={
+            "base": cfg.base.model_copy(update={"seed": cfg.base.seed if seed is None else seed}),
             "train": cfg.train.model_copy(update={"lr": lr, "recipe": recipe, "dataset": str(tmp / recipe)}),
             "generate": cfg.generate.model_copy(update={"generator": generator, "out": str(tmp / recipe)}),
         }
@@ -128,6 +133,14 @@ def fake_recipe(
     return run_id, c
 
 
+def fake_seeds(
+    tmp: Path, cfg: Config, recipe: str, accs: dict[str, list[float]], seeds: tuple[int, ...] = SEEDS, **kw
+) -> list[str]:
+    """One recipe run with the FR seeds ``seeds``: ``accs`` gives each benchmark's accuracy per seed, in order."""
+    n = len(next(iter(accs.values())))
+    return [fake_recipe(tmp, cfg, recipe, {b: v[i] for b, v in accs.items()}, seed=seeds[i], **kw)[0] for i in range(n)]
+
+
 def version_of(client, run_id: str) -> str:
     [mv] = [v for v in client.search_model_versions(f"name = '{NAME}'") if v.run_id == run_id]
     return str(mv.version)
@@ -141,13 +154,11 @@ def test_promotion_moves_champion_keeps_previous_and_writes_recipe_and_card(env)
     import mlflow
 
     tmp, cfg = env
-    render_run, render_cfg = fake_recipe(
-        tmp,
-        cfg,
-        "render",
-        {"twins": 0.70, "real": 0.55},
-        data={"judge_dlib_intra_mean": 0.9, "judge_dlib_inter_mean": 0.5},
-    )
+    judged = {"judge_dlib_intra_mean": 0.9, "judge_dlib_inter_mean": 0.5}
+    # the render recipe over three FR seeds (a first champion needs promote.min_seeds = 3); seed 7 is its best
+    render_run, render_cfg = fake_recipe(tmp, cfg, "render", {"twins": 0.70, "real": 0.55}, data=judged, seed=7)
+    for seed, twins in ((2, 0.69), (3, 0.68)):
+        fake_recipe(tmp, cfg, "render", {"twins": twins, "real": twins - 0.15}, data=judged, seed=seed)
     fake_recipe(tmp, cfg, "vec2face", {"twins": 0.60, "real": 0.58}, generator="vec2face")
     client = mlflow.MlflowClient(tracking_uri=cfg.base.tracking_uri)
 
@@ -187,14 +198,17 @@ def test_promotion_moves_champion_keeps_previous_and_writes_recipe_and_card(env)
     assert "| twins | 70.00 ± 2.00 % | 0.7500 | 0.350 |" in card and "| real | 55.00 ± 2.00 % |" in card
     assert "judge_dlib_intra_mean | 0.9" in card and "gap 0.400" in card
     assert "dlib ResNet" in card and "CC0" in card
+    assert "The first champion" in card and "| challenger (this recipe) | render | 3 | 2, 3, 7 |" in card
+    assert mv.tags["facefoundry.promote.forced"] == "false" and mv.tags["promoted.seeds"] == "2,3,7"
 
-    # a better run appears: champion moves, the old champion keeps `previous`
-    better_run, _ = fake_recipe(tmp, cfg, "render", {"twins": 0.80, "real": 0.50}, lr=0.05)
+    # a better recipe appears, over the same seeds and significantly better: champion moves, the old keeps `previous`
+    [better_run, *_] = fake_seeds(tmp, cfg, "render", {"twins": [0.80, 0.79, 0.785], "real": [0.50] * 3}, lr=0.05)
     second = run_promote(cfg, metric="twins", params_file=tmp / "params.yaml")
     assert second["run_id"] == better_run
     assert aliases(client) == {CHAMPION: version_of(client, better_run), PREVIOUS: version_of(client, render_run)}
     assert second["previous"] == version_of(client, render_run)
     assert "#   dvc repro   # params.yaml already holds this recipe" in promoted.read_text()  # lr 0.05 is its own
+    assert "# Evidence: paired t-test, n=3 vs 3:" in promoted.read_text()
     # promoting the same champion again leaves `previous` where it was
     run_promote(cfg, metric="twins", params_file=tmp / "params.yaml")
     assert aliases(client) == {CHAMPION: version_of(client, better_run), PREVIOUS: version_of(client, render_run)}
@@ -222,7 +236,100 @@ def test_promotion_moves_champion_keeps_previous_and_writes_recipe_and_card(env)
             )
         }
     )
-    assert run_promote(ok, metric="real", params_file=tmp / "params.yaml")["recipe"] == "vec2face"
+    # (vec2face ran one seed: forced, as the evidence is not what this part tests)
+    assert run_promote(ok, metric="real", params_file=tmp / "params.yaml", force=True)["recipe"] == "vec2face"
+
+
+def test_evidence_over_seeds_decides_whether_a_challenger_replaces_the_champion(env, monkeypatch, capsys):
+    """A first champion needs 3 seeds; a challenger 5 points better (spread 0.5) over 3 seeds replaces it; one
+    within noise (+0.3, spread 2) and one with a single seed do not (one line, the compare command, exit 2);
+    --force promotes the single seed and says so in the registry, the run and the card."""
+    import sys
+
+    import mlflow
+
+    from facefoundry.cli import main
+
+    tmp, cfg = env
+    client = mlflow.MlflowClient(tracking_uri=cfg.base.tracking_uri)
+    card = tmp / "experiments" / "promoted_card.md"
+
+    def promote(**kw):
+        return run_promote(cfg, metric="twins", params_file=tmp / "params.yaml", **kw)
+
+    # a first champion with one seed: refused, with the command that runs the others
+    [a_best] = fake_seeds(tmp, cfg, "a", {"twins": [0.705]})
+    with pytest.raises(FaceFoundryError) as err:
+        promote()
+    msg = str(err.value)
+    assert "\n" not in msg and "it has 1 FR seed (7) on twins accuracy" in msg
+    assert "a first champion needs promote.min_seeds=3" in msg and "--force" in msg
+    assert f"""`facefoundry --set 'compare.recipes={{"a": "{tmp / "a"}"}}' compare`""" in msg
+    assert aliases(client) == {} and not card.exists()
+    fake_seeds(tmp, cfg, "a", {"twins": [0.700, 0.695]}, seeds=(2, 3))
+    assert promote()["run_id"] == a_best  # three seeds: 70.0 ± 0.5
+    v_a = version_of(client, a_best)
+
+    # +5 points, spread 0.5, the same seeds: significant, so b replaces a
+    [b_best, *_] = fake_seeds(tmp, cfg, "b", {"twins": [0.757, 0.748, 0.745]})
+    res = promote()
+    assert res["run_id"] == b_best and res["forced"] is False and res["previous"] == v_a
+    v_b = version_of(client, b_best)
+    assert aliases(client) == {CHAMPION: v_b, PREVIOUS: v_a}
+    test = res["evidence"]["test"]
+    assert test["test"] == "paired" and test["n_a"] == 3 and test["p"] < 0.01
+    mv = client.get_model_version(NAME, v_b)
+    assert mv.tags["facefoundry.promote.forced"] == "false" and float(mv.tags["promoted.p"]) < 0.01
+    assert mv.tags["facefoundry.promote.evidence"].startswith("paired t-test, n=3 vs 3: 75.00 ± 0.62 % vs 70.00")
+    text = card.read_text()
+    assert "## Evidence" in text and "| challenger (this recipe) | b | 3 | 2, 3, 7 | 75.00 ± 0.62 % |" in text
+    assert f"| champion before (v{v_a}) | a | 3 | 2, 3, 7 | 70.00 ± 0.50 % |" in text
+    assert "Difference +5.00 points. Paired t-test over the seeds both ran (2, 3, 7)" in text
+    assert "df = 2, p = " in text and "< α = 0.05: significant" in text
+    before = card.read_text()
+
+    # +0.3 points with a spread of 2: within noise, the champion stays
+    fake_seeds(tmp, cfg, "c", {"twins": [0.773, 0.733, 0.753]})
+    with pytest.raises(FaceFoundryError) as err:
+        promote()
+    msg = str(err.value)
+    assert "\n" not in msg and f"does not beat the champion v{v_b} (b) on twins accuracy" in msg
+    assert "75.30 ± 2.00 % over seeds 2, 3, 7" in msg and "(+0.30 points)" in msg
+    assert ">= promote.alpha=0.05 (one-sided); the champion stays" in msg
+    assert aliases(client) == {CHAMPION: v_b, PREVIOUS: v_a} and card.read_text() == before
+    # the command line: one line on stderr, exit code 2
+    monkeypatch.setattr(
+        sys, "argv", ["facefoundry", "--params", str(tmp / "params.yaml"), "promote", "--metric", "twins"]
+    )
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    err_text = capsys.readouterr().err
+    assert "error: promotion refused: c" in err_text and "Traceback" not in err_text
+
+    # one seed, however high: refused, with the compare command for it
+    [d] = fake_seeds(tmp, cfg, "d", {"twins": [0.90]})
+    with pytest.raises(FaceFoundryError) as err:
+        promote()
+    msg = str(err.value)
+    assert "it has 1 FR seed (7)" in msg and "replacing the champion needs promote.min_seeds=3 seeds of each" in msg
+    assert f"""facefoundry --set 'compare.recipes={{"d": "{tmp / "d"}"}}' compare""" in msg
+    assert aliases(client) == {CHAMPION: v_b, PREVIOUS: v_a}
+
+    # --force: promoted, and recorded in the version's and the run's tags and in the card
+    res = promote(force=True)
+    v_d = version_of(client, d)
+    assert res["run_id"] == d and res["forced"] is True and aliases(client) == {CHAMPION: v_d, PREVIOUS: v_b}
+    reason = "evidence: challenger n=1 < promote.min_seeds=3"
+    mv = client.get_model_version(NAME, v_d)
+    assert mv.tags["facefoundry.promote.forced"] == "true" and mv.tags["facefoundry.promote.forced_reason"] == reason
+    assert "FORCED" in mv.description
+    tags = client.get_run(d).data.tags
+    assert tags["facefoundry.promote.forced"] == "true" and tags["facefoundry.promote.forced_reason"] == reason
+    text = card.read_text()
+    assert "**Forced** (`facefoundry promote --force`)" in text and reason in text
+    assert "| challenger (this recipe) | d | 1 | 7 | 90.00 % |" in text
+    assert f"# Evidence: FORCED (--force; {reason})" in (tmp / "experiments" / "promoted.yaml").read_text()
 
 
 def test_card_traces_a_generator_to_its_real_sources(env):
@@ -241,7 +348,8 @@ def test_card_traces_a_generator_to_its_real_sources(env):
         }
     )
     run_id, _ = fake_recipe(tmp, cfg, "vec2face_real", {"real": 0.61, "twins": 0.53}, generator="vec2face")
-    res = run_promote(cfg, metric="average", params_file=tmp / "params.yaml")
+    # one seed: forced (this test is about the card's provenance, not the evidence)
+    res = run_promote(cfg, metric="average", params_file=tmp / "params.yaml", force=True)
     assert res["run_id"] == run_id
     card = (tmp / "experiments" / "promoted_card.md").read_text()
     assert "**vec2face**" in card and "| vec2face.tau | 0.4 |" in card  # generator and its parameters
@@ -269,7 +377,10 @@ def test_cli_leaderboard_and_promote(env):
         assert (tmp / "leaderboard" / name).is_file()
     res = runner.invoke(app, [*params, "leaderboard", "--experiment", "nope"])
     assert isinstance(res.exception, FaceFoundryError) and "no MLflow experiment 'nope'" in str(res.exception)
-    res = runner.invoke(app, [*params, "promote", "--metric", "twins", "--no-gate"])
+    res = runner.invoke(app, [*params, "promote", "--metric", "twins", "--no-gate"])  # one seed: refused
+    assert isinstance(res.exception, FaceFoundryError) and "compare.recipes=" in str(res.exception)
+    assert not (tmp / "experiments" / "promoted.yaml").exists()
+    res = runner.invoke(app, [*params, "promote", "--metric", "twins", "--no-gate", "--force"])
     assert res.exit_code == 0, res.output
     assert (tmp / "experiments" / "promoted.yaml").is_file()
 
@@ -415,7 +526,7 @@ def test_the_promoted_recipe_reproduces_the_dataset_and_the_model(env, monkeypat
     monkeypatch.chdir(a)
     cfg = load_config(params_a)
     run_generate(cfg), run_benchmark(cfg), run_train(cfg), run_evaluate(cfg)
-    run_promote(cfg, metric="twins", params_file=params_a)
+    run_promote(cfg, metric="twins", params_file=params_a, force=True)  # one seed: forced (about reproduction)
     promoted = a / "experiments" / "promoted.yaml"
 
     params_b = _relative_recipe(b, base={"seed": 3}, generate={"identities": 6}, train={"lr": 0.1})

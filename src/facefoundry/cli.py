@@ -468,12 +468,19 @@ def promote(
         "--include-adhoc/--exclude-adhoc",
         help="Also consider runs started outside a pipeline (default: report.include_adhoc).",
     ),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Promote without the evidence (promote.min_seeds FR seeds, p < promote.alpha against the "
+        "champion); recorded in the registry's tags and the dataset card.",
+    ),
 ) -> None:
     """Register the best run's FR model as models:/<name>@champion (the old one keeps @previous), and write
-    its recipe (promote.out) and dataset card (promote.card)."""
+    its recipe (promote.out) and dataset card (promote.card). The challenger replaces the champion only when
+    its mean over promote.min_seeds FR seeds beats the champion's with p < promote.alpha (one-sided)."""
     from facefoundry.promote.run import run_promote
 
-    run_promote(_cfg(), metric, experiment, gate, include_adhoc, _state.get("params") or "params.yaml")
+    run_promote(_cfg(), metric, experiment, gate, include_adhoc, _state.get("params") or "params.yaml", force)
 
 
 @app.command()
@@ -550,6 +557,13 @@ def sweep(
         help="Ray Tune's own progress tables and the "
         "trials' output on the console (trial logs are always in trials/<id>/trial.log).",
     ),
+    warm_start: str | None = typer.Option(
+        None,
+        "--warm-start",
+        metavar="EXPERIMENT",
+        help="Start Optuna from the compatible finished trials of this MLflow experiment (same space keys, values "
+        "in the space, same objective); not for a space with a grid dimension.",
+    ),
 ) -> None:
     """Sweep a space of recipes with Ray Tune (Optuna TPE + ASHA); one MLflow parent run, one child per trial."""
     from facefoundry.sweep.spec import load_spec
@@ -559,7 +573,7 @@ def sweep(
     from facefoundry.sweep.run import run_sweep
 
     try:
-        outcome = run_sweep(s, resume=resume, address=address, verbose=verbose)
+        outcome = run_sweep(s, resume=resume, address=address, verbose=verbose, warm_start=warm_start)
     except KeyboardInterrupt:
         outcome = None
     if outcome is None or outcome.interrupted:

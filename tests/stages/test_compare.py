@@ -64,7 +64,7 @@ def compared(tmp_path_factory):
 
 
 def test_summary_over_seeds_and_against_the_baseline(compared):
-    tmp, _, result, again = compared
+    _, _, result, again = compared
     assert result["baseline"] == "small" and set(result["recipes"]) == {"small", "large"}
     large = result["recipes"]["large"]
     assert large["seeds"] == [1, 2]
@@ -90,7 +90,7 @@ def test_table_and_self_contained_page(compared):
 def test_stage_runs_under_one_parent_and_resume_adds_none(compared):
     import mlflow
 
-    tmp, cfg, *_ = compared
+    _, cfg, *_ = compared
     client = mlflow.MlflowClient(tracking_uri=cfg.base.tracking_uri)
     exp = client.get_experiment_by_name(cfg.base.experiment)
     runs = client.search_runs([exp.experiment_id])

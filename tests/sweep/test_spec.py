@@ -151,6 +151,41 @@ def test_grid_budget(tmp_path):
     assert "multiple of the grid's 6 points" in error_of(spec_file(tmp_path, space=grid, budget={"trials": 8}))
 
 
+@pytest.mark.parametrize(
+    ("repeats", "fragments"),
+    [
+        ({"top_k": 0, "seeds": [1]}, ["repeats.top_k"]),
+        ({"top_k": 5, "seeds": [1]}, ["repeats.top_k: 5 is more than the sweep's 4 trials"]),
+        ({"top_k": 1, "seeds": []}, ["repeats.seeds: empty"]),
+        ({"top_k": 1, "seeds": 0}, ["repeats.seeds"]),
+        ({"top_k": 1, "seeds": [1, 2, 1]}, ["repeats.seeds: [1, 2, 1]", "[1] given twice"]),
+        ({"top_k": 1, "seeds": [3, 7]}, ["repeats.seeds: 7 is the base seed"]),
+        ({"top_k": 1, "seeds": [1], "count": 2}, ["repeats.count"]),
+        ({"seeds": [1]}, []),  # top_k defaults to 1: valid
+    ],
+)
+def test_repeats_spec_checks(tmp_path, repeats, fragments):
+    path = spec_file(tmp_path, repeats=repeats)  # the tiny recipe's base.seed is 7
+    if not fragments:
+        assert load_spec(path).repeat_seeds() == [1]
+        return
+    msg = error_of(path)
+    assert msg.startswith(str(path)), msg
+    for frag in fragments:
+        assert frag in msg, msg
+
+
+def test_repeats_spec_seeds_and_digest(tmp_path):
+    plain = load_spec(spec_file(tmp_path))
+    assert plain.spec.repeats is None and plain.repeat_seeds() == []
+    s = load_spec(spec_file(tmp_path, repeats={"top_k": 2, "seeds": 3}))
+    seeds = s.repeat_seeds()
+    assert len(seeds) == len(set(seeds)) == 3 and 7 not in seeds and seeds == s.repeat_seeds()
+    assert s.digest() == plain.digest()  # a resumed sweep may add or change its repeats
+    msg = error_of(spec_file(tmp_path, repeats={"seeds": [1]}, objective={"metric": "data/images"}))
+    assert "repeats: objective data/images is a data metric" in msg
+
+
 def test_cli_bad_spec_is_one_line_before_ray(tmp_path):
     path = spec_file(tmp_path, space={"train.lr": {"type": "uniform", "low": 0.5, "high": 0.1}})
     t0 = time.perf_counter()

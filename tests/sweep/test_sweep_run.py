@@ -213,3 +213,66 @@ def test_warm_start_feeds_the_earlier_trials_to_optuna(swept):
     fed = {(repr(t.params["train.lr"]), str(t.params["generate.images_per_identity"])): t.value for t in trials[:3]}
     assert fed == {k: pytest.approx(v) for k, v in earlier.items()}
     assert len(json.loads((out / "results.json").read_text())["rows"]) == 2  # not run again, not in the budget
+
+
+def test_repeats_rerun_the_best_trial_with_another_seed(swept):
+    """A second small sweep (1 trial, ASHA off) with ``repeats: {top_k: 1, seeds: [11]}``: the best trial runs again
+    with FR seed 11 on its own dataset, as a tagged trial run under the parent; the parent gets the repeats table and
+    metrics (a resumed sweep skipping finished repeats: tests/sweep/test_repeats.py)."""
+    tmp = swept["tmp"]
+    spec = yaml.safe_load((tmp / "sweep.yaml").read_text())
+    spec.update(
+        name="test_sweep_repeats",
+        space={"train.lr": {"type": "loguniform", "low": 0.01, "high": 0.2}},
+        budget={"trials": 1, "max_concurrent": 1},
+        asha={"enabled": False},
+        repeats={"top_k": 1, "seeds": [11]},
+    )
+    del spec["inject_failure"]
+    (tmp / "sweep_repeats.yaml").write_text(yaml.safe_dump(spec))
+    out = tmp / "out_repeats"
+    cmd = [sys.executable, "-m", "facefoundry", "sweep", str(tmp / "sweep_repeats.yaml"), "--out", str(out)]
+    env = {**ENV, "MLFLOW_EXPERIMENT_NAME": "tests-repeats"}
+    first = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    rows = {r["trial"]: r for r in results["rows"]}
+    best = max((r for r in rows.values() if r["status"] == "completed"), key=lambda r: r["objective"])
+    rep = results["repeats"]
+    assert rep["seeds"] == [11] and rep["base_seed"] == 7 and rep["completed"] == 1
+    (cand,) = rep["candidates"]
+    assert cand["trial"] == best["trial"] == rep["winner"] and cand["n"] == 2 and cand["winner"]
+    assert cand["values"][0] == pytest.approx(best["objective"])
+    assert cand["ci_low"] <= cand["mean"] <= cand["ci_high"]
+    assert rows[best["trial"]]["repeat_n"] == 2 and rows[best["trial"]]["winner"] is True
+    assert results["best"]["trial"] == best["trial"]
+    assert "repeat_mean" in (out / "results.csv").read_text().splitlines()[0]
+    folder = out / "repeats" / f"{best['trial']}-seed11"
+    info = json.loads((folder / "trial.json").read_text())
+    assert info["repeat_of"] == best["trial"] and info["seed"] == 11 and info["dataset_key"] == best["dataset"]
+    made = (out / "datasets" / "generations.jsonl").read_text().splitlines()
+    assert len(made) == 1  # the repeat trained on the original trial's dataset, not a new one
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    exp = client.get_experiment_by_name("tests-repeats")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    (parent,) = [r for r in runs if r.data.tags.get("facefoundry.role") == "sweep"]
+    trials = [r for r in runs if r.data.tags.get("facefoundry.role") == "trial"]
+    repeats = [r for r in trials if r.data.tags.get("facefoundry.repeat_of")]
+    assert len(trials) == 2 and len(repeats) == 1
+    (r,) = repeats
+    assert r.data.tags["facefoundry.repeat_of"] == best["trial"] and r.data.tags["facefoundry.seed"] == "11"
+    assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id and r.info.status == "FINISHED"
+    assert r.data.params["base.seed"] == "11" and r.data.params["train.lr"] == str(best["params"]["train.lr"])
+    assert r.data.metrics["objective"] == pytest.approx(cand["values"][1])
+    assert all(t.data.tags["facefoundry.seed"] == "7" for t in trials if t is not r)
+    stages = [s for s in runs if s.data.tags.get("mlflow.parentRunId") == r.info.run_id]
+    assert {s.data.tags.get("facefoundry.stage") for s in stages} >= {"train", "evaluate"}
+    assert "sweep_repeats.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    m = parent.data.metrics
+    assert m[f"repeat/{best['trial']}/n"] == 2 and m["best_repeat_mean"] == pytest.approx(cand["mean"])
+    assert parent.data.tags["facefoundry.best_trial"] == best["trial"]
+    assert "**winner**" in (out / "repeats.md").read_text()
+    assert len((folder / "attempts.log").read_text().splitlines()) == 1

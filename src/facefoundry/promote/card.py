@@ -1,7 +1,8 @@
 """The dataset card and the recipe file's header: what a promotion tells a reader, in words.
 
-``dataset_card`` writes the markdown card of the champion's training data (generator and parameters, the
-real sources behind it and their licences, quality metrics, the leakage check, accuracy per benchmark);
+``dataset_card`` writes the markdown card of the champion's training data (the evidence it was promoted on,
+generator and parameters, the real sources behind it and their licences, quality metrics, the leakage check,
+accuracy per benchmark);
 ``reproduce_commands`` are the shell lines that rebuild the dataset and the model, shown in the card and in
 the header ``recipe_header`` puts on the recipe file. Pure functions of ``CardFacts``.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from facefoundry.errors import FaceFoundryError
 from facefoundry.leaderboard import ACC, benchmarks_of, label, order_benchmarks
+from facefoundry.promote.evidence import Evidence, card_section
 from facefoundry.promote.gate import _JUDGE
 from facefoundry.promote.provenance import Provenance, Source, describe_generator
 
@@ -45,6 +47,8 @@ class CardFacts:
     provenance: Provenance | None = None
     judges: list[str] = field(default_factory=list)
     reproduce: list[str] = field(default_factory=list)
+    evidence: Evidence | None = None  # the seeds and the test against the champion it replaced
+    forced: bool = False  # promoted with --force, without that evidence
 
 
 def _cell(v: Any) -> str:
@@ -82,6 +86,8 @@ def dataset_card(f: CardFacts) -> str:
         f"| recipe | `{f.recipe_file}` |",
         "",
     ]
+    if f.evidence is not None or f.forced:
+        lines += card_section(f.evidence, f.forced)
     # generator
     lines += ["## Generator and parameters", "", f"**{gen}** — {describe_generator(gen)}.", ""]
     gp = {
@@ -266,6 +272,11 @@ def recipe_header(f: CardFacts, card_file: str) -> str:
         f"Champion: {f.recipe} · {f.registered or 'not registered'} · training run {f.run_id} "
         f"(experiment {f.experiment})",
         f"Ranked on {f.metric} = {f.value:.4g}. Dataset {f.dataset}, dataset.dvc_md5 {f.digest}",
+        *(
+            ["Evidence: " + (f"FORCED (--force; {f.evidence.shortfall()})" if f.forced else f.evidence.line())]
+            if f.evidence is not None
+            else []
+        ),
         f"Dataset card: {card_file}",
         "",
         "Reproduce the dataset and the model (this file is deep-merged on params.yaml):",

@@ -127,6 +127,16 @@ def current_champion(client, name: str) -> str | None:
         return None
 
 
+def champion_version(client, name: str):
+    """The model version holding ``champion`` (None when there is none)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
 def move_champion(client, name: str, version: str) -> str | None:
     """``champion`` → ``version``; the old champion (if another version) becomes ``previous``."""
     old = current_champion(client, name)

@@ -25,6 +25,7 @@ class SweepOutcome:
     interrupted: bool = False
     seconds: float = 0.0
     best: dict | None = None
+    repeats: dict | None = None  # the candidates' summaries over FR seeds and the winner (spec ``repeats``)
 
 
 def _fmt(v: Any) -> str:
@@ -104,6 +105,17 @@ def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome)
     done = [r for r in rows if r["status"] == COMPLETED and isinstance(r["objective"], (int, float))]
     if done:
         outcome.best = (max if mode == "max" else min)(done, key=lambda r: r["objective"])
+    rtable = ""
+    if sweep.spec.repeats is not None:
+        from facefoundry.sweep.repeats import collect_repeats, repeats_table, row_columns, summarise_repeats
+
+        outcome.repeats = summarise_repeats(sweep, rows, collect_repeats(out))
+        for r in rows:
+            r.update(row_columns(outcome.repeats, r["trial"]))
+        if outcome.repeats:  # the winner: the best mean over the original run and its repeats
+            outcome.best = next(r for r in rows if r["trial"] == outcome.repeats["winner"])
+            rtable = repeats_table(outcome.repeats)
+            atomic_write_text(out / "repeats.md", rtable)
     counts = {s: sum(r["status"] == s for r in rows) for s in (COMPLETED, STOPPED, FAILED, "unfinished")}
     table = results_table(sweep, rows)
     atomic_write_text(out / "results.md", table)
@@ -115,10 +127,11 @@ def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome)
             "counts": counts,
             "seconds": outcome.seconds,
             "interrupted": outcome.interrupted,
+            **({"repeats": outcome.repeats} if sweep.spec.repeats is not None else {}),
         },
     )
     _write_csv(sweep, rows, out / "results.csv")
-    print(table, end="")
+    print(table + (f"\n{rtable}" if rtable else ""), end="")
     sys.stdout.flush()
     try:
         from facefoundry.sweep.plots import sweep_plots
@@ -136,8 +149,13 @@ def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome)
             client.set_tag(run_id, "facefoundry.best_trial", outcome.best["trial"])
             if outcome.best.get("run_id"):
                 client.set_tag(run_id, "facefoundry.best_trial_run_id", outcome.best["run_id"])
+        if outcome.repeats:
+            metrics.update(_repeat_metrics(outcome.repeats))
+            client.set_tag(run_id, "facefoundry.best_single_trial", outcome.repeats["best_single"])
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
         client.log_text(run_id, table, "sweep_results.md")
+        if rtable:
+            client.log_text(run_id, rtable, "sweep_repeats.md")
         client.log_artifact(run_id, str(out / "results.json"))
         client.log_artifact(run_id, str(out / "results.csv"))
         for fig in figures:
@@ -157,8 +175,29 @@ def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome)
             if best
             else ""
         )
+        + (_repeat_line(outcome.repeats) if outcome.repeats else "")
         + f"; MLflow run {run_id}"
     )
+
+
+def _repeat_metrics(summary: dict) -> dict[str, float]:
+    """The parent run's metrics of the repeats: per candidate n, mean, std, t-interval; the winner's mean."""
+    metrics: dict[str, float] = {"repeats_completed": float(summary["completed"])}
+    for c in summary["candidates"]:
+        for k in ("n", "mean", "std", "ci_low", "ci_high"):
+            metrics[f"repeat/{c['trial']}/{k}"] = float(c[k])
+        if c["winner"]:
+            metrics["best_repeat_mean"] = float(c["mean"])
+    return metrics
+
+
+def _repeat_line(summary: dict) -> str:
+    win = next(c for c in summary["candidates"] if c["winner"])
+    note = "" if win["trial"] == summary["best_single"] else f", not the best single run {summary['best_single']}"
+    return f"; winner on the mean over {win['n']} FR seed(s): {win['trial']} {win['mean']:.4f} ± {win['std']:.4f}{note}"
+
+
+REPEAT_COLUMNS = ("repeat_n", "repeat_mean", "repeat_std", "repeat_ci_low", "repeat_ci_high", "winner")
 
 
 def _write_csv(sweep: Sweep, rows: list[dict], path: Path) -> None:
@@ -166,9 +205,12 @@ def _write_csv(sweep: Sweep, rows: list[dict], path: Path) -> None:
     import io
 
     keys = list(sweep.dims)
+    extra = list(REPEAT_COLUMNS) if sweep.spec.repeats is not None else []
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["trial", "number", *keys, "status", "epoch", "objective", "val_accuracy", "dataset", "attempts"])
+    w.writerow(
+        ["trial", "number", *keys, "status", "epoch", "objective", "val_accuracy", "dataset", "attempts", *extra]
+    )
     for r in rows:
         w.writerow(
             [
@@ -181,6 +223,7 @@ def _write_csv(sweep: Sweep, rows: list[dict], path: Path) -> None:
                 r["val_accuracy"],
                 r["dataset"],
                 r["attempts"],
+                *[r.get(c) for c in extra],
             ]
         )
     atomic_write_text(path, buf.getvalue())

@@ -8,6 +8,7 @@ Layout of a sweep folder (``outputs/sweeps/<name>`` or ``--out``)::
     benchmarks/             the synthetic twins benchmark, made once from the base recipe
     datasets/<key>/         one dataset per distinct generation settings, shared by the trials that use it
     trials/<trial id>/      train/ (model, checkpoint), eval/, trial.log, attempts.log, status.json
+    repeats/<trial id>-seed<S>/  a best trial again with another FR seed (spec ``repeats``; ray/repeats)
     results.md|json|csv     the final table; plots/ the comparison figures (also on the MLflow parent run)
 """
 
@@ -369,7 +370,17 @@ def _tune(
         for p in (out / "trials").glob(f"*/{TRIAL_STATUS}")
         if read_json(p).get("status") in (COMPLETED, STOPPED, FAILED)
     )
-    return ended < sweep.trials
+    if ended < sweep.trials:
+        return True
+    if s.repeats is not None:  # the best trials again with the extra FR seeds (repeats.py)
+        from facefoundry.sweep.repeats import run_repeats
+        from facefoundry.sweep.results import collect
+
+        t0 = time.perf_counter()
+        interrupted = run_repeats(sweep, out, collect(sweep, out), trainable, verbose)
+        atomic_write_json(out / "repeats_fit.json", {"fit_seconds": time.perf_counter() - t0, "resumed": resume})
+        return interrupted
+    return False
 
 
 def _tune_config(sweep: Sweep, warm: WarmStart | None = None):

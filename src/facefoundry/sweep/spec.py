@@ -19,6 +19,8 @@ A spec is a YAML file (``experiments/sweep_*.yaml``)::
     seed: 0                                      # Optuna's TPE sampler (and Ray's grid sampler)
     realism: false                               # true: each dataset goes through the realism stage
     address: null                                # a Ray cluster (else RAY_ADDRESS, else this machine)
+    repeats: {top_k: 2, seeds: [1, 2]}           # after the search: the 2 best again with FR seeds 1 and 2
+                                                 # (or seeds: N, derived); the winner: the best mean
 
 Dimension types: ``uniform`` / ``loguniform`` (low < high), ``int`` (alias ``randint``; low ≤ x ≤ high),
 ``choice`` and ``grid`` (``values``). Optuna's TPE samples every non-grid space. Optuna cannot take an
@@ -267,7 +269,37 @@ def load_spec(
                 f"{where}: asha.grace_period: {a.grace_period} is not below max_t {max_t} "
                 "(epochs): ASHA could never stop a trial; lower it or set asha.enabled: false"
             )
+    _check_repeats(sweep, where)
     return sweep
+
+
+def _check_repeats(sweep: Sweep, where: str) -> None:
+    """``repeats``: top_k within the budget; extra FR seeds non-empty, distinct, not the base seed."""
+    r = sweep.spec.repeats
+    if r is None:
+        return
+    if r.top_k > sweep.trials:
+        raise FaceFoundryError(
+            f"{where}: repeats.top_k: {r.top_k} is more than the sweep's {sweep.trials} trials (budget.trials)"
+        )
+    if sweep.spec.objective.metric != "accuracy":
+        raise FaceFoundryError(
+            f"{where}: repeats: objective {sweep.spec.objective.metric} is a data metric, which the FR seed "
+            "does not change; repeats need objective.metric: accuracy"
+        )
+    if "base.seed" in sweep.dims:
+        raise FaceFoundryError(f"{where}: repeats: space.base.seed: the repeats set the FR seed themselves")
+    seeds, base = sweep.repeat_seeds(), sweep.base_seed
+    if not seeds:
+        raise FaceFoundryError(f"{where}: repeats.seeds: empty; give extra FR seeds, e.g. [1, 2], or a count")
+    if len(set(seeds)) != len(seeds):
+        dup = sorted({x for x in seeds if seeds.count(x) > 1})
+        raise FaceFoundryError(f"{where}: repeats.seeds: {seeds}: seed(s) {dup} given twice; give distinct seeds")
+    if base in seeds:
+        raise FaceFoundryError(
+            f"{where}: repeats.seeds: {base} is the base seed (base.seed) every trial already ran with; "
+            "give other seeds"
+        )
 
 
 def _leaf_keys(d: dict, prefix: str = "") -> list[str]:

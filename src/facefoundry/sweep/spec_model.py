@@ -154,6 +154,15 @@ class InjectFailure(Strict):
         return self
 
 
+class Repeats(Strict):
+    """After the search: the ``top_k`` best completed trials again with each extra FR seed (``base.seed``),
+    full epochs; the winner is the best mean over the original run and its repeats (:mod:`.repeats`)."""
+
+    top_k: PositiveInt = 1
+    seeds: list[int] | PositiveInt  # the extra FR seeds, or how many to derive from base.seed
+    level: Annotated[float, Field(gt=0, lt=1)] = 0.95  # confidence level of the t-interval of each mean
+
+
 class SweepSpec(Strict):
     name: str | None = None
     description: str = ""
@@ -173,6 +182,7 @@ class SweepSpec(Strict):
     address: str | None = None
     out: str | None = None  # default outputs/sweeps/<name>
     inject_failure: InjectFailure | None = None
+    repeats: Repeats | None = None  # re-run the best trials with more FR seeds; pick the winner on their means
 
     @field_validator("space", mode="before")
     @classmethod
@@ -219,11 +229,27 @@ class Sweep:
     def base_config(self) -> Config:
         return Config.model_validate(self.base_raw)
 
+    @property
+    def base_seed(self) -> int:
+        """The FR seed of every trial of the search (``base.seed`` of the base recipe)."""
+        return self.base_config.base.seed
+
+    def repeat_seeds(self) -> list[int]:
+        """The extra FR seeds of ``repeats``: as given, or ``seeds: N`` derived from the base seed (deterministic,
+        distinct, never the base seed); [] without repeats."""
+        r = self.spec.repeats
+        if r is None:
+            return []
+        if isinstance(r.seeds, list):
+            return list(r.seeds)
+        return [(self.base_seed + 7919 * (i + 1)) % 2**31 for i in range(r.seeds)]
+
     def digest(self) -> str:
-        """What the sweep is (space, objective, recipe): a resumed sweep must match it."""
+        """What the sweep is (space, objective, recipe): a resumed sweep must match it. ``repeats`` is left out:
+        a resumed sweep may add or change them (finished repeats are kept)."""
         blob = json.dumps(
             {
-                "spec": self.spec.model_dump(mode="json", exclude={"address", "out", "description"}),
+                "spec": self.spec.model_dump(mode="json", exclude={"address", "out", "description", "repeats"}),
                 "base": self.base_raw,
             },
             sort_keys=True,

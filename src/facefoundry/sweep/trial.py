@@ -23,11 +23,12 @@ from facefoundry.config import Config
 from facefoundry.config.dotted import apply_sets
 from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json, read_json
+from facefoundry.sweep import repeats
 from facefoundry.sweep.cache import shared_dataset
 from facefoundry.sweep.keys import _digest, dataset_key, fuse_key, realism_key, train_key, trial_number
 from facefoundry.sweep.scorer import EpochScorer
 from facefoundry.sweep.spec_model import Sweep, SweepSpec, trial_sets
-from facefoundry.sweep.trial_run import TrialRun, _fmt
+from facefoundry.sweep.trial_run import TrialRun, _fmt, trial_run_name
 
 TRIAL_STATUS = "status.json"  # written by the driver (callbacks.py) beside each trial's outputs
 STOPPED = "stopped"
@@ -197,6 +198,10 @@ def run_trial(config: dict, ctx: dict) -> None:
     if ctx.get("root") and Path(ctx["root"]).is_dir():
         os.chdir(ctx["root"])  # relative paths in the recipe mean what they mean on the command line
     folder = Path(ctx["out"]) / "trials" / (key if key.endswith(trial_id) else trial_id)
+    rep = repeats.parse(config)
+    if rep is not None:  # a repeat (repeats.py): its own folder, whose name is its stable trial id
+        folder = Path(ctx["out"]) / repeats.REPEATS_DIR / repeats.repeat_name(rep["of"], rep["seed"])
+        trial_id = folder.name
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "attempts.log", "a") as fh:
         fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} host {socket.gethostname()}\n")
@@ -219,6 +224,7 @@ class _Trial:
     key: str  # the key of the dataset it trains on
     run: TrialRun
     mlflow_seconds: float
+    data_cfg: Config | None = None  # a repeat: the original trial's Config, which made (and validated) its dataset
     stopped: list[str] = field(default_factory=list)  # set when Ray ends the trial inside a report
     last: dict[str, Any] = field(default_factory=dict)  # the last epoch's result
     report_seconds: float = 0.0
@@ -257,27 +263,38 @@ def _open_trial(config: dict, ctx: dict, trial_id: str, folder: Path, attempt: i
     _set_env(ctx, trial_id)
     torch.set_num_threads(ctx["threads"])
     sweep = sweep_from_ctx(ctx)
-    params = sweep.decode(config)
+    rep = repeats.parse(config)
+    params = rep["params"] if rep is not None else sweep.decode(config)
     number = trial_number(folder.name)
     log(f"trial {trial_id} (#{number}, attempt {attempt}): " + ", ".join(f"{k}={_fmt(v)}" for k, v in params.items()))
     cfg, keys = trial_config(sweep, params, folder, ctx)
+    data_cfg = None
+    if rep is not None:  # the same dataset as the original trial; only the FR seed changes
+        data_cfg = cfg
+        cfg = Config.model_validate(apply_sets(cfg.model_dump(mode="json"), trial_sets({"base.seed": rep["seed"]})))
+        cfg._sources = f"{data_cfg._sources} · seed {rep['seed']}"
     key = keys.get("realism", keys["generate"])
     t_mlflow = time.perf_counter()
     run = TrialRun(ctx, trial_id, number, params, cfg)
+    tags = {"facefoundry.seed": str(cfg.base.seed)}
+    if rep is not None:
+        tags["facefoundry.repeat_of"] = rep["of"]
+        tags["mlflow.runName"] = f"repeat of {trial_run_name(number, params)} · seed {rep['seed']}"
+    run.tags(tags)
     mlflow_seconds = time.perf_counter() - t_mlflow
     os.environ[PARENT_RUN_ENV] = run.run_id
-    atomic_write_json(
-        folder / "trial.json",
-        {"trial_id": trial_id, "number": number, "params": params, "run_id": run.run_id, "dataset_key": key},
-    )
-    return _Trial(trial_id, folder, sweep, params, number, cfg, keys, key, run, mlflow_seconds)
+    info = {"trial_id": trial_id, "number": number, "params": params, "run_id": run.run_id, "dataset_key": key}
+    if rep is not None:
+        info.update(repeat_of=rep["of"], seed=rep["seed"])
+    atomic_write_json(folder / "trial.json", info)
+    return _Trial(trial_id, folder, sweep, params, number, cfg, keys, key, run, mlflow_seconds, data_cfg)
 
 
 def _dataset(t: _Trial) -> tuple[dict, dict, dict]:
     """The trial's dataset from the sweep's cache, named on its run: (dataset info, data metrics, timings)."""
     from facefoundry.stages.common import log
 
-    info, data, times = shared_dataset(t.cfg, t.keys, t.trial_id, log)
+    info, data, times = shared_dataset(t.data_cfg or t.cfg, t.keys, t.trial_id, log)
     t0 = time.perf_counter()
     t.run.tags(
         {

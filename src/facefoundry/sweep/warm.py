@@ -154,7 +154,9 @@ def load(experiment: str, sweep: Sweep, uri: str | None = None) -> WarmStart:
         raise FaceFoundryError(f"--warm-start {experiment}: no such MLflow experiment in {uri}")
     parents = {r.info.run_id: r for r in _all_runs(client, exp.experiment_id, "tags.`facefoundry.role` = 'sweep'")}
     warm = WarmStart(experiment)
-    for run in _all_runs(client, exp.experiment_id, "tags.`facefoundry.role` = 'trial'"):
+    trial_runs = _all_runs(client, exp.experiment_id, "tags.`facefoundry.role` = 'trial'")
+    # a repeat (the same params with another FR seed) is not a point of the search
+    for run in [r for r in trial_runs if not r.data.tags.get("facefoundry.repeat_of")]:
         try:
             warm.points.append(trial_point(sweep, run, parents))
         except ValueError as exc:  # noqa: PERF203 - one reason per incompatible trial run

@@ -113,7 +113,7 @@ def stage_run(
         _close_on_signal(),
         _products_at(products),
         reporting.sink(_RunSink()),
-        mlflow.start_run(run_id=run_id, run_name=None if run_id else (name or stage), tags=all_tags) as run,
+        _started(mlflow, run_id=run_id, run_name=None if run_id else (name or stage), tags=all_tags) as run,
     ):
         if stale:
             mlflow.set_tag("facefoundry.marked_stale", ",".join(stale))
@@ -122,6 +122,43 @@ def stage_run(
             params = flatten({s: dump[s] for s in ["base", *sections]})
             mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
         yield run
+
+
+@contextlib.contextmanager
+def _started(mlflow: Any, **start: Any) -> Iterator[Any]:
+    """``mlflow.start_run`` whose closing survives a briefly locked SQLite store.
+
+    A signal (Ctrl-C, SIGTERM) can land while another connection of this process is mid-write; closing the
+    run then meets ``database is locked`` until that connection is released. The run is closed as MLflow
+    would (FINISHED, else FAILED), retrying a few times, so an interrupted stage still exits 130 with its
+    run closed rather than with a traceback.
+    """
+    run = mlflow.start_run(**start)
+    status = "FINISHED"
+    try:
+        yield run
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run.info.run_id:  # not closed by the stage itself
+            _end_run(mlflow, status)
+
+
+def _end_run(mlflow: Any, status: str, attempts: int = 6) -> None:
+    import gc
+    import time
+
+    for attempt in range(attempts):
+        try:
+            mlflow.end_run(status)
+            return
+        except Exception as exc:  # noqa: PERF203 - a retry loop
+            if "database is locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            gc.collect()  # an interrupted connection's transaction is rolled back when it is collected
+            time.sleep(0.5 * (attempt + 1))
 
 
 @contextlib.contextmanager

@@ -11,8 +11,9 @@ import torch
 
 from facefoundry.errors import FaceFoundryError
 from facefoundry.generators.table import descriptor
+from facefoundry.generators.vec2face.artifacts import GEOMETRY_PCA, fingerprint
 from facefoundry.generators.vec2face.model import load_model_folder, save_model_folder
-from facefoundry.generators.vec2face.training import GEOMETRY_PCA, fingerprint, train_vec2face
+from facefoundry.generators.vec2face.training import train_vec2face
 from facefoundry.identity.attributes import MIRROR_68, GeometryPCA, LandmarkEstimator, mirror, sample_codes
 from tests.conftest import make_dataset, tiny_config
 from tests.generators.vec2face import TinyEncoder, single_thread  # noqa: F401 - autouse fixture

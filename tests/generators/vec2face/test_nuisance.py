@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from facefoundry.config import Vec2FaceCfg
 from facefoundry.errors import FaceFoundryError
 from facefoundry.generators.table import descriptor
+from facefoundry.generators.vec2face.artifacts import fingerprint
 from facefoundry.generators.vec2face.losses import LossWeights, Vec2FaceLoss
 from facefoundry.generators.vec2face.model import MODEL_INDEX, load_model_folder
 from facefoundry.generators.vec2face.nuisance import (
@@ -25,7 +26,7 @@ from facefoundry.generators.vec2face.nuisance import (
     reparameterise,
     swap_codes,
 )
-from facefoundry.generators.vec2face.training import fingerprint, train_vec2face
+from facefoundry.generators.vec2face.training import train_vec2face
 from facefoundry.models.base import ConfigModule
 from tests.conftest import make_dataset, tiny_config
 from tests.generators.vec2face import TinyEncoder, single_thread  # noqa: F401 - autouse fixture

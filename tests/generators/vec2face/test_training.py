@@ -11,7 +11,8 @@ import torch
 from facefoundry.config import Config, Vec2FaceCfg
 from facefoundry.errors import FaceFoundryError
 from facefoundry.generators.vec2face import MODEL_INDEX, load_model_folder
-from facefoundry.generators.vec2face.training import CHECKPOINT, random_erasing, train_vec2face
+from facefoundry.generators.vec2face.training import CHECKPOINT, train_vec2face
+from facefoundry.generators.vec2face.training_data import random_erasing
 from tests.conftest import make_dataset, tiny_config
 from tests.generators.vec2face import TINY_VEC2FACE, TinyEncoder, single_thread  # noqa: F401 - autouse fixture
 

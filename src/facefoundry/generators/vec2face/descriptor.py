@@ -17,7 +17,7 @@ DESCRIPTOR = GeneratorDescriptor(
     leakage_filter=True,
     identity_encoder=True,
     describe="facefoundry.generators.vec2face.descriptor:describe",
-    reconstructions="facefoundry.generators.vec2face.training:reconstruction_grid",
+    reconstructions="facefoundry.generators.vec2face.artifacts:reconstruction_grid",
 )
 
 

@@ -41,8 +41,8 @@ from facefoundry.device import resolve_device
 from facefoundry.errors import FaceFoundryError
 from facefoundry.generators.feed import to_uint8
 from facefoundry.generators.sampling import uniform_count
+from facefoundry.generators.vec2face.artifacts import ID_LABELS, ID_VECTORS, NUISANCE_BANK
 from facefoundry.generators.vec2face.model import Vec2Face, load_model_folder
-from facefoundry.generators.vec2face.training import ID_LABELS, ID_VECTORS, NUISANCE_BANK
 from facefoundry.generators.write import write_generated
 from facefoundry.progress import track
 from facefoundry.sampling import perturb, sample_identities

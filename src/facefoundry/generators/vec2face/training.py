@@ -16,9 +16,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import math
 import time
 from collections import defaultdict
@@ -31,31 +29,30 @@ import numpy as np
 import torch
 from torch import nn
 
-from facefoundry.config import Config, Vec2FaceCfg, result_settings
+from facefoundry.config import Config, Vec2FaceCfg
 from facefoundry.data.hashing import dvc_dir_hash
 from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.data.transforms import random_hflip_mask
 from facefoundry.device import resolve_device, seed_everything
 from facefoundry.errors import FaceFoundryError, note_saved
-from facefoundry.generators.feed import cache_key, identity_vectors, to_signed, to_uint8
+from facefoundry.generators.feed import identity_vectors, to_signed
+from facefoundry.generators.vec2face.artifacts import GEOMETRY_PCA, ID_LABELS, ID_VECTORS, NUISANCE_BANK, fingerprint
 from facefoundry.generators.vec2face.discriminator import PatchDiscriminator
 from facefoundry.generators.vec2face.losses import LossWeights, Vec2FaceLoss
 from facefoundry.generators.vec2face.model import Vec2Face, save_model_folder
 from facefoundry.generators.vec2face.nuisance import NuisanceEncoder, code_statistics, nuisance_codes, swap_codes
+from facefoundry.generators.vec2face.training_data import geometry_landmarks, random_erasing
 from facefoundry.identity.base import IdentityEncoder
 from facefoundry.io import atomic_dir, atomic_write_bytes
 from facefoundry.progress import track
 from facefoundry.train.checkpoint import read_checkpoint
-from facefoundry.train.feed import Feeder, load_resized
+from facefoundry.train.feed import Feeder
 from facefoundry.train.schedule import lr_at
 
 if TYPE_CHECKING:
     from facefoundry.models.base import ConfigModule
 
 CHECKPOINT = "checkpoint.pt"
-ID_VECTORS, ID_LABELS = "id_vectors.npy", "id_labels.npy"  # in the model folder: the training identity space
-GEOMETRY_PCA = "geometry_pca.npz"  # in the model folder when vec2face.geometry_codes > 0
-NUISANCE_BANK = "nuisance_codes.npy"  # in the model folder when vec2face.nuisance_codes > 0: each photo's code
 # Settings that do not change what is learned; a checkpoint made under other values resumes.
 
 
@@ -115,78 +112,6 @@ def swapped_rows(v: Vec2FaceCfg, batch: int) -> int:
 def learning_rate(v: Vec2FaceCfg) -> float:
     """The paper's scaling: ``base_lr · batch_size / 112``."""
     return v.base_lr * v.batch_size / 112
-
-
-# -- augmentation --------------------------------------------------------------------------------
-
-
-def random_erasing(
-    x: torch.Tensor,
-    p: float,
-    generator: torch.Generator | None = None,
-    scale: tuple[float, float] = (0.02, 0.33),
-    ratio: tuple[float, float] = (0.3, 3.3),
-    value: float = 0.0,
-) -> torch.Tensor:
-    """Erase one random rectangle (area ``scale`` of the image, aspect ``ratio``, log-uniform) per
-    NCHW image with probability ``p``, filled with ``value`` (0 = mid-grey in ``[-1,1]``)."""
-    if p <= 0:
-        return x
-    b, _, h, w = x.shape
-    u = torch.rand(b, 5, generator=generator)
-    area = h * w * (scale[0] + u[:, 0] * (scale[1] - scale[0]))
-    logr = math.log(ratio[0]) + u[:, 1] * (math.log(ratio[1]) - math.log(ratio[0]))
-    eh = (area * logr.exp()).sqrt().round().clamp(1, h).long()
-    ew = (area / logr.exp()).sqrt().round().clamp(1, w).long()
-    top = (u[:, 2] * (h - eh + 1)).long()
-    left = (u[:, 3] * (w - ew + 1)).long()
-    on = u[:, 4] < p
-    ys, xs = torch.arange(h).view(1, h, 1), torch.arange(w).view(1, 1, w)
-    box = (
-        (ys >= top.view(-1, 1, 1))
-        & (ys < (top + eh).view(-1, 1, 1))
-        & (xs >= left.view(-1, 1, 1))
-        & (xs < (left + ew).view(-1, 1, 1))
-        & on.view(-1, 1, 1)
-    )
-    return torch.where(box.unsqueeze(1).to(x.device), torch.full_like(x, value), x)
-
-
-def geometry_landmarks(
-    feed: Feeder,
-    cache_dir: Path,
-    dataset_digest: str,
-    batch_size: int = 256,
-    log: Callable[[str], None] = print,
-    progress: bool = True,
-) -> np.ndarray:
-    """Every training image's 68 landmarks ``[N, 68, 2]`` on its crop, cached like the identity vectors."""
-    from facefoundry.identity.attributes import LandmarkEstimator
-
-    path = Path(cache_dir) / f"landmarks_{cache_key({'data': dataset_digest, 'size': feed.size, 'n': len(feed)})}.npy"
-    if path.is_file():
-        try:
-            lm = np.load(path)
-            if lm.shape == (len(feed), 68, 2):
-                log(f"landmarks: cached {path}")
-                return lm
-        except (OSError, ValueError):
-            pass
-    est = LandmarkEstimator()
-    out = np.zeros((len(feed), 68, 2), np.float32)
-    for imgs, idx in track(
-        feed.ordered(batch_size),
-        total=math.ceil(len(feed) / batch_size),
-        desc="landmarks",
-        unit="batch",
-        disable=not progress,
-    ):
-        out[idx.numpy()] = est(imgs.numpy())  # uint8 [B,S,S,3]
-    buf = io.BytesIO()
-    np.save(buf, out)
-    atomic_write_bytes(path, buf.getvalue())
-    log(f"landmarks: {len(feed)} faces → {path}")
-    return out
 
 
 # -- one step ------------------------------------------------------------------------------------
@@ -277,22 +202,6 @@ class Vec2FaceResult:
     model_dir: Path
     history: list[dict[str, float]] = field(default_factory=list)  # per epoch: mean loss terms, lr, img/s
     resumed_from: int = 0
-
-
-def fingerprint(cfg: Config, dataset_digest: str, encoder_spec: dict) -> str:
-    v = result_settings(cfg.vec2face)  # what changes what is learned (the schema's marks say)
-    if not v.get("geometry_codes"):  # off (the paper): fingerprints stay those of models made before the option
-        v.pop("geometry_codes", None)
-    if not v.get("nuisance_codes"):  # likewise
-        for key in ("nuisance_codes", "nuisance_kl_weight", "nuisance_kl_warmup_epochs", "nuisance_channels"):
-            v.pop(key, None)
-    for key in ("nuisance_free_bits", "nuisance_swap_fraction"):  # added later: at 0 the earlier fingerprints hold
-        if not v.get(key):
-            v.pop(key, None)
-    blob = json.dumps(
-        {"vec2face": v, "seed": cfg.base.seed, "data": dataset_digest, "encoder": encoder_spec}, sort_keys=True
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _load_checkpoint(
@@ -513,20 +422,3 @@ def train_vec2face(
         if nuisance is not None:  # the training photos' posterior means: generate.vec2face.nuisance_sampling=bank
             np.save(tmp / NUISANCE_BANK, means.numpy().astype(np.float32))
     return Vec2FaceResult(model_dir=out / "model", history=history, resumed_from=start)
-
-
-def reconstruction_grid(
-    model_dir: str | Path, source: FaceSource, n: int = 8, variations: int = 3, seed: int = 0
-) -> list[list[np.ndarray]]:
-    """Rows of [training photo, ``variations`` images generated from that photo's identity vector]."""
-    from facefoundry.generators.vec2face.model import load_model_folder
-
-    model, _ = load_model_folder(model_dir)
-    vectors = torch.from_numpy(np.load(Path(model_dir) / ID_VECTORS))
-    pick = np.random.default_rng(seed).choice(len(source), size=min(n, len(source)), replace=False)
-    g = torch.Generator().manual_seed(seed)
-    gen = [to_uint8(model.generate(vectors[pick], generator=g)) for _ in range(variations)]
-    return [
-        [load_resized(source, int(i), model.image_size)] + [gen[k][r] for k in range(variations)]
-        for r, i in enumerate(pick)
-    ]

@@ -165,14 +165,26 @@ def test_shared_dataset_generated_once(swept):
             assert r["seconds"]["generate_seconds"] >= 0 and r["dataset"] in used
 
 
-def test_warm_start_feeds_the_earlier_trials_to_optuna(swept):
-    """A second sweep, ``--warm-start tests`` (the first sweep's experiment), 2 new trials: its Optuna study holds
-    the first sweep's finished trials, with their objectives, before its own (``--warm-start`` in docs/sweeps.md)."""
+def test_warm_start_then_repeats_of_the_best_trial(swept):
+    """A second sweep, ``--warm-start tests`` (the first sweep's experiment), 2 new trials, ASHA off, with
+    ``repeats: {top_k: 1, seeds: [11]}`` (one Ray sweep checks both, to keep the serial tier short).
+
+    Warm start: its Optuna study holds the first sweep's finished trials, with their objectives, before its own.
+    Repeats: the best new trial runs again with FR seed 11 on its own dataset, as a tagged trial run under the
+    parent; the parent gets the repeats table and metrics (a resumed sweep skipping finished repeats:
+    tests/sweep/test_repeats.py)."""
     import pickle
+
+    import mlflow
 
     tmp = swept["tmp"]
     spec = yaml.safe_load((tmp / "sweep.yaml").read_text())
-    spec.update(name="test_sweep_warm", budget={"trials": 2, "max_concurrent": 2})
+    spec.update(
+        name="test_sweep_warm",
+        budget={"trials": 2, "max_concurrent": 2},
+        asha={"enabled": False},
+        repeats={"top_k": 1, "seeds": [11]},
+    )
     del spec["inject_failure"]
     (tmp / "sweep_warm.yaml").write_text(yaml.safe_dump(spec))
     out = tmp / "out_warm"
@@ -194,48 +206,22 @@ def test_warm_start_feeds_the_earlier_trials_to_optuna(swept):
     }
     assert len(earlier) == 3  # the failed trial is left out
     assert "warm start from experiment 'tests': 3 earlier trial(s) fed to Optuna" in warm.stderr
-    import mlflow
-
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
     exp = client.get_experiment_by_name("tests-warm")
-    parent = next(
-        r
-        for r in client.search_runs([exp.experiment_id], max_results=100)
-        if r.data.tags.get("facefoundry.role") == "sweep"
-    )
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    (parent,) = [r for r in runs if r.data.tags.get("facefoundry.role") == "sweep"]
     tags = parent.data.tags
     assert tags["facefoundry.warm_start"] == "tests" and tags["facefoundry.warm_start_points"] == "3"
     assert tags["facefoundry.warm_start_skipped"] == "1: 1 run FAILED"
     # the searcher's saved state (Ray Tune's experiment folder): the earlier trials, then the 2 new ones
     (state,) = (out / "ray" / "tune").glob("searcher-state-*.pkl")
-    trials = pickle.loads(state.read_bytes())["_ot_study"].trials  # OptunaSearch.save: its __dict__
-    assert len(trials) == 5 and all(t.state.name == "COMPLETE" for t in trials[:3])
-    fed = {(repr(t.params["train.lr"]), str(t.params["generate.images_per_identity"])): t.value for t in trials[:3]}
+    study = pickle.loads(state.read_bytes())["_ot_study"].trials  # OptunaSearch.save: its __dict__
+    assert len(study) == 5 and all(t.state.name == "COMPLETE" for t in study[:3])
+    fed = {(repr(t.params["train.lr"]), str(t.params["generate.images_per_identity"])): t.value for t in study[:3]}
     assert fed == {k: pytest.approx(v) for k, v in earlier.items()}
-    assert len(json.loads((out / "results.json").read_text())["rows"]) == 2  # not run again, not in the budget
-
-
-def test_repeats_rerun_the_best_trial_with_another_seed(swept):
-    """A second small sweep (1 trial, ASHA off) with ``repeats: {top_k: 1, seeds: [11]}``: the best trial runs again
-    with FR seed 11 on its own dataset, as a tagged trial run under the parent; the parent gets the repeats table and
-    metrics (a resumed sweep skipping finished repeats: tests/sweep/test_repeats.py)."""
-    tmp = swept["tmp"]
-    spec = yaml.safe_load((tmp / "sweep.yaml").read_text())
-    spec.update(
-        name="test_sweep_repeats",
-        space={"train.lr": {"type": "loguniform", "low": 0.01, "high": 0.2}},
-        budget={"trials": 1, "max_concurrent": 1},
-        asha={"enabled": False},
-        repeats={"top_k": 1, "seeds": [11]},
-    )
-    del spec["inject_failure"]
-    (tmp / "sweep_repeats.yaml").write_text(yaml.safe_dump(spec))
-    out = tmp / "out_repeats"
-    cmd = [sys.executable, "-m", "facefoundry", "sweep", str(tmp / "sweep_repeats.yaml"), "--out", str(out)]
-    env = {**ENV, "MLFLOW_EXPERIMENT_NAME": "tests-repeats"}
-    first = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, env=env, timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
+    assert len(results["rows"]) == 2  # the earlier trials are not run again, not in the budget
+
     rows = {r["trial"]: r for r in results["rows"]}
     best = max((r for r in rows.values() if r["status"] == "completed"), key=lambda r: r["objective"])
     rep = results["repeats"]
@@ -251,17 +237,11 @@ def test_repeats_rerun_the_best_trial_with_another_seed(swept):
     info = json.loads((folder / "trial.json").read_text())
     assert info["repeat_of"] == best["trial"] and info["seed"] == 11 and info["dataset_key"] == best["dataset"]
     made = (out / "datasets" / "generations.jsonl").read_text().splitlines()
-    assert len(made) == 1  # the repeat trained on the original trial's dataset, not a new one
+    assert len(made) == len({r["dataset"] for r in rows.values()})  # the repeat trained on its trial's dataset
 
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
-    exp = client.get_experiment_by_name("tests-repeats")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    (parent,) = [r for r in runs if r.data.tags.get("facefoundry.role") == "sweep"]
     trials = [r for r in runs if r.data.tags.get("facefoundry.role") == "trial"]
     repeats = [r for r in trials if r.data.tags.get("facefoundry.repeat_of")]
-    assert len(trials) == 2 and len(repeats) == 1
+    assert len(trials) == 3 and len(repeats) == 1
     (r,) = repeats
     assert r.data.tags["facefoundry.repeat_of"] == best["trial"] and r.data.tags["facefoundry.seed"] == "11"
     assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id and r.info.status == "FINISHED"

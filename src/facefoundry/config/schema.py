@@ -1,7 +1,10 @@
 """The schema's root, ``Config`` (one section per pipeline stage plus a shared ``base``; unknown keys and wrong
 types are one line naming the key), with the sections of the stages that make data: ``generate`` (each
 generator's settings, SynFace mixup, the plug-in entry-point group), ``benchmark``, ``synlfw``, ``realism``,
-``align``, and the generators' training (``vec2face``, ``idsync``). Those that use data: ``schema_training``."""
+``align``, and the generators' training (``vec2face``, ``idsync``). Those that use data: ``schema_training``.
+
+At ~480 lines it is one concern, the settings of the data-making stages with each field's default, mark and
+comment, read best side by side; splitting it per generator would scatter what ``facefoundry config`` prints."""
 
 from __future__ import annotations
 

@@ -162,17 +162,23 @@ def labelled_grid(
     return fig
 
 
-def save_figure(fig, path, dpi: int = 100) -> None:
-    """PNG with no timestamp or version metadata: the same figure gives the same bytes (git, DVC)."""
+def figure_png(fig, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes with no timestamp or version metadata (the same figure, the same bytes); closes it."""
     import io
-    from pathlib import Path
-
-    from facefoundry.io import atomic_write_bytes
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    return buf.getvalue()
+
+
+def save_figure(fig, path, dpi: int = 100) -> None:
+    """:func:`figure_png` written atomically to ``path`` (git, DVC)."""
+    from pathlib import Path
+
+    from facefoundry.io import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), figure_png(fig, dpi))
 
 
 def count_histogram(title: str, counts: np.ndarray, xlabel: str = "images per identity"):

@@ -29,7 +29,7 @@ from facefoundry.io import atomic_write_json, atomic_write_text
 from facefoundry.stages.common import log
 from facefoundry.stages.compare_page import write_page
 from facefoundry.stages.compare_table import markdown, summary
-from facefoundry.tracking.parent import PIPELINE_ENV, PIPELINE_NAME_ENV, pipeline_context
+from facefoundry.tracking.parent import PIPELINE_ENV, PIPELINE_NAME_ENV, find_pipeline_parent, pipeline_context
 
 Loader = Callable[[list[str], list[str]], Config]
 """``load(experiment_files, sets)``: the configuration with these merged on the command's own."""
@@ -153,14 +153,9 @@ def _log_to_parent(cfg: Config, root: Path, result: dict[str, Any]) -> None:
     ctx = pipeline_context()
     if ctx is None:
         return
-    found = client.search_runs(
-        [exp.experiment_id],
-        f"tags.`facefoundry.pipeline_id` = '{ctx['id']}' and tags.`facefoundry.role` = 'pipeline'",
-        max_results=1,
-    )
-    if not found:
+    run_id = find_pipeline_parent(client, exp.experiment_id, ctx["id"])
+    if run_id is None:
         return
-    run_id = found[0].info.run_id
     client.set_tag(run_id, "facefoundry.compare", cfg.compare.name)
     client.set_tag(run_id, "facefoundry.compare.baseline", result["baseline"])
     for recipe, r in result["recipes"].items():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -22,12 +21,9 @@ def _png_uri(data: bytes) -> str:
 
 
 def _figure_uri(fig: Any) -> str:
-    import matplotlib.pyplot as plt
+    from facefoundry.plots import figure_png
 
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return _png_uri(buf.getvalue())
+    return _png_uri(figure_png(fig, dpi=90))
 
 
 def _grid_uri(dataset: str) -> str | None:

@@ -69,6 +69,16 @@ def pipeline_context() -> dict[str, str] | None:
     return {"id": pid, "source": source, "dvc_exp": exp, "name": os.environ.get(PIPELINE_NAME_ENV, "")}
 
 
+def find_pipeline_parent(client, experiment_id: str, pipeline_id: str) -> str | None:
+    """The run id of the parent run grouping pipeline execution ``pipeline_id``, if it exists yet."""
+    found = client.search_runs(
+        [experiment_id],
+        f"tags.`facefoundry.pipeline_id` = '{pipeline_id}' and tags.`facefoundry.role` = 'pipeline'",
+        max_results=1,
+    )
+    return found[0].info.run_id if found else None
+
+
 def _pipeline_parent(client, experiment_id: str, ctx: dict[str, str], outer: str | None, commit: str | None) -> str:
     """The parent run grouping one pipeline execution (created, and closed, by its first stage)."""
     if outer is not None:  # `mlflow run` opened a run for us: group under it when it is in our experiment
@@ -77,13 +87,9 @@ def _pipeline_parent(client, experiment_id: str, ctx: dict[str, str], outer: str
                 return outer
         except Exception:  # it lives in another store
             pass
-    found = client.search_runs(
-        [experiment_id],
-        f"tags.`facefoundry.pipeline_id` = '{ctx['id']}' and tags.`facefoundry.role` = 'pipeline'",
-        max_results=1,
-    )
-    if found:
-        return found[0].info.run_id
+    found = find_pipeline_parent(client, experiment_id, ctx["id"])
+    if found is not None:
+        return found
     label = ctx["name"] or ctx["dvc_exp"] or ("dvc repro" if ctx["source"] == "dvc" else "pipeline")
     tags = {
         "facefoundry.role": "pipeline",

@@ -376,6 +376,15 @@ def report() -> None:
     run_report(cfg)
 
 
+def _claim(text: str) -> dict[str, str]:
+    """``--claim A>B`` (A expected higher than B) or ``A<B`` (lower)."""
+    for op, expect in ((">", "higher"), ("<", "lower")):
+        recipe, found, against = text.partition(op)
+        if found and recipe.strip() and against.strip() and op not in against:
+            return {"recipe": recipe.strip(), "against": against.strip(), "expect": expect}
+    raise FaceFoundryError(f"--claim {text}: expected RECIPE>OTHER (higher) or RECIPE<OTHER (lower)")
+
+
 @app.command()
 def compare(
     recipe: list[str] = typer.Option(
@@ -384,6 +393,9 @@ def compare(
     seeds: str | None = typer.Option(None, "--seeds", help="FR seeds, comma-separated (default: compare.seeds)."),
     baseline: str | None = typer.Option(
         None, "--baseline", help="Recipe the others are tested against (default: compare.baseline, else the first)."
+    ),
+    claim: list[str] = typer.Option(
+        [], "--claim", help="A direction to test, RECIPE>OTHER or RECIPE<OTHER, replacing compare.claims. Repeatable."
     ),
 ) -> None:
     """Dataset recipes × FR seeds: train and evaluate each pair (resumable), then mean ± std, confidence intervals
@@ -407,6 +419,8 @@ def compare(
             raise FaceFoundryError(f"--seeds {seeds}: expected integers separated by commas, e.g. 1234,2,3") from None
     if baseline:
         extra.append(f"compare.baseline={json.dumps(baseline)}")
+    if claim:
+        extra.append(f"compare.claims={json.dumps([_claim(c) for c in claim])}")
     cfg = _cfg(extra)
     _writable(cfg.compare.out)
     named = _state.get("params")

@@ -45,6 +45,7 @@ def compared(tmp_path_factory):
             "baseline": "small",
             "seeds": [1, 2],
             "out": str(tmp / "cmp"),
+            "claims": [{"recipe": "large", "against": "small", "expect": "higher", "source": "more data"}],
         },
     )
     _benchmark(tmp / "twins.bin")  # tiny_config's benchmark: held-out identities
@@ -85,6 +86,16 @@ def test_table_and_self_contained_page(compared):
     page = (tmp / "cmp" / "compare" / "compare.html").read_text()
     assert page.count("data:image/png;base64,") >= 3  # the ROC overlay and both datasets' grids
     assert "http://" not in page and "https://" not in page and "<script" not in page
+    assert "### claims" in table and "| large vs small (more data) | higher | twins |" in table
+    assert "<h2>Claims</h2>" in page
+
+
+def test_claims_are_judged_on_every_benchmark(compared):
+    _, _, result, _ = compared
+    [claim] = result["claims"]
+    large, small = (result["recipes"][r]["scores"]["twins_accuracy"]["mean"] for r in ("large", "small"))
+    assert claim["benchmark"] == "twins" and claim["difference"] == pytest.approx(large - small)
+    assert claim["verdict"] in {"holds", "reversed", "not shown", "untested (one seed, or no spread)"}
 
 
 def test_stage_runs_under_one_parent_and_resume_adds_none(compared):
@@ -111,6 +122,8 @@ def test_bad_recipes_are_one_line_errors(tmp_path):
         (["--recipe", "nameonly"], "--recipe nameonly: expected NAME="),
         (["--recipe", f"x={tmp_path / 'missing'}"], "compare.recipes.x:"),
         ([], "compare.recipes is empty"),
+        (["--recipe", f"a={tmp_path}", "--claim", "a=b"], "--claim a=b: expected RECIPE>OTHER"),
+        (["--recipe", f"a={tmp_path}", "--claim", "a>b"], "compare.claims[0].against: 'b' is not one of"),
     ]:
         proc = subprocess.run(
             [sys.executable, "-m", "facefoundry", "--params", str(tmp_path / "params.yaml"), "compare", *args],

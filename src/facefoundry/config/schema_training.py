@@ -262,6 +262,15 @@ class PromoteCfg(Strict):
     min_seeds: Annotated[int, Field(ge=2)] = 3
 
 
+class ClaimCfg(Strict):
+    """A published direction to test: ``recipe`` scores ``expect`` than ``against`` (two-sided test over seeds)."""
+
+    recipe: str
+    against: str
+    expect: Literal["higher", "lower"] = "higher"
+    source: str = ""  # whose claim it is (a paper, a method), printed beside the verdict
+
+
 class CompareCfg(Strict):
     """``facefoundry compare``: dataset recipes × FR seeds, each pair trained and evaluated as stage runs under one
     MLflow parent; mean ± std, t-intervals and tests against a baseline recipe."""
@@ -274,3 +283,5 @@ class CompareCfg(Strict):
     name: Annotated[str, OUTPUT] = "compare"  # the comparison's folder and parent run name
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05  # significance level of the table's verdicts
     level: Annotated[float, Field(gt=0, lt=1)] = 0.95  # confidence level of the intervals
+    # directions to test (e.g. each seed paper's claim): one verdict per claim and benchmark, with its p-value
+    claims: list[ClaimCfg] = []

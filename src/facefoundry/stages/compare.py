@@ -8,7 +8,9 @@ finished pair (its ``eval/metrics.json`` exists) is not repeated, so running the
 
 Per recipe it reports every benchmark's accuracy, AUC and TAR@FAR as mean ± std over seeds with a
 t-based confidence interval (``compare.level``), and tests each recipe's accuracy against the baseline
-(``compare.baseline``, else the first recipe): the paired t-test over the seeds both ran, and Welch's.
+(``compare.baseline``, else the first recipe): the paired t-test over the seeds both ran, and Welch's. Each claim
+(``compare.claims``: a recipe expected higher or lower than another, e.g. a seed paper's direction) gets a
+verdict per benchmark: holds, reversed, not shown, with its p-value.
 It writes ``<out>/<name>/{summary.json, compare.md, compare.html}`` and logs them to the parent run.
 The real benchmark is for evaluation only: nothing here trains or selects weights on it.
 """
@@ -28,7 +30,7 @@ from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json, atomic_write_text
 from facefoundry.stages.common import log
 from facefoundry.stages.compare_page import write_page
-from facefoundry.stages.compare_table import markdown, summary
+from facefoundry.stages.compare_table import claims, claims_markdown, markdown, summary
 from facefoundry.tracking.parent import PIPELINE_ENV, PIPELINE_NAME_ENV, find_pipeline_parent, pipeline_context
 
 Loader = Callable[[list[str], list[str]], Config]
@@ -81,6 +83,15 @@ def check_recipes(cfg: Config) -> dict[str, str]:
         raise FaceFoundryError(
             f"compare.baseline: {c.baseline!r} is not one of compare.recipes ({', '.join(c.recipes)})"
         )
+    for i, claim in enumerate(c.claims):
+        for field in ("recipe", "against"):
+            if getattr(claim, field) not in c.recipes:
+                raise FaceFoundryError(
+                    f"compare.claims[{i}].{field}: {getattr(claim, field)!r} is not one of compare.recipes "
+                    f"({', '.join(c.recipes)})"
+                )
+        if claim.recipe == claim.against:
+            raise FaceFoundryError(f"compare.claims[{i}]: {claim.recipe!r} against itself")
     if len(set(c.seeds)) != len(c.seeds) or not c.seeds:
         raise FaceFoundryError(f"compare.seeds: {c.seeds}: give distinct FR seeds")
     return dict(c.recipes)
@@ -107,10 +118,10 @@ def run_pair(load: Loader, recipe: str, value: str, pair: Pair) -> dict[str, flo
 
 
 def comparison_id(cfg: Config) -> str:
-    """The same comparison (recipes, seeds, configuration) gets the same parent run when it resumes."""
-    blob = json.dumps(
-        {"compare": cfg.compare.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")}, sort_keys=True
-    )
+    """The same comparison (recipes, seeds, FR configuration) gets the same parent run when it resumes; how it is
+    judged (baseline, claims, α, level) does not make it another comparison."""
+    runs = cfg.compare.model_dump(mode="json", include={"recipes", "seeds", "out", "name"})
+    blob = json.dumps({"compare": runs, "train": cfg.train.model_dump(mode="json")}, sort_keys=True)
     return f"compare-{cfg.compare.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
@@ -130,7 +141,8 @@ def run_compare(cfg: Config, load: Loader) -> dict[str, Any]:
         per_seed[pair.recipe][pair.seed] = run_pair(load, pair.recipe, recipes[pair.recipe], pair)
     result = summary(per_seed, baseline, c.level)
     result["alpha"], result["recipe_sources"] = c.alpha, recipes
-    table = markdown(result, c.alpha)
+    result["claims"] = claims(per_seed, [k.model_dump() for k in c.claims], c.alpha, c.level)
+    table = markdown(result, c.alpha) + claims_markdown(result["claims"], c.alpha)
     atomic_write_json(root / "summary.json", result)
     atomic_write_text(root / "compare.md", table)
     page = write_page(root / "compare.html", result, recipes, pairs, c.alpha)
@@ -163,5 +175,11 @@ def _log_to_parent(cfg: Config, root: Path, result: dict[str, Any]) -> None:
             if key.endswith("accuracy"):
                 client.log_metric(run_id, f"{recipe}/{key}_mean", s["mean"])
                 client.log_metric(run_id, f"{recipe}/{key}_std", s["std"])
+    for i, claim in enumerate(result["claims"]):
+        client.set_tag(
+            run_id,
+            f"facefoundry.claim.{i}",
+            f"{claim['recipe']} vs {claim['against']} ({claim['benchmark']}): {claim['verdict']}, p = {claim['p']:.3g}",
+        )
     for name in ("summary.json", "compare.md", "compare.html"):
         client.log_artifact(run_id, str(root / name), "compare")

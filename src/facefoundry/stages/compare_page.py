@@ -121,6 +121,36 @@ def _significance(result: dict[str, Any], bench: str, alpha: float) -> str:
     )
 
 
+def _claims(rows: list[dict[str, Any]], alpha: float) -> str:
+    return _table(
+        [
+            "claim",
+            "source",
+            "expected",
+            "benchmark",
+            "accuracy % (each)",
+            "Δ (points)",
+            "p",
+            "test",
+            f"verdict (α = {alpha:g})",
+        ],
+        [
+            [
+                f"{r['recipe']} vs {r['against']}",
+                r["source"],
+                r["expect"],
+                r["benchmark"],
+                f"{r['means'][0] * 100:.2f} vs {r['means'][1] * 100:.2f}",
+                f"{r['difference'] * 100:+.2f}",
+                "" if r["p"] != r["p"] else f"{r['p']:.3g}",
+                r["test"],
+                r["verdict"],
+            ]
+            for r in rows
+        ],
+    )
+
+
 def _data_metrics(recipes: dict[str, str]) -> str:
     """What each recipe's dataset is: its manifest's images, identities and generator."""
     from facefoundry.data.sources import open_source
@@ -154,6 +184,8 @@ def write_page(path: Path, result: dict[str, Any], recipes: dict[str, str], pair
             _significance(result, bench, alpha),
             f"<img alt='ROC {html.escape(bench)}' src='{_roc_uri(result, pairs, bench)}'>",
         ]
+    if result.get("claims"):
+        parts += ["<h2>Claims</h2>", _claims(result["claims"], alpha)]
     parts += ["<h2>Data</h2>", _data_metrics(recipes), "<div class='grids'>"]
     for name, value in recipes.items():
         uri = _grid_uri(value)

@@ -1,5 +1,6 @@
-"""``compare``'s numbers as tables: the per-recipe summary over seeds, the verdicts against the baseline, and the
-markdown tables (one per benchmark). Pure: no I/O."""
+"""``compare``'s numbers as tables: the per-recipe summary over seeds, the verdicts against the baseline, the
+claims (published directions, each tested), and the markdown tables (one per benchmark, one of claims). Pure: no
+I/O."""
 
 from __future__ import annotations
 
@@ -43,9 +44,15 @@ def benchmarks_of(result: dict[str, Any]) -> list[str]:
     return sorted(k.removesuffix("_accuracy") for k in keys if k.endswith("_accuracy") and k != "mean_accuracy")
 
 
+def _test_of(test: dict[str, Any]) -> dict[str, Any]:
+    """The paired test where it is defined (the seeds match and it has a p-value), else Welch's."""
+    paired = test["paired"]
+    return paired if paired is not None and paired["p"] == paired["p"] else test["welch"]
+
+
 def verdict(test: dict[str, Any], alpha: float) -> tuple[str, float]:
     """(words, p) for one accuracy's test against the baseline: the paired test where it is defined."""
-    t = test["paired"] if test["paired"] is not None and test["paired"]["p"] == test["paired"]["p"] else test["welch"]
+    t = _test_of(test)
     p = float(t["p"])
     if p != p:
         return "untested (one seed, or no spread)", p
@@ -83,3 +90,68 @@ def markdown(result: dict[str, Any], alpha: float) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+def claims(
+    per_seed: dict[str, dict[int, dict[str, float]]], wanted: list[dict[str, str]], alpha: float, level: float
+) -> list[dict[str, Any]]:
+    """Each claim (``recipe`` scores ``expect`` than ``against``) on every benchmark both ran: the difference of the
+    means, the two-sided test (paired over shared seeds, else Welch's) and the verdict: *holds* (p < α in the
+    claimed direction), *reversed* (p < α the other way), *not shown* (p ≥ α) or *untested* (no p-value)."""
+    out = []
+    for claim in wanted:
+        mine, theirs = per_seed[claim["recipe"]], per_seed[claim["against"]]
+        keys = sorted(
+            {k for m in mine.values() for k in m if k.endswith("_accuracy") and k != "mean_accuracy"}
+            & {k for m in theirs.values() for k in m}
+        )
+        for key in keys:
+            v = versus(
+                {s: m[key] for s, m in mine.items() if key in m},
+                {s: m[key] for s, m in theirs.items() if key in m},
+                "two-sided",
+                level,
+            )
+            p, diff = v.best.p, v.difference
+            sign = 1.0 if claim.get("expect", "higher") == "higher" else -1.0
+            if p != p:
+                words = "untested (one seed, or no spread)"
+            elif p >= alpha:
+                words = "not shown"
+            else:
+                words = "holds" if diff * sign > 0 else "reversed"
+            out.append(
+                {
+                    **{k: claim.get(k, "") for k in ("recipe", "against", "expect", "source")},
+                    "benchmark": key.removesuffix("_accuracy"),
+                    "means": [v.challenger.mean, v.baseline.mean],
+                    "difference": diff,
+                    "p": p,
+                    "test": v.best.kind,
+                    "seeds": [len(mine), len(theirs)],
+                    "verdict": words,
+                }
+            )
+    return out
+
+
+def claims_markdown(rows: list[dict[str, Any]], alpha: float) -> str:
+    """The claims as one table: who claims it, what, where, the measured difference, p and the verdict."""
+    if not rows:
+        return ""
+    lines = [
+        "### claims",
+        "",
+        f"| claim (source) | expected | benchmark | accuracy % (mean of each) | Δ (points) | p | test "
+        f"| verdict (α = {alpha:g}) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        who = f" ({r['source']})" if r["source"] else ""
+        p = "" if r["p"] != r["p"] else f"{r['p']:.3g}"
+        lines.append(
+            f"| {r['recipe']} vs {r['against']}{who} | {r['expect']} | {r['benchmark']} "
+            f"| {r['means'][0] * 100:.2f} vs {r['means'][1] * 100:.2f} | {r['difference'] * 100:+.2f} "
+            f"| {p} | {r['test']} | {r['verdict']} |"
+        )
+    return "\n".join([*lines, ""])

@@ -17,7 +17,8 @@ from facefoundry.sweep.keys import dataset_key, trial_key, trial_number
 from facefoundry.sweep.scorer import EpochScorer
 from facefoundry.sweep.spec import load_spec
 from facefoundry.sweep.spec_model import trial_sets
-from facefoundry.sweep.trial import injected, record_user_error, repeat_user_error, trial_config
+from facefoundry.sweep.trial import injected, record_user_error, repeat_user_error
+from facefoundry.sweep.trial_config import trial_config
 from tests.conftest import identity_image, make_dataset, tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,6 +115,17 @@ def test_spec_defaults_and_space(tmp_path):
         ({"asha": {"grace_period": 2}}, ["asha.grace_period", "max_t 2"]),
         ({"inject_failure": {"match": {"train.lrx": 1}}}, ["inject_failure.match.train.lrx: unknown key"]),
         ({"inject_failure": {}}, ["inject_failure"]),
+        ({"objective": []}, ["objective", "empty list"]),
+        ({"objective": [{"metric": "accuracy"}, {"metric": "accuracy", "mode": "min"}]}, ["each metric once"]),
+        ({"objective": [{"metric": "accuracy"}, {"metric": "cost/minutes"}]}, ["objective", "cost/seconds"]),
+        (
+            {"objective": [{"metric": "accuracy"}, {"metric": "data/identitiez", "mode": "min"}]},
+            ["objective[1].metric: 'data/identitiez'"],
+        ),
+        (
+            {"objective": [{"metric": "cost/seconds", "mode": "min"}], "repeats": {"seeds": [1]}},
+            ["repeats need objective.metric: accuracy"],
+        ),
     ],
 )
 def test_bad_specs_give_one_line(tmp_path, over, fragments):
@@ -441,3 +453,20 @@ def test_synface_specs_parse_and_every_point_is_a_valid_recipe():
         for v in tail.dims["generate.identity_groups"].values
     }
     assert totals == {2500}  # the paper's splits all hold the same number of images
+
+
+def test_several_objectives_the_first_is_the_objective(tmp_path):
+    two = [{"metric": "accuracy", "benchmarks": ["twins"]}, {"metric": "cost/seconds", "mode": "min"}]
+    sweep = load_spec(spec_file(tmp_path, objective=two))
+    spec = sweep.spec
+    assert spec.objective.metric == "accuracy" and [o.metric for o in spec.all_objectives] == [
+        "accuracy",
+        "cost/total_seconds",  # cost/seconds: the trial's dataset + FR training
+    ]
+    assert spec.objective_keys == ["objective", "objective_1"] and spec.objectives[1].mode == "min"
+    # the spec travels to the trials as its dump: it must validate again to the same spec
+    again = type(spec).model_validate(spec.model_dump(mode="json"))
+    assert again == spec
+    one = load_spec(spec_file(tmp_path, objective=[{"metric": "accuracy"}])).spec
+    assert one.objectives == [] and one.all_objectives == [one.objective] and one.objective_keys == ["objective"]
+    assert sweep.digest() != load_spec(spec_file(tmp_path, objective=two[:1])).digest()

@@ -1,7 +1,7 @@
 """A real sweep through the CLI: Ray Tune + Optuna + ASHA on 2 concurrent tiny trials, a real MLflow store.
 
-One module fixture runs it the way a user would meet every feature: 4 trials over two parameters
-(trials with the same images-per-identity share one dataset), trial #1 raises on every attempt (injected
+One module fixture runs it the way a user would meet every feature: 4 trials over two parameters and two
+objectives (accuracy and cost; trials with the same images-per-identity share one dataset), trial #1 raises on every attempt (injected
 via the spec; retried once), the sweep is interrupted after two trials ended (as Ctrl-C would) and then
 resumed with ``--resume`` (Tuner.restore). About 1–2 minutes on 2 CPU cores.
 """
@@ -47,6 +47,10 @@ def swept(tmp_path_factory):
                     "train.lr": {"type": "loguniform", "low": 0.01, "high": 0.2},
                     "generate.images_per_identity": {"type": "choice", "values": [4, 5]},
                 },
+                "objective": [  # two objectives: Optuna's multi-objective TPE, a Pareto front on the parent
+                    {"metric": "accuracy", "benchmarks": ["twins"], "mode": "max"},
+                    {"metric": "cost/seconds", "mode": "min"},
+                ],
                 "budget": {"trials": 4, "max_concurrent": 2},
                 "asha": {"grace_period": 1, "reduction_factor": 2},
                 "failure": {"max_failures": 1},
@@ -148,6 +152,44 @@ def test_mlflow_tree_sweep_trials_stages(swept):
     assert {"plots/objective_vs_params.png", "plots/parallel_coordinates.png"} <= plots
 
 
+def test_two_objectives_give_a_pareto_front_on_the_parent(swept):
+    """The searcher is Optuna's multi-objective study (both directions, both values told); the front is the
+    completed trials no other beats on accuracy and cost; the parent run shows it (table, picture, tag)."""
+    import pickle
+
+    from facefoundry.leaderboard import non_dominated
+
+    out = swept["tmp"] / "out"
+    states = sorted((out / "ray" / "tune").glob("searcher-state-*.pkl"), key=lambda p: p.stat().st_mtime)
+    study = pickle.loads(states[-1].read_bytes())["_ot_study"]  # the resumed run's (the last saved)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    told = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert told and all(len(t.values) == 2 for t in told)
+    results = swept["results"]
+    rows = {r["trial"]: r for r in results["rows"]}
+    done = [r for r in rows.values() if r["status"] == "completed"]
+    for r in done:  # objective_1 is the trial's cost: its dataset's making + its FR training
+        acc, cost = r["objectives"]
+        assert acc == pytest.approx(r["objective"]) and cost == pytest.approx(r["cost"]["cost/total_seconds"])
+        assert cost == pytest.approx(r["cost"]["cost/dataset_seconds"] + r["cost"]["cost/train_seconds"])
+        assert r["cost"]["cost/dataset_seconds"] > 0  # also when the trial reused another trial's dataset
+    keep = non_dominated([r["objectives"] for r in done], ("max", "min"))
+    assert sorted(results["front"]) == sorted(done[i]["trial"] for i in keep) and results["front"]
+    assert all(rows[t]["on_front"] for t in results["front"])
+    assert "★" in (out / "results.md").read_text() and (out / "front.md").read_text().count("\n") == 2 + len(
+        results["front"]
+    )
+    client, runs = _runs(swept["tmp"])
+    (parent,) = [r for r in runs if r.data.tags.get("facefoundry.role") == "sweep"]
+    assert parent.data.tags["facefoundry.front"].split(",") == results["front"]
+    assert parent.data.params["sweep.objectives"] == "accuracy:max,cost/total_seconds:min"
+    assert parent.data.metrics["front_size"] == len(results["front"])
+    assert "sweep_front.md" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert "plots/pareto_front.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    trial = next(r for r in runs if r.info.run_id == done[0]["run_id"])
+    assert trial.data.metrics["objective_1"] == pytest.approx(trial.data.metrics["cost/total_seconds"])
+
+
 def test_shared_dataset_generated_once(swept):
     out = swept["tmp"] / "out"
     made = [json.loads(ln) for ln in (out / "datasets" / "generations.jsonl").read_text().splitlines()]
@@ -181,6 +223,7 @@ def test_warm_start_then_repeats_of_the_best_trial(swept):
     spec = yaml.safe_load((tmp / "sweep.yaml").read_text())
     spec.update(
         name="test_sweep_warm",
+        objective={"metric": "accuracy", "benchmarks": ["twins"], "mode": "max"},  # the first sweep's primary one
         budget={"trials": 2, "max_concurrent": 2},
         asha={"enabled": False},
         repeats={"top_k": 1, "seeds": [11]},

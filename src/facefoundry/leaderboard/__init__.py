@@ -44,6 +44,7 @@ from facefoundry.leaderboard.cost import (
     TOTAL_SECONDS,
     TRAIN_SECONDS,
     join_costs,
+    non_dominated,
     pareto_front,
 )
 from facefoundry.leaderboard.rows import ACC, Row, benchmarks_of, label, order_benchmarks, parse_metric, recipe_of
@@ -63,6 +64,7 @@ __all__ = [
     "join_costs",
     "join_data_metrics",
     "label",
+    "non_dominated",
     "order_benchmarks",
     "pareto_front",
     "parse_metric",

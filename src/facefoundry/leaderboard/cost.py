@@ -40,6 +40,19 @@ def _finite(v: float | None) -> bool:
     return v is not None and bool(np.isfinite(v))
 
 
+def non_dominated(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list[int]:
+    """Indices of the points no other point dominates, each axis maximised or minimised as ``modes`` says ("max",
+    "min"). One point dominates another when it is at least as good on every axis and better on one, so points tied
+    on every axis are kept together."""
+    signs = [1.0 if m == "max" else -1.0 for m in modes]
+    keyed = [[v * s for v, s in zip(p, signs, strict=True)] for p in points]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+    return [i for i, p in enumerate(keyed) if not any(dominates(q, p) for q in keyed)]
+
+
 def pareto_front(rows: Sequence[T], score: Callable[[T], float | None], cost: Callable[[T], float | None]) -> Front[T]:
     """The non-dominated rows: higher ``score``, lower ``cost``. A row is dominated when another is at least as
     good on both and strictly better on one, so rows tied on both stay on the front together, and of rows with
@@ -56,9 +69,8 @@ def pareto_front(rows: Sequence[T], score: Callable[[T], float | None], cost: Ca
         else:
             assert s is not None and c is not None
             points.append((r, float(s), float(c)))
-    front = [
-        (r, s, c) for r, s, c in points if not any(s2 >= s and c2 <= c and (s2 > s or c2 < c) for _, s2, c2 in points)
-    ]
+    keep = non_dominated([(s, c) for _, s, c in points], ("max", "min"))
+    front = [points[i] for i in keep]
     front.sort(key=lambda p: (p[2], -p[1]))
     return Front([r for r, _, _ in front], points, without_cost, without_score)
 

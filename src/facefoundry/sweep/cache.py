@@ -18,13 +18,15 @@ def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tup
     """Generate (once per key), translate (with realism, once per key) and validate (once per key and
     validate settings) the trial's dataset; trials with the same keys wait for and reuse it.
 
-    Returns (dataset info, data metrics, timings). ``<datasets>/generations.jsonl`` gets one line per
-    dataset actually made.
+    Returns (dataset info, data metrics, timings). ``info["cost_seconds"]`` is what the dataset cost to make
+    (generator training, generation or fusion, realism: each step's seconds as its maker recorded them), also when
+    this trial reused it. ``<datasets>/generations.jsonl`` gets one line per dataset actually made.
     """
     from facefoundry.stages.generate import run_generate
     from facefoundry.stages.validate import run_validate
 
     times = {"dataset_wait_seconds": 0.0, "generate_seconds": 0.0, "realism_seconds": 0.0, "validate_seconds": 0.0}
+    cost = 0.0
     if "train_generator" in keys:  # the sweep searches a generator's training: train once per key, then generate
         from facefoundry.generators.descriptor import load_object
         from facefoundry.generators.table import descriptor
@@ -33,7 +35,7 @@ def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tup
         name = cfg.generate.generator
         desc, section = descriptor(name), training_section(cfg, name)
         parts = list(load_object(desc.describe)(cfg)) if desc.describe else []
-        _make_once(
+        made = _make_once(
             Path(section.out),
             keys["train_generator"],
             name,
@@ -44,6 +46,7 @@ def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tup
             f"{name} {' '.join(parts)}".strip(),
             {"generator": name, "settings": parts},
         )
+        cost += float(made.get("seconds", 0.0))
     gen = cfg.generate
     if "fuse" in keys:  # the sweep searches fusion settings: fuse once per key, from the recipe's sources
         from facefoundry.stages.fuse import run_fuse
@@ -72,6 +75,7 @@ def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tup
             f"{gen.generator}, {gen.shape}",
             {"generator": gen.generator, "seed": cfg.base.seed, "image_size": cfg.base.image_size},
         )
+    cost += float(info.get("seconds", 0.0))
     if "realism" in keys:
         from facefoundry.stages.realism import run_realism
 
@@ -86,6 +90,8 @@ def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tup
             f"realism {cfg.realism.method} of {keys['generate']}",
             {"source": keys["generate"], "method": cfg.realism.method},
         )
+        cost += float(info.get("seconds", 0.0))
+    info = {**info, "cost_seconds": cost}
     folder = Path(cfg.train.dataset)
     vmarker = folder.parent / f"{folder.name}.validate-{validation_key(cfg, folder.name)}.json"
     t0 = time.perf_counter()

@@ -165,11 +165,39 @@ def importance_figure(sweep: Sweep, importance: dict[str, float], basis: str = "
     return fig
 
 
+def front_figure(sweep: Sweep, rows: list[dict]):
+    """Several objectives: the first two against each other, every completed trial, the Pareto front joined."""
+    from facefoundry.sweep.objectives import values_of
+
+    o0, o1 = sweep.spec.all_objectives[:2]
+    done = [(r, v) for r in rows if r["status"] == "completed" for v in [values_of(sweep.spec, r)] if v is not None]
+    fig, ax = plt.subplots(figsize=(5.2, 3.8))
+    off = [(r, v) for r, v in done if not r.get("on_front")]
+    on = sorted([(r, v) for r, v in done if r.get("on_front")], key=lambda rv: rv[1][1])
+    if off:
+        ax.scatter([v[1] for _, v in off], [v[0] for _, v in off], c="tab:gray", alpha=0.7, label="dominated")
+    if on:
+        ax.plot([v[1] for _, v in on], [v[0] for _, v in on], "o-", c="tab:red", label="Pareto front")
+        for r, v in on:
+            ax.annotate(str(r["number"]), (v[1], v[0]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(f"{o1.metric} ({o1.mode})", fontsize=8)
+    ax.set_ylabel(f"{o0.metric} ({o0.mode})", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.set_title(
+        f"sweep {sweep.name}: Pareto front of {len(done)} completed trials (labels: trial numbers)", fontsize=9
+    )
+    fig.tight_layout()
+    return fig
+
+
 def sweep_plots(sweep: Sweep, rows: list[dict], out: Path) -> list[Path]:
     """Write the figures to ``out`` (PNG); returns their paths."""
     paths: list[Path] = []
     if not _scored(rows):
         return paths
+    if sweep.spec.objectives:
+        save_figure(front_figure(sweep, rows), out / "pareto_front.png")
+        paths.append(out / "pareto_front.png")
     for name, fig in (
         ("objective_vs_params.png", objective_vs_params(sweep, rows)),
         ("parallel_coordinates.png", parallel_coordinates(sweep, rows)),

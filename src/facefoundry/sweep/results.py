@@ -25,6 +25,7 @@ class SweepOutcome:
     interrupted: bool = False
     seconds: float = 0.0
     best: dict | None = None
+    front: list[dict] | None = None  # several objectives: the completed trials no other one dominates
     repeats: dict | None = None  # the candidates' summaries over FR seeds and the winner (spec ``repeats``)
 
 
@@ -50,6 +51,7 @@ def collect(sweep: Sweep, out: Path) -> list[dict]:
             "status": status,
             "epoch": res.get("epoch", st.get("epoch")),
             "objective": res.get("objective", st.get("objective")),
+            "objectives": [res.get(k) for k in sweep.spec.objective_keys],
             "val_accuracy": res.get("val_accuracy"),
             "dataset": info.get("dataset_key"),
             "run_id": info.get("run_id"),
@@ -58,12 +60,19 @@ def collect(sweep: Sweep, out: Path) -> list[dict]:
             if (folder / "attempts.log").is_file()
             else 0,
             "accuracies": {k[4:]: v for k, v in res.items() if k.startswith("acc/")},
-            "seconds": {k: v for k, v in res.items() if k.endswith("_seconds")},
+            "seconds": {k: v for k, v in res.items() if k.endswith("_seconds") and not k.startswith("cost/")},
+            "cost": {k: v for k, v in res.items() if k.startswith("cost/")},
             "driver_seconds": (st["ended"] - st["started"]) if st.get("ended") and st.get("started") else None,
         }
         rows.append(row)
     rows.sort(key=lambda r: (r["number"] if r["number"] is not None else 1 << 30, r["trial"]))
     return rows
+
+
+def _value(v: Any) -> str:
+    if not isinstance(v, (int, float)):
+        return "–"
+    return f"{v:.4f}" if abs(v) < 100 else f"{v:.0f}"
 
 
 def results_table(sweep: Sweep, rows: list[dict]) -> str:
@@ -76,6 +85,8 @@ def results_table(sweep: Sweep, rows: list[dict]) -> str:
         "status",
         "epochs",
         "objective",
+        *[o.metric for o in sweep.spec.objectives[1:]],
+        *(["front"] if sweep.spec.objectives else []),
         *[f"{b} acc" for b in benches],
         "dataset",
     ]
@@ -89,6 +100,8 @@ def results_table(sweep: Sweep, rows: list[dict]) -> str:
             r["status"],
             str(r["epoch"] or "–"),
             f"{obj:.4f}" if isinstance(obj, (int, float)) else "–",
+            *[_value(v) for v in (r.get("objectives") or [])[1:]],
+            *(["★" if r.get("on_front") else ""] if sweep.spec.objectives else []),
             *[f"{r['accuracies'][b]:.4f}" if b in r["accuracies"] else "–" for b in benches],
             (r["dataset"] or "")[:8],
         ]
@@ -116,6 +129,16 @@ def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome)
             outcome.best = next(r for r in rows if r["trial"] == outcome.repeats["winner"])
             rtable = repeats_table(outcome.repeats)
             atomic_write_text(out / "repeats.md", rtable)
+    ftable = ""
+    if sweep.spec.objectives:  # several objectives: the Pareto front of the completed trials
+        from facefoundry.sweep.objectives import front_table, pareto_rows
+
+        outcome.front = pareto_rows(sweep.spec, rows, (COMPLETED,))
+        on_front = {r["trial"] for r in outcome.front}
+        for r in rows:
+            r["on_front"] = r["trial"] in on_front
+        ftable = front_table(sweep.spec, outcome.front, list(sweep.dims))
+        atomic_write_text(out / "front.md", ftable)
     counts = {s: sum(r["status"] == s for r in rows) for s in (COMPLETED, STOPPED, FAILED, "unfinished")}
     table = results_table(sweep, rows)
     atomic_write_text(out / "results.md", table)
@@ -128,10 +151,11 @@ def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome)
             "seconds": outcome.seconds,
             "interrupted": outcome.interrupted,
             **({"repeats": outcome.repeats} if sweep.spec.repeats is not None else {}),
+            **({"front": [r["trial"] for r in outcome.front]} if outcome.front is not None else {}),
         },
     )
     _write_csv(sweep, rows, out / "results.csv")
-    print(table + (f"\n{rtable}" if rtable else ""), end="")
+    print(table + (f"\n{rtable}" if rtable else "") + (f"\nPareto front:\n{ftable}" if ftable else ""), end="")
     sys.stdout.flush()
     try:
         from facefoundry.sweep.plots import sweep_plots
@@ -149,6 +173,8 @@ def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome)
             client.set_tag(run_id, "facefoundry.best_trial", outcome.best["trial"])
             if outcome.best.get("run_id"):
                 client.set_tag(run_id, "facefoundry.best_trial_run_id", outcome.best["run_id"])
+        if outcome.front is not None:
+            metrics["front_size"] = float(len(outcome.front))
         if outcome.repeats:
             metrics.update(_repeat_metrics(outcome.repeats))
             client.set_tag(run_id, "facefoundry.best_single_trial", outcome.repeats["best_single"])
@@ -156,6 +182,9 @@ def _finish(sweep: Sweep, out: Path, client, run_id: str, outcome: SweepOutcome)
         client.log_text(run_id, table, "sweep_results.md")
         if rtable:
             client.log_text(run_id, rtable, "sweep_repeats.md")
+        if ftable:
+            client.log_text(run_id, ftable, "sweep_front.md")
+            client.set_tag(run_id, "facefoundry.front", ",".join(r["trial"] for r in outcome.front or []))
         client.log_artifact(run_id, str(out / "results.json"))
         client.log_artifact(run_id, str(out / "results.csv"))
         for fig in figures:

@@ -143,7 +143,9 @@ def _open_parent(sweep: Sweep, cfg: Config, out: Path, resume: bool) -> tuple[An
         tags["mlflow.source.git.commit"] = commit
     s = sweep.spec
     run = client.create_run(
-        exp.experiment_id, run_name=f"sweep · {sweep.name} · {s.objective.metric} · {sweep.trials} trials", tags=tags
+        exp.experiment_id,
+        run_name=f"sweep · {sweep.name} · {' & '.join(o.metric for o in s.all_objectives)} · {sweep.trials} trials",
+        tags=tags,
     )
     run_id = run.info.run_id
     sweep_id = run_id[:12]
@@ -152,6 +154,7 @@ def _open_parent(sweep: Sweep, cfg: Config, out: Path, resume: bool) -> tuple[An
         "sweep.objective": s.objective.metric,
         "sweep.mode": s.objective.mode,
         "sweep.objective_benchmarks": ",".join(s.objective.benchmarks),
+        **({"sweep.objectives": ",".join(f"{o.metric}:{o.mode}" for o in s.objectives)} if s.objectives else {}),
         "sweep.validation": s.validation.benchmark,
         "sweep.trials": sweep.trials,
         "sweep.max_concurrent": s.budget.max_concurrent,
@@ -218,6 +221,11 @@ def run_sweep(
     warm: WarmStart | None = None
     if warm_start and resume:
         log(f"--warm-start {warm_start}: not used by --resume (the restored searcher keeps the points it was given)")
+    elif warm_start and sweep.spec.objectives:
+        raise FaceFoundryError(
+            f"--warm-start {warm_start}: warm starts feed single-objective sweeps only; {sweep.path} has "
+            f"{len(sweep.spec.objectives)} objectives"
+        )
     elif warm_start:
         from facefoundry.sweep.warm import load
 
@@ -360,7 +368,8 @@ def _tune(
             f"sweep {sweep.name}: {sweep.trials} trials, {s.budget.max_concurrent} at a time, "
             f"{s.resources.cpu:g} CPU{f' + {gpu:g} GPU' if gpu else ''} each; "
             f"{'grid' if sweep.has_grid else 'Optuna TPE'}{' + ASHA' if s.asha.enabled else ''}; "
-            f"objective {s.objective.metric} ({s.objective.mode}); output {out}"
+            f"objective {', '.join(f'{o.metric} ({o.mode})' for o in s.all_objectives)}"
+            f"{' (Pareto front)' if s.objectives else ''}; output {out}"
         )
     t0 = time.perf_counter()
     tuner.fit()
@@ -419,9 +428,10 @@ def _tune_config(sweep: Sweep, warm: WarmStart | None = None):
             from facefoundry.sweep.warm import searcher_points
 
             points, rewards = searcher_points(sweep, warm.points)
+        several = len(s.all_objectives) > 1  # Optuna's multi-objective TPE (MOTPE) over every objective
         search = OptunaSearch(
-            metric="objective",
-            mode=s.objective.mode,
+            metric=s.objective_keys if several else "objective",
+            mode=[o.mode for o in s.all_objectives] if several else s.objective.mode,
             sampler=optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup),
             points_to_evaluate=points or None,
             evaluated_rewards=rewards or None,

@@ -53,7 +53,7 @@ from facefoundry.config import Config, format_validation_error
 from facefoundry.config.dotted import apply_sets, deep_merge, parse_set
 from facefoundry.config.load import _read_yaml
 from facefoundry.errors import FaceFoundryError
-from facefoundry.sweep.spec_model import Sweep, SweepSpec
+from facefoundry.sweep.spec_model import COST_METRICS, Objective, Sweep, SweepSpec
 
 # set by the sweep for each trial (its own folders, the shared dataset, the sweep's benchmark and store)
 PER_TRIAL_KEYS = (
@@ -324,41 +324,17 @@ def _is_section(key: str) -> bool:
 
 
 def _check_objective(sweep: Sweep, cfg: Config, where: str) -> None:
-    o, v = sweep.spec.objective, sweep.spec.validation
+    v = sweep.spec.validation
     benches = cfg.evaluate.benchmarks
-    if o.metric == "accuracy":
-        if not o.benchmarks:
-            raise FaceFoundryError(
-                f"{where}: objective.benchmarks: empty; name at least one of "
-                f"evaluate.benchmarks ({', '.join(benches) or 'none configured'})"
-            )
-        for name in o.benchmarks:
-            if name not in benches:
-                raise FaceFoundryError(
-                    f"{where}: objective.benchmarks: {name!r} is not in evaluate.benchmarks "
-                    f"({', '.join(benches) or 'none configured'})"
-                )
-            if is_real_benchmark(name, benches[name]) and not o.allow_real:
-                raise FaceFoundryError(
-                    f"{where}: objective.benchmarks: {name!r} ({benches[name]}) is the real "
-                    "verification benchmark: evaluation-only, every trial reports it but it "
-                    "must not drive the sweep (objective.allow_real: true overrides)"
-                )
-    else:
-        name = o.metric.removeprefix("data/")
-        known = data_metric_names(cfg)
-        if name not in known and not name.startswith("converted_from_"):
-            near = difflib.get_close_matches(name, sorted(known), n=1)
-            raise FaceFoundryError(
-                f"{where}: objective.metric: {o.metric!r} is not a data metric of validate"
-                + (f" (did you mean data/{near[0]}?)" if near else f" (one of data/{', data/'.join(sorted(known))})")
-            )
+    several = len(sweep.spec.all_objectives) > 1
+    for i, o in enumerate(sweep.spec.all_objectives):
+        _check_one_objective(o, cfg, f"{where}: objective[{i}]" if several else f"{where}: objective")
     if v.benchmark not in benches:
         raise FaceFoundryError(
             f"{where}: validation.benchmark: {v.benchmark!r} is not in evaluate.benchmarks "
             f"({', '.join(benches) or 'none configured'})"
         )
-    if is_real_benchmark(v.benchmark, benches[v.benchmark]) and not o.allow_real:
+    if is_real_benchmark(v.benchmark, benches[v.benchmark]) and not sweep.spec.objective.allow_real:
         raise FaceFoundryError(
             f"{where}: validation.benchmark: {v.benchmark!r} ({benches[v.benchmark]}) is the real "
             "verification benchmark: evaluation-only, it must not drive ASHA"
@@ -368,6 +344,39 @@ def _check_objective(sweep: Sweep, cfg: Config, where: str) -> None:
             f"{where}: validation.pairs: {v.pairs} pairs cannot be split into "
             f"{cfg.evaluate.nfolds} folds (evaluate.nfolds)"
         )
+
+
+def _check_one_objective(o: Objective, cfg: Config, where: str) -> None:
+    benches = cfg.evaluate.benchmarks
+    if o.metric in COST_METRICS:
+        return
+    if o.metric == "accuracy":
+        if not o.benchmarks:
+            raise FaceFoundryError(
+                f"{where}.benchmarks: empty; name at least one of "
+                f"evaluate.benchmarks ({', '.join(benches) or 'none configured'})"
+            )
+        for name in o.benchmarks:
+            if name not in benches:
+                raise FaceFoundryError(
+                    f"{where}.benchmarks: {name!r} is not in evaluate.benchmarks "
+                    f"({', '.join(benches) or 'none configured'})"
+                )
+            if is_real_benchmark(name, benches[name]) and not o.allow_real:
+                raise FaceFoundryError(
+                    f"{where}.benchmarks: {name!r} ({benches[name]}) is the real "
+                    "verification benchmark: evaluation-only, every trial reports it but it "
+                    "must not drive the sweep (objective.allow_real: true overrides)"
+                )
+    else:
+        name = o.metric.removeprefix("data/")
+        known = data_metric_names(cfg)
+        if name not in known and not name.startswith("converted_from_"):
+            near = difflib.get_close_matches(name, sorted(known), n=1)
+            raise FaceFoundryError(
+                f"{where}.metric: {o.metric!r} is not a data metric of validate"
+                + (f" (did you mean data/{near[0]}?)" if near else f" (one of data/{', data/'.join(sorted(known))})")
+            )
 
 
 def describe(sweep: Sweep) -> str:

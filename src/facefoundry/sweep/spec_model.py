@@ -93,8 +93,14 @@ class Dim(Strict):
         return list(self.values) if self.values is not None else [self.low, self.high]
 
 
+# what a trial cost, in wall-clock seconds: its dataset's making (generator training, generation, realism: what
+# the recipe costs, also when the trial reused a dataset another trial made) and its FR training so far
+COST_METRICS = ("cost/dataset_seconds", "cost/train_seconds", "cost/total_seconds")
+COST_ALIASES = {"cost/seconds": "cost/total_seconds"}
+
+
 class Objective(Strict):
-    metric: str = "accuracy"  # accuracy (mean over benchmarks) | data/<name>
+    metric: str = "accuracy"  # accuracy (mean over benchmarks) | data/<name> | cost/seconds (cost/*_seconds)
     benchmarks: list[str] = ["twins"]  # for accuracy: names in evaluate.benchmarks (synthetic ones)
     mode: Literal["max", "min"] = "max"
     allow_real: bool = False  # let a real (evaluation-only) benchmark drive the sweep: off on purpose
@@ -102,8 +108,12 @@ class Objective(Strict):
     @field_validator("metric")
     @classmethod
     def _metric(cls, v: str) -> str:
-        if v != "accuracy" and not (v.startswith("data/") and len(v) > 5):
-            raise ValueError(f"objective metric is 'accuracy' or 'data/<name>', got {v!r}")
+        v = COST_ALIASES.get(v, v)
+        if v != "accuracy" and v not in COST_METRICS and not (v.startswith("data/") and len(v) > 5):
+            raise ValueError(
+                f"objective metric is 'accuracy', 'data/<name>' or one of cost/seconds, {', '.join(COST_METRICS)}; "
+                f"got {v!r}"
+            )
         return v
 
 
@@ -183,6 +193,39 @@ class SweepSpec(Strict):
     out: str | None = None  # default outputs/sweeps/<name>
     inject_failure: InjectFailure | None = None
     repeats: Repeats | None = None  # re-run the best trials with more FR seeds; pick the winner on their means
+    # several objectives (``objective: [{...}, {...}]`` in the spec): Optuna's multi-objective TPE through Ray Tune
+    # searches their Pareto front; the first is ``objective`` (ASHA's stops, repeats and the winner go by it)
+    objectives: list[Objective] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _objective_list(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("objective"), list):
+            given = data["objective"]
+            if not given:
+                raise ValueError("objective: an empty list; give one objective, or two or more")
+            data = {**data, "objective": given[0], "objectives": given if len(given) > 1 else []}
+        return data
+
+    @model_validator(mode="after")
+    def _objectives_agree(self) -> SweepSpec:
+        if self.objectives:
+            if self.objectives[0] != self.objective:
+                raise ValueError("objectives: the first must be the objective")
+            metrics = [o.metric for o in self.objectives]
+            if len(set(metrics)) != len(metrics):
+                raise ValueError(f"objective: {metrics}: each metric once")
+        return self
+
+    @property
+    def all_objectives(self) -> list[Objective]:
+        """Every objective, the primary first (one for a single-objective sweep)."""
+        return list(self.objectives) or [self.objective]
+
+    @property
+    def objective_keys(self) -> list[str]:
+        """The result keys a trial reports its objectives under: ``objective``, then ``objective_1``, …"""
+        return ["objective"] + [f"objective_{i}" for i in range(1, len(self.all_objectives))]
 
     @field_validator("space", mode="before")
     @classmethod

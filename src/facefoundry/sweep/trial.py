@@ -25,125 +25,17 @@ from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json, read_json
 from facefoundry.sweep import repeats
 from facefoundry.sweep.cache import shared_dataset
-from facefoundry.sweep.keys import _digest, dataset_key, fuse_key, realism_key, train_key, trial_number
+from facefoundry.sweep.keys import _digest, trial_number
+from facefoundry.sweep.objectives import missing_data_objectives, objective_values, trial_cost
 from facefoundry.sweep.scorer import EpochScorer
-from facefoundry.sweep.spec_model import Sweep, SweepSpec, trial_sets
+from facefoundry.sweep.spec_model import Sweep, trial_sets
+from facefoundry.sweep.trial_config import sweep_from_ctx, trial_config
 from facefoundry.sweep.trial_run import TrialRun, _fmt, trial_run_name
 
 TRIAL_STATUS = "status.json"  # written by the driver (callbacks.py) beside each trial's outputs
 STOPPED = "stopped"
 COMPLETED = "completed"
 FAILED = "failed"
-
-
-# -- the trial's config ------------------------------------------------------------------------------
-def sweep_from_ctx(ctx: dict) -> Sweep:
-    s = ctx["sweep"]
-    return Sweep(
-        spec=SweepSpec.model_validate(s["spec"]),
-        path=s["path"],
-        name=s["name"],
-        base_raw=s["base_raw"],
-        out=Path(s["out"]),
-    )
-
-
-def trial_config(sweep: Sweep, params: dict[str, Any], folder: Path, ctx: dict) -> tuple[Config, dict[str, str]]:
-    """The trial's Config: the base recipe + the trial's params (exactly as ``--set``), then its paths.
-
-    Returns the config and its dataset keys (``generate``, and ``realism`` when the sweep translates).
-    Paths: the shared dataset ``<sweep>/datasets/<key>`` (the translated one ``<sweep>/datasets/<realism
-    key>``), training and evaluation under ``folder``, the sweep's benchmarks and MLflow store.
-    """
-    from pydantic import ValidationError
-
-    from facefoundry.config import format_validation_error
-
-    raw = apply_sets(sweep.base_raw, trial_sets(params))
-    where = f"{sweep.path} trial {folder.name}"
-    datasets = Path(ctx["out"]) / "datasets"
-    paths: dict[str, Any] = {
-        "base.tracking_uri": ctx["tracking_uri"],
-        "base.experiment": ctx["experiment"],
-        "train.threads": ctx["threads"],
-    }
-    if not ctx.get("gpu") and raw.get("base", {}).get("device", "auto") == "auto":
-        paths["base.device"] = "cpu"
-    if ctx.get("realism_target"):
-        paths["realism.target_dir"] = ctx["realism_target"]
-    try:
-        first = Config.model_validate(apply_sets(raw, trial_sets(paths)))
-    except ValidationError as err:
-        raise FaceFoundryError(format_validation_error(where, err)) from None
-    learned = searched_generator(first, sweep)
-    if learned is not None:  # the sweep searches a generator's training settings: each variant is a trained model
-        from facefoundry.generators.table import descriptor
-        from facefoundry.stages.generator import training_section
-
-        desc, section = descriptor(learned), training_section(first, learned)
-        keys = {"train_generator": train_key(first, learned)}
-        model = datasets / f"{keys['train_generator']}.{learned}"
-        assert desc.model_setting is not None  # searched_generator names only generators with one
-        paths.update({f"{desc.train_section}.out": str(model), desc.model_setting: str(model / "model")})
-        if "cache" in type(section).model_fields:  # what variants on the same data share (IDSync's VAE)
-            paths[f"{desc.train_section}.cache"] = str(datasets / f"{learned}_cache")
-        if "threads" in type(section).model_fields:
-            paths[f"{desc.train_section}.threads"] = ctx["threads"]
-        first = Config.model_validate(apply_sets(raw, trial_sets(paths)))
-        keys["generate"] = dataset_key(first)
-    elif any(k.startswith("fuse.") for k in sweep.spec.space):  # the trial's dataset is a fusion of datasets
-        keys = {"fuse": fuse_key(first)}
-        keys["generate"] = keys["fuse"]
-        paths["fuse.out"] = str(datasets / keys["fuse"])
-    else:
-        keys = {"generate": dataset_key(first)}
-    data = datasets / keys["generate"]
-    if sweep.spec.realism:
-        keys["realism"] = realism_key(first, keys["generate"])
-        paths.update(
-            {
-                "realism.source": str(data),
-                "realism.out": str(datasets / keys["realism"]),
-                "realism.model_out": str(datasets / f"{keys['realism']}.model"),
-            }
-        )
-    final = datasets / keys.get("realism", keys["generate"])
-    paths.update(
-        {
-            "generate.out": str(data),
-            "train.dataset": str(final),
-            "train.out": str(folder / "train"),
-            "train.metrics": str(folder / "train" / "metrics.json"),
-            "evaluate.model": str(folder / "train" / "model"),
-            "evaluate.out": str(folder / "eval"),
-            "train.recipe": raw.get("train", {}).get("recipe") or f"{sweep.name}-{folder.name}",
-        }
-    )
-    if not ctx.get("register_models"):
-        paths["train.registered_model"] = None
-    for name, path in ctx["benchmarks"].items():
-        paths[f"evaluate.benchmarks.{name}"] = path
-    # a leakage reference that is one of the recipe's benchmarks means the sweep's copy of that benchmark
-    bench_of = {str(p): name for name, p in first.evaluate.benchmarks.items()}
-    refs = [ctx["benchmarks"].get(bench_of.get(str(r), ""), r) for r in first.quality.leakage.references]
-    if refs != list(first.quality.leakage.references):
-        paths["quality.leakage.references"] = refs
-    try:
-        cfg = Config.model_validate(apply_sets(raw, trial_sets(paths)))
-    except ValidationError as err:
-        raise FaceFoundryError(format_validation_error(where, err)) from None
-    cfg._sources = f"{sweep.path} · trial {folder.name}"
-    return cfg, keys
-
-
-def searched_generator(cfg: Config, sweep: Sweep) -> str | None:
-    """The recipe's generator when it learns and the sweep's space searches its training section, else None."""
-    from facefoundry.generators.table import descriptor
-
-    desc = descriptor(cfg.generate.generator)
-    if desc.learned and desc.model_setting and any(k.startswith(f"{desc.train_section}.") for k in sweep.spec.space):
-        return desc.name
-    return None
 
 
 def injected(sweep: Sweep, params: dict[str, Any], number: int, attempt: int) -> bool:
@@ -228,6 +120,8 @@ class _Trial:
     stopped: list[str] = field(default_factory=list)  # set when Ray ends the trial inside a report
     last: dict[str, Any] = field(default_factory=dict)  # the last epoch's result
     report_seconds: float = 0.0
+    dataset_cost: float = 0.0  # what the trial's dataset cost to make (seconds; also when it was reused)
+    train_started: float = 0.0  # perf_counter at the start of FR training (the cost so far, each epoch)
 
 
 def _trial(config: dict, ctx: dict, trial_id: str, folder: Path, attempt: int, t_start: float) -> None:
@@ -239,15 +133,12 @@ def _trial(config: dict, ctx: dict, trial_id: str, folder: Path, attempt: int, t
         if injected(t.sweep, t.params, t.number, attempt):
             raise RuntimeError(f"injected failure (spec inject_failure) in trial {trial_id}, attempt {attempt}")
         info, data, times = _dataset(t)
-        data_objective = _data_objective(t, data)
-        metrics, stage_times, train_rec = _train_and_evaluate(t, data_objective)
-        o = t.sweep.spec.objective
-        if o.metric == "accuracy":
-            objective = sum(metrics[f"{b}/accuracy"] for b in o.benchmarks) / len(o.benchmarks)
-        else:
-            objective = float(data_objective)
-        timings = _log_result(t, metrics, objective, times, stage_times, train_rec, t_start)
-        _report_final(t, info, data, metrics, objective, timings)
+        _check_data_objectives(t, data)
+        metrics, stage_times, train_rec = _train_and_evaluate(t, data)
+        cost = trial_cost(t.dataset_cost, stage_times["train_seconds"])
+        objectives = objective_values(t.sweep.spec.all_objectives, metrics, None, data, cost)
+        timings = _log_result(t, metrics, objectives, cost, times, stage_times, train_rec, t_start)
+        _report_final(t, info, data, metrics, objectives, cost, timings)
     except BaseException as exc:  # recorded on the run, then Ray retries or reports it
         _record_end(t, exc)
         raise
@@ -295,6 +186,7 @@ def _dataset(t: _Trial) -> tuple[dict, dict, dict]:
     from facefoundry.stages.common import log
 
     info, data, times = shared_dataset(t.data_cfg or t.cfg, t.keys, t.trial_id, log)
+    t.dataset_cost = float(info.get("cost_seconds", 0.0))
     t0 = time.perf_counter()
     t.run.tags(
         {
@@ -309,27 +201,24 @@ def _dataset(t: _Trial) -> tuple[dict, dict, dict]:
     return info, data, times
 
 
-def _data_objective(t: _Trial, data: dict) -> Any:  # a data metric's value
-    """The objective's value among the dataset's data metrics (None when the objective is accuracy)."""
-    o = t.sweep.spec.objective
-    data_objective = data.get(o.metric.removeprefix("data/")) if o.metric != "accuracy" else None
-    if o.metric != "accuracy" and data_objective is None:
+def _check_data_objectives(t: _Trial, data: dict) -> None:
+    missing = missing_data_objectives(t.sweep.spec.all_objectives, data)
+    if missing:
         raise FaceFoundryError(
-            f"objective {o.metric}: not among this dataset's data metrics ({', '.join(sorted(data))})"
+            f"objective {missing[0]}: not among this dataset's data metrics ({', '.join(sorted(data))})"
         )
-    return data_objective
 
 
-def _train_and_evaluate(t: _Trial, data_objective: Any) -> tuple[dict, dict[str, float], dict]:
+def _train_and_evaluate(t: _Trial, data: dict) -> tuple[dict, dict[str, float], dict]:
     """``train`` (scored on the validation benchmark after every epoch), then ``evaluate``: (the evaluation's
     metrics, the stages' timings, the training run's record)."""
     v = t.sweep.spec.validation
     scorer = EpochScorer(t.cfg, v.benchmark, t.cfg.evaluate.benchmarks[v.benchmark], v.pairs, v.flip)
-    on_epoch = _epoch_hook(t, scorer, data_objective)
+    on_epoch = _epoch_hook(t, scorer, data)
     from facefoundry.stages.evaluate import run_evaluate
     from facefoundry.stages.train import run_train
 
-    t0 = time.perf_counter()
+    t0 = t.train_started = time.perf_counter()
     run_train(t.cfg, epoch_hook=on_epoch)
     train_seconds = time.perf_counter() - t0
     train_rec = read_json(Path(t.cfg.train.out) / "mlflow_run.json")
@@ -343,7 +232,7 @@ def _train_and_evaluate(t: _Trial, data_objective: Any) -> tuple[dict, dict[str,
     )
 
 
-def _epoch_hook(t: _Trial, scorer: EpochScorer, data_objective: Any) -> Callable:
+def _epoch_hook(t: _Trial, scorer: EpochScorer, data: dict) -> Callable:
     """The training stage's per-epoch hook: score, log, and report every epoch but the last to Ray Tune."""
     from ray import tune
 
@@ -358,12 +247,15 @@ def _epoch_hook(t: _Trial, scorer: EpochScorer, data_objective: Any) -> Callable
         t.run.metrics(
             {"val/accuracy": acc, "train/loss": stats.loss, "train/accuracy": stats.accuracy}, step=stats.epoch
         )
+        spec = t.sweep.spec
+        cost = trial_cost(t.dataset_cost, t1 - t.train_started)
         result = {
             "epoch": stats.epoch,
             "val_accuracy": acc,
             "train_loss": stats.loss,
             "train_accuracy": stats.accuracy,
-            "objective": acc if data_objective is None else float(data_objective),
+            **dict(zip(spec.objective_keys, objective_values(spec.all_objectives, None, acc, data, cost))),
+            **cost,
             "mlflow_run_id": t.run.run_id,
             "dataset_key": t.key,
         }
@@ -383,17 +275,19 @@ def _epoch_hook(t: _Trial, scorer: EpochScorer, data_objective: Any) -> Callable
 def _log_result(
     t: _Trial,
     metrics: dict,
-    objective: float,
+    objectives: list[float],
+    cost: dict[str, float],
     times: dict,
     stage_times: dict[str, float],
     train_rec: dict,
     t_start: float,
 ) -> dict[str, float]:
-    """The trial's metrics, objective and timings onto its run, which is then closed as completed."""
+    """The trial's metrics, objectives, cost and timings onto its run, which is then closed as completed."""
     t0 = time.perf_counter()
     timings = {**times, **stage_times}
     timings["trial_seconds"] = time.perf_counter() - t_start
-    t.run.metrics({**metrics, "objective": objective, **{f"time/{k}": x for k, x in timings.items()}})
+    named = dict(zip(t.sweep.spec.objective_keys, objectives))
+    t.run.metrics({**metrics, **named, **cost, **{f"time/{k}": x for k, x in timings.items()}})
     t.run.tags({"facefoundry.train_run_id": train_rec.get("run_id", "")})
     t.run.finish("FINISHED", COMPLETED)
     t.mlflow_seconds += time.perf_counter() - t0
@@ -401,7 +295,13 @@ def _log_result(
 
 
 def _report_final(
-    t: _Trial, info: dict, data: dict, metrics: dict, objective: float, timings: dict[str, float]
+    t: _Trial,
+    info: dict,
+    data: dict,
+    metrics: dict,
+    objectives: list[float],
+    cost: dict[str, float],
+    timings: dict[str, float],
 ) -> None:
     """The final result: ``result.json`` in the trial folder, then the last report to Ray Tune."""
     from ray import tune
@@ -410,7 +310,8 @@ def _report_final(
     final = {
         **last,
         "epoch": last.get("epoch", t.cfg.train.epochs),
-        "objective": objective,
+        **dict(zip(t.sweep.spec.objective_keys, objectives)),
+        **cost,
         "final": 1,
         **{f"acc/{k.removesuffix('/accuracy')}": x for k, x in metrics.items() if k.endswith("/accuracy")},
         "mean_accuracy": metrics.get("mean_accuracy"),
@@ -422,7 +323,7 @@ def _report_final(
         "dataset_key": t.key,
         "dataset_md5": info["dvc_md5"],
     }
-    final.setdefault("val_accuracy", metrics.get(f"{v.benchmark}/accuracy", objective))  # nothing left to train
+    final.setdefault("val_accuracy", metrics.get(f"{v.benchmark}/accuracy", objectives[0]))  # nothing left to train
     atomic_write_json(t.folder / "result.json", final)
     t.stopped.append("after its final result")  # Ray ends the trial inside this report
     tune.report(final)

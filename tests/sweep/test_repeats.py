@@ -66,7 +66,7 @@ def sweep_with_repeats(tmp: Path, **rep):
 
 def write_repeat(out: Path, of: str, seed: int, objective: float | None) -> None:
     folder = out / "repeats" / f"{of}-seed{seed}"
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
     (folder / "trial.json").write_text(json.dumps({"repeat_of": of, "seed": seed, "run_id": "r"}))
     if objective is not None:
         (folder / "result.json").write_text(json.dumps({"final": 1, "objective": objective}))
@@ -102,6 +102,11 @@ def test_summary_winner_and_columns(tmp_path):
     }
     table = repeats.repeats_table(s)
     assert "| 003_d | 2 | 0.7550 |" in table and table.count("**winner**") == 1
+    # the runner-up against the winner over the seeds both ran (base 7 and 11): paired, two points
+    vs = by["001_b"]["versus_winner"]
+    assert by["003_d"]["versus_winner"] is None and vs["test"] == "paired" and vs["seeds"] == 2
+    assert vs["difference"] == pytest.approx((0.80 + 0.70 + 0.71) / 3 - 0.755)
+    assert "p = " in table and "(paired)" in table
     assert summarise_repeats(sweep, [r for r in ROWS if r["status"] != "completed"], []) is None
 
 
@@ -111,3 +116,16 @@ def test_a_resumed_sweep_does_not_run_finished_repeats(tmp_path):
     write_repeat(out, "001_b", 11, 0.7)
     assert repeats.is_done(out, {"of": "001_b", "seed": 11})
     assert repeats.run_repeats(sweep, out, ROWS, trainable=None, verbose=0) is False  # nothing left: no Ray
+
+
+def test_a_failed_repeat_is_not_retried_on_resume(tmp_path, capsys):
+    sweep = sweep_with_repeats(tmp_path, top_k=1, seeds=[11, 12])
+    out = tmp_path / "out"
+    write_repeat(out, "001_b", 11, 0.7)
+    repeats.mark_failed(out, {"of": "001_b", "seed": 12}, "RuntimeError: out of memory")
+    assert repeats.failed_before(out, {"of": "001_b", "seed": 12})
+    assert repeats.run_repeats(sweep, out, ROWS, trainable=None, verbose=0) is False  # nothing to run: no Ray
+    err = capsys.readouterr().err
+    assert "1 failed before, not retried" in err and "failed.json (delete to retry)" in err
+    write_repeat(out, "001_b", 12, 0.72)  # finished since (e.g. rerun by hand): done, not failed
+    assert not repeats.failed_before(out, {"of": "001_b", "seed": 12})

@@ -7,7 +7,10 @@ dataset (the one the original trial trained on), full epochs (no ASHA), each an 
 sweep's MLflow run, tagged ``facefoundry.repeat_of`` and ``facefoundry.seed``. They are a second, small Ray
 Tune run (``<out>/ray/repeats``) of the same trainable over the K×N (params, seed) pairs; their outputs are
 ``<out>/repeats/<trial>-seed<S>/``. The winner is the best mean over each candidate's original run and its
-repeats (:func:`choose`, pure). A resumed sweep skips the repeats that finished (their ``result.json``).
+repeats (:func:`choose`, pure); each other candidate is tested against it over the seeds both ran (the paired
+t-test: the same seed, the same initialisation and batch order), so the table says whether the winner is
+distinguishable from the runner-up. A resumed sweep skips the repeats that finished (their ``result.json``) and
+those that failed before (``failed.json``, written when Ray gave up on them; delete it to try again).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from facefoundry.io import read_json
-from facefoundry.stats import Summary, summarise
+from facefoundry.io import atomic_write_json, read_json
+from facefoundry.stats import Summary, summarise, versus
 from facefoundry.sweep.spec_model import Sweep
 
 REPEAT_KEY = "__repeat"  # the one config key of a repeat's Ray trial: JSON {"of", "params", "seed"}
 REPEATS_DIR = "repeats"  # <out>/repeats/<trial>-seed<S>/
+FAILED = "failed.json"  # in a repeat's folder: Ray gave up on it (after failure.max_failures retries)
 EXPERIMENT = "repeats"  # Ray Tune's experiment folder under <out>/ray
 
 
@@ -73,8 +77,21 @@ def plan(sweep: Sweep, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     return [{"of": row["trial"], "params": row["params"], "seed": s} for row in best for s in sweep.repeat_seeds()]
 
 
+def _folder(out: Path, pair: Mapping[str, Any]) -> Path:
+    return out / REPEATS_DIR / repeat_name(pair["of"], pair["seed"])
+
+
 def is_done(out: Path, pair: Mapping[str, Any]) -> bool:
-    return bool(read_json(out / REPEATS_DIR / repeat_name(pair["of"], pair["seed"]) / "result.json").get("final"))
+    return bool(read_json(_folder(out, pair) / "result.json").get("final"))
+
+
+def failed_before(out: Path, pair: Mapping[str, Any]) -> bool:
+    """Ray gave up on this repeat in an earlier run (and it has not finished since)."""
+    return (_folder(out, pair) / FAILED).is_file() and not is_done(out, pair)
+
+
+def mark_failed(out: Path, pair: Mapping[str, Any], error: str) -> None:
+    atomic_write_json(_folder(out, pair) / FAILED, {"of": pair["of"], "seed": pair["seed"], "error": error})
 
 
 def collect_repeats(out: Path) -> list[dict[str, Any]]:
@@ -112,22 +129,32 @@ def summarise_repeats(
         return None
     seeds = sweep.repeat_seeds()
     values: dict[str, list[float]] = {}
+    done_seeds: dict[str, list[int]] = {}  # the seeds of each candidate's finished repeats, in order
     for row in best:
-        values[row["trial"]] = [float(row["objective"])] + [
-            float(x["objective"])
+        mine = [
+            x
             for x in sorted(repeats, key=lambda x: seeds.index(x["seed"]) if x["seed"] in seeds else 1 << 30)
             if x["repeat_of"] == row["trial"]
             and x["seed"] in seeds
             and x["status"] == "completed"
             and isinstance(x["objective"], (int, float))
         ]
+        values[row["trial"]] = [float(row["objective"])] + [float(x["objective"]) for x in mine]
+        done_seeds[row["trial"]] = [int(x["seed"]) for x in mine]
     cands = choose(values, mode, r.level)
+    by_seed = {t: dict(zip([sweep.base_seed, *done_seeds[t]], v)) for t, v in values.items()}
+    winner = cands[0].trial
+    tests = {
+        c.trial: versus(by_seed[c.trial], by_seed[winner], "two-sided", r.level) for c in cands if c.trial != winner
+    }
     return {
         "top_k": r.top_k,
         "seeds": seeds,
         "base_seed": sweep.base_seed,
         "level": r.level,
-        "candidates": [c.as_dict() for c in cands],
+        "candidates": [
+            {**c.as_dict(), "versus_winner": _versus(tests[c.trial]) if c.trial in tests else None} for c in cands
+        ],
         "winner": cands[0].trial,
         "best_single": best[0]["trial"],
         "planned": len(best) * len(seeds),
@@ -135,10 +162,15 @@ def summarise_repeats(
     }
 
 
+def _versus(v: Any) -> dict[str, Any]:
+    """A candidate against the winner: the difference of the means and the test (paired where ≥ 2 seeds match)."""
+    return {"difference": v.difference, "p": v.best.p, "test": v.best.kind, "seeds": v.best.n_a}
+
+
 def repeats_table(summary: Mapping[str, Any]) -> str:
     """Markdown: one row per candidate, best mean first, the winner marked."""
     pct = round(summary["level"] * 100, 1)
-    head = ["trial", "n", "mean", "± std", f"{pct:g}% t-interval", "runs", "winner"]
+    head = ["trial", "n", "mean", "± std", f"{pct:g}% t-interval", "runs", "vs winner: Δ, p (test)", "winner"]
     lines = [
         f"Repeats: the {summary['top_k']} best trial(s) again with FR seeds "
         f"{', '.join(map(str, summary['seeds']))} (the search ran seed {summary['base_seed']}); "
@@ -155,10 +187,18 @@ def repeats_table(summary: Mapping[str, Any]) -> str:
             f"{c['std']:.4f}",
             f"[{c['ci_low']:.4f}, {c['ci_high']:.4f}]",
             ", ".join(f"{v:.4f}" for v in c["values"]),
+            _versus_cell(c.get("versus_winner")),
             "**winner**" if c["winner"] else "",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _versus_cell(v: Mapping[str, Any] | None) -> str:
+    if v is None:
+        return ""
+    p = v["p"]
+    return f"{v['difference']:+.4f}, " + ("untested (one seed)" if p != p else f"p = {p:.3g} ({v['test']})")
 
 
 def row_columns(summary: Mapping[str, Any] | None, trial: str) -> dict[str, Any]:
@@ -188,12 +228,19 @@ def run_repeats(sweep: Sweep, out: Path, rows: Sequence[Mapping[str, Any]], trai
     from facefoundry.stages.common import log
 
     pairs = plan(sweep, rows)
-    todo = [p for p in pairs if not is_done(out, p)]
+    gave_up = [p for p in pairs if failed_before(out, p)]
+    todo = [p for p in pairs if not is_done(out, p) and p not in gave_up]
     if not pairs:
         log("repeats: no completed trial to repeat")
         return False
+    if gave_up:
+        log(
+            f"repeats: {len(gave_up)} failed before, not retried: "
+            + ", ".join(str(_folder(out, p) / FAILED) for p in gave_up)
+            + " (delete to retry)"
+        )
     if not todo:
-        log(f"repeats: all {len(pairs)} finished before")
+        log(f"repeats: all {len(pairs)} finished{' or failed' if gave_up else ''} before")
         return False
     s = sweep.spec
     log(
@@ -217,6 +264,11 @@ def run_repeats(sweep: Sweep, out: Path, rows: Sequence[Mapping[str, Any]], trai
     )
     grid = tuner.fit()
     failed = grid.num_errors
+    for result in grid:
+        if result.error is not None and result.config and REPEAT_KEY in result.config:
+            pair = json.loads(result.config[REPEAT_KEY])
+            if not is_done(out, pair):
+                mark_failed(out, pair, f"{type(result.error).__name__}: {result.error}"[:500])
     done = [p for p in todo if is_done(out, p)]
     for p in done:
         res = read_json(out / REPEATS_DIR / repeat_name(p["of"], p["seed"]) / "result.json")

@@ -264,7 +264,8 @@ def run_repeats(sweep: Sweep, out: Path, rows: Sequence[Mapping[str, Any]], trai
     )
     grid = tuner.fit()
     failed = grid.num_errors
-    for result in grid:
+    for i in range(len(grid)):
+        result = grid[i]
         if result.error is not None and result.config and REPEAT_KEY in result.config:
             pair = json.loads(result.config[REPEAT_KEY])
             if not is_done(out, pair):

@@ -292,7 +292,17 @@ class Sweep:
         a resumed sweep may add or change them (finished repeats are kept)."""
         blob = json.dumps(
             {
-                "spec": self.spec.model_dump(mode="json", exclude={"address", "out", "description", "repeats"}),
+                "spec": self.spec.model_dump(
+                    mode="json",
+                    # an empty objectives list is a single-objective sweep, as before the list existed
+                    exclude={
+                        "address",
+                        "out",
+                        "description",
+                        "repeats",
+                        *(() if self.spec.objectives else ("objectives",)),
+                    },
+                ),
                 "base": self.base_raw,
             },
             sort_keys=True,

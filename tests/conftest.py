@@ -141,7 +141,13 @@ def dataset(tmp_path: Path) -> Path:
 # `--dist loadgroup` cannot do this under pytest 9: it regroups by rewriting `item._nodeid`, which pytest 9 no
 # longer reads; a scheduler that splits node ids into these scopes can.)
 SERIAL_SCOPE = "services"
-_SERIAL = ("tests/infra/", "tests/sweep/test_cluster.py", "tests/sweep/test_sweep_run.py")
+# (test_plugin_generator runs a local Ray sweep, which a cluster test's `ray stop --force` would kill)
+_SERIAL = (
+    "tests/infra/",
+    "tests/sweep/test_cluster.py",
+    "tests/sweep/test_sweep_run.py",
+    "tests/test_plugin_generator.py",
+)
 
 
 def scheduling_scope(nodeid: str) -> str:

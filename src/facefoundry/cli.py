@@ -205,13 +205,16 @@ def align(
     size: int | None = typer.Option(None, "--size", help="Crop side (default: base.image_size)."),
     limit: int | None = typer.Option(None, "--limit", help="Align only the first N photos (sorted)."),
     labels: str | None = typer.Option(None, "--labels", help="auto | folders | none (default: align.labels)."),
+    detector: str | None = typer.Option(None, "--detector", help="dlib | yunet (default: align.detector)."),
 ) -> None:
-    """Detect and align real photos (dlib HOG + 68 landmarks → 5-point template); misses go to DST/misses.json."""
+    """Detect and align real photos (dlib HOG + 68 landmarks, or YuNet → 5-point template); misses go to DST/misses.json."""
     from facefoundry.stages.align import run_align
 
     extra = [f"base.image_size={size}"] if size is not None else []
+    extra += [f"align.labels={labels}"] if labels else []
+    extra += [f"align.detector={detector}"] if detector else []
     _writable(os.path.dirname(os.path.abspath(out)))
-    run_align(_cfg(extra + ([f"align.labels={labels}"] if labels else [])), src, out, limit)
+    run_align(_cfg(extra), src, out, limit)
 
 
 @app.command()

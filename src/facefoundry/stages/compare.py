@@ -118,9 +118,10 @@ def run_pair(load: Loader, recipe: str, value: str, pair: Pair) -> dict[str, flo
 
 
 def comparison_id(cfg: Config) -> str:
-    """The same comparison (recipes, seeds, FR configuration) gets the same parent run when it resumes; how it is
-    judged (baseline, claims, α, level) does not make it another comparison."""
-    runs = cfg.compare.model_dump(mode="json", include={"recipes", "seeds", "out", "name"})
+    """The same comparison (its folder, seeds and FR configuration) gets the same parent run when it resumes or
+    grows: a recipe added later joins the same parent (its pairs live in the same folder), and how it is judged
+    (baseline, claims, α, level) does not make it another comparison."""
+    runs = cfg.compare.model_dump(mode="json", include={"seeds", "out", "name"})
     blob = json.dumps({"compare": runs, "train": cfg.train.model_dump(mode="json")}, sort_keys=True)
     return f"compare-{cfg.compare.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 

@@ -414,7 +414,6 @@ def compare(
         if bad is not None:
             raise FaceFoundryError(f"--recipe {bad}: expected NAME=DATASET_FOLDER or NAME=EXPERIMENT.yaml")
         pairs = {name: value for name, _, value in split}
-        extra.append(f"compare.recipes={json.dumps(pairs)}")
     if seeds:
         try:
             extra.append(f"compare.seeds={json.dumps([int(s) for s in seeds.split(',') if s.strip()])}")
@@ -425,6 +424,8 @@ def compare(
     if claim:
         extra.append(f"compare.claims={json.dumps([_claim(c) for c in claim])}")
     cfg = _cfg(extra)
+    if recipe:  # they replace compare.recipes (a --set of a mapping would merge into the parameter file's)
+        cfg.compare.recipes = pairs
     _writable(cfg.compare.out)
     named = _state.get("params")
 

@@ -135,3 +135,29 @@ def test_bad_recipes_are_one_line_errors(tmp_path):
         )
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert fragment in proc.stderr, proc.stderr
+
+
+def test_recipe_flags_replace_the_recipes_of_the_parameter_file(tmp_path):
+    import yaml
+
+    tiny_config(tmp_path, compare={"recipes": {"x": str(tmp_path / "gone")}})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "facefoundry",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "compare",
+            "--recipe",
+            f"a={tmp_path / 'missing'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "compare.recipes.a:" in proc.stderr and "compare.recipes.x" not in proc.stderr
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["compare"]["recipes"] == {"x": str(tmp_path / "gone")}

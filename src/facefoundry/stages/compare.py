@@ -143,7 +143,7 @@ def run_compare(cfg: Config, load: Loader) -> dict[str, Any]:
     result = summary(per_seed, baseline, c.level)
     result["alpha"], result["recipe_sources"] = c.alpha, recipes
     result["claims"] = claims(per_seed, [k.model_dump() for k in c.claims], c.alpha, c.level)
-    table = markdown(result, c.alpha) + claims_markdown(result["claims"], c.alpha)
+    table = markdown(result, c.alpha) + ("\n" + claims_markdown(result["claims"], c.alpha) if result["claims"] else "")
     atomic_write_json(root / "summary.json", result)
     atomic_write_text(root / "compare.md", table)
     page = write_page(root / "compare.html", result, recipes, pairs, c.alpha)

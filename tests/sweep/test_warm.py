@@ -176,3 +176,9 @@ def test_grid_space_refused_in_one_line(tmp_path):
     lines = cli.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs a non-grid space" in lines[0] and "train.lr" in lines[0], cli.stderr
     assert not (tmp_path / "out" / "sweep.json").exists()  # refused before the sweep's MLflow run
+
+
+def test_several_objectives_refused_in_one_line(tmp_path):
+    spec = _spec(tmp_path, objective=[{"metric": "accuracy"}, {"metric": "cost/seconds", "mode": "min"}])
+    with pytest.raises(FaceFoundryError, match="--warm-start feeds single-objective sweeps only"):
+        history("earlier", load_spec(spec))

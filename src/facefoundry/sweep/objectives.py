@@ -70,6 +70,13 @@ def pareto_rows(spec: SweepSpec, rows: list[dict[str, Any]], statuses: tuple[str
     return [r for r, _ in front]
 
 
+def fmt_value(v: Any) -> str:
+    """An objective's value in a table: accuracies to 4 decimals, seconds (≥ 100) whole, ``–`` when missing."""
+    if not isinstance(v, (int, float)):
+        return "–"
+    return f"{v:.4f}" if abs(v) < 100 else f"{v:.0f}"
+
+
 def front_table(spec: SweepSpec, front: list[dict[str, Any]], keys: list[str]) -> str:
     """The front as markdown: trial, its params, every objective."""
     names = [f"{o.metric} ({o.mode})" for o in spec.all_objectives]
@@ -77,6 +84,6 @@ def front_table(spec: SweepSpec, front: list[dict[str, Any]], keys: list[str]) -
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in front:
         params = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in (r["params"].get(k, "") for k in keys)]
-        vals = [f"{v:.4f}" if abs(v) < 100 else f"{v:.0f}" for v in values_of(spec, r) or []]
+        vals = [fmt_value(v) for v in values_of(spec, r) or []]
         lines.append("| " + " | ".join([r["trial"], *params, *vals]) + " |")
     return "\n".join(lines) + "\n"

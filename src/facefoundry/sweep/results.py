@@ -13,6 +13,7 @@ from typing import Any
 
 from facefoundry.io import atomic_write_json, atomic_write_text, read_json
 from facefoundry.stages.common import log
+from facefoundry.sweep.objectives import fmt_value
 from facefoundry.sweep.spec_model import Sweep
 from facefoundry.sweep.trial import COMPLETED, FAILED, STOPPED, TRIAL_STATUS
 
@@ -69,12 +70,6 @@ def collect(sweep: Sweep, out: Path) -> list[dict]:
     return rows
 
 
-def _value(v: Any) -> str:
-    if not isinstance(v, (int, float)):
-        return "–"
-    return f"{v:.4f}" if abs(v) < 100 else f"{v:.0f}"
-
-
 def results_table(sweep: Sweep, rows: list[dict]) -> str:
     keys = list(sweep.dims)
     benches = sorted({b for r in rows for b in r["accuracies"]})
@@ -100,7 +95,7 @@ def results_table(sweep: Sweep, rows: list[dict]) -> str:
             r["status"],
             str(r["epoch"] or "–"),
             f"{obj:.4f}" if isinstance(obj, (int, float)) else "–",
-            *[_value(v) for v in (r.get("objectives") or [])[1:]],
+            *[fmt_value(v) for v in (r.get("objectives") or [])[1:]],
             *(["★" if r.get("on_front") else ""] if sweep.spec.objectives else []),
             *[f"{r['accuracies'][b]:.4f}" if b in r["accuracies"] else "–" for b in benches],
             (r["dataset"] or "")[:8],

@@ -221,11 +221,6 @@ def run_sweep(
     warm: WarmStart | None = None
     if warm_start and resume:
         log(f"--warm-start {warm_start}: not used by --resume (the restored searcher keeps the points it was given)")
-    elif warm_start and sweep.spec.objectives:
-        raise FaceFoundryError(
-            f"--warm-start {warm_start}: warm starts feed single-objective sweeps only; {sweep.path} has "
-            f"{len(sweep.spec.objectives)} objectives"
-        )
     elif warm_start:
         from facefoundry.sweep.warm import load
 

@@ -129,6 +129,11 @@ def _tracking_uri(sweep: Sweep) -> str:
 
 
 def check(sweep: Sweep) -> None:
+    if sweep.spec.objectives:
+        raise FaceFoundryError(
+            f"--warm-start feeds single-objective sweeps only: {sweep.path} has {len(sweep.spec.objectives)} "
+            "objectives (Optuna's multi-objective study would need every earlier trial's values of each)"
+        )
     if sweep.has_grid:
         grid = ", ".join(k for k, d in sweep.dims.items() if d.type == "grid")
         raise FaceFoundryError(

@@ -78,3 +78,18 @@ def test_a_named_params_file_must_exist(tmp_path):
     assert config_sources(cfg) == "built-in defaults" and cfg.train.epochs == 20
     p = write(tmp_path, "p.yaml", "train: {epochs: 3}\n")
     assert config_sources(load_config(p, sets=["train.lr=0.5"])) == f"{p} + --set"
+
+
+def test_a_per_judge_threshold_and_one_number_override_each_other():
+    """params.yaml gives the judge thresholds per judge; ``--set`` of one number (any judge) replaces the mapping,
+    and the DVC override of a recipe that has one number sets it over the mapping (Hydra refuses ``+`` there)."""
+    from facefoundry.config import Config
+    from facefoundry.config.dvc import dvc_overrides
+
+    repo = Path(__file__).resolve().parents[1] / "params.yaml"
+    cfg = load_config(repo, sets=["quality.leakage.threshold=0.8", "fuse.overlap_threshold.sface=0.3"])
+    assert cfg.quality.leakage.threshold == 0.8 and cfg.fuse.overlap_threshold == {"dlib": 0.65, "sface": 0.3}
+    raw = {"fuse": {"overlap_threshold": {"dlib": 0.65, "sface": 0.39}}, "quality": {"leakage": {"threshold": 0.75}}}
+    typed = Config.model_validate(raw).model_dump(mode="json")
+    recipe = {"fuse": {"overlap_threshold": 0.53}, "quality": {"leakage": {"threshold": {"dlib": 0.7}}}}
+    assert dvc_overrides(recipe, raw, typed) == ["fuse.overlap_threshold=0.53", "+quality.leakage.threshold.dlib=0.7"]

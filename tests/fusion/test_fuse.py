@@ -10,10 +10,13 @@ from facefoundry.fusion.fuse import fuse
 from tests.conftest import identity_image, tiny_config
 
 
-def people(path: Path, persons: list[int], per: int = 4, size: int = 32, seed: int = 0) -> Path:
+def people(
+    path: Path, persons: list[int], per: int = 4, size: int = 32, seed: int = 0, meta: dict | None = None
+) -> Path:
     """A dataset whose label i shows person ``persons[i]`` (the same person in two datasets looks alike)."""
     rng = np.random.default_rng(seed)
-    with DatasetWriter(path, {"generator": "test", "num_classes": len(persons), "image_size": size}) as w:
+    meta = {"generator": "test", "num_classes": len(persons), "image_size": size, **(meta or {})}
+    with DatasetWriter(path, meta) as w:
         for label, p in enumerate(persons):
             for _ in range(per):
                 w.add(identity_image(p, 0, size, rng), label, f"person_{p}", "test", {"person": p})
@@ -24,8 +27,8 @@ def _cfg(tmp: Path, **fuse):
     return tiny_config(
         tmp,
         base={"image_size": 32},
-        quality={"judge": "pixels", "leakage": {"training_photos": False}},
-        fuse={"out": str(tmp / "fused"), **fuse},
+        quality={"judge": "pixels", "leakage": {"threshold": 0.75, "training_photos": False}},
+        fuse={"out": str(tmp / "fused"), "overlap_threshold": 0.65, **fuse},
     )
 
 
@@ -65,7 +68,7 @@ def test_fuse_can_drop_identities_leaked_from_a_reference(tmp_path: Path):
     cfg = tiny_config(
         tmp_path,
         base={"image_size": 32},
-        fuse={"out": str(tmp_path / "fused"), "sources": {"a": {"path": str(a)}}},
+        fuse={"out": str(tmp_path / "fused"), "sources": {"a": {"path": str(a)}}, "overlap_threshold": 0.65},
         quality={
             "judge": "pixels",
             "leakage": {
@@ -119,3 +122,29 @@ def test_fuse_keeps_soft_labels_and_remaps_their_partners(tmp_path: Path):
         else:
             assert m.mix_label[i] == -1 and m.mix_weight[i] == 1.0
     assert kept > 0 and m.meta.get("soft_labels_collapsed", 0) > 0
+
+
+def test_fuse_judges_every_source_with_an_encoder_none_of_them_learnt_from(tmp_path: Path):
+    """Judge ≠ teacher: one source's generator was trained with sface, so auto picks the next encoder of the
+    order for every source, with that judge's thresholds, and the fused dataset records both."""
+    from facefoundry.quality.judging import dataset_teachers
+
+    a = people(tmp_path / "a", [0, 1, 2, 3, 4, 5], meta={"generator": "vec2face", "encoder": {"name": "sface"}})
+    b = people(tmp_path / "b", [3, 20, 21, 22, 23, 24], seed=1)  # person 3 is in both
+    cfg = tiny_config(
+        tmp_path,
+        base={"image_size": 32},
+        quality={"judge_order": ["sface", "pixels"], "leakage": {"training_photos": False}},
+        fuse={
+            "out": str(tmp_path / "fused"),
+            "sources": {"a": {"path": str(a), "share": 0.5}, "b": {"path": str(b), "share": 0.5}},
+            "identities": 10,
+            "overlap_threshold": {"pixels": 0.65, "sface": -1.0},  # sface's would call every pair one person
+        },
+    )
+    res = fuse(cfg, log=lambda m: None)
+    assert [(o["a_label"], o["b_label"]) for o in res.selection.overlaps] == [(3, 0)]  # pixels' 0.65
+    m = read_manifest(tmp_path / "fused")
+    assert m.meta["teachers"] == ["sface"] and m.meta["fusion"]["judge"] == "pixels"
+    assert m.meta["fusion"]["overlap_threshold"] == 0.65
+    assert dataset_teachers(tmp_path / "fused") == ["sface"]  # validate of the fused set picks the same judge

@@ -21,9 +21,10 @@ def test_training_photos_are_a_leak_only_for_the_generator_that_learnt_from_them
     cfg = tiny_config(
         tmp_path,
         base={"image_size": 32},
-        quality={"judge": "pixels", "leakage": {"threshold": 0.7}},
+        quality={"judge": "pixels", "separability_threshold": 0.4, "leakage": {"threshold": 0.7}},
         fuse={
             "out": str(tmp_path / "fused"),
+            "overlap_threshold": 0.65,
             "sources": {"photos": {"path": str(photos)}, "gen": {"path": str(generated)}},
         },
     )

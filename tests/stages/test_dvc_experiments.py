@@ -205,6 +205,9 @@ def test_first_command_tracks_every_recipe_in_mlflow(fresh):
         validate, train, evaluate = stage("validate", recipe), stage("train", recipe), stage("evaluate", recipe)
         assert validate.data.metrics["data/identities"] > 0 and "data/judge_dlib_intra_mean" in validate.data.metrics
         assert validate.data.tags["facefoundry.quality_gates"] == "passed"
+        # judge ≠ teacher: the dlib-trained Vec2Face and the fusion that holds it are judged by SFace
+        judge = {"render": "dlib", "vec2face": "sface", "fused": "sface"}[recipe]
+        assert validate.data.tags["data.judge"] == judge and f"data/judge_{judge}_intra_mean" in validate.data.metrics
         quality = {a.path for a in client.list_artifacts(validate.info.run_id, "quality")}
         assert {"quality/gx_results.json", "quality/gates.json", "quality/problems.json"} <= quality
         accuracy = evaluate.data.metrics["twins/accuracy"]

@@ -41,7 +41,8 @@ def _cfg(tmp: Path):
         base={"image_size": 32},
         identity={"judges": []},
         quality={
-            "judge": "pixels",
+            "judge": "pixels",  # thresholds are per judge; pixels has no calibrated ones: one number each
+            "separability_threshold": 0.4,
             "leakage": {"references": [str(tmp / "bench.bin")], "threshold": 0.7, "training_photos": False},
             "gates": {"max_mislabelled_identities": 0, "max_leaked_identities": 0, "max_duplicate_images": 0},
         },
@@ -141,3 +142,83 @@ def test_setting_grid_lays_out_one_image_per_sigma(tmp_path):
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["σ = 0", "σ = 0.3", "σ = 0.6"] and len(fig.axes) == 9  # 3 identities × 3 settings
     assert setting_grid(open_source(make_dataset(tmp_path / "plain"))) is None  # no setting recorded
+
+
+def _vec2face_like(path: Path, encoder: dict, identities: int = 4, per: int = 5) -> Path:
+    """A dataset whose manifest says a Vec2Face trained with ``encoder`` (its spec) made it."""
+    rng = np.random.default_rng(1)
+    meta = {"generator": "vec2face", "num_classes": identities, "image_size": 32, "encoder": encoder}
+    with DatasetWriter(path, meta) as w:
+        for label in range(identities):
+            for k in range(per):
+                w.add(identity_image(label, k, 32, rng), label, f"id_{label}", "vec2face", {"sigma": 0.0})
+    return path
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory) -> Path:
+    """An MLflow database with its schema made once for the module (the migration takes seconds)."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+def _judge_cfg(tmp: Path, db: Path, **quality):
+    import shutil
+
+    if not (tmp / "mlflow.db").exists():
+        shutil.copy(db, tmp / "mlflow.db")
+    return tiny_config(
+        tmp,
+        base={"image_size": 32},
+        identity={"judges": []},  # the quality judge's histogram is added all the same
+        quality={"leakage": {"training_photos": False}, "gates": {"enabled": False}, **quality},
+    )
+
+
+def test_validate_judges_a_dlib_trained_vec2face_dataset_with_sface_and_says_so(
+    tmp_path: Path, monkeypatch, migrated_db: Path
+):
+    import json
+
+    import mlflow
+
+    from facefoundry.stages.validate import run_validate
+
+    monkeypatch.chdir(tmp_path)
+    ds = _vec2face_like(tmp_path / "v2f", {"name": "dlib", "dim": 128})
+    lines: list[str] = []
+    monkeypatch.setattr("facefoundry.stages.validate.log", lines.append)
+    cfg = _judge_cfg(tmp_path, migrated_db)
+    assert cfg.quality.judge == "auto"
+    m = run_validate(cfg, str(ds), str(tmp_path / "metrics.json"))
+    assert m["judge"] == "sface" and m["judged_by_teacher"] == 0
+    assert "judge_sface_intra_mean" in m and not any(k.startswith("judge_dlib_") for k in m)
+    assert json.loads((tmp_path / "metrics.json").read_text())["judge"] == "sface"
+    assert any("(judge sface, centred)" in ln for ln in lines), lines
+    client = mlflow.MlflowClient(cfg.base.tracking_uri)
+    run = client.search_runs([client.get_experiment_by_name(cfg.base.experiment).experiment_id])[0]
+    assert run.data.tags["data.judge"] == "sface" and run.data.tags["data.judge_teachers"] == "dlib"
+    assert run.data.metrics["data/judge_sface_intra_mean"] == pytest.approx(m["judge_sface_intra_mean"])
+    assert "data/judge" not in run.data.metrics  # the name is a tag, not a number
+
+
+def test_validate_with_a_judge_that_taught_the_generator_warns_and_records_it(
+    tmp_path: Path, monkeypatch, migrated_db: Path
+):
+    from facefoundry.stages.validate import run_validate
+
+    monkeypatch.chdir(tmp_path)
+    ds = _vec2face_like(tmp_path / "v2f", {"name": "pixels", "dim": 768})
+    lines: list[str] = []
+    monkeypatch.setattr("facefoundry.stages.validate.log", lines.append)
+    cfg = _judge_cfg(tmp_path, migrated_db, judge="pixels", separability_threshold=0.4, leakage={"threshold": 0.9})
+    m = run_validate(cfg, str(ds), str(tmp_path / "metrics.json"))
+    assert m["judge"] == "pixels" and m["judged_by_teacher"] == 1 and "judge_pixels_intra_mean" in m
+    assert sum(ln.startswith("warning: quality.judge pixels") for ln in lines) == 1, lines
+    # auto with every candidate a teacher: one error line, before any run starts
+    with pytest.raises(FaceFoundryError) as err:
+        run_validate(_judge_cfg(tmp_path, migrated_db, judge_order=["pixels"]), str(ds), str(tmp_path / "m.json"))
+    assert "\n" not in str(err.value) and "quality.judge auto: every encoder of quality.judge_order" in str(err.value)

@@ -58,7 +58,7 @@ def dvc_overrides(recipe: dict[str, Any], params_raw: dict[str, Any], params_typ
             continue
         parts = key.split(".")
         prefix = next((".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1) if ".".join(parts[:i]) in raw), None)
-        if key in raw:
+        if key in raw or any(k.startswith(key + ".") for k in raw):  # a value, or one over params.yaml's mapping
             expr = f"{key}={_hydra(value)}"
         elif prefix is not None and isinstance(raw[prefix], list):  # a range written as [min, max]
             node = recipe

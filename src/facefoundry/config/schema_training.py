@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from facefoundry.config.marks import INPUT, OUTPUT, RUNTIME, WIRED
-from facefoundry.config.schema_types import NonNegFloat, PositiveInt, Prob, RatioGrid, Strict
+from facefoundry.config.schema_types import JudgeCosine, NonNegFloat, PositiveInt, Prob, RatioGrid, Strict
 
 
 class BackboneCfg(Strict):
@@ -58,6 +58,18 @@ class DomainMixupCfg(Strict):
     psi: RatioGrid = "official"  # the set ψ is drawn from, per batch
 
 
+class DistillCfg(Strict):
+    """Knowledge distillation (``train.objective: distill | both``, after SynthDistill): the student matches the
+    teacher's flip-summed unit embedding of every training image (``facefoundry.train.distill``)."""
+
+    loss: Literal["mse", "cosine"] = "mse"  # ‖unit(s) − t‖² (SynthDistill) or 1 − cos(s, t)
+    weight: Annotated[float, Field(gt=0)] = 1.0  # the distillation term beside the label loss (objective both)
+    # targets minus the dataset's mean teacher vector, renormalised: dlib's raw vectors of different faces sit at
+    # cosine ≈ 0.9, and a student matching them raw learns the mean (chance on the real benchmark)
+    centred: bool = True
+    batch_size: Annotated[PositiveInt, RUNTIME] = 64  # images per teacher batch (computed once per dataset)
+
+
 class TrainCfg(Strict):
     dataset: Annotated[str, INPUT, WIRED] = "outputs/datasets/render"
     out: Annotated[str, OUTPUT] = "outputs/train/render"
@@ -99,6 +111,11 @@ class TrainCfg(Strict):
     init: Annotated[str | None, INPUT] = None
     init_arch: str | None = None  # arch of a .pth/.onnx init: r18 | r34 | r50 | r100 | r200; None: read from its keys
     domain_mixup: DomainMixupCfg = DomainMixupCfg()
+    # what the student learns from: the identity labels (a margin head), a teacher's embeddings of the same
+    # images (knowledge distillation, no labels), or both. No real image enters training under any of them.
+    objective: Literal["labels", "distill", "both"] = "labels"
+    teacher: str = "dlib"  # distill | both: a registered identity encoder (dlib, sface) or a local .onnx/.dat path
+    distill: DistillCfg = DistillCfg()
 
 
 class EvaluateCfg(Strict):
@@ -125,7 +142,8 @@ class IdentityCfg(Strict):
     """Identity encoders (``facefoundry.identity``): a registered name (dlib) or a local path."""
 
     encoder: str = "dlib"  # the identity space generators sample from and train against
-    judges: list[str] = ["dlib"]  # encoders that score every validated dataset ([] = none)
+    judges: list[str] = ["dlib"]  # encoders that score every validated dataset ([] = none; validate adds the
+    # dataset's quality judge when it is not listed)
     judge_max_images: PositiveInt = 2000  # images per dataset a judge embeds (identity-balanced sample)
     batch_size: Annotated[PositiveInt, RUNTIME] = 64
 
@@ -138,7 +156,9 @@ class LeakageCfg(Strict):
         list[str], INPUT
     ] = []  # verification .bin files or dataset folders whose people must not reappear
     training_photos: bool = True  # also the generator's training photos, when its manifest records them
-    threshold: Annotated[float, Field(ge=-1, le=1)] = 0.75  # cosine (judge, centred) centre ↔ any reference image
+    # cosine (judge, centred) centre ↔ any reference image; per judge: each matched to dlib's 0.75 on the real
+    # benchmark (≈ 1 % of real photos reach it with their best match among other people: docs/results/judges.md)
+    threshold: JudgeCosine = {"dlib": 0.75, "sface": 0.45}
     max_reference_images: PositiveInt = 3000  # per reference (a random sample beyond it)
     drop: bool = False  # fuse drops the leaked identities of every source
     drop_margin: Annotated[float, Field(ge=0, le=1)] = 0.05  # fuse drops from threshold − margin: the gate,
@@ -165,10 +185,14 @@ class GatesCfg(Strict):
 class QualityCfg(Strict):
     """Data metrics of a dataset (``facefoundry.quality``), computed once per dataset version, and its gates."""
 
-    judge: str = "dlib"  # the encoder whose space the identity metrics use (identity.judges add histograms)
+    # the encoder whose space the identity metrics use: auto = the first of judge_order that did not condition or
+    # train the dataset's generator (judge ≠ teacher); a name or path = that one (a teacher is warned about)
+    judge: str = "auto"
+    judge_order: Annotated[list[str], Field(min_length=1)] = ["dlib", "sface"]  # auto's candidates, in order
     centred: bool = True  # identity metrics on unit(v − dataset mean): dlib's different faces sit at cosine ≈ 0.9
     images_per_identity: Annotated[int, Field(ge=2)] = 6  # images of every identity the judge embeds
-    separability_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.4  # Vec2Face: max cos to any other < this
+    # Vec2Face: separable when the max cos to any other centre < this (per judge, as leakage.threshold)
+    separability_threshold: JudgeCosine = {"dlib": 0.4, "sface": 0.25}
     mislabel_margin: float = 0.0  # an image is mislabelled when cos(other centre) − cos(own) > this
     mislabel_min_share: Prob = 0.25  # an identity is split when this share of its images is mislabelled
     near_duplicate_bits: Annotated[int, Field(ge=0, le=64)] = 2  # 64-bit DCT hash: Hamming distance ≤ this
@@ -196,7 +220,8 @@ class FuseCfg(Strict):
     sources: dict[str, FuseSourceCfg] = {}  # name → source; the name is recorded per image
     identities: PositiveInt | None = None  # total identities (with shares); None: the sum of the counts
     strategy: Literal["uniform", "intra_variance"] = "uniform"  # which identities of a source are taken
-    overlap_threshold: Annotated[float, Field(ge=-1, le=1)] = 0.65  # cross-source centres (judge, centred) ≥ this
+    # cross-source centres (judge, centred) ≥ this; per judge, as quality.leakage.threshold
+    overlap_threshold: JudgeCosine = {"dlib": 0.65, "sface": 0.39}
     overlap: Literal["drop", "merge", "keep"] = "drop"  # drop the later source's copy, merge labels, or keep
     # images are linked or copied byte for byte: their hashes survive
     out: Annotated[str, OUTPUT] = "outputs/datasets/fused"
@@ -275,8 +300,9 @@ class CompareCfg(Strict):
     """``facefoundry compare``: dataset recipes × FR seeds, each pair trained and evaluated as stage runs under one
     MLflow parent; mean ± std, t-intervals and tests against a baseline recipe."""
 
-    # recipe name → a dataset folder, or an experiment file (.yaml) deep-merged on the config for that recipe
-    recipes: Annotated[dict[str, str], INPUT] = {}
+    # recipe name → a dataset folder, an experiment file (.yaml) deep-merged on the config for that recipe, or a
+    # list of at most one dataset folder and experiment files (the dataset under those settings)
+    recipes: Annotated[dict[str, str | list[str]], INPUT] = {}
     seeds: list[int] = [1234, 2, 3]  # FR seeds (base.seed) every recipe is trained with
     baseline: str | None = None  # the recipe every other is tested against; None: the first
     out: Annotated[str, OUTPUT] = "outputs/compare"  # <out>/<name>/<recipe>/seed<S>/{train,eval}, summary files

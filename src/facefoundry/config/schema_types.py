@@ -11,6 +11,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
 Prob = Annotated[float, Field(ge=0, le=1)]
+Cosine = Annotated[float, Field(ge=-1, le=1)]
+# a cosine threshold in a judge encoder's space: one value for any judge, or one per judge (encoder name → value;
+# the resolved judge's entry applies: facefoundry.quality.judging.judge_threshold)
+JudgeCosine = Cosine | dict[str, Cosine]
 
 
 class Strict(BaseModel):

@@ -140,6 +140,21 @@ def write_manifest(folder: str | Path, manifest: Manifest) -> Path:
     return out
 
 
+def read_manifest_meta(folder: str | Path) -> dict[str, Any]:
+    """Only a manifest's dataset-level metadata (the parquet footer: no rows are read)."""
+    path = Path(folder) / MANIFEST
+    if not path.is_file():
+        raise FaceFoundryError(f"{path}: no manifest (expected a FaceFoundry dataset folder)")
+    try:
+        raw = pq.read_schema(path).metadata or {}
+        meta = json.loads(raw.get(b"facefoundry", b"{}"))
+    except (pa.ArrowInvalid, OSError, ValueError, UnicodeDecodeError) as exc:
+        raise FaceFoundryError(f"{path}: unreadable manifest metadata ({exc.__class__.__name__})") from None
+    if not isinstance(meta, dict):
+        raise FaceFoundryError(f"{path}: the 'facefoundry' metadata is not a JSON object")
+    return meta
+
+
 def read_manifest(folder: str | Path) -> Manifest:
     """Read and check a manifest: every label within [0, num_classes), no empty dataset."""
     folder = Path(folder)

@@ -26,6 +26,7 @@ from facefoundry.identity.base import IdentityEncoder
 from facefoundry.io import atomic_dir
 from facefoundry.progress import track
 from facefoundry.quality import metrics as M
+from facefoundry.quality.judging import Judge, judge_threshold, resolve_judge
 from facefoundry.quality.measure import judge_vectors, reference_vectors, training_photos
 
 _MAGIC = {b"\x89PNG": "png", b"\xff\xd8\xff": "jpg", b"RIFF": "webp", b"BM": "bmp"}
@@ -61,12 +62,22 @@ def source_identities(
     return SourceIdentities(name, labels, centres, variance)
 
 
-def leaked_labels(ident: SourceIdentities, path: str, enc: IdentityEncoder, cfg: Config) -> list[int]:
-    """Labels of ``ident`` whose centre is within the leakage threshold (less ``drop_margin``) of any reference
-    image. The margin: the gate measures again on the fused set, centred by that set's mean and on other
-    sampled images, and a borderline identity must not cross the threshold there (measured at a threshold of
-    0.65: dropping the 9 Vec2Face-real identities above it made 3 others reach it)."""
+def fusion_judge(cfg: Config, log: Callable[[str], None] | None = print) -> Judge:
+    """The judge every source of a fusion is embedded with (one space for all): ``quality.judge`` resolved
+    against the union of the sources' teachers, as ``validate`` resolves it for the fused dataset."""
+    meta = {"generator": "fusion", "fusion": {"sources": {n: {"path": s.path} for n, s in cfg.fuse.sources.items()}}}
+    return resolve_judge(cfg.quality.judge, cfg.quality.judge_order, meta, log)
+
+
+def leaked_labels(
+    ident: SourceIdentities, path: str, enc: IdentityEncoder, cfg: Config, judge: Judge | str | None = None
+) -> list[int]:
+    """Labels of ``ident`` whose centre is within the leakage threshold (``judge``'s; less ``drop_margin``) of
+    any reference image. The margin: the gate measures again on the fused set, centred by that set's mean and
+    on other sampled images, and a borderline identity must not cross the threshold there (measured at a
+    threshold of 0.65: dropping the 9 Vec2Face-real identities above it made 3 others reach it)."""
     q = cfg.quality
+    at = judge_threshold(q.leakage.threshold, judge or enc.name, "quality.leakage.threshold")
     # a source that is itself a fusion: its sources' training photos, for all its identities (conservative)
     photos = [p for _, p in training_photos(path)] if q.leakage.training_photos else []
     refs = list(dict.fromkeys([*q.leakage.references, *photos]))
@@ -74,25 +85,30 @@ def leaked_labels(ident: SourceIdentities, path: str, enc: IdentityEncoder, cfg:
     for ref in refs:
         r = reference_vectors(ref, enc, q.leakage.max_reference_images, cfg.identity.batch_size, cfg.base.seed)
         r = M.centre_space(r)[0] if q.centred else r
-        found = M.leakage(ident.centres, r, q.leakage.threshold - q.leakage.drop_margin)["identities"]
+        found = M.leakage(ident.centres, r, at - q.leakage.drop_margin)["identities"]
         out.update(int(ident.labels[c]) for c in found)
     return sorted(out)
 
 
-def fuse(cfg: Config, digests: dict[str, str] | None = None, log: Callable[[str], None] = print) -> FuseResult:
-    """Fuse ``cfg.fuse.sources`` into ``cfg.fuse.out`` (see the module docstring)."""
+def fuse(
+    cfg: Config, digests: dict[str, str] | None = None, log: Callable[[str], None] = print, judge: Judge | None = None
+) -> FuseResult:
+    """Fuse ``cfg.fuse.sources`` into ``cfg.fuse.out`` (see the module docstring); ``judge``: resolved already
+    (else :func:`fusion_judge`)."""
     f = cfg.fuse
     if len(f.sources) < 1:
         raise FaceFoundryError("fuse.sources: no datasets to fuse (give two or more: name → {path, identities|share})")
     from facefoundry.identity import load_encoder
 
     srcs = {name: open_source(s.path) for name, s in f.sources.items()}
-    enc = load_encoder(cfg.quality.judge)  # once: every source and reference in one space
+    judge = judge or fusion_judge(cfg, log)
+    overlap_at = judge_threshold(f.overlap_threshold, judge, "fuse.overlap_threshold")
+    enc = load_encoder(judge.name)  # once: every source and reference in one space
     idents, leaked = [], {}
     for name, src in srcs.items():
         ident = source_identities(name, src, enc, cfg, (digests or {}).get(name))
         if cfg.quality.leakage.drop:
-            leaked[name] = leaked_labels(ident, f.sources[name].path, enc, cfg)
+            leaked[name] = leaked_labels(ident, f.sources[name].path, enc, cfg, judge)
             ident.excluded = set(leaked[name])
         idents.append(ident)
     available = {i.name: len(i.labels) - len(i.excluded) for i in idents}  # "all": all not leaked
@@ -102,7 +118,7 @@ def fuse(cfg: Config, digests: dict[str, str] | None = None, log: Callable[[str]
         {n: s.share for n, s in f.sources.items()},
         f.identities,
     )
-    sel = select(idents, wanted, f.strategy, f.overlap, f.overlap_threshold, cfg.base.seed)
+    sel = select(idents, wanted, f.strategy, f.overlap, overlap_at, cfg.base.seed)
     for p in sel.overlaps[:20]:
         log(
             f"overlap: {p['a']}/{srcs[p['a']].identities[p['a_label']]} ~ {p['b']}/{srcs[p['b']].identities[p['b_label']]}"
@@ -122,13 +138,14 @@ def fuse(cfg: Config, digests: dict[str, str] | None = None, log: Callable[[str]
             "identities": f.identities,
             "strategy": f.strategy,
             "overlap": f.overlap,
-            "overlap_threshold": f.overlap_threshold,
-            "judge": cfg.quality.judge,
+            "overlap_threshold": overlap_at,  # for the judge below
+            "judge": judge.name,
             "centred": cfg.quality.centred,
             "seed": cfg.base.seed,
             "taken": metrics,
         },
         # lists stay out of the "fusion" recipe (MLflow params of every run trained on it)
+        "teachers": list(judge.teachers),  # the sources' teachers: the fused dataset's judge ≠ any of them
         "fusion_overlaps": sel.overlaps[:1000],
         "fusion_leaked": leaked,
     }

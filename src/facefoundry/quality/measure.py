@@ -2,7 +2,9 @@
 
 ``measure_dataset`` is the orchestrator behind the ``validate`` stage (and the identity half of ``fuse``):
 it embeds up to ``quality.images_per_identity`` images of every identity with the judge encoder (cached by
-the dataset's DVC hash and the encoder's spec), then calls the pure functions of ``quality.metrics``.
+the dataset's DVC hash and the encoder's spec), then calls the pure functions of ``quality.metrics``. The
+judge is resolved per dataset (:mod:`facefoundry.quality.judging`): by default an encoder that neither
+conditioned nor trained the dataset's generator, with the thresholds set for that judge.
 
 Identity metrics use the centred space when ``quality.centred`` (each set minus its own mean vector, then
 renormalised): dlib places any two faces at cosine ≈ 0.9, the centred space at ≈ 0, as ArcFace does.
@@ -10,7 +12,8 @@ Leakage compares each identity centre with *every* image of a reference, so its 
 the maximum over thousands of unrelated faces. Measured (dlib, centred): celeba_val's same-person pairs have
 median 0.64 and different-person pairs at most 0.52, but a real training photo's highest cosine to any of
 celeba_val's 2,580 images is 0.55 at the median, 0.65 at the 90th and 0.75 at the 99th percentile (unrelated
-people, or CelebA people in both). Hence the threshold 0.75: about 1 % false alarms on real faces.
+people, or CelebA people in both). Hence the threshold 0.75: about 1 % false alarms on real faces. SFace's
+0.45 is matched to it on the real benchmark (``benchmarks/leakage_threshold.py``, docs/results/judges.md).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from facefoundry.identity.judge import identity_similarities
 from facefoundry.identity.store import embed_rows, source_keys
 from facefoundry.io import atomic_write_bytes, atomic_write_json, cache_dir, read_json
 from facefoundry.quality import metrics as M
+from facefoundry.quality.judging import Judge, judge_threshold, read_meta, resolve_judge
 
-FORMAT = 1  # bump when a cached report's meaning changes
+FORMAT = 2  # bump when a cached report's meaning changes (2: the judge is resolved per dataset and recorded)
 
 
 @dataclass
@@ -58,6 +62,7 @@ class QualityReport:
     centre_sources: list[str] = field(default_factory=list)
     counts: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     problems: dict[str, list] = field(default_factory=dict)  # leaked / mislabelled / near_duplicates / duplicates
+    judge: dict = field(default_factory=dict)  # the encoder behind the identity metrics: name, teachers, thresholds
 
     def save(self, path: Path) -> None:
         buf = io.BytesIO()
@@ -77,6 +82,7 @@ class QualityReport:
                 "metrics": self.metrics,
                 "centre_sources": self.centre_sources,
                 "problems": self.problems,
+                "judge": self.judge,
             },
         )
 
@@ -91,6 +97,7 @@ class QualityReport:
                 metrics=meta["metrics"],
                 centre_sources=meta["centre_sources"],
                 problems=meta["problems"],
+                judge=meta.get("judge") or {},
                 **{k: arr[k] for k in ("intra", "inter", "centres", "centre_labels", "counts")},
             )
         except (OSError, ValueError, KeyError):
@@ -269,18 +276,34 @@ def measure_dataset(
     sha256: list[str] | None = None,
     log: Callable[[str], None] = print,
     memo: EmbeddingMemo | None = None,
+    judge: Judge | None = None,
 ) -> QualityReport:
-    """All data metrics of one dataset (see the module docstring); cached by ``digest`` and the settings.
+    """All data metrics of one dataset (see the module docstring); cached by ``digest``, the settings and the
+    judge.
 
     ``folder``: the dataset folder, or a source already open (``sources.MemorySource``: decoded once);
-    ``memo``: judge vectors shared with other measurements of the same source."""
+    ``memo``: judge vectors shared with other measurements of the same source; ``judge``: resolved already
+    (else from ``q`` and the dataset's manifest, :func:`dataset_judge`)."""
     src = folder if isinstance(folder, FaceSource) else open_source(folder)
     folder = src.root
+    judge = judge or dataset_judge(q, src, log)
+    leak_at = judge_threshold(q.leakage.threshold, judge, "quality.leakage.threshold")
+    separable_below = judge_threshold(q.separability_threshold, judge, "quality.separability_threshold")
+    judged = {
+        "name": judge.name,
+        "label": judge.label,
+        "auto": judge.auto,
+        "teachers": list(judge.teachers),
+        "is_teacher": judge.is_teacher,
+        "leakage_threshold": leak_at,
+        "separability_threshold": separable_below,
+    }
     refs = [(None, r) for r in q.leakage.references] + (training_photos(folder) if q.leakage.training_photos else [])
     cache = None
     if digest:
         stamps = [(scope, _stamp(r)) for scope, r in refs]
-        cache = cache_dir("quality") / f"report-{_key([FORMAT, digest, q.model_dump(mode='json'), stamps, seed])}"
+        parts = [FORMAT, digest, q.model_dump(mode="json"), stamps, seed, judge.name]
+        cache = cache_dir("quality") / f"report-{_key(parts)}"
         hit = QualityReport.load(cache)
         if hit is not None:
             log(f"{folder}: data metrics cached ({cache}.json)")
@@ -297,6 +320,7 @@ def measure_dataset(
         "images_per_identity_min": int(counts.min()),
         "images_per_identity_mean": float(counts.mean()),
         "images_per_identity_max": int(counts.max()),
+        "judged_by_teacher": int(judge.is_teacher),
     }
     problems: dict[str, list] = {}
 
@@ -319,7 +343,7 @@ def measure_dataset(
     ]
 
     # identities in the judge's space
-    enc = load_encoder(q.judge)
+    enc = load_encoder(judge.name)
     vec = judge_vectors(src, enc, q.images_per_identity, batch_size, seed, digest, memo)
     emb = M.centre_space(vec.emb)[0] if q.centred else vec.emb
     intra, inter = identity_similarities(emb, vec.labels, rng=np.random.default_rng(seed))
@@ -334,7 +358,7 @@ def measure_dataset(
     if intra.size and inter.size:
         out["js_intra_inter"] = M.js_divergence(intra, inter, q.js_bins)
     centres, classes = M.identity_centres(emb, vec.labels)
-    sep = M.separability(centres, q.separability_threshold)
+    sep = M.separability(centres, separable_below)
     out["separable_identities"] = int(sep["separable_identities"])
     out["separability"] = float(sep["separability"])
     mis = M.mislabelled(emb, vec.labels, q.mislabel_margin, q.mislabel_min_share)
@@ -358,7 +382,7 @@ def measure_dataset(
     for scope, ref in refs:
         r = reference_vectors(ref, enc, q.leakage.max_reference_images, batch_size, seed)
         r = M.centre_space(r)[0] if q.centred else r
-        lk = M.leakage(centres, r, q.leakage.threshold)
+        lk = M.leakage(centres, r, leak_at)
         for found in lk["identities"]:
             c = int(found)
             if scope is not None and centre_sources[c] != scope:
@@ -403,11 +427,23 @@ def measure_dataset(
         centre_sources=centre_sources,
         counts=counts,
         problems=problems,
+        judge=judged,
     )
     if cache is not None:
         with contextlib.suppress(OSError):
             rep.save(cache)
     return rep
+
+
+def dataset_judge(q: QualityCfg, dataset: FaceSource | str | Path, log: Callable[[str], None] | None = print) -> Judge:
+    """``quality.judge`` resolved for a dataset (an open source or a folder): its manifest metadata names the
+    generator's teachers (:mod:`facefoundry.quality.judging`)."""
+    manifest = getattr(dataset, "manifest", None) if isinstance(dataset, FaceSource) else None
+    if manifest is not None:
+        meta = manifest.meta
+    else:
+        meta = read_meta(dataset.root if isinstance(dataset, FaceSource) else dataset)
+    return resolve_judge(q.judge, q.judge_order, meta, log)
 
 
 def _pair_sims(emb: np.ndarray, rng: np.random.Generator, pairs: int = 20000) -> np.ndarray:

@@ -15,24 +15,28 @@ from facefoundry.tracking import log_dataset_version, log_figure, log_metrics, r
 
 def run_fuse(cfg: Config, metrics_out: str | None = None, products: str | Path | None = None) -> dict:
     """Fuse ``fuse.sources`` into ``fuse.out``; the identity-centre map goes to ``products`` (and MLflow)."""
-    from facefoundry.fusion.fuse import fuse
+    from facefoundry.fusion.fuse import fuse, fusion_judge
     from facefoundry.plots import centre_map
+    from facefoundry.quality.judging import judge_threshold
 
     f = cfg.fuse
     digests = {name: dvc_dir_hash(s.path) for name, s in f.sources.items() if Path(s.path).is_dir()}
     what = " + ".join(f"{n} ({s.identities or (f'{s.share:.0%}' if s.share else 'all')})" for n, s in f.sources.items())
+    judge = fusion_judge(cfg, log)  # judge ≠ teacher: of every source
+    overlap_at = judge_threshold(f.overlap_threshold, judge, "fuse.overlap_threshold")
+    log(f"fuse: {judge.describe()}; overlap ≥ {overlap_at:g}")
     with stage_run(
         cfg,
         "fuse",
         ["fuse", "quality"],
-        {"facefoundry.dataset": f.out},
-        name=run_name("fuse", what, f.strategy, f"overlap {f.overlap} ≥ {f.overlap_threshold:g}"),
+        {"facefoundry.dataset": f.out, "data.judge": judge.label, "data.judge_teachers": ",".join(judge.teachers)},
+        name=run_name("fuse", what, f.strategy, f"overlap {f.overlap} ≥ {overlap_at:g} ({judge.label})"),
         products=products,
     ):
         for name, s in f.sources.items():
             if name in digests:
                 log_dataset_version(s.path, prefix=f"source.{name}", digest=digests[name], context="fusion")
-        res = fuse(cfg, digests, log=log)
+        res = fuse(cfg, digests, log=log, judge=judge)
         # the embedding map: every identity of every source, taken ones opaque, overlaps joined
         centres = np.concatenate([s.centres for s in res.sources])
         groups = [s.name for s in res.sources for _ in range(len(s.labels))]

@@ -174,7 +174,8 @@ def run_validate(
     from facefoundry.data.hashing import dvc_dir_hash
     from facefoundry.errors import FaceFoundryError
     from facefoundry.quality.gates import run_gates
-    from facefoundry.quality.measure import measure_dataset
+    from facefoundry.quality.judging import same_encoder
+    from facefoundry.quality.measure import dataset_judge, measure_dataset
     from facefoundry.tracking import log_artifact, set_tag
 
     folder = Path(dataset or cfg.train.dataset)
@@ -189,19 +190,29 @@ def run_validate(
     metrics, sha256, source = dict(checked.metrics), checked.sha256, checked.source
     digest = dvc_dir_hash(folder)
     memo = EmbeddingMemo(source)
+    # judge ≠ teacher: the quality judge, resolved from the generator's teachers (its manifest metadata)
+    judge = dataset_judge(cfg.quality, source, log)
+    log(f"{folder}: {judge.describe()}")
+    ident = cfg.identity
+    # identity.judges' histograms, and the quality judge's beside them when it is not listed (judge_<name>_*)
+    judges = [*ident.judges, *([] if any(same_encoder(j, judge.name) for j in ident.judges) else [judge.name])]
     with (
         stage_run(
             cfg,
             "validate",
             ["identity", "quality"],
-            {"facefoundry.dataset": str(folder)},
+            {
+                "facefoundry.dataset": str(folder),
+                "data.judge": judge.label,
+                "data.judge_teachers": ",".join(judge.teachers),
+                "data.judge_chosen": "auto" if judge.auto else "quality.judge",
+            },
             name=run_name("validate", folder.name),
             products=products,
         ),
         tempfile.TemporaryDirectory(prefix="facefoundry-gx-") as gx_dir,
     ):
-        ident = cfg.identity
-        judged = judge_dataset(source, ident.judges, ident.judge_max_images, ident.batch_size, cfg.base.seed, memo)
+        judged = judge_dataset(source, judges, ident.judge_max_images, ident.batch_size, cfg.base.seed, memo)
         for name, res in judged.items():
             metrics.update({f"judge_{name}_{k}": v for k, v in res["metrics"].items()})
             log(
@@ -209,7 +220,7 @@ def run_validate(
                 f"inter-identity {res['metrics']['inter_mean']:.3f}"
             )
         report = measure_dataset(
-            source, cfg.quality, ident.batch_size, cfg.base.seed, digest, sha256, log=log, memo=memo
+            source, cfg.quality, ident.batch_size, cfg.base.seed, digest, sha256, log=log, memo=memo, judge=judge
         )
         metrics.update(report.metrics)
         _log_quality(folder, report, judged)
@@ -230,16 +241,18 @@ def run_validate(
                 log_artifact(gate.docs_dir, "quality/data_docs")
         set_tag("facefoundry.quality_gates", "passed" if gate.success else "failed")
         metrics["gates_failed"] = len(gate.failures)
-        log_metrics({f"data/{k}": v for k, v in metrics.items()})
+        log_metrics({f"data/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))})
         log_dataset_version(folder, context="validation", digest=digest)
         log(
             f"{folder}: identities separable {metrics['separability']:.2f}, intra {metrics['intra_mean']:.3f} / "
-            f"inter {metrics['inter_mean']:.3f} (judge {cfg.quality.judge}, centred), "
-            f"{metrics['leaked_identities']} leaked, {metrics['near_duplicate_images']} near duplicates"
+            f"inter {metrics['inter_mean']:.3f} (judge {judge.label}{', a teacher' if judge.is_teacher else ''}, "
+            f"centred), {metrics['leaked_identities']} leaked, {metrics['near_duplicate_images']} near duplicates"
         )
         if not gate.success:
             raise FaceFoundryError(f"{folder}: {gate.summary()} (details: {products}/gates.json, problems.json)")
         log(gate.summary())
+        # which encoder produced the identity metrics (intra/inter, separability, mislabelled, leaked)
+        metrics["judge"] = judge.label
         atomic_write_json(out or products / "metrics.json", metrics)
         log(f"{folder}: valid ({metrics['images']} images, {metrics['identities']} identities)")
         return metrics

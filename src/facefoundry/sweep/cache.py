@@ -49,6 +49,7 @@ def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tup
         cost += float(made.get("seconds", 0.0))
     gen = cfg.generate
     if "fuse" in keys:  # the sweep searches fusion settings: fuse once per key, from the recipe's sources
+        from facefoundry.quality.judging import threshold_text
         from facefoundry.stages.fuse import run_fuse
 
         f = cfg.fuse
@@ -60,7 +61,8 @@ def shared_dataset(cfg: Config, keys: dict[str, str], trial_id: str, log) -> tup
             times,
             lambda: run_fuse(cfg),
             log,
-            f"fusion of {', '.join(f.sources)} ({f.strategy}, overlap {f.overlap} ≥ {f.overlap_threshold:g})",
+            f"fusion of {', '.join(f.sources)} ({f.strategy}, overlap {f.overlap} ≥ "
+            f"{threshold_text(f.overlap_threshold)})",
             {"sources": list(f.sources), "seed": cfg.base.seed},
         )
     else:

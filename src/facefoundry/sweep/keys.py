@@ -75,6 +75,31 @@ def realism_key(cfg: Config, key: str) -> str:
     )
 
 
+def _for_judge(value: Any, judge: str) -> Any:
+    """A per-judge threshold as a key hashes it: an explicit judge's own value (so keys of explicit settings are
+    what they were before thresholds could be per judge); ``auto`` keeps the whole mapping."""
+    from facefoundry.errors import FaceFoundryError
+    from facefoundry.quality.judging import AUTO, judge_threshold
+
+    if judge == AUTO or not isinstance(value, dict):
+        return value
+    try:
+        return judge_threshold(value, judge, "threshold")
+    except FaceFoundryError:  # no value for that judge: the stage says so; the key keeps the mapping
+        return value
+
+
+def quality_settings(q: Any) -> dict[str, Any]:
+    """``quality`` as keys hash it: the judge is keyed on its setting (``auto`` with ``judge_order``; an explicit
+    judge with its own thresholds), not resolved, so a key never reads a dataset's metadata."""
+    out = q.model_dump(mode="json")
+    if q.judge != "auto":
+        out.pop("judge_order", None)
+    out["separability_threshold"] = _for_judge(out["separability_threshold"], q.judge)
+    out["leakage"]["threshold"] = _for_judge(out["leakage"]["threshold"], q.judge)
+    return out
+
+
 def fuse_key(cfg: Config) -> str:
     """Hash of what ``fuse`` reads: its settings (not its output folder), the judge settings it selects with,
     the seed, and each source dataset's content hash. Trials with equal keys share one fused dataset."""
@@ -82,12 +107,11 @@ def fuse_key(cfg: Config) -> str:
 
     f = result_settings(cfg.fuse)
     q = cfg.quality
-    judge = {
-        "judge": q.judge,
-        "centred": q.centred,
-        "per": q.images_per_identity,
-        "leakage": q.leakage.model_dump(mode="json"),
-    }
+    f["overlap_threshold"] = _for_judge(f["overlap_threshold"], q.judge)
+    qs = quality_settings(q)
+    judge = {"judge": q.judge, "centred": q.centred, "per": q.images_per_identity, "leakage": qs["leakage"]}
+    if "judge_order" in qs:
+        judge["order"] = qs["judge_order"]
     data = {name: dvc_dir_hash(s.path) if Path(s.path).is_dir() else s.path for name, s in cfg.fuse.sources.items()}
     return _digest({"fuse": f, "quality": judge, "seed": cfg.base.seed, "sources": data})
 
@@ -103,7 +127,7 @@ def validation_key(cfg: Config, key: str) -> str:
             "min": t.min_images_per_identity,
             "non_rgb": t.non_rgb,
             "identity": cfg.identity.model_dump(mode="json"),
-            "quality": cfg.quality.model_dump(mode="json"),
+            "quality": quality_settings(cfg.quality),
         }
     )
 

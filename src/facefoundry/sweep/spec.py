@@ -155,7 +155,9 @@ def data_metric_names(cfg: Config) -> set[str]:
         "duplicate_images",
         "non_rgb_images",
     }
-    for spec in cfg.identity.judges:
+    # identity.judges, and the quality judge validate adds beside them (any of judge_order when it is auto)
+    q = cfg.quality
+    for spec in dict.fromkeys([*cfg.identity.judges, *(q.judge_order if q.judge == "auto" else [q.judge])]):
         judge = Path(spec).stem if "/" in spec or "." in spec else spec
         names |= {
             f"judge_{judge}_{k}"

@@ -419,3 +419,42 @@ def test_the_pareto_figure_is_written(tmp_path):
     save_figure(fig, tmp_path / "pareto.png")
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert pareto_of(build([rec("a", "render", {"twins": 0.6})]), "test") is None
+
+
+# ---- training regimes: a distilled model is never ranked beside a label-trained one without saying so ----
+
+
+def test_a_distilled_recipe_is_its_own_row_with_a_regime_column():
+    labels_old = seeded("render", [0.60, 0.62, 0.61])  # runs from before train.objective existed
+    labels_new = [
+        rec("rn4", "render", {"twins": 0.63}, seed=4, **{"train.objective": "labels", "train.teacher": "dlib"})
+    ]
+    distilled = [
+        rec(f"d{s}", "render", {"twins": v}, seed=s, **{"train.objective": "distill", "train.teacher": "dlib"})
+        for s, v in zip((1, 2, 3), (0.70, 0.71, 0.69))
+    ]
+    other_loss = [
+        rec(
+            "c1",
+            "render",
+            {"twins": 0.5},
+            **{"train.objective": "distill", "train.teacher": "dlib", "train.distill.loss": "cosine"},
+        )
+    ]
+    board = build(labels_old + labels_new + distilled + other_loss)
+    assert [(r.regime, r.n) for r in board.rows] == [("distill:dlib", 3), ("labels", 4), ("distill:dlib", 1)]
+    assert board.regime_column
+    header, rows = board.table()
+    assert header[:3] == ["rank", "recipe", "regime"] and [r[2] for r in rows] == [
+        "distill:dlib",
+        "labels",
+        "distill:dlib",
+    ]
+    assert not any(p.startswith(("train.objective", "train.teacher")) for p in board.differing)
+    assert any("inherits what its teacher learned" in n for n in board.notes())
+    assert board.to_json()["rows"][0]["regime"] == "distill:dlib"
+    # a tag says it first; a board of label-trained rows has no regime column
+    tagged = rec("t1", "x", {"twins": 0.5}, **{"train.objective": "labels"})
+    tagged["tags"]["facefoundry.regime"] = "both:sface"
+    assert build([tagged]).rows[0].regime == "both:sface"
+    assert not build(labels_old + labels_new).regime_column

@@ -637,3 +637,13 @@ def test_a_fused_datasets_card_joins_its_sources_provenance(tmp_path):
     )
     assert "**fusion** — dataset fusion" in card and "Not recorded" not in card.split("## Leakage")[0]
     assert "CC BY-NC-SA 4.0" in card and "non-commercial" in card
+
+
+def test_the_card_states_the_training_regime_and_the_teacher():
+    from facefoundry.promote.card import regime_line
+
+    assert regime_line({}).startswith("labels")  # a run from before train.objective existed
+    assert regime_line({"train.objective": "labels", "train.teacher": "dlib"}).startswith("labels")
+    line = regime_line({"train.objective": "distill", "train.teacher": "sface", "train.distill.loss": "mse"})
+    assert "`sface`" in line and "mse" in line and "no labels" in line and "real faces" in line
+    assert "labels and the teacher" in regime_line({"train.objective": "both", "train.teacher": "dlib"})

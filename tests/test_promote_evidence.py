@@ -145,3 +145,18 @@ def test_the_card_states_the_test_or_that_it_was_forced():
     facts = CardFacts("codebank", "r", "e", "data/codebank", "d", {}, {}, "", "twins", 0.757, evidence=ev)
     card = dataset_card(facts)
     assert "## Evidence" in card and card.index("## Evidence") < card.index("## Generator and parameters")
+
+
+def test_a_distilled_challenger_says_so_against_a_label_trained_champion():
+    from dataclasses import replace
+
+    challenger = replace(side("codebank", [0.752, 0.757, 0.744]), regime="distill:sface")
+    ev = weigh("twins", challenger, CHAMPION, 0.05, 3)
+    assert ev.line().endswith("regimes: challenger distill:sface, champion labels")
+    assert ev.as_dict()["challenger"]["regime"] == "distill:sface" and ev.as_dict()["champion"]["regime"] == "labels"
+    assert "regimes" not in weigh("twins", side("codebank", [0.752, 0.757, 0.744]), CHAMPION, 0.05, 3).line()
+    # the recipe key tells the regimes apart, and an old label run from a new one not
+    old = {"params": {"base.seed": "1", "train.lr": "0.1"}, "tags": {}}
+    new = {"params": {"base.seed": "2", "train.lr": "0.1", "train.objective": "labels", "train.teacher": "dlib"}}
+    distilled = {"params": {"base.seed": "1", "train.lr": "0.1", "train.objective": "distill", "train.teacher": "dlib"}}
+    assert recipe_key(old) == recipe_key(new) != recipe_key(distilled)

@@ -37,9 +37,9 @@ def test_soft_labels_follow_each_image_from_manifest_to_loss(tmp_path):
     t = Trainer(tiny_config(tmp_path, train={"dataset": str(src.root), "epochs": 1, "batch_size": 12}), log=quiet)
     forward = t.ddp.forward
 
-    def spy(x, targets, weights, amp):
+    def spy(x, targets, weights, amp, teacher=None):
         seen.append((targets.clone(), None if weights is None else weights.clone()))
-        return forward(x, targets, weights, amp)
+        return forward(x, targets, weights, amp, teacher)
 
     t.ddp.forward = spy
     t.fit()

@@ -122,3 +122,25 @@ def test_streaming_feeder_matches_preloaded_order(tmp_path):
     assert len(pre) == len(stream) == 4
     for (a, la), (b, lb) in zip(pre, stream):
         assert torch.equal(a, b) and torch.equal(la, lb)
+
+
+def test_no_real_photo_enters_fr_training_under_any_regime(tmp_path):
+    from facefoundry.data.writer import DatasetWriter
+    from tests.conftest import identity_image
+
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "real_aligned"
+    with DatasetWriter(photos, {"generator": "align", "num_classes": 4, "image_size": 32}) as w:
+        for label in range(4):
+            for k in range(4):
+                w.add(identity_image(label, k, 32, rng), label, f"photo_{label}", "align", {})
+    synthetic = make_dataset(tmp_path / "ds", identities=4, per_identity=4)
+    for objective in ("labels", "distill"):
+        cfg = tiny_config(tmp_path, train={"dataset": str(photos), "batch_size": 4, "objective": objective})
+        with pytest.raises(FaceFoundryError, match=r"train.dataset .*aligned real photos"):
+            Trainer(cfg, log=quiet)
+    mixed = tiny_config(
+        tmp_path, train={"dataset": str(synthetic), "batch_size": 4, "domain_mixup": {"dataset": str(photos)}}
+    )
+    with pytest.raises(FaceFoundryError, match=r"train.domain_mixup.dataset .*aligned real photos"):
+        Trainer(mixed, log=quiet)

@@ -164,3 +164,14 @@ def verify_for_training(
             "train.non_rgb=reject refuses them"
         )
     return res
+
+
+def refuse_real_photos(source: FaceSource, setting: str) -> None:
+    """No real photo ever enters FR training, under any regime: a dataset of aligned real photos
+    (``facefoundry align``, for generators and realism translators only) is one clear line."""
+    meta = getattr(getattr(source, "manifest", None), "meta", None) or {}
+    if meta.get("generator") == "align":
+        raise FaceFoundryError(
+            f"{setting} {source.root}: aligned real photos (facefoundry align) train generators and realism "
+            "translators, never an FR model; train on a generated dataset"
+        )

@@ -47,13 +47,25 @@ from facefoundry.leaderboard.cost import (
     non_dominated,
     pareto_front,
 )
-from facefoundry.leaderboard.rows import ACC, Row, benchmarks_of, label, order_benchmarks, parse_metric, recipe_of
+from facefoundry.leaderboard.rows import (
+    ACC,
+    REGIME_TAG,
+    Row,
+    benchmarks_of,
+    label,
+    order_benchmarks,
+    parse_metric,
+    recipe_identity,
+    recipe_of,
+    regime_of,
+)
 
 __all__ = [
     "ACC",
     "DATASET_SECONDS",
     "GENERATION_SECONDS",
     "GENERATOR_TRAINING_SECONDS",
+    "REGIME_TAG",
     "TOTAL_SECONDS",
     "TRAIN_SECONDS",
     "VOLATILE",
@@ -68,5 +80,7 @@ __all__ = [
     "order_benchmarks",
     "pareto_front",
     "parse_metric",
+    "recipe_identity",
     "recipe_of",
+    "regime_of",
 ]

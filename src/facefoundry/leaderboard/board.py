@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from facefoundry.leaderboard.cost import COST_LABELS, TOTAL_SECONDS, Front, _seconds, pareto_front
-from facefoundry.leaderboard.rows import _JUDGE, AVERAGE, Row, _fmt, data_label, label, short
+from facefoundry.leaderboard.rows import _JUDGE, AVERAGE, LABELS_REGIME, Row, _fmt, data_label, label, short
 from facefoundry.leaderboard.significance import DAGGER, TIE, UNTESTED, VS_TOP, _json_test, interval, mean_std, pm
 
 
@@ -35,6 +35,17 @@ class Leaderboard:
         """The rows no other row beats on both the ranked score and the total seconds (``cost/total_seconds``)."""
         sign = 1.0 if self.higher_is_better else -1.0
         return pareto_front(self.rows, lambda r: sign * r.mean, lambda r: r.seconds(TOTAL_SECONDS))
+
+    @property
+    def regimes(self) -> list[str]:
+        """The training regimes among the rows, in rank order (one entry, ``labels``, for most boards)."""
+        return list(dict.fromkeys(r.regime for r in self.rows))
+
+    @property
+    def regime_column(self) -> bool:
+        """Shown whenever any row was not trained on labels alone: a distilled model is never ranked beside a
+        label-trained one without a column that says which is which."""
+        return self.regimes not in ([], [LABELS_REGIME])
 
     @property
     def multi_experiment(self) -> bool:
@@ -68,6 +79,7 @@ class Leaderboard:
         header = [
             "rank",
             "recipe",
+            *(["regime"] if self.regime_column else []),
             "n",
             *(["experiment"] if multi else []),
             *[f"{label(b)} %" for b in self.columns],
@@ -84,7 +96,8 @@ class Leaderboard:
         out = []
         for i, r in enumerate(self.rows[:top] if top else self.rows, 1):
             n = str(r.n) if r.n == len(r.runs) else f"{r.n} ({len(r.runs)} runs)"
-            cells = [str(i), r.recipe, n, *([", ".join(r.experiments)] if multi else [])]
+            cells = [str(i), r.recipe, *([r.regime] if self.regime_column else []), n]
+            cells += [", ".join(r.experiments)] if multi else []
             cells += [pm(r.per_benchmark[b]) if r.per_benchmark.get(b) else "—" for b in self.columns]
             cells += [pm(r.average)] if self.average_over else []
             cells += [_fmt(r.data.get(k, [])) for k in self.data_columns]
@@ -107,6 +120,13 @@ class Leaderboard:
             notes.append(
                 "intra/inter: mean cosine similarity of same-/different-identity image pairs by the judge "
                 "encoder (validate); a wider gap is a cleaner dataset."
+            )
+        if self.regime_column:
+            notes.append(
+                "regime: what the FR model learned from: labels (a margin head on the generated identities) or "
+                "distill:<teacher> / both:<teacher> (a pretrained encoder's embeddings of the same generated images, "
+                "alone or beside the labels). A distilled model inherits what its teacher learned from real faces: "
+                "compare regimes knowingly."
             )
         if self.cost_columns:
             front = self.pareto()
@@ -213,6 +233,7 @@ class Leaderboard:
             "rows": [
                 {
                     "recipe": r.recipe,
+                    "regime": r.regime,
                     "runs": r.runs,
                     "experiments": r.experiments,
                     "params": r.params,

@@ -4,7 +4,6 @@ and :func:`build` filters the runs, picks the score and columns, groups repeats 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,9 @@ from facefoundry.leaderboard.rows import (
     lower_is_better,
     order_benchmarks,
     parse_metric,
+    recipe_identity,
     recipe_of,
+    regime_of,
     seed_of,
 )
 from facefoundry.leaderboard.significance import judge
@@ -128,12 +129,13 @@ def build(
     cost_columns = [k for k in COST_KEYS if any(_finite(r["metrics"].get(k)) for r in kept)]
     groups: dict[str, Row] = {}
     for r in kept:
-        params = {k: str(v) for k, v in r["params"].items() if k not in VOLATILE}
-        key = json.dumps(params, sort_keys=True)
+        params, key = recipe_identity(r, VOLATILE)  # a distilled model and a label-trained one are never one row
         recipe = recipe_of(r)
         row = groups.setdefault(
-            key, Row(recipe, key, [], params, [], {b: [] for b in columns}, [], {k: [] for k in data_columns}, [])
+            key,
+            Row(recipe, key, [], params, [], {b: [] for b in columns}, [], {k: [] for k in data_columns}, []),
         )
+        row.regime = regime_of(r)
         row.runs.append(r["run_id"])
         row.seeds.append(seed_of(r))
         exp = r.get("experiment")

@@ -4,6 +4,7 @@ direction, the recipe and seed of a run, the benchmarks a run has, their order, 
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -20,6 +21,10 @@ AVERAGE = "average"
 KNOWN_BENCHMARKS = ("twins", "real", "lfw", "cfp_fp", "agedb_30", "calfw", "cplfw")
 LABELS = {"lfw": "LFW", "cfp_fp": "CFP-FP", "agedb_30": "AgeDB-30", "calfw": "CALFW", "cplfw": "CPLFW"}
 _JUDGE = re.compile(r"^data/judge_(.+)_(intra|inter)_mean$")
+REGIME_TAG = "facefoundry.regime"  # what the FR model learned from: labels | distill:<teacher> | both:<teacher>
+LABELS_REGIME = "labels"
+# parameters the regime column says in one word
+REGIME_PARAMS = ("train.objective", "train.teacher", "train.distill.")
 
 
 def label(bench: str) -> str:
@@ -70,6 +75,7 @@ class Row:
     tie: bool | None = None  # not significantly different from the top row; None: untested (or the top row)
     marker: str = ""  # the "vs top" cell: top | ≈ p=… | p=… | n=1: untested [†] | untested (…)
     cost: dict[str, list[float]] = field(default_factory=dict)  # cost key → the values of the runs that have it
+    regime: str = LABELS_REGIME  # labels | distill:<teacher> | both:<teacher> (part of the row's key)
 
     def seconds(self, key: str = TOTAL_SECONDS) -> float | None:
         """The mean of a cost (``cost/…_seconds``) over the row's runs that have it; None when none has."""
@@ -137,6 +143,31 @@ def recipe_of(run: dict[str, Any]) -> str:
         return named
     path = tags.get("dataset.path") or params.get("train.dataset")
     return PurePath(path).name if path else params.get("data.generator") or "?"
+
+
+def regime_of(run: dict[str, Any]) -> str:
+    """What the run's FR model learned from: its tag, else its ``train.objective`` / ``train.teacher`` params, else
+    (runs from before distillation existed) the labels."""
+    tagged = run["tags"].get(REGIME_TAG)
+    if tagged:
+        return str(tagged)
+    objective = str(run["params"].get("train.objective", LABELS_REGIME))
+    if objective in ("", "None", LABELS_REGIME):
+        return LABELS_REGIME
+    teacher = str(run["params"].get("train.teacher", "?"))
+    return f"{objective}:{PurePath(teacher).stem if '/' in teacher else teacher}"
+
+
+def recipe_identity(run: dict[str, Any], volatile: tuple[str, ...]) -> tuple[dict[str, str], str]:
+    """The run's recipe parameters (all but ``volatile`` and the regime's own) and the key its row is grouped by:
+    those parameters and the regime — with the distillation settings when the regime is not the labels, so a
+    label-trained run from before ``train.objective`` existed and one from after are one recipe."""
+    params = {k: str(v) for k, v in run["params"].items() if k not in volatile}
+    own = {k: v for k, v in params.items() if k.startswith(REGIME_PARAMS)}
+    shown = {k: v for k, v in params.items() if k not in own}
+    regime = regime_of(run)
+    keyed = {**shown, "regime": regime, **(own if regime != LABELS_REGIME else {})}
+    return shown, json.dumps(keyed, sort_keys=True)
 
 
 def order_benchmarks(names: set[str] | list[str]) -> list[str]:

@@ -69,6 +69,20 @@ def _restricted(sources: list[Source]) -> bool:
     return any(re.search(r"non-commercial|NC|unknown", s.licence) for s in sources)
 
 
+def regime_line(params: dict[str, str]) -> str:
+    """What the champion's FR model learned from, in words (its training run's ``train.*`` params)."""
+    objective = params.get("train.objective", "labels")
+    if objective in ("labels", "None", ""):
+        return "labels: a margin head on the dataset's identities"
+    teacher = params.get("train.teacher", "?")
+    loss = params.get("train.distill.loss", "?")
+    what = "the teacher alone (no labels)" if objective == "distill" else "labels and the teacher"
+    return (
+        f"{objective}: knowledge distillation from `{teacher}` ({loss} on its flip-summed unit embeddings of the "
+        f"generated images), {what}; the teacher itself was trained on real faces"
+    )
+
+
 def dataset_card(f: CardFacts) -> str:
     """The dataset card (markdown) of a promoted recipe's training data."""
     p, m = f.params, f.metrics
@@ -86,6 +100,7 @@ def dataset_card(f: CardFacts) -> str:
     if n_img is not None and n_id is not None:
         lines.append(f"| images / identities | {_num(n_img)} / {_num(n_id)} |")
     lines += [
+        f"| FR training regime | {regime_line(p)} |",
         f"| generator | {gen} |",
         f"| training run | `{f.run_id}` (MLflow experiment `{f.experiment}`) |",
         f"| recipe | `{f.recipe_file}` |",

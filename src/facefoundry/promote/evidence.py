@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from facefoundry.leaderboard import ACC, VOLATILE, label
+from facefoundry.leaderboard import ACC, VOLATILE, label, recipe_identity
 from facefoundry.stats import Summary, TTest, Versus, summarise, versus
 
 SEED = "base.seed"
@@ -33,9 +33,9 @@ Record = Mapping[str, Any]
 
 
 def recipe_key(record: Record) -> str:
-    """The key the leaderboard groups runs by: every parameter but the seed and the runtime/output ones."""
-    params: Mapping[str, Any] = record["params"]
-    return json.dumps({k: str(v) for k, v in params.items() if k not in VOLATILE}, sort_keys=True)
+    """The key the leaderboard groups runs by: every parameter but the seed and the runtime/output ones, and the
+    training regime (labels, or distillation from which teacher)."""
+    return recipe_identity({"params": record["params"], "tags": record.get("tags") or {}}, VOLATILE)[1]
 
 
 def score_of(metrics: Mapping[str, float], metric: str, benchmarks: list[str]) -> float | None:
@@ -80,6 +80,7 @@ class Side:
     runs: list[str]
     dataset: str = ""  # its dataset folder (for the compare command)
     version: str = ""  # the registry version (the champion's)
+    regime: str = "labels"  # what its FR models learned from: labels | distill:<teacher> | both:<teacher>
 
     @property
     def n(self) -> int:
@@ -166,13 +167,14 @@ class Evidence:
             return f"the champion's own recipe ({a.n} seeds): no test needed"
         if b is None:
             return f"first champion: {a.n} seeds ({_seeds(a.seeds)}), promote.min_seeds={self.min_seeds}"
+        regimes = f"; regimes: challenger {a.regime}, champion {b.regime}" if a.regime != b.regime else ""
         if t is None or not t.defined:
-            return f"no test: challenger n={a.n}, champion n={b.n}"
+            return f"no test: challenger n={a.n}, champion n={b.n}{regimes}"
         unit = " points" if self.percent else ""
         return (
             f"{_test_name(t)}, n={t.n_a} vs {t.n_b}: {self.pm(a)} vs {self.pm(b)}, difference "
             f"{self.fmt(self.difference)}{unit}, t={t.t:.3g}, df={t.df:.3g}, p={t.p:.3g} "
-            f"{'<' if t.significant(self.alpha) else '>='} alpha={self.alpha:g} (one-sided)"
+            f"{'<' if t.significant(self.alpha) else '>='} alpha={self.alpha:g} (one-sided){regimes}"
         )
 
     @property
@@ -203,6 +205,7 @@ class Evidence:
             "min_seeds": self.min_seeds,
             "challenger": {
                 "recipe": self.challenger.recipe,
+                "regime": self.challenger.regime,
                 "seeds": self.challenger.seeds,
                 "runs": self.challenger.runs,
             },
@@ -210,6 +213,7 @@ class Evidence:
             if self.champion is None
             else {
                 "recipe": self.champion.recipe,
+                "regime": self.champion.regime,
                 "version": self.champion.version,
                 "seeds": self.champion.seeds,
                 "runs": self.champion.runs,

@@ -57,13 +57,13 @@ def gather_evidence(
     """The challenger's seeds (the leaderboard's top row), the champion's (its training run's recipe: the
     finished training runs with its parameters but the seed and the runtime ones, in ``names`` and in the
     champion's own experiment, ad hoc or not) and the test between them, on the board's metric."""
-    from facefoundry.leaderboard import recipe_of
+    from facefoundry.leaderboard import recipe_of, regime_of
     from facefoundry.stages.report import training_runs
 
     by_id = {r["run_id"]: r for r in runs}
     scores = dict(zip(row.runs, row.score))
     values, used = by_seed([by_id[i] for i in row.runs], lambda r: scores.get(r["run_id"]))
-    challenger = Side(row.recipe, values, used, _dataset_of(by_id[row.runs[0]]))
+    challenger = Side(row.recipe, values, used, _dataset_of(by_id[row.runs[0]]), regime=row.regime)
     pc = cfg.promote
     benches = tuple(board.benchmarks)
     mv = champion_version(client, name)
@@ -86,7 +86,7 @@ def gather_evidence(
         key = recipe_key(record)
         mine = [r for r in pool if recipe_key(r) == key]
         cvalues, cused = by_seed(mine, lambda r: score_of(r["metrics"], board.metric, board.benchmarks))
-        champion = Side(recipe_of(record), cvalues, cused, _dataset_of(record), str(mv.version))
+        champion = Side(recipe_of(record), cvalues, cused, _dataset_of(record), str(mv.version), regime_of(record))
         same = champ_run in row.runs or key == recipe_key(by_id[row.runs[0]])
     return weigh(board.metric, challenger, champion, pc.alpha, pc.min_seeds, board.higher_is_better, same, benches)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from facefoundry.config import Config
 from facefoundry.io import atomic_write_json, read_json
-from facefoundry.leaderboard import TRAIN_SECONDS
+from facefoundry.leaderboard import REGIME_TAG, TRAIN_SECONDS
 from facefoundry.models.bundle import INDEX, RawEmbedding
 from facefoundry.plots import training_figure
 from facefoundry.stages.common import dataset_grid, log
@@ -92,10 +92,12 @@ def run_train(
     )
     init = trainer.init_info  # train.init: the starting weights, recorded on the run and in the model folder
     label = f"{init['arch']} from {Path(init['path']).name}" if init else backbone_label(cfg)
-    name = run_name("train", recipe, label, t.head.name, f"lr {t.lr:g}", f"{t.epochs} ep", f"seed {cfg.base.seed}")
+    learns = t.head.name if t.objective == "labels" else trainer.regime  # what the student learned from
+    name = run_name("train", recipe, label, learns, f"lr {t.lr:g}", f"{t.epochs} ep", f"seed {cfg.base.seed}")
     tags = {
         "facefoundry.dataset": str(trainer.source.root),
         "facefoundry.recipe": recipe,
+        REGIME_TAG: trainer.regime,
         **({"facefoundry.init": init["path"], "facefoundry.init_md5": init["md5"]} if init else {}),
     }
     with stage_run(cfg, "train", ["train"], tags, run_id=reopen, name=name, products=products) as run:
@@ -121,7 +123,8 @@ def run_train(
             log_metrics(
                 {
                     "train/loss": s.loss,
-                    "train/accuracy": s.accuracy,
+                    **({"train/accuracy": s.accuracy} if trainer.head is not None else {}),  # distill: no labels
+                    **({"train/teacher_cosine": s.teacher_cosine} if s.teacher_cosine is not None else {}),
                     "train/lr": s.lr,
                     "train/images_per_second": s.images_per_second,
                 },
@@ -171,6 +174,7 @@ def run_train(
                 "train_run_id": run.info.run_id,
                 "backbone": label,
                 "head": t.head.name,
+                "regime": trainer.regime,
             },
         )
         write_run_record(out, {"run_id": run.info.run_id, "fingerprint": trainer.fingerprint, "recipe": recipe, **reg})
@@ -178,7 +182,8 @@ def run_train(
         final = {
             "epochs": len(hist),
             "loss": hist[-1].loss if hist else None,
-            "train_accuracy": hist[-1].accuracy if hist else None,
+            "train_accuracy": hist[-1].accuracy if hist and trainer.head is not None else None,
+            **({"teacher_cosine": hist[-1].teacher_cosine} if hist and hist[-1].teacher_cosine is not None else {}),
         }
         atomic_write_json(metrics_path, final)
         where = f", registered as {reg['registered_name']} v{reg['version']}" if "version" in reg else ""

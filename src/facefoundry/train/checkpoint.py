@@ -1,4 +1,5 @@
-"""Reading a resumable job's checkpoint: weights and plain values only, never arbitrary pickles.
+"""Reading a resumable job's checkpoint: weights and plain values only, never arbitrary pickles; and the
+fingerprint that says whether a checkpoint was made under the same result settings, data and teacher.
 
 A checkpoint that cannot be read (truncated by a full disk, damaged, or holding objects a
 weights-only load refuses) is moved aside — not deleted — and the job starts afresh.
@@ -6,6 +7,8 @@ weights-only load refuses) is moved aside — not deleted — and the job starts
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import warnings
 from collections.abc import Callable
@@ -13,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from facefoundry.config import Config, result_settings
 
 
 def read_checkpoint(
@@ -38,3 +43,30 @@ def read_checkpoint(
             where = "left in place"
         log(f"{path}: unreadable checkpoint ({exc.__class__.__name__}); {where}; starting afresh")
         return None
+
+
+def fingerprint(
+    cfg: Config,
+    dataset_digest: str,
+    init_digest: str | None = None,
+    domain_digest: str | None = None,
+    teacher_digest: str | None = None,
+) -> str:
+    t = result_settings(cfg.train)  # what changes what is learned (the schema's marks say); a checkpoint made
+    if domain_digest is None:  # under other runtime settings resumes. No second domain: no domain entry
+        t.pop("domain_mixup", None)
+    else:
+        t["domain_mixup"] = {**t["domain_mixup"], "digest": domain_digest}
+    if cfg.train.objective == "labels":  # the label regime fingerprints as before distillation existed
+        for k in ("objective", "teacher", "distill"):
+            t.pop(k, None)
+    else:  # what the student learns towards: the teacher's vectors themselves, not its name or path
+        t["teacher_digest"] = teacher_digest
+    if cfg.train.init is None:  # no starting model
+        t.pop("init_arch", None)
+    else:  # the starting weights themselves, not their path
+        t["init_digest"] = init_digest
+    blob = json.dumps(
+        {"train": t, "seed": cfg.base.seed, "size": cfg.base.image_size, "data": dataset_digest}, sort_keys=True
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

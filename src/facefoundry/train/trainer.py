@@ -7,9 +7,7 @@ continues exactly as the uninterrupted one would have.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +17,8 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from facefoundry.config import Config, result_settings
-from facefoundry.data.check import verify_for_training
+from facefoundry.config import Config
+from facefoundry.data.check import refuse_real_photos, verify_for_training
 from facefoundry.data.hashing import dvc_dir_hash
 from facefoundry.data.manifest import check_identity_counts
 from facefoundry.data.sources import FaceSource, open_source
@@ -32,7 +30,8 @@ from facefoundry.models.bundle import FRModel, export_onnx
 from facefoundry.models.heads import MarginHead
 from facefoundry.models.iresnet import IResNet, build_backbone
 from facefoundry.progress import track
-from facefoundry.train.checkpoint import read_checkpoint
+from facefoundry.train.checkpoint import fingerprint, read_checkpoint
+from facefoundry.train.distill import distill_loss, regime, teacher_targets
 from facefoundry.train.feed import Feeder, image_size_of
 from facefoundry.train.mixup import combine, source_targets
 from facefoundry.train.schedule import lr_at
@@ -47,16 +46,27 @@ class BatchMixer(Protocol):
 
 
 class _Net(nn.Module):
-    """Backbone + head as one module so DDP synchronises both."""
+    """Backbone + head as one module so DDP synchronises both. ``head`` is None when the student learns from a
+    teacher alone (``train.objective: distill``); ``distill`` is (loss kind, weight) when a teacher is used."""
 
-    def __init__(self, backbone: nn.Module, head: MarginHead):
+    def __init__(self, backbone: nn.Module, head: MarginHead | None, distill: tuple[str, float] | None = None):
         super().__init__()
-        self.backbone, self.head = backbone, head
+        self.backbone, self.head, self.distill = backbone, head, distill
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None, amp: torch.dtype | None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        labels: torch.Tensor,
+        weights: torch.Tensor | None,
+        amp: torch.dtype | None,
+        teacher: torch.Tensor | None = None,
+    ):
         with torch.autocast(x.device.type, dtype=amp or torch.float32, enabled=amp is not None):
             emb, norm = self.backbone(x)
-        loss = self.head(emb.float(), norm.float(), labels, weights)
+        loss = self.head(emb.float(), norm.float(), labels, weights) if self.head is not None else emb.new_zeros(())
+        if self.distill is not None and teacher is not None:
+            kind, weight = self.distill
+            loss = loss + weight * distill_loss(emb, teacher, kind)
         return loss, emb.detach()
 
 
@@ -68,6 +78,7 @@ class EpochStats:
     lr: float
     images_per_second: float
     seconds: float
+    teacher_cosine: float | None = None  # distill | both: mean cosine of the student's and teacher's vectors
 
 
 @dataclass
@@ -75,24 +86,6 @@ class TrainResult:
     model_dir: Path
     history: list[EpochStats] = field(default_factory=list)
     resumed_from: int = 0
-
-
-def fingerprint(
-    cfg: Config, dataset_digest: str, init_digest: str | None = None, domain_digest: str | None = None
-) -> str:
-    t = result_settings(cfg.train)  # what changes what is learned (the schema's marks say); a checkpoint made
-    if domain_digest is None:  # under other runtime settings resumes. No second domain: no domain entry
-        t.pop("domain_mixup", None)
-    else:
-        t["domain_mixup"] = {**t["domain_mixup"], "digest": domain_digest}
-    if cfg.train.init is None:  # no starting model
-        t.pop("init_arch", None)
-    else:  # the starting weights themselves, not their path
-        t["init_digest"] = init_digest
-    blob = json.dumps(
-        {"train": t, "seed": cfg.base.seed, "size": cfg.base.image_size, "data": dataset_digest}, sort_keys=True
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class Trainer:
@@ -109,6 +102,7 @@ class Trainer:
         if self.t.threads:
             torch.set_num_threads(self.t.threads)
         self.source = source or open_source(self.t.dataset)
+        refuse_real_photos(self.source, "train.dataset")
         check_identity_counts(
             self.source.labels, self.source.identities, self.t.min_images_per_identity, str(self.source.root)
         )
@@ -126,11 +120,18 @@ class Trainer:
         self.preprocess = Preprocess(image_size=self.size)
         self.augment = FaceAugment(self.t.augment)
         b = self.t.backbone
+        self.teacher_vectors, self.teacher_info = teacher_targets(self.t, self.source, self.device, mixer, log)
+        dim = self.teacher_info.get("dim", b.embedding_size)  # a distilled student speaks the teacher's space
         self.init_info: dict = {}
         start = self._load_init() if self.t.init else None
+        if start is not None and self.teacher_info and start.backbone.config["embedding_size"] != dim:
+            raise FaceFoundryError(
+                f"train.init {self.t.init}: {start.backbone.config['embedding_size']}-d embeddings, but the "
+                f"teacher {self.t.teacher} gives {dim}-d vectors to distil"
+            )
         seed_everything(cfg.base.seed)
         if start is None:
-            self.backbone = build_backbone(b.name, self.size, b.embedding_size, b.width, b.layers, b.se, b.dropout)
+            self.backbone = build_backbone(b.name, self.size, dim, b.width, b.layers, b.se, b.dropout)
         else:  # the starting model's architecture and weights (train.backbone's dropout); the head is new
             self.backbone = IResNet(**{**start.backbone.config, "dropout": b.dropout})
             self.backbone.load_state_dict(start.backbone.state_dict())
@@ -142,12 +143,18 @@ class Trainer:
                 f"of {len(self.source)} images"
             )
         h = self.t.head
-        self.head = MarginHead(
-            classes, self.backbone.config["embedding_size"], h.name, h.s, h.m1, h.m2, h.m3, h.m, h.h, h.t_alpha
+        self.num_classes = classes
+        self.head = (
+            MarginHead(
+                classes, self.backbone.config["embedding_size"], h.name, h.s, h.m1, h.m2, h.m3, h.m, h.h, h.t_alpha
+            )
+            if self.t.objective != "distill"
+            else None  # the teacher alone: no labels, no head
         )
         self.memory_format = torch.channels_last if self.t.channels_last else torch.contiguous_format
+        distill = (self.t.distill.loss, self.t.distill.weight) if self.teacher_info else None
         # Module.to takes memory_format at run time; torch's stub does not list it
-        self.net = _Net(self.backbone, self.head).to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
+        self.net = _Net(self.backbone, self.head, distill).to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
         self.ddp = self.net
         if self.world > 1:
             self.ddp = nn.parallel.DistributedDataParallel(
@@ -175,7 +182,14 @@ class Trainer:
             progress=log,
         )
         self.domain_digest = dvc_dir_hash(self.domain.source.root) if self.domain is not None else None
-        self.fingerprint = fingerprint(cfg, self.dataset_digest, self.init_info.get("md5"), self.domain_digest)
+        self.fingerprint = fingerprint(
+            cfg, self.dataset_digest, self.init_info.get("md5"), self.domain_digest, self.teacher_info.get("digest")
+        )
+
+    @property
+    def regime(self) -> str:
+        """``labels``, or ``distill:<teacher>`` / ``both:<teacher>``: what the student learned from."""
+        return regime(self.t.objective, self.t.teacher)
 
     def _domain_mixup(self):  # DomainMixup | None
         """``train.domain_mixup``: the second domain, or None (off, or ψ = 1 everywhere: training on S alone)."""
@@ -191,7 +205,7 @@ class Trainer:
                 f"{dm.dataset} is not used"
             )
             return None
-        return DomainMixup(
+        domain = DomainMixup(
             dm,
             self.size,
             self.t.batch_size,
@@ -202,6 +216,8 @@ class Trainer:
             self.t.min_images_per_identity,
             self.log,
         )
+        refuse_real_photos(domain.source, "train.domain_mixup.dataset")
+        return domain
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
         x = self.augment(random_hflip(self.preprocess(images), self.t.flip_prob))
@@ -288,7 +304,7 @@ class Trainer:
         for epoch in range(start, last):
             seed_everything(self.cfg.base.seed + 1000 * (epoch + 1))
             self.net.train()
-            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            t0, seen, loss_sum, correct, agree = time.perf_counter(), 0, 0.0, 0, 0.0
             lr = self.t.lr
             batches = track(
                 self.feeder.epoch(self.cfg.base.seed + epoch, indices=True),
@@ -314,7 +330,8 @@ class Trainer:
                     targets, weights = combine(targets, weights, r_targets, r_weights, psi)
                 if self.mixer is not None:
                     x, targets, weights = self.mixer(x, labels)
-                loss, emb = self.ddp(x, targets, weights, self.amp)
+                goal = self.teacher_vectors[idx].to(self.device) if self.teacher_vectors is not None else None
+                loss, emb = self.ddp(x, targets, weights, self.amp, goal)
                 self.opt.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
                 if self.t.grad_clip > 0:
@@ -323,7 +340,10 @@ class Trainer:
                 self.scaler.step(self.opt)
                 self.scaler.update()
                 with torch.no_grad():
-                    correct += int((self.head.cosines(emb).argmax(1) == labels).sum())
+                    if self.head is not None:
+                        correct += int((self.head.cosines(emb).argmax(1) == labels).sum())
+                    if goal is not None:
+                        agree += float((nn.functional.normalize(emb.float(), dim=1) * goal).sum())
                 seen += len(labels)
                 loss_sum += float(loss.detach()) * len(labels)
                 batches.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.4f}")
@@ -335,13 +355,21 @@ class Trainer:
                     )
             secs = time.perf_counter() - t0
             stats = EpochStats(
-                epoch + 1, loss_sum / max(1, seen), correct / max(1, seen), lr, seen / max(secs, 1e-9), secs
+                epoch + 1,
+                loss_sum / max(1, seen),
+                correct / max(1, seen) if self.head is not None else float("nan"),  # no labels: no accuracy
+                lr,
+                seen / max(secs, 1e-9),
+                secs,
+                agree / max(1, seen) if self.teacher_vectors is not None else None,
             )
             history.append(stats)
             self._save_checkpoint(epoch + 1, history)
             if self.rank == 0:
+                agreed = f" teacher-cos {stats.teacher_cosine:.3f}" if stats.teacher_cosine is not None else ""
+                acc = f" train-acc {stats.accuracy:.3f}" if self.head is not None else ""
                 self.log(
-                    f"epoch {stats.epoch}/{self.t.epochs}: loss {stats.loss:.3f} train-acc {stats.accuracy:.3f} "
+                    f"epoch {stats.epoch}/{self.t.epochs}: loss {stats.loss:.3f}{acc}{agreed} "
                     f"{stats.images_per_second:.0f} img/s ({secs:.1f}s)"
                 )
             if on_epoch:
@@ -371,15 +399,22 @@ class Trainer:
             self.backbone,
             self.preprocess,
             {
-                "num_classes": self.head.weight.shape[0],
+                "num_classes": self.num_classes,
                 "dataset": str(self.source.root),
+                "regime": self.regime,
+                **(
+                    {"distill": {k: v for k, v in self.teacher_info.items() if k != "digest"}}
+                    if self.teacher_info
+                    else {}
+                ),
+                **({"teacher_vectors_digest": self.teacher_info["digest"]} if self.teacher_info else {}),
                 **self._mixup_info(),
                 "dataset_dvc_md5": self.dataset_digest,
                 "fingerprint": self.fingerprint,
                 **({"init": self.init_info} if self.init_info else {}),
                 **info,
             },
-            self.head.cpu(),
+            self.head.cpu() if self.head is not None else None,
         )
         model.save(self.out / "model")
         if self.t.export_onnx:

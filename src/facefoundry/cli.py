@@ -391,7 +391,10 @@ def _claim(text: str) -> dict[str, str]:
 @app.command()
 def compare(
     recipe: list[str] = typer.Option(
-        [], "--recipe", help="NAME=DATASET_FOLDER or NAME=EXPERIMENT.yaml, replacing compare.recipes. Repeatable."
+        [],
+        "--recipe",
+        help="NAME=DATASET_FOLDER, NAME=EXPERIMENT.yaml or NAME=DATASET_FOLDER,EXPERIMENT.yaml (the dataset under "
+        "those settings), replacing compare.recipes. Repeatable.",
     ),
     seeds: str | None = typer.Option(None, "--seeds", help="FR seeds, comma-separated (default: compare.seeds)."),
     baseline: str | None = typer.Option(
@@ -413,7 +416,10 @@ def compare(
         bad = next((item for item, (name, _, value) in zip(recipe, split) if not (name and value)), None)
         if bad is not None:
             raise FaceFoundryError(f"--recipe {bad}: expected NAME=DATASET_FOLDER or NAME=EXPERIMENT.yaml")
-        pairs = {name: value for name, _, value in split}
+        pairs: dict[str, str | list[str]] = {
+            name: value if "," not in value else [v.strip() for v in value.split(",") if v.strip()]
+            for name, _, value in split
+        }
     if seeds:
         try:
             extra.append(f"compare.seeds={json.dumps([int(s) for s in seeds.split(',') if s.strip()])}")

@@ -38,10 +38,13 @@ def compared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("compare")
     small = make_dataset(tmp / "small", identities=6, per_identity=4)
     large = make_dataset(tmp / "large", identities=10, per_identity=6, seed=1)
+    # knowledge distillation on the large set, as an experiment file (a teacher that is cheap: raw pixels)
+    distilled = tmp / "distilled.yaml"
+    distilled.write_text("train:\n  objective: distill\n  teacher: pixels\n")  # a dataset under these settings
     cfg = tiny_config(
         tmp,
         compare={
-            "recipes": {"small": str(small), "large": str(large)},
+            "recipes": {"small": str(small), "large": str(large), "distilled": [str(large), str(distilled)]},
             "baseline": "small",
             "seeds": [1, 2],
             "out": str(tmp / "cmp"),
@@ -65,8 +68,10 @@ def compared(tmp_path_factory):
 
 
 def test_summary_over_seeds_and_against_the_baseline(compared):
-    _, _, result, again = compared
-    assert result["baseline"] == "small" and set(result["recipes"]) == {"small", "large"}
+    tmp, _, result, again = compared
+    assert result["baseline"] == "small" and set(result["recipes"]) == {"small", "large", "distilled"}
+    assert result["regimes"] == {"small": "labels", "large": "labels", "distilled": "distill:pixels"}
+    assert result["datasets"]["distilled"] == result["datasets"]["large"] == str(tmp / "large")
     large = result["recipes"]["large"]
     assert large["seeds"] == [1, 2]
     acc = large["scores"]["twins_accuracy"]
@@ -82,7 +87,8 @@ def test_summary_over_seeds_and_against_the_baseline(compared):
 def test_table_and_self_contained_page(compared):
     tmp, *_ = compared
     table = (tmp / "cmp" / "compare" / "compare.md").read_text()
-    assert "### twins" in table and "| large | 2 |" in table and "Δ vs small" in table
+    assert "### twins" in table and "| large | labels | 2 |" in table and "Δ vs small" in table
+    assert "| distilled | distill:pixels | 2 |" in table  # a distilled recipe is never ranked without saying so
     page = (tmp / "cmp" / "compare" / "compare.html").read_text()
     assert page.count("data:image/png;base64,") >= 3  # the ROC overlay and both datasets' grids
     assert "http://" not in page and "https://" not in page and "<script" not in page
@@ -109,7 +115,11 @@ def test_stage_runs_under_one_parent_and_resume_adds_none(compared):
     assert len(parents) == 1 and parents[0].data.tags.get("facefoundry.compare") == "compare"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     stages = sorted(r.data.tags["facefoundry.stage"] for r in children)
-    assert stages == ["evaluate"] * 4 + ["train"] * 4  # 2 recipes × 2 seeds, once: the second call trained nothing
+    assert stages == ["evaluate"] * 6 + ["train"] * 6  # 3 recipes × 2 seeds, once: the second call trained nothing
+    distilled = [r for r in children if r.data.tags.get("facefoundry.regime") == "distill:pixels"]
+    assert len(distilled) == 2 and all(r.data.tags["facefoundry.stage"] == "train" for r in distilled)
+    assert all("train/teacher_cosine" in r.data.metrics and "train/accuracy" not in r.data.metrics for r in distilled)
+    assert {r.data.params["train.objective"] for r in distilled} == {"distill"}
     logged = {a.path for a in client.list_artifacts(parents[0].info.run_id, "compare")}
     assert {"compare/summary.json", "compare/compare.md", "compare/compare.html"} <= logged
     assert "large/twins_accuracy_mean" in parents[0].data.metrics
@@ -122,6 +132,8 @@ def test_bad_recipes_are_one_line_errors(tmp_path):
         (["--recipe", "nameonly"], "--recipe nameonly: expected NAME="),
         (["--recipe", f"x={tmp_path / 'missing'}"], "compare.recipes.x:"),
         ([], "compare.recipes is empty"),
+        (["--recipe", f"a={tmp_path},{tmp_path}"], "give one dataset folder, experiment files, or both"),
+        (["--recipe", f"a={tmp_path},{tmp_path / 'x.yaml'}"], "x.yaml: experiment file not found"),
         (["--recipe", f"a={tmp_path}", "--claim", "a=b"], "--claim a=b: expected RECIPE>OTHER"),
         (["--recipe", f"a={tmp_path}", "--claim", "a>b"], "compare.claims[0].against: 'b' is not one of"),
     ]:

@@ -50,3 +50,17 @@ def test_mean_accuracy_is_not_a_benchmark_and_the_table_names_the_source():
     table = claims_markdown(rows, 0.05)
     assert "| better vs base (paper X) | higher | real | 66.00 vs 61.00 | +5.00 |" in table and "| holds |" in table
     assert claims_markdown([], 0.05) == ""
+
+
+def test_a_distilled_recipe_is_labelled_in_every_table():
+    from facefoundry.stages.compare_table import markdown, summary
+
+    result = summary({"base": PER_SEED["base"], "better": PER_SEED["better"]}, "base", 0.95)
+    plain = markdown(result, 0.05)
+    assert "regime" not in plain  # label-trained recipes alone: no column
+    result["regimes"] = {"base": "labels", "better": "distill:sface"}
+    table = markdown(result, 0.05)
+    header = next(line for line in table.splitlines() if line.startswith("| recipe"))
+    assert header.split("|")[2].strip() == "regime"
+    assert "| base | labels | 3 |" in table and "| better | distill:sface | 3 |" in table
+    assert "what that teacher learned from real faces" in table

@@ -50,7 +50,20 @@ def is_experiment(value: str) -> bool:
     return value.endswith((".yaml", ".yml"))
 
 
-def pair_sets(recipe: str, value: str, seed: int, folder: Path) -> list[str]:
+def parts(value: str | list[str]) -> tuple[str | None, list[str]]:
+    """A recipe's dataset folder (None: its experiment files name it) and its experiment files, in order: a recipe
+    is a dataset, an experiment file, or a list of at most one dataset and any experiment files
+    (``[outputs/datasets/render, experiments/distill_sface.yaml]``: the renders, distilled from SFace)."""
+    items = [value] if isinstance(value, str) else list(value)
+    datasets = [v for v in items if not is_experiment(v)]
+    return (datasets[0] if datasets else None), [v for v in items if is_experiment(v)]
+
+
+def describe(value: str | list[str]) -> str:
+    return value if isinstance(value, str) else " + ".join(value)
+
+
+def pair_sets(recipe: str, value: str | list[str], seed: int, folder: Path) -> list[str]:
     """The ``--set`` overrides of one recipe × seed: its own folders, its seed, never the registry."""
     sets = {
         "base.seed": seed,
@@ -61,12 +74,13 @@ def pair_sets(recipe: str, value: str, seed: int, folder: Path) -> list[str]:
         "evaluate.model": str(folder / "train" / "model"),
         "evaluate.out": str(folder / "eval"),
     }
-    if not is_experiment(value):
-        sets["train.dataset"] = value
+    dataset, _ = parts(value)
+    if dataset is not None:
+        sets["train.dataset"] = dataset
     return [f"{k}={json.dumps(v)}" for k, v in sets.items()]
 
 
-def check_recipes(cfg: Config) -> dict[str, str]:
+def check_recipes(cfg: Config) -> dict[str, str | list[str]]:
     c = cfg.compare
     if not c.recipes:
         raise FaceFoundryError(
@@ -74,11 +88,17 @@ def check_recipes(cfg: Config) -> dict[str, str]:
             '"outputs/datasets/render", "codebank": "experiments/vec2face_real.yaml"}\''
         )
     for name, value in c.recipes.items():
-        path = Path(value)
-        if is_experiment(value) and not path.is_file():
-            raise FaceFoundryError(f"compare.recipes.{name}: {value}: experiment file not found")
-        if not is_experiment(value) and not path.is_dir():
-            raise FaceFoundryError(f"compare.recipes.{name}: {value}: dataset folder not found")
+        items = [value] if isinstance(value, str) else value
+        if not items or sum(not is_experiment(v) for v in items) > 1:
+            raise FaceFoundryError(
+                f"compare.recipes.{name}: {describe(value)}: give one dataset folder, experiment files, or both"
+            )
+        for item in items:
+            path = Path(item)
+            if is_experiment(item) and not path.is_file():
+                raise FaceFoundryError(f"compare.recipes.{name}: {item}: experiment file not found")
+            if not is_experiment(item) and not path.is_dir():
+                raise FaceFoundryError(f"compare.recipes.{name}: {item}: dataset folder not found")
     if c.baseline is not None and c.baseline not in c.recipes:
         raise FaceFoundryError(
             f"compare.baseline: {c.baseline!r} is not one of compare.recipes ({', '.join(c.recipes)})"
@@ -101,7 +121,7 @@ def _scores(metrics: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if not k.endswith(SKIP_SUFFIXES)}
 
 
-def run_pair(load: Loader, recipe: str, value: str, pair: Pair) -> dict[str, float]:
+def run_pair(load: Loader, recipe: str, value: str | list[str], pair: Pair) -> dict[str, float]:
     """Train and evaluate one recipe × seed (each a stage run), unless its metrics exist; its scores."""
     from facefoundry.stages.evaluate import run_evaluate
     from facefoundry.stages.train import run_train
@@ -110,11 +130,24 @@ def run_pair(load: Loader, recipe: str, value: str, pair: Pair) -> dict[str, flo
     if done.is_file():
         log(f"compare: {recipe} seed {pair.seed}: done before ({done})")
         return _scores(json.loads(done.read_text()))
-    cfg = load([value] if is_experiment(value) else [], pair_sets(recipe, value, pair.seed, pair.folder))
+    cfg = load(parts(value)[1], pair_sets(recipe, value, pair.seed, pair.folder))
     log(f"compare: {recipe} seed {pair.seed}: training on {cfg.train.dataset}")
     run_train(cfg)
     run_evaluate(cfg)
     return _scores(json.loads(done.read_text()))  # the DVC metrics file: the same keys whether resumed or not
+
+
+def recipe_facts(load: Loader, recipes: dict[str, str | list[str]]) -> tuple[dict[str, str], dict[str, str]]:
+    """Each recipe's training regime (labels, distill:<teacher>, both:<teacher>) and dataset folder, from its
+    configuration."""
+    from facefoundry.train.distill import regime
+
+    regimes, datasets = {}, {}
+    for name, value in recipes.items():
+        dataset, experiments = parts(value)
+        t = load(experiments, []).train
+        regimes[name], datasets[name] = regime(t.objective, t.teacher), dataset or t.dataset
+    return regimes, datasets
 
 
 def comparison_id(cfg: Config) -> str:
@@ -122,7 +155,11 @@ def comparison_id(cfg: Config) -> str:
     grows: a recipe added later joins the same parent (its pairs live in the same folder), and how it is judged
     (baseline, claims, α, level) does not make it another comparison."""
     runs = cfg.compare.model_dump(mode="json", include={"seeds", "out", "name"})
-    blob = json.dumps({"compare": runs, "train": cfg.train.model_dump(mode="json")}, sort_keys=True)
+    train = cfg.train.model_dump(mode="json")
+    if cfg.train.objective == "labels":  # as before distillation existed: an older comparison keeps its parent
+        for k in ("objective", "teacher", "distill"):
+            train.pop(k)
+    blob = json.dumps({"compare": runs, "train": train}, sort_keys=True)
     return f"compare-{cfg.compare.name}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
 
 
@@ -142,6 +179,7 @@ def run_compare(cfg: Config, load: Loader) -> dict[str, Any]:
         per_seed[pair.recipe][pair.seed] = run_pair(load, pair.recipe, recipes[pair.recipe], pair)
     result = summary(per_seed, baseline, c.level)
     result["alpha"], result["recipe_sources"] = c.alpha, recipes
+    result["regimes"], result["datasets"] = recipe_facts(load, recipes)
     result["claims"] = claims(per_seed, [k.model_dump() for k in c.claims], c.alpha, c.level)
     table = markdown(result, c.alpha) + ("\n" + claims_markdown(result["claims"], c.alpha) if result["claims"] else "")
     atomic_write_json(root / "summary.json", result)

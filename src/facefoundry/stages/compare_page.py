@@ -88,6 +88,8 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _significance(result: dict[str, Any], bench: str, alpha: float) -> str:
+    regimes = result.get("regimes") or {}
+    shown = set(regimes.values()) - {"labels"} != set()  # a distilled recipe: every row says its regime
     rows = []
     for recipe, r in result["recipes"].items():
         acc = r["scores"].get(f"{bench}_accuracy")
@@ -98,6 +100,7 @@ def _significance(result: dict[str, Any], bench: str, alpha: float) -> str:
         rows.append(
             [
                 recipe,
+                *([regimes.get(recipe, "labels")] if shown else []),
                 str(acc["n"]),
                 f"{acc['mean'] * 100:.2f} ± {acc['std'] * 100:.2f}",
                 f"{acc['ci_low'] * 100:.2f}–{acc['ci_high'] * 100:.2f}",
@@ -110,6 +113,7 @@ def _significance(result: dict[str, Any], bench: str, alpha: float) -> str:
     return _table(
         [
             "recipe",
+            *(["regime"] if shown else []),
             "seeds",
             "accuracy % (mean ± std)",
             f"{level} % CI",
@@ -151,19 +155,20 @@ def _claims(rows: list[dict[str, Any]], alpha: float) -> str:
     )
 
 
-def _data_metrics(recipes: dict[str, str]) -> str:
+def _data_metrics(recipes: dict[str, Any], datasets: dict[str, str]) -> str:
     """What each recipe's dataset is: its manifest's images, identities and generator."""
     from facefoundry.data.sources import open_source
     from facefoundry.errors import FaceFoundryError
 
     rows = []
     for name, value in recipes.items():
+        source = value if isinstance(value, str) else " + ".join(value)
         try:
-            src = open_source(value)
+            src = open_source(datasets.get(name, source))
             meta = getattr(getattr(src, "manifest", None), "meta", {}) or {}
-            rows.append([name, value, str(len(src)), str(src.num_classes), str(meta.get("generator", ""))])
-        except (FaceFoundryError, OSError):  # noqa: PERF203 - one row per recipe, whatever its source is
-            rows.append([name, value, "", "", "(an experiment file: see its train.dataset)"])
+            rows.append([name, source, str(len(src)), str(src.num_classes), str(meta.get("generator", ""))])
+        except (FaceFoundryError, OSError):
+            rows.append([name, source, "", "", "(not readable here: see its train.dataset)"])
     return _table(["recipe", "source", "images", "identities", "generator"], rows)
 
 
@@ -172,7 +177,7 @@ td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}th{background:#f4f4f
 gap:1em}.grids figure{margin:0}img{image-rendering:pixelated}"""
 
 
-def write_page(path: Path, result: dict[str, Any], recipes: dict[str, str], pairs: list[Any], alpha: float) -> Path:
+def write_page(path: Path, result: dict[str, Any], recipes: dict[str, Any], pairs: list[Any], alpha: float) -> Path:
     """Write the page to ``path`` (atomically) and return it."""
     parts = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>compare</title><style>{STYLE}</style></head><body>",
@@ -186,9 +191,10 @@ def write_page(path: Path, result: dict[str, Any], recipes: dict[str, str], pair
         ]
     if result.get("claims"):
         parts += ["<h2>Claims</h2>", _claims(result["claims"], alpha)]
-    parts += ["<h2>Data</h2>", _data_metrics(recipes), "<div class='grids'>"]
-    for name, value in recipes.items():
-        uri = _grid_uri(value)
+    datasets = result.get("datasets") or {n: v for n, v in recipes.items() if isinstance(v, str)}
+    parts += ["<h2>Data</h2>", _data_metrics(recipes, datasets), "<div class='grids'>"]
+    for name in recipes:
+        uri = _grid_uri(datasets[name]) if name in datasets else None
         if uri is not None:
             parts.append(
                 f"<figure><img alt='{html.escape(name)}' width='288' src='{uri}'>"

@@ -64,13 +64,23 @@ def verdict(test: dict[str, Any], alpha: float) -> tuple[str, float]:
 def markdown(result: dict[str, Any], alpha: float) -> str:
     """One table per benchmark: mean ± std over seeds, the interval, AUC, TAR@FAR=1e-2, the test."""
     level = round(result["level"] * 100)
+    regimes = result.get("regimes") or {}
+    shown = set(regimes.values()) - {"labels"} != set()  # a distilled recipe: every row says its regime
     lines: list[str] = []
+    if shown:
+        lines += [
+            "regime: what the FR model learned from: labels (a margin head on the identities), or distill:<teacher> "
+            "/ both:<teacher> (a pretrained encoder's embeddings of the same generated images, which carry what "
+            "that teacher learned from real faces).",
+            "",
+        ]
     for bench in benchmarks_of(result):
         lines += [
             f"### {bench}",
             "",
-            f"| recipe | seeds | accuracy % (mean ± std) | {level} % CI | AUC | TAR@FAR=1e-2 | Δ vs {result['baseline']} | p | verdict (α = {alpha:g}) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            f"| recipe |{' regime |' if shown else ''} seeds | accuracy % (mean ± std) | {level} % CI | AUC "
+            f"| TAR@FAR=1e-2 | Δ vs {result['baseline']} | p | verdict (α = {alpha:g}) |",
+            "|---|---|---|---|---|---|---|---|---|" + ("---|" if shown else ""),
         ]
         for recipe, r in result["recipes"].items():
             acc = r["scores"].get(f"{bench}_accuracy")
@@ -84,8 +94,9 @@ def markdown(result: dict[str, Any], alpha: float) -> str:
             else:
                 words, p = verdict(test, alpha)
                 delta, p_text = f"{test['difference'] * 100:+.2f}", "" if p != p else f"{p:.3g}"
+            cell = f" {regimes.get(recipe, 'labels')} |" if shown else ""
             lines.append(
-                f"| {recipe} | {len(r['seeds'])} | {_pct(acc)} | {acc['ci_low'] * 100:.2f}–{acc['ci_high'] * 100:.2f} "
+                f"| {recipe} |{cell} {len(r['seeds'])} | {_pct(acc)} | {acc['ci_low'] * 100:.2f}–{acc['ci_high'] * 100:.2f} "
                 f"| {auc:.3f} | {tar:.3f} | {delta} | {p_text} | {words} |"
             )
         lines.append("")

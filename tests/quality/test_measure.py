@@ -3,13 +3,14 @@ from pathlib import Path
 
 from facefoundry.data.manifest import read_manifest, write_manifest
 from facefoundry.fusion.fuse import fuse
-from facefoundry.quality.measure import measure_dataset, training_photos
+from facefoundry.quality.measure import measure_dataset
+from facefoundry.quality.references import training_photos
 from tests.conftest import tiny_config
 from tests.fusion.test_fuse import people
 
 
 def test_training_photos_are_a_leak_only_for_the_generator_that_learnt_from_them(tmp_path: Path):
-    photos = people(tmp_path / "photos", [0, 1, 2, 3])  # a generator's training photos
+    photos = people(tmp_path / "photos", [0, 1, 2, 3], meta={"generator": "align"})  # a generator's real photos
     model = tmp_path / "model"
     model.mkdir()
     (model / "toy_model.json").write_text(json.dumps({"dataset": str(photos)}))
@@ -18,6 +19,10 @@ def test_training_photos_are_a_leak_only_for_the_generator_that_learnt_from_them
     m.meta["model"] = str(model)
     write_manifest(generated, m)
     assert training_photos(generated) == [(None, str(photos))]
+    renders = people(tmp_path / "renders", [0, 1], meta={"generator": "render"})  # another generator's faces
+    (model / "toy_model.json").write_text(json.dumps({"dataset": str(renders)}))
+    assert training_photos(generated) == []  # no real person to leak
+    (model / "toy_model.json").write_text(json.dumps({"dataset": str(photos)}))
     cfg = tiny_config(
         tmp_path,
         base={"image_size": 32},

@@ -27,7 +27,8 @@ from facefoundry.io import atomic_dir
 from facefoundry.progress import track
 from facefoundry.quality import metrics as M
 from facefoundry.quality.judging import Judge, judge_threshold, resolve_judge
-from facefoundry.quality.measure import judge_vectors, reference_vectors, training_photos
+from facefoundry.quality.measure import judge_vectors
+from facefoundry.quality.references import reference_vectors, training_photos
 
 _MAGIC = {b"\x89PNG": "png", b"\xff\xd8\xff": "jpg", b"RIFF": "webp", b"BM": "bmp"}
 

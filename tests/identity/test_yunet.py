@@ -188,6 +188,12 @@ def test_aligner_with_yunet(photos):
         fit = np.linalg.norm(face.landmarks5 @ face.A.T + face.t - tpl, axis=1)
         assert fit.max() < 15, fit  # as dlib's: a real face is near the template, never far off
     assert aligner.align(np.full((90, 90, 3), 200, np.uint8)) is None
+    # align.yunet_*: the settings reach the detector, and an impossible score finds nothing
+    strict = FaceAligner(size=112, detector="yunet", yunet={"score_threshold": 1.0, "long_side": 160})
+    assert strict.searched == "YuNet, score threshold 1.0" and strict._yunet.long_side == 160
+    assert strict.align(photos[0]) is None
+    with pytest.raises(FaceFoundryError, match="nms_threshold must be in"):
+        FaceAligner(detector="yunet", yunet={"nms_threshold": 2.0})
 
 
 @pytest.mark.slow  # ~17 s on 2 busy cores: a subprocess, MLflow's store, the stage
@@ -205,6 +211,7 @@ def test_cli_align_with_yunet(tmp_path):
     proc = ff(tmp_path, "align", str(src), "--out", str(out), "--size", "56", "--detector", "yunet", "--limit", "5")
     assert proc.returncode == 0, proc.stderr
     m = read_manifest(out)
+    assert m.meta["yunet"] == {"long_side": 320, "score": 0.6, "nms": 0.3}
     assert m.meta["detector"] == "yunet" and m.meta["photos"] == 5 and len(m) + m.meta["misses"] == 5 and len(m) >= 4
     assert m.width[0] == m.height[0] == 56 and len(list((out / "images").rglob("*.png"))) == len(m)
     p = json.loads(m.params[0])

@@ -461,6 +461,11 @@ class AlignCfg(Strict):
     upsample: Annotated[int, Field(ge=0)] = 1  # detector upsampling; 1 finds the ~45 px faces of small photos
     retry_upsample: bool = True  # nothing found: search once more at upsample + 1
     min_score: float = 0.0  # detections scoring at or below this are misses (dlib adjust_threshold)
+    # yunet: the photo's long side is scaled to this (a multiple of 32 after padding), faces scoring under
+    # yunet_score (√(cls·obj), OpenCV Zoo's 0.6) are misses, overlapping boxes above yunet_nms IoU are one face
+    yunet_long_side: Annotated[int, Field(ge=32)] = 320
+    yunet_score: Prob = 0.6
+    yunet_nms: Prob = 0.3
     image_format: Literal["png", "jpg"] = "png"
     labels: Literal["auto", "folders", "none"] = "auto"  # folders: one identity per subfolder; none: one per photo
 

@@ -104,6 +104,7 @@ class FaceAligner:
         min_score: float = 0.0,
         predictor: str | Path | None = None,
         detector: str = "dlib",
+        yunet: dict | None = None,
     ):
         if detector not in DETECTORS:
             raise FaceFoundryError(f"face detector must be one of {', '.join(DETECTORS)}, got {detector!r}")
@@ -113,7 +114,7 @@ class FaceAligner:
             from facefoundry.identity.yunet import YuNetDetector
 
             self.size, self.upsample, self.retry_upsample, self.min_score = size, 0, False, 0.0
-            self._yunet = YuNetDetector()
+            self._yunet = YuNetDetector(**(yunet or {}))  # long_side, score_threshold, nms_threshold
             self.template = template(size).double()
             return
         import dlib

@@ -146,7 +146,8 @@ class OnnxEncoder(IdentityEncoder):
     def __init__(self, path: str | Path, threads: int = 0):
         super().__init__()
         import onnx
-        import onnxruntime as ort
+
+        from facefoundry.identity.onnx_session import cpu_session
 
         self.source = str(path)
         path = Path(path)
@@ -158,10 +159,7 @@ class OnnxEncoder(IdentityEncoder):
             raise FaceFoundryError(f"{path}: not a readable ONNX model ({exc.__class__.__name__})") from None
         normalised_inside = any(n.op_type in ("Sub", "Mul") for n in graph.node[:8])
         mean, std = (0.0, 1.0) if normalised_inside else (127.5, 127.5)
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads, what="this recognition model")
         inp = self.session.get_inputs()[0]
         shape = inp.shape
         if len(shape) != 4 or not isinstance(shape[2], int):

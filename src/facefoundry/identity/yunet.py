@@ -198,7 +198,7 @@ class YuNetDetector:
         threads: int = 0,
         model: str | Path | None = None,
     ):
-        import onnxruntime as ort
+        from facefoundry.identity.onnx_session import cpu_session
 
         if long_side < DIVISOR:
             raise FaceFoundryError(f"YuNet long_side must be >= {DIVISOR}, got {long_side}")
@@ -207,16 +207,11 @@ class YuNetDetector:
         self.path = Path(model) if model else model_path()
         if not self.path.is_file():
             raise FaceFoundryError(f"{self.path}: YuNet model file does not exist")
+        if not 0.0 <= nms_threshold <= 1.0:
+            raise FaceFoundryError(f"YuNet nms_threshold must be in [0, 1], got {nms_threshold}")
         self.long_side, self.score_threshold, self.nms_threshold = long_side, score_threshold, nms_threshold
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
         graph = load_graph(self.path)
-        try:
-            self.session = ort.InferenceSession(graph.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime's own error types
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc.__class__.__name__
-            raise FaceFoundryError(f"{self.path}: onnxruntime cannot run YuNet ({first})") from None
+        self.session = cpu_session(graph.SerializeToString(), threads, self.path, "YuNet")
         self.input_name = self.session.get_inputs()[0].name
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, Letterbox]:

@@ -109,6 +109,7 @@ def _resume_key(cfg: Config, photos: PhotoSet) -> str:
     settings = {
         "size": cfg.base.image_size,
         **({"detector": a.detector} if a.detector != "dlib" else {}),  # dlib: the key crops made before had
+        **({"yunet": [a.yunet_long_side, a.yunet_score, a.yunet_nms]} if a.detector == "yunet" else {}),
         "upsample": a.upsample,
         "retry_upsample": a.retry_upsample,
         "min_score": a.min_score,
@@ -174,12 +175,18 @@ def run_align(cfg: Config, src: str | Path, out: str | Path, limit: int | None =
         )
         + f"; aligning to {size}x{size}"
     )
-    aligner = FaceAligner(size, a.upsample, a.retry_upsample, a.min_score, detector=a.detector)
+    yunet = {"long_side": a.yunet_long_side, "score_threshold": a.yunet_score, "nms_threshold": a.yunet_nms}
+    aligner = FaceAligner(size, a.upsample, a.retry_upsample, a.min_score, detector=a.detector, yunet=yunet)
     meta = {
         "generator": "align",
         "image_size": size,
         "template": "arcface",
         **({"detector": a.detector} if a.detector != "dlib" else {}),  # dlib's datasets keep their version
+        **(
+            {"yunet": {"long_side": a.yunet_long_side, "score": a.yunet_score, "nms": a.yunet_nms}}
+            if a.detector == "yunet"
+            else {}
+        ),
         "photos": n,
         "labelled": photos.labelled,
         "source_dir": str(photos.root),

@@ -73,3 +73,20 @@ def test_identity_vectors_wider_than_the_text_encoder_are_refused(tmp_path: Path
         train_idsync(
             cfg_for(tmp_path, identity_weight=0, epochs=1), ds, TinyEncoder(128), log=lambda m: None, progress=False
         )
+
+
+def test_sface_is_an_identity_space_for_idsync(tmp_path: Path) -> None:
+    """``idsync.encoder: sface``: SFace's vectors condition the UNet and its torch port drives the cosine identity
+    loss; the model index records it (so the datasets it makes are judged by dlib)."""
+    from facefoundry.identity import load_encoder
+    from facefoundry.quality.judging import teachers
+
+    ds = make_dataset(tmp_path / "ds", identities=8, per_identity=1, size=16)
+    cfg = cfg_for(tmp_path, identity_loss="cosine", identity_batch=2, epochs=1, text_width=128, encoder="sface")
+    res = train_idsync(cfg, ds, load_encoder("sface"), log=lambda m: None, progress=False)
+    info = load_model_folder(res.model_dir).info
+    assert res.history[0]["identity"] > 0 and info["encoder_name"] == "sface"
+    made = {"generator": "idsync", "model": str(res.model_dir), "encoder": info.get("encoder")}  # as generate writes
+    assert teachers(made) == ["sface"]
+    named = {"generator": "idsync", "model": str(res.model_dir)}  # an older manifest: the model's index says
+    assert teachers(named, index=lambda m: info if str(m) == str(res.model_dir) else None) == ["sface"]

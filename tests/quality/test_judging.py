@@ -146,3 +146,12 @@ def test_the_schema_defaults_are_per_judge_and_a_number_still_validates():
         Config.model_validate({"quality": {"leakage": {"threshold": {"dlib": 1.5}}}})  # a cosine: within [-1, 1]
     with pytest.raises(ValueError):
         Config.model_validate({"quality": {"judge_order": []}})
+
+
+def test_a_generators_own_sigma_study_is_led_by_an_encoder_that_did_not_teach_it():
+    from facefoundry.quality.judging import study_judges
+
+    assert study_judges(["dlib"], "auto", ["dlib", "sface"], {"name": "dlib"}) == ["sface", "dlib"]
+    assert study_judges(["dlib"], "auto", ["dlib", "sface"], "sface") == ["dlib"]
+    assert study_judges([], "auto", ["dlib", "sface"], None) == ["dlib"]  # no teacher recorded
+    assert study_judges(["sface"], "dlib", ["dlib", "sface"], "dlib") == ["dlib", "sface"]  # named: as asked

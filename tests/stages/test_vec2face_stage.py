@@ -68,6 +68,7 @@ def test_train_then_generate_logs_sigma_grid_and_judges(tmp_path: Path) -> None:
         "judge_dlib_different_vectors",
         "judge_dlib_intra_sigma_0.3",
         "judge_dlib_intra_sigma_0.7",
+        "judge_sface_intra_sigma_0.3",  # the σ study's independent judge: the generator learnt in dlib's space
         "attrop_converged",
         "generation_images_per_second",
     ):

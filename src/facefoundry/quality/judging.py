@@ -143,6 +143,15 @@ def choose_judge(setting: str, order: Sequence[str], taught_by: Iterable[str]) -
     )
 
 
+def study_judges(listed: Sequence[str], setting: str, order: Sequence[str], teacher: Any) -> list[str]:
+    """The judges of a generator's own σ / τ study: the dataset's judge (``quality.judge`` resolved against the
+    generator's encoder ``teacher``, a recorded spec or name) first, then ``identity.judges`` — the teacher only
+    ever beside an independent one, never alone."""
+    label = encoder_label(teacher)
+    judge = choose_judge(setting, order, [label] if label else [])
+    return list(dict.fromkeys([judge.name, *listed]))
+
+
 def judge_threshold(value: float | Mapping[str, float], judge: str | Judge, setting: str) -> float:
     """A threshold setting for ``judge``: a float applies to any judge; a mapping gives the judge's entry (by the
     name it was set by, or its label)."""

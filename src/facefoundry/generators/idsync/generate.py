@@ -208,13 +208,16 @@ def generate_idsync(cfg: Config, log: Callable[[str], None] = print) -> Path:
             "similarity_to_centre": float(sim.mean()),
             "conditioning_effect": conditioning_effect(model, torch.from_numpy(centres), gi, seed),
         }
-        if gi.judge_images and cfg.identity.judges:
+        if gi.judge_images:  # an encoder that did not teach this generator first (quality.judge)
             from facefoundry.identity import load_encoder
             from facefoundry.identity.judge import sample_balanced
+            from facefoundry.quality.judging import study_judges
 
             pick = sample_balanced(src.labels, gi.judge_images, np.random.default_rng([seed, 43]))
             imgs = np.stack([src.load(int(i)) for i in pick])
-            judges = {n: load_encoder(n).to(device).eval() for n in cfg.identity.judges}
+            teacher = info.get("encoder") or info.get("encoder_name")
+            names = study_judges(cfg.identity.judges, cfg.quality.judge, cfg.quality.judge_order, teacher)
+            judges = {n: load_encoder(n).to(device).eval() for n in names}
             metrics.update(judge_study(imgs, src.labels[pick], judges))
         reporting.metrics(metrics)
     return Path(g.out)

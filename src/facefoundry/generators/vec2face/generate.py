@@ -381,10 +381,13 @@ def generate_vec2face(cfg: Config, log: Callable[[str], None] = print) -> Path:
         log(f"vec2face: {model.attr_dim} {code_kind} codes per image, spread {gv.geometry_scale:g}")
 
     judges = {}
-    if gv.judge_images and cfg.identity.judges:
+    if gv.judge_images:  # the σ study: an encoder that did not teach this generator first (quality.judge)
         from facefoundry.identity import load_encoder
+        from facefoundry.quality.judging import study_judges
 
-        judges = {name: load_encoder(name).to(device).eval() for name in cfg.identity.judges}
+        teacher = index.get("encoder") or index.get("encoder_name")
+        names = study_judges(cfg.identity.judges, cfg.quality.judge, cfg.quality.judge_order, teacher)
+        judges = {name: load_encoder(name).to(device).eval() for name in names}
     study = sigma_study(model, space, centres, gv, judges, device, seed) if judges else {}
     for k, val in study.items():
         log(f"vec2face judge: {k} = {val:.4f}")

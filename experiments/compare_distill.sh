@@ -3,7 +3,7 @@
 # dlib's and SFace's identity spaces, on the real benchmark (evaluation only) over three FR seeds, in the same
 # comparison as the recipe table (outputs/compare/real/). Each step is skipped when its output exists, and the
 # comparison resumes. Needs experiments/compare_real.sh first (the renders, the dlib code bank, the fusion).
-# On 2 free CPU cores: the SFace code bank ≈ 50 min, then ≈ 2–3 min per recipe × seed (27 of them).
+# On 2 free CPU cores: ≈ 2–3 min per recipe × seed (27 of them), and the SFace code bank's generator ≈ 75 min.
 # Run from the repository root: bash experiments/compare_distill.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,11 @@ for need in outputs/datasets/render outputs/datasets/vec2face_real_codebank_clea
   have "$need" || { echo "error: $need: missing; run bash experiments/compare_real.sh first" >&2; exit 2; }
 done
 C=("${FF[@]}" -e experiments/compare_real.yaml)
-# 1. the code bank in SFace's space (its generator first: the longest step)
+# 1. distillation on the renders, the dlib code bank and the fusion
+"${C[@]}" -e experiments/compare_distill.yaml compare
+"${C[@]}" -e experiments/compare_distill.yaml -e experiments/compare_distill_fused.yaml compare
+# 2. the code bank in SFace's space (its generator resumes per epoch: ≈ 1.2 s a step on 2 free cores, the SFace
+#    identity loss dearer than dlib's), then its rows beside the dlib code bank
 S=("${FF[@]}" -e experiments/vec2face_real.yaml -e experiments/vec2face_real_codebank.yaml
    -e experiments/vec2face_real_sface_codebank.yaml)
 if ! have outputs/datasets/vec2face_real_sface_codebank_clean; then
@@ -25,7 +29,4 @@ if ! have outputs/datasets/vec2face_real_sface_codebank_clean; then
   "${S[@]}" fuse
   unset FACEFOUNDRY_PIPELINE_ID FACEFOUNDRY_PIPELINE_NAME
 fi
-# 2. its rows beside the dlib code bank (label-trained first), then distillation on every dataset
-"${C[@]}" -e experiments/compare_sface.yaml compare
-"${C[@]}" -e experiments/compare_sface.yaml -e experiments/compare_distill.yaml compare
-"${C[@]}" -e experiments/compare_sface.yaml -e experiments/compare_distill.yaml -e experiments/compare_distill_fused.yaml compare
+"${C[@]}" -e experiments/compare_distill.yaml -e experiments/compare_distill_fused.yaml -e experiments/compare_sface.yaml compare

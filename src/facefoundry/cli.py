@@ -289,13 +289,28 @@ def train(
     stop_after: int | None = typer.Option(
         None, "--stop-after", help="Stop after this epoch (preemption, tests); the next call resumes."
     ),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        min=1,
+        help="Train in N processes on this node (DDP through torchrun: one per GPU, gloo on CPU); "
+        "train.batch_size is per process. One MLflow run; rank 0 writes. Several nodes: docs/scale.md.",
+    ),
 ) -> None:
     """Train an FR model (IResNet + margin head) on train.dataset; resumes from its checkpoint."""
     from facefoundry.stages.train import run_train
+    from facefoundry.train.distributed import shutdown, torchrun_command
 
     cfg = _cfg()
     _writable(cfg.train.out, cfg.train.metrics and os.path.dirname(os.path.abspath(cfg.train.metrics)))
-    run_train(cfg, stop_after, products=os.path.join(cfg.train.out, "plots"))
+    command = torchrun_command(nproc, cfg.base.device, sys.argv[1:])
+    if command is not None:  # this process becomes torchrun, which runs this same command N times
+        sys.stdout.flush()
+        os.execv(sys.executable, [sys.executable, *command])
+    try:
+        run_train(cfg, stop_after, products=os.path.join(cfg.train.out, "plots"))
+    finally:
+        shutdown()
 
 
 @app.command()

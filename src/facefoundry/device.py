@@ -44,11 +44,7 @@ def seed_everything(seed: int) -> None:
 
 
 def dist_info() -> tuple[int, int]:
-    """(rank, world size); a process group is used only when launched with WORLD_SIZE > 1."""
+    """(rank, world size) as the launcher (torchrun) set them; (0, 1) for one process. Reading them creates
+    no process group: ``facefoundry.train.distributed.setup`` does, once, when the world has several."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and torch.distributed.is_available() and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    if world > 1:
-        return torch.distributed.get_rank(), world
-    return 0, 1
+    return (int(os.environ.get("RANK", "0")), world) if world > 1 else (0, 1)

@@ -4,6 +4,10 @@ DVC sees only reproducible files: the model folder and a metrics file of final n
 MLflow run id and the registry version go to a side file (``tracking.RUN_FILE`` in
 ``train.out``, not a DVC output), which a resumed run reopens and ``evaluate`` reads.
 
+Under DDP (``facefoundry train --nproc N``) every process trains, and rank 0 alone does the rest: the MLflow run,
+the checkpoints, the metrics file, the model folder, the ONNX export and the registry version; the other ranks
+run the training loop only. DVC, MLflow and a sweep see one stage and one run.
+
 What training cost goes to MLflow only: ``cost/train_seconds``, wall-clock seconds of the fit (summed over the
 invocations of a resumed run, logged also when ``stop_after`` stops it early), and the tag
 ``facefoundry.device``; the leaderboard adds its dataset's cost to it.
@@ -35,6 +39,7 @@ from facefoundry.tracking import (
     stage_run,
     write_run_record,
 )
+from facefoundry.train.distributed import from_rank_zero
 from facefoundry.train.trainer import CHECKPOINT, EpochStats, Trainer
 
 
@@ -77,11 +82,17 @@ def run_train(
     recipe = recipe_name(cfg, trainer.source.root)
     record = read_run_record(out)
     index = read_json(out / "model" / INDEX)
-    if index.get("fingerprint") == trainer.fingerprint and metrics_path.is_file():
-        log(f"{out / 'model'} is up to date for these settings and data: nothing to do (no new MLflow run)")
-        return read_json(metrics_path)
+    done = index.get("fingerprint") == trainer.fingerprint and metrics_path.is_file()
+    if from_rank_zero(done):  # rank 0 decides for every rank
+        if trainer.rank == 0:
+            log(f"{out / 'model'} is up to date for these settings and data: nothing to do (no new MLflow run)")
+        return read_json(metrics_path) if trainer.rank == 0 else {}
+    if trainer.rank != 0:  # DDP: the training loop only; rank 0 tracks, checkpoints and exports
+        trainer.fit(stop_after=stop_after)
+        return {}
+    procs = f" × {trainer.world} processes" if trainer.world > 1 else ""
     log(
-        f"{trainer.source.describe()} on {trainer.device}; "
+        f"{trainer.source.describe()} on {trainer.device}{procs}; "
         f"{'preloaded in RAM' if trainer.feeder.preloaded else 'streaming'}; "
         f"{sum(p.numel() for p in trainer.backbone.parameters()) / 1e6:.2f}M backbone parameters"
     )
@@ -145,6 +156,8 @@ def run_train(
 
         before = _mlflow().MlflowClient().get_run(run.info.run_id).data.metrics.get(TRAIN_SECONDS, 0.0)
         _mlflow().set_tag("facefoundry.device", str(trainer.device))
+        if trainer.world > 1:
+            _mlflow().set_tag("facefoundry.processes", str(trainer.world))
         t0 = time.perf_counter()
         result = trainer.fit(on_epoch, stop_after=stop_after, on_resume=on_resume)
         log_metrics({TRAIN_SECONDS: float(before) + time.perf_counter() - t0})  # MLflow only: no timings in DVC

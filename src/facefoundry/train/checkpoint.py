@@ -51,7 +51,10 @@ def fingerprint(
     init_digest: str | None = None,
     domain_digest: str | None = None,
     teacher_digest: str | None = None,
+    world: int = 1,
 ) -> str:
+    """What a checkpoint or model folder was made under; ``world``: the number of DDP processes, which sets the
+    global batch (``world`` × ``train.batch_size``). One process fingerprints as before DDP was counted."""
     t = result_settings(cfg.train)  # what changes what is learned (the schema's marks say); a checkpoint made
     if domain_digest is None:  # under other runtime settings resumes. No second domain: no domain entry
         t.pop("domain_mixup", None)
@@ -66,7 +69,6 @@ def fingerprint(
         t.pop("init_arch", None)
     else:  # the starting weights themselves, not their path
         t["init_digest"] = init_digest
-    blob = json.dumps(
-        {"train": t, "seed": cfg.base.seed, "size": cfg.base.image_size, "data": dataset_digest}, sort_keys=True
-    )
+    made = {"train": t, "seed": cfg.base.seed, "size": cfg.base.image_size, "data": dataset_digest}
+    blob = json.dumps({**made, "processes": world} if world > 1 else made, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -56,6 +56,8 @@ class DomainMixup:
         seed: int,
         min_images: int,
         log: Callable[[str], None] = print,
+        rank: int = 0,
+        world: int = 1,
     ):
         assert cfg.dataset is not None
         self.source = open_source(cfg.dataset)
@@ -67,13 +69,14 @@ class DomainMixup:
                 f"{where}: images are {actual}x{actual} but base.image_size is {size}; both "
                 "domains must have the same crop size"
             )
-        if len(self.source) < batch_size:
+        if len(self.source) < batch_size * world:
             raise FaceFoundryError(
                 f"{where}: {len(self.source)} images are fewer than one batch (train.batch_size={batch_size})"
             )
         self.grid = ratio_grid(cfg.psi)
         self.offset, self.seed = offset, seed
-        self.feeder = Feeder(self.source, size, batch_size, preload_max_mb, num_workers, progress=log)
+        # each rank its share of R's order; ψ (self.rng) is drawn alike on every rank: one ψ per global batch
+        self.feeder = Feeder(self.source, size, batch_size, preload_max_mb, num_workers, rank, world, progress=log)
         self._batches: Iterator | None = None
         self.rng = np.random.default_rng([seed, 61])
         log(

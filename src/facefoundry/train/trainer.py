@@ -1,8 +1,9 @@
-"""The FR training loop: one CPU process by default, CUDA + AMP and DDP when available.
+"""The FR training loop: one CPU process by default, CUDA + AMP when available, DDP when launched in several
+processes (:mod:`facefoundry.train.distributed`: each rank's GPU, what holds across world sizes).
 
-Randomness (shuffle order, flips, dropout) is re-seeded from ``base.seed`` at the
-start of every epoch, and every epoch ends in an atomic checkpoint, so a resumed run
-continues exactly as the uninterrupted one would have.
+Randomness (shuffle order, flips, dropout) is re-seeded from ``base.seed`` (and the rank) at the
+start of every epoch, and every epoch ends in an atomic checkpoint (rank 0 writes it, every rank
+reads it), so a resumed run continues exactly as the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from facefoundry.data.hashing import dvc_dir_hash
 from facefoundry.data.manifest import check_identity_counts
 from facefoundry.data.sources import FaceSource, open_source
 from facefoundry.data.transforms import FaceAugment, Preprocess, random_hflip
-from facefoundry.device import amp_dtype, dist_info, resolve_device, seed_everything
+from facefoundry.device import amp_dtype, seed_everything
 from facefoundry.errors import FaceFoundryError, note_saved
 from facefoundry.io import atomic_write_bytes
 from facefoundry.models.bundle import FRModel, export_onnx
@@ -32,11 +33,16 @@ from facefoundry.models.iresnet import IResNet, build_backbone
 from facefoundry.progress import track
 from facefoundry.train.checkpoint import fingerprint, read_checkpoint
 from facefoundry.train.distill import distill_loss, regime, teacher_targets
+from facefoundry.train.distributed import all_sum, barrier, setup, spread, wrap
 from facefoundry.train.feed import Feeder, image_size_of
 from facefoundry.train.mixup import combine, source_targets
 from facefoundry.train.schedule import lr_at
 
 CHECKPOINT = "checkpoint.pt"
+
+
+def _quiet(_msg: str) -> None:
+    pass
 
 
 class BatchMixer(Protocol):
@@ -96,9 +102,9 @@ class Trainer:
         mixer: BatchMixer | None = None,
         log: Callable[[str], None] = print,
     ):
+        self.rank, self.world, self.device = setup(cfg.base.device)  # GPU LOCAL_RANK; the process group if several
+        log = log if self.rank == 0 else _quiet  # rank 0 speaks for all
         self.cfg, self.t, self.log, self.mixer = cfg, cfg.train, log, mixer
-        self.rank, self.world = dist_info()
-        self.device = resolve_device(cfg.base.device)
         if self.t.threads:
             torch.set_num_threads(self.t.threads)
         self.source = source or open_source(self.t.dataset)
@@ -113,9 +119,10 @@ class Trainer:
                 f"{self.source.root}: images are {actual}x{actual} but base.image_size is {self.size}"
             )
         if len(self.source) < self.t.batch_size * self.world:
+            procs = f" × {self.world} processes" if self.world > 1 else ""
             raise FaceFoundryError(
                 f"{self.source.root}: {len(self.source)} images are fewer than one batch "
-                f"(train.batch_size={self.t.batch_size})"
+                f"(train.batch_size={self.t.batch_size}{procs})"
             )
         self.preprocess = Preprocess(image_size=self.size)
         self.augment = FaceAugment(self.t.augment)
@@ -155,11 +162,7 @@ class Trainer:
         distill = (self.t.distill.loss, self.t.distill.weight) if self.teacher_info else None
         # Module.to takes memory_format at run time; torch's stub does not list it
         self.net = _Net(self.backbone, self.head, distill).to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
-        self.ddp = self.net
-        if self.world > 1:
-            self.ddp = nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
+        self.ddp = wrap(self.net, self.device, self.world)  # DDP when several processes train
         self.amp = amp_dtype(self.device) if self.t.amp else None  # fp16 on CUDA, bf16 on a bf16 CPU, else off
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.opt = torch.optim.SGD(
@@ -182,9 +185,8 @@ class Trainer:
             progress=log,
         )
         self.domain_digest = dvc_dir_hash(self.domain.source.root) if self.domain is not None else None
-        self.fingerprint = fingerprint(
-            cfg, self.dataset_digest, self.init_info.get("md5"), self.domain_digest, self.teacher_info.get("digest")
-        )
+        digests = (self.dataset_digest, self.init_info.get("md5"), self.domain_digest, self.teacher_info.get("digest"))
+        self.fingerprint = fingerprint(cfg, *digests, world=self.world)  # N processes: another global batch
 
     @property
     def regime(self) -> str:
@@ -215,6 +217,8 @@ class Trainer:
             self.cfg.base.seed,
             self.t.min_images_per_identity,
             self.log,
+            self.rank,
+            self.world,
         )
         refuse_real_photos(domain.source, "train.domain_mixup.dataset")
         return domain
@@ -253,8 +257,12 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------
     def _save_checkpoint(self, epoch: int, history: list[EpochStats]) -> None:
-        if self.rank != 0:
-            return
+        """Rank 0 writes; every rank waits until it is written (a rank that resumes next reads it whole)."""
+        if self.rank == 0:
+            self._write_checkpoint(epoch, history)
+        barrier()
+
+    def _write_checkpoint(self, epoch: int, history: list[EpochStats]) -> None:
         state = {
             "epoch": epoch,
             "fingerprint": self.fingerprint,
@@ -271,10 +279,16 @@ class Trainer:
     def _load_checkpoint(self) -> tuple[int, list[EpochStats]]:
         path = self.out / CHECKPOINT
         state = read_checkpoint(path, self.device, self.log)
-        if state is None:
-            return 0, []
-        if state.get("fingerprint") != self.fingerprint:
+        if state is not None and state.get("fingerprint") != self.fingerprint:
             self.log(f"{path}: made with other settings or data; starting afresh")
+            state = None
+        low, high = spread(int(state["epoch"]) if state is not None else 0, self.device)  # every rank reads it
+        if low != high:
+            raise FaceFoundryError(
+                f"{path}: the {self.world} processes found checkpoints of epochs {low} to {high}; "
+                "train.out must be one folder every node reads (a shared filesystem)"
+            )
+        if state is None:
             return 0, []
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])
@@ -302,7 +316,7 @@ class Trainer:
         milestones = [m * steps for m in self.t.milestones]
         last = min(self.t.epochs, stop_after or self.t.epochs)
         for epoch in range(start, last):
-            seed_everything(self.cfg.base.seed + 1000 * (epoch + 1))
+            seed_everything(self.cfg.base.seed + 1000 * (epoch + 1) + 1_000_003 * self.rank)  # per-rank flips
             self.net.train()
             t0, seen, loss_sum, correct, agree = time.perf_counter(), 0, 0.0, 0, 0.0
             lr = self.t.lr
@@ -348,20 +362,21 @@ class Trainer:
                 loss_sum += float(loss.detach()) * len(labels)
                 batches.set_postfix(loss=f"{loss_sum / seen:.3f}", lr=f"{lr:.4f}")
                 if self.rank == 0 and (i + 1) % self.t.log_every == 0:
-                    rate = seen / (time.perf_counter() - t0)
+                    rate = self.world * seen / (time.perf_counter() - t0)  # every rank takes as many images
                     self.log(
                         f"epoch {epoch + 1}/{self.t.epochs} step {i + 1}/{steps} loss {loss_sum / seen:.3f} "
                         f"lr {lr:.4f} {rate:.0f} img/s"
                     )
             secs = time.perf_counter() - t0
+            n, losses, right, agrees = all_sum([seen, loss_sum, correct, agree], self.device)  # over every rank
             stats = EpochStats(
                 epoch + 1,
-                loss_sum / max(1, seen),
-                correct / max(1, seen) if self.head is not None else float("nan"),  # no labels: no accuracy
+                losses / max(1, n),
+                right / max(1, n) if self.head is not None else float("nan"),  # no labels: no accuracy
                 lr,
-                seen / max(secs, 1e-9),
+                n / max(secs, 1e-9),
                 secs,
-                agree / max(1, seen) if self.teacher_vectors is not None else None,
+                agrees / max(1, n) if self.teacher_vectors is not None else None,
             )
             history.append(stats)
             self._save_checkpoint(epoch + 1, history)

@@ -109,6 +109,18 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
     torch.save(out, tmp / f"rank{rank}.pt")
 
 
+def two_processes_and_one(tmp: Path, worker, one) -> tuple[Path, list[dict], tuple[list[float], dict]]:
+    """Run ``worker`` in 2 gloo processes (each saves ``rank<r>.pt`` under ``tmp``), then config ``one`` in this
+    process without BatchNorm: (tmp, the ranks' records, (epoch losses, final weights) of the one process)."""
+    torch.multiprocessing.spawn(worker, args=(2, _free_port(), str(tmp)), nprocs=2, join=True)
+    import facefoundry.train.trainer as trainer_module
+
+    t = without_batch_norm(trainer_module, lambda: Trainer(one, log=quiet))
+    single = ([h.loss for h in t.fit().history], t.net.state_dict())
+    ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    return tmp, ranks, single
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -124,13 +136,7 @@ def ddp(tmp_path_factory):
     one = tiny_config(tmp / "same1", train={**exact, "batch_size": 16, "out": str(tmp / "same1" / "train")})
     for name in ("resumed", "unbroken"):
         tiny_config(tmp / name, train={"dataset": str(ds), "batch_size": 8, "out": str(tmp / name / "train")})
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp)), nprocs=2, join=True)
-    import facefoundry.train.trainer as trainer_module
-
-    t = without_batch_norm(trainer_module, lambda: Trainer(one, log=quiet))
-    single = ([h.loss for h in t.fit().history], t.net.state_dict())
-    ranks = [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(2)]
-    return tmp, ranks, single
+    return two_processes_and_one(tmp, _worker, one)
 
 
 @pytest.mark.slow  # 2 processes start once for all four: ~15 s on 2 cores

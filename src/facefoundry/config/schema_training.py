@@ -34,6 +34,14 @@ class HeadCfg(Strict):
     t_alpha: Prob = 0.01  # AdaFace EMA momentum of norm statistics
 
 
+class PartialFCCfg(Strict):
+    """Partial FC (arcface_torch's PartialFC v2): the class centres sharded across the DDP processes, and per step
+    the positive classes plus a ``sample_rate`` share of each shard's classes in the softmax (1.0: all of them)."""
+
+    enabled: bool = False
+    sample_rate: Annotated[float, Field(gt=0, le=1)] = 1.0
+
+
 class AugmentCfg(Strict):
     """FR training augmentation beyond flips (``data.transforms.FaceAugment``); all off by default."""
 
@@ -75,6 +83,7 @@ class TrainCfg(Strict):
     out: Annotated[str, OUTPUT] = "outputs/train/render"
     backbone: BackboneCfg = BackboneCfg()
     head: HeadCfg = HeadCfg()
+    partial_fc: PartialFCCfg = PartialFCCfg()  # the head's class centres sharded and sampled (many identities)
     epochs: PositiveInt = 20
     batch_size: PositiveInt = 128
     lr: Annotated[float, Field(gt=0)] = 0.1

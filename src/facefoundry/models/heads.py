@@ -38,6 +38,14 @@ def as_soft(labels: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[
     return labels, weights
 
 
+def update_norm_stats(batch_mean: torch.Tensor, batch_std: torch.Tensor, norms: torch.Tensor, t_alpha: float) -> None:
+    """AdaFace's running mean and std of the feature norms (clamped to [0.001, 100]), updated in place."""
+    with torch.no_grad():
+        safe = norms.detach().clamp(0.001, 100)
+        batch_mean.mul_(1 - t_alpha).add_(t_alpha * safe.mean())
+        batch_std.mul_(1 - t_alpha).add_(t_alpha * safe.std() if safe.numel() > 1 else 0.0)
+
+
 class MarginHead(ConfigModule):
     batch_mean: torch.Tensor  # buffers, registered in __init__
     batch_std: torch.Tensor
@@ -73,11 +81,7 @@ class MarginHead(ConfigModule):
         return F.linear(F.normalize(emb.float(), dim=1), F.normalize(self.weight.float(), dim=1)).clamp(-1, 1)
 
     def _update_norm_stats(self, norms: torch.Tensor) -> None:
-        with torch.no_grad():
-            safe = norms.detach().clamp(0.001, 100)
-            a = self.t_alpha
-            self.batch_mean.mul_(1 - a).add_(a * safe.mean())
-            self.batch_std.mul_(1 - a).add_(a * safe.std() if safe.numel() > 1 else 0.0)
+        update_norm_stats(self.batch_mean, self.batch_std, norms, self.t_alpha)
 
     def logits(
         self, emb: torch.Tensor, norms: torch.Tensor, label: torch.Tensor, cos: torch.Tensor | None = None

@@ -65,6 +65,8 @@ def fingerprint(
             t.pop(k, None)
     else:  # what the student learns towards: the teacher's vectors themselves, not its name or path
         t["teacher_digest"] = teacher_digest
+    if not cfg.train.partial_fc.enabled:  # the full head fingerprints as before Partial FC existed
+        t.pop("partial_fc", None)
     if cfg.train.init is None:  # no starting model
         t.pop("init_arch", None)
     else:  # the starting weights themselves, not their path

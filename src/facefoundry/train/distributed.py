@@ -56,10 +56,16 @@ def device_ids(device: torch.device) -> list[int] | None:
     return [device.index] if device.type == "cuda" and device.index is not None else None
 
 
-def wrap(net: nn.Module, device: torch.device, world: int) -> nn.Module:
-    """``net`` under DDP when several processes train (gradients all-reduced every step), else ``net``."""
+def wrap(net: nn.Module, device: torch.device, world: int, ignore: Sequence[str] = ()) -> nn.Module:
+    """``net`` under DDP when several processes train (gradients all-reduced every step), else ``net``. ``ignore``:
+    parameter and buffer names DDP neither broadcasts nor all-reduces (Partial FC's per-rank class centres)."""
     if world <= 1:
         return net
+    if ignore:  # what DDP's own static setter stores (it was renamed across torch releases)
+        net._ddp_params_and_buffers_to_ignore = list(ignore)  # type: ignore[assignment]
+        for name, p in net.named_parameters():
+            if name in ignore:
+                p._ddp_ignored = True  # type: ignore[attr-defined]
     return nn.parallel.DistributedDataParallel(net, device_ids=device_ids(device))
 
 

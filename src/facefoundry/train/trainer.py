@@ -30,6 +30,7 @@ from facefoundry.io import atomic_write_bytes
 from facefoundry.models.bundle import FRModel, export_onnx
 from facefoundry.models.heads import MarginHead
 from facefoundry.models.iresnet import IResNet, build_backbone
+from facefoundry.models.partial_fc import PartialFC, full_state, make_head, own_state, sharded_names
 from facefoundry.progress import track
 from facefoundry.train.checkpoint import fingerprint, read_checkpoint
 from facefoundry.train.distill import distill_loss, regime, teacher_targets
@@ -52,10 +53,13 @@ class BatchMixer(Protocol):
 
 
 class _Net(nn.Module):
-    """Backbone + head as one module so DDP synchronises both. ``head`` is None when the student learns from a
+    """Backbone + head as one module so DDP synchronises both (a Partial FC head's per-rank centres excepted: DDP
+    leaves them alone). ``head`` is None when the student learns from a
     teacher alone (``train.objective: distill``); ``distill`` is (loss kind, weight) when a teacher is used."""
 
-    def __init__(self, backbone: nn.Module, head: MarginHead | None, distill: tuple[str, float] | None = None):
+    def __init__(
+        self, backbone: nn.Module, head: MarginHead | PartialFC | None, distill: tuple[str, float] | None = None
+    ):
         super().__init__()
         self.backbone, self.head, self.distill = backbone, head, distill
 
@@ -149,12 +153,10 @@ class Trainer:
                 f"{self.source.root}: soft labels (identity mixup) on {int((self.source.mix_labels >= 0).sum())} "
                 f"of {len(self.source)} images"
             )
-        h = self.t.head
         self.num_classes = classes
-        self.head = (
-            MarginHead(
-                classes, self.backbone.config["embedding_size"], h.name, h.s, h.m1, h.m2, h.m3, h.m, h.h, h.t_alpha
-            )
+        emb_dim = self.backbone.config["embedding_size"]
+        self.head = (  # the margin head, or its Partial FC: this rank's block of the class centres, sampled per step
+            make_head(self.t.head, self.t.partial_fc, classes, emb_dim, self.rank, self.world)
             if self.t.objective != "distill"
             else None  # the teacher alone: no labels, no head
         )
@@ -162,7 +164,7 @@ class Trainer:
         distill = (self.t.distill.loss, self.t.distill.weight) if self.teacher_info else None
         # Module.to takes memory_format at run time; torch's stub does not list it
         self.net = _Net(self.backbone, self.head, distill).to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
-        self.ddp = wrap(self.net, self.device, self.world)  # DDP when several processes train
+        self.ddp = wrap(self.net, self.device, self.world, sharded_names(self.net))  # DDP when several processes train
         self.amp = amp_dtype(self.device) if self.t.amp else None  # fp16 on CUDA, bf16 on a bf16 CPU, else off
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.opt = torch.optim.SGD(
@@ -258,16 +260,17 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------
     def _save_checkpoint(self, epoch: int, history: list[EpochStats]) -> None:
         """Rank 0 writes; every rank waits until it is written (a rank that resumes next reads it whole)."""
+        net, opt = full_state(self.net, self.opt, self.head)  # Partial FC: every rank's centres gathered
         if self.rank == 0:
-            self._write_checkpoint(epoch, history)
+            self._write_checkpoint(epoch, history, net, opt)
         barrier()
 
-    def _write_checkpoint(self, epoch: int, history: list[EpochStats]) -> None:
+    def _write_checkpoint(self, epoch: int, history: list[EpochStats], net: dict, opt: dict) -> None:
         state = {
             "epoch": epoch,
             "fingerprint": self.fingerprint,
-            "net": self.net.state_dict(),
-            "opt": self.opt.state_dict(),
+            "net": net,
+            "opt": opt,
             "scaler": self.scaler.state_dict(),
             "history": [s.__dict__ for s in history],
         }
@@ -290,8 +293,9 @@ class Trainer:
             )
         if state is None:
             return 0, []
-        self.net.load_state_dict(state["net"])
-        self.opt.load_state_dict(state["opt"])
+        net, opt = own_state(state["net"], state["opt"], self.net, self.opt, self.head)  # Partial FC: own rows
+        self.net.load_state_dict(net)
+        self.opt.load_state_dict(opt)
         self.scaler.load_state_dict(state["scaler"])
         self.log(f"resuming from {path} after epoch {state['epoch']}")
         return int(state["epoch"]), [EpochStats(**s) for s in state["history"]]
@@ -354,7 +358,9 @@ class Trainer:
                 self.scaler.step(self.opt)
                 self.scaler.update()
                 with torch.no_grad():
-                    if self.head is not None:
+                    if isinstance(self.head, PartialFC):  # predicted in its forward, over every rank's centres
+                        correct += int((self.head.predicted == labels).sum())
+                    elif self.head is not None:
                         correct += int((self.head.cosines(emb).argmax(1) == labels).sum())
                     if goal is not None:
                         agree += float((nn.functional.normalize(emb.float(), dim=1) * goal).sum())
@@ -429,7 +435,7 @@ class Trainer:
                 **({"init": self.init_info} if self.init_info else {}),
                 **info,
             },
-            self.head.cpu() if self.head is not None else None,
+            self.head.cpu() if isinstance(self.head, MarginHead) else None,  # Partial FC: the backbone only
         )
         model.save(self.out / "model")
         if self.t.export_onnx:

@@ -178,6 +178,18 @@ def _judge_cfg(tmp: Path, db: Path, **quality):
     )
 
 
+def _validate_vec2face_like(tmp_path: Path, monkeypatch, migrated_db: Path, encoder: dict, **quality):
+    """Validate a Vec2Face-like dataset made in ``encoder``'s space: (config, dataset, metrics, log lines)."""
+    from facefoundry.stages.validate import run_validate
+
+    monkeypatch.chdir(tmp_path)
+    ds = _vec2face_like(tmp_path / "v2f", encoder)
+    lines: list[str] = []
+    monkeypatch.setattr("facefoundry.stages.validate.log", lines.append)
+    cfg = _judge_cfg(tmp_path, migrated_db, **quality)
+    return cfg, ds, run_validate(cfg, str(ds), str(tmp_path / "metrics.json")), lines
+
+
 def test_validate_judges_a_dlib_trained_vec2face_dataset_with_sface_and_says_so(
     tmp_path: Path, monkeypatch, migrated_db: Path
 ):
@@ -185,15 +197,8 @@ def test_validate_judges_a_dlib_trained_vec2face_dataset_with_sface_and_says_so(
 
     import mlflow
 
-    from facefoundry.stages.validate import run_validate
-
-    monkeypatch.chdir(tmp_path)
-    ds = _vec2face_like(tmp_path / "v2f", {"name": "dlib", "dim": 128})
-    lines: list[str] = []
-    monkeypatch.setattr("facefoundry.stages.validate.log", lines.append)
-    cfg = _judge_cfg(tmp_path, migrated_db)
+    cfg, _, m, lines = _validate_vec2face_like(tmp_path, monkeypatch, migrated_db, {"name": "dlib", "dim": 128})
     assert cfg.quality.judge == "auto"
-    m = run_validate(cfg, str(ds), str(tmp_path / "metrics.json"))
     assert m["judge"] == "sface" and m["judged_by_teacher"] == 0
     assert "judge_sface_intra_mean" in m and not any(k.startswith("judge_dlib_") for k in m)
     assert json.loads((tmp_path / "metrics.json").read_text())["judge"] == "sface"
@@ -210,12 +215,15 @@ def test_validate_with_a_judge_that_taught_the_generator_warns_and_records_it(
 ):
     from facefoundry.stages.validate import run_validate
 
-    monkeypatch.chdir(tmp_path)
-    ds = _vec2face_like(tmp_path / "v2f", {"name": "pixels", "dim": 768})
-    lines: list[str] = []
-    monkeypatch.setattr("facefoundry.stages.validate.log", lines.append)
-    cfg = _judge_cfg(tmp_path, migrated_db, judge="pixels", separability_threshold=0.4, leakage={"threshold": 0.9})
-    m = run_validate(cfg, str(ds), str(tmp_path / "metrics.json"))
+    _, ds, m, lines = _validate_vec2face_like(
+        tmp_path,
+        monkeypatch,
+        migrated_db,
+        {"name": "pixels", "dim": 768},
+        judge="pixels",
+        separability_threshold=0.4,
+        leakage={"threshold": 0.9},
+    )
     assert m["judge"] == "pixels" and m["judged_by_teacher"] == 1 and "judge_pixels_intra_mean" in m
     assert sum(ln.startswith("warning: quality.judge pixels") for ln in lines) == 1, lines
     # auto with every candidate a teacher: one error line, before any run starts

@@ -83,26 +83,39 @@ def _writes(root: str, log: list) -> None:
     sys.addaudithook(hook)
 
 
-def _worker(rank: int, world: int, port: int, root: str) -> None:
+def join_world(rank: int, world: int, port: int) -> None:
+    """This process's place in a local gloo world, as torchrun would set it (one thread each)."""
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank)
     )
     torch.set_num_threads(1)
+
+
+def three_runs(tmp: Path, trainer_module) -> dict:
+    """In a worker: the "same" global batch run (no BatchNorm), one "killed" after epoch 1 and resumed, and an
+    "unbroken" one, from the configs under ``tmp``: {scenario: (losses or resumed epoch, final weights)}."""
+    out: dict = {}
+    same = load_config(tmp / "same2" / "params.yaml")
+    t = without_batch_norm(trainer_module, lambda: Trainer(same, log=quiet))
+    out["same"] = ([h.loss for h in t.fit().history], t.net.state_dict())
+    resumed = load_config(tmp / "resumed" / "params.yaml")
+    Trainer(resumed, log=quiet).fit(stop_after=1)  # "killed" after epoch 1
+    t = Trainer(resumed, log=quiet)
+    out["resumed"] = (t.fit().resumed_from, t.net.state_dict())
+    t = Trainer(load_config(tmp / "unbroken" / "params.yaml"), log=quiet)
+    out["unbroken"] = ([h.loss for h in t.fit().history], t.net.state_dict())
+    return out
+
+
+def _worker(rank: int, world: int, port: int, root: str) -> None:
+    join_world(rank, world, port)
     import facefoundry.train.trainer as trainer_module
 
     writes: list = []
     _writes(root, writes)
     tmp, out = Path(root), {}
     try:
-        same = load_config(tmp / "same2" / "params.yaml")
-        t = without_batch_norm(trainer_module, lambda: Trainer(same, log=quiet))
-        out["same"] = ([h.loss for h in t.fit().history], t.net.state_dict())
-        resumed = load_config(tmp / "resumed" / "params.yaml")
-        Trainer(resumed, log=quiet).fit(stop_after=1)  # "killed" after epoch 1
-        t = Trainer(resumed, log=quiet)
-        out["resumed"] = (t.fit().resumed_from, t.net.state_dict())
-        t = Trainer(load_config(tmp / "unbroken" / "params.yaml"), log=quiet)
-        out["unbroken"] = ([h.loss for h in t.fit().history], t.net.state_dict())
+        out.update(three_runs(tmp, trainer_module))
         out["writes"] = list(writes)
     finally:
         distributed.shutdown()

@@ -18,7 +18,6 @@ trainer's Partial FC in one process.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ from facefoundry.models.partial_fc import PartialFC, sharded_names
 from facefoundry.train import distributed
 from facefoundry.train.trainer import CHECKPOINT, Trainer
 from tests.conftest import make_dataset, make_soft_dataset, tiny_config
-from tests.train.test_distributed import quiet, two_processes_and_one, without_batch_norm
+from tests.train.test_distributed import join_world, quiet, three_runs, two_processes_and_one
 
 # float32 sums in another order (all-reduced softmax sums, DDP's averaged half-batch gradients); measured: head loss
 # relative 6.7e-8, backbone gradients 7.2e-7 and centre gradients 7.6e-6 absolute (centre gradients up to 75);
@@ -102,10 +101,7 @@ def _sampled_training(rank: int) -> tuple[list[float], bool]:
 
 
 def _worker(rank: int, world: int, port: int, root: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank)
-    )
-    torch.set_num_threads(1)
+    join_world(rank, world, port)
     import facefoundry.train.trainer as trainer_module
 
     tmp, out = Path(root), {}
@@ -113,15 +109,7 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
         distributed.setup("cpu")
         out["head"] = {kind: _head_step(kind, rank) for kind in ("arcface", "adaface")}
         out["sampled"] = _sampled_training(rank)
-        same = load_config(tmp / "same2" / "params.yaml")
-        t = without_batch_norm(trainer_module, lambda: Trainer(same, log=quiet))
-        out["same"] = ([h.loss for h in t.fit().history], t.net.state_dict())
-        resumed = load_config(tmp / "resumed" / "params.yaml")
-        Trainer(resumed, log=quiet).fit(stop_after=1)  # "killed" after epoch 1
-        t = Trainer(resumed, log=quiet)
-        out["resumed"] = (t.fit().resumed_from, t.net.state_dict())
-        t = Trainer(load_config(tmp / "unbroken" / "params.yaml"), log=quiet)
-        out["unbroken"] = ([h.loss for h in t.fit().history], t.net.state_dict())
+        out.update(three_runs(tmp, trainer_module))
     finally:
         distributed.shutdown()
     torch.save(out, tmp / f"rank{rank}.pt")

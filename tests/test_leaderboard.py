@@ -141,7 +141,7 @@ def test_data_columns_come_from_the_datasets_validate_run():
         {
             "run_id": "v1",
             "params": {},
-            "tags": {"dataset.dvc_md5": "d1.dir"},
+            "tags": {"dataset.dvc_md5": "d1.dir", "data.judge": "sface", "data.judge_teachers": "dlib"},
             "metrics": {
                 "data/judge_dlib_intra_mean": 0.91,
                 "data/judge_dlib_inter_mean": 0.52,
@@ -159,6 +159,7 @@ def test_data_columns_come_from_the_datasets_validate_run():
     joined = join_data_metrics(train, validate)
     assert joined[0]["metrics"]["data/judge_dlib_intra_mean"] == 0.91
     assert joined[0]["metrics"]["data/identities"] == 100 and "images" not in joined[0]["metrics"]  # own wins
+    assert joined[0]["tags"]["data.judge"] == "sface" and joined[0]["tags"]["data.judge_teachers"] == "dlib"
     assert joined[1] is train[1]  # no validate run of its data
     board = build(joined)
     header, rows = board.table()

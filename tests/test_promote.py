@@ -93,7 +93,7 @@ def fake_recipe(
     }
     with stage_run(c, "generate", ["generate"], {"facefoundry.generator": generator}):
         mlflow.set_tag("dataset.dvc_md5", digest)
-    with stage_run(c, "validate", ["identity"]):
+    with stage_run(c, "validate", ["identity"], {"data.judge": "dlib", "data.judge_teachers": ""}):
         mlflow.set_tag("dataset.dvc_md5", digest)
         log_metrics(
             {
@@ -197,6 +197,7 @@ def test_promotion_moves_champion_keeps_previous_and_writes_recipe_and_card(env)
     assert "no real photo was used" in card and "Not applicable" in card  # no photo, no leakage
     assert "| twins | 70.00 ± 2.00 % | 0.7500 | 0.350 |" in card and "| real | 55.00 ± 2.00 % |" in card
     assert "judge_dlib_intra_mean | 0.9" in card and "gap 0.400" in card
+    assert "| quality judge | dlib, independent of the generator |" in card  # the validate run's tag, joined
     assert "dlib ResNet" in card and "CC0" in card
     assert "The first champion" in card and "| challenger (this recipe) | render | 3 | 2, 3, 7 |" in card
     assert mv.tags["facefoundry.promote.forced"] == "false" and mv.tags["promoted.seeds"] == "2,3,7"
@@ -647,3 +648,29 @@ def test_the_card_states_the_training_regime_and_the_teacher():
     line = regime_line({"train.objective": "distill", "train.teacher": "sface", "train.distill.loss": "mse"})
     assert "`sface`" in line and "mse" in line and "no labels" in line and "real faces" in line
     assert "labels and the teacher" in regime_line({"train.objective": "both", "train.teacher": "dlib"})
+    # the regime word as the leaderboard's column spells it, a teacher file named by its stem
+    assert regime_line({"train.objective": "distill", "train.teacher": "model.onnx"}).startswith("distill:model:")
+
+
+def test_the_card_names_the_quality_judge_and_whether_it_taught_the_generator():
+    from facefoundry.promote.card import judge_line
+
+    assert judge_line("sface", "dlib").startswith("sface, independent") and "taught by dlib" in judge_line(
+        "sface", "dlib"
+    )
+    assert "also taught the generator" in judge_line("dlib", "dlib,sface")
+    assert judge_line("dlib", "") == "dlib, independent of the generator"
+    assert judge_line("", "").startswith("not recorded")
+
+
+def test_regime_of_a_run_is_spelled_as_the_trainer_tags_it():
+    from facefoundry.leaderboard import regime_of
+    from facefoundry.train.regime import regime
+
+    for teacher in ("dlib", "model.onnx", "/models/teacher.onnx", "outputs/teacher/model"):
+        run = {"tags": {}, "params": {"train.objective": "distill", "train.teacher": teacher}}
+        assert regime_of(run) == regime("distill", teacher)
+    assert (
+        regime_of({"tags": {}, "params": {"train.objective": "distill", "train.teacher": "model.onnx"}})
+        == "distill:model"
+    )

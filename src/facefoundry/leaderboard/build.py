@@ -35,17 +35,22 @@ DATA_KEYS = ("data/identities", "data/images")  # always shown when present
 
 
 def join_data_metrics(train_runs: list[dict[str, Any]], validate_runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each training run gains the ``data/*`` metrics of the validate run of its dataset version
-    (same ``dataset.dvc_md5`` tag; the newest first in ``validate_runs``). Its own values win."""
-    by_digest: dict[str, dict[str, float]] = {}
+    """Each training run gains the ``data/*`` metrics and the ``data.judge*`` tags (which encoder judged) of the
+    validate run of its dataset version (same ``dataset.dvc_md5`` tag; the newest first in ``validate_runs``).
+    Its own values win."""
+    by_digest: dict[str, tuple[dict[str, float], dict[str, str]]] = {}
     for v in validate_runs:
         digest = v["tags"].get("dataset.dvc_md5")
         if digest and digest not in by_digest:
-            by_digest[digest] = {k: val for k, val in v["metrics"].items() if k.startswith("data/")}
+            metrics = {k: val for k, val in v["metrics"].items() if k.startswith("data/")}
+            tags = {k: val for k, val in v["tags"].items() if k.startswith("data.judge")}
+            by_digest[digest] = metrics, tags
     out = []
     for r in train_runs:
-        extra = by_digest.get(r["tags"].get("dataset.dvc_md5", ""), {})
-        out.append({**r, "metrics": {**extra, **r["metrics"]}} if extra else r)
+        metrics, tags = by_digest.get(r["tags"].get("dataset.dvc_md5", ""), ({}, {}))
+        out.append(
+            {**r, "metrics": {**metrics, **r["metrics"]}, "tags": {**tags, **r["tags"]}} if metrics or tags else r
+        )
     return out
 
 

@@ -14,6 +14,8 @@ import numpy as np
 
 from facefoundry.leaderboard.cost import TOTAL_SECONDS
 from facefoundry.stats import Summary, TTest
+from facefoundry.train.regime import LABELS as LABELS_REGIME
+from facefoundry.train.regime import regime
 
 ACC = "/accuracy"
 AVERAGE = "average"
@@ -22,7 +24,6 @@ KNOWN_BENCHMARKS = ("twins", "real", "lfw", "cfp_fp", "agedb_30", "calfw", "cplf
 LABELS = {"lfw": "LFW", "cfp_fp": "CFP-FP", "agedb_30": "AgeDB-30", "calfw": "CALFW", "cplfw": "CPLFW"}
 _JUDGE = re.compile(r"^data/judge_(.+)_(intra|inter)_mean$")
 REGIME_TAG = "facefoundry.regime"  # what the FR model learned from: labels | distill:<teacher> | both:<teacher>
-LABELS_REGIME = "labels"
 # parameters the regime column says in one word
 REGIME_PARAMS = ("train.objective", "train.teacher", "train.distill.")
 
@@ -151,11 +152,9 @@ def regime_of(run: dict[str, Any]) -> str:
     tagged = run["tags"].get(REGIME_TAG)
     if tagged:
         return str(tagged)
-    objective = str(run["params"].get("train.objective", LABELS_REGIME))
-    if objective in ("", "None", LABELS_REGIME):
-        return LABELS_REGIME
-    teacher = str(run["params"].get("train.teacher", "?"))
-    return f"{objective}:{PurePath(teacher).stem if '/' in teacher else teacher}"
+    return regime(
+        str(run["params"].get("train.objective", LABELS_REGIME)), str(run["params"].get("train.teacher", "?"))
+    )
 
 
 def recipe_identity(run: dict[str, Any], volatile: tuple[str, ...]) -> tuple[dict[str, str], str]:

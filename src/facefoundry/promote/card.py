@@ -20,6 +20,7 @@ from facefoundry.leaderboard import ACC, benchmarks_of, label, order_benchmarks
 from facefoundry.promote.evidence import Evidence, card_section
 from facefoundry.promote.gate import _JUDGE
 from facefoundry.promote.provenance import Provenance, Source, describe_generator
+from facefoundry.train.regime import LABELS, regime
 
 ENCODERS = {
     "dlib": (
@@ -54,6 +55,8 @@ class CardFacts:
     reproduce: list[str] = field(default_factory=list)
     evidence: Evidence | None = None  # the seeds and the test against the champion it replaced
     forced: bool = False  # promoted with --force, without that evidence
+    quality_judge: str = ""  # the validate run's data.judge tag: the encoder behind the quality figures
+    judge_teachers: str = ""  # its data.judge_teachers tag: the encoders that conditioned or trained the generator
 
 
 def _cell(v: Any) -> str:
@@ -70,17 +73,28 @@ def _restricted(sources: list[Source]) -> bool:
 
 
 def regime_line(params: dict[str, str]) -> str:
-    """What the champion's FR model learned from, in words (its training run's ``train.*`` params)."""
-    objective = params.get("train.objective", "labels")
-    if objective in ("labels", "None", ""):
+    """What the champion's FR model learned from, in words (its training run's ``train.*`` params), led by the
+    regime's word as the leaderboard's column spells it."""
+    objective, teacher = params.get("train.objective", LABELS), params.get("train.teacher", "?")
+    word = regime(objective, teacher)
+    if word == LABELS:
         return "labels: a margin head on the dataset's identities"
-    teacher = params.get("train.teacher", "?")
     loss = params.get("train.distill.loss", "?")
     what = "the teacher alone (no labels)" if objective == "distill" else "labels and the teacher"
     return (
-        f"{objective}: knowledge distillation from `{teacher}` ({loss} on its flip-summed unit embeddings of the "
+        f"{word}: knowledge distillation from `{teacher}` ({loss} on its flip-summed unit embeddings of the "
         f"generated images), {what}; the teacher itself was trained on real faces"
     )
+
+
+def judge_line(judge: str, teachers: str) -> str:
+    """Which encoder produced the quality figures, and whether it is independent of the generator."""
+    if not judge:
+        return "not recorded (validate the dataset with this version of facefoundry)"
+    taught = [t for t in teachers.split(",") if t]
+    if judge in taught:
+        return f"{judge}, which also taught the generator: its figures flatter the data (set quality.judge)"
+    return f"{judge}, independent of the generator" + (f" (taught by {', '.join(taught)})" if taught else "")
 
 
 def dataset_card(f: CardFacts) -> str:
@@ -101,6 +115,7 @@ def dataset_card(f: CardFacts) -> str:
         lines.append(f"| images / identities | {_num(n_img)} / {_num(n_id)} |")
     lines += [
         f"| FR training regime | {regime_line(p)} |",
+        f"| quality judge | {judge_line(f.quality_judge, f.judge_teachers)} |",
         f"| generator | {gen} |",
         f"| training run | `{f.run_id}` (MLflow experiment `{f.experiment}`) |",
         f"| recipe | `{f.recipe_file}` |",

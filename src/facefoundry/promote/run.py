@@ -201,6 +201,8 @@ def run_promote(
         reproduce_commands(pc.out, recipe, overrides, prov),
         evidence,
         forced,
+        record["tags"].get("data.judge", ""),
+        record["tags"].get("data.judge_teachers", ""),
     )
     card = dataset_card(facts)
     text = recipe_yaml(recipe, recipe_header(facts, pc.card))

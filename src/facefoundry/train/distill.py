@@ -26,8 +26,7 @@ from facefoundry.config.schema_training import TrainCfg
 from facefoundry.data.sources import FaceSource
 from facefoundry.errors import FaceFoundryError
 from facefoundry.identity.base import IdentityEncoder
-
-OBJECTIVES = ("labels", "distill", "both")
+from facefoundry.train.regime import regime as regime  # re-exported: the trainer and compare name it here
 
 
 class FlipSummed(IdentityEncoder):
@@ -100,16 +99,6 @@ def load_teacher(spec: str, device: torch.device, log: Callable[[str], None]) ->
     teacher = load_encoder(spec)
     log(f"train.teacher {spec}: {teacher.name}, {teacher.dim}-d, flip-summed unit vectors")
     return teacher.to(device).eval()
-
-
-def regime(objective: str, teacher: str | None) -> str:
-    """The training regime as one word for tables: ``labels``, ``distill:dlib``, ``both:sface``."""
-    if objective == "labels" or not teacher:
-        return "labels"
-    from pathlib import Path
-
-    name = teacher if "/" not in teacher and "." not in teacher else Path(teacher).stem
-    return f"{objective}:{name}"
 
 
 def teacher_targets(

@@ -29,4 +29,8 @@ if ! have outputs/datasets/vec2face_real_sface_codebank_clean; then
   "${S[@]}" fuse
   unset FACEFOUNDRY_PIPELINE_ID FACEFOUNDRY_PIPELINE_NAME
 fi
+# 3. the fusion of the above (renders + both code banks), then every row of the table
+have outputs/datasets/fused_render_codebanks ||
+  "${FF[@]}" -e experiments/fusion_render_codebank.yaml -e experiments/fusion_render_codebanks.yaml fuse \
+    --metrics outputs/fusion/render_codebanks/fuse.json
 "${C[@]}" -e experiments/compare_distill.yaml -e experiments/compare_distill_fused.yaml -e experiments/compare_sface.yaml compare

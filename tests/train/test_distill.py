@@ -63,6 +63,31 @@ def test_teacher_vectors_are_computed_once_per_dataset(tmp_path, monkeypatch):
     assert np.allclose(np.linalg.norm(first, axis=1), 1, atol=1e-5)
 
 
+def test_under_ddp_each_rank_embeds_its_share_then_reads_all(tmp_path, monkeypatch):
+    """Rank 1 of 2 embeds rows 1, 3, 5, … into the store and waits; what rank 0 embedded is then read, not computed."""
+    import torch.distributed as dist
+
+    from facefoundry.identity.store import embed_rows, source_keys
+    from facefoundry.train import distill, distributed
+
+    monkeypatch.setenv("FACEFOUNDRY_CACHE", str(tmp_path / "cache"))
+    src = open_source(make_dataset(tmp_path / "ds", identities=3, per_identity=4))
+    rows = np.arange(0, len(src), 2)  # rank 0's share, stored
+    embed_rows(src.load, rows, FlipSummed(CountingPixels(8)), 4, "", source_keys(src, rows))
+    waits = []
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    monkeypatch.setattr(distributed, "barrier", lambda: waits.append(CountingPixels.calls))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    CountingPixels.calls = 0
+    distill.embed_share(src, CountingPixels(8), 4, desc="")
+    assert waits == [16]  # its half: 6 images padded to 8 (full batches of 4), each and its mirror
+    monkeypatch.setattr(distributed, "active", lambda: False)
+    CountingPixels.calls = 0
+    teacher_vectors(src, CountingPixels(8), 4, desc="")
+    assert CountingPixels.calls == 0  # every vector from the store
+
+
 def _distill(tmp, ds, out, objective="distill", **train):
     return tiny_config(
         tmp,

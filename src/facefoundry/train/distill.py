@@ -57,6 +57,21 @@ def teacher_vectors(source: FaceSource, teacher: IdentityEncoder, batch_size: in
     return embed_rows(source.load, rows, FlipSummed(teacher), batch_size, desc, source_keys(source, rows))
 
 
+def embed_share(source: FaceSource, teacher: IdentityEncoder, batch_size: int, desc: str) -> None:
+    """Under DDP, each rank embeds its share of the images (rows ``rank, rank + W, …``) into the store and waits for
+    the others, so every rank then reads all the vectors rather than each embedding the whole dataset."""
+    from facefoundry.identity.store import embed_rows, source_keys
+    from facefoundry.train import distributed
+
+    if not distributed.active():
+        return
+    import torch.distributed as dist
+
+    share = np.arange(dist.get_rank(), len(source), dist.get_world_size())
+    embed_rows(source.load, share, FlipSummed(teacher), batch_size, desc, source_keys(source, share))
+    distributed.barrier()
+
+
 def centre(vectors: np.ndarray) -> np.ndarray:
     """Unit vectors of what tells the images apart: each minus the dataset's mean vector, normalised.
 
@@ -116,9 +131,9 @@ def teacher_targets(
     if mixer is not None:
         raise FaceFoundryError(f"train.objective {t.objective}: a batch mixer's images have no teacher vectors")
     teacher = load_teacher(t.teacher, device, log)
-    vectors = teacher_vectors(
-        source, teacher, t.distill.batch_size, desc=f"teacher {teacher.name} on {source.root.name}"
-    )
+    desc = f"teacher {teacher.name} on {source.root.name}"
+    embed_share(source, teacher, t.distill.batch_size, desc)
+    vectors = teacher_vectors(source, teacher, t.distill.batch_size, desc=desc)
     if t.distill.centred:
         vectors = centre(vectors)
     info = {

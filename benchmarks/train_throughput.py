@@ -2,11 +2,17 @@
 
     python benchmarks/train_throughput.py            # tiny default @56 and IResNet-18 @112
     python benchmarks/train_throughput.py --cases tiny@56   # the default FR model only
+    python benchmarks/train_throughput.py --cases tiny@56 --switches amp channels_last compile
 
 The ratio trainer ÷ bare shows what the platform costs (or saves) on top of the raw model step. The bare
 loop is plain float32 torch, as a user would write it; the trainer runs as configured (``train.amp``:
-bf16 autocast on a CPU with native bf16, fp16 on CUDA) and, for a like-for-like figure, with ``amp`` off
-beside a bare loop under the same bf16 autocast.
+bf16 autocast on a CPU with native bf16, fp16 on CUDA; ``train.channels_last``) and, for a like-for-like
+figure, with ``amp`` off beside a bare loop under the same bf16 autocast.
+
+``--switches``: each speed switch turned the other way, all else as configured, in the same process:
+``amp`` off (where the CPU has native bf16), ``channels_last`` off, ``compile`` on (TorchInductor; not in the
+default run: its first epoch spends about a minute compiling, reported as ``compile_extra_s``). Each gives
+``trainer_<switch>_images_per_s``, its ratio to the bare loop and ``<switch>_speedup`` (the switch on ÷ off).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ CASES = {
     "r18@112": {"base": 112, "backbone": {"name": "r18", "embedding_size": 512, "width": 64}, "steps": 6},
 }
 BATCH = 64
+SWITCHES = ("amp", "channels_last", "compile")  # train.*: each one measured turned the other way from params.yaml
 
 
 def bare_loop(bb_cfg: dict, ds: Path, size: int, classes: int, steps: int, amp: torch.dtype | None = None) -> float:
@@ -87,7 +94,12 @@ def loader_rate(ds: Path, size: int, preload: bool) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def trainer_rate(case: dict, ds: Path, out: Path, amp: bool) -> float:
+def trainer_rate(case: dict, ds: Path, out: Path, **switches: bool) -> float:
+    """Epoch 2's images/s (epoch 1 warms up, and compiles under train.compile)."""
+    return trainer_epochs(case, ds, out, **switches)[-1].images_per_second
+
+
+def trainer_epochs(case: dict, ds: Path, out: Path, **switches: bool) -> list:
     size = case["base"]
     cfg = load_config(
         ROOT / "params.yaml",
@@ -99,11 +111,11 @@ def trainer_rate(case: dict, ds: Path, out: Path, amp: bool) -> float:
             f"train.batch_size={BATCH}",
             "train.export_onnx=false",
             "train.log_every=100000",
-            f"train.amp={str(amp).lower()}",
+            *(f"train.{k}={str(v).lower()}" for k, v in switches.items()),
             *(f"train.backbone.{k}={v}" for k, v in case["backbone"].items()),
         ],
     )
-    return Trainer(cfg, log=lambda _m: None).fit().history[-1].images_per_second  # epoch 2: warm
+    return Trainer(cfg, log=lambda _m: None).fit().history  # epoch 2 is warm
 
 
 def main() -> None:
@@ -113,8 +125,10 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--switches", nargs="*", default=["amp", "channels_last"], choices=SWITCHES)
     args = ap.parse_args()
     cpu_amp = amp_dtype(torch.device("cpu"))
+    configured = load_config(ROOT / "params.yaml").train
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.cases:
@@ -125,22 +139,37 @@ def main() -> None:
                 Path(tmp) / f"ds{size}", identities=classes, per_identity=BATCH * steps // classes, size=size
             )
             bare = bare_loop(case["backbone"], ds, size, classes, steps)
-            platform_rate = trainer_rate(case, ds, Path(tmp) / f"t{size}", amp=True)
+            platform_rate = trainer_rate(case, ds, Path(tmp) / f"t{size}")
             row = {
                 "amp": str(cpu_amp).removeprefix("torch.") if cpu_amp else "off (no native bf16)",
                 "bare_images_per_s": round(bare, 1),
                 "trainer_images_per_s": round(platform_rate, 1),
                 "trainer_over_bare": round(platform_rate / bare, 3),
             }
-            if cpu_amp is not None:  # like for like: the trainer without AMP against the bare fp32 loop, and both with
+            if cpu_amp is not None and "amp" in args.switches:
+                # like for like: the trainer without AMP against the bare fp32 loop, and both with
                 fp32 = trainer_rate(case, ds, Path(tmp) / f"f{size}", amp=False)
                 bare_amp = bare_loop(case["backbone"], ds, size, classes, steps, cpu_amp)
                 row.update(
                     trainer_fp32_images_per_s=round(fp32, 1),
                     trainer_fp32_over_bare=round(fp32 / bare, 3),
+                    amp_speedup=round(platform_rate / fp32, 3),
                     bare_amp_images_per_s=round(bare_amp, 1),
                     trainer_over_bare_amp=round(platform_rate / bare_amp, 3),
                 )
+            for switch in [s for s in args.switches if s != "amp"]:
+                on = not getattr(configured, switch)  # the other way from params.yaml
+                epochs = trainer_epochs(case, ds, Path(tmp) / f"{switch}{size}", **{switch: on})
+                rate = epochs[-1].images_per_second
+                row.update(
+                    {
+                        f"trainer_{switch}_{'on' if on else 'off'}_images_per_s": round(rate, 1),
+                        f"trainer_{switch}_{'on' if on else 'off'}_over_bare": round(rate / bare, 3),
+                        f"{switch}_speedup": round((rate / platform_rate) if on else (platform_rate / rate), 3),
+                    }
+                )
+                if switch == "compile":  # epoch 1 compiles; epoch 2 runs as long as any later epoch
+                    row["compile_extra_s"] = round(epochs[0].seconds - epochs[-1].seconds, 1)
             row.update(
                 loader_preloaded_images_per_s=round(loader_rate(ds, size, True)),
                 loader_streaming_images_per_s=round(loader_rate(ds, size, False)),

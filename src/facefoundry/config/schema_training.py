@@ -97,6 +97,9 @@ class TrainCfg(Strict):
     amp: bool = True  # mixed precision: fp16 on CUDA, bf16 on a CPU with native bf16 (AVX512-BF16/AMX), else off
     # NHWC activations and weights in the step (CPU oneDNN and CUDA tensor cores are faster)
     channels_last: Annotated[bool, RUNTIME] = True
+    # torch.compile (TorchInductor) of the backbone: fused kernels after a compile of tens of seconds; the same
+    # weights up to float noise, and the same checkpoint and model keys (facefoundry.train.speed)
+    compile: Annotated[bool, RUNTIME] = False
     num_workers: Annotated[int, Field(ge=0), RUNTIME] = 0
     preload_max_mb: Annotated[int, Field(ge=0), RUNTIME] = 2048  # decode the dataset once into RAM below this size
     flip_prob: Prob = 0.5

@@ -38,6 +38,7 @@ from facefoundry.train.distributed import all_sum, barrier, setup, spread, wrap
 from facefoundry.train.feed import Feeder, image_size_of
 from facefoundry.train.mixup import combine, source_targets
 from facefoundry.train.schedule import lr_at
+from facefoundry.train.speed import compile_backbone, uncompile
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -164,6 +165,7 @@ class Trainer:
         distill = (self.t.distill.loss, self.t.distill.weight) if self.teacher_info else None
         # Module.to takes memory_format at run time; torch's stub does not list it
         self.net = _Net(self.backbone, self.head, distill).to(self.device, memory_format=self.memory_format)  # type: ignore[call-overload]
+        compile_backbone(self.backbone, self.t.compile, self.device)  # in place: the state dict keeps its keys
         self.ddp = wrap(self.net, self.device, self.world, sharded_names(self.net))  # DDP when several processes train
         self.amp = amp_dtype(self.device) if self.t.amp else None  # fp16 on CUDA, bf16 on a bf16 CPU, else off
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
@@ -414,6 +416,7 @@ class Trainer:
     def export(self, info: dict) -> FRModel:
         """Write the model folder (+ ONNX) from the current weights."""
         self.net.eval()
+        uncompile(self.backbone)  # the eager module is what is saved, exported and evaluated
         # saved weights in the standard layout (Module.to takes memory_format; torch's stub does not list it)
         self.backbone.to("cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         model = FRModel(

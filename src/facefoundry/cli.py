@@ -294,7 +294,8 @@ def train(
         "--nproc",
         min=1,
         help="Train in N processes on this node (DDP through torchrun: one per GPU, gloo on CPU); "
-        "train.batch_size is per process. One MLflow run; rank 0 writes. Several nodes: docs/scale.md.",
+        "train.batch_size is per process. One MLflow run; rank 0 writes. Several nodes: docs/scale.md. "
+        "With train.launcher=ray: N Ray Train workers on the Ray cluster (RAY_ADDRESS).",
     ),
 ) -> None:
     """Train an FR model (IResNet + margin head) on train.dataset; resumes from its checkpoint."""
@@ -303,6 +304,11 @@ def train(
 
     cfg = _cfg()
     _writable(cfg.train.out, cfg.train.metrics and os.path.dirname(os.path.abspath(cfg.train.metrics)))
+    if cfg.train.launcher == "ray":  # Ray Train's workers on the cluster run the stage; this process waits
+        from facefoundry.train.ray_launch import launch
+
+        launch(cfg, nproc, stop_after, products=os.path.join(cfg.train.out, "plots"))
+        return
     command = torchrun_command(nproc, cfg.base.device, sys.argv[1:])
     if command is not None:  # this process becomes torchrun, which runs this same command N times
         sys.stdout.flush()

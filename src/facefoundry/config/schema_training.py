@@ -112,6 +112,9 @@ class TrainCfg(Strict):
     log_every: Annotated[PositiveInt, RUNTIME] = 20
     export_onnx: Annotated[bool, RUNTIME] = True
     threads: Annotated[int, Field(ge=0), RUNTIME] = 0  # torch CPU threads; 0 = torch default
+    # who starts the `train --nproc N` processes: torchrun on this node (local) or Ray Train's TorchTrainer on the
+    # Ray cluster at RAY_ADDRESS (ray). The same N trains the same way under either (docs/scale.md)
+    launcher: Annotated[Literal["local", "ray"], RUNTIME] = "local"
     # DVC metrics file (reproducible numbers only); None: <out>/metrics.json
     metrics: Annotated[str | None, OUTPUT] = None
     # recipe name (registry alias, leaderboard); None: the dataset folder's name

@@ -2,7 +2,8 @@
 is), the sweep connected to it with ``--address``; it must not start a Ray of its own, and must leave
 the cluster running when it ends. Ray >= 2.59 starts such a cluster with token authentication: the
 sweep finds the token (~/.ray/auth_token) by itself. An unreachable address is a one-line error.
-About a minute on 2 CPU cores."""
+On the cluster without authentication each trial trains through Ray Train's ``TorchTrainer`` (``resources.workers:
+2``, gloo on CPU: the way ``resources: {gpu: N}`` trains on GPUs). About a minute on 2 CPU cores."""
 
 import json
 import os
@@ -39,6 +40,7 @@ def cluster(request, tmp_path):
         if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
     }
     head = dict(env, RAY_worker_niceness="0")  # Ray's 15 starves the trials beside the other test worker (5× slower)
+    head["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"  # Ray Train: one actor process fewer per trial (no spot nodes)
     if request.param == "token":
         token = tmp_path / "ray_token"
         token.write_text(secrets.token_hex(32))
@@ -69,18 +71,23 @@ def cluster(request, tmp_path):
         subprocess.run([RAY, "stop", "--force"], capture_output=True, env=head, timeout=120)
 
 
-def test_sweep_runs_on_a_running_cluster(tmp_path, cluster):
+def test_sweep_runs_on_a_running_cluster(tmp_path, cluster, request):
     address, env = cluster
-    tiny_config(tmp_path, identity={"judge_max_images": 40}, train={"epochs": 2})
+    workers = request.node.callspec.params["cluster"] == "open"  # 2 Ray Train workers per trial
+    # 2 workers × batch 8 = the one-process trial's batch 16; the trial 0.25 CPU + 2 × 0.25: two trials fit at once
+    # (one trial: each starts 7 Ray processes, the controller's and Train's own, which 2 cores start slowly)
+    trials, train = (1, {"epochs": 2, "batch_size": 8}) if workers else (2, {"epochs": 2})
+    tiny_config(tmp_path, identity={"judge_max_images": 40}, train=train)
     (tmp_path / "sweep.yaml").write_text(
         yaml.safe_dump(
             {
                 "name": "cluster_sweep",
                 "params": str(tmp_path / "params.yaml"),
                 "space": {"train.lr": {"type": "loguniform", "low": 0.02, "high": 0.2}},
-                "budget": {"trials": 2, "max_concurrent": 2},
+                "budget": {"trials": trials, "max_concurrent": 2},
                 "asha": {"enabled": False},
                 "seed": 1,
+                **({"resources": {"cpu": 0.25, "gpu": 0, "workers": 2}} if workers else {}),
             }
         )
     )
@@ -106,7 +113,10 @@ def test_sweep_runs_on_a_running_cluster(tmp_path, cluster):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert results["counts"]["completed"] == 2, results
+    assert results["counts"]["completed"] == trials, results
+    if workers:
+        assert "2 at a time, 0.25 CPU each + 2 Ray Train workers × 0.25 CPU" in res.stderr
+        _trained_through_ray_train(tmp_path, results)
     # the trials ran on the cluster, which is still up: a second driver can connect to it
     probe = subprocess.run(
         [
@@ -122,6 +132,34 @@ def test_sweep_runs_on_a_running_cluster(tmp_path, cluster):
         timeout=120,
     )
     assert probe.returncode == 0 and probe.stdout.strip().endswith("2"), probe.stderr[-2000:]
+
+
+def _trained_through_ray_train(tmp: Path, results: dict) -> None:
+    """Each trial: one MLflow training run (under the trial's run) of 2 processes, the validation accuracy of both
+    epochs in it (rank 0 scored them) and in Ray Tune's results (epoch 1 reported, epoch 2 with the final result),
+    Ray Train's run folder gone."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("tests").experiment_id], max_results=100)
+    (sweep_run,) = [r for r in runs if r.data.tags.get("facefoundry.role") == "sweep"]
+    assert sweep_run.data.params["sweep.workers"] == "2"
+    trials = {r.data.tags["facefoundry.trial_id"]: r for r in runs if r.data.tags.get("facefoundry.role") == "trial"}
+    trains = [r for r in runs if r.data.tags.get("facefoundry.stage") == "train"]
+    assert len(trials) == len(trains) == len(results["rows"])
+    for row in results["rows"]:
+        trial = next(r for r in trials.values() if r.info.run_id == row["run_id"])
+        (train,) = [r for r in trains if r.data.tags["mlflow.parentRunId"] == trial.info.run_id]
+        assert train.data.tags["facefoundry.processes"] == "2" and train.info.status == "FINISHED"
+        assert trial.data.tags["facefoundry.train_run_id"] == train.info.run_id
+        assert [m.step for m in client.get_metric_history(train.info.run_id, "val/twins_accuracy")] == [1, 2]
+        (folder,) = (tmp / "out" / "ray" / "tune").glob(f"{row['trial']}*")
+        reported = [json.loads(ln) for ln in (folder / "result.json").read_text().splitlines()]
+        assert [r["epoch"] for r in reported] == [1, 2] and [r.get("final") for r in reported] == [None, 1]
+        history = client.get_metric_history(trial.info.run_id, "val/accuracy")
+        assert sorted((m.step, m.value) for m in history) == [(r["epoch"], r["val_accuracy"]) for r in reported]
+        out = tmp / "out" / "trials" / row["trial"] / "train"
+        assert (out / "model").is_dir() and not (out / "ray_train").exists()
 
 
 def test_unreachable_cluster_is_one_line(tmp_path):
@@ -159,3 +197,41 @@ def test_unreachable_cluster_is_one_line(tmp_path):
     assert res.returncode == 2, res.stderr[-2000:]
     last = res.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot connect to the Ray cluster at " + address) and "Traceback" not in res.stderr
+
+
+def test_a_trial_stopped_by_ray_tune_stops_rank_0(monkeypatch):
+    """The trial's side of Ray Train trials (sweep/workers.py) on a local Ray, rank 0 played here: each epoch's
+    numbers reach ``on_epoch``; when it raises (Ray Tune ending the trial inside its report) rank 0 is told to stop,
+    and the trial raises that once the train stage has ended; otherwise rank 0's result comes back."""
+    import ray
+
+    from facefoundry.sweep import workers
+    from facefoundry.train import ray_launch
+
+    def rank0(cfg, nproc, *, loop, cpus):  # what launch() runs, reduced to rank 0's side of the mailbox
+        box = loop.args[0]
+        for epoch in (1, 2, 3):
+            ray.get(box.put.remote({"epoch": epoch}))
+            if ray.get(box.wait_answer.remote()) == workers.STOP:
+                ended.append(epoch)
+                raise RuntimeError("rank 0 stopped: Ray Train ends the workers")
+        return {"epochs": 3}
+
+    monkeypatch.setattr(ray_launch, "launch", rank0)
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        seen, ended = [], []
+        assert workers.train_in_workers(None, 2, 1, {}, lambda n: seen.append(n["epoch"])) == {"epochs": 3}
+        assert seen == [1, 2, 3] and not ended
+
+        def report(n):
+            seen.append(n["epoch"])
+            if n["epoch"] == 2:
+                raise SystemExit(0)  # what tune.report raises in a trial Ray Tune stops
+
+        seen.clear()
+        with pytest.raises(SystemExit):
+            workers.train_in_workers(None, 2, 1, {}, report)
+        assert seen == [1, 2] and ended == [2]
+    finally:
+        ray.shutdown()

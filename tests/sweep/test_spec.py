@@ -1,5 +1,6 @@
 """Sweep specs: parsing, their one-line errors, and the trial → params.yaml override mapping (no Ray)."""
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -470,3 +471,57 @@ def test_several_objectives_the_first_is_the_objective(tmp_path):
     one = load_spec(spec_file(tmp_path, objective=[{"metric": "accuracy"}])).spec
     assert one.objectives == [] and one.all_objectives == [one.objective] and one.objective_keys == ["objective"]
     assert sweep.digest() != load_spec(spec_file(tmp_path, objective=two[:1])).digest()
+
+
+def test_workers_from_gpus_or_set_and_the_digest_of_older_sweeps(tmp_path):
+    """``resources.workers`` (None: ``gpu`` when an integer > 1) says how many Ray Train workers train each trial;
+    left unset it is not in the digest, so a sweep started before it existed resumes."""
+    from facefoundry.sweep import workers
+
+    plain = load_spec(spec_file(tmp_path))
+    assert plain.spec.resources.workers is None and plain.spec.resources.train_workers == 1
+    assert plain.digest() == load_spec(spec_file(tmp_path, resources={"cpu": 1, "gpu": "auto"})).digest()
+    old = plain.spec.model_dump(mode="json", exclude={"address", "out", "description", "repeats", "objectives"})
+    old["resources"] = {"cpu": 1.0, "gpu": "auto"}  # what the digest hashed before resources.workers existed
+    blob = json.dumps({"spec": old, "base": plain.base_raw}, sort_keys=True, default=str)
+    assert plain.digest() == hashlib.sha256(blob.encode()).hexdigest()[:16]
+    for given, n in (({"gpu": 4}, 4), ({"gpu": 1}, 1), ({"gpu": 0.5}, 1), ({"gpu": 2.5}, 1), ({"workers": 2}, 2)):
+        s = load_spec(spec_file(tmp_path, resources=given))
+        assert s.spec.resources.train_workers == n, given
+    assert load_spec(spec_file(tmp_path, resources={"gpu": 4, "workers": 1})).spec.resources.train_workers == 1
+    two = load_spec(spec_file(tmp_path, resources={"cpu": 0.5, "gpu": 0, "workers": 2}))
+    assert two.digest() != load_spec(spec_file(tmp_path, resources={"cpu": 0.5, "gpu": 0})).digest()
+    msg = error_of(spec_file(tmp_path, resources={"gpu": 1, "workers": 2}))
+    assert "resources" in msg and "workers: 2 trains on 2 GPUs" in msg
+
+    # the trial holds its CPUs, each worker its CPUs (+ 1 GPU); concurrency is capped to what the cluster holds
+    gpus = load_spec(spec_file(tmp_path, resources={"cpu": 2, "gpu": 4})).spec
+    assert workers.trial_resources(gpus, 4.0) == ({"cpu": 2, "gpu": 0.0}, {"CPU": 2, "GPU": 1.0})
+    assert workers.concurrency(gpus, 4.0, {"CPU": 64, "GPU": 8}) == 2  # budget.max_concurrent
+    assert workers.concurrency(gpus, 4.0, {"CPU": 64, "GPU": 5}) == 1
+    with pytest.raises(FaceFoundryError, match=r"needs 10 CPU and 4 GPU .* at most 64 CPU, 2 GPU$"):
+        workers.concurrency(gpus, 4.0, {"CPU": 64, "GPU": 2})
+    assert workers.concurrency(two.spec, 0.0, {"CPU": 2}) == 1  # 0.5 + 2 × 0.5 CPU
+    assert workers.describe(two.spec, 0.0) == "0.5 CPU each + 2 Ray Train workers × 0.5 CPU"
+
+
+def test_workers_train_on_the_sweeps_device_and_the_trial_on_cpu(tmp_path):
+    from facefoundry.sweep.trial import _workers_config
+
+    s = load_spec(spec_file(tmp_path, resources={"gpu": 2}))
+    ctx = {
+        "out": str(tmp_path / "out"),
+        "tracking_uri": "sqlite:///x.db",
+        "experiment": "e",
+        "threads": 1,
+        "gpu": 0.0,
+        "train_device": "cuda",
+        "benchmarks": {"twins": str(tmp_path / "twins.bin")},
+    }
+    params = {"train.lr": 0.05, "generate.images_per_identity": 4}
+    cfg, _ = trial_config(s, params, tmp_path / "trials" / "000_a", ctx)
+    assert cfg.base.device == "cpu"  # the trial's own stages: it holds no GPU
+    assert _workers_config(s, params, cfg, ctx).base.device == "cuda"
+    assert _workers_config(s, params, cfg, {**ctx, "train_device": "cpu"}).base.device == "cpu"
+    one = load_spec(spec_file(tmp_path, resources={"gpu": 1}))
+    assert _workers_config(one, params, cfg, ctx) is None

@@ -221,8 +221,11 @@ def _dirname(trial) -> str:  # Ray's Trial
     return str(trial.trial_id)
 
 
-def run_repeats(sweep: Sweep, out: Path, rows: Sequence[Mapping[str, Any]], trainable, verbose: int) -> bool:
-    """Run the repeats not finished yet as a second Ray Tune run; True when it was interrupted."""
+def run_repeats(
+    sweep: Sweep, out: Path, rows: Sequence[Mapping[str, Any]], trainable, verbose: int, concurrent: int | None = None
+) -> bool:
+    """Run the repeats not finished yet as a second Ray Tune run (``concurrent`` at a time; None: the budget's
+    ``max_concurrent``); True when it was interrupted."""
     from ray import tune
 
     from facefoundry.stages.common import log
@@ -253,7 +256,9 @@ def run_repeats(sweep: Sweep, out: Path, rows: Sequence[Mapping[str, Any]], trai
         trainable,
         param_space={REPEAT_KEY: tune.grid_search([json.dumps(p, sort_keys=True) for p in todo])},
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=s.budget.max_concurrent, reuse_actors=True, trial_dirname_creator=_dirname
+            max_concurrent_trials=concurrent or s.budget.max_concurrent,
+            reuse_actors=True,
+            trial_dirname_creator=_dirname,
         ),
         run_config=tune.RunConfig(
             name=EXPERIMENT,

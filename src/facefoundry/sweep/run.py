@@ -163,6 +163,7 @@ def _open_parent(sweep: Sweep, cfg: Config, out: Path, resume: bool) -> tuple[An
         "sweep.asha": s.asha.enabled,
         "sweep.cpu": s.resources.cpu,
         "sweep.gpu": s.resources.gpu,
+        **({"sweep.workers": s.resources.train_workers} if s.resources.train_workers > 1 else {}),
         "sweep.max_failures": s.failure.max_failures,
         **{f"space.{k}": line.split(": ", 1)[1] for k, line in zip(sweep.dims, describe(sweep).splitlines())},
     }
@@ -314,6 +315,15 @@ def _tune(
     if gpu == "auto":
         gpu = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
     threads = max(1, int(s.resources.cpu))
+    resources: dict[str, float] = {"cpu": s.resources.cpu, "gpu": gpu}
+    concurrent, each = s.budget.max_concurrent, f"{s.resources.cpu:g} CPU{f' + {gpu:g} GPU' if gpu else ''} each"
+    if s.resources.train_workers > 1:  # Ray Train's workers hold the GPUs, the trial its CPUs (sweep/workers.py)
+        from facefoundry.sweep import workers
+        from facefoundry.train.ray_launch import _capacity
+
+        concurrent = workers.concurrency(s, gpu, _capacity())
+        resources, _ = workers.trial_resources(s, gpu)
+        each = workers.describe(s, gpu)
     ctx = {
         "root": str(Path.cwd().resolve()),
         "out": str(out),
@@ -325,7 +335,8 @@ def _tune(
         "benchmarks": benchmarks,
         "threads": threads,
         "realism_target": realism_target,
-        "gpu": gpu,
+        "gpu": resources["gpu"],  # the trial's own (none when Ray Train's workers train it)
+        "train_device": ("cuda" if gpu else "cpu") if s.resources.train_workers > 1 else None,
         "env": env,
         "register_models": "registered_model" in s.base.get("train", {}) or "train.registered_model" in s.base,
         "sweep": {
@@ -336,7 +347,7 @@ def _tune(
             "out": str(out),
         },
     }
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), {"cpu": s.resources.cpu, "gpu": gpu})
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx), resources)
     cb = SweepCallback(str(out), uri, experiment_id, sweep_id, sweep.trials)
     if resume:
         log(f"resuming sweep {sweep.name} from {exp_path}")
@@ -350,7 +361,7 @@ def _tune(
         tuner = tune.Tuner(
             trainable,
             param_space=sweep.param_space(),
-            tune_config=_tune_config(sweep, warm),
+            tune_config=_tune_config(sweep, warm, concurrent),
             run_config=tune.RunConfig(
                 name=EXPERIMENT,
                 storage_path=str(out / "ray"),
@@ -360,8 +371,7 @@ def _tune(
             ),
         )
         log(
-            f"sweep {sweep.name}: {sweep.trials} trials, {s.budget.max_concurrent} at a time, "
-            f"{s.resources.cpu:g} CPU{f' + {gpu:g} GPU' if gpu else ''} each; "
+            f"sweep {sweep.name}: {sweep.trials} trials, {concurrent} at a time, {each}; "
             f"{'grid' if sweep.has_grid else 'Optuna TPE'}{' + ASHA' if s.asha.enabled else ''}; "
             f"objective {', '.join(f'{o.metric} ({o.mode})' for o in s.all_objectives)}"
             f"{' (Pareto front)' if s.objectives else ''}; output {out}"
@@ -381,13 +391,13 @@ def _tune(
         from facefoundry.sweep.results import collect
 
         t0 = time.perf_counter()
-        interrupted = run_repeats(sweep, out, collect(sweep, out), trainable, verbose)
+        interrupted = run_repeats(sweep, out, collect(sweep, out), trainable, verbose, concurrent)
         atomic_write_json(out / "repeats_fit.json", {"fit_seconds": time.perf_counter() - t0, "resumed": resume})
         return interrupted
     return False
 
 
-def _tune_config(sweep: Sweep, warm: WarmStart | None = None):
+def _tune_config(sweep: Sweep, warm: WarmStart | None = None, concurrent: int | None = None):
     from ray import tune
 
     s = sweep.spec
@@ -438,7 +448,7 @@ def _tune_config(sweep: Sweep, warm: WarmStart | None = None):
         search_alg=search,
         scheduler=scheduler,
         num_samples=samples,
-        max_concurrent_trials=s.budget.max_concurrent,
+        max_concurrent_trials=concurrent or s.budget.max_concurrent,
         trial_name_creator=trial_name,
         trial_dirname_creator=trial_dirname,
         reuse_actors=True,

@@ -14,7 +14,8 @@ A spec is a YAML file (``experiments/sweep_*.yaml``)::
     validation: {benchmark: twins, pairs: 300}   # the per-epoch accuracy ASHA stops on (no flip)
     budget: {trials: 8, max_concurrent: 2}
     asha: {grace_period: 1, reduction_factor: 2} # max_t: the most epochs any trial trains
-    resources: {cpu: 1, gpu: auto}               # per trial; auto: 1 GPU when the cluster has any
+    resources: {cpu: 1, gpu: auto}               # per trial; auto: 1 GPU when the cluster has any; gpu: N > 1 (or
+                                                 # workers: N): N Ray Train workers train it (sweep/workers.py)
     failure: {max_failures: 1}                   # retries per trial before it is reported as failed
     seed: 0                                      # Optuna's TPE sampler (and Ray's grid sampler)
     realism: false                               # true: each dataset goes through the realism stage

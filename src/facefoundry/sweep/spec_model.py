@@ -138,8 +138,30 @@ class Asha(Strict):
 
 
 class Resources(Strict):
+    """What one trial holds. ``workers`` > 1 (or ``gpu: N``, an integer N > 1): the trial trains through Ray Train's
+    ``TorchTrainer``, N workers of ``cpu`` CPUs (+ 1 GPU each on GPUs) beside the trial itself, which then holds
+    ``cpu`` CPUs and no GPU (its dataset and evaluation run on CPU): :mod:`facefoundry.sweep.workers`."""
+
     cpu: Annotated[float, Field(gt=0)] = 1.0  # torch threads of the trial = max(1, int(cpu))
     gpu: Annotated[float, Field(ge=0)] | Literal["auto"] = "auto"  # auto: 1 when the Ray cluster has GPUs
+    workers: PositiveInt | None = None  # training processes per trial; None: gpu when an integer > 1, else 1
+
+    @model_validator(mode="after")
+    def _workers_and_gpus(self) -> Resources:
+        w, g = self.workers, self.gpu
+        if w is not None and w > 1 and g != "auto" and g not in (0, w):
+            raise ValueError(
+                f"workers: {w} trains on {w} GPUs (one each) or on CPU: set gpu to {w}, 0 or auto (got {g:g})"
+            )
+        return self
+
+    @property
+    def train_workers(self) -> int:
+        """How many processes train each trial (1: the trial's own, as before ``workers`` existed)."""
+        if self.workers is not None:
+            return self.workers
+        g = self.gpu
+        return int(g) if g != "auto" and g > 1 and float(g).is_integer() else 1
 
 
 class Failure(Strict):
@@ -296,11 +318,13 @@ class Sweep:
                     mode="json",
                     # an empty objectives list is a single-objective sweep, as before the list existed
                     exclude={
-                        "address",
-                        "out",
-                        "description",
-                        "repeats",
-                        *(() if self.spec.objectives else ("objectives",)),
+                        "address": True,
+                        "out": True,
+                        "description": True,
+                        "repeats": True,
+                        **({} if self.spec.objectives else {"objectives": True}),
+                        # resources.workers unset: the digest of a sweep started before it existed
+                        **({} if self.spec.resources.workers is not None else {"resources": {"workers"}}),
                     },
                 ),
                 "base": self.base_raw,

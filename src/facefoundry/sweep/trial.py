@@ -122,6 +122,7 @@ class _Trial:
     report_seconds: float = 0.0
     dataset_cost: float = 0.0  # what the trial's dataset cost to make (seconds; also when it was reused)
     train_started: float = 0.0  # perf_counter at the start of FR training (the cost so far, each epoch)
+    train_cfg: Config | None = None  # Ray Train's workers' Config (their device), when they train the trial
 
 
 def _trial(config: dict, ctx: dict, trial_id: str, folder: Path, attempt: int, t_start: float) -> None:
@@ -178,7 +179,22 @@ def _open_trial(config: dict, ctx: dict, trial_id: str, folder: Path, attempt: i
     if rep is not None:
         info.update(repeat_of=rep["of"], seed=rep["seed"])
     atomic_write_json(folder / "trial.json", info)
-    return _Trial(trial_id, folder, sweep, params, number, cfg, keys, key, run, mlflow_seconds, data_cfg)
+    t = _Trial(trial_id, folder, sweep, params, number, cfg, keys, key, run, mlflow_seconds, data_cfg)
+    t.train_cfg = _workers_config(sweep, params, cfg, ctx)
+    return t
+
+
+def _workers_config(sweep: Sweep, params: dict[str, Any], cfg: Config, ctx: dict) -> Config | None:
+    """The Config Ray Train's workers train with (``resources.workers`` > 1): the trial's, on the workers' device
+    when the recipe leaves it to the sweep (``base.device: auto``; the trial itself, which holds no GPU, is on CPU);
+    None for a trial that trains in its own process."""
+    if sweep.spec.resources.train_workers <= 1:
+        return None
+    raw = apply_sets(sweep.base_raw, trial_sets(params))
+    if raw.get("base", {}).get("device", "auto") != "auto":
+        return cfg
+    device = ctx.get("train_device") or "cpu"
+    return cfg.model_copy(update={"base": cfg.base.model_copy(update={"device": device})})
 
 
 def _dataset(t: _Trial) -> tuple[dict, dict, dict]:
@@ -211,31 +227,59 @@ def _check_data_objectives(t: _Trial, data: dict) -> None:
 
 def _train_and_evaluate(t: _Trial, data: dict) -> tuple[dict, dict[str, float], dict]:
     """``train`` (scored on the validation benchmark after every epoch), then ``evaluate``: (the evaluation's
-    metrics, the stages' timings, the training run's record)."""
-    v = t.sweep.spec.validation
-    scorer = EpochScorer(t.cfg, v.benchmark, t.cfg.evaluate.benchmarks[v.benchmark], v.pairs, v.flip)
-    on_epoch = _epoch_hook(t, scorer, data)
+    metrics, the stages' timings, the training run's record). With ``resources.workers`` > 1 the train stage runs in
+    Ray Train's workers (:mod:`facefoundry.sweep.workers`); evaluation stays here."""
     from facefoundry.stages.evaluate import run_evaluate
-    from facefoundry.stages.train import run_train
 
-    t0 = t.train_started = time.perf_counter()
-    run_train(t.cfg, epoch_hook=on_epoch)
-    train_seconds = time.perf_counter() - t0
+    validation_seconds = _train(t, data)
+    train_seconds = time.perf_counter() - t.train_started
     train_rec = read_json(Path(t.cfg.train.out) / "mlflow_run.json")
     t0 = time.perf_counter()
     metrics = run_evaluate(t.cfg)
     evaluate_seconds = time.perf_counter() - t0
     return (
         metrics,
-        {"train_seconds": train_seconds, "validation_seconds": scorer.seconds, "evaluate_seconds": evaluate_seconds},
+        {
+            "train_seconds": train_seconds,
+            "validation_seconds": validation_seconds,
+            "evaluate_seconds": evaluate_seconds,
+        },
         train_rec,
     )
 
 
+def _train(t: _Trial, data: dict) -> float:
+    """The train stage, in this process or (``resources.workers`` > 1) in Ray Train's workers, from
+    ``t.train_started``; the seconds its per-epoch validation took."""
+    v = t.sweep.spec.validation
+    path = t.cfg.evaluate.benchmarks[v.benchmark]
+    workers = t.sweep.spec.resources.train_workers
+    if workers > 1:
+        from facefoundry.sweep.workers import train_in_workers
+
+        spent: list[float] = []
+
+        def on_numbers(n: dict[str, Any]) -> None:
+            spent.append(n["validation_seconds"])
+            _report_epoch(
+                t, data, n["epoch"], n["val_accuracy"], n["train_loss"], n["train_accuracy"], time.perf_counter()
+            )
+
+        validation = {"name": v.benchmark, "path": path, "pairs": v.pairs, "flip": v.flip}
+        t.train_started = time.perf_counter()
+        train_in_workers(t.train_cfg or t.cfg, workers, t.sweep.spec.resources.cpu, validation, on_numbers)
+        return sum(spent)
+    from facefoundry.stages.train import run_train
+
+    scorer = EpochScorer(t.cfg, v.benchmark, path, v.pairs, v.flip)
+    on_epoch = _epoch_hook(t, scorer, data)
+    t.train_started = time.perf_counter()
+    run_train(t.cfg, epoch_hook=on_epoch)
+    return scorer.seconds
+
+
 def _epoch_hook(t: _Trial, scorer: EpochScorer, data: dict) -> Callable:
     """The training stage's per-epoch hook: score, log, and report every epoch but the last to Ray Tune."""
-    from ray import tune
-
     v = t.sweep.spec.validation
 
     def on_epoch(stats, trainer) -> None:
@@ -244,32 +288,38 @@ def _epoch_hook(t: _Trial, scorer: EpochScorer, data: dict) -> Callable:
         acc = scorer(trainer)
         t1 = time.perf_counter()
         log_metrics({f"val/{v.benchmark}_accuracy": acc}, step=stats.epoch)  # into the training run
-        t.run.metrics(
-            {"val/accuracy": acc, "train/loss": stats.loss, "train/accuracy": stats.accuracy}, step=stats.epoch
-        )
-        spec = t.sweep.spec
-        cost = trial_cost(t.dataset_cost, t1 - t.train_started)
-        result = {
-            "epoch": stats.epoch,
-            "val_accuracy": acc,
-            "train_loss": stats.loss,
-            "train_accuracy": stats.accuracy,
-            **dict(zip(spec.objective_keys, objective_values(spec.all_objectives, None, acc, data, cost))),
-            **cost,
-            "mlflow_run_id": t.run.run_id,
-            "dataset_key": t.key,
-        }
-        t.last.clear()
-        t.last.update(result)
-        if stats.epoch < t.cfg.train.epochs:  # the last epoch's numbers go out with the final result
-            try:
-                tune.report(result)
-            except BaseException as exc:  # Ray ending the trial here (ASHA, Ctrl-C) is not a failure
-                t.stopped.append(f"{type(exc).__name__} after epoch {stats.epoch}")
-                raise
-        t.report_seconds += time.perf_counter() - t1
+        _report_epoch(t, data, stats.epoch, acc, stats.loss, stats.accuracy, t1)
 
     return on_epoch
+
+
+def _report_epoch(t: _Trial, data: dict, epoch: int, acc: float, loss: float, accuracy: float, t1: float) -> None:
+    """One epoch's numbers onto the trial's run, and (every epoch but the last) to Ray Tune; ``t1``: when training
+    reached this epoch's end (the cost so far)."""
+    from ray import tune
+
+    t.run.metrics({"val/accuracy": acc, "train/loss": loss, "train/accuracy": accuracy}, step=epoch)
+    spec = t.sweep.spec
+    cost = trial_cost(t.dataset_cost, t1 - t.train_started)
+    result = {
+        "epoch": epoch,
+        "val_accuracy": acc,
+        "train_loss": loss,
+        "train_accuracy": accuracy,
+        **dict(zip(spec.objective_keys, objective_values(spec.all_objectives, None, acc, data, cost))),
+        **cost,
+        "mlflow_run_id": t.run.run_id,
+        "dataset_key": t.key,
+    }
+    t.last.clear()
+    t.last.update(result)
+    if epoch < t.cfg.train.epochs:  # the last epoch's numbers go out with the final result
+        try:
+            tune.report(result)
+        except BaseException as exc:  # Ray ending the trial here (ASHA, Ctrl-C) is not a failure
+            t.stopped.append(f"{type(exc).__name__} after epoch {epoch}")
+            raise
+    t.report_seconds += time.perf_counter() - t1
 
 
 def _log_result(

@@ -36,8 +36,9 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in keep.items() if not any(s in k for s in ("TOKEN", "PASSWORD", "SECRET", "KEY"))}
 
 
-def worker(job: dict[str, Any]) -> dict:
-    """One Ray Train worker: the driver's environment and working directory, its GPU, then the train stage."""
+def worker(job: dict[str, Any], epoch_hook: Callable | None = None) -> dict:
+    """One Ray Train worker: the driver's environment and working directory, its GPU, then the train stage
+    (``epoch_hook``: the stage's, which rank 0 calls after each epoch: a sweep trial's, :mod:`.sweep.workers`)."""
     os.environ.update(job["env"])
     if os.path.isdir(job["cwd"]):
         os.chdir(job["cwd"])  # Ray Train starts workers in its own folder; relative paths are the driver's
@@ -47,7 +48,7 @@ def worker(job: dict[str, Any]) -> dict:
         os.environ["LOCAL_RANK"] = str(get_device().index or 0)
     from facefoundry.stages.train import run_train
 
-    return run_train(job["cfg"], job["stop_after"], products=job["products"])
+    return run_train(job["cfg"], job["stop_after"], epoch_hook=epoch_hook, products=job["products"])
 
 
 def _connect(address: str | None) -> bool:
@@ -86,16 +87,18 @@ def _capacity() -> dict[str, float]:
     return {k: max(float(have.get(k, 0)), float(top.get(k, 0))) for k in {*have, *top}}
 
 
-def plan(device: str, nproc: int, threads: int, capacity: dict[str, float]) -> tuple[bool, dict[str, float]]:
-    """(whether the workers train on GPUs, each worker's resources) for ``nproc`` workers; a one-line error when the
-    cluster cannot hold them."""
+def plan(
+    device: str, nproc: int, threads: int, capacity: dict[str, float], cpus: float | None = None
+) -> tuple[bool, dict[str, float]]:
+    """(whether the workers train on GPUs, each worker's resources) for ``nproc`` workers of ``cpus`` CPUs each
+    (None: ``max(1, threads)``); a one-line error when the cluster cannot hold them."""
     if device.startswith("cuda:"):
         raise FaceFoundryError(
             f"train.launcher=ray: base.device={device!r} names one GPU; each worker takes its own "
             "(set base.device to auto or cuda)"
         )
     gpu = device == "cuda" or (device == "auto" and capacity.get("GPU", 0) >= 1)
-    each = {"CPU": float(max(1, threads)), **({"GPU": 1.0} if gpu else {})}
+    each = {"CPU": float(cpus or max(1, threads)), **({"GPU": 1.0} if gpu else {})}
     short = [f"{nproc * v:g} {k}" for k, v in each.items() if nproc * v > capacity.get(k, 0)]
     if short:
         has = ", ".join(f"{capacity.get(k, 0):g} {k}" for k in each)
@@ -130,16 +133,18 @@ def launch(
     *,
     address: str | None = None,
     loop: Callable[[dict[str, Any]], dict] | None = None,
+    cpus: float | None = None,
 ) -> dict:
     """Run the train stage in ``nproc`` Ray Train workers and wait: rank 0's result (``run_train``'s dict).
-    ``loop``: the function each worker runs with the job; None: :func:`worker` (tests wrap it)."""
+    ``loop``: the function each worker runs with the job; None: :func:`worker` (tests and sweep trials wrap it).
+    ``cpus``: each worker's CPUs (a sweep trial's ``resources.cpu``); None: ``max(1, train.threads)``."""
     from facefoundry.train.distributed import launched
 
     if launched():
         raise FaceFoundryError("train.launcher=ray: this process was started by torchrun; use one launcher")
     connected = _connect(address)
     try:
-        gpu, each = plan(cfg.base.device, nproc, cfg.train.threads, _capacity())
+        gpu, each = plan(cfg.base.device, nproc, cfg.train.threads, _capacity(), cpus)
         if not gpu and cfg.base.device != "cpu":  # the workers' own GPUs are not theirs to take
             cfg = cfg.model_copy(update={"base": cfg.base.model_copy(update={"device": "cpu"})})
         return _fit(cfg, nproc, stop_after, products, gpu, each, loop or worker)

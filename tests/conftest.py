@@ -147,7 +147,7 @@ _SERIAL = (
     "tests/sweep/test_cluster.py",
     "tests/sweep/test_sweep_run.py",
     "tests/test_plugin_generator.py",
-    "tests/train/test_ray_launch.py",  # a Ray head node of its own, which another's `ray stop --force` would kill
+    "tests/sweep/test_ray_train.py",  # a Ray head node of its own, which another's `ray stop --force` would kill
 )
 
 

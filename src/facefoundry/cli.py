@@ -305,7 +305,7 @@ def train(
     cfg = _cfg()
     _writable(cfg.train.out, cfg.train.metrics and os.path.dirname(os.path.abspath(cfg.train.metrics)))
     if cfg.train.launcher == "ray":  # Ray Train's workers on the cluster run the stage; this process waits
-        from facefoundry.train.ray_launch import launch
+        from facefoundry.sweep.ray_train import launch
 
         launch(cfg, nproc, stop_after, products=os.path.join(cfg.train.out, "plots"))
         return

@@ -205,8 +205,7 @@ def test_a_trial_stopped_by_ray_tune_stops_rank_0(monkeypatch):
     and the trial raises that once the train stage has ended; otherwise rank 0's result comes back."""
     import ray
 
-    from facefoundry.sweep import workers
-    from facefoundry.train import ray_launch
+    from facefoundry.sweep import ray_train, workers
 
     def rank0(cfg, nproc, *, loop, cpus):  # what launch() runs, reduced to rank 0's side of the mailbox
         box = loop.args[0]
@@ -217,7 +216,7 @@ def test_a_trial_stopped_by_ray_tune_stops_rank_0(monkeypatch):
                 raise RuntimeError("rank 0 stopped: Ray Train ends the workers")
         return {"epochs": 3}
 
-    monkeypatch.setattr(ray_launch, "launch", rank0)
+    monkeypatch.setattr(ray_train, "launch", rank0)
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         seen, ended = [], []

@@ -319,7 +319,7 @@ def _tune(
     concurrent, each = s.budget.max_concurrent, f"{s.resources.cpu:g} CPU{f' + {gpu:g} GPU' if gpu else ''} each"
     if s.resources.train_workers > 1:  # Ray Train's workers hold the GPUs, the trial its CPUs (sweep/workers.py)
         from facefoundry.sweep import workers
-        from facefoundry.train.ray_launch import _capacity
+        from facefoundry.sweep.ray_train import _capacity
 
         concurrent = workers.concurrency(s, gpu, _capacity())
         resources, _ = workers.trial_resources(s, gpu)

@@ -1,7 +1,7 @@
 """A sweep trial that trains in N Ray Train workers (``resources: {gpu: N}`` with N > 1, or ``resources.workers``).
 
 The trial stays what it is (a Ray Tune function trainable: its dataset, its MLflow run, evaluation, the reports to
-Ray Tune) and hands only the train stage to :func:`facefoundry.train.ray_launch.launch`, as ``train.launcher: ray``
+Ray Tune) and hands only the train stage to :func:`facefoundry.sweep.ray_train.launch`, as ``train.launcher: ray``
 does: Ray Train's ``TorchTrainer`` (V2) starts N workers with their own resources, the way Ray Train runs inside
 Ray Tune. So the trial holds ``resources.cpu`` CPUs and no GPU, and each worker ``resources.cpu`` CPUs plus one
 GPU when they train on GPUs; the trial's dataset and its evaluation run on CPU in the trial itself.
@@ -109,7 +109,7 @@ def train_in_workers(
     ``validation``: the scorer's settings (``name``, ``path``, ``pairs``, ``flip``), for rank 0."""
     import ray
 
-    from facefoundry.train import ray_launch
+    from facefoundry.sweep import ray_train
 
     box = _mailbox()
     outcome: dict[str, Any] = {}
@@ -117,7 +117,7 @@ def train_in_workers(
     def run() -> None:
         try:
             loop = functools.partial(rank0_scores, box, validation)
-            outcome["result"] = ray_launch.launch(cfg, workers, loop=loop, cpus=cpus)
+            outcome["result"] = ray_train.launch(cfg, workers, loop=loop, cpus=cpus)
         except BaseException as exc:  # re-raised in the trial's thread
             outcome["error"] = exc
         finally:
@@ -150,11 +150,11 @@ def train_in_workers(
 
 # -- in each Ray Train worker ----------------------------------------------------------------------------------
 def rank0_scores(box, validation: dict[str, Any], job: dict[str, Any]) -> dict:
-    """What each Ray Train worker runs: the train stage (:func:`facefoundry.train.ray_launch.worker`) with an epoch
+    """What each Ray Train worker runs: the train stage (:func:`facefoundry.sweep.ray_train.worker`) with an epoch
     hook, which only rank 0 calls: score, log into the training run, send to the trial, wait for its answer."""
     import ray
 
-    from facefoundry.train import ray_launch
+    from facefoundry.sweep import ray_train
 
     scorer: list = []
 
@@ -179,4 +179,4 @@ def rank0_scores(box, validation: dict[str, Any], job: dict[str, Any]) -> dict:
         if ray.get(box.wait_answer.remote()) == STOP:
             raise TrialStopped(f"the trial was stopped by Ray Tune after epoch {stats.epoch}")
 
-    return ray_launch.worker(job, epoch_hook=on_epoch)
+    return ray_train.worker(job, epoch_hook=on_epoch)

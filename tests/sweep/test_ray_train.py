@@ -29,7 +29,7 @@ import torch
 
 from facefoundry.config import load_config
 from facefoundry.errors import FaceFoundryError
-from facefoundry.train import ray_launch
+from facefoundry.sweep import ray_train
 from facefoundry.train.trainer import CHECKPOINT, Trainer
 from tests.conftest import make_dataset, tiny_config
 from tests.train.test_distributed import LOSS_RTOL, WEIGHT_ATOL, quiet, without_batch_norm
@@ -39,19 +39,19 @@ RAY = str(Path(sys.executable).with_name("ray"))
 
 
 def per_sample_worker(job: dict) -> dict:
-    """What each Ray Train worker runs here: the stage (:func:`ray_launch.worker`) without BatchNorm."""
+    """What each Ray Train worker runs here: the stage (:func:`ray_train.worker`) without BatchNorm."""
     import facefoundry.train.trainer as trainer_module
 
-    return without_batch_norm(trainer_module, lambda: ray_launch.worker(job))
+    return without_batch_norm(trainer_module, lambda: ray_train.worker(job))
 
 
 DRIVER = """
 import os, sys, time
 from facefoundry import cli
-from facefoundry.train import ray_launch
-from tests.train.test_ray_launch import per_sample_worker
+from facefoundry.sweep import ray_train
+from tests.sweep.test_ray_train import per_sample_worker
 
-ray_launch.worker = per_sample_worker  # what each Ray Train worker runs: the stage without BatchNorm
+ray_train.worker = per_sample_worker  # what each Ray Train worker runs: the stage without BatchNorm
 params, unreachable = sys.argv[1:]
 for nproc, address in ((2, None), (3, None), (2, unreachable)):
     os.environ["RAY_ADDRESS"] = address or os.environ["RAY_ADDRESS"]
@@ -141,7 +141,7 @@ def test_two_ray_workers_train_the_stage_like_one_process_with_the_same_global_b
     tmp, db, exits, _, (losses, weights) = trained
     assert exits[0][0] == 0
     out = tmp / "ray2" / "train"
-    assert (out / "model").is_dir() and not (out / ray_launch.RAY_DIR).exists()  # Ray's run folder removed
+    assert (out / "model").is_dir() and not (out / ray_train.RAY_DIR).exists()  # Ray's run folder removed
     with sqlite3.connect(db) as store:
         runs = store.execute("SELECT run_uuid, status FROM runs").fetchall()
         tags = dict(store.execute("SELECT key, value FROM tags WHERE run_uuid = ?", runs[0][:1]).fetchall())
@@ -167,7 +167,7 @@ def test_a_cluster_too_small_or_unreachable_is_one_line(trained):
 
 # -- without a cluster ----------------------------------------------------------------------------------------------
 def test_plan_takes_gpus_when_asked_and_there():
-    plan = ray_launch.plan
+    plan = ray_train.plan
     assert plan("cpu", 2, 0, {"CPU": 4, "GPU": 2}) == (False, {"CPU": 1.0})
     assert plan("auto", 2, 3, {"CPU": 8, "GPU": 2}) == (True, {"CPU": 3.0, "GPU": 1.0})
     assert plan("auto", 2, 0, {"CPU": 8}) == (False, {"CPU": 1.0})
@@ -181,7 +181,7 @@ def test_cli_train_with_launcher_ray_hands_the_stage_to_ray(tmp_path, monkeypatc
     from facefoundry import cli
 
     calls = []
-    monkeypatch.setattr(ray_launch, "launch", lambda *a, **k: calls.append((a, k)) or {})
+    monkeypatch.setattr(ray_train, "launch", lambda *a, **k: calls.append((a, k)) or {})
     monkeypatch.setattr(os, "execv", lambda *a: pytest.fail("torchrun was started"))
     tiny_config(tmp_path, base={"device": "cpu"}, train={"launcher": "ray"})
     argv = ["facefoundry", "-p", str(tmp_path / "params.yaml"), "train", "--nproc", "2", "--stop-after", "1"]

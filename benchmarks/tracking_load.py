@@ -3,6 +3,7 @@ with S3 artifacts, from concurrent clients, with zero loss.
 
     python benchmarks/tracking_load.py                       # starts its own stack (infra/stack.py), then stops it
     python benchmarks/tracking_load.py --url http://…:5000   # against a running server (infra/up.sh)
+    python benchmarks/tracking_load.py --compare             # without, then with authentication (up.sh --auth)
 
 Default: 4 client processes × 2,500 metric values (logged in batches of 50, as a training loop's steps)
 and 250 artifacts each (10,000 metrics, 1,000 artifacts in all). Then every metric history and every
@@ -73,29 +74,36 @@ def verify(url: str, result: dict, metrics: int) -> tuple[int, int]:
     return bad_m, bad_a
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--url", help="a running MLflow server (default: start a local stack)")
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--metrics", type=int, default=2500, help="per client")
-    p.add_argument("--artifacts", type=int, default=250, help="per client")
-    p.add_argument("--batch", type=int, default=50)
-    p.add_argument("--json", type=Path)
-    a = p.parse_args()
-    parts = []
+def _start(folder: Path, auth: bool, parts: list) -> str:
+    """A local stack's MLflow URL. ``auth``: ``infra/up.sh --auth``'s stack (basic-auth, PostgreSQL password),
+    the clients signed in as a researcher (their credentials in the environment the client processes inherit)."""
+    import stack
+
+    if auth:
+        import stack_auth
+
+        from facefoundry.tracking.access import grant
+
+        state = stack.up(folder / "stack", ray=False, auth=True)
+        parts.append(lambda: stack.down(folder / "stack"))
+        os.environ.update(stack_auth.admin_env(stack_auth.Secrets(folder / "stack")))
+        password = grant(state["mlflow"], "load-researcher", "researcher")
+        os.environ.update(MLFLOW_TRACKING_USERNAME="load-researcher", MLFLOW_TRACKING_PASSWORD=password or "")
+        return state["mlflow"]
+    pg = stack.Postgres(folder / "pg").start()
+    parts.append(lambda: pg.stop(remove=True))
+    s3 = stack.S3Server(folder).start()
+    parts.append(s3.stop)
+    ml = stack.MlflowServer(folder, pg.url, f"s3://{s3.bucket}/mlflow", s3.env).start()
+    parts.append(ml.stop)
+    return ml.url
+
+
+def load(a, auth: bool) -> dict:
+    parts: list = []
     folder = Path(tempfile.mkdtemp(prefix="ff_load_"))
     try:
-        url = a.url
-        if url is None:
-            import stack
-
-            pg = stack.Postgres(folder / "pg").start()
-            parts.append(pg)
-            s3 = stack.S3Server(folder).start()
-            parts.append(s3)
-            ml = stack.MlflowServer(folder, pg.url, f"s3://{s3.bucket}/mlflow", s3.env).start()
-            parts.append(ml)
-            url = ml.url
+        url = a.url or _start(folder, auth, parts)
         from mlflow import MlflowClient
 
         exp_id = MlflowClient(tracking_uri=url).create_experiment(f"load-{time.time_ns()}")
@@ -116,7 +124,8 @@ def main() -> int:
             m, art = verify(url, r, a.metrics)
             lost_m, lost_a = lost_m + m, lost_a + art
         n_m, n_a = a.clients * a.metrics, a.clients * a.artifacts
-        out = {
+        return {
+            "auth": auth,
             "clients": a.clients,
             "metrics": n_m,
             "artifacts": n_a,
@@ -126,13 +135,30 @@ def main() -> int:
             "lost_metrics": lost_m,
             "lost_artifacts": lost_a,
         }
-        print(json.dumps(out))
-        if a.json:
-            a.json.write_text(json.dumps(out, indent=1))
-        return 0 if lost_m == lost_a == 0 else 1
     finally:
-        for part in reversed(parts):
-            part.stop(**({"remove": True} if type(part).__name__ == "Postgres" else {}))
+        for stop in reversed(parts):
+            stop()
+        for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            os.environ.pop(k, None)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--url", help="a running MLflow server (default: start a local stack)")
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--metrics", type=int, default=2500, help="per client")
+    p.add_argument("--artifacts", type=int, default=250, help="per client")
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--auth", action="store_true", help="the authenticated stack (infra/up.sh --auth)")
+    p.add_argument("--compare", action="store_true", help="without then with --auth, one after the other")
+    p.add_argument("--json", type=Path)
+    a = p.parse_args()
+    outs = [load(a, False), load(a, True)] if a.compare else [load(a, a.auth)]
+    for out in outs:
+        print(json.dumps(out))
+    if a.json:
+        a.json.write_text(json.dumps(outs if a.compare else outs[0], indent=1))
+    return 0 if all(o["lost_metrics"] == o["lost_artifacts"] == 0 for o in outs) else 1
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 Everything listens on 127.0.0.1 on free ports and lives in one state folder (default ``.stack/``):
 
-    python infra/stack.py up   [--dir .stack] [--no-ray]   # start all; print the URLs and the env to export
+    python infra/stack.py up   [--dir .stack] [--no-ray] [--auth]   # start all; print the URLs and the env
     python infra/stack.py env  [--dir .stack]              # print the env of a running stack again
     python infra/stack.py down [--dir .stack]              # stop all (keeps the data: a later `up` reuses it)
+    python infra/stack.py secrets [--dir .stack]           # make .stack/secrets.env (0600) for docker compose
 
 ``infra/up.sh`` / ``infra/down.sh`` call this; the test fixtures (``tests/infra/``) import its classes.
 
@@ -21,89 +22,18 @@ import argparse
 import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-HOST = "127.0.0.1"
-BIN = Path(sys.executable).parent  # the venv's console scripts (mlflow, ray, moto_server)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # stack_base, stack_auth: beside this file
+
+import stack_auth
+from stack_base import BIN, HOST, StackError, _spawn, free_port, http_ok, stop_pid, wait_for
+from stack_ray import RayCluster
+
 ACCESS_KEY, SECRET_KEY, REGION = "facefoundry", "facefoundry-secret", "us-east-1"  # a local store's own keys
-
-
-class StackError(RuntimeError):
-    """A component that could not start (the message names it and says why)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def wait_for(check, what: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
-    """Poll ``check()`` until true; a dead ``proc`` or the timeout raises with the log's tail."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        if proc is not None and proc.poll() is not None:
-            break
-        time.sleep(0.2)
-    tail = log.read_text(errors="replace")[-600:].strip() if log is not None and log.is_file() else ""
-    tail = tail.splitlines()[-1] if tail else ""  # one line: the last thing it said
-    why = (
-        f"exited with {proc.returncode}"
-        if proc is not None and proc.poll() is not None
-        else f"not ready within {timeout:.0f}s"
-    )
-    raise StackError(f"{what}: {why}{' (' + tail + ')' if tail else ''}; log: {log}")
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status < 500
-    except OSError:
-        return False
-
-
-def _spawn(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as fh:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, start_new_session=True
-        )
-
-
-def stop_pid(pid: int | None, timeout: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL after ``timeout``."""
-    if not pid:
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 2.0)):
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                return
-        end = time.monotonic() + wait
-        while time.monotonic() < end:
-            try:
-                os.kill(pid, 0)
-                if Path(f"/proc/{pid}/stat").is_file() and Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-                    return
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
@@ -131,15 +61,21 @@ def _as_postgres_user(cmd: list[str]) -> list[str]:
 
 @dataclass
 class Postgres:
-    """A throw-away cluster in ``folder`` on ``port`` (trust auth, 127.0.0.1 only), with one database."""
+    """A throw-away cluster in ``folder`` on ``port`` (127.0.0.1 only), with one database. Trust authentication,
+    or with ``password`` scram-sha-256 for every connection (the password reaches clients as PGPASSWORD, ``env``)."""
 
     folder: Path
     port: int = 0
     database: str = "mlflow"
+    password: str | None = field(default=None, repr=False)
 
     @property
-    def url(self) -> str:
+    def url(self) -> str:  # never with the password in it: libpq reads PGPASSWORD
         return f"postgresql+psycopg2://postgres@{HOST}:{self.port}/{self.database}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"PGPASSWORD": self.password} if self.password else {}
 
     @property
     def home(self) -> Path:
@@ -155,12 +91,24 @@ class Postgres:
     @staticmethod
     def _reachable(folder: Path) -> bool:
         probe = folder if folder.exists() else folder.parent
-        return (
-            subprocess.run(
-                _as_postgres_user(["test", "-x", str(probe), "-a", "-w", str(probe)]), capture_output=True, check=False
-            ).returncode
-            == 0
-        )
+        cmd = _as_postgres_user(["test", "-x", str(probe), "-a", "-w", str(probe)])
+        return subprocess.run(cmd, capture_output=True, check=False).returncode == 0
+
+    def _initdb(self, home: Path, data: Path) -> None:
+        auth = ["--auth=trust"]
+        pwfile = home / "pwfile"
+        if self.password:  # the password from a 0600 file postgres reads once, never the command line
+            stack_auth.write_private(pwfile, self.password + "\n")
+            if os.geteuid() == 0:
+                shutil.chown(pwfile, "postgres", "postgres")
+            auth = ["--auth-host=scram-sha-256", "--auth-local=scram-sha-256", f"--pwfile={pwfile}"]
+        cmd = [_pg_bin("initdb"), "-D", str(data), "-U", "postgres", *auth, "-E", "UTF8", "--no-instructions"]
+        try:
+            out = subprocess.run(_as_postgres_user(cmd), capture_output=True, text=True, check=False)
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if out.returncode:
+            raise StackError(f"initdb {data} failed: {out.stderr.strip()[-400:]}")
 
     def start(self) -> Postgres:
         self.folder = Path(self.folder).resolve()
@@ -172,79 +120,51 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(home, "postgres", "postgres")
         if not (data / "PG_VERSION").is_file():
-            out = subprocess.run(
-                _as_postgres_user(
-                    [
-                        _pg_bin("initdb"),
-                        "-D",
-                        str(data),
-                        "-U",
-                        "postgres",
-                        "--auth=trust",
-                        "-E",
-                        "UTF8",
-                        "--no-instructions",
-                    ]
-                ),
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if out.returncode:
-                raise StackError(f"initdb {data} failed: {out.stderr.strip()[-400:]}")
+            self._initdb(home, data)
+        elif self.password and "trust" in _hba_methods(data):
+            raise StackError(f"{data} was made without a password (trust); remove {home} or use another --dir")
         opts = f"-p {self.port} -k {home} -c listen_addresses={HOST} -c fsync=off"
-        out = subprocess.run(
-            _as_postgres_user(
-                [
-                    _pg_bin("pg_ctl"),
-                    "-D",
-                    str(data),
-                    "-o",
-                    opts,
-                    "-l",
-                    str(home / "postgres.log"),
-                    "-w",
-                    "-t",
-                    "30",
-                    "start",
-                ]
-            ),
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        log = home / "postgres.log"
+        cmd = [_pg_bin("pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "-t", "30", "start"]
+        out = subprocess.run(_as_postgres_user(cmd), capture_output=True, text=True, check=False)
         if out.returncode:
-            log = home / "postgres.log"
             raise StackError(
                 f"PostgreSQL in {data} did not start: {out.stderr.strip()[-300:]} "
                 f"{log.read_text(errors='replace')[-300:] if log.is_file() else ''}"
             )
-        self._create_database()
+        self.create_database(self.database)
         return self
 
-    def _create_database(self) -> None:
+    def create_database(self, name: str) -> None:
         import psycopg2
 
-        conn = psycopg2.connect(host=HOST, port=self.port, user="postgres", dbname="postgres")
+        conn = psycopg2.connect(host=HOST, port=self.port, user="postgres", dbname="postgres", password=self.password)
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,))
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
             if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{self.database}"')
+                cur.execute(f'CREATE DATABASE "{name}"')
         conn.close()
 
     def stop(self, remove: bool = False) -> None:
         home = self.home
         data = home / "data"
         if (data / "postmaster.pid").is_file():
-            subprocess.run(
-                _as_postgres_user([_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            cmd = [_pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
+            subprocess.run(_as_postgres_user(cmd), capture_output=True, text=True, check=False)
         if remove and home != Path(self.folder).resolve():
             shutil.rmtree(home, ignore_errors=True)
+
+
+def _hba_methods(data: Path) -> set[str]:
+    """The authentication methods pg_hba.conf names (its rows' last word)."""
+    try:
+        text = subprocess.run(
+            _as_postgres_user(["cat", str(data / "pg_hba.conf")]), capture_output=True, text=True, check=False
+        ).stdout
+    except OSError:
+        return set()
+    return {ln.split()[-1] for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")}
 
 
 # -- S3 ------------------------------------------------------------------------------------------
@@ -258,6 +178,8 @@ class S3Server:
     port: int = 0
     bucket: str = "facefoundry"
     pid: int | None = None
+    access_key: str = ACCESS_KEY  # per stack under --auth (stack_auth.Secrets); moto accepts any, MinIO checks
+    secret_key: str = field(default=SECRET_KEY, repr=False)
 
     @property
     def endpoint(self) -> str:
@@ -266,8 +188,8 @@ class S3Server:
     @property
     def env(self) -> dict[str, str]:
         return {
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
             "AWS_DEFAULT_REGION": REGION,
             "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
             "AWS_ENDPOINT_URL_S3": self.endpoint,
@@ -279,8 +201,8 @@ class S3Server:
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
             region_name=REGION,
         )
 
@@ -309,14 +231,16 @@ class S3Server:
 
 @dataclass
 class MlflowServer:
-    """``mlflow server``: ``backend`` store (PostgreSQL URL), artifacts proxied to ``artifacts`` (s3://…)."""
+    """``mlflow server``: ``backend`` store (PostgreSQL URL), artifacts proxied to ``artifacts`` (s3://…).
+    ``app``: ``basic-auth`` for MLflow's authentication (its configuration and secrets in ``env``: stack_auth)."""
 
     folder: Path
     backend: str
     artifacts: str
-    env: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict, repr=False)
     port: int = 0
     pid: int | None = None
+    app: str | None = None
 
     @property
     def url(self) -> str:
@@ -339,8 +263,11 @@ class MlflowServer:
             str(self.port),
             "--workers",
             "1",
+            *(["--app-name", self.app] if self.app else []),
         ]
-        proc = _spawn(cmd, log, self.env)
+        # MLflow's GenAI job runner (7 huey processes) serves nothing the platform uses: off unless asked for
+        jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
+        proc = _spawn(cmd, log, {**jobs, **self.env})
         self.pid = proc.pid
         wait_for(lambda: http_ok(self.url + "/health"), f"MLflow server on {self.url}", timeout, proc, log)
         return self
@@ -350,87 +277,10 @@ class MlflowServer:
         self.pid = None
 
 
-# -- Ray -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class RayCluster:
-    """A head (``ray start --head``) and ``workers`` more node processes joined to it, on this machine."""
-
-    folder: Path
-    port: int = 0
-    workers: int = 1
-    cpus_per_node: int = 1
-    temp_dir: str = ""
-
-    @property
-    def address(self) -> str:
-        return f"{HOST}:{self.port}"
-
-    @property
-    def token(self) -> Path:
-        return Path(self.folder).resolve() / "ray_token"
-
-    @property
-    def env(self) -> dict[str, str]:
-        """What a driver needs besides the address: the cluster's token file (Ray >= 2.59 token auth)."""
-        return {"RAY_AUTH_TOKEN_PATH": str(self.token)}
-
-    def _ray(self, *args: str) -> subprocess.CompletedProcess:
-        """``ray …`` with this cluster's own token (head and every node), whatever ~/.ray holds."""
-        import secrets
-
-        if not self.token.is_file():
-            self.token.parent.mkdir(parents=True, exist_ok=True)
-            self.token.write_text(secrets.token_hex(32))
-            self.token.chmod(0o600)
-        env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN")}
-        env.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token", **self.env)
-        # Ray runs a node's workers at niceness 15: on a machine that does anything else, trials crawl (a 2-trial
-        # sweep took 305 s instead of 40 s beside one busy process). These nodes share their machine, so their
-        # trials get the priority a plain `facefoundry train` has, as the local Ray's do (RAY_worker_niceness=15
-        # in the environment restores Ray's default).
-        env.setdefault("RAY_worker_niceness", "0")
-        return subprocess.run(
-            [str(BIN / "ray"), *args], capture_output=True, text=True, timeout=120, env=env, check=False
-        )
-
-    def start(self) -> RayCluster:
-        self.folder = Path(self.folder).resolve()
-        self.port = self.port or free_port()
-        # Ray's session folder path must stay short (unix sockets): one per stack, under /tmp
-        self.temp_dir = self.temp_dir or f"/tmp/ff_ray_{self.port}"
-        head = self._ray(
-            "start",
-            "--head",
-            f"--node-ip-address={HOST}",
-            f"--port={self.port}",
-            f"--num-cpus={self.cpus_per_node}",
-            "--num-gpus=0",
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            f"--temp-dir={self.temp_dir}",
-        )
-        if head.returncode:
-            raise StackError(f"ray start --head failed: {(head.stderr or head.stdout).strip()[-400:]}")
-        for _ in range(self.workers):
-            w = self._ray(
-                "start",
-                f"--address={self.address}",
-                f"--node-ip-address={HOST}",
-                f"--num-cpus={self.cpus_per_node}",
-                "--num-gpus=0",
-                "--disable-usage-stats",
-            )
-            if w.returncode:
-                raise StackError(f"ray start --address {self.address} failed: {(w.stderr or w.stdout).strip()[-400:]}")
-        return self
-
-    def stop(self) -> None:
-        self._ray("stop", "--force")
-
-
 # -- the whole stack (infra/up.sh, infra/down.sh) ------------------------------------------------
+
+
+SECRET_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")  # under --auth: in client.env (0600), never printed
 
 
 def stack_env(state: dict) -> dict[str, str]:
@@ -445,20 +295,35 @@ def stack_env(state: dict) -> dict[str, str]:
     return env
 
 
-def up(folder: Path, ray: bool = True) -> dict:
+def up(folder: Path, ray: bool = True, auth: bool = False) -> dict:
+    """Start the stack in ``folder`` (or find it running). ``auth``: MLflow's basic-auth, PostgreSQL with a
+    password, this stack's own S3 keys, all from ``stack_auth.Secrets``; without it, a one-person local stack."""
     folder = Path(folder).resolve()
     state_file = folder / "state.json"
     if state_file.is_file():
         state = json.loads(state_file.read_text())
         if http_ok(state["mlflow"] + "/health"):
+            if bool(state.get("auth")) != auth:
+                raise StackError(
+                    f"the stack in {folder} runs {'with' if state.get('auth') else 'without'} --auth: stop it "
+                    "first (infra/down.sh)"
+                )
             return state
+    store = stack_auth.Secrets(folder) if auth else None
     started: list = []
     try:
-        pg = Postgres(folder / "postgres").start()
+        pg = Postgres(folder / "postgres", password=store.get("FACEFOUNDRY_POSTGRES_PASSWORD") if store else None)
+        pg.start()
         started.append(pg)
-        s3 = S3Server(folder).start()
+        keys = dict(zip(("access_key", "secret_key"), store.s3_keys())) if store else {}
+        s3 = S3Server(folder, **keys).start()
         started.append(s3)
-        ml = MlflowServer(folder, pg.url, f"s3://{s3.bucket}/mlflow", s3.env).start()
+        env = dict(s3.env)
+        if store:
+            pg.create_database(stack_auth.AUTH_DATABASE)
+            env.update({**pg.env, **stack_auth.server_env(store, folder, pg.port)})
+        ml = MlflowServer(folder, pg.url, f"s3://{s3.bucket}/mlflow", env, app="basic-auth" if store else None)
+        ml.start()
         started.append(ml)
         state = {
             "postgres": pg.url,
@@ -469,9 +334,14 @@ def up(folder: Path, ray: bool = True) -> dict:
             "s3_env": s3.env,
             "mlflow": ml.url,
             "mlflow_pid": ml.pid,
+            "auth": auth,
         }
+        if store:
+            state["s3_env"] = {k: v for k, v in s3.env.items() if k not in SECRET_ENV}
+            secret = {k: v for k, v in s3.env.items() if k in SECRET_ENV}
+            stack_auth.client_env_file(folder, {**secret, **stack_auth.admin_env(store)})
         if ray:
-            rc = RayCluster(folder)
+            rc = RayCluster(folder, node_env=stack_auth.ray_nodes_user(ml.url, store) if store else {})
             started.append(rc)
             rc.start()
             state["ray"] = rc.address
@@ -480,8 +350,7 @@ def up(folder: Path, ray: bool = True) -> dict:
         for part in reversed(started):  # nothing half-started is left behind
             part.stop()
         raise
-    folder.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps(state, indent=1))
+    stack_auth.write_private(state_file, json.dumps(state, indent=1))
     return state
 
 
@@ -500,34 +369,52 @@ def down(folder: Path) -> None:
     state_file.unlink()
 
 
-def print_env(state: dict) -> None:
-    print(f"# PostgreSQL  {state['postgres']}  (MLflow's backend store)")
+def print_env(state: dict, folder: Path) -> None:
+    auth = bool(state.get("auth"))
+    print(f"# PostgreSQL  {state['postgres']}  (MLflow's backend store{'; scram-sha-256 password' if auth else ''})")
     print(f"# S3          {state['s3']}  bucket {state['bucket']}  (artifacts under s3://{state['bucket']}/mlflow)")
-    print(f"# MLflow UI   {state['mlflow']}")
+    if auth:
+        admin = stack_auth.Secrets(folder).get("FACEFOUNDRY_MLFLOW_ADMIN_PASSWORD")
+        print(
+            f"# MLflow UI   {state['mlflow']}  (basic-auth: user {stack_auth.ADMIN}, password {stack_auth.mask(admin)})"
+        )
+    else:
+        print(f"# MLflow UI   {state['mlflow']}  (no authentication: this machine only, 127.0.0.1)")
     if state.get("ray"):
-        print(f"# Ray         {state['ray']}  (head + 1 worker node)")
+        print(f"# Ray         {state['ray']}  (head + 1 worker node; token authentication)")
     print("# export these, then run stages, sweeps and `dvc push` against the stack:")
     for k, v in stack_env(state).items():
         print(f"export {k}={v}")
+    if auth:
+        env_file = Path(folder).resolve() / "client.env"
+        print(f"# and the admin's credentials and S3 keys (mode 0600, not printed): set -a; . {env_file}; set +a")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("action", choices=["up", "down", "env"])
+    p.add_argument("action", choices=["up", "down", "env", "secrets"])
     p.add_argument("--dir", default=".stack", type=Path)
     p.add_argument("--no-ray", action="store_true")
+    p.add_argument("--auth", action="store_true", help="a team server: MLflow basic-auth, PostgreSQL password")
     a = p.parse_args(argv)
     try:
         if a.action == "up":
-            print_env(up(a.dir, ray=not a.no_ray))
+            print_env(up(a.dir, ray=not a.no_ray, auth=a.auth), a.dir)
         elif a.action == "down":
             down(a.dir)
+        elif a.action == "secrets":  # the env file infra/docker-compose.yml reads; values masked
+            store = stack_auth.Secrets(a.dir)
+            for name, value in store.all().items():
+                print(f"# {name} = {stack_auth.mask(value)}")
+            print(
+                f"# in {store.path} (mode 0600): docker compose --env-file {store.path} -f infra/docker-compose.yml up -d"
+            )
         else:
             state_file = a.dir / "state.json"
             if not state_file.is_file():
                 print(f"error: {state_file}: no running stack (run infra/up.sh)", file=sys.stderr)
                 return 2
-            print_env(json.loads(state_file.read_text()))
+            print_env(json.loads(state_file.read_text()), a.dir)
     except StackError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

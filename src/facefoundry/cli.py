@@ -46,13 +46,18 @@ def _global(
 
 
 def _cfg(extra: list[str] | None = None) -> Config:
+    from facefoundry.tracking.access import check_credentials, check_uri
+
     named = _state.get("params")
-    return load_config(
+    cfg = load_config(
         named or "params.yaml",
         _state.get("experiment"),
         [*_state.get("sets", []), *(extra or [])],
         required=named is not None,
     )
+    check_uri(cfg.base.tracking_uri)  # credentials come from the environment or a 0600 file, never a config
+    check_credentials()  # ~/.mlflow/credentials, when there is one, readable by its owner only
+    return cfg
 
 
 def _writable(*folders: object) -> None:
@@ -638,6 +643,53 @@ def sweep(
         sys.exit(130)
 
 
+access_app = typer.Typer(help="Who may do what on an authenticated MLflow server (run as its admin).")
+app.add_typer(access_app, name="access")
+
+
+def _server() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or _cfg().base.tracking_uri
+
+
+@access_app.command("grant")
+def access_grant(
+    user: str = typer.Argument(..., help="MLflow user (made when new)."),
+    role: str = typer.Argument(
+        ..., help="reader (READ), researcher (EDIT: log, sweep, register) or maintainer (MANAGE: also promote)."
+    ),
+    credentials_out: str = typer.Option(
+        "", help="A new user's credentials file (0600; default ./USER.mlflow-credentials)."
+    ),
+) -> None:
+    """Give USER exactly ROLE on every experiment and registered model; a new user's password is generated
+    (or FACEFOUNDRY_NEW_USER_PASSWORD) and written to a 0600 file, never printed."""
+    from facefoundry.tracking.access import grant, write_credentials
+
+    cfg = _cfg()
+    models = tuple(m for m in {cfg.promote.registered_model or cfg.train.registered_model} if m)
+    made = grant(_server(), user, role, os.environ.get("FACEFOUNDRY_NEW_USER_PASSWORD"), models)
+    if made is not None:
+        path = write_credentials(credentials_out or f"{user}.mlflow-credentials", user, made)
+        typer.echo(f"user {user} made; credentials in {path} (mode 0600: hand it over as ~/.mlflow/credentials)")
+    typer.echo(f"{user}: {role}")
+
+
+@access_app.command("revoke")
+def access_revoke(user: str = typer.Argument(...)) -> None:
+    """Take USER's roles away (the account stays and reads nothing)."""
+    from facefoundry.tracking.access import revoke
+
+    typer.echo(f"{user}: {', '.join(revoke(_server(), user)) or 'no role'} revoked")
+
+
+@access_app.command("show")
+def access_show(user: str = typer.Argument(...)) -> None:
+    """USER's FaceFoundry roles."""
+    from facefoundry.tracking.access import roles_of
+
+    typer.echo(f"{user}: {', '.join(roles_of(_server(), user)) or 'no role'}")
+
+
 @app.command("config")
 def show_config() -> None:
     """Print the resolved configuration (after experiments and overrides)."""
@@ -663,8 +715,9 @@ def main() -> None:
         _interrupted()
     except Exception as exc:  # the CLI library's own exceptions (typer vendors click): duck-typed
         from facefoundry.tracking import tracking_failure
+        from facefoundry.tracking.access import access_failure
 
-        down = tracking_failure(exc)
+        down = tracking_failure(exc) or access_failure(exc)  # unreachable, or refused (401/403)
         if down is not None:  # a tracking server that stopped answering: one line, work kept, exit 2
             print(f"error: {down}", file=sys.stderr)
             sys.exit(2)

@@ -110,6 +110,7 @@ def run_promote(
     from facefoundry.stages.common import log
     from facefoundry.stages.report import check_experiments, connect, training_runs
     from facefoundry.tracking import _mlflow
+    from facefoundry.tracking.access import require_manage
 
     pc = cfg.promote
     name = pc.registered_model or cfg.train.registered_model
@@ -122,7 +123,8 @@ def run_promote(
     except ValueError as exc:
         raise FaceFoundryError(str(exc)) from None
     names = list(dict.fromkeys(experiments or [cfg.base.experiment]))
-    connect(cfg)
+    uri = connect(cfg)
+    require_manage(uri, name)  # on an authenticated server: the maintainer's right, asked before anything is done
     check_experiments(names)
     runs = training_runs(names)
     adhoc = cfg.report.include_adhoc if include_adhoc is None else include_adhoc

@@ -1,0 +1,307 @@
+"""The authenticated team server (``infra/up.sh --auth``), against the real servers: PostgreSQL with a
+scram-sha-256 password, the S3 store with this stack's own keys, ``mlflow server --app-name basic-auth``.
+
+One stack for the module (``stack.up(auth=True)``, the code ``infra/up.sh --auth`` runs); the users are made
+with ``facefoundry access grant`` as the admin: a reader, a researcher and a maintainer. Checked: anonymous
+requests are refused (401) for the REST API and an artifact download; a reader reads runs and the leaderboard
+but may not log or register (403, one line from the platform); a researcher logs runs and registers versions
+but may not promote (one line, exit 2, nothing half-done); a maintainer promotes; a wrong password is one line
+at once; no secret in any param, tag, artifact, log line, promoted.yaml or card."""
+
+from __future__ import annotations
+
+import configparser
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import stack
+import stack_auth
+
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.services
+
+NAME = "facefoundry-fr"
+ROLES = {"rd": "reader", "rs": "researcher", "mt": "maintainer"}
+
+
+def _base_env() -> dict[str, str]:
+    drop = ("MLFLOW_", "AWS_", "FACEFOUNDRY_PARENT_RUN_ID", "FACEFOUNDRY_PIPELINE", "RAY_ADDRESS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env["GIT_PYTHON_REFRESH"] = "quiet"
+    return env
+
+
+@dataclass
+class Team:
+    folder: Path  # the stack's state folder
+    work: Path  # params.yaml, outputs
+    url: str
+    state: dict
+    admin: dict[str, str]
+    passwords: dict[str, str] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)  # every line the platform printed
+
+    def creds(self, user: str, password: str | None = None) -> dict[str, str]:
+        if user == "admin":
+            return dict(self.admin)
+        return {"MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password or self.passwords[user]}
+
+    def ff(self, user: str | None, *args: str, password: str | None = None, home: Path | None = None):
+        env = _base_env()
+        env.update(MLFLOW_TRACKING_URI=self.url, FACEFOUNDRY_PIPELINE_ID="team-tests")
+        if user is not None:
+            env.update(self.creds(user, password))
+        if home is not None:
+            env["HOME"] = str(home)
+        cmd = [sys.executable, "-m", "facefoundry", "--params", str(self.work / "params.yaml"), *args]
+        proc = subprocess.run(cmd, cwd=self.work, capture_output=True, text=True, env=env, timeout=300)
+        self.outputs += [proc.stdout, proc.stderr]
+        return proc
+
+    def secrets(self) -> dict[str, str]:
+        store = stack_auth.Secrets(self.folder)
+        return {
+            **{n: store.get(n) for n in stack_auth.NAMES if not n.startswith("FACEFOUNDRY_RAY")},  # no Ray here
+            **{f"password of {u}": p for u, p in self.passwords.items()},
+        }
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory):
+    root = tmp_path_factory.mktemp("team")
+    folder = root / ".stack"
+    printed = io.StringIO()
+    try:
+        state = stack.up(folder, ray=False, auth=True)
+    except (stack.StackError, OSError, ImportError) as exc:
+        pytest.skip(f"the authenticated stack cannot start here: {exc}")
+    try:
+        with contextlib.redirect_stdout(printed):
+            stack.print_env(state, folder)
+        work = root / "work"
+        tiny_config(
+            work,
+            base={"tracking_uri": state["mlflow"], "experiment": "team"},
+            train={"registered_model": NAME},
+            promote={"out": str(work / "promoted.yaml"), "card": str(work / "promoted_card.md")},
+            evaluate={"benchmarks": {"twins": str(work / "twins.bin")}},
+        )
+        t = Team(folder, work, state["mlflow"], state, stack_auth.admin_env(stack_auth.Secrets(folder)))
+        t.outputs.append(printed.getvalue())
+        # the platform's own CLI, as the admin: the user made, its password in a 0600 file and nowhere else
+        out = t.ff("admin", "access", "grant", "rd", "reader", "--credentials-out", str(root / "rd.cred"))
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert (root / "rd.cred").stat().st_mode & 0o777 == 0o600
+        ini = configparser.ConfigParser()
+        ini.read(root / "rd.cred")
+        t.passwords["rd"] = ini["mlflow"]["mlflow_tracking_password"]
+        from facefoundry.tracking.access import grant, roles_of
+
+        with pytest.MonkeyPatch.context() as mp:  # the same call, in this process (one CLI start less)
+            for k, v in t.admin.items():
+                mp.setenv(k, v)
+            for user in ("rs", "mt"):
+                t.passwords[user] = grant(t.url, user, ROLES[user])
+            assert {u: roles_of(t.url, u) for u in ROLES} == {u: [r] for u, r in ROLES.items()}
+        yield t
+    finally:
+        stack.down(folder)
+
+
+@pytest.fixture(scope="module")
+def runs(team):
+    """What a researcher's pipeline leaves (generate, validate, train with a registered version, evaluate),
+    logged with the researcher's credentials, from the environment."""
+    from facefoundry.config import load_config
+    from tests.test_promote import fake_recipe
+
+    cfg = load_config(team.work / "params.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        for k in [k for k in os.environ if k.startswith("MLFLOW_")]:
+            mp.delenv(k)
+        mp.setenv("FACEFOUNDRY_PIPELINE_ID", "team-tests")
+        for k, v in team.creds("rs").items():
+            mp.setenv(k, v)
+        run_id, _ = fake_recipe(team.work, cfg, "render", {"twins": 0.7})
+    return run_id
+
+
+def _get(url: str, auth: tuple[str, str] | None = None) -> int:
+    req = urllib.request.Request(url)
+    if auth:
+        req.add_header("Authorization", "Basic " + b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _one_line(proc) -> str:
+    err = proc.stderr.strip()
+    assert proc.returncode == 2, (proc.returncode, err[-2000:])
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err[-2000:]
+    return err
+
+
+def _client(team: Team, user: str, mp: pytest.MonkeyPatch):
+    from mlflow import MlflowClient
+
+    for k, v in team.creds(user).items():
+        mp.setenv(k, v)
+    return MlflowClient(tracking_uri=team.url)
+
+
+def test_up_auth_keeps_its_secrets_in_0600_files_and_postgres_asks_for_a_password(team) -> None:
+    import psycopg2
+
+    for name in ("secrets.env", "client.env", "basic_auth.ini", "state.json"):
+        assert (team.folder / name).stat().st_mode & 0o777 == 0o600, name
+    secrets = team.secrets()
+    plain = {
+        "state.json": (team.folder / "state.json").read_text(),
+        "basic_auth.ini": (team.folder / "basic_auth.ini").read_text(),
+        "what up printed": team.outputs[0],
+        "the MLflow server's command line": Path(f"/proc/{team.state['mlflow_pid']}/cmdline").read_text(),
+    }
+    leaks = [f"{s} in {where}" for s, v in secrets.items() for where, text in plain.items() if v in text]
+    assert not leaks, leaks
+    assert stack_auth.mask(secrets["FACEFOUNDRY_MLFLOW_ADMIN_PASSWORD"]) in team.outputs[0]
+    assert secrets["FACEFOUNDRY_S3_SECRET_KEY"] != stack.SECRET_KEY  # this stack's own S3 keys
+    port = int(team.state["postgres"].rsplit(":", 1)[1].split("/")[0])
+    for wrong in (None, "not-the-password"):
+        with pytest.raises(psycopg2.OperationalError, match="password"):
+            psycopg2.connect(host=stack.HOST, port=port, user="postgres", dbname="mlflow", password=wrong)
+    pw = secrets["FACEFOUNDRY_POSTGRES_PASSWORD"]
+    conn = psycopg2.connect(host=stack.HOST, port=port, user="postgres", dbname="mlflow", password=pw)
+    with conn, conn.cursor() as cur:
+        cur.execute("SHOW listen_addresses")
+        assert cur.fetchone() == ("127.0.0.1",)
+        cur.execute("SELECT DISTINCT auth_method FROM pg_hba_file_rules")
+        assert {r[0] for r in cur.fetchall()} == {"scram-sha-256"}
+        cur.execute("SELECT rolpassword LIKE 'SCRAM-SHA-256$%' FROM pg_authid WHERE rolname = 'postgres'")
+        assert cur.fetchone() == (True,)
+    conn.close()
+
+
+def test_anonymous_requests_are_refused_401_for_the_api_and_artifacts(team, tmp_path) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        admin = _client(team, "admin", mp)
+        exp = admin.get_experiment_by_name("anon-probe") or admin.get_experiment(admin.create_experiment("anon-probe"))
+        run = admin.create_run(exp.experiment_id)
+        (tmp_path / "note.txt").write_text("hello")
+        admin.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
+    rid, eid = run.info.run_id, exp.experiment_id
+    api = f"{team.url}/api/2.0/mlflow/runs/get?run_id={rid}"
+    artifact = f"{team.url}/api/2.0/mlflow-artifacts/artifacts/{eid}/{rid}/artifacts/note.txt"
+    get_artifact = f"{team.url}/get-artifact?path=note.txt&run_uuid={rid}"
+    for url in (api, artifact, get_artifact):
+        assert _get(url) == 401, url
+        assert _get(url, ("rd", "wrong-password")) == 401, url
+    assert _get(artifact, ("admin", team.admin["MLFLOW_TRACKING_PASSWORD"])) == 200
+    assert _get(artifact, ("rd", team.passwords["rd"])) == 200  # a reader reads artifacts
+
+
+def test_a_reader_reads_runs_and_the_leaderboard_but_may_not_log_or_register(team, runs) -> None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from facefoundry.leaderboard import build
+    from facefoundry.stages.report import training_runs
+
+    with pytest.MonkeyPatch.context() as mp:
+        c = _client(team, "rd", mp)
+        exp = c.get_experiment_by_name("team")
+        assert runs in {r.info.run_id for r in c.search_runs([exp.experiment_id])}
+        mlflow.set_tracking_uri(team.url)
+        board = build(training_runs(["team"]), include_adhoc=True, metric="twins")  # what the leaderboard ranks
+        assert [r.recipe for r in board.rows] == ["render"]
+        with pytest.raises(MlflowException, match="403"):
+            c.log_metric(runs, "sneaky", 1.0)
+        with pytest.raises(MlflowException, match="403"):
+            c.create_model_version(NAME, f"runs:/{runs}/model", runs)
+    # the platform: one line naming what is missing and who grants it
+    err = _one_line(team.ff("rd", "leaderboard", "--metric", "twins"))
+    assert "'rd' may not log to a run" in err and "403" in err and "grant rd researcher" in err, err
+
+
+def test_a_researcher_registers_versions_but_promoting_is_refused_and_changes_nothing(team, runs) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        c = _client(team, "admin", mp)
+        versions = c.search_model_versions(f"name = '{NAME}'")
+        assert [v.run_id for v in versions] == [runs]  # registered with the researcher's credentials
+    err = _one_line(team.ff("rs", "promote", "--metric", "twins", "--no-gate", "--force"))
+    assert "promote refused: user 'rs' has EDIT" in err and "needs MANAGE" in err, err
+    with pytest.MonkeyPatch.context() as mp:
+        aliases = _client(team, "admin", mp).get_registered_model(NAME).aliases
+        assert not {"champion", "previous"} & set(aliases), aliases  # no alias moved
+    assert not (team.work / "promoted.yaml").exists() and not (team.work / "promoted_card.md").exists()
+
+
+def test_a_maintainer_promotes_and_no_secret_is_anywhere(team, runs, tmp_path) -> None:
+    proc = team.ff("mt", "promote", "--metric", "twins", "--no-gate", "--force")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with pytest.MonkeyPatch.context() as mp:
+        c = _client(team, "admin", mp)
+        assert c.get_registered_model(NAME).aliases["champion"] == "1"
+        records = [r for e in c.search_experiments() for r in c.search_runs([e.experiment_id], max_results=1000)]
+    texts = {
+        "promoted.yaml": (team.work / "promoted.yaml").read_text(),
+        "promoted_card.md": (team.work / "promoted_card.md").read_text(),
+        "the platform's output": "\n".join(team.outputs),
+        **{f"log {p.name}": p.read_text(errors="replace") for p in team.folder.glob("*.log")},
+    }
+    for r in records:
+        texts[f"params/tags of run {r.info.run_id}"] = repr({**r.data.params, **r.data.tags})
+    assert len(records) >= 4
+    # every artifact (run artifacts and logged models) is an object in the stack's bucket
+    store = stack_auth.Secrets(team.folder)
+    s3 = stack.S3Server(team.folder, port=int(team.state["s3"].rsplit(":", 1)[1]))
+    s3.access_key, s3.secret_key = store.s3_keys()
+    client = s3.client()
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=s3.bucket, Prefix="mlflow/").get("Contents", [])]
+    assert any(k.endswith("promotion/promoted.yaml") for k in keys), keys
+    blobs = {k: client.get_object(Bucket=s3.bucket, Key=k)["Body"].read() for k in keys}
+    leaks = [f"{s} in {w}" for s, v in team.secrets().items() for w, t in texts.items() if v in t]
+    leaks += [f"{s} in artifact {k}" for s, v in team.secrets().items() for k, b in blobs.items() if v.encode() in b]
+    assert not leaks, leaks
+
+
+def test_a_wrong_password_is_one_line_at_once(team) -> None:
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    t0 = time.monotonic()
+    err = _one_line(team.ff("rd", "leaderboard", password="not-my-password"))
+    assert "refused the credentials of user 'rd' (401 not authenticated)" in err, err
+    assert "not-my-password" not in err and time.monotonic() - t0 < 60
+    with pytest.MonkeyPatch.context() as mp:  # MLflow's own client, its default retries: 401 is never retried
+        for k in [k for k in os.environ if k.startswith("MLFLOW_HTTP_REQUEST")]:
+            mp.delenv(k)
+        mp.setenv("MLFLOW_TRACKING_USERNAME", "rd")
+        mp.setenv("MLFLOW_TRACKING_PASSWORD", "not-my-password")
+        t0 = time.monotonic()
+        with pytest.raises(MlflowException, match="401"):
+            MlflowClient(tracking_uri=team.url).search_experiments()
+        assert time.monotonic() - t0 < 5
+
+
+def test_credentials_never_come_from_a_config_or_a_loose_file(team, tmp_path) -> None:
+    err = _one_line(team.ff(None, "--set", "base.tracking_uri=http://rd:pw@127.0.0.1:1", "config"))
+    assert "base.tracking_uri holds credentials" in err and ":pw@" not in err, err
+    home = tmp_path / "home"
+    creds = stack_auth.write_private(home / ".mlflow" / "credentials", "[mlflow]\nmlflow_tracking_username = rd\n")
+    creds.chmod(0o644)
+    err = _one_line(team.ff(None, "config", home=home))
+    assert "mode 644" in err and "chmod 600" in err, err

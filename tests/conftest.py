@@ -136,25 +136,26 @@ def dataset(tmp_path: Path) -> Path:
 
 # -- running the suite on several workers (infra/test.sh: pytest -n 2) ----------------------------------------------
 # Every module's tests stay on one worker, so a module fixture (a reproduced repository, a trained model) is made
-# once. Everything that starts servers or Ray is one scope: `ray stop --force` in one module's teardown would stop
-# another's Ray, and the infra modules share their PostgreSQL, S3 and MLflow servers. (pytest-xdist's own
-# `--dist loadgroup` cannot do this under pytest 9: it regroups by rewriting `item._nodeid`, which pytest 9 no
-# longer reads; a scheduler that splits node ids into these scopes can.)
-SERIAL_SCOPE = "services"
+# once. Everything that starts Ray is one scope: `ray stop --force` in one module's teardown would stop another's
+# Ray. The modules that start PostgreSQL, S3 and MLflow servers without Ray are another, beside it (their servers
+# take free ports). (pytest-xdist's own `--dist loadgroup` cannot do this under pytest 9: it regroups by rewriting
+# `item._nodeid`, which pytest 9 no longer reads; a scheduler that splits node ids into these scopes can.)
+RAY_SCOPE, SERVERS_SCOPE = "ray", "servers"
 # (test_plugin_generator runs a local Ray sweep, which a cluster test's `ray stop --force` would kill)
-_SERIAL = (
-    "tests/infra/",
-    "tests/sweep/test_cluster.py",
-    "tests/sweep/test_sweep_run.py",
-    "tests/test_plugin_generator.py",
-    "tests/sweep/test_ray_train.py",  # a Ray head node of its own, which another's `ray stop --force` would kill
+_SCOPES = (
+    ("tests/infra/test_ray_cluster.py", RAY_SCOPE),
+    ("tests/infra/", SERVERS_SCOPE),
+    ("tests/sweep/test_cluster.py", RAY_SCOPE),
+    ("tests/sweep/test_sweep_run.py", RAY_SCOPE),
+    ("tests/test_plugin_generator.py", RAY_SCOPE),
+    ("tests/sweep/test_ray_train.py", RAY_SCOPE),  # a head node of its own, which another's `ray stop --force` kills
 )
 
 
 def scheduling_scope(nodeid: str) -> str:
-    """The scheduling scope of a test: its module, or ``services`` for every module that starts servers or Ray."""
+    """The scheduling scope of a test: its module, or ``ray`` / ``servers`` for the modules that start Ray / servers."""
     path = nodeid.split("::", 1)[0]
-    return SERIAL_SCOPE if path.startswith(_SERIAL) else path
+    return next((scope for prefix, scope in _SCOPES if path.startswith(prefix)), path)
 
 
 if importlib.util.find_spec("xdist") is not None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from facefoundry.leaderboard.cost import TOTAL_SECONDS
 from facefoundry.stats import Summary, TTest
-from facefoundry.train.regime import LABELS as LABELS_REGIME
+from facefoundry.train import regime as regimes
 from facefoundry.train.regime import regime
 
 ACC = "/accuracy"
@@ -23,6 +23,7 @@ AVERAGE = "average"
 KNOWN_BENCHMARKS = ("twins", "real", "lfw", "cfp_fp", "agedb_30", "calfw", "cplfw")
 LABELS = {"lfw": "LFW", "cfp_fp": "CFP-FP", "agedb_30": "AgeDB-30", "calfw": "CALFW", "cplfw": "CPLFW"}
 _JUDGE = re.compile(r"^data/judge_(.+)_(intra|inter)_mean$")
+LABELS_REGIME = regimes.LABELS  # the regime of a run that learned from its labels
 REGIME_TAG = "facefoundry.regime"  # what the FR model learned from: labels | distill:<teacher> | both:<teacher>
 # parameters the regime column says in one word
 REGIME_PARAMS = ("train.objective", "train.teacher", "train.distill.")

@@ -12,7 +12,7 @@ bash infra/install.sh
 args=()
 fast=0
 for a in "$@"; do
-  if [ "$a" = "--fast" ]; then fast=1; args+=(-m "not e2e and not services and not slow and not paper"); else args+=("$a"); fi
+  if [ "$a" = "--fast" ]; then fast=1; args+=(-m "not e2e and not services and not slow and not heavy"); else args+=("$a"); fi
 done
 if [ "$fast" = 0 ] && [ $# -eq 0 ]; then bash infra/lint.sh; fi  # the whole suite (CI): a finding fails it
 workers=${FACEFOUNDRY_TEST_WORKERS:-2}

@@ -7,8 +7,8 @@ through the same functions as ``benchmarks/paper_sizes.py``.
 
 Tiers: the schema and missing-data checks are fast; FRCSyn's IResNet-50 step at 112 px and SynFace's render batch
 are ``e2e`` (≤ ~10 s each); SynFace's FR steps, Vec2Face at ViT-B size (≈ 73 s, 4 GB) and IDSync at SD-2.1 size
-(1.16 B trained parameters, ≈ 132 s, 10.5 GB) are ``paper``, which the default run leaves out:
-``.venv/bin/pytest -m paper tests/test_paper_recipes.py`` (docs/paper-recipes.md has the measured times).
+(1.16 B trained parameters, ≈ 132 s, 10.5 GB) are ``heavy``, which the default run leaves out:
+``.venv/bin/pytest -m heavy tests/test_paper_recipes.py`` (docs/paper-recipes.md has the measured times).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def assert_stops_in_one_line(name: str, monkeypatch, capsys) -> None:
 def test_a_recipe_without_its_data_stops_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
     """In a checkout without data/paper/: FRCSyn's `train` as a user runs it (a subprocess), and the first
     data-reading command of FRCSyn, Vec2Face and IDSync in-process. SynFace's (`synlfw`, which opens its MLflow
-    run before it reads the benchmark: ≈ 6 s) is checked in its `paper` test."""
+    run before it reads the benchmark: ≈ 6 s) is checked in its `heavy` test."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env.update(OMP_NUM_THREADS="1", GIT_PYTHON_REFRESH="quiet")
     command, placeholder = FIRST_READ["frcsyn_protocol"]
@@ -173,7 +173,7 @@ def test_synface_one_generation_batch(tmp_path: Path) -> None:
     synface_batch(tmp_path)
 
 
-@pytest.mark.paper
+@pytest.mark.heavy
 def test_synface_training_steps_on_its_generation_batch(tmp_path: Path, monkeypatch, capsys) -> None:
     """The FR step of the SynFace recipe (IResNet-50 at 112 px, soft labels), and its missing-LFW stop. The same
     network's step runs in the e2e tier under FRCSyn; this one takes 14-31 s here (two cold steps at batch 2: a
@@ -189,7 +189,7 @@ def test_synface_training_steps_on_its_generation_batch(tmp_path: Path, monkeypa
     assert_stops_in_one_line("synface_paper", monkeypatch, capsys)
 
 
-@pytest.mark.paper
+@pytest.mark.heavy
 def test_vec2face_paper_size_one_training_step_and_generation_batch(tmp_path: Path) -> None:
     images, _ = stand_in_images(make_dataset(tmp_path / "ds", identities=2, per_identity=1, size=112))
     parts = vec2face_parts(recipe_config("vec2face_hsface10k"), images)
@@ -202,7 +202,7 @@ def test_vec2face_paper_size_one_training_step_and_generation_batch(tmp_path: Pa
     assert made.shape == (2, 3, 112, 112) and made.abs().max() <= 1
 
 
-@pytest.mark.paper
+@pytest.mark.heavy
 def test_idsync_paper_size_one_training_step_and_generation_batch(tmp_path: Path) -> None:
     """Batch 1 (one photo of a 2-identity classifier), and 2 of the recipe's 25 DPM-Solver++ steps: the full 25
     take ≈ 6 min on 2 busy cores (benchmarks/paper_sizes.py times them)."""

@@ -299,9 +299,26 @@ def test_cli_train_nproc_execs_torchrun(tmp_path, monkeypatch):
     assert args[6:] == ["facefoundry", "-p", str(tmp_path / "params.yaml"), "train"]
 
 
+# In the worker processes torchrun starts (on PYTHONPATH): rank 1 is killed (SIGKILL) as its epoch 2 begins, after
+# rank 0 wrote epoch 1's checkpoint; torchrun then stops rank 0 too, as it does for any dead rank.
+KILL_RANK_1 = """
+import os, signal
+if os.environ.get("RANK") == "1":
+    from facefoundry.train import trainer
+    track = trainer.track
+    def killing_track(*args, **kwargs):
+        if str(kwargs.get("desc", "")).startswith("train 2/"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return track(*args, **kwargs)
+    trainer.track = killing_track
+"""
+
+
 @pytest.mark.slow
-def test_facefoundry_train_nproc_2_is_one_stage_and_one_run(tmp_path):
-    """The real launcher: torchrun, 2 gloo processes, the whole stage; MLflow sees one run, rank 0 writes the rest."""
+def test_facefoundry_train_nproc_2_is_one_stage_and_one_run_and_a_killed_rank_resumes_to_the_same_model(tmp_path):
+    """The real launcher: torchrun, 2 gloo processes, the whole stage; MLflow sees one run, rank 0 writes the rest.
+    One rank killed mid-run: the same command resumes into the same MLflow run and ends with the unbroken run's
+    weights, bit for bit."""
     import json
     import sqlite3
     import subprocess
@@ -309,10 +326,21 @@ def test_facefoundry_train_nproc_2_is_one_stage_and_one_run(tmp_path):
     ds = make_dataset(tmp_path / "ds", identities=8, per_identity=6)
     cfg = tiny_config(tmp_path, base={"device": "cpu"}, train={"dataset": str(ds), "batch_size": 8})
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "LOCAL_RANK", "WORLD_SIZE")}
-    cmd = [sys.executable, "-m", "facefoundry", "-p", str(tmp_path / "params.yaml"), "train", "--nproc", "2"]
-    done = subprocess.run(cmd, env={**env, "GIT_PYTHON_REFRESH": "quiet"}, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    env["GIT_PYTHON_REFRESH"] = "quiet"
+
+    def train(out: Path, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "facefoundry", "-p", str(tmp_path / "params.yaml"), "--set", f"train.out={out}"]
+        return subprocess.run(
+            [*cmd, "train", "--nproc", "2"],
+            env={**env, **(extra_env or {})},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
     out = Path(cfg.train.out)
+    done = train(out)
+    assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
     assert (out / "model").is_dir() and (out / CHECKPOINT).is_file()
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
@@ -320,3 +348,22 @@ def test_facefoundry_train_nproc_2_is_one_stage_and_one_run(tmp_path):
         tags = dict(db.execute("SELECT key, value FROM tags WHERE run_uuid = ?", runs[0]).fetchall())
     assert len(runs) == 1 and tags["facefoundry.processes"] == "2"
     assert json.loads((out / "mlflow_run.json").read_text())["run_id"] == runs[0][0]
+
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(KILL_RANK_1)
+    killed_out = tmp_path / "killed"
+    killed = train(killed_out, {"PYTHONPATH": os.pathsep.join([str(hook), env.get("PYTHONPATH", "")])})
+    assert killed.returncode != 0 and not (killed_out / "model").exists()  # torchrun reports the dead rank
+    assert torch.load(killed_out / CHECKPOINT, weights_only=False)["epoch"] == 1  # epoch 1 kept
+    run_id = json.loads((killed_out / "mlflow_run.json").read_text())["run_id"]
+    resumed = train(killed_out)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stderr + resumed.stdout
+    assert json.loads((killed_out / "mlflow_run.json").read_text())["run_id"] == run_id  # the same MLflow run
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        status = db.execute("SELECT status FROM runs WHERE run_uuid = ?", (run_id,)).fetchone()[0]
+    assert status == "FINISHED"
+    a = torch.load(out / CHECKPOINT, weights_only=False)["net"]
+    b = torch.load(killed_out / CHECKPOINT, weights_only=False)["net"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # the unbroken run's weights

@@ -152,6 +152,23 @@ _SCOPES = (
 )
 
 
+# The longest scopes are handed out first (longest-processing-time-first), so no worker is left running one of them
+# alone at the end: the Ray scope (≈ 6–7 min on 2 cores), the fresh-clone `dvc repro` module (≈ 5 min), two short
+# modules (a worker starts with two scopes), then the servers scope (≈ 3 min); the rest in collection order.
+_LONGEST = (RAY_SCOPE, "tests/stages/test_dvc_experiments.py")
+_SERVERS_AFTER = 2  # short scopes ahead of the servers scope
+
+
+def pytest_collection_modifyitems(config, items):
+    """Order the collection so that pytest-xdist hands the longest scopes out first (``ModuleScopes``)."""
+    scopes = list(dict.fromkeys(scheduling_scope(i.nodeid) for i in items))
+    rest = [s for s in scopes if s not in _LONGEST and s != SERVERS_SCOPE]
+    order = [s for s in _LONGEST if s in scopes] + rest[:_SERVERS_AFTER]
+    order += [SERVERS_SCOPE] if SERVERS_SCOPE in scopes else []
+    rank = {s: n for n, s in enumerate(order + rest[_SERVERS_AFTER:])}
+    items.sort(key=lambda i: rank[scheduling_scope(i.nodeid)])  # stable: each scope keeps its own order
+
+
 def scheduling_scope(nodeid: str) -> str:
     """The scheduling scope of a test: its module, or ``ray`` / ``servers`` for the modules that start Ray / servers."""
     path = nodeid.split("::", 1)[0]
@@ -164,6 +181,10 @@ if importlib.util.find_spec("xdist") is not None:
         from xdist.scheduler import LoadScopeScheduling
 
         class ModuleScopes(LoadScopeScheduling):
+            def __init__(self, config, log=None):
+                super().__init__(config, log)
+                config.option.loadscopereorder = False  # the collection's order (above), not the test counts'
+
             def _split_scope(self, nodeid: str) -> str:
                 return scheduling_scope(nodeid)
 

@@ -647,8 +647,8 @@ access_app = typer.Typer(help="Who may do what on an authenticated MLflow server
 app.add_typer(access_app, name="access")
 
 
-def _server() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or _cfg().base.tracking_uri
+def _server(cfg: Config | None = None) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or (cfg or _cfg()).base.tracking_uri
 
 
 @access_app.command("grant")
@@ -667,7 +667,7 @@ def access_grant(
 
     cfg = _cfg()
     models = tuple(m for m in {cfg.promote.registered_model or cfg.train.registered_model} if m)
-    made = grant(_server(), user, role, os.environ.get("FACEFOUNDRY_NEW_USER_PASSWORD"), models)
+    made = grant(_server(cfg), user, role, os.environ.get("FACEFOUNDRY_NEW_USER_PASSWORD"), models)
     if made is not None:
         path = write_credentials(credentials_out or f"{user}.mlflow-credentials", user, made)
         typer.echo(f"user {user} made; credentials in {path} (mode 0600: hand it over as ~/.mlflow/credentials)")

@@ -4,6 +4,7 @@ scram-sha-256 password, the S3 store with this stack's own keys, ``mlflow server
 One stack for the module (``stack.up(auth=True)``, the code ``infra/up.sh --auth`` runs); the users are made
 with ``facefoundry access grant`` as the admin: a reader, a researcher and a maintainer. Checked: anonymous
 requests are refused (401) for the REST API and an artifact download; a reader reads runs and the leaderboard
+(ranked and printed, not logged)
 but may not log or register (403, one line from the platform); a researcher logs runs and registers versions
 but may not promote (one line, exit 2, nothing half-done); a maintainer promotes; a wrong password is one line
 at once; no secret in any param, tag, artifact, log line, promoted.yaml or card."""
@@ -231,9 +232,15 @@ def test_a_reader_reads_runs_and_the_leaderboard_but_may_not_log_or_register(tea
             c.log_metric(runs, "sneaky", 1.0)
         with pytest.raises(MlflowException, match="403"):
             c.create_model_version(NAME, f"runs:/{runs}/model", runs)
-    # the platform: one line naming what is missing and who grants it
-    err = _one_line(team.ff("rd", "leaderboard", "--metric", "twins"))
-    assert "'rd' may not log to a run" in err and "403" in err and "grant rd researcher" in err, err
+    # the platform's leaderboard: ranked and printed for a reader; not logged, and one line says why and who grants it
+    shown = team.ff("rd", "leaderboard", "--metric", "twins")
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr, shown.stderr[-2000:]
+    assert "render" in shown.stdout  # the table
+    note = [line for line in shown.stderr.splitlines() if "not logged to MLflow" in line]
+    assert len(note) == 1 and "'rd' may not log to a run" in note[0] and "grant rd researcher" in note[0], note
+    # a change the platform attempts for a reader: one line naming what is missing
+    err = _one_line(team.ff("rd", "access", "grant", "someone", "maintainer"))
+    assert "'rd' may not" in err and "403" in err, err
 
 
 def test_a_researcher_registers_versions_but_promoting_is_refused_and_changes_nothing(team, runs) -> None:

@@ -246,23 +246,42 @@ def run_leaderboard(
     adhoc = rep.include_adhoc if include_adhoc is None else include_adhoc
     connect(cfg)
     check_experiments(names)
+    board = build(training_runs(names), include_adhoc=adhoc, metric=metric, alpha=rep.alpha, level=rep.level)
+    title = f"FaceFoundry leaderboard · {', '.join(names)}"
+    out = Path(rep.leaderboard_out)
+    md = f"# {title}\n\n{board.markdown(top)}"
+    page = board.html(title, top)
+    atomic_write_text(out / "leaderboard.md", md)
+    atomic_write_text(out / "leaderboard.html", page)
+    atomic_write_json(out / "leaderboard.json", board.to_json())
+    fig = pareto_of(board, title)
+    if fig is not None:  # written, then logged as those bytes
+        save_figure(fig, out / PARETO)
+    else:  # no costs known: no front (and none left from an earlier call)
+        (out / PARETO).unlink(missing_ok=True)
+    try:
+        _log_leaderboard(cfg, board, names, metric, md, page, out / PARETO if fig is not None else None)
+    except Exception as exc:  # a reader on an authenticated server reads the ranking, and may not log it
+        from facefoundry.tracking.access import access_failure
+
+        why = access_failure(exc)
+        if why is None or "403" not in why:
+            raise
+        log(f"note: the leaderboard was not logged to MLflow: {why}")
+    print_board(board, title, top)
+    log(f"leaderboard of {len(board.rows)} recipes written to {out}/leaderboard.{{md,html,json}}")
+    return board
+
+
+def _log_leaderboard(
+    cfg: Config, board: Leaderboard, names: list[str], metric: str, md: str, page: str, pareto: Path | None
+) -> None:
+    """The leaderboard as an MLflow run: its table, page, Pareto front and best recipe."""
     with stage_run(cfg, "leaderboard", ["report"], name=run_name("leaderboard", metric, *names)):
-        board = build(training_runs(names), include_adhoc=adhoc, metric=metric, alpha=rep.alpha, level=rep.level)
-        title = f"FaceFoundry leaderboard · {', '.join(names)}"
-        out = Path(rep.leaderboard_out)
-        md = f"# {title}\n\n{board.markdown(top)}"
-        page = board.html(title, top)
-        atomic_write_text(out / "leaderboard.md", md)
-        atomic_write_text(out / "leaderboard.html", page)
-        atomic_write_json(out / "leaderboard.json", board.to_json())
         log_text(md, "leaderboard.md")
         log_text(page, "leaderboard.html")
-        fig = pareto_of(board, title)
-        if fig is not None:  # written, then logged as those bytes
-            save_figure(fig, out / PARETO)
-            log_artifact(out / PARETO)
-        else:  # no costs known: no front (and none left from an earlier call)
-            (out / PARETO).unlink(missing_ok=True)
+        if pareto is not None:
+            log_artifact(pareto)
         mlflow = _mlflow()
         mlflow.set_tags(
             {"facefoundry.leaderboard.metric": metric, "facefoundry.leaderboard.experiments": ",".join(names)}
@@ -272,6 +291,3 @@ def run_leaderboard(
             mlflow.set_tags(
                 {"facefoundry.leaderboard.best_recipe": row.recipe, "facefoundry.leaderboard.best_run": run_id}
             )
-        print_board(board, title, top)
-        log(f"leaderboard of {len(board.rows)} recipes written to {out}/leaderboard.{{md,html,json}}")
-        return board

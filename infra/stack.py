@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # stack_base, stack_au
 
 import stack_auth
 from stack_base import BIN, HOST, StackError, _spawn, free_port, http_ok, stop_pid, wait_for
+from stack_mlflow import MlflowServer
 from stack_ray import RayCluster
 
 ACCESS_KEY, SECRET_KEY, REGION = "facefoundry", "facefoundry-secret", "us-east-1"  # a local store's own keys
@@ -226,57 +227,6 @@ class S3Server:
         self.pid = None
 
 
-# -- MLflow tracking server ----------------------------------------------------------------------
-
-
-@dataclass
-class MlflowServer:
-    """``mlflow server``: ``backend`` store (PostgreSQL URL), artifacts proxied to ``artifacts`` (s3://…).
-    ``app``: ``basic-auth`` for MLflow's authentication (its configuration and secrets in ``env``: stack_auth)."""
-
-    folder: Path
-    backend: str
-    artifacts: str
-    env: dict[str, str] = field(default_factory=dict, repr=False)
-    port: int = 0
-    pid: int | None = None
-    app: str | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self, timeout: float = 90) -> MlflowServer:
-        self.folder = Path(self.folder).resolve()
-        self.port = self.port or free_port()
-        log = self.folder / "mlflow.log"
-        cmd = [
-            str(BIN / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            self.backend,
-            "--artifacts-destination",
-            self.artifacts,
-            "--host",
-            HOST,
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-            *(["--app-name", self.app] if self.app else []),
-        ]
-        # MLflow's GenAI job runner (7 huey processes) serves nothing the platform uses: off unless asked for
-        jobs = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": os.environ.get("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")}
-        proc = _spawn(cmd, log, {**jobs, **self.env})
-        self.pid = proc.pid
-        wait_for(lambda: http_ok(self.url + "/health"), f"MLflow server on {self.url}", timeout, proc, log)
-        return self
-
-    def stop(self) -> None:
-        stop_pid(self.pid)
-        self.pid = None
-
-
 # -- the whole stack (infra/up.sh, infra/down.sh) ------------------------------------------------
 
 
@@ -302,7 +252,8 @@ def up(folder: Path, ray: bool = True, auth: bool = False) -> dict:
     state_file = folder / "state.json"
     if state_file.is_file():
         state = json.loads(state_file.read_text())
-        if http_ok(state["mlflow"] + "/health"):
+        running = http_ok(state["mlflow"] + "/health") or _restart_mlflow(folder, state)
+        if running:
             if bool(state.get("auth")) != auth:
                 raise StackError(
                     f"the stack in {folder} runs {'with' if state.get('auth') else 'without'} --auth: stop it "
@@ -352,6 +303,34 @@ def up(folder: Path, ray: bool = True, auth: bool = False) -> dict:
         raise
     stack_auth.write_private(state_file, json.dumps(state, indent=1))
     return state
+
+
+def _restart_mlflow(folder: Path, state: dict) -> bool:
+    """The MLflow server of a stack whose PostgreSQL and S3 store still run has stopped (killed, out of memory):
+    start it again on its own port with the same stores and secrets, so clients' URLs stay valid and a stage that
+    failed on the outage resumes with the same command. False when the rest of the stack is gone too."""
+    from urllib.parse import urlsplit
+
+    store = stack_auth.Secrets(folder) if state.get("auth") else None
+    password = store.get("FACEFOUNDRY_POSTGRES_PASSWORD") if store else None
+    pg = Postgres(Path(state["postgres_folder"]), port=urlsplit(state["postgres"]).port or 0, password=password)
+    try:
+        if not http_ok(state["s3"] + "/"):
+            return False
+        pg.create_database(pg.database)  # PostgreSQL answers (the database is there)
+    except Exception:  # psycopg2's connection errors: the rest of the stack is down
+        return False
+    env = dict(state["s3_env"])
+    if store:
+        env.update(zip(SECRET_ENV, store.s3_keys()))
+        env.update({**pg.env, **stack_auth.server_env(store, folder, pg.port)})
+    port = urlsplit(state["mlflow"]).port
+    ml = MlflowServer(
+        folder, state["postgres"], f"s3://{state['bucket']}/mlflow", env, port=port, app="basic-auth" if store else None
+    ).start()
+    state["mlflow_pid"] = ml.pid
+    stack_auth.write_private(folder / "state.json", json.dumps(state, indent=1))
+    return True
 
 
 def down(folder: Path) -> None:

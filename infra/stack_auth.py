@@ -100,16 +100,19 @@ class Secrets:
         return self.get("FACEFOUNDRY_S3_ACCESS_KEY"), self.get("FACEFOUNDRY_S3_SECRET_KEY")
 
 
-def auth_config(folder: Path, pg_port: int, cache_ttl_s: int = 60) -> Path:
-    """MLflow's basic-auth configuration for this stack (``MLFLOW_AUTH_CONFIG_PATH``): users and grants in
-    PostgreSQL (database ``mlflow_auth``; the password from PGPASSWORD), no permission without a role
+def auth_config(folder: Path, database: int | str, cache_ttl_s: int = 60) -> Path:
+    """MLflow's basic-auth configuration for this stack (``MLFLOW_AUTH_CONFIG_PATH``): users and grants in the
+    PostgreSQL on port ``database`` (database ``mlflow_auth``; the password from PGPASSWORD), or in the SQLAlchemy
+    database ``database`` names when it is a URI (a one-machine server on SQLite), no permission without a role
     (``default_permission = NO_PERMISSIONS``: a signed-in user with no role reads nothing). The admin's password
     is not in it. ``auth_cache_ttl_seconds``: MLflow's own cache of a verified password (PBKDF2 per request
     otherwise); one server worker, so a changed password takes effect at once."""
+    if not isinstance(database, str):
+        database = f"postgresql+psycopg2://postgres@{HOST}:{database}/{AUTH_DATABASE}"
     text = (
         "[mlflow]\n"
         "default_permission = NO_PERMISSIONS\n"
-        f"database_uri = postgresql+psycopg2://postgres@{HOST}:{pg_port}/{AUTH_DATABASE}\n"
+        f"database_uri = {database}\n"
         f"admin_username = {ADMIN}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         f"auth_cache_ttl_seconds = {cache_ttl_s}\n"
@@ -117,10 +120,10 @@ def auth_config(folder: Path, pg_port: int, cache_ttl_s: int = 60) -> Path:
     return write_private(Path(folder).resolve() / "basic_auth.ini", text)
 
 
-def server_env(store: Secrets, folder: Path, pg_port: int) -> dict[str, str]:
-    """The environment of an authenticated ``mlflow server --app-name basic-auth``."""
+def server_env(store: Secrets, folder: Path, database: int | str) -> dict[str, str]:
+    """The environment of an authenticated ``mlflow server --app-name basic-auth`` (``database``: auth_config's)."""
     return {
-        "MLFLOW_AUTH_CONFIG_PATH": str(auth_config(folder, pg_port)),
+        "MLFLOW_AUTH_CONFIG_PATH": str(auth_config(folder, database)),
         "MLFLOW_AUTH_ADMIN_PASSWORD": store.get("FACEFOUNDRY_MLFLOW_ADMIN_PASSWORD"),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": store.get("FACEFOUNDRY_FLASK_SECRET_KEY"),
     }

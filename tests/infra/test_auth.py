@@ -4,10 +4,11 @@ scram-sha-256 password, the S3 store with this stack's own keys, ``mlflow server
 One stack for the module (``stack.up(auth=True)``, the code ``infra/up.sh --auth`` runs); the users are made
 with ``facefoundry access grant`` as the admin: a reader, a researcher and a maintainer. Checked: anonymous
 requests are refused (401) for the REST API and an artifact download; a reader reads runs and the leaderboard
-(ranked and printed, not logged)
-but may not log or register (403, one line from the platform); a researcher logs runs and registers versions
-but may not promote (one line, exit 2, nothing half-done); a maintainer promotes; a wrong password is one line
-at once; no secret in any param, tag, artifact, log line, promoted.yaml or card."""
+(ranked and printed, not logged) but may not log or register (403, one line from the platform); a researcher logs
+runs and registers versions but may not promote (one line, exit 2, nothing half-done); a maintainer promotes; a
+wrong password is one line at once; no secret in any param, tag, artifact, log line, promoted.yaml or card; the
+server killed under a researcher's stage, brought back by ``up --auth``, the stage resumed (the outage test).
+The researcher's sweep on a token-authenticated Ray cluster: tests/sweep/test_cluster.py."""
 
 from __future__ import annotations
 
@@ -312,3 +313,51 @@ def test_credentials_never_come_from_a_config_or_a_loose_file(team, tmp_path) ->
     creds.chmod(0o644)
     err = _one_line(team.ff(None, "config", home=home))
     assert "mode 644" in err and "chmod 600" in err, err
+
+
+def test_the_server_stops_mid_stage_and_up_auth_brings_it_back_then_the_rerun_completes(team, tmp_path) -> None:
+    """The outage test, with authentication on (last in this module: it stops the team's server). A researcher's
+    stage loses the server after its first checkpoint: bounded retries, one line, the checkpoint kept. ``up --auth``
+    on the same stack folder starts the server again on its own port (PostgreSQL and S3 still running, the users
+    with them); the same command, the same credentials, resumes into the same run and finishes it."""
+
+    from tests.conftest import make_dataset
+    from tests.stages.test_cli_pipeline import assert_one_line_error
+
+    make_dataset(tmp_path / "ds", identities=8, per_identity=12, size=32)
+    tiny_config(
+        tmp_path,
+        base={"tracking_uri": team.url, "experiment": "infra-outage", "tracking_retries": 2},
+        train={"dataset": str(tmp_path / "ds"), "epochs": 20, "batch_size": 8},
+    )
+    env = {**_base_env(), **team.creds("rs")}
+    cmd = [sys.executable, "-m", "facefoundry", "--params", str(tmp_path / "params.yaml"), "train"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ckpt = tmp_path / "train" / "checkpoint.pt"
+        stack.wait_for(ckpt.is_file, "the first checkpoint", 240, proc)
+        stack.stop_pid(team.state["mlflow_pid"])  # the server dies while the stage trains
+        t0 = time.monotonic()
+        _, err = proc.communicate(timeout=240)
+        waited = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    team.outputs.append(err)
+    failed = subprocess.CompletedProcess(cmd, proc.returncode, "", err)
+    assert_one_line_error(failed, team.url, "unreachable", "run the same command again")
+    assert waited < 120, waited  # bounded: MLflow's own defaults would wait for minutes
+    assert ckpt.is_file()  # nothing on disk is lost
+    state = stack.up(team.folder, ray=False, auth=True)  # what `infra/up.sh --auth` runs
+    assert state["mlflow"] == team.url and state["mlflow_pid"] != team.state["mlflow_pid"]
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    team.outputs += [done.stdout, done.stderr]
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resuming" in (done.stdout + done.stderr)
+    assert _get(f"{team.url}/api/2.0/mlflow/experiments/search?max_results=1") == 401  # still authenticated
+    with pytest.MonkeyPatch.context() as mp:
+        c = _client(team, "admin", mp)
+        exp = c.get_experiment_by_name("infra-outage")
+        runs = c.search_runs([exp.experiment_id], "tags.`facefoundry.stage` = 'train'")
+        assert [r.info.status for r in runs] == ["FINISHED"]  # the same run, reopened and finished
+        assert len(c.get_metric_history(runs[0].info.run_id, "train/loss")) == 20

@@ -2,6 +2,8 @@
 is), the sweep connected to it with ``--address``; it must not start a Ray of its own, and must leave
 the cluster running when it ends. Ray >= 2.59 starts such a cluster with token authentication: the
 sweep finds the token (~/.ray/auth_token) by itself. An unreachable address is a one-line error.
+The token cluster is the team's set-up (``infra/up.sh --auth``): its sweep logs to an authenticated MLflow server
+(``--app-name basic-auth``, on SQLite here) as a researcher, from the driver and from the nodes' environment.
 On the cluster without authentication each trial trains through Ray Train's ``TorchTrainer`` (``resources.workers:
 2``, gloo on CPU: the way ``resources: {gpu: N}`` trains on GPUs). About a minute on 2 CPU cores."""
 
@@ -18,6 +20,10 @@ import yaml
 
 from tests.conftest import tiny_config
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "infra"))
+import stack
+import stack_auth
+
 pytestmark = pytest.mark.services
 
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -29,23 +35,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _team_server(folder: Path) -> tuple[stack.MlflowServer, dict[str, str], dict[str, str]]:
+    """An authenticated MLflow server (MLflow's basic-auth app, users in SQLite) and a researcher made on it with
+    ``facefoundry access grant``'s code: the server, the admin's and the researcher's credentials."""
+    from facefoundry.tracking.access import grant
+
+    store = stack_auth.Secrets(folder)
+    env = stack_auth.server_env(store, folder, f"sqlite:///{folder}/auth.db")
+    db = f"sqlite:///{folder}/mlflow.db"
+    server = stack.MlflowServer(folder, db, str(folder / "artifacts"), env, app="basic-auth").start()
+    admin = stack_auth.admin_env(store)
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in admin.items():
+            mp.setenv(k, v)
+        password = grant(server.url, "rs", "researcher")
+    return server, admin, {"MLFLOW_TRACKING_USERNAME": "rs", "MLFLOW_TRACKING_PASSWORD": password}
+
+
 @pytest.fixture(params=["token", "open"])
 def cluster(request, tmp_path):
     """A head node with token authentication (its token in a file the driver is pointed to, as on a
-    cluster node), or without."""
+    cluster node) and an authenticated MLflow server whose researcher the node and the driver log as, or
+    neither (local SQLite tracking)."""
     port = _free_port()
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+        and not k.startswith("MLFLOW_")
     }
     head = dict(env, RAY_worker_niceness="0")  # Ray's 15 starves the trials beside the other test worker (5× slower)
     head["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] = "0"  # Ray Train: one actor process fewer per trial (no spot nodes)
+    server = team = None
     if request.param == "token":
         token = tmp_path / "ray_token"
         token.write_text(secrets.token_hex(32))
         env["RAY_AUTH_TOKEN_PATH"] = str(token)
         head.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+        server, admin, researcher = _team_server(tmp_path / "mlflow")
+        env.update(researcher)
+        head.update(researcher)  # the node's account (up --auth: the `ray-nodes` researcher)
+        team = {"url": server.url, "admin": admin, "password": researcher["MLFLOW_TRACKING_PASSWORD"]}
     temp = Path("/tmp") / f"ray-test-{os.getpid()}"  # Ray's socket paths must stay short
     start = subprocess.run(
         [
@@ -64,20 +94,23 @@ def cluster(request, tmp_path):
         env=head,
         timeout=180,
     )
-    assert start.returncode == 0, start.stderr[-2000:]
     try:
-        yield f"127.0.0.1:{port}", env
+        assert start.returncode == 0, start.stderr[-2000:]
+        yield f"127.0.0.1:{port}", env, team
     finally:
         subprocess.run([RAY, "stop", "--force"], capture_output=True, env=head, timeout=120)
+        if server is not None:
+            server.stop()
 
 
 def test_sweep_runs_on_a_running_cluster(tmp_path, cluster, request):
-    address, env = cluster
+    address, env, team = cluster
     workers = request.node.callspec.params["cluster"] == "open"  # 2 Ray Train workers per trial
     # 2 workers × batch 8 = the one-process trial's batch 16; the trial 0.25 CPU + 2 × 0.25: two trials fit at once
     # (one trial: each starts 7 Ray processes, the controller's and Train's own, which 2 cores start slowly)
     trials, train = (1, {"epochs": 2, "batch_size": 8}) if workers else (2, {"epochs": 2})
-    tiny_config(tmp_path, identity={"judge_max_images": 40}, train=train)
+    base = {"tracking_uri": team["url"], "experiment": "team-sweeps"} if team else {}
+    tiny_config(tmp_path, identity={"judge_max_images": 40}, train=train, **({"base": base} if base else {}))
     (tmp_path / "sweep.yaml").write_text(
         yaml.safe_dump(
             {
@@ -117,6 +150,8 @@ def test_sweep_runs_on_a_running_cluster(tmp_path, cluster, request):
     if workers:
         assert "2 at a time, 0.25 CPU each + 2 Ray Train workers × 0.25 CPU" in res.stderr
         _trained_through_ray_train(tmp_path, results)
+    if team:
+        _logged_as_the_researcher(team, results, res.stdout + res.stderr)
     # the trials ran on the cluster, which is still up: a second driver can connect to it
     probe = subprocess.run(
         [
@@ -132,6 +167,26 @@ def test_sweep_runs_on_a_running_cluster(tmp_path, cluster, request):
         timeout=120,
     )
     assert probe.returncode == 0 and probe.stdout.strip().endswith("2"), probe.stderr[-2000:]
+
+
+def _logged_as_the_researcher(team: dict, results: dict, output: str) -> None:
+    """The researcher's sweep, on the authenticated server: the sweep run and every trial's runs FINISHED there
+    (the trials logged from the nodes with the node's account); no password in a param, a tag or the output."""
+    import mlflow
+
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in team["admin"].items():
+            mp.setenv(k, v)
+        client = mlflow.MlflowClient(tracking_uri=team["url"])
+        exp = client.get_experiment_by_name("team-sweeps")
+        runs = client.search_runs([exp.experiment_id], max_results=100)
+    roles = [r.data.tags.get("facefoundry.role") for r in runs]
+    assert roles.count("sweep") == 1 and roles.count("trial") == len(results["rows"]), roles
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    assert any(r.data.tags.get("facefoundry.stage") == "train" for r in runs)  # a trial's own training run
+    secrets_ = (team["password"], team["admin"]["MLFLOW_TRACKING_PASSWORD"])
+    texts = [repr({**r.data.params, **r.data.tags}) for r in runs] + [output]
+    assert not [s for s in secrets_ for t in texts if s in t]
 
 
 def _trained_through_ray_train(tmp: Path, results: dict) -> None:

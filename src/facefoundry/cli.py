@@ -663,11 +663,20 @@ def access_grant(
 ) -> None:
     """Give USER exactly ROLE on every experiment and registered model; a new user's password is generated
     (or FACEFOUNDRY_NEW_USER_PASSWORD) and written to a 0600 file, never printed."""
+    from facefoundry.stages.common import log
     from facefoundry.tracking.access import grant, write_credentials
 
     cfg = _cfg()
-    models = tuple(m for m in {cfg.promote.registered_model or cfg.train.registered_model} if m)
-    made = grant(_server(cfg), user, role, os.environ.get("FACEFOUNDRY_NEW_USER_PASSWORD"), models)
+    research, champion = cfg.train.registered_model, cfg.promote.registered_model or cfg.train.registered_model
+    protect = champion if champion and champion != research else None
+    models = (research,) if research else ()
+    made = grant(_server(cfg), user, role, os.environ.get("FACEFOUNDRY_NEW_USER_PASSWORD"), models, protect)
+    if champion and not protect:
+        log(
+            f"note: the champion lives in {champion!r}, the model researchers register into, so MLflow lets them "
+            "move its aliases through its REST API (facefoundry promote still asks for MANAGE); give it a "
+            f"model of its own (promote.registered_model: {champion}-champion) to have the server refuse them"
+        )
     if made is not None:
         path = write_credentials(credentials_out or f"{user}.mlflow-credentials", user, made)
         typer.echo(f"user {user} made; credentials in {path} (mode 0600: hand it over as ~/.mlflow/credentials)")

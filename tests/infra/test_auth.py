@@ -33,7 +33,8 @@ from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.services
 
-NAME = "facefoundry-fr"
+NAME = "facefoundry-fr"  # researchers register versions here
+CHAMPION = "facefoundry-fr-champion"  # promote.registered_model: the champion's own model, researchers read it
 ROLES = {"rd": "reader", "rs": "researcher", "mt": "maintainer"}
 
 
@@ -96,7 +97,11 @@ def team(tmp_path_factory):
             work,
             base={"tracking_uri": state["mlflow"], "experiment": "team"},
             train={"registered_model": NAME},
-            promote={"out": str(work / "promoted.yaml"), "card": str(work / "promoted_card.md")},
+            promote={
+                "registered_model": CHAMPION,
+                "out": str(work / "promoted.yaml"),
+                "card": str(work / "promoted_card.md"),
+            },
             evaluate={"benchmarks": {"twins": str(work / "twins.bin")}},
         )
         t = Team(folder, work, state["mlflow"], state, stack_auth.admin_env(stack_auth.Secrets(folder)))
@@ -250,19 +255,33 @@ def test_a_researcher_registers_versions_but_promoting_is_refused_and_changes_no
         versions = c.search_model_versions(f"name = '{NAME}'")
         assert [v.run_id for v in versions] == [runs]  # registered with the researcher's credentials
     err = _one_line(team.ff("rs", "promote", "--metric", "twins", "--no-gate", "--force"))
-    assert "promote refused: user 'rs' has EDIT" in err and "needs MANAGE" in err, err
+    assert f"promote refused: user 'rs' has READ on registered model '{CHAMPION}'" in err, err
+    assert "needs MANAGE" in err, err
     with pytest.MonkeyPatch.context() as mp:
-        aliases = _client(team, "admin", mp).get_registered_model(NAME).aliases
+        aliases = _client(team, "admin", mp).get_registered_model(CHAMPION).aliases
         assert not {"champion", "previous"} & set(aliases), aliases  # no alias moved
+        assert not _client(team, "admin", mp).search_model_versions(f"name = '{CHAMPION}'")
     assert not (team.work / "promoted.yaml").exists() and not (team.work / "promoted_card.md").exists()
 
 
 def test_a_maintainer_promotes_and_no_secret_is_anywhere(team, runs, tmp_path) -> None:
     proc = team.ff("mt", "promote", "--metric", "twins", "--no-gate", "--force")
     assert proc.returncode == 0, proc.stderr[-2000:]
+    from mlflow.exceptions import MlflowException
+
+    with pytest.MonkeyPatch.context() as mp:  # the server itself: a researcher may not move the champion's aliases
+        rs = _client(team, "rs", mp)
+        for attempt in (
+            lambda: rs.set_registered_model_alias(CHAMPION, "champion", "1"),
+            lambda: rs.delete_registered_model_alias(CHAMPION, "champion"),
+            lambda: rs.create_model_version(CHAMPION, f"runs:/{runs}/model", runs),
+        ):
+            with pytest.raises(MlflowException, match="403"):
+                attempt()
+        rs.set_registered_model_alias(NAME, "mine", "1")  # its own registry model: EDIT
     with pytest.MonkeyPatch.context() as mp:
         c = _client(team, "admin", mp)
-        assert c.get_registered_model(NAME).aliases["champion"] == "1"
+        assert c.get_registered_model(CHAMPION).aliases["champion"] == "1"
         records = [r for e in c.search_experiments() for r in c.search_runs([e.experiment_id], max_results=1000)]
     texts = {
         "promoted.yaml": (team.work / "promoted.yaml").read_text(),

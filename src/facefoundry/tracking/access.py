@@ -9,9 +9,14 @@ registered model (``*``):
     researcher  EDIT    create and log runs, run sweeps, register model versions
     maintainer  MANAGE  all of that, plus ``facefoundry promote`` (the ``champion`` / ``previous`` aliases)
 
-MLflow's server itself lets EDIT set an alias; ``facefoundry promote`` asks for MANAGE (:func:`require_manage`)
-before it computes or writes anything. The server runs with ``default_permission = NO_PERMISSIONS``
-(infra/stack_auth.py), so a signed-in user without a role reads nothing.
+MLflow's server lets whoever may add versions to a registered model (EDIT) set its aliases too. So the champion
+gets a registered model of its own (``promote.registered_model``, other than ``train.registered_model``): the
+researcher role then holds READ on every registered model and EDIT only on the models researchers register into
+(:func:`ensure_roles`), and the server itself refuses a researcher's alias or version on the champion's model (403).
+With one model for both (the one-machine default) only ``facefoundry promote`` guards the aliases.
+``facefoundry promote`` asks for MANAGE (:func:`require_manage`) before it computes or writes anything. The
+server runs with ``default_permission = NO_PERMISSIONS`` (infra/stack_auth.py), so a signed-in user without a role
+reads nothing.
 
 Credentials come only from the environment (``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD`` or
 ``MLFLOW_TRACKING_TOKEN``) or MLflow's credentials file ``~/.mlflow/credentials``, which must be mode 0600
@@ -158,19 +163,27 @@ def _missing(exc: BaseException) -> bool:
     return "RESOURCE_DOES_NOT_EXIST" in str(getattr(exc, "error_code", "")) or "not found" in str(exc).lower()
 
 
-def ensure_roles(client) -> dict[str, Any]:
-    """The three roles, made (with their grants) when missing; name → MLflow Role."""
+def ensure_roles(client, protect: str | None = None, research: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The three roles, made (with their grants) when missing; name → MLflow Role. ``protect``: the registered
+    model the champion lives in, when researchers do not register into it: the researcher role's grant on every
+    registered model becomes READ, with EDIT on each of ``research`` only. Protection stays once made (a later
+    call without ``protect``, e.g. ``up --auth`` making its ``ray-nodes`` user, keeps it)."""
     have = {r.name: r for r in client.list_roles(WORKSPACE)}
     out = {}
     for role, perm in ROLES.items():
         found = have.get(PREFIX + role) or client.create_role(WORKSPACE, PREFIX + role, f"FaceFoundry {role}: {perm}")
         granted = {(p.resource_type, p.resource_pattern): p for p in client.list_role_permissions(found.id)}
-        for resource in RESOURCES:
-            current = granted.get((resource, "*"))
+        want = {(resource, "*"): perm for resource in RESOURCES}
+        guarded = protect or any(t == "registered_model" and pattern != "*" for t, pattern in granted)
+        if role == "researcher" and guarded:
+            want[("registered_model", "*")] = ROLES["reader"]
+            want.update({("registered_model", m): perm for m in research if m and m != protect})
+        for (resource, pattern), level in want.items():
+            current = granted.get((resource, pattern))
             if current is None:
-                client.add_role_permission(found.id, resource, "*", perm)
-            elif current.permission != perm:
-                client.update_role_permission(current.id, perm)
+                client.add_role_permission(found.id, resource, pattern, level)
+            elif current.permission != level:
+                client.update_role_permission(current.id, level)
         out[role] = found
     return out
 
@@ -180,17 +193,25 @@ def roles_of(uri: str, user: str) -> list[str]:
     return [names[r.name] for r in _auth(uri).list_user_roles(user) if r.name in names]
 
 
-def grant(uri: str, user: str, role: str, password: str | None = None, models: tuple[str, ...] = ()) -> str | None:
+def grant(
+    uri: str,
+    user: str,
+    role: str,
+    password: str | None = None,
+    models: tuple[str, ...] = (),
+    protect: str | None = None,
+) -> str | None:
     """Give ``user`` exactly ``role`` (its other FaceFoundry roles are taken away), as the admin whose
     credentials are in the environment. A new user is made with ``password`` (a generated one when None,
     returned). ``models``: registered models made now, owned by the admin, so that no researcher becomes
-    their owner (MLflow gives a model's creator MANAGE on it) by registering the first version."""
+    their owner (MLflow gives a model's creator MANAGE on it) by registering the first version. ``protect``:
+    the champion's own registered model (:func:`ensure_roles`; made too), researchers editing ``models`` only."""
     if role not in ROLES:
         raise FaceFoundryError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
     from mlflow.exceptions import MlflowException
 
     client = _auth(uri)
-    roles = ensure_roles(client)
+    roles = ensure_roles(client, protect, models)
     made = None
     try:
         client.get_user(user)
@@ -205,7 +226,7 @@ def grant(uri: str, user: str, role: str, password: str | None = None, models: t
             client.unassign_role(user, r.id)
     if roles[role].id not in held:
         client.assign_role(user, roles[role].id)
-    ensure_models(uri, models)
+    ensure_models(uri, tuple(dict.fromkeys((*models, *([protect] if protect else [])))))
     return None if password else made
 
 

@@ -80,6 +80,12 @@ def test_named_params_or_experiment_file_must_exist(tmp_path):
 # -- data ----------------------------------------------------------------------------------------
 
 
+def test_a_file_store_tracking_uri_is_one_line(tmp_path):
+    tiny_config(tmp_path)
+    err = assert_error(run(tmp_path, "--set", "base.tracking_uri=file:./mlruns", "config"), "file:./mlruns")
+    assert "sqlite:///mlflow.db" in err and "MLFLOW_ALLOW_FILE_STORE" in err
+
+
 def test_train_lists_every_file_whose_hash_differs(tmp_path):
     ds = make_dataset(tmp_path / "ds", 4, 4)
     victims = sorted((ds / "images").rglob("*.png"))[2:5]

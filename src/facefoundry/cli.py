@@ -47,6 +47,7 @@ def _global(
 
 def _cfg(extra: list[str] | None = None) -> Config:
     from facefoundry.tracking.access import check_credentials, check_uri
+    from facefoundry.tracking.base import check_store
 
     named = _state.get("params")
     cfg = load_config(
@@ -56,6 +57,7 @@ def _cfg(extra: list[str] | None = None) -> Config:
         required=named is not None,
     )
     check_uri(cfg.base.tracking_uri)  # credentials come from the environment or a 0600 file, never a config
+    check_store(cfg.base.tracking_uri)  # MLflow 3 opens no ./mlruns file store unless asked
     check_credentials()  # ~/.mlflow/credentials, when there is one, readable by its owner only
     return cfg
 

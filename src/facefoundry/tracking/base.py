@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from facefoundry.errors import FaceFoundryError
+
 
 def run_active() -> bool:
     """An MLflow run is open in this process (without importing mlflow when nothing has)."""
@@ -41,6 +43,17 @@ def _mlflow():  # imported lazily: mlflow takes seconds to import
         logging.getLogger("sqlalchemy").setLevel(logging.CRITICAL)
 
     return mlflow
+
+
+def check_store(uri: str, where: str = "base.tracking_uri") -> None:
+    """MLflow 3 refuses a file store (``./mlruns``, ``file:…``) unless ``MLFLOW_ALLOW_FILE_STORE`` is true: one
+    line before any stage starts, instead of its traceback in the middle of one."""
+    file_store = uri.startswith(("file:", "/", ".", "~")) or ("/" in uri and ":" not in uri) or uri == "mlruns"
+    if file_store and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").strip().lower() not in ("true", "1", "yes"):
+        raise FaceFoundryError(
+            f"{where} {uri} is a file store, which MLflow 3 no longer opens: use sqlite:///mlflow.db (`mlflow "
+            "migrate-filestore` moves existing runs) or a server, or set MLFLOW_ALLOW_FILE_STORE=true"
+        )
 
 
 def absolute_uri(uri: str) -> str:

@@ -163,6 +163,16 @@ def test_bad_table_is_one_line_naming_file_and_problem(tmp_path, text, problem):
     assert not (tmp_path / "synlfw.bin").exists()
 
 
+def test_the_stage_checks_its_inputs_before_it_opens_a_run(tmp_path):
+    from facefoundry.stages.synlfw import run_synlfw
+
+    table = tmp_path / "stats.csv"
+    table.write_text("yaw\n1\n")
+    with pytest.raises(FaceFoundryError, match="data rows"):
+        run_synlfw(cfg_for(tmp_path, table=str(table)))
+    assert not (tmp_path / "mlflow.db").exists()  # no MLflow run opened, none left FAILED
+
+
 FAKE_NAME = "synlfw-test-fake"
 SEEN: list = []  # the configs the fake generator was called with
 

@@ -98,8 +98,16 @@ def test_pipeline_tracks_every_stage(pipeline):
 
 
 def test_missing_benchmark_path(pipeline):
+    import sqlite3
+
+    def failed() -> int:
+        with sqlite3.connect(pipeline / "mlflow.db") as db:
+            return db.execute("SELECT COUNT(*) FROM runs WHERE status = 'FAILED'").fetchone()[0]
+
+    before = failed()
     proc = ff(pipeline, "--set", "evaluate.benchmarks.lfw=/nonexistent/lfw.bin", "evaluate")
     assert_one_line_error(proc, "evaluate.benchmarks.lfw: /nonexistent/lfw.bin", "does not exist")
+    assert failed() == before  # checked before the run opens: no FAILED run left behind
 
 
 def test_unknown_backbone_and_bad_config(tmp_path):

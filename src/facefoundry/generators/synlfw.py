@@ -20,6 +20,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -103,10 +104,22 @@ def read_table(path: str | Path, rows: int) -> dict[str, np.ndarray]:
     return out
 
 
-def make_synlfw(cfg: Config, log: Callable[[str], None] = print) -> Path:
-    """Write Syn-LFW(-R) to ``synlfw.out`` (and its sidecar ``<out>.json``); returns the ``.bin`` path."""
+@dataclass(frozen=True)
+class SynlfwPlan:
+    """What Syn-LFW will be, every input checked: the issame sequence and where it came from, the pair plan,
+    the number of unseen identities and the renderer-variation table."""
+
+    issame: np.ndarray
+    reference: str | None
+    plan: np.ndarray
+    identities: int
+    table: dict[str, np.ndarray] | None
+
+
+def plan_synlfw(cfg: Config) -> SynlfwPlan:
+    """Read and check every input of Syn-LFW (the benchmark it copies, the table, the generator's name): a bad
+    one is one line here, before a run is opened or any image made."""
     s = cfg.synlfw
-    out = Path(s.out)
     issame, reference = reference_issame(cfg)
     plan, n_ids = pair_plan(issame)
     if s.ratio < 1 and n_ids < 2:
@@ -116,11 +129,20 @@ def make_synlfw(cfg: Config, log: Callable[[str], None] = print) -> Path:
             f"synlfw.table sets renderer variations; generator {s.generator!r} has none "
             "(use synlfw.generator: render or drop the table)"
         )
-    table = read_table(s.table, 2 * len(issame)) if s.table else None  # a bad table fails before any work
+    table = read_table(s.table, 2 * len(issame)) if s.table else None
     if s.generator != "render":
         from facefoundry.generators.table import descriptor
 
         descriptor(s.generator).entry("generate")  # an unknown name: one line listing the generators
+    return SynlfwPlan(issame, reference, plan, n_ids, table)
+
+
+def make_synlfw(cfg: Config, log: Callable[[str], None] = print, planned: SynlfwPlan | None = None) -> Path:
+    """Write Syn-LFW(-R) to ``synlfw.out`` (and its sidecar ``<out>.json``); returns the ``.bin`` path."""
+    s = cfg.synlfw
+    out = Path(s.out)
+    p = planned or plan_synlfw(cfg)
+    issame, reference, plan, n_ids, table = p.issame, p.reference, p.plan, p.identities, p.table
     log(
         f"Syn-LFW: {len(issame)} pairs ({int(issame.sum())} same) like {reference or 'alternating same/different'}, "
         f"{n_ids} unseen identities, R = {s.ratio:g}, generator {s.generator} → {out}"

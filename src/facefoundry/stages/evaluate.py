@@ -57,6 +57,12 @@ def parse_benchmarks(items: list[str]) -> dict[str, str]:
     return out
 
 
+def check_benchmark_files(benchmarks: dict[str, str], where: str = "evaluate.benchmarks.") -> None:
+    missing = [f"{where}{k}: {p}" for k, p in benchmarks.items() if not Path(p).is_file()]
+    if missing:
+        raise FaceFoundryError(f"benchmark file does not exist ({'; '.join(missing)})")
+
+
 def evaluate_embedder(
     embedder: Embedder,
     benchmarks: dict[str, str],
@@ -72,9 +78,7 @@ def evaluate_embedder(
     import time
 
     e = cfg.evaluate
-    missing = [f"{where}{k}: {p}" for k, p in benchmarks.items() if not Path(p).is_file()]
-    if missing:
-        raise FaceFoundryError(f"benchmark file does not exist ({'; '.join(missing)})")
+    check_benchmark_files(benchmarks, where)
     loaded = {name: read_bin(path, image_size) for name, path in benchmarks.items()}  # every file is checked
     small = [
         f"{benchmarks[n]}: {len(p.issame)} pairs cannot be split into {e.nfolds} folds (evaluate.nfolds)"
@@ -212,6 +216,7 @@ def run_evaluate(
             "no benchmark to evaluate on: evaluate.benchmarks is empty (add NAME=PATH.bin "
             "with --benchmark or --set evaluate.benchmarks.NAME=PATH.bin)"
         )
+    check_benchmark_files(benches, where)  # before a run is opened or a model loaded
     if encoders:
         return _run_encoders(cfg, encoders, benches, where, products)
     if Path(cfg.evaluate.model).suffix.lower() in RELEASED_SUFFIXES and not Path(cfg.evaluate.model).is_dir():

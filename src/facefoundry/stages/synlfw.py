@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from facefoundry.config import Config
-from facefoundry.generators.synlfw import make_synlfw, sidecar_path
+from facefoundry.generators.synlfw import make_synlfw, plan_synlfw, sidecar_path
 from facefoundry.stages.common import log
 from facefoundry.tracking import log_metrics, run_name, stage_run
 from facefoundry.verification.binfile import read_bin
@@ -16,6 +16,7 @@ from facefoundry.verification.binfile import read_bin
 def run_synlfw(cfg: Config) -> Path:
     """Write ``cfg.synlfw.out`` (a .bin and its JSON record) in an MLflow run; returns the .bin."""
     s = cfg.synlfw
+    planned = plan_synlfw(cfg)  # every input checked before the run opens
     with stage_run(
         cfg,
         "synlfw",
@@ -24,7 +25,7 @@ def run_synlfw(cfg: Config) -> Path:
         name=run_name("benchmark", "synlfw", s.generator, f"R={s.ratio:g}"),
     ):
         t0 = time.perf_counter()
-        path = make_synlfw(cfg, log)
+        path = make_synlfw(cfg, log, planned)
         pairs = read_bin(path)
         meta = json.loads(sidecar_path(path).read_text())
         log_metrics(

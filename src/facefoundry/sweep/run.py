@@ -5,7 +5,7 @@ Layout of a sweep folder (``outputs/sweeps/<name>`` or ``--out``)::
 
     sweep.json              the MLflow parent run id, the spec's digest (a resumed sweep must match)
     ray/tune/               Ray Tune's experiment state (Tuner.restore resumes from it)
-    benchmarks/             the synthetic twins benchmark, made once from the base recipe
+    benchmarks/             the synthetic twins benchmark, made once from the base recipe (sweep/inputs.py)
     datasets/<key>/         one dataset per distinct generation settings, shared by the trials that use it
     trials/<trial id>/      train/ (model, checkpoint), eval/, trial.log, attempts.log, status.json
     repeats/<trial id>-seed<S>/  a best trial again with another FR seed (spec ``repeats``; ray/repeats)
@@ -23,15 +23,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from facefoundry.config import Config
-from facefoundry.config.dotted import apply_sets
 from facefoundry.errors import FaceFoundryError
 from facefoundry.io import atomic_write_json, read_json
 from facefoundry.stages.common import log
 from facefoundry.sweep.callbacks import SweepCallback, _tune_callback, trial_dirname, trial_name
 from facefoundry.sweep.cluster import _init_ray, cluster_auth
+from facefoundry.sweep.inputs import prepare_benchmarks, prepare_realism_target
 from facefoundry.sweep.results import SweepOutcome, _finish
 from facefoundry.sweep.spec import describe, dump_yaml
-from facefoundry.sweep.spec_model import Sweep, trial_sets
+from facefoundry.sweep.spec_model import Sweep
 from facefoundry.sweep.trial import COMPLETED, FAILED, STOPPED, TRIAL_STATUS, run_trial
 from facefoundry.tracking.base import absolute_uri
 
@@ -41,63 +41,6 @@ if TYPE_CHECKING:
     from facefoundry.sweep.warm import WarmStart
 
 EXPERIMENT = "tune"  # Ray Tune's experiment folder under <out>/ray
-
-
-# -- the sweep's benchmarks -----------------------------------------------------------------------------
-def prepare_benchmarks(sweep: Sweep, cfg: Config, out: Path) -> dict[str, str]:
-    """Absolute benchmark paths for every trial. The synthetic twins benchmark (the ``benchmark`` stage's
-    output) is made once here from the base recipe, so every trial is scored on the same pairs; its
-    identities stay clear of every trial's (``generate.identities`` at the space's largest value)."""
-    from facefoundry.sweep.keys import _digest
-
-    benches: dict[str, str] = {}
-    for name, path in cfg.evaluate.benchmarks.items():
-        if Path(path) == Path(cfg.benchmark.out):
-            sets = {}
-            ids = sweep.dims.get("generate.identities")
-            if ids is not None:
-                sets["generate.identities"] = int(max(ids.extremes()))
-            bcfg = Config.model_validate(apply_sets(cfg.model_dump(mode="json"), trial_sets(sets))) if sets else cfg
-            b = bcfg.model_dump(mode="json")
-            key = _digest(
-                {
-                    "benchmark": {k: v for k, v in b["benchmark"].items() if k != "out"},
-                    "seed": bcfg.base.seed,
-                    "size": bcfg.base.image_size,
-                    "generate": {k: b["generate"][k] for k in ("identities", "min_identity_distance", "render")},
-                }
-            )
-            target = out / "benchmarks" / f"{name}-{key}.bin"
-            if not target.is_file():
-                from facefoundry.stages.generate import run_benchmark
-
-                log(f"making the {name} benchmark once for the sweep: {target}")
-                run_benchmark(Config.model_validate(apply_sets(b, trial_sets({"benchmark.out": str(target)}))))
-            benches[name] = str(target.resolve())
-        else:
-            if not Path(path).is_file():
-                raise FaceFoundryError(f"evaluate.benchmarks.{name}: {path}: benchmark file does not exist")
-            benches[name] = str(Path(path).resolve())
-    return benches
-
-
-def prepare_realism_target(sweep: Sweep, cfg: Config, out: Path) -> str | None:
-    """The realism stage's target photos: the configured folder, or the default synthetic photographic
-    target made once for the sweep."""
-    if not sweep.spec.realism or cfg.realism.method == "none":
-        return None
-    target = Path(cfg.realism.target_dir)
-    if target.is_dir() and any(target.iterdir()):
-        return str(target.resolve())
-    if cfg.realism.target_dir != "outputs/realism_target":
-        raise FaceFoundryError(f"realism.target_dir: {target}: no target photos there")
-    made = out / "realism_target"
-    if not (made / "manifest.parquet").is_file() and not (made.is_dir() and any(made.iterdir())):
-        from facefoundry.stages.realism import run_realism_target
-
-        log(f"making the synthetic photographic realism target once for the sweep: {made}")
-        run_realism_target(cfg, str(made))
-    return str(made.resolve())
 
 
 # -- the driver ---------------------------------------------------------------------------------------

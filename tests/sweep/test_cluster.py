@@ -192,7 +192,7 @@ def _logged_as_the_researcher(team: dict, results: dict, output: str) -> None:
 def _trained_through_ray_train(tmp: Path, results: dict) -> None:
     """Each trial: one MLflow training run (under the trial's run) of 2 processes, the validation accuracy of both
     epochs in it (rank 0 scored them) and in Ray Tune's results (epoch 1 reported, epoch 2 with the final result),
-    Ray Train's run folder gone."""
+    Ray Train's run folder gone, the workers' output in the trial folder."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp}/mlflow.db")
@@ -215,6 +215,8 @@ def _trained_through_ray_train(tmp: Path, results: dict) -> None:
         assert sorted((m.step, m.value) for m in history) == [(r["epoch"], r["val_accuracy"]) for r in reported]
         out = tmp / "out" / "trials" / row["trial"] / "train"
         assert (out / "model").is_dir() and not (out / "ray_train").exists()
+        # the workers' output in the trial folder: rank 0's in trial.log (its epochs), rank 1's beside it
+        assert "epoch 2/2" in (out.parent / "trial.log").read_text() and (out.parent / "worker1.log").is_file()
 
 
 def test_unreachable_cluster_is_one_line(tmp_path):

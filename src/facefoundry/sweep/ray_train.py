@@ -40,6 +40,8 @@ def worker(job: dict[str, Any], epoch_hook: Callable | None = None) -> dict:
     """One Ray Train worker: the driver's environment and working directory, its GPU, then the train stage
     (``epoch_hook``: the stage's, which rank 0 calls after each epoch: a sweep trial's, :mod:`.sweep.workers`)."""
     os.environ.update(job["env"])
+    if job.get("log"):  # a sweep trial's: its workers' output in the trial folder, not only Ray's session logs
+        return _logged(job, epoch_hook)
     if os.path.isdir(job["cwd"]):
         os.chdir(job["cwd"])  # Ray Train starts workers in its own folder; relative paths are the driver's
     if job["gpu"]:  # the GPU Ray assigned (CUDA_VISIBLE_DEVICES holds the node's workers' GPUs): setup() takes it
@@ -49,6 +51,19 @@ def worker(job: dict[str, Any], epoch_hook: Callable | None = None) -> dict:
     from facefoundry.stages.train import run_train
 
     return run_train(job["cfg"], job["stop_after"], epoch_hook=epoch_hook, products=job["products"])
+
+
+def _logged(job: dict[str, Any], epoch_hook: Callable | None) -> dict:
+    """:func:`worker` with its stdout/stderr appended to the trial's log (rank 0) or ``worker<rank>.log`` beside it."""
+    from ray.train import get_context
+
+    from facefoundry.sweep.trial import output_to
+
+    log = Path(job["log"])
+    rank = get_context().get_world_rank()
+    path = log if rank == 0 else log.with_name(f"worker{rank}.log")
+    with output_to(path):
+        return worker({**job, "log": None}, epoch_hook)
 
 
 def _connect(address: str | None) -> bool:
@@ -134,10 +149,12 @@ def launch(
     address: str | None = None,
     loop: Callable[[dict[str, Any]], dict] | None = None,
     cpus: float | None = None,
+    log: Path | None = None,
 ) -> dict:
     """Run the train stage in ``nproc`` Ray Train workers and wait: rank 0's result (``run_train``'s dict).
     ``loop``: the function each worker runs with the job; None: :func:`worker` (tests and sweep trials wrap it).
-    ``cpus``: each worker's CPUs (a sweep trial's ``resources.cpu``); None: ``max(1, train.threads)``."""
+    ``cpus``: each worker's CPUs (a sweep trial's ``resources.cpu``); None: ``max(1, train.threads)``.
+    ``log``: where rank 0's output goes (rank k's to ``worker<k>.log`` beside it); None: Ray's own logs."""
     from facefoundry.train.distributed import launched
 
     if launched():
@@ -147,7 +164,7 @@ def launch(
         gpu, each = plan(cfg.base.device, nproc, cfg.train.threads, _capacity(), cpus)
         if not gpu and cfg.base.device != "cpu":  # the workers' own GPUs are not theirs to take
             cfg = cfg.model_copy(update={"base": cfg.base.model_copy(update={"device": "cpu"})})
-        return _fit(cfg, nproc, stop_after, products, gpu, each, loop or worker)
+        return _fit(cfg, nproc, stop_after, products, gpu, each, loop or worker, log)
     finally:
         if connected:
             import ray
@@ -163,6 +180,7 @@ def _fit(
     gpu: bool,
     each: dict[str, float],
     loop: Callable[[dict[str, Any]], dict],
+    log: Path | None = None,
 ) -> dict:
     from ray.train.v2._internal.constants import is_v2_enabled
     from ray.train.v2.api.config import FailureConfig, RunConfig, ScalingConfig
@@ -181,6 +199,7 @@ def _fit(
         "cwd": os.getcwd(),
         "env": _env(),
         "gpu": gpu,
+        "log": str(Path(log).resolve()) if log else None,
     }
     trainer = TorchTrainer(
         loop,

@@ -50,7 +50,7 @@ def injected(sweep: Sweep, params: dict[str, Any], number: int, attempt: int) ->
 
 # -- the trainable ----------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _output_to(path: Path) -> Iterator[None]:
+def output_to(path: Path) -> Iterator[None]:
     """The trial's stdout/stderr (stage logs, progress) into its own log file, not the driver's console."""
     sys.stdout.flush()
     sys.stderr.flush()
@@ -98,7 +98,7 @@ def run_trial(config: dict, ctx: dict) -> None:
     with open(folder / "attempts.log", "a") as fh:
         fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} pid {os.getpid()} host {socket.gethostname()}\n")
     attempt = len((folder / "attempts.log").read_text().splitlines())
-    with _output_to(folder / "trial.log"):
+    with output_to(folder / "trial.log"):
         _trial(config, ctx, trial_id, folder, attempt, t_start)
 
 
@@ -267,7 +267,8 @@ def _train(t: _Trial, data: dict) -> float:
 
         validation = {"name": v.benchmark, "path": path, "pairs": v.pairs, "flip": v.flip}
         t.train_started = time.perf_counter()
-        train_in_workers(t.train_cfg or t.cfg, workers, t.sweep.spec.resources.cpu, validation, on_numbers)
+        cfg = t.train_cfg or t.cfg
+        train_in_workers(cfg, workers, t.sweep.spec.resources.cpu, validation, on_numbers, t.folder / "trial.log")
         return sum(spent)
     from facefoundry.stages.train import run_train
 

@@ -19,6 +19,7 @@ import functools
 import math
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from facefoundry.config import Config
@@ -101,10 +102,12 @@ def train_in_workers(
     cpus: float,
     validation: dict[str, Any],
     on_epoch: Callable[[dict[str, Any]], None],
+    log: Path | None = None,
 ) -> dict:
     """Run the train stage of ``cfg`` in ``workers`` Ray Train workers of ``cpus`` CPUs each and wait; call
     ``on_epoch(numbers)`` in this thread for every epoch rank 0 finishes (it may raise: Ray Tune ended the trial,
     and the workers are then stopped before it is raised here). Rank 0's result (``run_train``'s dict).
+    ``log``: the trial's log, which rank 0's output joins (rank k's: ``worker<k>.log`` beside it).
 
     ``validation``: the scorer's settings (``name``, ``path``, ``pairs``, ``flip``), for rank 0."""
     import ray
@@ -117,7 +120,7 @@ def train_in_workers(
     def run() -> None:
         try:
             loop = functools.partial(rank0_scores, box, validation)
-            outcome["result"] = ray_train.launch(cfg, workers, loop=loop, cpus=cpus)
+            outcome["result"] = ray_train.launch(cfg, workers, loop=loop, cpus=cpus, log=log)
         except BaseException as exc:  # re-raised in the trial's thread
             outcome["error"] = exc
         finally:

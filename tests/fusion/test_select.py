@@ -62,6 +62,9 @@ def test_keep_keeps_both_and_too_few_identities_is_a_clear_error():
     assert select([a, b], {"a": 3, "b": 4}, "uniform", "keep", 0.65, seed=0).num_classes == 7
     with pytest.raises(FaceFoundryError, match=r"fuse.sources.b: 4 identities wanted, only 3 available"):
         select([a, b], {"a": 3, "b": 4}, "uniform", "drop", 0.65, seed=0)
+    # all of b (neither a count nor a share): what the overlap check leaves of it, no error
+    every = select([a, b], {"a": 3, "b": 4}, "uniform", "drop", 0.65, seed=0, every=frozenset({"b"}))
+    assert len(every.taken["b"]) == 3 and len(every.dropped["b"]) == 1 and every.num_classes == 6
 
 
 def test_identities_alike_within_one_source_are_not_an_overlap():

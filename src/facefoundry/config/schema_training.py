@@ -222,7 +222,8 @@ class QualityCfg(Strict):
 
 
 class FuseSourceCfg(Strict):
-    """One dataset of a fusion: all its identities (neither set), a count, or a share of fuse.identities."""
+    """One dataset of a fusion: all its identities that pass the leakage and overlap checks (neither set), a count,
+    or a share of fuse.identities."""
 
     path: Annotated[str, INPUT]
     identities: PositiveInt | None = None  # take this many identities

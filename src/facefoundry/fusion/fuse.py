@@ -119,7 +119,8 @@ def fuse(
         {n: s.share for n, s in f.sources.items()},
         f.identities,
     )
-    sel = select(idents, wanted, f.strategy, f.overlap, overlap_at, cfg.base.seed)
+    every = frozenset(n for n, s in f.sources.items() if s.identities is None and s.share is None)
+    sel = select(idents, wanted, f.strategy, f.overlap, overlap_at, cfg.base.seed, every)
     for p in sel.overlaps[:20]:
         log(
             f"overlap: {p['a']}/{srcs[p['a']].identities[p['a_label']]} ~ {p['b']}/{srcs[p['b']].identities[p['b_label']]}"

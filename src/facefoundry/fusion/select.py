@@ -97,9 +97,16 @@ def cross_overlap(a: SourceIdentities, b: SourceIdentities, threshold: float) ->
 
 
 def select(
-    sources: list[SourceIdentities], wanted: dict[str, int], strategy: str, overlap: str, threshold: float, seed: int
+    sources: list[SourceIdentities],
+    wanted: dict[str, int],
+    strategy: str,
+    overlap: str,
+    threshold: float,
+    seed: int,
+    every: frozenset[str] = frozenset(),
 ) -> Selection:
-    """Take ``wanted[name]`` identities of each source, in source order (see the module docstring)."""
+    """Take ``wanted[name]`` identities of each source, in source order (see the module docstring). A source in
+    ``every`` (neither a count nor a share: all it has) gives what the overlap check leaves of it, however many."""
     if overlap not in ("drop", "merge", "keep"):
         raise FaceFoundryError(f"fuse.overlap: unknown {overlap!r} (drop | merge | keep)")
     rng = np.random.default_rng(seed)
@@ -136,7 +143,7 @@ def select(
                 chosen_centres.append(src.centres[i])
                 chosen_from.append(src.name)
                 n += 1
-        if len(taken[src.name]) < need:
+        if len(taken[src.name]) < need and src.name not in every:
             lost = len(src.excluded) + len(dropped[src.name])
             raise FaceFoundryError(
                 f"fuse.sources.{src.name}: {need} identities wanted, only {len(taken[src.name])} available "

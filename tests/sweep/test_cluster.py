@@ -264,7 +264,7 @@ def test_a_trial_stopped_by_ray_tune_stops_rank_0(monkeypatch):
 
     from facefoundry.sweep import ray_train, workers
 
-    def rank0(cfg, nproc, *, loop, cpus):  # what launch() runs, reduced to rank 0's side of the mailbox
+    def rank0(cfg, nproc, *, loop, cpus, log=None):  # what launch() runs, reduced to rank 0's side of the mailbox
         box = loop.args[0]
         for epoch in (1, 2, 3):
             ray.get(box.put.remote({"epoch": epoch}))

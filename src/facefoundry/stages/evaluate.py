@@ -216,7 +216,6 @@ def run_evaluate(
             "no benchmark to evaluate on: evaluate.benchmarks is empty (add NAME=PATH.bin "
             "with --benchmark or --set evaluate.benchmarks.NAME=PATH.bin)"
         )
-    check_benchmark_files(benches, where)  # before a run is opened or a model loaded
     if encoders:
         return _run_encoders(cfg, encoders, benches, where, products)
     if Path(cfg.evaluate.model).suffix.lower() in RELEASED_SUFFIXES and not Path(cfg.evaluate.model).is_dir():
@@ -225,6 +224,7 @@ def run_evaluate(
     record = run_record(cfg.evaluate.model)  # the training run's side file (never a DVC output)
     train_run, recipe = record.get("run_id"), record.get("recipe") or model.info.get("recipe")
     tags = {"facefoundry.train_run_id": str(train_run), "facefoundry.recipe": str(recipe)}
+    check_benchmark_files(benches, where)  # the model first, then the benchmarks: both before the run opens
     with stage_run(cfg, "evaluate", ["evaluate"], tags, name=run_name("evaluate", recipe, *benches), products=products):
         with torch.inference_mode():
             results = evaluate_model(model, benches, cfg, where)
@@ -263,6 +263,7 @@ def _run_released(cfg: Config, benches: dict[str, str], where: str, products: st
         "facefoundry.model_format": fmt,
         **({"facefoundry.arch": arch} if arch else {}),
     }
+    check_benchmark_files(benches, where)
     with stage_run(
         cfg, "evaluate", ["evaluate"], tags, name=run_name("evaluate", spec.name, *benches), products=products
     ):
@@ -280,6 +281,7 @@ def _run_encoders(
     several = len(encoders) > 1
     metrics: dict[str, float] = {}
     labelled: list[tuple[str, VerificationResult]] = []
+    check_benchmark_files(benches, where)
     with stage_run(
         cfg,
         "evaluate",

@@ -57,7 +57,7 @@ def _logged(job: dict[str, Any], epoch_hook: Callable | None) -> dict:
     """:func:`worker` with its stdout/stderr appended to the trial's log (rank 0) or ``worker<rank>.log`` beside it."""
     from ray.train import get_context
 
-    from facefoundry.sweep.trial import output_to
+    from facefoundry.io import output_to
 
     log = Path(job["log"])
     rank = get_context().get_world_rank()

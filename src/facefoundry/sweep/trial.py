@@ -9,12 +9,10 @@ child MLflow run of the sweep's run; the stages' runs nest under it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import socket
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ from typing import Any
 from facefoundry.config import Config
 from facefoundry.config.dotted import apply_sets
 from facefoundry.errors import FaceFoundryError
-from facefoundry.io import atomic_write_json, read_json
+from facefoundry.io import atomic_write_json, output_to, read_json
 from facefoundry.sweep import repeats
 from facefoundry.sweep.cache import shared_dataset
 from facefoundry.sweep.keys import _digest, trial_number
@@ -49,26 +47,6 @@ def injected(sweep: Sweep, params: dict[str, Any], number: int, attempt: int) ->
 
 
 # -- the trainable ----------------------------------------------------------------------------------
-@contextlib.contextmanager
-def output_to(path: Path) -> Iterator[None]:
-    """The trial's stdout/stderr (stage logs, progress) into its own log file, not the driver's console."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    saved = os.dup(1), os.dup(2)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for f in (fd, *saved):
-            os.close(f)
-
-
 def _set_env(ctx: dict, trial_id: str) -> None:
     from facefoundry.tracking import PIPELINE_ENV, PIPELINE_NAME_ENV
 
